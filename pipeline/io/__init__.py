@@ -1,0 +1,1 @@
+"""Input sources, decoding and table helpers."""
