@@ -1,0 +1,229 @@
+"""The swipe labeler web app: a static page plus a small JSON API over a ``LabelStore``.
+
+Routes (all but ``/login`` need the access token when one is set; 401 without it, 403 wrong):
+
+    GET  /                 the labeling page          GET  /static/app.js, /static/app.css
+    GET  /login            token form (public)        POST /login  (form field ``token``)
+    GET  /api/config       labels, key bindings       GET  /api/progress
+    POST /api/next         {annotator, n} -> leased items to show next
+    POST /api/label        {annotator, id, label, request_id?}
+    POST /api/undo         {annotator, request_id?} -> the id given back
+    POST /api/release      {annotator, ids?} -> leases returned to the queue
+    GET  /api/image?id=    JPEG thumbnail of a catalog id (never a path)
+    GET  /api/labels       current labels as JSON
+
+The token may arrive as cookie ``strata_token``, header ``Authorization: Bearer <t>`` or, once,
+as ``/?token=<t>`` (answered by setting the cookie and redirecting to a clean URL).
+"""
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from importlib import resources
+from typing import Annotated, Sequence
+
+from fastapi import FastAPI, Form, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.labeler.images import ThumbnailCache
+from pipeline.labeler.store import LabelError, LabelStore
+
+COOKIE = "strata_token"
+_ANNOTATOR = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@ -]+$")
+_ID = Field(min_length=1, max_length=1024)
+_REQUEST_ID = Field(default=None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+_STATIC_TYPES = {"app.js": "text/javascript", "app.css": "text/css"}
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; style-src 'self'; script-src 'self'",
+}
+
+
+@dataclass
+class LabelerSettings:
+    """What the app serves: how long leases last, how large images are, who may enter."""
+
+    lease_seconds: float = 300.0
+    prefetch: int = 4
+    thumbnail_max_side: int = 768
+    cache_items: int = 512
+    token: str | None = None
+    title: str = "Strata swipe labeler"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NextBody(_Body):
+    annotator: str = _ANNOTATOR
+    n: int = Field(default=4, ge=1, le=64)
+
+
+class LabelBody(_Body):
+    annotator: str = _ANNOTATOR
+    id: str = _ID
+    label: str = Field(min_length=1, max_length=64)
+    request_id: str | None = _REQUEST_ID
+
+
+class UndoBody(_Body):
+    annotator: str = _ANNOTATOR
+    request_id: str | None = _REQUEST_ID
+
+
+class ReleaseBody(_Body):
+    annotator: str = _ANNOTATOR
+    ids: list[Annotated[str, _ID]] | None = Field(default=None, max_length=1024)
+
+
+def _static(name: str) -> str:
+    return resources.files("pipeline.labeler").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def key_bindings(labels: Sequence[str]) -> dict[str, str]:
+    """Keyboard key -> label: arrows for the binary vocabulary, digits 1-9 for the others."""
+    keys: dict[str, str] = {}
+    arrows = {"positive": "ArrowRight", "negative": "ArrowLeft", "unsure": "ArrowDown"}
+    for label in labels:
+        if label in arrows:
+            keys[arrows[label]] = label
+    for digit, label in enumerate(labels[:9], start=1):
+        keys[str(digit)] = label
+    return keys
+
+
+def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> FastAPI:
+    """The FastAPI app labeling ``store``'s queue (run it with uvicorn, see ``server.serve``)."""
+    settings = settings or LabelerSettings()
+    cache = ThumbnailCache(store.uri, settings.thumbnail_max_side, settings.cache_items)
+    app = FastAPI(title=settings.title, docs_url=None, redoc_url=None, openapi_url=None)
+    token = settings.token
+    pages = {name: _static(name) for name in ("index.html", "login.html")}
+    static = {name: _static(name) for name in _STATIC_TYPES}
+
+    def presented_token(request: Request) -> str | None:
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            return auth[7:].strip()
+        return request.cookies.get(COOKIE)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        path = request.url.path
+        if token is not None and path != "/login":
+            given = presented_token(request)
+            query_token = request.query_params.get("token")
+            if path == "/" and query_token is not None and hmac.compare_digest(query_token.encode(), token.encode()):
+                response: Response = RedirectResponse("/", status_code=303)
+                response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+            elif given is None:
+                response = _denied(request, 401, "access token required", pages["login.html"])
+            elif not hmac.compare_digest(given.encode(), token.encode()):
+                response = _denied(request, 403, "wrong access token", pages["login.html"])
+            else:
+                response = await call_next(request)
+        else:
+            response = await call_next(request)
+        for key, value in _SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        if path.startswith("/api/") and path != "/api/image":
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.exception_handler(LabelError)
+    async def label_error(_: Request, exc: LabelError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        return HTMLResponse(pages["index.html"])
+
+    @app.get("/login", response_class=HTMLResponse)
+    def login_page() -> HTMLResponse:
+        return HTMLResponse(pages["login.html"])
+
+    @app.post("/login")
+    def login(token_field: Annotated[str, Form(alias="token", max_length=256)]) -> Response:
+        if token is None:
+            return RedirectResponse("/", status_code=303)
+        if not hmac.compare_digest(token_field.encode(), token.encode()):
+            return HTMLResponse(pages["login.html"], status_code=403)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    @app.get("/static/{name}")
+    def static_file(name: str) -> Response:
+        if name not in static:  # a fixed whitelist: no client string reaches the filesystem
+            return JSONResponse({"detail": "not found"}, status_code=404)
+        return Response(static[name], media_type=_STATIC_TYPES[name])
+
+    @app.get("/api/config")
+    def config() -> dict:
+        return {
+            "labels": list(store.labels),
+            "keys": key_bindings(store.labels),
+            "prefetch": settings.prefetch,
+            "lease_seconds": settings.lease_seconds,
+            "title": settings.title,
+        }
+
+    @app.get("/api/progress")
+    def progress(batch: Annotated[str | None, Query(max_length=256)] = None) -> dict:
+        return store.progress(batch).as_dict()
+
+    @app.post("/api/next")
+    def next_items(body: NextBody) -> dict:
+        ids = store.lease(body.annotator, body.n, settings.lease_seconds)
+        return {"items": [{"id": i} for i in ids], "progress": store.progress().as_dict()}
+
+    @app.post("/api/label")
+    def label(body: LabelBody) -> dict:
+        event, duplicate = store.label(body.id, body.label, body.annotator, body.request_id)
+        return {"seq": event.seq, "id": event.id, "label": event.label, "duplicate": duplicate,
+                "progress": store.progress().as_dict()}
+
+    @app.post("/api/undo")
+    def undo(body: UndoBody) -> dict:
+        result = store.undo(body.annotator, body.request_id, settings.lease_seconds)
+        if result is None:
+            raise LabelError("nothing to undo", status=404)
+        event, duplicate = result
+        return {"seq": event.seq, "id": event.id, "label": event.label, "duplicate": duplicate,
+                "progress": store.progress().as_dict()}
+
+    @app.post("/api/release")
+    def release(body: ReleaseBody) -> dict:
+        return {"released": store.release(body.annotator, body.ids)}
+
+    @app.get("/api/image")
+    def image(item_id: Annotated[str, Query(alias="id", min_length=1, max_length=1024)]) -> Response:
+        try:
+            jpeg = cache.get(item_id)
+        except (OSError, ValueError) as exc:
+            return JSONResponse({"detail": f"image {item_id!r} could not be read: {type(exc).__name__}"}, status_code=502)
+        if jpeg is None:
+            return JSONResponse({"detail": "unknown id"}, status_code=404)
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/api/labels")
+    def labels() -> dict:
+        return {"labels": store.current_labels()}
+
+    return app
+
+
+def _denied(request: Request, status: int, message: str, login_html: str) -> Response:
+    if request.url.path.startswith(("/api/", "/static/")) or request.method != "GET":
+        return JSONResponse({"detail": message}, status_code=status)
+    return HTMLResponse(login_html, status_code=status)

@@ -1,0 +1,60 @@
+"""HTTP client for one labeler (a script, a load test, or a remote active-learning driver)."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+
+class LabelClient:
+    """Talks to a running labeler as ``annotator``; raises ``httpx.HTTPStatusError`` on 4xx/5xx."""
+
+    def __init__(self, url: str, annotator: str, token: str | None = None, timeout: float = 30.0):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.annotator = annotator
+        self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+
+    def _post(self, path: str, **body: Any) -> dict:
+        response = self.http.post(path, json={"annotator": self.annotator, **body})
+        response.raise_for_status()
+        return response.json()
+
+    def next(self, n: int = 4) -> list[str]:
+        """Lease up to ``n`` ids to label (ids this annotator already holds come first)."""
+        return [item["id"] for item in self._post("/api/next", n=n)["items"]]
+
+    def label(self, item_id: str, label: str, request_id: str | None = None) -> dict:
+        """Label ``item_id``; a retry with the same ``request_id`` is recorded once."""
+        return self._post("/api/label", id=item_id, label=label, request_id=request_id or uuid.uuid4().hex)
+
+    def undo(self, request_id: str | None = None) -> dict:
+        """Cancel this annotator's latest label; returns ``{"id": ..., "label": ...}``."""
+        return self._post("/api/undo", request_id=request_id or uuid.uuid4().hex)
+
+    def release(self, ids: list[str] | None = None) -> int:
+        return int(self._post("/api/release", ids=ids)["released"])
+
+    def image(self, item_id: str) -> bytes:
+        response = self.http.get("/api/image", params={"id": item_id})
+        response.raise_for_status()
+        return response.content
+
+    def progress(self) -> dict:
+        response = self.http.get("/api/progress")
+        response.raise_for_status()
+        return response.json()
+
+    def labels(self) -> dict[str, str]:
+        response = self.http.get("/api/labels")
+        response.raise_for_status()
+        return response.json()["labels"]
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> "LabelClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,132 @@
+"""What ``strata label`` does with a run directory: fill the queue, serve, export."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import threading
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipeline.labeler.app import LabelerSettings
+from pipeline.labeler.export import export_imagefolder, export_parquet, read_catalog
+from pipeline.labeler.server import LabelServer, serve
+from pipeline.labeler.store import LabelStore
+from pipeline.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+def store_path(run: RunDir, labeler_cfg: dict[str, Any]) -> str:
+    """The SQLite file of a run's labels (``labeler.db`` or ``<run_dir>/labels/labels.sqlite``)."""
+    if labeler_cfg.get("db"):
+        return str(labeler_cfg["db"])
+    if "://" in run.root and not run.root.startswith("file://"):
+        raise ValueError(f"run_dir {run.root!r} is remote; set labeler.db to a local SQLite path")
+    return run.local("labels", "labels.sqlite")
+
+
+def open_store(run: RunDir, labeler_cfg: dict[str, Any]) -> LabelStore:
+    return LabelStore(store_path(run, labeler_cfg), labels=labeler_cfg.get("labels"),
+                      synchronous=labeler_cfg.get("synchronous", "FULL"))
+
+
+def prepare_queue(run: RunDir, store: LabelStore, queue_cfg: dict[str, Any], seed: int = 0) -> int:
+    """Register the run's ``id -> uri`` catalog and enqueue the selected ids (idempotent).
+
+    Returns the number of ids newly queued; a rerun with the same config is skipped (marker
+    ``label_queue``).
+    """
+    if run.is_done("label_queue", queue_cfg):
+        return 0
+    source = queue_cfg.get("source") or (
+        run.path("manifest.parquet") if run.exists("manifest.parquet") else run.path("embeddings")
+    )
+    ids, uris = read_catalog(source)
+    store.register(ids, uris)
+    chosen = _read_ids(queue_cfg["ids_file"]) if queue_cfg.get("ids_file") else list(ids)
+    if queue_cfg.get("shuffle", True):
+        order = np.random.default_rng(seed).permutation(len(chosen))
+        chosen = [chosen[i] for i in order]
+    if queue_cfg.get("limit") is not None:
+        chosen = chosen[: int(queue_cfg["limit"])]
+    added = store.enqueue(chosen, batch=queue_cfg.get("batch"))
+    run.mark_done("label_queue", queue_cfg, catalog=len(ids), queued=added)
+    log.info("label queue: %d catalog ids, %d newly queued", len(ids), added)
+    return added
+
+
+def _read_ids(path: str) -> list[str]:
+    if path.endswith(".parquet"):
+        return [str(x) for x in pq.read_table(path, columns=["id"]).column("id").to_pylist()]
+    with open(path, encoding="utf-8") as fh:
+        return [line.strip() for line in fh if line.strip()]
+
+
+def export_labels(run: RunDir, store: LabelStore, export_cfg: dict[str, Any]) -> dict[str, int]:
+    """``labels.parquet``, ``label_events.parquet`` and (optionally) an ImageFolder tree."""
+    out = export_cfg.get("dir") or run.local("labels")
+    rows = export_parquet(store, os.path.join(out, "labels.parquet"), os.path.join(out, "label_events.parquet"))
+    counts: dict[str, int] = {}
+    mode = export_cfg.get("imagefolder", "symlink")
+    if mode and mode != "none":
+        final = os.path.join(out, "imagefolder")
+        tmp = f"{final}.tmp-{os.getpid()}"
+        counts = export_imagefolder(store, tmp, mode=mode)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    run.mark_done("label_export", labeled=rows, **{f"n_{k}": v for k, v in counts.items()})
+    log.info("exported %d labels to %s", rows, out)
+    return {"labeled": rows, **counts}
+
+
+def settings_from(labeler_cfg: dict[str, Any]) -> LabelerSettings:
+    keys = ("lease_seconds", "prefetch", "thumbnail_max_side", "cache_items")
+    return LabelerSettings(**{k: labeler_cfg[k] for k in keys if labeler_cfg.get(k) is not None})
+
+
+def start_server(store: LabelStore, labeler_cfg: dict[str, Any]) -> LabelServer:
+    return serve(
+        store.path,
+        labels=store.labels,
+        host=labeler_cfg.get("host"),
+        port=int(labeler_cfg.get("port") or 0),
+        share=bool(labeler_cfg.get("share")),
+        token=labeler_cfg.get("token"),
+        settings=settings_from(labeler_cfg),
+        synchronous=labeler_cfg.get("synchronous", "FULL"),
+    )
+
+
+def run_label_job(run: RunDir, cfg: dict[str, Any]) -> dict[str, int]:
+    """``action=prepare|serve|export`` on ``run`` (``cfg`` is the resolved ``conf/label.yaml``)."""
+    action = cfg.get("action", "serve")
+    if action not in ("prepare", "serve", "export"):
+        raise ValueError(f"action must be prepare, serve or export, got {action!r}")
+    store = open_store(run, cfg["labeler"])
+    if action == "export":
+        return export_labels(run, store, cfg["export"])
+    prepare_queue(run, store, cfg["queue"], seed=int(cfg.get("seed", 0)))
+    if action == "prepare":
+        return store.progress().as_dict()["by_label"]
+    server = start_server(store, cfg["labeler"])
+    print(f"Strata labeler: {server.url}" + (f"  (token {server.token})" if server.token else ""), flush=True)
+    if server.share_url:
+        print(f"Share on your network: {server.share_url}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            p = store.progress()
+            if cfg.get("stop_when_done") and p.queued and p.labeled == p.queued:
+                log.info("every queued image is labeled; stopping")
+                break
+    finally:
+        server.stop()
+    run.update_run_json(labels=store.progress().as_dict())
+    return export_labels(run, store, cfg["export"]) if cfg["export"].get("on_exit", True) else {}

@@ -1,0 +1,452 @@
+"""Durable label store: SQLite in WAL mode with an append-only event log, a queue and leases.
+
+Tables (one ``labels.sqlite`` per run, usually ``<run_dir>/labels/labels.sqlite``)::
+
+    meta(key, value)                          labels allowed, schema version
+    catalog(id, uri)                          every image that may be shown, by id
+    queue(id, batch, seq, done)               ids to label, in order; done = has a current label
+    events(seq, id, label, annotator, timestamp, undone, undoes, request_id)
+                                              append-only (UPDATE/DELETE raise); an undo is a new
+                                              row with undone=1 and undoes=<seq it cancels>
+    current(id, seq, label, annotator, timestamp)
+                                              derived: per id, the latest label event not
+                                              cancelled by an undo; updated in the same
+                                              transaction as the event, rebuildable from the log
+    leases(id, annotator, expires)            who holds an image now; expired rows are ignored
+
+Every write is one ``BEGIN IMMEDIATE`` transaction, so a label acknowledged to a client is on disk
+(``synchronous=FULL`` by default) and survives a SIGKILL of the server. A client-chosen
+``request_id`` makes label and undo requests idempotent: a retry returns the first result.
+Several processes may open the same file (the server and an active-learning loop, say).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+BINARY_LABELS: tuple[str, ...] = ("positive", "negative", "unsure")
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS catalog (id TEXT PRIMARY KEY, uri TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS queue (
+    id TEXT PRIMARY KEY REFERENCES catalog(id),
+    batch TEXT,
+    seq INTEGER NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS queue_open ON queue(seq) WHERE done = 0;
+CREATE INDEX IF NOT EXISTS queue_batch ON queue(batch);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    label TEXT NOT NULL,
+    annotator TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    undone INTEGER NOT NULL DEFAULT 0,
+    undoes INTEGER REFERENCES events(seq),
+    request_id TEXT UNIQUE
+);
+CREATE INDEX IF NOT EXISTS events_id ON events(id, seq);
+CREATE INDEX IF NOT EXISTS events_annotator ON events(annotator, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS events_undoes ON events(undoes) WHERE undoes IS NOT NULL;
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TABLE IF NOT EXISTS current (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    annotator TEXT NOT NULL,
+    timestamp REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (
+    id TEXT PRIMARY KEY,
+    annotator TEXT NOT NULL,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS leases_annotator ON leases(annotator);
+"""
+
+# Latest label event of one id that no undo event cancels: the definition of "current label".
+_LATEST_LIVE = """
+SELECT e.seq, e.label, e.annotator, e.timestamp FROM events e
+WHERE e.id = ? AND e.undone = 0
+  AND NOT EXISTS (SELECT 1 FROM events u WHERE u.undoes = e.seq)
+ORDER BY e.seq DESC LIMIT 1
+"""
+
+
+class LabelError(ValueError):
+    """A request the store refuses; ``status`` is the HTTP status the app answers with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class LabelEvent:
+    """One row of the event log."""
+
+    seq: int
+    id: str
+    label: str
+    annotator: str
+    timestamp: float
+    undone: bool
+    undoes: int | None
+    request_id: str | None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Queue counts: ``labeled`` of ``queued`` ids have a current label; ``by_label`` splits them."""
+
+    queued: int
+    labeled: int
+    leased: int
+    by_label: dict[str, int]
+
+    def as_dict(self) -> dict:
+        return {"queued": self.queued, "labeled": self.labeled, "leased": self.leased, "by_label": self.by_label}
+
+
+class LabelStore:
+    """The label database of one run. Thread-safe; one SQLite connection per thread.
+
+    ``labels`` fixes the label vocabulary the first time a store is created (default
+    ``positive, negative, unsure``); reopening with another vocabulary raises ``ValueError``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        labels: Sequence[str] | None = None,
+        synchronous: str = "FULL",
+        busy_timeout_s: float = 30.0,
+    ):
+        if "://" in str(path):
+            raise ValueError(f"the label store needs a local file path, got {path!r}")
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
+        self.path = os.path.abspath(os.fspath(path))
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._synchronous = synchronous.upper()
+        self._busy_ms = int(busy_timeout_s * 1000)
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        with self._write_lock:
+            self._conn().executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+        self.labels = self._init_labels(labels)
+
+    # ---- connections ------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_ms / 1000)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self._synchronous}")
+            db.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+            db.execute("PRAGMA foreign_keys=ON")
+            self._local.db = db
+        return db
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; the in-process lock saves SQLite's busy-wait between threads."""
+        db = self._conn()
+        with self._write_lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their threads end)."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    def _init_labels(self, labels: Sequence[str] | None) -> tuple[str, ...]:
+        if labels is not None:
+            labels = tuple(str(x) for x in labels)
+            if not labels or len(set(labels)) != len(labels) or any(not x or len(x) > 64 for x in labels):
+                raise ValueError(f"labels must be distinct non-empty names (<= 64 chars), got {labels!r}")
+        with self._write() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'labels'").fetchone()
+            if row is None:
+                chosen = labels or BINARY_LABELS
+                db.execute("INSERT INTO meta VALUES ('labels', ?), ('schema', ?)", ("\x1f".join(chosen), SCHEMA_VERSION))
+                return chosen
+        stored = tuple(row[0].split("\x1f"))
+        if labels is not None and labels != stored:
+            raise ValueError(f"{self.path} was created with labels {stored}, not {labels}")
+        return stored
+
+    # ---- catalog and queue --------------------------------------------------------------------
+    def register(self, ids: Sequence[str], uris: Sequence[str]) -> int:
+        """Add ``id -> uri`` pairs to the catalog (existing ids keep their uri). Returns rows added."""
+        if len(ids) != len(uris):
+            raise ValueError(f"{len(ids)} ids but {len(uris)} uris")
+        with self._write() as db:
+            before = db.total_changes
+            db.executemany("INSERT OR IGNORE INTO catalog VALUES (?, ?)", zip(map(str, ids), map(str, uris)))
+            return db.total_changes - before
+
+    def enqueue(self, ids: Iterable[str], batch: str | None = None) -> int:
+        """Append catalog ``ids`` to the labeling queue (ids already queued are left alone).
+
+        Raises ``LabelError`` (404) naming the ids missing from the catalog. Returns ids added.
+        """
+        ids = list(dict.fromkeys(map(str, ids)))
+        with self._write() as db:
+            missing = [i for i in ids if db.execute("SELECT 1 FROM catalog WHERE id = ?", (i,)).fetchone() is None]
+            if missing:
+                raise LabelError(f"{len(missing)} ids not in the catalog, e.g. {missing[:3]}", status=404)
+            start = db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM queue").fetchone()[0]
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO queue (id, batch, seq, done) "
+                "VALUES (?, ?, ?, EXISTS (SELECT 1 FROM current WHERE id = ?))",
+                ((i, batch, start + k, i) for k, i in enumerate(ids)),
+            )
+            return db.total_changes - before
+
+    def uri(self, item_id: str) -> str | None:
+        """The catalog uri of ``item_id`` (None when unknown)."""
+        row = self._conn().execute("SELECT uri FROM catalog WHERE id = ?", (item_id,)).fetchone()
+        return None if row is None else row[0]
+
+    # ---- leases ---------------------------------------------------------------------------------
+    def lease(self, annotator: str, n: int = 1, lease_seconds: float = 300.0, now: float | None = None) -> list[str]:
+        """Up to ``n`` unlabeled queued ids held for ``annotator`` until ``now + lease_seconds``.
+
+        Ids this annotator already holds come first (a reloaded page gets them back), then open
+        queue ids in queue order that nobody else holds. Leases are renewed on every call.
+        """
+        _check_annotator(annotator)
+        if n < 1:
+            raise LabelError(f"n must be >= 1, got {n}")
+        now = time.time() if now is None else now
+        expires = now + lease_seconds
+        with self._write() as db:
+            db.execute("DELETE FROM leases WHERE expires <= ?", (now,))
+            held = [
+                r[0]
+                for r in db.execute(
+                    "SELECT l.id FROM leases l JOIN queue q ON q.id = l.id "
+                    "WHERE l.annotator = ? AND q.done = 0 ORDER BY q.seq LIMIT ?",
+                    (annotator, n),
+                )
+            ]
+            fresh = [
+                r[0]
+                for r in db.execute(
+                    "SELECT q.id FROM queue q WHERE q.done = 0 "
+                    "AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.id = q.id) ORDER BY q.seq LIMIT ?",
+                    (n - len(held),),
+                )
+            ] if len(held) < n else []
+            ids = held + fresh
+            db.executemany("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", ((i, annotator, expires) for i in ids))
+        return ids
+
+    def release(self, annotator: str, ids: Iterable[str] | None = None) -> int:
+        """Give back ``annotator``'s leases (all of them when ``ids`` is None). Returns leases freed."""
+        with self._write() as db:
+            before = db.total_changes
+            if ids is None:
+                db.execute("DELETE FROM leases WHERE annotator = ?", (annotator,))
+            else:
+                db.executemany("DELETE FROM leases WHERE id = ? AND annotator = ?", ((i, annotator) for i in ids))
+            return db.total_changes - before
+
+    # ---- labels ---------------------------------------------------------------------------------
+    def label(
+        self,
+        item_id: str,
+        label: str,
+        annotator: str,
+        request_id: str | None = None,
+        now: float | None = None,
+    ) -> tuple[LabelEvent, bool]:
+        """Record ``label`` for queued ``item_id``. Returns (event, duplicate).
+
+        ``duplicate`` is True when ``request_id`` was seen before: nothing is written and the
+        first event is returned. Refuses (``LabelError``) unknown labels (422), ids not in the
+        queue (404), ids another annotator holds (409) and ids that already have a label (409).
+        """
+        _check_annotator(annotator)
+        if label not in self.labels:
+            raise LabelError(f"unknown label {label!r}; allowed: {list(self.labels)}", status=422)
+        now = time.time() if now is None else now
+        with self._write() as db:
+            if request_id is not None:
+                prior = _event_by_request(db, request_id)
+                if prior is not None:
+                    if prior.id != item_id or prior.undone:
+                        raise LabelError(f"request_id {request_id!r} was used for another request", status=409)
+                    return prior, True
+            if db.execute("SELECT 1 FROM queue WHERE id = ?", (item_id,)).fetchone() is None:
+                raise LabelError(f"id {item_id!r} is not in the labeling queue", status=404)
+            holder = db.execute(
+                "SELECT annotator FROM leases WHERE id = ? AND expires > ?", (item_id, now)
+            ).fetchone()
+            if holder is not None and holder[0] != annotator:
+                raise LabelError(f"id {item_id!r} is held by another labeler", status=409)
+            if db.execute("SELECT 1 FROM current WHERE id = ?", (item_id,)).fetchone() is not None:
+                raise LabelError(f"id {item_id!r} already has a label (undo it first)", status=409)
+            cur = db.execute(
+                "INSERT INTO events (id, label, annotator, timestamp, undone, undoes, request_id) "
+                "VALUES (?, ?, ?, ?, 0, NULL, ?)",
+                (item_id, label, annotator, now, request_id),
+            )
+            seq = cur.lastrowid
+            db.execute("INSERT OR REPLACE INTO current VALUES (?, ?, ?, ?, ?)", (item_id, seq, label, annotator, now))
+            db.execute("UPDATE queue SET done = 1 WHERE id = ?", (item_id,))
+            db.execute("DELETE FROM leases WHERE id = ?", (item_id,))
+        return LabelEvent(seq, item_id, label, annotator, now, False, None, request_id), False
+
+    def undo(
+        self,
+        annotator: str,
+        request_id: str | None = None,
+        lease_seconds: float = 300.0,
+        now: float | None = None,
+    ) -> tuple[LabelEvent, bool] | None:
+        """Cancel ``annotator``'s most recent live label; the id goes back to them under a lease.
+
+        Appends an event with ``undone=1, undoes=<cancelled seq>`` and returns (that event,
+        duplicate); None when the annotator has nothing left to undo.
+        """
+        _check_annotator(annotator)
+        now = time.time() if now is None else now
+        with self._write() as db:
+            if request_id is not None:
+                prior = _event_by_request(db, request_id)
+                if prior is not None:
+                    if not prior.undone:
+                        raise LabelError(f"request_id {request_id!r} was used for another request", status=409)
+                    return prior, True
+            row = db.execute(
+                "SELECT e.seq, e.id, e.label FROM events e WHERE e.annotator = ? AND e.undone = 0 "
+                "AND NOT EXISTS (SELECT 1 FROM events u WHERE u.undoes = e.seq) ORDER BY e.seq DESC LIMIT 1",
+                (annotator,),
+            ).fetchone()
+            if row is None:
+                return None
+            target, item_id, label = row
+            cur = db.execute(
+                "INSERT INTO events (id, label, annotator, timestamp, undone, undoes, request_id) "
+                "VALUES (?, ?, ?, ?, 1, ?, ?)",
+                (item_id, label, annotator, now, target, request_id),
+            )
+            _refresh_current(db, item_id)
+            db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (item_id, annotator, now + lease_seconds))
+        return LabelEvent(cur.lastrowid, item_id, label, annotator, now, True, target, request_id), False
+
+    # ---- reading ----------------------------------------------------------------------------------
+    def current_labels(self, ids: Iterable[str] | None = None) -> dict[str, str]:
+        """``id -> label`` for every id with a live label (restricted to ``ids`` when given)."""
+        db = self._conn()
+        if ids is None:
+            return dict(db.execute("SELECT id, label FROM current ORDER BY seq"))
+        out: dict[str, str] = {}
+        for item_id in ids:
+            row = db.execute("SELECT label FROM current WHERE id = ?", (item_id,)).fetchone()
+            if row is not None:
+                out[item_id] = row[0]
+        return out
+
+    def current_rows(self) -> list[tuple[str, str, str, float, str]]:
+        """(id, label, annotator, timestamp, uri) of every live label, in labeling order."""
+        return self._conn().execute(
+            "SELECT c.id, c.label, c.annotator, c.timestamp, COALESCE(k.uri, '') FROM current c "
+            "LEFT JOIN catalog k ON k.id = c.id ORDER BY c.seq"
+        ).fetchall()
+
+    def events(self) -> list[LabelEvent]:
+        """The whole event log, in order."""
+        rows = self._conn().execute(f"SELECT {_EVENT_COLS} FROM events ORDER BY seq").fetchall()
+        return [_to_event(r) for r in rows]
+
+    def progress(self, batch: str | None = None, now: float | None = None) -> Progress:
+        """Counts over the whole queue, or over one ``batch``."""
+        now = time.time() if now is None else now
+        db = self._conn()
+        where, args = ("WHERE q.batch = ?", (batch,)) if batch is not None else ("", ())
+        queued, labeled = db.execute(f"SELECT COUNT(*), COALESCE(SUM(q.done), 0) FROM queue q {where}", args).fetchone()
+        leased = db.execute(
+            f"SELECT COUNT(*) FROM leases l JOIN queue q ON q.id = l.id {where} {'AND' if where else 'WHERE'} l.expires > ?",
+            (*args, now),
+        ).fetchone()[0]
+        by_label = dict(
+            db.execute(f"SELECT c.label, COUNT(*) FROM current c JOIN queue q ON q.id = c.id {where} GROUP BY c.label", args)
+        )
+        return Progress(int(queued), int(labeled), int(leased), {k: int(by_label.get(k, 0)) for k in self.labels})
+
+    def wait_for_labels(self, ids: Sequence[str], timeout: float, poll_s: float = 0.25) -> dict[str, str]:
+        """Block until every id in ``ids`` has a live label or ``timeout`` seconds pass.
+
+        Returns ``id -> label`` for the ids labeled by then (all of them unless it timed out).
+        """
+        ids = list(dict.fromkeys(map(str, ids)))
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.current_labels(ids)
+            if len(got) == len(ids) or time.monotonic() >= deadline:
+                return got
+            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+
+    def rebuild_current(self) -> int:
+        """Recompute the derived ``current`` table and queue ``done`` flags from the event log."""
+        with self._write() as db:
+            db.execute("DELETE FROM current")
+            db.execute(
+                "INSERT INTO current SELECT e.id, e.seq, e.label, e.annotator, e.timestamp FROM events e "
+                "WHERE e.undone = 0 AND NOT EXISTS (SELECT 1 FROM events u WHERE u.undoes = e.seq) "
+                "AND e.seq = (SELECT MAX(e2.seq) FROM events e2 WHERE e2.id = e.id AND e2.undone = 0 "
+                "AND NOT EXISTS (SELECT 1 FROM events u2 WHERE u2.undoes = e2.seq))"
+            )
+            db.execute("UPDATE queue SET done = EXISTS (SELECT 1 FROM current c WHERE c.id = queue.id)")
+            return db.execute("SELECT COUNT(*) FROM current").fetchone()[0]
+
+
+_EVENT_COLS = "seq, id, label, annotator, timestamp, undone, undoes, request_id"
+
+
+def _to_event(row: tuple) -> LabelEvent:
+    seq, item_id, label, annotator, ts, undone, undoes, request_id = row
+    return LabelEvent(seq, item_id, label, annotator, ts, bool(undone), undoes, request_id)
+
+
+def _event_by_request(db: sqlite3.Connection, request_id: str) -> LabelEvent | None:
+    row = db.execute(f"SELECT {_EVENT_COLS} FROM events WHERE request_id = ?", (request_id,)).fetchone()
+    return None if row is None else _to_event(row)
+
+
+def _refresh_current(db: sqlite3.Connection, item_id: str) -> None:
+    """Re-derive ``current`` and the queue flag of one id from the log."""
+    row = db.execute(_LATEST_LIVE, (item_id,)).fetchone()
+    if row is None:
+        db.execute("DELETE FROM current WHERE id = ?", (item_id,))
+    else:
+        db.execute("INSERT OR REPLACE INTO current VALUES (?, ?, ?, ?, ?)", (item_id, *row))
+    db.execute("UPDATE queue SET done = ? WHERE id = ?", (int(row is not None), item_id))
+
+
+def _check_annotator(name: str) -> None:
+    if not isinstance(name, str) or not (1 <= len(name) <= 64) or not all(c.isalnum() or c in "._-@ " for c in name):
+        raise LabelError(f"annotator must be 1-64 letters, digits or ._-@ and spaces, got {name!r}", status=422)
