@@ -1,0 +1,25 @@
+"""``strata download``: GIBS WMTS tiles -> per-date scenes -> training-tile Parquet shards (+ composites)."""
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from jobs._common import log, open_run_dir, to_dict
+from pipeline.satellite.download import run_download
+
+
+@hydra.main(config_path="../conf", config_name="download", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run = open_run_dir(cfg)
+    summary = run_download(to_dict(cfg), run, force=bool(cfg.force))
+    src = summary["source_tiles"]
+    log.info("download: %d dates written, %d skipped; source tiles fetched=%d cached=%d failed=%d -> %s",
+             len(summary["dates"]), len(summary["skipped_dates"]), src["fetched"], src["cached"], src["failed"],
+             cfg.output)
+    if summary["failed_tiles"]:
+        log.warning("%d source tiles failed (rerun to retry): %s", len(summary["failed_tiles"]),
+                    summary["failed_tiles"][:5])
+
+
+if __name__ == "__main__":
+    main()
