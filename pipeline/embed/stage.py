@@ -1,0 +1,146 @@
+"""The embedding stage on Ray Data, and the ``embed`` step that writes ``embeddings/``."""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.embed.embedder import EmbedConfig, Embedder
+from pipeline.io.images import RejectedImage
+from pipeline.io.sources import InputConfig, read_images
+from pipeline.io.tables import EMBEDDING, embeddings_to_arrow, list_parquet_files
+from pipeline.rundir import RunDir
+from pipeline.stage import Resources, Stage
+
+log = logging.getLogger(__name__)
+
+REJECT_REASON = "reject_reason"
+
+
+class EmbedStage(Stage):
+    """Decode + resize + normalise + forward. Input rows: ``id, uri, image, _read_error, *carried``.
+    Output rows: the same minus ``image``/``_read_error``, plus ``embedding``
+    (``fixed_size_list<float32>[D]``; zeros for rejected rows) and ``reject_reason`` (null if kept)."""
+
+    name = "embed"
+    inputs = ("id", "uri", "image")
+    outputs = ("id", EMBEDDING, REJECT_REASON)
+
+    def __init__(self, cfg: dict | EmbedConfig):
+        self.cfg = cfg if isinstance(cfg, EmbedConfig) else EmbedConfig.from_dict(cfg)
+        self.resources = Resources(cpus=self.cfg.cpus_per_actor, gpus=self.cfg.gpus_per_actor)
+        self.batch_size = self.cfg.batch_size
+
+    def setup(self) -> None:
+        self.embedder = Embedder(self.cfg)
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        images = batch.column("image").to_pylist()
+        read_errors = batch.column("_read_error").to_pylist() if "_read_error" in batch.column_names else [None] * len(images)
+        reasons: list[str | None] = []
+        pixels = []
+        for data, err in zip(images, read_errors):
+            if err:
+                reasons.append(err)
+                continue
+            try:
+                pixels.append(self.embedder.decode(data))
+                reasons.append(None)
+            except RejectedImage as exc:
+                reasons.append(exc.reason)
+        emb = np.zeros((len(images), self.embedder.dim), np.float32)
+        if pixels:
+            ok = np.array([r is None for r in reasons])
+            emb[ok] = self.embedder.embed_arrays(np.stack(pixels))
+        out = batch.drop_columns([c for c in ("image", "_read_error") if c in batch.column_names])
+        return out.append_column(EMBEDDING, embeddings_to_arrow(emb)).append_column(REJECT_REASON, pa.array(reasons, pa.string()))
+
+
+def embed_dataset(ds, cfg: EmbedConfig, preprocess: list[tuple[type, dict]] | None = None):
+    """Attach preprocessing stages and the embedding actor pool to a Ray Dataset of image rows."""
+    import ray
+
+    for stage_cls, kwargs in preprocess or []:
+        ds = ds.map_batches(stage_cls, fn_constructor_kwargs=kwargs, batch_size=cfg.batch_size, batch_format="pyarrow", num_cpus=0.25, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.pool_size))
+    return ds.map_batches(
+        EmbedStage,
+        fn_constructor_kwargs={"cfg": cfg},
+        batch_size=cfg.batch_size,
+        batch_format="pyarrow",
+        num_cpus=cfg.cpus_per_actor,
+        num_gpus=cfg.gpus_per_actor or None,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.pool_size),
+        max_restarts=-1,
+        max_task_retries=-1,
+    )
+
+
+def run_embed(run: RunDir, input_cfg: dict, embed_cfg: dict, *, preprocess: list[tuple[type, dict]] | None = None, force: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Read -> (preprocess) -> embed every input image; write ``embeddings/`` and ``rejects.parquet``.
+
+    Every input row ends in exactly one of the two (``kept + rejected == read``). Skipped when the
+    ``embed`` marker exists for the same input and embed config.
+    """
+    import ray
+
+    step_cfg = {"input": input_cfg, "embed": embed_cfg, "preprocess": [(c.__module__ + "." + c.__name__, k) for c, k in preprocess or []]}
+    if not force and run.is_done("embed", step_cfg):
+        log.info("embed: already done in %s, skipping", run.root)
+        return run.marker("embed")
+    run.clear("embed")
+    cfg = EmbedConfig.from_dict(embed_cfg)
+    t0 = time.time()
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # same input -> same row order -> same manifest
+    ds = embed_dataset(read_images(InputConfig.from_dict(input_cfg)), cfg, preprocess)
+    staged = run.path("_tmp", f"embed-{uuid.uuid4().hex[:8]}")
+    try:
+        ds.write_parquet(staged)
+        counts = _split_kept_and_rejected(run, staged)
+    finally:
+        run.fs.rm(run.local("_tmp"), recursive=True)
+    counts["seconds"] = round(time.time() - t0, 2)
+    counts["images_per_second"] = round(counts["read"] / max(counts["seconds"], 1e-9), 2)
+    run.mark_done("embed", step_cfg, **counts)
+    log.info("embed: %s", counts)
+    return counts
+
+
+def _split_kept_and_rejected(run: RunDir, staged: str) -> dict[str, int]:
+    """Stream the staged shards (in order) into ``embeddings/part-*.parquet`` and ``rejects.parquet``."""
+    read = kept = 0
+    rejects: list[pa.Table] = []
+    dim = None
+    with run.staging("embeddings") as out_dir:
+        run.fs.makedirs(out_dir, exist_ok=True)
+        for i, f in enumerate(list_parquet_files(staged)):
+            table = pq.read_table(f)
+            read += table.num_rows
+            ok = pa.compute.is_null(table.column(REJECT_REASON))
+            good = table.filter(ok).drop_columns([REJECT_REASON])
+            bad = table.filter(pa.compute.invert(ok))
+            if bad.num_rows:
+                rejects.append(bad.select(["id", "uri", REJECT_REASON]).rename_columns(["id", "uri", "reason"]))
+            if good.num_rows:
+                dim = good.schema.field(EMBEDDING).type.list_size
+                with run.fs.open(f"{out_dir}/part-{i:05d}.parquet", "wb") as fh:
+                    pq.write_table(good, fh)
+                kept += good.num_rows
+    empty = pa.table({"id": pa.array([], pa.string()), "uri": pa.array([], pa.string()), "reason": pa.array([], pa.string())})
+    rejected_table = pa.concat_tables(rejects) if rejects else empty
+    from pipeline.io.tables import write_parquet_atomic
+
+    write_parquet_atomic(rejected_table, run.path("rejects.parquet"))
+    if kept + rejected_table.num_rows != read:
+        raise RuntimeError(f"accounting error: kept {kept} + rejected {rejected_table.num_rows} != read {read}")
+    reasons = {}
+    if rejected_table.num_rows:
+        for r in rejected_table.column("reason").to_pylist():
+            key = r.split(":")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+    return {"read": read, "kept": kept, "rejected": rejected_table.num_rows, "reject_reasons": reasons, "dim": dim}

@@ -1,0 +1,314 @@
+"""Input sources: folder trees, Parquet files with an image-bytes column, WebDataset tar shards.
+
+Every source yields rows ``id`` (stable string), ``uri`` (where the bytes live; see
+:func:`load_image_bytes`), ``image`` (encoded bytes), ``_read_error`` (null unless the bytes could
+not be read) and the carried input columns (``label`` from class folders, other Parquet columns,
+WebDataset text members).
+
+URIs: a file path/URI for folder trees; ``<parquet file>#<row>`` for Parquet rows;
+``<tar file>#<member name>`` for tar members. Paths may be local or any fsspec URI.
+
+Reading is split into *work units* listed on the driver (one file, one Parquet row group, one tar
+shard); Ray Data expands them into rows in parallel (:func:`read_images`), and the same expansion
+runs without Ray in :func:`iter_images`.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tarfile
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterator
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm", ".jp2")
+TEXT_MEMBER_EXTENSIONS = ("cls", "txt", "json", "label")
+BUNDLED_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data", "sample")
+
+
+@dataclass
+class InputConfig:
+    """Where the images are and how to read them (``conf/input/*.yaml``)."""
+
+    path: str | None = None  # folder, Parquet file/folder/glob, tar shard(s); None = bundled sample
+    format: str = "auto"  # auto | folder | parquet | tar
+    image_column: str = "image"
+    id_column: str = "id"
+    label_from_folder: bool = True  # folder trees: first folder below the root -> ``label``
+    columns: list[str] | None = None  # carried columns (None = all but the image column)
+    limit: int | None = None  # read at most this many rows (debugging, tests)
+    units_per_block: int = 4  # work units per Ray Data block
+    files_per_unit: int = 64  # folder trees: image files per work unit
+    rows_per_unit: int = 256  # Parquet: rows per work unit (a row group is split into slices)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, cfg: dict | None) -> "InputConfig":
+        cfg = dict(cfg or {})
+        known = {f.name for f in fields(cls)}
+        extra = {k: cfg.pop(k) for k in list(cfg) if k not in known}
+        return cls(**cfg, extra=extra)
+
+    @property
+    def resolved_path(self) -> str:
+        return self.path or BUNDLED_SAMPLE
+
+
+def _fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str, str]:
+    """(filesystem, path without scheme, scheme prefix to put back)."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    prefix = "" if "://" not in uri or uri.startswith("file://") else uri.split("://", 1)[0] + "://"
+    return fs, path, prefix
+
+
+def detect_format(path: str) -> str:
+    """``parquet`` / ``tar`` / ``folder`` from the path (file suffixes or a folder's contents)."""
+    fs, p, _ = _fs(path)
+    if any(ch in p for ch in "*?["):
+        matches = fs.glob(p)
+        sample = matches[0] if matches else p
+        return _format_of_file(sample)
+    if not fs.exists(p):
+        raise FileNotFoundError(f"input.path does not exist: {path!r}")
+    if not fs.isdir(p):
+        return _format_of_file(p)
+    files = [f for f in fs.find(p) if not os.path.basename(f).startswith(".")]
+    if not files:
+        raise ValueError(f"input folder {path!r} is empty")
+    kinds = {_format_of_file(f) for f in files}
+    if kinds == {"parquet"}:
+        return "parquet"
+    if kinds == {"tar"}:
+        return "tar"
+    return "folder"
+
+
+def _format_of_file(p: str) -> str:
+    if p.endswith(".parquet"):
+        return "parquet"
+    if p.endswith((".tar", ".tar.gz", ".tgz")):
+        return "tar"
+    return "folder"
+
+
+# ---- work units -------------------------------------------------------------------------------
+def list_units(cfg: InputConfig) -> pa.Table:
+    """Driver-side listing of work units: columns ``kind``, ``file``, ``root``, ``rows`` (Parquet
+    ``group:start:length`` of a Parquet row group, or a newline-joined file list), ``offset`` (first row number)."""
+    path = cfg.resolved_path
+    fmt = detect_format(path) if cfg.format == "auto" else cfg.format
+    fs, p, prefix = _fs(path)
+    units: list[dict] = []
+    if fmt == "folder":
+        root = p if fs.isdir(p) else os.path.dirname(p)
+        files = sorted(fs.find(p)) if fs.isdir(p) else [p]
+        files = [f for f in files if not _hidden(f, root)]
+        for i in range(0, len(files), cfg.files_per_unit):
+            chunk = files[i : i + cfg.files_per_unit]
+            units.append({"kind": "folder", "file": "", "root": prefix + root, "rows": "\n".join(prefix + f for f in chunk), "offset": i})
+    elif fmt == "parquet":
+        from pipeline.io.tables import list_parquet_files
+
+        files = list_parquet_files(path)
+        root = p if fs.isdir(p) else os.path.dirname(_fs(files[0])[1]) if files else p
+        for f in files:
+            with fsspec.open(f, "rb") as fh:
+                meta = pq.ParquetFile(fh).metadata
+            offset = 0
+            for g in range(meta.num_row_groups):
+                n = meta.row_group(g).num_rows
+                for start in range(0, n, cfg.rows_per_unit):
+                    length = min(cfg.rows_per_unit, n - start)
+                    units.append({"kind": "parquet", "file": f, "root": prefix + root, "rows": f"{g}:{start}:{length}", "offset": offset + start})
+                offset += n
+    elif fmt == "tar":
+        files = sorted(fs.glob(p) if any(c in p for c in "*?[") else ([f for f in fs.find(p) if _format_of_file(f) == "tar"] if fs.isdir(p) else [p]))
+        root = p if fs.isdir(p) else os.path.dirname(files[0]) if files else p
+        units = [{"kind": "tar", "file": prefix + f, "root": prefix + root, "rows": "", "offset": 0} for f in files]
+    else:
+        raise ValueError(f"unknown input.format {fmt!r}: use auto, folder, parquet or tar")
+    if not units:
+        raise ValueError(f"no input found at {path!r}")
+    return pa.Table.from_pylist(units, schema=pa.schema([("kind", pa.string()), ("file", pa.string()), ("root", pa.string()), ("rows", pa.string()), ("offset", pa.int64())]))
+
+
+def _hidden(f: str, root: str) -> bool:
+    rel = os.path.relpath(f, root)
+    return any(part.startswith(".") for part in rel.split(os.sep))
+
+
+# ---- expanding units into rows -----------------------------------------------------------------
+class ExpandUnits:
+    """Ray Data callable: a batch of work units -> a batch of image rows (see module docstring)."""
+
+    def __init__(self, cfg: dict | InputConfig):
+        self.cfg = cfg if isinstance(cfg, InputConfig) else InputConfig.from_dict(cfg)
+
+    def __call__(self, units: pa.Table) -> pa.Table:
+        tables = [self._expand(u) for u in units.to_pylist()]
+        tables = [t for t in tables if t.num_rows]
+        if not tables:
+            return _empty_rows()
+        return pa.concat_tables(tables, promote_options="default")
+
+    def _expand(self, unit: dict) -> pa.Table:
+        return {"folder": self._folder, "parquet": self._parquet, "tar": self._tar}[unit["kind"]](unit)
+
+    def _folder(self, unit: dict) -> pa.Table:
+        root = unit["root"]
+        _, root_path, _ = _fs(root)
+        ids, uris, images, errors, labels = [], [], [], [], []
+        for uri in unit["rows"].split("\n"):
+            rel = os.path.relpath(_fs(uri)[1], root_path).replace(os.sep, "/")
+            data, err = _read_file(uri)
+            ids.append(rel)
+            uris.append(uri)
+            images.append(data)
+            errors.append(err)
+            labels.append(rel.split("/", 1)[0] if "/" in rel else None)
+        cols: dict[str, Any] = {"id": ids, "uri": uris, "image": pa.array(images, pa.binary()), "_read_error": pa.array(errors, pa.string())}
+        if self.cfg.label_from_folder:
+            cols["label"] = pa.array(labels, pa.string())
+        return pa.table(cols)
+
+    def _parquet(self, unit: dict) -> pa.Table:
+        with fsspec.open(unit["file"], "rb") as fh:
+            group, start, length = (int(v) for v in unit["rows"].split(":"))
+            table = pq.ParquetFile(fh).read_row_group(group).slice(start, length)
+        col = self.cfg.image_column
+        if col not in table.column_names:
+            raise KeyError(f"{unit['file']}: no image column {col!r} (columns: {table.column_names}); set input.image_column")
+        rows = range(unit["offset"], unit["offset"] + table.num_rows)
+        uris = pa.array([f"{unit['file']}#{r}" for r in rows], pa.string())
+        if self.cfg.id_column in table.column_names:
+            ids = table.column(self.cfg.id_column).cast(pa.string())
+        else:
+            rel = os.path.relpath(_fs(unit["file"])[1], _fs(unit["root"])[1]).replace(os.sep, "/")
+            ids = pa.array([f"{rel}#{r}" for r in rows], pa.string())
+        carried = [c for c in (self.cfg.columns or table.column_names) if c not in (col, self.cfg.id_column, "uri")]
+        out = {"id": ids, "uri": uris, "image": table.column(col).cast(pa.binary()), "_read_error": pa.nulls(table.num_rows, pa.string())}
+        out.update({c: table.column(c) for c in carried})
+        return pa.table(out)
+
+    def _tar(self, unit: dict) -> pa.Table:
+        samples: dict[str, dict[str, Any]] = {}
+        order: list[str] = []
+        error = None
+        try:
+            with fsspec.open(unit["file"], "rb") as fh, tarfile.open(fileobj=fh, mode="r|*") as tar:
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    name = member.name
+                    base = os.path.basename(name)
+                    if base.startswith("."):
+                        continue
+                    stem, _, ext = base.partition(".")
+                    key = f"{os.path.dirname(name)}/{stem}".lstrip("/")
+                    sample = samples.setdefault(key, {})
+                    if not sample:
+                        order.append(key)
+                    data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                    ext = ext.lower()
+                    if "." + ext in IMAGE_EXTENSIONS and "image" not in sample:
+                        sample["image"], sample["uri"] = data, f"{unit['file']}#{name}"
+                    elif ext in TEXT_MEMBER_EXTENSIONS:
+                        sample[ext] = data.decode("utf-8", errors="replace").strip()
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            error = f"corrupt tar shard: {exc}"
+        rows = []
+        for key in order:
+            s = samples[key]
+            row = {"id": key, "uri": s.get("uri", f"{unit['file']}#{key}"), "image": s.get("image"), "_read_error": None if "image" in s else "no image member in tar sample"}
+            row.update({e: s[e] for e in TEXT_MEMBER_EXTENSIONS if e in s})
+            rows.append(row)
+        if error:
+            log.warning("%s: %s (kept %d samples read before the error)", unit["file"], error, len(rows))
+            rows.append({"id": f"{os.path.basename(unit['file'])}#<unreadable>", "uri": unit["file"], "image": None, "_read_error": error})
+        if not rows:
+            return _empty_rows()
+        table = pa.Table.from_pylist(rows)
+        return table.set_column(table.schema.get_field_index("image"), "image", table.column("image").cast(pa.binary()))
+
+
+def _read_file(uri: str) -> tuple[bytes | None, str | None]:
+    try:
+        with fsspec.open(uri, "rb") as fh:
+            return fh.read(), None
+    except OSError as exc:
+        return None, f"unreadable file: {exc}"
+
+
+def _empty_rows() -> pa.Table:
+    return pa.table({"id": pa.array([], pa.string()), "uri": pa.array([], pa.string()), "image": pa.array([], pa.binary()), "_read_error": pa.array([], pa.string())})
+
+
+# ---- public readers -----------------------------------------------------------------------------
+def iter_images(cfg: dict | InputConfig, batch_units: int = 1) -> Iterator[pa.Table]:
+    """Plain (no Ray) reader: yields row batches in the same order as :func:`read_images`."""
+    cfg = cfg if isinstance(cfg, InputConfig) else InputConfig.from_dict(cfg)
+    units = list_units(cfg)
+    expand = ExpandUnits(cfg)
+    seen = 0
+    for start in range(0, units.num_rows, batch_units):
+        batch = expand(units.slice(start, batch_units))
+        if cfg.limit is not None:
+            batch = batch.slice(0, max(0, cfg.limit - seen))
+        seen += batch.num_rows
+        if batch.num_rows:
+            yield batch
+        if cfg.limit is not None and seen >= cfg.limit:
+            return
+
+
+def read_images(cfg: dict | InputConfig):
+    """Ray Dataset of image rows; block order follows the input order (deterministic ids)."""
+    import ray
+
+    cfg = cfg if isinstance(cfg, InputConfig) else InputConfig.from_dict(cfg)
+    units = list_units(cfg)
+    n_blocks = max(1, -(-units.num_rows // max(1, cfg.units_per_block)))
+    ds = ray.data.from_arrow(units).repartition(n_blocks)
+    ds = ds.map_batches(_expand_units, fn_kwargs={"cfg": cfg}, batch_size=cfg.units_per_block, batch_format="pyarrow", num_cpus=0.25)
+    if cfg.limit is not None:
+        ds = ds.limit(cfg.limit)
+    return ds
+
+
+def _expand_units(units: pa.Table, cfg: InputConfig) -> pa.Table:
+    return ExpandUnits(cfg)(units)
+
+
+def load_image_bytes(uri: str) -> bytes:
+    """Encoded bytes of one image by its ``uri`` (file, ``file.parquet#row``, ``shard.tar#member``)."""
+    base, _, frag = uri.partition("#")
+    if not frag:
+        with fsspec.open(uri, "rb") as fh:
+            return fh.read()
+    if base.endswith(".parquet"):
+        row = int(frag)
+        with fsspec.open(base, "rb") as fh:
+            pf = pq.ParquetFile(fh)
+            start = 0
+            for g in range(pf.metadata.num_row_groups):
+                n = pf.metadata.row_group(g).num_rows
+                if row < start + n:
+                    table = pf.read_row_group(g)
+                    col = "image" if "image" in table.column_names else next(c for c in table.column_names if pa.types.is_binary(table.schema.field(c).type))
+                    return table.column(col)[row - start].as_py()
+                start += n
+        raise KeyError(f"row {row} is past the end of {base}")
+    if base.endswith((".tar", ".tar.gz", ".tgz")):
+        with fsspec.open(base, "rb") as fh, tarfile.open(fileobj=fh, mode="r|*") as tar:
+            for member in tar:
+                if member.name == frag:
+                    return tar.extractfile(member).read()  # type: ignore[union-attr]
+        raise KeyError(f"no member {frag!r} in {base}")
+    with fsspec.open(uri, "rb") as fh:  # a plain file whose name contains '#'
+        return fh.read()
