@@ -1,0 +1,234 @@
+"""k-means on sharded data: k-means++ / random init and Lloyd, written once for any shard group.
+
+The driver holds only centroid-sized state. Per Lloyd iteration it puts the centroids (k, D) in
+the object store, every shard returns its per-cluster sums (k, D), counts (k,) and inertia, and
+the driver reduces::
+
+    c_j <- sum_{x in C_j} x / |C_j|          (cosine: then c_j <- c_j / ||c_j||)
+
+Empty clusters (``|C_j| = 0``) are re-seeded with the points farthest from their centroids
+(global top-m over the shards' local top-m), as scikit-learn's Lloyd does; they are never left
+as duplicates nor crash.
+
+k-means++ (greedy, Arthur & Vassilvitskii 2007, with ``2 + ln k`` local trials like scikit-learn):
+the min-distances ``D(x)`` stay in the shards; per new centre the driver draws the trial
+thresholds ``r ~ U(0, sum_x D(x))``, the shard owning each threshold returns that candidate
+vector, every shard returns ``phi_j = sum_x min(D(x), ||x - c_j||^2)`` per candidate, and the
+driver keeps ``argmin_j phi_j``. Three round trips of scalars/candidate vectors per centre; no
+N-length vector ever leaves a shard.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from pipeline.kmeans.shard import Shard
+
+
+class LocalGroup:
+    """Shards living in this process (tests, upper levels, the single-process API)."""
+
+    def __init__(self, shards: Sequence[Shard]):
+        self.shards = list(shards)
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def call(self, method: str, *args: Any) -> list:
+        """``method(*args)`` on every shard; results in shard order."""
+        return [getattr(s, method)(*args) for s in self.shards]
+
+    def call_each(self, method: str, args_per_shard: dict[int, tuple]) -> dict[int, Any]:
+        """``method(*args_per_shard[i])`` on the listed shards only."""
+        return {i: getattr(self.shards[i], method)(*a) for i, a in args_per_shard.items()}
+
+    def close(self) -> None:
+        self.shards = []
+
+
+class RayGroup:
+    """Shards living in Ray actors; large arguments are put in the object store once per call."""
+
+    def __init__(self, actors: Sequence[Any]):
+        import ray
+
+        self._ray = ray
+        self.actors = list(actors)
+
+    def __len__(self) -> int:
+        return len(self.actors)
+
+    def _put(self, args: tuple) -> tuple:
+        return tuple(self._ray.put(a) if isinstance(a, np.ndarray) and a.nbytes > 65536 else a for a in args)
+
+    def call(self, method: str, *args: Any) -> list:
+        args = self._put(args)
+        return self._ray.get([getattr(a, method).remote(*args) for a in self.actors])
+
+    def call_each(self, method: str, args_per_shard: dict[int, tuple]) -> dict[int, Any]:
+        keys = list(args_per_shard)
+        refs = [getattr(self.actors[i], method).remote(*args_per_shard[i]) for i in keys]
+        return dict(zip(keys, self._ray.get(refs)))
+
+    def close(self) -> None:
+        for a in self.actors:
+            self._ray.kill(a)
+        self.actors = []
+
+
+def _active_counts(group) -> np.ndarray:
+    return np.asarray(group.call("n_active"), dtype=np.int64)
+
+
+def _rows_at(group, positions: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Vectors of active rows at global active ``positions`` (in the given order)."""
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    owner = np.searchsorted(starts, positions, side="right") - 1
+    asks = {int(s): (positions[owner == s] - starts[s],) for s in np.unique(owner)}
+    got = group.call_each("active_rows", asks)
+    out = None
+    for s, vecs in got.items():
+        if out is None:
+            out = np.empty((len(positions), vecs.shape[1]), dtype=np.float32)
+        out[owner == s] = vecs
+    return out
+
+
+def random_init(group, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k distinct active rows drawn uniformly without replacement."""
+    counts = _active_counts(group)
+    n = int(counts.sum())
+    if k > n:
+        raise ValueError(f"cannot pick {k} centroids from {n} points")
+    return _rows_at(group, rng.choice(n, size=k, replace=False), counts)
+
+
+def kmeans_plus_plus(group, k: int, rng: np.random.Generator, n_local_trials: int | None = None) -> np.ndarray:
+    """Greedy k-means++ on a shard group; returns (k, D) float32 centroids.
+
+    Centre ``c_1`` is uniform; each next centre is the best of ``n_local_trials`` (default
+    ``2 + floor(ln k)``) candidates drawn with ``P(x) = D(x) / sum_y D(y)``, the one minimising the
+    potential ``phi = sum_x min(D(x), ||x - c||^2)``.
+    """
+    counts = _active_counts(group)
+    n = int(counts.sum())
+    if k > n:
+        raise ValueError(f"cannot pick {k} centroids from {n} points")
+    trials = n_local_trials or 2 + int(math.log(k))
+    first = _rows_at(group, np.array([rng.integers(n)]), counts)[0]
+    centroids = np.empty((k, len(first)), dtype=np.float32)
+    centroids[0] = first
+    pots = np.asarray(group.call("pp_reset", first))
+    for i in range(1, k):
+        total = pots.sum()
+        r = rng.random(trials) * total
+        bounds = np.concatenate([[0.0], np.cumsum(pots)])
+        owner = np.clip(np.searchsorted(bounds, r, side="right") - 1, 0, len(pots) - 1)
+        # a shard with zero potential never owns a threshold (unless all are zero)
+        owner = np.where(pots[owner] > 0, owner, int(np.argmax(pots)))
+        asks = {int(s): (r[owner == s] - bounds[s],) for s in np.unique(owner)}
+        got = group.call_each("pp_pick", asks)
+        candidates = np.empty((trials, centroids.shape[1]), dtype=np.float32)
+        for s, vecs in got.items():
+            candidates[owner == s] = vecs
+        phi = np.sum(group.call("pp_trial", candidates), axis=0)
+        best = int(np.argmin(phi))
+        centroids[i] = candidates[best]
+        pots = np.asarray(group.call("pp_commit", best))
+    return centroids
+
+
+def lloyd(group, centroids: np.ndarray, n_iters: int, metric: str = "l2") -> tuple[np.ndarray, list[float]]:
+    """``n_iters`` Lloyd iterations from ``centroids`` on the active rows; returns (centroids, inertias).
+
+    ``inertias[t]`` is ``sum_x d(x, c_{a(x)})`` of the assignment made in iteration ``t``.
+    """
+    centroids = np.array(centroids, dtype=np.float32, copy=True)
+    inertias: list[float] = []
+    for _ in range(n_iters):
+        stats = group.call("lloyd_stats", centroids)
+        sums = np.sum([s[0] for s in stats], axis=0)
+        counts = np.sum([s[1] for s in stats], axis=0)
+        inertias.append(float(sum(s[2] for s in stats)))
+        full = counts > 0
+        centroids[full] = (sums[full] / counts[full, None]).astype(np.float32)
+        empty = np.flatnonzero(~full)
+        if len(empty):
+            centroids[empty] = _farthest_points(group, len(empty))
+        if metric == "cosine":
+            centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    return centroids, inertias
+
+
+def _farthest_points(group, m: int) -> np.ndarray:
+    """The ``m`` active points farthest from their centroid (global, deterministic ties)."""
+    parts = group.call("farthest", m)
+    dist = np.concatenate([p[0] for p in parts]).astype(np.float64)
+    gidx = np.concatenate([p[1] for p in parts])
+    vecs = np.concatenate([p[2] for p in parts])
+    order = np.lexsort((gidx, -dist))[:m]
+    out = vecs[order]
+    if len(out) < m:  # fewer active points than empty clusters: reuse the farthest ones
+        out = np.resize(out, (m, vecs.shape[1]))
+    return out
+
+
+def fit_group(
+    group,
+    k: int,
+    n_iters: int,
+    *,
+    init: str | np.ndarray = "kmeans++",
+    metric: str = "l2",
+    rng: np.random.Generator,
+    n_local_trials: int | None = None,
+) -> tuple[np.ndarray, list[float]]:
+    """Initialise (``kmeans++`` | ``random`` | given (k, D) array) then run Lloyd on the active rows."""
+    if isinstance(init, np.ndarray):
+        if init.shape[0] != k:
+            raise ValueError(f"init centroids have {init.shape[0]} rows, expected k={k}")
+        start = init.astype(np.float32)
+        if metric == "cosine":
+            start = start / np.maximum(np.linalg.norm(start, axis=1, keepdims=True), 1e-12)
+    elif init == "kmeans++":
+        start = kmeans_plus_plus(group, k, rng, n_local_trials)
+    elif init == "random":
+        start = random_init(group, k, rng)
+    else:
+        raise ValueError(f"init must be 'kmeans++', 'random' or an array, got {init!r}")
+    return lloyd(group, start, n_iters, metric)
+
+
+def kmeans(
+    x: np.ndarray,
+    k: int,
+    n_iters: int = 20,
+    *,
+    init: str | np.ndarray = "kmeans++",
+    metric: str = "l2",
+    seed: int | np.random.Generator = 0,
+    n_local_trials: int | None = None,
+    chunk_mb: float = 256.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Single-process k-means on (N, D) ``x``.
+
+    Returns ``(centroids (k, D) float32, assignments (N,) int64, distances (N,) float32)`` where
+    distances are squared L2 (``metric="l2"``) or ``1 - cos`` (``metric="cosine"``) to the
+    assigned final centroid.
+    """
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    shard = Shard(x, metric=metric, chunk_mb=chunk_mb)
+    group = LocalGroup([shard])
+    centroids, _ = fit_group(group, k, n_iters, init=init, metric=metric, rng=rng, n_local_trials=n_local_trials)
+    shard.assign_all(centroids)
+    return centroids, shard.assign.copy(), shard.dist.copy()
+
+
+def kmeans_plus_plus_init(
+    x: np.ndarray, k: int, rng: np.random.Generator | int = 0, *, metric: str = "l2", n_local_trials: int | None = None
+) -> np.ndarray:
+    """Greedy k-means++ seeding of (N, D) ``x``; returns (k, D) float32 centres (rows of ``x``)."""
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    return kmeans_plus_plus(LocalGroup([Shard(x, metric=metric)]), k, rng, n_local_trials)
