@@ -8,7 +8,8 @@ Use in Ray Data::
     ds.map_batches(GapFillStage, fn_constructor_kwargs={"method": "linear"}, batch_format="pyarrow",
                    compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2), num_cpus=0.5)
 
-or through :func:`apply_preprocess` with the ``preprocess`` config group.
+or through :func:`apply_preprocess` with the ``preprocess`` config group, where an entry with
+``enabled: false`` is skipped (not added to the dataset plan).
 """
 from __future__ import annotations
 
@@ -58,15 +59,13 @@ class GapFillStage(Stage):
     resources = Resources(cpus=0.5)
 
     def __init__(self, fill_value: int = 0, tolerance: int = 8, min_area: int = 64, dilate: int = 1,
-                 method: str = "linear", format: str = "same", quality: int = 95, enabled: bool = True):
+                 method: str = "linear", format: str = "same", quality: int = 95):
         if method not in FILL_METHODS:
             raise ValueError(f"method must be one of {FILL_METHODS}, got {method!r}")
         self.mask_kwargs = {"fill_value": fill_value, "tolerance": tolerance, "min_area": min_area, "dilate": dilate}
-        self.method, self.format, self.quality, self.enabled = method, format, quality, enabled
+        self.method, self.format, self.quality = method, format, quality
 
     def process(self, batch: pa.Table) -> pa.Table:
-        if not self.enabled:
-            return batch
         images = batch.column("image").to_pylist()
         fractions: list[float | None] = []
         out: list[bytes | None] = []
@@ -100,13 +99,11 @@ class CloudMaskStage(Stage):
     resources = Resources(cpus=0.5)
 
     def __init__(self, brightness: float = 0.75, whiteness: float = 0.15, dilate: int = 2,
-                 max_cloud_fraction: float | None = None, enabled: bool = True):
+                 max_cloud_fraction: float | None = None):
         self.kwargs = {"brightness": brightness, "whiteness": whiteness, "dilate": dilate}
-        self.max_cloud_fraction, self.enabled = max_cloud_fraction, enabled
+        self.max_cloud_fraction = max_cloud_fraction
 
     def process(self, batch: pa.Table) -> pa.Table:
-        if not self.enabled:
-            return batch
         fractions = []
         for data in batch.column("image").to_pylist():
             rgb = _decode(data)
@@ -133,14 +130,12 @@ class TilingStage(Stage):
     resources = Resources(cpus=0.5)
 
     def __init__(self, width: int = 256, height: int = 256, overlap: int = 0, boundary: str = "shift",
-                 pad_value: int = 0, format: str = "png", quality: int = 95, enabled: bool = True):
+                 pad_value: int = 0, format: str = "png", quality: int = 95):
         tile_windows(height, width, height, width, overlap, boundary)  # validate now, not on a worker
         self.width, self.height, self.overlap, self.boundary = width, height, overlap, boundary
-        self.pad_value, self.format, self.quality, self.enabled = pad_value, format, quality, enabled
+        self.pad_value, self.format, self.quality = pad_value, format, quality
 
     def process(self, batch: pa.Table) -> pa.Table:
-        if not self.enabled:
-            return batch
         take, ids, images, ty, tx, pads, fy0, fy1, fx0, fx1 = ([] for _ in range(10))
         for i, (sid, data) in enumerate(zip(batch.column("id").to_pylist(), batch.column("image").to_pylist())):
             rgb = _decode(data)
