@@ -14,7 +14,7 @@ def main(cfg: DictConfig) -> None:
     run = open_run_dir(cfg)
     result = run_curate(run, to_dict(cfg), force=cfg.force)
     sample = result["counts"].get("sample", {})
-    print(f"manifest: {run.path('manifest.parquet')}  ({sample.get('selected', sample.get('rows', '?'))} rows)")
+    print(f"manifest: {run.path('manifest.parquet')}  ({sample.get('n_rows', '?')} rows)")
     if run.exists("report.html"):
         print(f"report:   {run.path('report.html')}")
     print(f"run info: {run.path('run.json')}")
