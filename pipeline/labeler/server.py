@@ -6,7 +6,7 @@
     handle.share_url                                       # http://<lan-ip>:<port>/?token=...
     handle = serve(db, subprocess=True)                    # separate interpreter; .kill() = SIGKILL
 
-``python -m pipeline.labeler.server --db PATH [--host H --port P --settings JSON]`` is the child's
+``python -m pipeline.labeler --db PATH [--host H --port P --settings JSON]`` is the child's
 entry point; the token travels in ``STRATA_LABELER_TOKEN``, never on the command line.
 """
 from __future__ import annotations
@@ -161,7 +161,7 @@ def _spawn(db: str, sock: socket.socket, settings: LabelerSettings, synchronous:
     if settings.token:
         env[TOKEN_ENV] = settings.token
     payload = json.dumps({k: v for k, v in dataclasses.asdict(settings).items() if k != "token"})
-    cmd = [sys.executable, "-m", "pipeline.labeler.server", "--db", db, "--fd", str(sock.fileno()),
+    cmd = [sys.executable, "-m", "pipeline.labeler", "--db", db, "--fd", str(sock.fileno()),
            "--settings", payload, "--synchronous", synchronous, "--log-level", log_level]
     process = sp.Popen(cmd, env=env, stdout=sp.PIPE, text=True, pass_fds=(sock.fileno(),))
     ready = threading.Event()

@@ -6,11 +6,12 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from pipeline.labeler import LabelClient, LabelStore, serve
 
-N_IMAGES = 300
-KILL_AFTER = 100
+N_IMAGES = 200
+KILL_AFTER = 70
 LABELS = ("positive", "negative", "unsure")
 
 
@@ -43,6 +44,7 @@ def _labeler(name: str, url_of: list[str], acked: dict, pending: dict, stop: thr
             client.close()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_session_keeps_every_acknowledged_label(tmp_path: Path, image_files):
     _, uris = image_files
     ids = [f"dur/{i:04d}" for i in range(N_IMAGES)]

@@ -1,0 +1,121 @@
+"""The labeling page in real headless Chromium (Playwright): keys, undo, a touch swipe, two labelers."""
+from __future__ import annotations
+
+import pytest
+
+from pipeline.labeler import LabelStore, serve
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+
+
+@pytest.fixture
+def browser(chromium: str):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def open_labeler(browser, url: str, name: str, **context_args):
+    """A new browser context (its own storage: a separate labeler) signed in as ``name``.
+
+    ``bypass_csp`` lets Playwright evaluate its wait predicates; the page itself needs no eval.
+    """
+    context = browser.new_context(viewport={"width": 900, "height": 800}, bypass_csp=True, **context_args)
+    page = context.new_page()
+    page.goto(url)
+    page.fill("#name-input", name)
+    page.click("#name-form button[type=submit]")
+    page.wait_for_function("document.getElementById('item-id').textContent.length > 0")
+    page.wait_for_function("document.getElementById('image').complete && document.getElementById('image').naturalWidth > 0")
+    return context, page
+
+
+def shown(page) -> str:
+    return page.text_content("#item-id")
+
+
+def wait_labeled(page, n: int) -> None:
+    page.wait_for_function(f"document.getElementById('progress').dataset.labeled === '{n}'")
+
+
+def next_shown(page, previous: str) -> str:
+    page.wait_for_function(f"document.getElementById('item-id').textContent !== {previous!r}")
+    return shown(page)
+
+
+def test_keys_label_and_undo_restores(browser, store: LabelStore):
+    with serve(store.path) as server:
+        _, page = open_labeler(browser, server.url, "alice")
+        first = shown(page)
+        page.keyboard.press("ArrowRight")
+        second = next_shown(page, first)
+        wait_labeled(page, 1)
+        page.keyboard.press("ArrowLeft")
+        third = next_shown(page, second)
+        wait_labeled(page, 2)
+        assert store.current_labels() == {first: "positive", second: "negative"}
+        assert page.text_content("#progress").startswith("2 / 60")
+
+        page.keyboard.press("Backspace")  # undo brings the last image back
+        page.wait_for_function(f"document.getElementById('item-id').textContent === {second!r}")
+        wait_labeled(page, 1)
+        assert store.current_labels() == {first: "positive"}
+        page.keyboard.press("ArrowDown")
+        assert next_shown(page, second) == third  # the image that was next is shown again
+        wait_labeled(page, 2)
+        page.click("#btn-undo")
+        page.wait_for_function(f"document.getElementById('item-id').textContent === {second!r}")
+        page.click("#btn-positive")
+        wait_labeled(page, 2)
+        assert store.current_labels() == {first: "positive", second: "positive"}
+        assert {e.annotator for e in store.events()} == {"alice"}
+
+
+def test_touch_swipe_labels(browser, store: LabelStore):
+    with serve(store.path) as server:
+        context, page = open_labeler(browser, server.url, "bob", has_touch=True, is_mobile=True)
+        cdp = context.new_cdp_session(page)
+        box = page.locator("#card").bounding_box()
+        x0, y0 = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+        def swipe(dx: float, dy: float) -> None:
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": x0, "y": y0}]})
+            for k in range(1, 9):
+                point = {"x": x0 + dx * k / 8, "y": y0 + dy * k / 8}
+                cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [point]})
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+        expected = {}
+        for dx, dy, label in [(250, 10, "positive"), (-250, -5, "negative"), (5, 220, "unsure")]:
+            item = shown(page)
+            swipe(dx, dy)
+            next_shown(page, item)
+            expected[item] = label
+            wait_labeled(page, len(expected))
+        item = shown(page)
+        swipe(20, 15)  # too short: no label, card snaps back
+        page.wait_for_timeout(300)
+        assert shown(page) == item
+        assert store.current_labels() == expected
+        assert {e.annotator for e in store.events()} == {"bob"}
+
+
+def test_two_labelers_never_get_the_same_image(browser, store: LabelStore):
+    with serve(store.path) as server:
+        _, alice = open_labeler(browser, server.url, "alice")
+        _, bob = open_labeler(browser, server.url, "bob")
+        seen = {"alice": [shown(alice)], "bob": [shown(bob)]}
+        for k in range(1, 7):
+            for name, page in (("alice", alice), ("bob", bob)):
+                page.keyboard.press("ArrowRight" if k % 2 else "ArrowLeft")
+                seen[name].append(next_shown(page, seen[name][-1]))
+        assert len(set(seen["alice"])) == len(seen["alice"]) == 7
+        assert not set(seen["alice"]) & set(seen["bob"])
+        bob.wait_for_function("document.getElementById('progress').dataset.labeled === '12'")
+        events = store.events()
+        assert len(events) == 12 and len({e.id for e in events}) == 12
+        assert {e.id for e in events if e.annotator == "alice"} == set(seen["alice"][:6])
