@@ -162,6 +162,10 @@ def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> Fa
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
         return response
 
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status_code=204)
+
     @app.get("/static/{name}")
     def static_file(name: str) -> Response:
         if name not in static:  # a fixed whitelist: no client string reaches the filesystem

@@ -176,8 +176,8 @@ function buildControls() {
   u.textContent = "⌫ undo";
   u.addEventListener("click", undo);
   nav.appendChild(u);
-  $("help").textContent = "Keys: " + Object.entries(state.config.keys)
-    .map(([k, v]) => `${ARROWS[k] || k} ${v}`).join(", ") + ", Backspace/u undo. Or swipe.";
+  $("help").textContent = "Keys: " + Object.values(state.config.labels)
+    .map((v) => `${keyOf[v]} ${v}`).join(", ") + ", Backspace/u undo. Or swipe.";
 }
 
 function onKey(ev) {
