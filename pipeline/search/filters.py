@@ -1,0 +1,95 @@
+"""Row filters over the carried columns of an index (``date`` range, ``product == ...``, any column).
+
+A filter is a mapping ``column -> condition``; all conditions must hold (logical AND):
+
+- ``{"product": "S2"}``                      equality
+- ``{"label": ["forest", "river"]}``         membership
+- ``{"date": {"gte": "2020-01-01", "lt": "2021-01-01"}}``  comparisons
+  (operators ``eq ne gt gte lt lte in not_in``; several operators on one column are ANDed)
+
+Values are cast to the column's Arrow type, so ISO strings work against ``date32``/``timestamp``
+columns. Evaluation is vectorised with ``pyarrow.compute`` and returns a boolean mask over rows.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+Filters = Mapping[str, Any]
+
+_COMPARE = {
+    "eq": pc.equal,
+    "ne": pc.not_equal,
+    "gt": pc.greater,
+    "gte": pc.greater_equal,
+    "lt": pc.less,
+    "lte": pc.less_equal,
+}
+
+
+class FilterError(ValueError):
+    """A filter names an unknown column or operator, or a value of the wrong type."""
+
+
+def _cast(value: Any, column: str, type_: pa.DataType) -> pa.Scalar:
+    try:
+        return pa.scalar(value).cast(type_)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise FilterError(f"filter value {value!r} does not fit column {column!r} of type {type_}") from exc
+
+
+def _isin(col: pa.ChunkedArray | pa.Array, column: str, values: Any) -> pa.ChunkedArray:
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise FilterError(f"'in' filter on {column!r} needs a list of values, got {values!r}")
+    value_set = pa.array([_cast(v, column, col.type).as_py() for v in values], type=col.type)
+    return pc.is_in(col, value_set=value_set)
+
+
+def _condition(col: pa.ChunkedArray | pa.Array, column: str, cond: Any) -> pa.ChunkedArray:
+    if isinstance(cond, Mapping):
+        if not cond:
+            raise FilterError(f"empty condition for column {column!r}")
+        parts = []
+        for op, value in cond.items():
+            if op in _COMPARE:
+                parts.append(_COMPARE[op](col, _cast(value, column, col.type)))
+            elif op == "in":
+                parts.append(_isin(col, column, value))
+            elif op == "not_in":
+                parts.append(pc.invert(_isin(col, column, value)))
+            else:
+                raise FilterError(
+                    f"unknown filter operator {op!r} on {column!r}; use one of "
+                    f"{sorted([*_COMPARE, 'in', 'not_in'])}"
+                )
+        out = parts[0]
+        for p in parts[1:]:
+            out = pc.and_(out, p)
+        return out
+    if isinstance(cond, (list, tuple)):
+        return _isin(col, column, cond)
+    return pc.equal(col, _cast(cond, column, col.type))
+
+
+def filter_mask(table: pa.Table, filters: Filters | None) -> np.ndarray | None:
+    """Boolean mask (N,) of rows of ``table`` meeting every condition; ``None`` when no filter.
+
+    Nulls never match. Raises :class:`FilterError` for unknown columns, operators or bad values.
+    """
+    if not filters:
+        return None
+    if not isinstance(filters, Mapping):
+        raise FilterError(f"filters must be a mapping column -> condition, got {type(filters).__name__}")
+    mask = np.ones(table.num_rows, dtype=bool)
+    for column, cond in filters.items():
+        if column not in table.column_names:
+            raise FilterError(f"unknown filter column {column!r}; filterable columns: {table.column_names}")
+        result = _condition(table.column(column), column, cond)
+        mask &= np.asarray(pc.fill_null(result, False).to_numpy(zero_copy_only=False), dtype=bool)
+    return mask
+
+
+__all__ = ["Filters", "FilterError", "filter_mask"]
