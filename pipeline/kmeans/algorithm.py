@@ -210,7 +210,7 @@ def kmeans(
     metric: str = "l2",
     seed: int | np.random.Generator = 0,
     n_local_trials: int | None = None,
-    chunk_mb: float = 256.0,
+    chunk_mb: float = 64.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Single-process k-means on (N, D) ``x``.
 

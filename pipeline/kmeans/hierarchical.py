@@ -57,7 +57,7 @@ class KMeansConfig:
     cpus_per_actor: float = 0.5
     threads_per_actor: int = 1
     use_gpu: bool = False
-    chunk_mb: float = 256.0
+    chunk_mb: float = 64.0
     split_tasks: int = 4
 
     PER_LEVEL: tuple[str, ...] = field(

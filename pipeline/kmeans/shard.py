@@ -49,17 +49,32 @@ def splitmix64_uniform(index: np.ndarray, seed: int) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
-def _read_source(source: ShardSource) -> tuple[np.ndarray, np.ndarray | None]:
-    """(x float32 (n, D), ids as an object-free Arrow-backed numpy array or None for ``.npy``)."""
+def _read_npy_rows(path: str, start: int, stop: int, out: np.ndarray) -> None:
+    """Read rows ``start:stop`` of a 2-D C-order float32 ``.npy`` straight into ``out`` (no mmap copy)."""
+    with open(path, "rb") as fh:
+        major, _ = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(fh)
+        if len(shape) != 2 or fortran or dtype != np.float32:
+            raise ValueError(f"{path}: need a 2-D C-order float32 array, got {shape} {dtype} fortran={fortran}")
+        fh.seek(fh.tell() + start * shape[1] * 4)
+        fh.readinto(memoryview(out).cast("B"))
+
+
+def _npy_shape(path: str) -> tuple[int, int]:
+    return tuple(np.load(path, mmap_mode="r").shape)  # type: ignore[return-value]
+
+
+def _read_source(source: ShardSource) -> tuple[np.ndarray, "pa.ChunkedArray | None"]:
+    """(x float32 (n, D) filled in place, ids or None for ``.npy``); memory stays ~ the rows."""
     if source.kind == "npy":
-        parts = [np.load(f, mmap_mode="r")[a:b] for f, a, b in source.pieces]
-        n = sum(len(p) for p in parts)
-        d = parts[0].shape[1] if parts else 0
+        n = sum(b - a for _, a, b in source.pieces)
+        d = _npy_shape(source.pieces[0][0])[1] if source.pieces else 0
         x = np.empty((n, d), dtype=np.float32)
         row = 0
-        for p in parts:
-            x[row : row + len(p)] = p
-            row += len(p)
+        for f, a, b in source.pieces:
+            _read_npy_rows(f, a, b, x[row : row + b - a])
+            row += b - a
         return x, None
     if source.kind != "parquet":
         raise ValueError(f"unknown shard source kind {source.kind!r}")
@@ -74,24 +89,31 @@ def _read_source(source: ShardSource) -> tuple[np.ndarray, np.ndarray | None]:
     if source.drop_ids_path:
         with fsspec.open(source.drop_ids_path, "rb") as fh:
             drop = pq.read_table(fh, columns=["id"]).column("id").combine_chunks()
-    xs, ids = [], []
+    x: np.ndarray | None = None
+    ids, row = [], 0
+    capacity = sum(b - a for _, a, b in source.pieces)
     for f, start, stop in source.pieces:
         with fsspec.open(f, "rb") as fh:
             pf = pq.ParquetFile(fh)
-            row = 0
+            first = 0
             for rg in range(pf.metadata.num_row_groups):
                 n_rg = pf.metadata.row_group(rg).num_rows
-                lo, hi = max(start, row), min(stop, row + n_rg)
-                if lo < hi:  # read one row group at a time: memory stays ~ one row group
-                    t = pf.read_row_group(rg, columns=["id", EMBEDDING]).slice(lo - row, hi - lo)
+                lo, hi = max(start, first), min(stop, first + n_rg)
+                if lo < hi:  # one row group at a time, copied into the preallocated matrix
+                    t = pf.read_row_group(rg, columns=["id", EMBEDDING]).slice(lo - first, hi - lo)
                     if drop is not None and len(drop):
                         t = t.filter(pc.invert(pc.is_in(t.column("id"), value_set=drop)))
-                    xs.append(arrow_to_embeddings(t.column(EMBEDDING)).copy())
+                    emb = arrow_to_embeddings(t.column(EMBEDDING))
+                    if x is None:
+                        x = np.empty((capacity, emb.shape[1]), dtype=np.float32)
+                    x[row : row + len(emb)] = emb
+                    row += len(emb)
                     ids.append(t.column("id"))
-                row += n_rg
-    if not xs:
+                first += n_rg
+    if x is None:
         return np.zeros((0, 0), dtype=np.float32), None
-    x = np.concatenate(xs) if len(xs) > 1 else xs[0]
+    if row < capacity:
+        x.resize((row, x.shape[1]), refcheck=False)  # in-place shrink after dropped duplicates
     return x, pa.chunked_array([c for col in ids for c in col.chunks], type=pa.string())
 
 
@@ -115,7 +137,7 @@ class Shard:
         source: ShardSource | None = None,
         metric: str = "l2",
         offset: int = 0,
-        chunk_mb: float = 256.0,
+        chunk_mb: float = 64.0,
         threads: int = 1,
         use_gpu: bool = False,
     ):

@@ -1,0 +1,143 @@
+"""Single-process and sharded k-means against brute-force numpy, faiss.Kmeans and sklearn."""
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import pytest
+
+from pipeline.kmeans import hierarchical_kmeans, kmeans, kmeans_plus_plus_init, sort_clusters
+from pipeline.kmeans.algorithm import LocalGroup, fit_group
+from pipeline.kmeans.hierarchical import KMeansConfig, allocate_splits
+from pipeline.kmeans.shard import Shard, splitmix64_uniform
+
+
+def numpy_lloyd(x: np.ndarray, c: np.ndarray, n_iters: int) -> np.ndarray:
+    c = c.astype(np.float64).copy()
+    for _ in range(n_iters):
+        a = ((x[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
+        for j in range(len(c)):
+            if (a == j).any():
+                c[j] = x[a == j].mean(0)
+    return c
+
+
+def inertia(x: np.ndarray, c: np.ndarray) -> float:
+    return float(((x[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1).min(1).sum())
+
+
+def test_lloyd_matches_numpy_and_faiss_from_same_init(make_blobs):
+    x, _ = make_blobs(3000, 16, 25, spread=1.0)
+    rng = np.random.default_rng(0)
+    init = x[rng.choice(len(x), 25, replace=False)]
+    ours, assign, dist = kmeans(x, 25, 15, init=init)
+    ref = numpy_lloyd(x, init, 15)
+    km = faiss.Kmeans(16, 25, niter=15, max_points_per_centroid=10**7, min_points_per_centroid=1, seed=0)
+    km.train(x, init_centroids=init)
+    assert inertia(x, ours) == pytest.approx(inertia(x, ref), rel=1e-4)
+    assert inertia(x, ours) == pytest.approx(inertia(x, km.centroids), rel=1e-4)
+    # the returned assignment is the nearest final centroid, with its squared distance
+    d2 = ((x[:, None, :] - ours[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(assign, d2.argmin(1))
+    np.testing.assert_allclose(dist, d2.min(1), rtol=1e-4, atol=1e-4)
+
+
+def test_cosine_kmeans_matches_spherical_reference(make_blobs):
+    x, _ = make_blobs(800, 8, 6, spread=0.8)
+    init = x[:6]
+    c, assign, dist = kmeans(x, 6, 10, init=init, metric="cosine")
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    ref = init / np.linalg.norm(init, axis=1, keepdims=True)
+    for _ in range(10):
+        a = (xn @ ref.T).argmax(1)
+        ref = np.stack([xn[a == j].sum(0) for j in range(6)])
+        ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    np.testing.assert_allclose(c, ref, atol=1e-5)
+    np.testing.assert_allclose(dist, 1 - (xn @ c.T).max(1), atol=1e-5)
+
+
+def test_kmeans_plus_plus_seeds_every_separated_blob(make_blobs):
+    x, labels = make_blobs(2000, 8, 10, seed=3, spread=0.05)
+    centres = kmeans_plus_plus_init(x, 10, np.random.default_rng(1))
+    rows = {tuple(r) for r in x}
+    assert all(tuple(c) in rows for c in centres)
+    nearest = ((centres[:, None, :] - x[None]) ** 2).sum(-1).argmin(1)
+    assert len(set(labels[nearest])) == 10
+
+
+def test_sharded_equals_single_shard(make_blobs):
+    x, _ = make_blobs(1500, 12, 9, spread=1.0)
+    single = LocalGroup([Shard(x)])
+    bounds = [0, 300, 301, 1100, 1500]
+    sharded = LocalGroup([Shard(x[a:b], offset=a) for a, b in zip(bounds[:-1], bounds[1:])])
+    c1, i1 = fit_group(single, 20, 8, rng=np.random.default_rng(5))
+    c2, i2 = fit_group(sharded, 20, 8, rng=np.random.default_rng(5))
+    np.testing.assert_allclose(c1, c2, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(i1, i2, rtol=1e-9)
+
+
+def test_empty_clusters_are_reseeded_with_far_points(make_blobs):
+    x, _ = make_blobs(500, 4, 5, spread=0.5)
+    init = np.repeat(x[:1], 5, axis=0)  # identical centroids: four clusters start empty
+    c, assign, _ = kmeans(x, 5, 10, init=init)
+    assert len(np.unique(c, axis=0)) == 5
+    assert np.bincount(assign, minlength=5).min() > 0
+
+
+def test_bad_input_is_rejected():
+    x = np.zeros((10, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match="cannot pick"):
+        kmeans(x, 11)
+    with pytest.raises(ValueError, match="metric"):
+        kmeans(x, 2, metric="manhattan")
+    with pytest.raises(ValueError, match="NaN"):
+        kmeans(np.full((4, 2), np.nan, dtype=np.float32), 2)
+    with pytest.raises(ValueError, match="one per level"):
+        KMeansConfig.from_dict({"n_clusters": [8, 4], "n_iters": [1, 2, 3]})
+    with pytest.raises(ValueError, match="smaller"):
+        KMeansConfig.from_dict({"n_clusters": [4, 8]})
+
+
+def test_sort_clusters_csr():
+    assign = np.array([2, 0, 2, 1, 0, 2])
+    dist = np.array([0.5, 0.2, 0.1, 0.3, 0.1, 0.5])
+    offsets, members, member_dist = sort_clusters(assign, dist, 4)
+    np.testing.assert_array_equal(offsets, [0, 2, 3, 6, 6])
+    np.testing.assert_array_equal(members, [4, 1, 3, 2, 0, 5])
+    np.testing.assert_array_equal(member_dist, dist[members])
+
+
+def test_resampling_spreads_centroids_out_of_a_dense_region():
+    rng = np.random.default_rng(0)
+    dense = rng.normal(size=(4000, 2)) * 0.3  # 80% of the points in one small blob
+    sparse = rng.uniform(-10, 10, size=(1000, 2))
+    x = np.concatenate([dense, sparse]).astype(np.float32)
+    share = {}
+    for steps in (0, 10):
+        cfg = {"n_clusters": [40], "n_iters": 20, "n_resampling_steps": [steps], "sample_size": [4], "metric": "l2"}
+        (level,) = hierarchical_kmeans(x, cfg)
+        share[steps] = float((np.abs(level.centroids).max(1) < 1.2).mean())
+    # plain k-means puts ~density^(d/(d+2)) of its centroids in the blob; resampling far fewer
+    assert share[0] >= 0.1 and share[10] <= share[0] / 2
+
+
+def test_hierarchical_levels_are_consistent_and_shard_independent(make_blobs):
+    x, _ = make_blobs(1500, 8, 15, spread=0.8)
+    for strategy in ("closest", "random"):
+        cfg = {"n_clusters": [30, 6], "n_iters": 8, "n_resampling_steps": [2, 2], "sample_size": [5, 3],
+               "resampling_strategy": strategy, "metric": "cosine", "n_splits": [3, 1]}
+        one = hierarchical_kmeans(x, cfg)
+        three = hierarchical_kmeans(x, cfg, n_shards=3)
+        for a, b in zip(one, three):
+            np.testing.assert_array_equal(a.assignments, b.assignments)
+            np.testing.assert_allclose(a.centroids, b.centroids, atol=1e-6)
+        assert [len(lv.centroids) for lv in one] == [30, 6]
+        assert len(one[1].assignments) == 30 and one[0].offsets[-1] == 1500
+
+
+def test_allocate_splits_and_random_keys():
+    np.testing.assert_array_equal(allocate_splits(np.array([1, 10, 4]), 9, 3), [1, 5, 3])
+    with pytest.raises(ValueError):
+        allocate_splits(np.array([1, 2]), 4, 2)
+    u = splitmix64_uniform(np.arange(100000), 7)
+    assert 0 <= u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.01
+    np.testing.assert_array_equal(u[500:600], splitmix64_uniform(np.arange(500, 600), 7))

@@ -1,0 +1,101 @@
+"""run_cluster on Ray actors: distributed == single actor, dedup filter, outputs, resume."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import pipeline.kmeans.run as kmeans_run
+from pipeline.io.tables import write_parquet_atomic
+from pipeline.kmeans import hierarchical_kmeans, load_levels, load_point_ids, run_cluster
+from pipeline.rundir import RunDir
+
+CFG = {
+    "n_clusters": [24, 5],
+    "n_iters": [6, 6],
+    "n_resampling_steps": [2, 1],
+    "sample_size": [6, 3],
+    "resampling_strategy": ["random", "closest"],
+    "metric": "cosine",
+    "chunk_mb": 0.05,  # many chunks per shard
+}
+
+
+def _arrays(run: RunDir) -> list[dict[str, np.ndarray]]:
+    _, levels = load_levels(run.path("clusters"))
+    return [vars(lv) for lv in levels]
+
+
+def _assert_same(a: list[dict], b: list[dict]) -> None:
+    for la, lb in zip(a, b):
+        for name in ("assignments", "offsets", "sorted_clusters"):
+            np.testing.assert_array_equal(la[name], lb[name], err_msg=name)
+        np.testing.assert_allclose(la["centroids"], lb["centroids"], atol=1e-6)
+
+
+def test_actors_match_single_actor_and_in_process(ray_session, tmp_path, blob_run):
+    run, x, _ = blob_run
+    summary = run_cluster(run, {**CFG, "n_actors": 3})
+    assert [lv["n_clusters"] for lv in summary["levels"]] == [24, 5]
+    assert summary["n_points"] == 1200 and summary["n_dropped_duplicates"] == 0
+    distributed = _arrays(run)
+
+    single = RunDir(str(tmp_path / "single"))
+    single.fs.copy(run.local("embeddings"), single.local("embeddings"), recursive=True)
+    run_cluster(single, {**CFG, "n_actors": 1})
+    _assert_same(distributed, _arrays(single))
+
+    levels = hierarchical_kmeans(x, CFG)  # the in-process API gives the same clustering
+    _assert_same(distributed, [vars(lv) for lv in levels])
+
+    ids = load_point_ids(run.path("clusters"))
+    assert ids.column("index").to_pylist() == list(range(1200))
+    assert ids.column("id").to_pylist()[:2] == ["img00000", "img00001"]
+    # CSR: every point once, each cluster sorted by distance
+    lv1 = distributed[0]
+    assert sorted(lv1["sorted_clusters"]) == list(range(1200))
+    for c in range(24):
+        seg = lv1["sorted_distances"][lv1["offsets"][c]:lv1["offsets"][c + 1]]
+        assert np.all(np.diff(seg) >= 0)
+    assert run_cluster(run, {**CFG, "n_actors": 3})["skipped"] is True
+
+
+def test_duplicates_are_left_out(ray_session, blob_run):
+    run, _, _ = blob_run
+    dropped = [f"img{i:05d}" for i in range(0, 1200, 7)]
+    write_parquet_atomic(pa.table({"id": dropped}), run.path("dedup", "duplicates.parquet"))
+    summary = run_cluster(run, {**CFG, "n_actors": 2})
+    assert summary["n_dropped_duplicates"] == len(dropped)
+    ids = set(load_point_ids(run.path("clusters")).column("id").to_pylist())
+    assert len(ids) == 1200 - len(dropped) and not ids & set(dropped)
+
+
+def test_resume_after_crash_between_steps_is_identical(ray_session, tmp_path, blob_run, monkeypatch):
+    run, _, _ = blob_run
+    run_cluster(run, {**CFG, "n_actors": 2})
+    clean = _arrays(run)
+
+    crashed = RunDir(str(tmp_path / "crashed"))
+    crashed.fs.copy(run.local("embeddings"), crashed.local("embeddings"), recursive=True)
+    real_save = kmeans_run.save_step
+
+    def save_then_crash(r, level, step, result):
+        if (level, step) == (1, 2):
+            raise RuntimeError("simulated crash")
+        real_save(r, level, step, result)
+
+    monkeypatch.setattr(kmeans_run, "save_step", save_then_crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_cluster(crashed, {**CFG, "n_actors": 2})
+    assert crashed.is_done("cluster/level_1/step_1") and not crashed.is_done("cluster/level_1/step_2")
+    monkeypatch.setattr(kmeans_run, "save_step", real_save)
+    summary = run_cluster(crashed, {**CFG, "n_actors": 3})  # another worker layout, same result
+    assert summary["levels"][0]["steps_run"] == 1
+    _assert_same(clean, _arrays(crashed))
+
+
+def test_split_mode_on_actors_matches_in_process(ray_session, blob_run):
+    run, x, _ = blob_run
+    cfg = {**CFG, "n_splits": [4, 1], "split_tasks": 3}
+    run_cluster(run, {**cfg, "n_actors": 2})
+    _assert_same(_arrays(run), [vars(lv) for lv in hierarchical_kmeans(x, cfg)])
