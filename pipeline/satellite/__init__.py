@@ -6,13 +6,13 @@ from pipeline.satellite.download import Preprocess, TileSpec, composite_shards, 
 from pipeline.satellite.gapfill import fill_gaps, gap_fill, nodata_mask
 from pipeline.satellite.gibs import DownloadReport, TileRequest, WMTSClient
 from pipeline.satellite.grid import BBox, make_grid, pixel_window, tile_bounds, tile_range
-from pipeline.satellite.stages import CloudMaskStage, GapFillStage, TilingStage, apply_preprocess
+from pipeline.satellite.stages import CloudMaskStage, GapFillStage, TilingStage
 from pipeline.satellite.tiling import cut_tiles, tile_windows
 
 __all__ = [
     "CATALOGUE", "Layer", "date_range", "get_layer", "cloud_mask", "composite", "composite_table",
     "Preprocess", "TileSpec", "composite_shards", "download_scenes", "read_shards", "fill_gaps", "gap_fill",
     "nodata_mask", "DownloadReport", "TileRequest", "WMTSClient", "BBox", "make_grid", "pixel_window",
-    "tile_bounds", "tile_range", "CloudMaskStage", "GapFillStage", "TilingStage", "apply_preprocess",
+    "tile_bounds", "tile_range", "CloudMaskStage", "GapFillStage", "TilingStage",
     "cut_tiles", "tile_windows",
 ]

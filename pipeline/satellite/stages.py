@@ -8,13 +8,10 @@ Use in Ray Data::
     ds.map_batches(GapFillStage, fn_constructor_kwargs={"method": "linear"}, batch_format="pyarrow",
                    compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2), num_cpus=0.5)
 
-or through :func:`apply_preprocess` with the ``preprocess`` config group, where an entry with
-``enabled: false`` is skipped (not added to the dataset plan).
+or through the ``preprocess`` config group of ``strata curate``/``strata embed``
+(``conf/preprocess/satellite.yaml``: entries ``{cls, kwargs, enabled}``; disabled ones are skipped).
 """
 from __future__ import annotations
-
-import importlib
-from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -89,8 +86,8 @@ class GapFillStage(Stage):
 class CloudMaskStage(Stage):
     """Per-image cloud fraction (see :func:`pipeline.satellite.composite.cloud_mask`).
 
-    Adds ``cloud_fraction`` (float32). With ``max_cloud_fraction`` set, rows above it are dropped
-    (their ids are the input ids missing from the output); images are never modified.
+    Adds ``cloud_fraction`` (float32; null if undecodable). Rows and images are never dropped or
+    modified, so every input stays accounted for; filter on the column downstream.
     """
 
     name = "cloud_mask"
@@ -98,21 +95,15 @@ class CloudMaskStage(Stage):
     outputs = ("cloud_fraction",)
     resources = Resources(cpus=0.5)
 
-    def __init__(self, brightness: float = 0.75, whiteness: float = 0.15, dilate: int = 2,
-                 max_cloud_fraction: float | None = None):
+    def __init__(self, brightness: float = 0.75, whiteness: float = 0.15, dilate: int = 2):
         self.kwargs = {"brightness": brightness, "whiteness": whiteness, "dilate": dilate}
-        self.max_cloud_fraction = max_cloud_fraction
 
     def process(self, batch: pa.Table) -> pa.Table:
         fractions = []
         for data in batch.column("image").to_pylist():
             rgb = _decode(data)
             fractions.append(None if rgb is None else float(cloud_mask(rgb, **self.kwargs).mean()))
-        batch = _replace(batch, "cloud_fraction", pa.array(fractions, pa.float32()))
-        if self.max_cloud_fraction is not None:
-            keep = [f is None or f <= self.max_cloud_fraction for f in fractions]
-            batch = batch.filter(pa.array(keep))
-        return batch
+        return _replace(batch, "cloud_fraction", pa.array(fractions, pa.float32()))
 
 
 class TilingStage(Stage):
@@ -121,7 +112,8 @@ class TilingStage(Stage):
     One output row per patch: ``id`` becomes ``<id>#y<y0>_x<x0>``, adds ``source_id``, ``tile_y``,
     ``tile_x``, ``pad_fraction``; other columns are repeated; if ``lat_min/lat_max/lon_min/lon_max``
     are present they are narrowed to the patch by linear interpolation (exact for EPSG:4326
-    scenes). Undecodable rows are dropped.
+    scenes). Undecodable rows pass through as one row (null tile columns) so the embed stage
+    can reject them.
     """
 
     name = "tiling"
@@ -140,6 +132,9 @@ class TilingStage(Stage):
         for i, (sid, data) in enumerate(zip(batch.column("id").to_pylist(), batch.column("image").to_pylist())):
             rgb = _decode(data)
             if rgb is None:
+                take.append(i), ids.append(sid), images.append(data)
+                ty.append(None), tx.append(None), pads.append(None)
+                fy0.append(0.0), fy1.append(1.0), fx0.append(0.0), fx1.append(1.0)
                 continue
             h, w = rgb.shape[:2]
             windows = tile_windows(h, w, self.height, self.width, self.overlap, self.boundary)
@@ -167,40 +162,7 @@ class TilingStage(Stage):
             out = _replace(out, "lon_max", pa.array(lon_min + np.asarray(fx1) * dlon))
         for col in ("width", "height"):
             if col in out.column_names:
-                out = _replace(out, col, pa.array(np.full(out.num_rows, getattr(self, col), dtype=np.int32)))
+                size = np.where(pa.array(pads).is_null().to_numpy(zero_copy_only=False),
+                                out.column(col).to_numpy(), getattr(self, col))
+                out = _replace(out, col, pa.array(size.astype(np.int32)))
         return out
-
-
-def _resolve(path: str) -> type[Stage]:
-    module, _, attr = path.rpartition(".")
-    cls = getattr(importlib.import_module(module), attr)
-    if not (isinstance(cls, type) and issubclass(cls, Stage)):
-        raise TypeError(f"{path} is not a pipeline.stage.Stage subclass")
-    return cls
-
-
-def preprocess_specs(stages: Iterable[Mapping[str, Any]] | None) -> list[tuple[type[Stage], dict[str, Any]]]:
-    """``[(StageClass, kwargs)]`` of the enabled entries of a ``preprocess.stages`` config list.
-
-    Each entry: ``{cls: "pipeline.satellite.stages.GapFillStage", kwargs: {...}, enabled: true}``.
-    """
-    specs = []
-    for entry in stages or []:
-        entry = dict(entry)
-        if not entry.get("enabled", True):
-            continue
-        if "cls" not in entry:
-            raise KeyError(f"preprocess stage entry needs 'cls': {entry}")
-        specs.append((_resolve(str(entry["cls"])), dict(entry.get("kwargs") or {})))
-    return specs
-
-
-def apply_preprocess(ds, stages: Iterable[Mapping[str, Any]] | None, *, max_workers: int = 1, batch_size: int = 64):
-    """Chain the enabled ``stages`` onto a Ray Dataset (``ds`` returned unchanged when there are none)."""
-    import ray
-
-    for cls, kwargs in preprocess_specs(stages):
-        ds = ds.map_batches(cls, fn_constructor_kwargs=kwargs, batch_format="pyarrow", batch_size=batch_size,
-                            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max_workers),
-                            num_cpus=cls.resources.cpus)
-    return ds
