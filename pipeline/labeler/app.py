@@ -20,12 +20,13 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 from importlib import resources
-from typing import Annotated, Sequence
+from typing import Annotated, Callable, Sequence
 
 from fastapi import FastAPI, Form, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.labeler.images import ThumbnailCache
 from pipeline.labeler.store import LabelError, LabelStore
@@ -112,28 +113,23 @@ def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> Fa
             return auth[7:].strip()
         return request.cookies.get(COOKIE)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        path = request.url.path
-        if token is not None and path != "/login":
-            given = presented_token(request)
-            query_token = request.query_params.get("token")
-            if path == "/" and query_token is not None and hmac.compare_digest(query_token.encode(), token.encode()):
-                response: Response = RedirectResponse("/", status_code=303)
-                response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
-            elif given is None:
-                response = _denied(request, 401, "access token required", pages["login.html"])
-            elif not hmac.compare_digest(given.encode(), token.encode()):
-                response = _denied(request, 403, "wrong access token", pages["login.html"])
-            else:
-                response = await call_next(request)
-        else:
-            response = await call_next(request)
-        for key, value in _SECURITY_HEADERS.items():
-            response.headers.setdefault(key, value)
-        if path.startswith("/api/") and path != "/api/image":
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    def gate(request: Request) -> Response | None:
+        """The answer for a request that may not pass (None: let it through)."""
+        if token is None or request.url.path == "/login":
+            return None
+        query_token = request.query_params.get("token")
+        if request.url.path == "/" and query_token is not None and _same(query_token, token):
+            response = RedirectResponse("/", status_code=303)
+            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+            return response
+        given = presented_token(request)
+        if given is None:
+            return _denied(request, 401, "access token required", pages["login.html"])
+        if not _same(given, token):
+            return _denied(request, 403, "wrong access token", pages["login.html"])
+        return None
+
+    app.add_middleware(_Guard, gate=gate)
 
     @app.exception_handler(LabelError)
     async def label_error(_: Request, exc: LabelError) -> JSONResponse:
@@ -225,6 +221,39 @@ def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> Fa
         return {"labels": store.current_labels()}
 
     return app
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+class _Guard:
+    """Pure ASGI middleware: token check and security headers (cheaper than BaseHTTPMiddleware)."""
+
+    def __init__(self, app: ASGIApp, gate: Callable[[Request], Response | None]):
+        self.app = app
+        self.gate = gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        extra = [(k.lower().encode(), v.encode()) for k, v in _SECURITY_HEADERS.items()]
+        if path.startswith("/api/") and path != "/api/image":
+            extra.append((b"cache-control", b"no-store"))
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []), *((k, v) for k, v in extra if k not in present)]
+            await send(message)
+
+        denied = self.gate(Request(scope))
+        if denied is not None:
+            await denied(scope, receive, send_with_headers)
+        else:
+            await self.app(scope, receive, send_with_headers)
 
 
 def _denied(request: Request, status: int, message: str, login_html: str) -> Response:

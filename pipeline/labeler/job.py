@@ -6,7 +6,7 @@ import os
 import shutil
 import signal
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -102,8 +102,14 @@ def start_server(store: LabelStore, labeler_cfg: dict[str, Any]) -> LabelServer:
     )
 
 
-def run_label_job(run: RunDir, cfg: dict[str, Any]) -> dict[str, int]:
-    """``action=prepare|serve|export`` on ``run`` (``cfg`` is the resolved ``conf/label.yaml``)."""
+def run_label_job(
+    run: RunDir, cfg: dict[str, Any], on_ready: Callable[[LabelServer], None] | None = None
+) -> dict[str, int]:
+    """``action=prepare|serve|export`` on ``run`` (``cfg`` is the resolved ``conf/label.yaml``).
+
+    ``serve`` blocks until SIGINT/SIGTERM (or, with ``stop_when_done``, until every queued image
+    has a label), then exports; ``on_ready(server)`` is called once the server is up.
+    """
     action = cfg.get("action", "serve")
     if action not in ("prepare", "serve", "export"):
         raise ValueError(f"action must be prepare, serve or export, got {action!r}")
@@ -118,10 +124,13 @@ def run_label_job(run: RunDir, cfg: dict[str, Any]) -> dict[str, int]:
     if server.share_url:
         print(f"Share on your network: {server.share_url}", flush=True)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    if on_ready is not None:
+        on_ready(server)
     try:
-        while not stop.wait(1.0):
+        while not stop.wait(0.5):
             p = store.progress()
             if cfg.get("stop_when_done") and p.queued and p.labeled == p.queued:
                 log.info("every queued image is labeled; stopping")
