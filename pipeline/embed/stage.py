@@ -74,9 +74,8 @@ def embed_dataset(ds, cfg: EmbedConfig, preprocess: list[tuple[type, dict]] | No
         batch_format="pyarrow",
         num_cpus=cfg.cpus_per_actor,
         num_gpus=cfg.gpus_per_actor or None,
+        # Ray Data restarts dead actors and retries their batches by default (max_restarts=-1).
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.pool_size),
-        max_restarts=-1,
-        max_task_retries=-1,
     )
 
 

@@ -68,7 +68,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
                 lo, hi = 0.0, 1.0
             scale = 255.0 / (hi - lo) if hi > lo else 0.0
             arr8 = np.clip((arr - lo) * scale, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr8, mode="L").convert("RGB")
+        return Image.fromarray(arr8).convert("RGB")
     if img.mode in ("P", "PA"):
         img = img.convert("RGBA")
     return img.convert("RGB")

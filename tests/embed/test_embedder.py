@@ -1,0 +1,80 @@
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from pipeline.embed import EmbedStage, Embedder, build_backbone
+from pipeline.io.tables import arrow_to_embeddings
+from tests.io.bad_inputs import bad_inputs
+
+SMALL = {"image_size": 64, "batch_size": 4}
+
+
+@pytest.fixture(scope="module")
+def jpegs(datasets_dir):
+    return pq.read_table(datasets_dir / "ucmerced" / "part-00000.parquet", columns=["image"]).column("image").to_pylist()[:6]
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return Embedder(SMALL)
+
+
+def test_embeddings_are_normalised_deterministic_and_batch_invariant(embedder, jpegs):
+    x = embedder.embed_bytes(jpegs)
+    assert x.shape == (6, 1280) and x.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(embedder.embed_bytes(jpegs[2:3])[0], x[2], atol=1e-4)
+
+
+def test_pretrained_weights_are_loaded_not_random(embedder, jpegs):
+    random_init = build_backbone("efficientnet_lite0")
+    for p in random_init.module.parameters():
+        torch.nn.init.normal_(p)
+    other = Embedder(SMALL, backbone=random_init)
+    assert not np.allclose(embedder.embed_bytes(jpegs[:2]), other.embed_bytes(jpegs[:2]), atol=1e-3)
+
+
+def test_resnet_checkpoint_round_trip(tmp_path, jpegs):
+    torch.manual_seed(0)
+    first = build_backbone("resnet18")
+    path = tmp_path / "r18.pt"
+    torch.save({f"backbone.{k}": v for k, v in first.module.state_dict().items()}, path)
+    a = Embedder(SMALL, backbone=first).embed_bytes(jpegs[:2])
+    b = Embedder({**SMALL, "backbone": "resnet18", "checkpoint": str(path)}).embed_bytes(jpegs[:2])
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    torch.save({"unrelated": torch.zeros(1)}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not a torchvision resnet18"):
+        build_backbone("resnet18", str(tmp_path / "bad.pt"))
+
+
+def test_unknown_backbones_fail_clearly():
+    with pytest.raises(ValueError, match="unknown embed.backbone"):
+        build_backbone("vit_giant")
+    with pytest.raises(ValueError, match="needs embed.checkpoint"):
+        build_backbone("ssl")
+
+
+def test_stage_rejects_bad_rows_and_keeps_converted_ones(jpegs):
+    cases = bad_inputs(jpegs[0])
+    names = ["good.jpg", *cases]
+    data = [jpegs[0], *(v[0] for v in cases.values())]
+    batch = pa.table({
+        "id": names,
+        "uri": names,
+        "image": pa.array(data, pa.binary()),
+        "_read_error": pa.array([None] * (len(names) - 1) + ["unreadable file: permission denied"], pa.string()),
+        "label": ["x"] * len(names),
+    })
+    out = EmbedStage({**SMALL, "max_pixels": 1_000_000})(batch)
+    assert out.column_names == ["id", "uri", "label", "embedding", "reject_reason"]
+    reasons = dict(zip(out.column("id").to_pylist(), out.column("reject_reason").to_pylist()))
+    expected = {"good.jpg": None, **{k: v[1] for k, v in cases.items()}}
+    expected["huge.png"] = "unreadable file"  # the read error wins over decoding
+    for name, prefix in expected.items():
+        assert (reasons[name] is None) if prefix is None else reasons[name].startswith(prefix), (name, reasons[name])
+    x = arrow_to_embeddings(out.column("embedding"))
+    kept = np.array([r is None for r in out.column("reject_reason").to_pylist()])
+    np.testing.assert_allclose(np.linalg.norm(x[kept], axis=1), 1.0, rtol=1e-5)
+    assert not x[~kept].any()
