@@ -135,3 +135,16 @@ def test_bad_input_and_path_traversal(server, store: LabelStore):
         assert r.status_code == 404 and b"sqlite" not in r.content, probe
     assert http.get("/api/image", params={"id": ok["id"]}).status_code == 200
     assert len(store.events()) == 0
+
+
+def test_key_bindings_binary_and_multiclass(tmp_path: Path, image_files):
+    from pipeline.labeler.app import key_bindings
+
+    binary = key_bindings(("positive", "negative", "unsure"))
+    assert (binary["ArrowRight"], binary["ArrowLeft"], binary["ArrowDown"]) == ("positive", "negative", "unsure")
+    multi = LabelStore(tmp_path / "multi.sqlite", labels=["forest", "river", "beach", "unsure"])
+    multi.register(*image_files)
+    with serve(multi.path) as server:
+        config = httpx.get(f"{server.url}/api/config").json()
+    assert config["labels"] == ["forest", "river", "beach", "unsure"]
+    assert config["keys"] == {"ArrowDown": "unsure", "1": "forest", "2": "river", "3": "beach", "4": "unsure"}
