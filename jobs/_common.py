@@ -38,10 +38,24 @@ def init_ray(cfg: DictConfig) -> None:
     log.info("started local Ray: %s", ray.cluster_resources())
 
 
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide a run's numbers (recorded in ``run.json``)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("strata", "torch", "torchvision", "ray", "faiss-cpu", "faiss-gpu", "numpy", "pyarrow", "lightly", "hydra-core"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
 def open_run_dir(cfg: DictConfig) -> RunDir:
-    """The run directory named by ``run_dir=``, with the resolved config recorded in ``run.json``."""
+    """The run directory named by ``run_dir=``, with the resolved config, seed and versions in ``run.json``."""
     run = RunDir(str(cfg.run_dir))
-    run.update_run_json(config=OmegaConf.to_container(cfg, resolve=True), seed=cfg.get("seed"))
+    run.update_run_json(config=OmegaConf.to_container(cfg, resolve=True), seed=cfg.get("seed"), versions=package_versions())
     return run
 
 
