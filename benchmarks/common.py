@@ -28,7 +28,7 @@ def ensure_ray(num_cpus: int = 2) -> None:
         ray.init(address="local", num_cpus=num_cpus, object_store_memory=int(3e8), include_dashboard=False, log_to_driver=False)
 
 
-def dataset_embeddings(name: str, backbone: str = "efficientnet_lite0", image_size: int = 224, checkpoint: str | None = None) -> tuple[pa.Table, np.ndarray]:
+def dataset_embeddings(name: str, backbone: str = "efficientnet_lite0", image_size: int = 160, checkpoint: str | None = None) -> tuple[pa.Table, np.ndarray]:
     """(table with ``id``, ``uri``, ``label``..., (N, D) float32 L2-normalised embeddings) of a shared dataset."""
     from pipeline.embed import run_embed
     from pipeline.io.tables import read_embeddings
@@ -44,8 +44,8 @@ def dataset_embeddings(name: str, backbone: str = "efficientnet_lite0", image_si
     return read_embeddings(run.path("embeddings"))
 
 
-def aid_embeddings(backbone: str = "efficientnet_lite0", image_size: int = 224) -> tuple[pa.Table, np.ndarray]:
-    """AID (10,000 images, 30 classes) embedded with the default backbone."""
+def aid_embeddings(backbone: str = "efficientnet_lite0", image_size: int = 160) -> tuple[pa.Table, np.ndarray]:
+    """AID (10,000 images of 150x150, 30 classes) embedded with the default backbone at 160 px."""
     return dataset_embeddings("aid150", backbone, image_size)
 
 

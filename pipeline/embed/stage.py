@@ -75,7 +75,8 @@ def embed_dataset(ds, cfg: EmbedConfig, preprocess: list[tuple[type, dict]] | No
         num_cpus=cfg.cpus_per_actor,
         num_gpus=cfg.gpus_per_actor or None,
         # Ray Data restarts dead actors and retries their batches by default (max_restarts=-1).
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.pool_size),
+        # A fixed pool: Ray Data's autoscaler keeps one actor when the CPU budget is tight.
+        compute=ray.data.ActorPoolStrategy(min_size=cfg.pool_size, max_size=cfg.pool_size),
     )
 
 
@@ -99,7 +100,7 @@ def run_embed(run: RunDir, input_cfg: dict, embed_cfg: dict, *, preprocess: list
     ds = embed_dataset(read_images(InputConfig.from_dict(input_cfg)), cfg, preprocess)
     staged = run.path("_tmp", f"embed-{uuid.uuid4().hex[:8]}")
     try:
-        ds.write_parquet(staged)
+        ds.write_parquet(staged, ray_remote_args={"num_cpus": 0.25})
         counts = _split_kept_and_rejected(run, staged)
     finally:
         run.fs.rm(run.local("_tmp"), recursive=True)
