@@ -7,11 +7,26 @@ never from a client. Bytes come from ``pipeline.io.sources.load_image_bytes`` (f
 from __future__ import annotations
 
 import collections
+import io
 import threading
 from typing import Callable
 
+from PIL import Image
+
 from pipeline.io.images import thumbnail_jpeg
 from pipeline.io.sources import load_image_bytes
+
+
+def browser_jpeg(data: bytes, max_side: int) -> bytes:
+    """``data`` itself when it already is an RGB/gray JPEG within ``max_side`` (no re-encoding,
+    which is most of the server's CPU), else a ``thumbnail_jpeg`` of it."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:  # header only
+            if im.format == "JPEG" and im.mode in ("RGB", "L") and max(im.size) <= max_side:
+                return data
+    except Exception:  # noqa: BLE001 - thumbnail_jpeg reports unreadable input with its reason
+        pass
+    return thumbnail_jpeg(data, max_side)
 
 
 class ThumbnailCache:
@@ -46,7 +61,7 @@ class ThumbnailCache:
                 uri = self.uri_of(item_id)
                 if uri is None:
                     return None
-                jpeg = thumbnail_jpeg(load_image_bytes(uri), self.max_side)
+                jpeg = browser_jpeg(load_image_bytes(uri), self.max_side)
                 with self._lock:
                     self._items[item_id] = jpeg
                     while len(self._items) > self.max_items:
