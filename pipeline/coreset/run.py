@@ -1,0 +1,142 @@
+"""``strata coreset``: a k-center subset of a run's embeddings, written as a sampling-style manifest.
+
+Output ``<run>/coreset/manifest.parquet`` follows the manifest contract (docs/DEVELOPING.md):
+``id``, ``uri``, ``level_1`` ... ``level_L``, ``distance`` (to the level-1 centroid), ``multiplicity``
+(1), carried columns, plus ``coreset_rank`` (pick order). Levels come from the run's finished
+hierarchical k-means when present, else from the per-cluster partition (method per_cluster),
+else a single cluster 0 with the distance to the mean. Rows in ``dedup/duplicates.parquet`` are
+left out when ``drop_duplicates``. The covering radius goes to the returned dict and ``run.json``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.coreset.kcenter import k_center_greedy, stratified_k_center
+from pipeline.coreset.percluster import per_cluster_k_center
+from pipeline.io.tables import read_embeddings, write_parquet_atomic
+from pipeline.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "method": "auto",            # exact | stratified | per_cluster | auto (exact while N*k <= 2e9)
+    "fraction": 0.1,
+    "size": None,                # absolute count; overrides fraction
+    "metric": "l2",
+    "device": "cpu",
+    "start": "farthest_from_mean",
+    "drop_duplicates": True,
+    "seed": 0,
+    "stratified": {"sample_size": 1024, "resample_every": 256, "random_fraction": 0.5,
+                   "bound_centers": 4096, "radius_sample": 16384},
+    "per_cluster": {"n_clusters": None, "points_per_cluster": 1000, "allocation": "balanced", "n_iters": 20},
+    "output": "coreset/manifest.parquet",
+}
+
+
+def coreset_config(cfg: dict) -> dict:
+    cfg = dict(cfg)
+    unknown = set(cfg) - set(DEFAULTS)
+    if unknown:
+        raise KeyError(f"unknown coreset config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    out = {**DEFAULTS, **cfg}
+    for key in ("stratified", "per_cluster"):
+        out[key] = {**DEFAULTS[key], **(cfg.get(key) or {})}
+    return out
+
+
+def select_coreset(x: np.ndarray, k: int, cfg: dict) -> tuple[np.ndarray, float, np.ndarray | None, str]:
+    """(indices, covering radius, level-1 assignments of the partition used or None, method run)."""
+    c = coreset_config(cfg)
+    method = c["method"]
+    if method == "auto":
+        method = "exact" if len(x) * k <= 2e9 else "stratified"
+    common = dict(metric=c["metric"], device=c["device"])
+    if method == "exact":
+        idx, radius = k_center_greedy(x, k, start=c["start"], seed=c["seed"], **common)
+        return idx, radius, None, method
+    if method == "stratified":
+        idx, radius = stratified_k_center(x, k, start=c["start"], seed=c["seed"], **c["stratified"], **common)
+        return idx, radius, None, method
+    if method == "per_cluster":
+        from pipeline.kmeans import kmeans
+
+        pc_cfg = c["per_cluster"]
+        n_clusters = min(len(x), pc_cfg["n_clusters"] or max(1, math.ceil(len(x) / pc_cfg["points_per_cluster"])))
+        _, assignments, _ = kmeans(x, n_clusters, pc_cfg["n_iters"], metric=c["metric"], seed=c["seed"])
+        idx, radius, _ = per_cluster_k_center(x, assignments, k, allocation=pc_cfg["allocation"], seed=c["seed"], **common)
+        return idx, radius, assignments, method
+    raise ValueError(f"coreset method must be exact, stratified, per_cluster or auto; got {method!r}")
+
+
+def _levels_for(run: RunDir, ids: pa.Array, x: np.ndarray, assignments: np.ndarray | None) -> dict[str, pa.Array]:
+    """Manifest level columns and ``distance`` for rows ``ids`` (with embeddings ``x``)."""
+    if run.exists("clusters", "clusters.json"):
+        from pipeline.kmeans import load_levels, load_point_ids
+
+        _, levels = load_levels(run.path("clusters"))
+        point_ids = load_point_ids(run.path("clusters"))
+        pos = pc.index_in(ids, value_set=point_ids.column("id")).to_numpy(zero_copy_only=False)
+        if not np.isnan(pos.astype(float)).any():
+            index = point_ids.column("index").to_numpy()[pos.astype(np.int64)]
+            cols, cluster = {}, index
+            for lv, level in enumerate(levels, start=1):
+                cluster = level.assignments[cluster]
+                cols[f"level_{lv}"] = pa.array(cluster, pa.int64())
+            cols["distance"] = pa.array(levels[0].distances[index], pa.float32())
+            return cols
+        log.warning("some coreset ids are not in the run's clusters; using the coreset's own partition")
+    if assignments is None:
+        assignments = np.zeros(len(x), dtype=np.int64)
+    centroids = np.zeros((int(assignments.max()) + 1, x.shape[1]), dtype=np.float64)
+    np.add.at(centroids, assignments, x)
+    centroids /= np.maximum(np.bincount(assignments, minlength=len(centroids)), 1)[:, None]
+    return {"level_1": pa.array(assignments, pa.int64()),
+            "distance": pa.array(np.linalg.norm(x - centroids[assignments], axis=1), pa.float32())}
+
+
+def run_coreset(run: RunDir, cfg: dict, *, force: bool = False) -> dict:
+    """Select a k-center coreset of ``run``'s embeddings; write the manifest; return counts + radius."""
+    c = coreset_config(cfg)
+    if force:
+        run.clear("coreset")
+    if run.is_done("coreset", c):
+        info = run.marker("coreset")
+        return {key: info[key] for key in ("input", "selected", "covering_radius", "method")}
+    t0 = time.perf_counter()
+    table, x = read_embeddings(run.path("embeddings"))
+    if c["drop_duplicates"] and run.exists("dedup", "duplicates.parquet"):
+        with fsspec.open(run.path("dedup", "duplicates.parquet"), "rb") as fh:
+            dup_ids = pq.read_table(fh, columns=["id"]).column("id")
+        keep = pc.invert(pc.is_in(table.column("id"), value_set=dup_ids)).to_numpy(zero_copy_only=False)
+        table, x = table.filter(pa.array(keep)), x[keep]
+    n = len(x)
+    k = int(c["size"]) if c["size"] is not None else int(round(float(c["fraction"]) * n))
+    if not 1 <= k <= n:
+        raise ValueError(f"coreset size {k} must be in [1, {n}] (fraction={c['fraction']}, size={c['size']})")
+    idx, radius, assignments, method = select_coreset(x, k, c)
+    sel = table.take(pa.array(idx))
+    cols = _levels_for(run, sel.column("id").combine_chunks(), x[idx], None if assignments is None else assignments[idx])
+    first = {"id": sel.column("id"), **({"uri": sel.column("uri")} if "uri" in sel.column_names else {})}
+    manifest = pa.table({
+        **first, **cols,
+        "multiplicity": pa.array(np.ones(k, dtype=np.int32)),
+        "coreset_rank": pa.array(np.arange(k, dtype=np.int64)),
+        **{name: sel.column(name) for name in sel.column_names if name not in first},
+    })
+    write_parquet_atomic(manifest, run.path(*c["output"].split("/")))
+    out = {"input": n, "selected": k, "covering_radius": float(radius), "method": method}
+    timing = round(time.perf_counter() - t0, 2)
+    run.mark_done("coreset", c, **out, seconds=timing)
+    run.update_run_json(coreset={**out, "seconds": timing, "metric": c["metric"]})
+    log.info("coreset: %s", out)
+    return out

@@ -1,0 +1,138 @@
+"""``strata dedup``: exact + semantic near-duplicate removal over a run's embeddings.
+
+Reads ``<run>/embeddings``, writes ``<run>/dedup/duplicates.parquet`` (``id``, ``kept_id``,
+``similarity``, ``kind`` in {exact, semantic}) and ``<run>/dedup/kept.parquet`` (``id``): every
+input id is in exactly one of them. ``pipeline.kmeans.run_cluster`` drops the duplicate ids.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.dedup.hashing import PIXEL_HASH, PixelHashStage
+from pipeline.dedup.semantic import exact_duplicates, keep_priority, semantic_duplicates
+from pipeline.io.tables import read_embeddings
+from pipeline.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "exact": True,
+    "semantic": True,
+    "eps": 0.03,
+    "keep": "centroid",
+    "n_clusters": None,
+    "points_per_cluster": 1000,
+    "n_iters": 20,
+    "block": 4096,
+    "seed": 0,
+}
+
+
+def dedup_config(cfg: dict) -> dict:
+    """``DEFAULTS`` overridden by ``cfg`` (unknown keys are an error, ``enabled`` is ignored)."""
+    cfg = {k: v for k, v in dict(cfg).items() if k != "enabled"}
+    unknown = set(cfg) - set(DEFAULTS)
+    if unknown:
+        raise KeyError(f"unknown dedup config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    return {**DEFAULTS, **cfg}
+
+
+def find_duplicates(
+    x: np.ndarray, hashes: list[str | None] | None, cfg: dict
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact then semantic duplicates of (N, D) ``x``.
+
+    Returns:
+        (kept_of (N,) int64 representative row (itself when kept), similarity (N,) float32,
+         kind (N,) int8: 0 kept, 1 exact, 2 semantic).
+    """
+    c = dedup_config(cfg)
+    n = len(x)
+    kept_of = np.arange(n, dtype=np.int64)
+    similarity = np.ones(n, dtype=np.float32)
+    kind = np.zeros(n, dtype=np.int8)
+    if n == 0:
+        return kept_of, similarity, kind
+    from pipeline.kmeans import kmeans
+
+    k = c["n_clusters"] or max(1, math.ceil(n / c["points_per_cluster"]))
+    k = min(int(k), n)
+    _, assignments, distances = kmeans(x, k, c["n_iters"], metric="cosine", seed=c["seed"])
+    priority = keep_priority(n, c["keep"], centroid_distance=distances, seed=c["seed"])
+    if c["exact"] and hashes is not None:
+        dup, kept = exact_duplicates(hashes, priority)
+        kept_of[dup], kind[dup] = kept, 1
+    if c["semantic"]:
+        rest = np.flatnonzero(kind == 0)
+        local_kept, local_sim = semantic_duplicates(
+            x[rest], assignments[rest], float(c["eps"]), priority[rest], block=c["block"]
+        )
+        removed = local_kept != np.arange(len(rest))
+        kept_of[rest[removed]] = rest[local_kept[removed]]
+        similarity[rest[removed]] = local_sim[removed]
+        kind[rest[removed]] = 2
+        # Exact copies whose representative was then removed semantically follow it to its keeper.
+        moved = np.flatnonzero((kind == 1) & (kind[kept_of] == 2))
+        similarity[moved] = similarity[kept_of[moved]]
+        kept_of[moved] = kept_of[kept_of[moved]]
+        kind[moved] = 2
+    return kept_of, similarity, kind
+
+
+def compute_pixel_hashes(table: pa.Table) -> list[str | None]:
+    """Pixel hash per row from the ``pixel_hash`` column if present, else by loading ``uri``."""
+    if PIXEL_HASH in table.column_names:
+        return table.column(PIXEL_HASH).to_pylist()
+    if "uri" not in table.column_names:
+        raise KeyError("exact dedup needs a 'pixel_hash' or 'uri' column in the embeddings table")
+    return PixelHashStage()(table.select(["uri"])).column(PIXEL_HASH).to_pylist()
+
+
+def run_dedup(run: RunDir, cfg: dict, *, force: bool = False) -> dict:
+    """Find exact and semantic duplicates in ``run``'s embeddings; write ``dedup/``; return counts."""
+    c = dedup_config(cfg)
+    if force:
+        run.clear("dedup")
+    if run.is_done("dedup", c):
+        info = run.marker("dedup")
+        return {key: info[key] for key in ("input", "kept", "duplicates", "exact", "semantic")}
+    t0 = time.perf_counter()
+    table, x = read_embeddings(run.path("embeddings"))
+    hashes = compute_pixel_hashes(table) if c["exact"] else None
+    t_hash = time.perf_counter() - t0
+    kept_of, similarity, kind = find_duplicates(x, hashes, c)
+    ids = table.column("id").combine_chunks()
+    dup = np.flatnonzero(kind > 0)
+    kept = np.flatnonzero(kind == 0)
+    if len(kept) + len(dup) != len(ids) or (kind[kept_of[dup]] != 0).any():
+        raise AssertionError("dedup accounting broken: every row must be kept or point at a kept row")
+    duplicates = pa.table({
+        "id": ids.take(pa.array(dup)),
+        "kept_id": ids.take(pa.array(kept_of[dup])),
+        "similarity": pa.array(similarity[dup], pa.float32()),
+        "kind": pa.array(np.where(kind[dup] == 1, "exact", "semantic").tolist(), pa.string()),
+    })
+    with run.staging("dedup") as tmp:
+        fs, root = fsspec.core.url_to_fs(tmp)
+        fs.makedirs(root, exist_ok=True)
+        with fs.open(f"{root}/duplicates.parquet", "wb") as fh:
+            pq.write_table(duplicates, fh)
+        with fs.open(f"{root}/kept.parquet", "wb") as fh:
+            pq.write_table(pa.table({"id": ids.take(pa.array(kept))}), fh)
+    counts = {
+        "input": len(ids), "kept": int(len(kept)), "duplicates": int(len(dup)),
+        "exact": int((kind == 1).sum()), "semantic": int((kind == 2).sum()),
+    }
+    timing = {"hash_s": round(t_hash, 2), "total_s": round(time.perf_counter() - t0, 2)}
+    run.mark_done("dedup", c, **counts, **timing)
+    run.update_run_json(dedup={**counts, **timing, "eps": c["eps"], "keep": c["keep"]})
+    log.info("dedup: %s", counts)
+    return counts
