@@ -175,8 +175,8 @@ class PretrainResult:
     history: list[dict]
 
 
-def prepare_dataset(dataset, seed: int, shuffle: bool = True):
-    """Keep ``id`` and ``image``, drop rows whose bytes could not be read, optionally shuffle globally."""
+def prepare_dataset(dataset):
+    """Keep ``id`` and ``image``; drop rows whose bytes could not be read."""
     import pyarrow.compute as pc
 
     def readable(batch):
@@ -184,8 +184,7 @@ def prepare_dataset(dataset, seed: int, shuffle: bool = True):
             batch = batch.filter(pc.is_null(batch["_read_error"]))
         return batch.select(["id", "image"])
 
-    dataset = dataset.map_batches(readable, batch_format="pyarrow", num_cpus=0.25)
-    return dataset.random_shuffle(seed=seed) if shuffle else dataset
+    return dataset.map_batches(readable, batch_format="pyarrow", num_cpus=0.25)
 
 
 def pretrain(config: dict[str, Any], dataset, export_dir: str | None = None) -> PretrainResult:
@@ -201,8 +200,11 @@ def pretrain(config: dict[str, Any], dataset, export_dir: str | None = None) -> 
     world, batch_size = int(train["num_workers"]), int(train["batch_size"])
     if world < 1 or batch_size < 2:
         raise ValueError(f"need train.num_workers >= 1 and train.batch_size >= 2, got {world}, {batch_size}")
-    dataset = prepare_dataset(dataset, int(config.get("seed", 0)), bool(train["shuffle"]))
+    dataset = prepare_dataset(dataset)
     rows = dataset.count()
+    if train["shuffle"]:
+        # Sources list images class by class or folder by folder; batches need a mix.
+        dataset = dataset.random_shuffle(seed=int(config.get("seed", 0)))
     steps = (rows // world) // batch_size
     if train["max_steps_per_epoch"]:
         steps = min(steps, int(train["max_steps_per_epoch"]))
