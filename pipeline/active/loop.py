@@ -1,0 +1,229 @@
+"""The active-labeling loop: seed set, then rounds of train head -> score pool -> select -> label.
+
+    round 0   label the seed set (starters' nearest neighbours + random images)
+    round r   fit the head on every labeled image (warm start), score the pool, stop if the labeled
+              share reached the budget or fewer than ``min_change`` predictions flipped, else pick
+              ``batch_size`` unlabeled images (strategy, then diversity) and label them
+
+State is checkpointed after every labeled batch (and the picked batch before it is sent to the
+labeler), so a crash anywhere resumes at the same round with the same picks. Randomness of round
+``r`` comes from ``default_rng([seed, r])``, so a resumed run equals an uninterrupted one.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from pipeline.active.config import ActiveConfig
+from pipeline.active.diversity import diverse_select
+from pipeline.active.heads import Head, build_head
+from pipeline.active.labelers import Labeler
+from pipeline.active.metrics import run_metrics
+from pipeline.active.seed import pool_index, seed_set
+from pipeline.active.strategies import priority, top_k
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoopState:
+    """Everything needed to continue: labeled rows, their labels and round, the head, the last predictions."""
+
+    rows: np.ndarray  # (L,) int64 pool rows, in labeling order
+    labels: np.ndarray  # (L,) int8: 1 / 0 / -1 (unsure)
+    label_round: np.ndarray  # (L,) int32: 0 = starters and seed set
+    round: int  # last finished round
+    head: dict[str, np.ndarray] = field(default_factory=dict)
+    predicted: np.ndarray | None = None  # (N,) bool predictions of the last head
+    history: list[dict[str, Any]] = field(default_factory=list)
+    subsample: np.ndarray | None = None  # scale.enabled: the scored coreset rows
+
+
+class Checkpoint(Protocol):
+    def load(self) -> LoopState | None: ...
+    def save(self, state: LoopState) -> None: ...
+    def load_pending(self, round: int) -> np.ndarray | None: ...
+    def save_pending(self, round: int, rows: np.ndarray) -> None: ...
+
+
+@dataclass
+class LoopResult:
+    state: LoopState
+    head: Head
+    probs: np.ndarray  # (N,) final positive probabilities over the pool
+    predicted: np.ndarray  # (N,) bool, probs >= threshold
+    stop_reason: str
+
+
+def _batch_name(r: int) -> str:
+    return "active-seed" if r == 0 else f"active-round-{r:04d}"
+
+
+def run_loop(
+    x: np.ndarray,
+    labeler: Labeler,
+    cfg: ActiveConfig,
+    *,
+    ids: Sequence[str] | None = None,
+    starter_rows: Sequence[int] = (),
+    starter_vectors: np.ndarray | None = None,
+    truth: np.ndarray | None = None,
+    checkpoint: Checkpoint | None = None,
+    index=None,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+) -> LoopResult:
+    """Run (or resume) the loop on the pool ``x`` (N, D).
+
+    Starters: ``starter_rows`` (pool rows, labeled positive) and/or ``starter_vectors`` (S, D)
+    from outside the pool (used as positive training points and seed queries). ``truth`` (N,)
+    bool adds the evaluation measures of :mod:`pipeline.active.metrics` to every round's record.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = len(x)
+    if x.ndim != 2 or n == 0:
+        raise ValueError(f"pool embeddings must be a non-empty (N, D) array, got {x.shape}")
+    ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(n)]
+    starter_rows = np.asarray(starter_rows, dtype=np.int64)
+    extra = np.zeros((0, x.shape[1]), np.float32) if starter_vectors is None else np.atleast_2d(np.asarray(starter_vectors, np.float32))
+    if len(starter_rows) == 0 and len(extra) == 0:
+        raise ValueError("give at least one starter (a pool row or an image vector)")
+    if extra.shape[1] != x.shape[1]:
+        raise ValueError(f"starter vectors have dimension {extra.shape[1]}, the pool {x.shape[1]}")
+    budget_n = int(np.floor(cfg.budget * n))
+    head = build_head(cfg.head, seed=cfg.seed)
+    if cfg.head.get("standardize", False):
+        head.set_feature_stats(x.mean(axis=0), x.std(axis=0))
+
+    state = checkpoint.load() if checkpoint is not None else None
+    if state is None:
+        if index is None:
+            index = pool_index(x, ids)
+        queries = np.concatenate([x[starter_rows], extra])
+        seeds = seed_set(index, queries, cfg.n_neighbors, cfg.n_random, np.random.default_rng([cfg.seed, 0]), exclude_rows=starter_rows)
+        pending = checkpoint.load_pending(0) if checkpoint is not None else None
+        pending = seeds.rows if pending is None else pending
+        if checkpoint is not None:
+            checkpoint.save_pending(0, pending)
+        seed_labels = labeler.label(pending, [ids[i] for i in pending], _batch_name(0))
+        rows = np.concatenate([starter_rows, pending])
+        labels = np.concatenate([np.ones(len(starter_rows), np.int8), np.asarray(seed_labels, np.int8)])
+        state = LoopState(rows=rows, labels=labels, label_round=np.zeros(len(rows), np.int32), round=0)
+        if cfg.scale.enabled:
+            state.subsample = _scored_coreset(x, cfg)
+        if checkpoint is not None:
+            checkpoint.save(state)
+    elif state.head:
+        head.load_state(state.head)
+    if cfg.scale.enabled and index is None:
+        index = pool_index(x, ids)
+
+    while True:
+        r = state.round + 1
+        rng = np.random.default_rng([cfg.seed, r])
+        t0 = time.perf_counter()
+        train = state.labels >= 0
+        xt = np.concatenate([x[state.rows[train]], extra])
+        yt = np.concatenate([state.labels[train], np.ones(len(extra), np.int8)])
+        head.fit(xt, yt)
+        t1 = time.perf_counter()
+        scored = state.subsample if cfg.scale.enabled else None
+        probs = head.predict_proba(x if scored is None else x[scored])
+        predicted = probs >= cfg.threshold
+        t2 = time.perf_counter()
+        changed = None if state.predicted is None or len(state.predicted) != len(predicted) else float((state.predicted != predicted).mean())
+        n_labeled = len(state.rows)
+        record: dict[str, Any] = {
+            "round": state.round,
+            "n_labeled": n_labeled,
+            "n_positive_labeled": int((state.labels == 1).sum()),
+            "changed_share": changed,
+            "train_seconds": round(t1 - t0, 4),
+            "score_seconds": round(t2 - t1, 4),
+        }
+        if truth is not None:
+            full = predicted if scored is None else head.predict_proba(x) >= cfg.threshold
+            record.update(run_metrics(truth, state.rows, state.labels, full))
+        stop = None
+        if n_labeled >= budget_n:
+            stop = "budget"
+        elif cfg.min_change > 0 and changed is not None and changed < cfg.min_change:
+            stop = "converged"
+        elif cfg.max_rounds is not None and state.round >= cfg.max_rounds:
+            stop = "max_rounds"
+        if stop is not None:
+            record["select_seconds"] = 0.0
+            state.history.append(record)
+            if on_round is not None:
+                on_round(record)
+            full_probs = probs if scored is None else head.predict_proba(x)
+            state.head, state.predicted = head.state(), predicted
+            if checkpoint is not None:
+                checkpoint.save(state)
+            log.info("active: stopped (%s) after round %d with %d labeled", stop, state.round, n_labeled)
+            return LoopResult(state, head, full_probs, full_probs >= cfg.threshold, stop)
+
+        k = min(cfg.batch_size, budget_n - n_labeled)
+        pending = checkpoint.load_pending(r) if checkpoint is not None else None
+        if pending is None:
+            pending = select_batch(x, probs, state, cfg, k, rng, scored=scored, head=head, index=index)
+            if checkpoint is not None:
+                checkpoint.save_pending(r, pending)
+        record["select_seconds"] = round(time.perf_counter() - t2, 4)
+        new_labels = np.asarray(labeler.label(pending, [ids[i] for i in pending], _batch_name(r)), np.int8)
+        state.rows = np.concatenate([state.rows, pending])
+        state.labels = np.concatenate([state.labels, new_labels])
+        state.label_round = np.concatenate([state.label_round, np.full(len(pending), r, np.int32)])
+        state.round = r
+        state.head, state.predicted = head.state(), predicted
+        state.history.append(record)
+        if on_round is not None:
+            on_round(record)
+        if checkpoint is not None:
+            checkpoint.save(state)
+
+
+def select_batch(x: np.ndarray, probs: np.ndarray, state: LoopState, cfg: ActiveConfig, k: int,
+                 rng: np.random.Generator, *, scored: np.ndarray | None = None, head: Head | None = None,
+                 index=None) -> np.ndarray:
+    """``k`` unlabeled pool rows: strategy priority -> top candidates -> diversity.
+
+    ``scored`` (rows of ``probs``; None = the whole pool) with ``cfg.scale.enabled``: the best
+    candidates of the scored coreset are expanded to their ``scale.neighbors`` nearest pool rows,
+    which are scored too before the final choice.
+    """
+    rows = np.arange(len(x)) if scored is None else scored
+    labeled = np.zeros(len(x), dtype=bool)
+    labeled[state.rows] = True
+    u = priority(cfg.strategy, probs, rng, sigma=cfg.sigma)
+    u = np.where(labeled[rows], -np.inf, u)
+    m = k if cfg.diversity == "none" else cfg.candidate_factor * k
+    cand = rows[top_k(u, m)]
+    if scored is not None:
+        _, nbrs = index.search_rows(x[cand], cfg.scale.neighbors)
+        pool = np.unique(np.concatenate([cand, nbrs.reshape(-1)]))
+        pool = pool[(pool >= 0) & ~labeled[pool]]
+        u_pool = priority(cfg.strategy, head.predict_proba(x[pool]), rng, sigma=cfg.sigma)
+        cand = pool[top_k(u_pool, m)]
+    cand = cand[~labeled[cand]]
+    if cfg.diversity == "none":
+        return cand[:k].astype(np.int64)
+    # Diversity sees the candidates' priority ranks (best first), which every strategy shares.
+    u_cand = np.arange(len(cand), 0, -1, dtype=np.float64)
+    picks = diverse_select(cfg.diversity, x[cand], u_cand, k, labeled_x=x[state.rows], seed=int(rng.integers(2**31)),
+                           block_size=cfg.block_size, penalty=cfg.penalty, n_clusters=cfg.n_clusters)
+    return cand[picks].astype(np.int64)
+
+
+def _scored_coreset(x: np.ndarray, cfg: ActiveConfig) -> np.ndarray:
+    """Rows of a k-center coreset with ``scale.fraction`` of the pool (sorted)."""
+    from pipeline.coreset.kcenter import stratified_k_center
+
+    m = max(1, int(round(cfg.scale.fraction * len(x))))
+    if m >= len(x):
+        return np.arange(len(x), dtype=np.int64)
+    picks, _ = stratified_k_center(x, m, sample_size=cfg.scale.sample_size, metric="cosine", seed=cfg.seed, radius_sample=1024)
+    return np.sort(picks)

@@ -1,0 +1,216 @@
+"""``strata active`` on a run directory: embeddings -> starter -> loop -> labeled dataset.
+
+Outputs under ``<run_dir>/active/``:
+
+- ``labels.parquet``: ``id, uri, label (positive|negative|unsure), source (human|model), score, round``:
+  every human label plus every unlabeled image the final head scores ``>= threshold``;
+- ``rounds.parquet``: one row per round (labeled counts, changed share, timings, and with an
+  oracle ``labeling_effort, positives_retrieved, false_positive_rate, f1, precision, recall``);
+- ``head.npz`` (final head weights), ``summary.json``, ``imagefolder/<label>/`` (``export.imagefolder``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.active.config import ActiveConfig
+from pipeline.active.labelers import HumanLabeler, OracleLabeler
+from pipeline.active.loop import LoopResult, run_loop
+from pipeline.active.metrics import run_metrics
+from pipeline.active.state import RunDirCheckpoint
+from pipeline.io.tables import read_embeddings, write_parquet_atomic
+from pipeline.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+LABEL_NAMES = {1: "positive", 0: "negative", -1: "unsure"}
+
+
+def ensure_embeddings(run: RunDir, cfg: dict[str, Any], force: bool = False) -> None:
+    """Reuse ``<run_dir>/embeddings``; embed ``input`` (Ray must be up) when they are missing."""
+    if run.exists("embeddings") and not force:
+        return
+    from pipeline.embed import run_embed
+
+    run_embed(run, dict(cfg.get("input") or {}), dict(cfg["embed"]), force=force)
+
+
+def starter_rows_and_vectors(cfg: dict[str, Any], ids: np.ndarray, embed_cfg: dict, dim: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``starter.id`` (one id or a list) -> pool rows; ``starter.image`` (path(s)) -> embedded vectors."""
+    starter = cfg.get("starter") or {}
+    want = starter.get("id")
+    want = [] if want is None else [want] if isinstance(want, (str, int)) else list(want)
+    row_of = {str(i): r for r, i in enumerate(ids)}
+    missing = [str(i) for i in want if str(i) not in row_of]
+    if missing:
+        raise KeyError(f"starter.id {missing[:3]} not among the {len(ids)} embedded images")
+    rows = np.array([row_of[str(i)] for i in want], dtype=np.int64)
+    paths = starter.get("image")
+    paths = [] if paths is None else [paths] if isinstance(paths, str) else list(paths)
+    vectors = None
+    if paths:
+        from pipeline.embed import Embedder
+        from pipeline.io.sources import load_image_bytes
+
+        vectors = Embedder(embed_cfg).embed_bytes([load_image_bytes(p) for p in paths])
+        if vectors.shape[1] != dim:
+            raise ValueError(f"starter images embed to dimension {vectors.shape[1]}, the run's embeddings have {dim}; "
+                             "give the embed config the run was embedded with")
+    if not len(rows) and vectors is None:
+        raise ValueError("give starter.id=<id in the run> or starter.image=<path>")
+    return rows, vectors
+
+
+def run_active(run: RunDir, cfg: dict[str, Any], *, force: bool = False, embed_cfg: dict | None = None) -> dict[str, Any]:
+    """Run (or resume) ``strata active`` in ``run``; ``cfg`` is the resolved ``conf/active.yaml``.
+
+    ``embed_cfg``: the embed config the run's embeddings were made with (for ``starter.image``);
+    defaults to ``cfg["embed"]``.
+    """
+    loop_cfg = ActiveConfig.from_dict({**dict(cfg["active"]), "seed": int(cfg.get("seed", 0))})
+    step_cfg = {"active": loop_cfg.to_dict(), "starter": cfg.get("starter"), "labeler": (cfg.get("labeler") or {}).get("kind"),
+                "oracle": cfg.get("oracle")}
+    if not force and run.is_done("active", step_cfg):
+        log.info("active: already done in %s", run.root)
+        return run.read_json("active/summary.json")
+    ensure_embeddings(run, cfg)
+    table, x = read_embeddings(run.path("embeddings"))
+    ids = np.asarray(table.column("id").to_pylist(), dtype=object)
+    uris = table.column("uri").to_pylist() if "uri" in table.column_names else [""] * len(ids)
+    rows, vectors = starter_rows_and_vectors(cfg, ids, embed_cfg or dict(cfg.get("embed") or {}), x.shape[1])
+
+    checkpoint = RunDirCheckpoint(run, step_cfg)
+    if force:
+        checkpoint.clear()
+        run.clear("active")
+    labeler_cfg = dict(cfg.get("labeler") or {})
+    kind = labeler_cfg.get("kind", "oracle")
+    oracle_cfg = cfg.get("oracle") or {}
+    truth = None
+    if oracle_cfg.get("column") and oracle_cfg.get("positive") is not None:
+        if oracle_cfg["column"] not in table.column_names:
+            raise KeyError(f"oracle.column={oracle_cfg['column']!r} is not a column of the embeddings: {table.column_names}")
+        truth = OracleLabeler.from_column(table.column(oracle_cfg["column"]).to_pylist(), oracle_cfg["positive"]).truth
+    server = None
+    if kind == "oracle":
+        if truth is None:
+            raise ValueError("labeler=oracle needs oracle.column=<column> and oracle.positive=<class>")
+        labeler = OracleLabeler(truth)
+    elif kind == "human":
+        from pipeline.labeler.job import open_store, start_server
+
+        store = open_store(run, labeler_cfg)
+        labeler = HumanLabeler(store, ids.tolist(), uris, timeout_s=float(labeler_cfg.get("timeout_s", 3600)))
+        if labeler_cfg.get("serve", True):
+            server = start_server(store, labeler_cfg)
+            print(f"Strata labeler: {server.url}" + (f"  (token {server.token})" if server.token else ""), flush=True)
+    else:
+        raise ValueError(f"labeler must be 'oracle' or 'human', got {kind!r}")
+    try:
+        result = run_loop(x, labeler, loop_cfg, ids=ids.tolist(), starter_rows=rows, starter_vectors=vectors,
+                          truth=truth, checkpoint=checkpoint,
+                          on_round=lambda r: log.info("active round %d: %s", r["round"], r))
+    finally:
+        if server is not None:
+            server.stop()
+    summary = write_outputs(run, result, ids, uris, truth, cfg)
+    run.mark_done("active", step_cfg, **{k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+    run.update_run_json(counts={"active": summary})
+    return summary
+
+
+def write_outputs(run: RunDir, result: LoopResult, ids: np.ndarray, uris: list[str], truth: np.ndarray | None,
+                  cfg: dict[str, Any]) -> dict[str, Any]:
+    """labels.parquet, rounds.parquet, head.npz, summary.json and the ImageFolder export."""
+    state, probs = result.state, result.probs
+    labeled = np.zeros(len(ids), dtype=bool)
+    labeled[state.rows] = True
+    model_rows = np.flatnonzero(result.predicted & ~labeled)
+    out_rows = np.concatenate([state.rows, model_rows])
+    labels = [LABEL_NAMES[int(v)] for v in state.labels] + ["positive"] * len(model_rows)
+    table = pa.table({
+        "id": pa.array(ids[out_rows].tolist(), pa.string()),
+        "uri": pa.array([uris[i] for i in out_rows], pa.string()),
+        "label": pa.array(labels, pa.string()),
+        "source": pa.array(["human"] * len(state.rows) + ["model"] * len(model_rows), pa.string()),
+        "score": pa.array(probs[out_rows], pa.float32()),
+        "round": pa.array(np.concatenate([state.label_round, np.full(len(model_rows), state.round, np.int32)]), pa.int32()),
+    })
+    write_parquet_atomic(table, run.path("active", "labels.parquet"))
+    write_parquet_atomic(pa.Table.from_pylist(state.history), run.path("active", "rounds.parquet"))
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, kind=np.array(result.head.kind), **{k: np.asarray(v) for k, v in result.head.state().items()})
+    with run.fs.open(run.local("active", "head.npz"), "wb") as fh:
+        fh.write(buf.getvalue())
+    summary: dict[str, Any] = {
+        "n_pool": int(len(ids)),
+        "n_labeled": int(len(state.rows)),
+        "labeling_effort": float(len(state.rows) / len(ids)),
+        "rounds": int(state.round),
+        "stop_reason": result.stop_reason,
+        "n_human_positive": int((state.labels == 1).sum()),
+        "n_model_positive": int(len(model_rows)),
+    }
+    if truth is not None:
+        m = run_metrics(truth, state.rows, state.labels, result.predicted)
+        summary.update({k: m[k] for k in ("positives_retrieved", "false_positive_rate", "f1", "precision", "recall")})
+    mode = (cfg.get("export") or {}).get("imagefolder", "copy")
+    if mode and mode != "none":
+        summary["imagefolder"] = export_imagefolder(run, table, mode)
+    run.write_json("active/summary.json", summary)
+    return summary
+
+
+def export_imagefolder(run: RunDir, table: pa.Table, mode: str = "copy") -> dict[str, int]:
+    """``active/imagefolder/<label>/<file>`` for positive and negative rows (not ``unsure``).
+
+    Rows of one Parquet shard are read together (one pass per shard, not one per image).
+    """
+    from pipeline.io.sources import load_image_bytes
+    from pipeline.labeler.export import file_name
+
+    if mode not in ("copy", "symlink"):
+        raise ValueError(f"export.imagefolder must be copy, symlink or none, got {mode!r}")
+    final = run.local("active", "imagefolder")
+    tmp = f"{final}.tmp-{os.getpid()}"
+    counts: dict[str, int] = defaultdict(int)
+    by_shard: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
+    for item_id, uri, label in zip(*(table.column(c).to_pylist() for c in ("id", "uri", "label"))):
+        if label == "unsure":
+            continue
+        run.fs.makedirs(f"{tmp}/{label}", exist_ok=True)
+        target = f"{tmp}/{label}/{file_name(item_id, uri)}"
+        counts[label] += 1
+        base, _, frag = uri.partition("#")
+        if frag and base.endswith(".parquet"):
+            by_shard[base].append((int(frag), target, label))
+        elif mode == "symlink" and "://" not in uri and os.path.isfile(uri):
+            os.symlink(os.path.abspath(uri), target)
+        else:
+            _write_image(run, target, load_image_bytes(uri))
+    for base, items in by_shard.items():
+        with fsspec.open(base, "rb") as fh:
+            col = pq.read_table(fh, columns=["image"]).column("image")
+        for row, target, _ in items:
+            _write_image(run, target, col[row].as_py())
+    if run.fs.exists(final):
+        run.fs.rm(final, recursive=True)
+    if run.fs.exists(tmp):
+        run.fs.mv(tmp, final, recursive=True)
+    return dict(counts)
+
+
+def _write_image(run: RunDir, target: str, data: bytes) -> None:
+    if not os.path.splitext(target)[1]:
+        target += ".jpg" if data[:3] == b"\xff\xd8\xff" else ".png" if data[:4] == b"\x89PNG" else ".img"
+    with run.fs.open(target, "wb") as fh:
+        fh.write(data)

@@ -1,0 +1,86 @@
+"""Round-by-round checkpoints of the loop in ``<run_dir>/active/state/``.
+
+``state.npz`` (labeled rows, labels, rounds, head weights, last predictions, history as JSON) is
+replaced atomically after every labeled batch; ``pending-<round>.npy`` holds a batch picked but
+not yet fully labeled, so a resumed run asks for exactly the same images.
+"""
+from __future__ import annotations
+
+import io
+import json
+import uuid
+
+import numpy as np
+
+from pipeline.active.loop import LoopState
+from pipeline.rundir import RunDir, fingerprint
+
+
+class RunDirCheckpoint:
+    """:class:`pipeline.active.loop.Checkpoint` stored in a run directory, tied to one config."""
+
+    def __init__(self, run: RunDir, config: dict, folder: str = "active/state"):
+        self.run, self.folder = run, folder
+        self.fingerprint = fingerprint(config)
+
+    def _write(self, name: str, data: bytes) -> None:
+        target = self.run.local(self.folder, name)
+        self.run.fs.makedirs(self.run.local(self.folder), exist_ok=True)
+        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+        with self.run.fs.open(tmp, "wb") as fh:
+            fh.write(data)
+        self.run.fs.mv(tmp, target)
+
+    def _read(self, name: str) -> bytes | None:
+        path = self.run.local(self.folder, name)
+        if not self.run.fs.exists(path):
+            return None
+        with self.run.fs.open(path, "rb") as fh:
+            return fh.read()
+
+    def clear(self) -> None:
+        if self.run.exists(self.folder):
+            self.run.fs.rm(self.run.local(self.folder), recursive=True)
+
+    def save(self, state: LoopState) -> None:
+        arrays = {"rows": state.rows, "labels": state.labels, "label_round": state.label_round,
+                  "round": np.array(state.round), "fingerprint": np.array(self.fingerprint),
+                  "history": np.array(json.dumps(state.history))}
+        if state.predicted is not None:
+            arrays["predicted"] = np.packbits(state.predicted)
+            arrays["n_predicted"] = np.array(len(state.predicted))
+        if state.subsample is not None:
+            arrays["subsample"] = state.subsample
+        arrays.update({f"head.{k}": np.asarray(v) for k, v in state.head.items()})
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        self._write("state.npz", buf.getvalue())
+
+    def load(self) -> LoopState | None:
+        data = self._read("state.npz")
+        if data is None:
+            return None
+        with np.load(io.BytesIO(data)) as z:
+            if str(z["fingerprint"]) != self.fingerprint:
+                raise ValueError(
+                    f"{self.run.path(self.folder)} holds a loop started with another configuration; "
+                    "rerun with its original settings, force=true to start over, or another run_dir"
+                )
+            predicted = None
+            if "predicted" in z:
+                predicted = np.unpackbits(z["predicted"])[: int(z["n_predicted"])].astype(bool)
+            return LoopState(
+                rows=z["rows"].astype(np.int64), labels=z["labels"].astype(np.int8),
+                label_round=z["label_round"].astype(np.int32), round=int(z["round"]),
+                head={k[5:]: z[k] for k in z.files if k.startswith("head.")}, predicted=predicted,
+                history=json.loads(str(z["history"])), subsample=z["subsample"] if "subsample" in z else None,
+            )
+
+    def save_pending(self, round: int, rows: np.ndarray) -> None:
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(rows, dtype=np.int64))
+        self._write(f"pending-{round:04d}.npy", buf.getvalue())
+
+    def load_pending(self, round: int) -> np.ndarray | None:
+        data = self._read(f"pending-{round:04d}.npy")
+        return None if data is None else np.load(io.BytesIO(data))
