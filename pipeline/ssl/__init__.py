@@ -5,13 +5,13 @@ from pipeline.ssl.methods import SimCLR, SimSiam, build_ssl_model
 
 __all__ = [
     "SimCLR", "SimSiam", "SmallCNN", "build_ssl_backbone", "build_ssl_model", "load_backbone",
-    "read_checkpoint", "save_checkpoint", "pretrain", "PretrainResult", "build_model",
+    "read_checkpoint", "save_checkpoint", "pretrain", "run_pretrain", "PretrainResult", "build_model",
 ]
 
 
 def __getattr__(name: str):
     # The Ray-dependent driver is imported lazily so load_backbone stays light for the embed stage.
-    if name in ("pretrain", "PretrainResult", "build_model", "train_loop_per_worker"):
+    if name in ("pretrain", "run_pretrain", "PretrainResult", "build_model", "train_loop_per_worker"):
         from pipeline.ssl import train
 
         return getattr(train, name)

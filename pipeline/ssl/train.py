@@ -241,3 +241,31 @@ def pretrain(config: dict[str, Any], dataset, export_dir: str | None = None) -> 
         os.replace(tmp, target)
     _, meta = read_checkpoint(target)
     return PretrainResult(checkpoint=target, history=meta["history"])
+
+
+def run_pretrain(run, input_cfg: dict[str, Any], ssl: dict[str, Any], train: dict[str, Any], seed: int = 0,
+                 force: bool = False) -> dict[str, Any]:
+    """The ``pretrain`` step of a run directory (``strata pretrain`` and ``strata curate`` call this).
+
+    Skipped when its marker exists with the same config; otherwise trains (resuming from the
+    latest Ray Train checkpoint under ``<run_dir>/pretrain/ray``), exports the final checkpoint to
+    ``<run_dir>/pretrain/checkpoint`` and marks the step done. Returns the marker's contents,
+    whose ``checkpoint`` is what ``embed.checkpoint`` takes.
+    """
+    from pipeline.io.sources import read_images
+
+    step = "pretrain"
+    config = {"ssl": ssl, "train": train, "seed": int(seed), "run_dir": run.root}
+    fingerprinted = {**config, "input": input_cfg}
+    if force:
+        run.clear(step)
+    if run.is_done(step, fingerprinted):
+        return run.marker(step)
+    start = time.perf_counter()
+    result = pretrain(config, read_images(input_cfg), export_dir=run.local("pretrain", "checkpoint"))
+    last = result.history[-1]
+    info = {"checkpoint": result.checkpoint, "epochs": last["epoch"], "loss": last["loss"],
+            "images_per_s": last["images_per_s"], "seconds": time.perf_counter() - start}
+    run.update_run_json(pretrain=info)
+    run.mark_done(step, fingerprinted, **info)
+    return run.marker(step)

@@ -28,34 +28,44 @@ def _config(tmp_path, method: str, epochs: int) -> dict:
 
 
 def test_two_workers_train_checkpoint_resume_and_embed(ray_session, datasets_dir, tmp_path):
-    from pipeline.embed import Embedder
-    from pipeline.io.sources import read_images
-    from pipeline.ssl import load_backbone, pretrain
+    from pipeline.embed.stage import EmbedStage
+    from pipeline.io.tables import arrow_to_embeddings
+    from pipeline.io.sources import iter_images
+    from pipeline.rundir import RunDir
+    from pipeline.ssl import load_backbone, read_checkpoint, run_pretrain
 
     input_cfg = {"path": str(datasets_dir / "aid150" / "part-00001.parquet"), "limit": 64}
-    first = pretrain(_config(tmp_path, "simclr", epochs=1), read_images(input_cfg))
-    assert [h["epoch"] for h in first.history] == [1]
-    assert np.isfinite(first.history[0]["loss"]) and first.history[0]["images_per_s"] > 0
-    assert first.history[0]["steps"] == 2
+    run = RunDir(str(tmp_path / "run"))
+
+    def step(epochs: int) -> dict:
+        cfg = _config(tmp_path, "simclr", epochs)
+        return run_pretrain(run, input_cfg, cfg["ssl"], cfg["train"], seed=0)
+
+    first = step(1)
+    first_history = read_checkpoint(first["checkpoint"])[1]["history"]
+    assert [h["epoch"] for h in first_history] == [1] and first_history[0]["steps"] == 2
+    assert np.isfinite(first_history[0]["loss"]) and first_history[0]["images_per_s"] > 0
 
     # Same storage path and name: Ray Train hands the epoch-1 checkpoint back; only epoch 2 runs.
-    second = pretrain(_config(tmp_path, "simclr", epochs=2), read_images(input_cfg))
-    assert [h["epoch"] for h in second.history] == [1, 2]
-    assert second.history[0] == first.history[0]
-    assert second.history[1]["resumed_from_epoch"] == 1
+    second = step(2)
+    state, meta = read_checkpoint(second["checkpoint"])
+    assert [h["epoch"] for h in meta["history"]] == [1, 2]
+    assert meta["history"][0] == first_history[0] and meta["history"][1]["resumed_from_epoch"] == 1
+    assert state["optimizer"]["state"], "optimizer state (momentum) must be checkpointed for resuming"
     saved = json.loads((tmp_path / "run" / "pretrain" / "metrics.json").read_text())
     assert [h["epoch"] for h in saved] == [1, 2]
+    assert run.is_done("pretrain") and second["epochs"] == 2
+    assert step(2)["finished_at"] == second["finished_at"]  # marked done: not retrained
 
-    module, dim, meta = load_backbone(second.checkpoint)
+    module, dim, meta = load_backbone(second["checkpoint"])
     assert (dim, meta["image_size"], meta["method"], meta["epoch"]) == (64, 32, "simclr", 2)
-    embedder = Embedder({"backbone": "ssl", "checkpoint": second.checkpoint, "l2_normalize": False})
-    assert embedder.image_size == 32 and embedder.dim == 64
-    from pipeline.io.sources import iter_images
-
-    rows = next(iter_images(input_cfg))
-    blobs = rows.column("image").to_pylist()[:4]
-    x = embedder.embed_bytes(blobs)
-    assert x.shape == (4, 64) and np.isfinite(x).all()
+    stage = EmbedStage({"backbone": "ssl", "checkpoint": second["checkpoint"], "l2_normalize": False})
+    rows = next(iter_images(input_cfg)).slice(0, 4)
+    out = stage(rows)
+    x = arrow_to_embeddings(out.column("embedding"))
+    assert stage.embedder.image_size == 32 and x.shape == (4, 64) and np.isfinite(x).all()
+    assert out.column("reject_reason").null_count == 4
+    embedder, blobs = stage.embedder, rows.column("image").to_pylist()
     # Same numbers as the raw backbone fed like training (resize to 32 px, checkpoint's mean/std).
     pixels = torch.from_numpy(np.stack([embedder.decode(b) for b in blobs])).permute(0, 3, 1, 2).float() / 255
     mean, std = torch.tensor(meta["mean"]).view(1, 3, 1, 1), torch.tensor(meta["std"]).view(1, 3, 1, 1)
