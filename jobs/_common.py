@@ -12,6 +12,16 @@ from pipeline.rundir import RunDir
 log = logging.getLogger("strata")
 
 
+def _log_dir(run_dir: str) -> str:
+    """Hydra's per-invocation log folder: inside a local run_dir, else a local mirror of the URI."""
+    if "://" in run_dir and not run_dir.startswith("file://"):
+        return os.path.join("runs", "_remote_logs", run_dir.replace("://", "/"))
+    return os.path.join(run_dir.removeprefix("file://"), "logs")
+
+
+OmegaConf.register_new_resolver("strata_log_dir", _log_dir, replace=True)
+
+
 def init_ray(cfg: DictConfig) -> None:
     """Connect to a cluster (``RAY_ADDRESS`` / ``ray.address``) or start a local single-node Ray."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
