@@ -35,6 +35,8 @@ class FilterError(ValueError):
 
 
 def _cast(value: Any, column: str, type_: pa.DataType) -> pa.Scalar:
+    if (pa.types.is_string(type_) or pa.types.is_large_string(type_)) and not isinstance(value, str):
+        raise FilterError(f"filter value {value!r} does not fit column {column!r} of type {type_} (give a string)")
     try:
         return pa.scalar(value).cast(type_)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:

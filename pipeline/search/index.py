@@ -57,6 +57,8 @@ class IndexConfig:
     nprobe: int = 32  # IVF cells scanned per query
     pq_m: int = 16  # IVF-PQ sub-quantizers (must divide the dimension)
     pq_nbits: int = 8  # bits per PQ code
+    pq_fastscan: bool = False  # SIMD fast-scan PQ codes (needs pq_nbits=4)
+    refine_factor: int = 0  # ivf_pq: re-rank k * refine_factor candidates exactly (keeps raw vectors); 0 = off
     hnsw_m: int = 32  # HNSW links per node
     ef_construction: int = 80
     ef_search: int = 64
@@ -131,13 +133,21 @@ def new_faiss_index(kind: str, dim: int, n: int, cfg: IndexConfig) -> faiss.Inde
     elif kind == "ivf_pq":
         if dim % cfg.pq_m:
             raise ValueError(f"pq_m={cfg.pq_m} must divide the embedding dimension {dim}")
-        index = faiss.index_factory(dim, f"IVF{nlist},PQ{cfg.pq_m}x{cfg.pq_nbits}", metric)
-        index.pq.cp.seed = int(cfg.seed)
-        index.do_polysemous_training = False  # only helps Hamming pre-filtering, which we never use; slow
+        if cfg.pq_fastscan and cfg.pq_nbits != 4:
+            raise ValueError(f"pq_fastscan needs pq_nbits=4, got {cfg.pq_nbits}")
+        code = f"PQ{cfg.pq_m}x{cfg.pq_nbits}" + ("fs" if cfg.pq_fastscan else "")
+        index = faiss.index_factory(dim, f"IVF{nlist},{code}" + (",RFlat" if cfg.refine_factor else ""), metric)
+        if cfg.refine_factor:
+            index.k_factor = float(cfg.refine_factor)
     else:
         raise ValueError(f"unknown index kind {kind!r}")
-    index.cp.seed = int(cfg.seed)
-    index.nprobe = int(cfg.nprobe)
+    ivf = faiss.extract_index_ivf(index)
+    ivf.cp.seed = int(cfg.seed)
+    ivf.nprobe = int(cfg.nprobe)
+    if hasattr(ivf, "pq"):
+        ivf.pq.cp.seed = int(cfg.seed)
+    if hasattr(ivf, "do_polysemous_training"):
+        ivf.do_polysemous_training = False  # only helps Hamming pre-filtering, which we never use; slow
     return index
 
 
@@ -166,6 +176,9 @@ def _selector_params(part: Partition, local_mask: np.ndarray, nprobe: int, ef_se
     sel = faiss.IDSelectorBitmap(len(local_mask), faiss.swig_ptr(bits))
     if part.kind.startswith("ivf"):
         params = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
+        if isinstance(part.index, faiss.IndexRefine):
+            params = faiss.IndexRefineSearchParameters(k_factor=part.index.k_factor, base_index_params=params)
+            return params, (bits, sel, params.base_index_params)
     elif part.kind == "hnsw":
         params = faiss.SearchParametersHNSW(sel=sel, efSearch=ef_search)
     else:
@@ -288,7 +301,7 @@ class SearchIndex:
         if needs_training:
             rng = np.random.default_rng(cfg.seed)
             samples = {
-                p: np.sort(rng.choice(partitions[p].rows, cfg.train_size_for(partitions[p].n, partitions[p].index.nlist), replace=False))
+                p: np.sort(rng.choice(partitions[p].rows, cfg.train_size_for(partitions[p].n, faiss.extract_index_ivf(partitions[p].index).nlist), replace=False))
                 for p in needs_training
             }
             sample_rows = np.concatenate(list(samples.values()))
@@ -323,8 +336,8 @@ class SearchIndex:
         if offset != n:
             raise ValueError(f"embedding stream has {offset} rows but metadata has {n}")
         for part in partitions:
-            if part.kind.startswith("ivf"):
-                part.index.make_direct_map()  # reconstruct(row) for query-by-id
+            if part.kind.startswith("ivf") and not isinstance(part.index, faiss.IndexRefine):
+                faiss.extract_index_ivf(part.index).make_direct_map()  # reconstruct(row) for query-by-id
         seconds = time.perf_counter() - t0
         log.info("indexed %d vectors (dim %d) in %d partition(s) in %.1fs", n, dim, len(partitions), seconds)
         return cls(cfg, meta, partitions, dim, info={"build_seconds": seconds})
@@ -356,7 +369,7 @@ class SearchIndex:
                 if index is None:
                     continue
                 if part.kind.startswith("ivf"):
-                    index.nprobe = self.cfg.nprobe
+                    faiss.extract_index_ivf(index).nprobe = self.cfg.nprobe
                 elif part.kind == "hnsw":
                     index.hnsw.efSearch = self.cfg.ef_search
 

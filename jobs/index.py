@@ -1,0 +1,32 @@
+"""``strata index``: build the FAISS search index of a run's embeddings (``<run_dir>/index``).
+
+No Ray: the embeddings are streamed shard by shard on the driver and added to FAISS in batches
+(FAISS builds in one process, using its own threads).
+"""
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig
+
+from jobs._common import open_run_dir, to_dict
+
+log = logging.getLogger("strata.index")
+
+
+@hydra.main(config_path="../conf", config_name="index", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    import faiss
+
+    from pipeline.search import build_run_index
+
+    if cfg.faiss_threads:
+        faiss.omp_set_num_threads(int(cfg.faiss_threads))
+    run = open_run_dir(cfg)
+    info = build_run_index(run, to_dict(cfg.search), force=bool(cfg.force), batch_rows=int(cfg.batch_rows), source=cfg.embeddings)
+    log.info("index at %s: %d vectors, %d partition(s), %s", run.path("index"), info["n"], info["partitions"], info["kinds"])
+
+
+if __name__ == "__main__":
+    main()
