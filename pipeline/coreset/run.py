@@ -72,7 +72,8 @@ def select_coreset(x: np.ndarray, k: int, cfg: dict) -> tuple[np.ndarray, float,
 
         pc_cfg = c["per_cluster"]
         n_clusters = min(len(x), pc_cfg["n_clusters"] or max(1, math.ceil(len(x) / pc_cfg["points_per_cluster"])))
-        _, assignments, _ = kmeans(x, n_clusters, pc_cfg["n_iters"], metric=c["metric"], seed=c["seed"])
+        # kmeans normalises its input in place for the cosine metric: hand it a copy.
+        _, assignments, _ = kmeans(np.array(x, dtype=np.float32), n_clusters, pc_cfg["n_iters"], metric=c["metric"], seed=c["seed"])
         idx, radius, _ = per_cluster_k_center(x, assignments, k, allocation=pc_cfg["allocation"], seed=c["seed"], **common)
         return idx, radius, assignments, method
     raise ValueError(f"coreset method must be exact, stratified, per_cluster or auto; got {method!r}")

@@ -65,7 +65,8 @@ def find_duplicates(
 
     k = c["n_clusters"] or max(1, math.ceil(n / c["points_per_cluster"]))
     k = min(int(k), n)
-    _, assignments, distances = kmeans(x, k, c["n_iters"], metric="cosine", seed=c["seed"])
+    # kmeans normalises its input in place for the cosine metric: hand it a copy.
+    _, assignments, distances = kmeans(np.array(x, dtype=np.float32), k, c["n_iters"], metric="cosine", seed=c["seed"])
     priority = keep_priority(n, c["keep"], centroid_distance=distances, seed=c["seed"])
     if c["exact"] and hashes is not None:
         dup, kept = exact_duplicates(hashes, priority)

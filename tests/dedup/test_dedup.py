@@ -1,0 +1,158 @@
+"""Dedup: exact hash groups, semantic leader grouping against brute force, accounting, run step."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from pipeline.dedup import (
+    PixelHashStage,
+    exact_duplicates,
+    find_duplicates,
+    keep_priority,
+    leader_groups,
+    pixel_hash,
+    run_dedup,
+    semantic_duplicates,
+)
+from pipeline.io.tables import embeddings_to_arrow, write_parquet_atomic
+from pipeline.rundir import RunDir
+
+torch.set_num_threads(1)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def with_copies(n: int, n_copies: int, d: int = 32, noise: float = 0.02, seed: int = 0):
+    """n well-separated unit vectors + n_copies perturbed copies of random originals."""
+    rng = np.random.default_rng(seed)
+    base = unit(rng.normal(size=(n, d)))
+    src = rng.choice(n, size=n_copies, replace=False)
+    copies = unit(base[src] + noise * rng.normal(size=(n_copies, d)))
+    return np.concatenate([base, copies]).astype(np.float32), src
+
+
+def brute_leader(xn: np.ndarray, thr: float):
+    kept_of = np.arange(len(xn))
+    kept: list[int] = []
+    for i in range(len(xn)):
+        sims = xn[kept] @ xn[i] if kept else np.array([])
+        if len(sims) and sims.max() >= thr:
+            kept_of[i] = kept[int(np.argmax(sims))]
+        else:
+            kept.append(i)
+    return kept_of
+
+
+def _png(arr: np.ndarray, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_pixel_hash_matches_pixels_not_bytes():
+    arr = np.random.default_rng(0).integers(0, 255, size=(8, 8, 3), dtype=np.uint8)
+    a, b = _png(arr), _png(arr, compress_level=0)
+    assert a != b and pixel_hash(a) == pixel_hash(b)
+    assert pixel_hash(_png(arr[:, ::-1].copy())) != pixel_hash(a)
+    assert pixel_hash(b"not an image") is None and pixel_hash(None) is None
+    out = PixelHashStage()(pa.table({"image": pa.array([a, b, b"x"], pa.binary())}))
+    assert out.column("pixel_hash").to_pylist() == [pixel_hash(a)] * 2 + [None]
+
+
+def test_exact_duplicates_priority():
+    hashes = ["a", "b", "a", None, None, "b", "a"]
+    priority = np.array([5, 0, 1, 0, 0, 9, 2], dtype=float)
+    dup, kept = exact_duplicates(hashes, priority)
+    assert dict(zip(dup.tolist(), kept.tolist())) == {0: 2, 6: 2, 5: 1}
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 1000), thr=st.floats(0.5, 0.99))
+def test_leader_groups_match_brute_force(seed, thr):
+    rng = np.random.default_rng(seed)
+    xn = unit(rng.normal(size=(40, 3))).astype(np.float32)  # low dimension: many similar pairs
+    kept_of, sim = leader_groups(xn, thr, block=7)
+    np.testing.assert_array_equal(kept_of, brute_leader(xn.astype(np.float64), thr))
+    removed = kept_of != np.arange(40)
+    assert (kept_of[kept_of] == kept_of).all()  # representatives are kept
+    assert (sim[removed] >= thr - 1e-6).all()
+    kept = np.flatnonzero(~removed)
+    s = xn[kept] @ xn[kept].T
+    assert (s[np.triu_indices(len(kept), 1)] < thr + 1e-6).all()  # kept set is an eps-packing
+
+
+@pytest.mark.parametrize("keep", ["centroid", "first", "random"])
+def test_semantic_finds_injected_copies(keep):
+    x, src = with_copies(400, 60)
+    assignments = np.random.default_rng(0).integers(3, size=len(x))
+    assignments[400:] = assignments[src]  # copies in their original's cluster
+    dist = 1 - (unit(x) @ unit(x).mean(0))
+    priority = keep_priority(len(x), keep, centroid_distance=dist, seed=1)
+    kept_of, sim = semantic_duplicates(x, assignments, 0.03, priority)
+    pairs = {frozenset((400 + c, s)) for c, s in enumerate(src)}
+    found = {frozenset((i, int(kept_of[i]))) for i in np.flatnonzero(kept_of != np.arange(len(x)))}
+    assert found == pairs
+    if keep == "first":
+        assert (kept_of[400:] == src).all()
+
+
+def test_semantic_respects_clusters_and_bad_eps():
+    x = np.repeat(unit(np.random.default_rng(0).normal(size=(5, 8))), 2, axis=0).astype(np.float32)
+    kept_of, _ = semantic_duplicates(x, np.arange(10) % 2, 0.01, np.arange(10.0))
+    assert (kept_of == np.arange(10)).all()  # every copy sits in the other cluster
+    with pytest.raises(ValueError):
+        semantic_duplicates(x, np.zeros(10, int), 1.5, np.arange(10.0))
+
+
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(2, 80), n_exact=st.integers(0, 10), seed=st.integers(0, 50))
+def test_accounting(n, n_exact, seed):
+    rng = np.random.default_rng(seed)
+    x = unit(rng.normal(size=(n, 4))).astype(np.float32)
+    hashes = [str(h) for h in rng.integers(0, max(1, n - n_exact), size=n)]
+    kept_of, sim, kind = find_duplicates(x, hashes, {"eps": 0.05, "points_per_cluster": 20, "seed": seed})
+    kept = kind == 0
+    assert (kept_of[kept] == np.flatnonzero(kept)).all()
+    assert kept[kept_of].all()  # every duplicate points at a kept row
+    assert kept.sum() + (~kept).sum() == n
+    assert len({hashes[i] for i in np.flatnonzero(kept)}) == kept.sum()  # no exact copy survives
+
+
+def test_run_dedup_writes_outputs_and_resumes(tmp_path):
+    x, src = with_copies(300, 30, seed=2)
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 255, (4, 4, 3), dtype=np.uint8) for _ in range(len(x))]
+    imgs[5] = imgs[7]  # same pixels, different bytes below
+    uris = []
+    for i, arr in enumerate(imgs):
+        p = tmp_path / "img" / f"{i}.png"
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(_png(arr, compress_level=1 if i == 5 else 6))
+        uris.append(str(p))
+    x[5] = x[7]
+    ids = [f"id{i}" for i in range(len(x))]
+    run = RunDir(str(tmp_path / "run"))
+    write_parquet_atomic(pa.table({"id": ids, "uri": uris, "embedding": embeddings_to_arrow(x)}),
+                         run.path("embeddings", "part-00000.parquet"))
+    counts = run_dedup(run, {"enabled": True, "eps": 0.03, "points_per_cluster": 100})
+    import pyarrow.parquet as pq
+
+    dups = pq.read_table(run.path("dedup", "duplicates.parquet")).to_pylist()
+    kept = pq.read_table(run.path("dedup", "kept.parquet")).column("id").to_pylist()
+    assert counts == {"input": 330, "kept": len(kept), "duplicates": len(dups), "exact": 1,
+                      "semantic": len(dups) - 1}
+    assert sorted(kept + [d["id"] for d in dups]) == sorted(ids)
+    exact = [d for d in dups if d["kind"] == "exact"]
+    assert {exact[0]["id"], exact[0]["kept_id"]} == {"id5", "id7"}
+    assert run_dedup(run, {"eps": 0.03, "points_per_cluster": 100}) == counts  # resumed from marker
+    with pytest.raises(KeyError):
+        run_dedup(run, {"epsilon": 0.1})
