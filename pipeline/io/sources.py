@@ -14,6 +14,7 @@ runs without Ray in :func:`iter_images`.
 """
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Iterator
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -285,6 +287,24 @@ def _expand_units(units: pa.Table, cfg: InputConfig) -> pa.Table:
     return ExpandUnits(cfg)(units)
 
 
+@functools.lru_cache(maxsize=64)
+def _parquet_layout(path: str) -> tuple[np.ndarray, str]:
+    """(first row of each row group + total, name of the image-bytes column) of a Parquet file."""
+    with fsspec.open(path, "rb") as fh:
+        pf = pq.ParquetFile(fh)
+        sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
+        schema = pf.schema_arrow
+    column = "image" if "image" in schema.names else next(f.name for f in schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type))
+    return np.concatenate([[0], np.cumsum(sizes)]), column
+
+
+@functools.lru_cache(maxsize=2)
+def _parquet_row_group(path: str, group: int, column: str) -> pa.ChunkedArray:
+    """One row group's image column; cached so that serving neighbouring rows reads it once."""
+    with fsspec.open(path, "rb") as fh:
+        return pq.ParquetFile(fh).read_row_group(group, columns=[column]).column(column)
+
+
 def load_image_bytes(uri: str) -> bytes:
     """Encoded bytes of one image by its ``uri`` (file, ``file.parquet#row``, ``shard.tar#member``)."""
     base, _, frag = uri.partition("#")
@@ -293,17 +313,11 @@ def load_image_bytes(uri: str) -> bytes:
             return fh.read()
     if base.endswith(".parquet"):
         row = int(frag)
-        with fsspec.open(base, "rb") as fh:
-            pf = pq.ParquetFile(fh)
-            start = 0
-            for g in range(pf.metadata.num_row_groups):
-                n = pf.metadata.row_group(g).num_rows
-                if row < start + n:
-                    table = pf.read_row_group(g)
-                    col = "image" if "image" in table.column_names else next(c for c in table.column_names if pa.types.is_binary(table.schema.field(c).type))
-                    return table.column(col)[row - start].as_py()
-                start += n
-        raise KeyError(f"row {row} is past the end of {base}")
+        starts, column = _parquet_layout(base)
+        group = int(np.searchsorted(starts, row, side="right")) - 1
+        if group < 0 or group >= len(starts) - 1:
+            raise KeyError(f"row {row} is past the end of {base}")
+        return _parquet_row_group(base, group, column)[row - int(starts[group])].as_py()
     if base.endswith((".tar", ".tar.gz", ".tgz")):
         with fsspec.open(base, "rb") as fh, tarfile.open(fileobj=fh, mode="r|*") as tar:
             for member in tar:
