@@ -1,0 +1,280 @@
+"""Everything the run report shows, read from a run directory (each section optional).
+
+Sources: ``run.json`` (config, timings, counts), ``embeddings/`` (kept rows, carried ``label``),
+``rejects.parquet``, ``dedup/duplicates.parquet``, ``clusters/`` (hierarchical k-means levels),
+``manifest.parquet`` (selection with ``multiplicity``), ``active/rounds.parquet`` and
+``progress.log``. Only small columns are read (ids, uris, labels, cluster ids); embeddings never are.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.io.tables import list_parquet_files
+from pipeline.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LevelSizes:
+    """Cluster sizes of one level, in level-1 items: all clustered items and the selection."""
+
+    level: int
+    before: np.ndarray  # (k,) items per cluster before balanced sampling
+    after: np.ndarray | None  # (k,) selected items (counting multiplicity), None without a manifest
+
+
+@dataclass
+class Thumb:
+    id: str
+    src: str | None  # data: URI of a JPEG thumbnail, None when the image could not be loaded
+    note: str = ""
+
+
+@dataclass
+class GalleryCluster:
+    kind: str  # "largest" | "smallest"
+    cluster: int  # level-1 cluster id
+    size: int
+    thumbs: list[Thumb]
+
+
+@dataclass
+class ReportData:
+    root: str
+    config: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int | None] = field(default_factory=dict)
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+    levels: list[LevelSizes] = field(default_factory=list)
+    gallery: list[GalleryCluster] = field(default_factory=list)
+    labels: dict[str, tuple[int, int]] | None = None  # label -> (items before, selected after)
+    active: pa.Table | None = None
+    progress: list[str] = field(default_factory=list)
+
+
+def _read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
+    """One Parquet file or a folder of ``part-*.parquet`` (only ``columns`` that exist)."""
+    files = list_parquet_files(path)
+    tables = []
+    for f in files:
+        with fsspec.open(f, "rb") as fh:
+            pf = pq.ParquetFile(fh)
+            cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
+            tables.append(pf.read(columns=cols))
+    return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+
+
+def _num_rows(path: str) -> int:
+    total = 0
+    for f in list_parquet_files(path):
+        with fsspec.open(f, "rb") as fh:
+            total += pq.ParquetFile(fh).metadata.num_rows
+    return total
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def gather_counts(run: RunDir, run_json: dict) -> tuple[dict[str, int | None], dict[str, int]]:
+    """(counts: read, rejected, kept, deduplicated, clustered, selected, unique_selected; reject reasons).
+
+    Files are authoritative (``read = kept + rejected``); ``run.json`` fills in what is missing.
+    """
+    stage = run_json.get("counts", {}) or {}
+    embed = stage.get("embed", {}) or {}
+    kept = _num_rows(run.path("embeddings")) if run.exists("embeddings") else embed.get("kept")
+    rejected, reasons = embed.get("rejected"), dict(embed.get("reject_reasons") or {})
+    if run.exists("rejects.parquet"):
+        rej = _read_parquet(run.path("rejects.parquet"), ["reason"])
+        rejected = rej.num_rows
+        reasons = defaultdict(int)
+        for r in rej.column("reason").to_pylist() if rej.num_rows else []:
+            reasons[str(r).split(":")[0]] += 1
+        reasons = dict(reasons)
+    dups = _num_rows(run.path("dedup", "duplicates.parquet")) if run.exists("dedup", "duplicates.parquet") else None
+    cluster = stage.get("cluster", {}) or {}
+    dups = _first(dups, cluster.get("n_dropped_duplicates"), 0 if kept is not None else None)
+    selected = unique = None
+    if run.exists("manifest.parquet"):
+        mult = _read_parquet(run.path("manifest.parquet"), ["multiplicity"])
+        unique = mult.num_rows
+        selected = int(pc.sum(mult.column("multiplicity")).as_py() or 0) if "multiplicity" in mult.column_names else unique
+    sample = stage.get("sample", {}) or {}
+    counts = {
+        "read": _first(embed.get("read"), None if kept is None or rejected is None else kept + rejected),
+        "rejected": rejected,
+        "kept": kept,
+        "deduplicated": dups,
+        "clustered": cluster.get("n_points"),
+        "selected": _first(selected, sample.get("n_selected")),
+        "unique_selected": _first(unique, sample.get("n_rows")),
+    }
+    return counts, reasons
+
+
+def gather_levels(run: RunDir) -> tuple[list[LevelSizes], list[Any], pa.Table | None]:
+    """Per-level cluster sizes in level-1 items, before/after sampling; also the levels and manifest."""
+    if not run.exists("clusters", "clusters.json"):
+        return [], [], None
+    from pipeline.kmeans.run import load_levels
+
+    _, levels = load_levels(run.path("clusters"))
+    manifest = None
+    if run.exists("manifest.parquet"):
+        cols = ["id", "multiplicity", "label", *(f"level_{i}" for i in range(1, len(levels) + 1))]
+        manifest = _read_parquet(run.path("manifest.parquet"), cols)
+    out = []
+    item_cluster = None
+    for lv, level in enumerate(levels, start=1):
+        # level l clusters the level l-1 clusters: compose to get every point's level-l cluster
+        item_cluster = level.assignments if item_cluster is None else level.assignments[item_cluster]
+        k = len(level.offsets) - 1
+        before = np.bincount(item_cluster, minlength=k)
+        after = None
+        col = f"level_{lv}"
+        if manifest is not None and col in manifest.column_names:
+            weights = manifest.column("multiplicity").to_numpy() if "multiplicity" in manifest.column_names else None
+            after = np.bincount(manifest.column(col).to_numpy(), weights=weights, minlength=k).astype(np.int64)
+        out.append(LevelSizes(lv, before, after))
+    return out, levels, manifest
+
+
+def _id_to_uri(run: RunDir, ids: list[str]) -> dict[str, str]:
+    """uri of each of ``ids``, read from the embeddings' ``id``/``uri`` columns one file at a time."""
+    wanted = pa.array(ids, pa.string())
+    found: dict[str, str] = {}
+    for f in list_parquet_files(run.path("embeddings")):
+        with fsspec.open(f, "rb") as fh:
+            pf = pq.ParquetFile(fh)
+            if "uri" not in pf.schema_arrow.names:
+                return {}
+            t = pf.read(columns=["id", "uri"])
+        t = t.filter(pc.is_in(t.column("id"), value_set=wanted))
+        found.update(zip(t.column("id").to_pylist(), t.column("uri").to_pylist()))
+        if len(found) == len(ids):
+            break
+    return found
+
+
+def load_many_bytes(uris: list[str]) -> dict[str, bytes | Exception]:
+    """Encoded bytes of every uri; Parquet rows of one file are read with one pass per row group.
+
+    Same addressing as :func:`pipeline.io.sources.load_image_bytes` (``file.parquet#row``), which
+    reads a whole row group per call; a gallery asks for dozens of rows of the same few files.
+    """
+    from pipeline.io.sources import load_image_bytes
+
+    out: dict[str, bytes | Exception] = {}
+    by_file: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for uri in uris:
+        base, _, frag = uri.partition("#")
+        if base.endswith(".parquet") and frag.isdigit():
+            by_file[base].append((int(frag), uri))
+            continue
+        try:
+            out[uri] = load_image_bytes(uri)
+        except Exception as exc:  # noqa: BLE001 - a missing image is shown as such, not fatal
+            out[uri] = exc
+    for base, rows in by_file.items():
+        try:
+            with fsspec.open(base, "rb") as fh:
+                pf = pq.ParquetFile(fh)
+                names = pf.schema_arrow.names
+                col = "image" if "image" in names else next(n for n in names if pa.types.is_binary(pf.schema_arrow.field(n).type))
+                starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)])
+                groups = np.searchsorted(starts, [r for r, _ in rows], side="right") - 1
+                for g in np.unique(groups[groups < pf.metadata.num_row_groups]):
+                    data = pf.read_row_group(int(g), columns=[col]).column(0)
+                    for (row, uri), gg in zip(rows, groups):
+                        if gg == g:
+                            out[uri] = data[row - int(starts[g])].as_py()
+            for row, uri in rows:
+                out.setdefault(uri, KeyError(f"row {row} is past the end of {base}"))
+        except Exception as exc:  # noqa: BLE001
+            for _, uri in rows:
+                out.setdefault(uri, exc)
+    return out
+
+
+def gather_gallery(run: RunDir, levels: list[Any], n_clusters: int, per_cluster: int, thumb_size: int) -> list[GalleryCluster]:
+    """The ``n_clusters`` largest and smallest non-empty level-1 clusters, ``per_cluster`` members
+    closest to their centroid each, as inline JPEG thumbnails."""
+    if not levels or n_clusters <= 0 or per_cluster <= 0:
+        return []
+    from pipeline.io.images import thumbnail_jpeg
+    from pipeline.kmeans.run import load_point_ids
+
+    level = levels[0]
+    sizes = np.diff(level.offsets)
+    non_empty = np.flatnonzero(sizes > 0)
+    order = non_empty[np.lexsort((non_empty, -sizes[non_empty]))]  # largest first, ties by id
+    largest = order[:n_clusters]
+    smallest = [c for c in order[::-1][:n_clusters] if c not in set(largest.tolist())]
+    picks = [("largest", int(c)) for c in largest] + [("smallest", int(c)) for c in smallest]
+    point_ids = load_point_ids(run.path("clusters")).column("id")
+    members = {c: level.sorted_clusters[level.offsets[c]: level.offsets[c] + min(per_cluster, sizes[c])] for _, c in picks}
+    ids = {c: [point_ids[int(i)].as_py() for i in idx] for c, idx in members.items()}
+    uris = _id_to_uri(run, [i for v in ids.values() for i in v])
+    images = load_many_bytes(sorted(set(uris.values())))
+    gallery = []
+    for kind, c in picks:
+        thumbs = []
+        for image_id in ids[c]:
+            data = images.get(uris.get(image_id, ""), KeyError("no uri"))
+            try:
+                if isinstance(data, Exception):
+                    raise data
+                src = "data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(data, thumb_size)).decode()
+                thumbs.append(Thumb(image_id, src))
+            except Exception as exc:  # noqa: BLE001 - show the gap instead of failing the report
+                thumbs.append(Thumb(image_id, None, f"{type(exc).__name__}: {exc}"[:120]))
+        gallery.append(GalleryCluster(kind, c, int(sizes[c]), thumbs))
+    return gallery
+
+
+def gather_labels(run: RunDir, manifest: pa.Table | None) -> dict[str, tuple[int, int]] | None:
+    """label -> (kept input items, selected items counting multiplicity) when a ``label`` column exists."""
+    if manifest is None or "label" not in manifest.column_names or not run.exists("embeddings"):
+        return None
+    before = _read_parquet(run.path("embeddings"), ["label"])
+    if "label" not in before.column_names:
+        return None
+    b = pc.value_counts(before.column("label").combine_chunks())
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for item in b.to_pylist():
+        counts[str(item["values"])][0] = int(item["counts"])
+    mult = manifest.column("multiplicity").to_numpy() if "multiplicity" in manifest.column_names else np.ones(manifest.num_rows)
+    for label, m in zip(manifest.column("label").to_pylist(), mult):
+        counts[str(label)][1] += int(m)
+    return {k: (v[0], v[1]) for k, v in sorted(counts.items())}
+
+
+def gather(run: RunDir, cfg: dict | None = None) -> ReportData:
+    """Collect every report section that the run directory has data for."""
+    from pipeline.progress import read_log
+
+    opts = dict((cfg or {}).get("report") or {})
+    run_json = run.read_json("run.json", default={}) or {}
+    config = cfg if cfg and set(cfg) - {"report"} else run_json.get("config", {}) or {}
+    data = ReportData(root=run.root, config=config, timings=dict(run_json.get("timings") or {}))
+    data.counts, data.reject_reasons = gather_counts(run, run_json)
+    data.levels, levels, manifest = gather_levels(run)
+    data.gallery = gather_gallery(run, levels, int(opts.get("gallery_clusters", 3)),
+                                  int(opts.get("thumbs_per_cluster", 6)), int(opts.get("thumb_size", 112)))
+    data.labels = gather_labels(run, manifest)
+    if run.exists("active", "rounds.parquet"):
+        data.active = _read_parquet(run.path("active", "rounds.parquet"))
+    data.progress = read_log(run, last=int(opts.get("progress_lines", 30)))
+    return data

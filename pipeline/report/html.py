@@ -1,0 +1,164 @@
+"""Render :class:`ReportData` as one self-contained HTML page (inline CSS, SVG and JPEG data URIs)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from html import escape
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.report.data import ReportData
+from pipeline.report.svg import hbar_chart, line_chart, rank_size_chart
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1d232b;background:#f6f7f9}
+header{background:#1d2b3a;color:#fff;padding:18px 28px}header h1{margin:0;font-size:22px}
+header p{margin:4px 0 0;color:#b9c6d3;font-size:13px;word-break:break-all}
+main{max-width:1120px;margin:0 auto;padding:12px 28px 40px}
+section{background:#fff;border:1px solid #e1e4e8;border-radius:8px;padding:14px 18px;margin:14px 0}
+h2{font-size:17px;margin:0 0 10px}h3{font-size:14px;margin:12px 0 6px}
+.cards{display:flex;flex-wrap:wrap;gap:10px}.card{flex:1 1 120px;border:1px solid #e1e4e8;border-radius:6px;padding:8px 12px}
+.card b{display:block;font-size:22px}.card span{color:#5b6672;font-size:12px}
+.row{display:flex;flex-wrap:wrap;gap:16px}.muted{color:#5b6672;font-size:12px}
+table{border-collapse:collapse;font-size:12px}td,th{border-bottom:1px solid #eceef1;padding:3px 10px;text-align:left}
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+.gallery{display:flex;flex-wrap:wrap;gap:6px;margin-bottom:6px}.gallery figure{margin:0;width:112px}
+.gallery img{width:112px;height:112px;object-fit:cover;border-radius:4px;display:block;background:#ddd}
+.gallery figcaption{font-size:10px;color:#5b6672;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.missing{width:112px;height:112px;background:#eee;border-radius:4px;font-size:10px;color:#a33;padding:4px;box-sizing:border-box;overflow:hidden}
+pre{background:#f2f4f6;padding:8px;overflow:auto;font-size:11px;max-height:260px}
+.chart{max-width:100%;height:auto}
+"""
+
+STAGE_ORDER = ("pretrain", "embed", "dedup", "cluster", "sample", "active", "report")
+COUNT_LABELS = (
+    ("read", "read"),
+    ("rejected", "rejected (undecodable)"),
+    ("deduplicated", "duplicates removed"),
+    ("clustered", "clustered"),
+    ("selected", "selected (with repeats)"),
+    ("unique_selected", "selected (unique)"),
+)
+
+
+def _num(v: Any) -> str:
+    return "–" if v is None else f"{v:,}" if isinstance(v, (int, np.integer)) else escape(str(v))
+
+
+def normalized_entropy(counts: np.ndarray) -> float:
+    """``H(p) / ln C`` of the distribution ``p = counts / sum`` over its ``C`` classes (1 = uniform)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.sum() <= 0 or len(counts) < 2:
+        return float("nan")
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum() / math.log(len(counts)))
+
+
+def _config_rows(cfg: dict) -> list[tuple[str, Any]]:
+    def get(path: str) -> Any:
+        node: Any = cfg
+        for key in path.split("."):
+            if not isinstance(node, dict) or key not in node:
+                return None
+            node = node[key]
+        return node
+
+    keys = ("input.path", "embed.backbone", "embed.image_size", "dedup.enabled", "kmeans.n_clusters",
+            "kmeans.n_resampling_steps", "kmeans.metric", "sample.target_size", "sample.strategy", "seed")
+    return [(k, get(k)) for k in keys if get(k) is not None]
+
+
+def _section(title: str, body: str, sid: str) -> str:
+    return f'<section id="{sid}"><h2>{escape(title)}</h2>{body}</section>'
+
+
+def render(data: ReportData, generated: dt.datetime | None = None) -> str:
+    """The report page for ``data``."""
+    generated = generated or dt.datetime.now(dt.timezone.utc)
+    out = [
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>Strata run report: {escape(data.root)}</title><style>{CSS}</style></head><body>",
+        f"<header><h1>Strata run report</h1><p>{escape(data.root)} · generated {generated:%Y-%m-%d %H:%M UTC}</p></header><main>",
+    ]
+    cards = "".join(f'<div class="card" id="count-{key}"><b>{_num(data.counts.get(key))}</b><span>{escape(label)}</span></div>'
+                    for key, label in COUNT_LABELS if key in data.counts)
+    body = f'<div class="cards">{cards}</div>'
+    if data.reject_reasons:
+        rows = "".join(f"<tr><td>{escape(k)}</td><td class=n>{v:,}</td></tr>" for k, v in sorted(data.reject_reasons.items(), key=lambda kv: -kv[1]))
+        body += f"<h3>Rejection reasons</h3><table><tr><th>reason</th><th class=n>images</th></tr>{rows}</table>"
+    out.append(_section("Counts", body, "counts"))
+
+    if data.timings:
+        names = sorted(data.timings, key=lambda n: (STAGE_ORDER.index(n) if n in STAGE_ORDER else len(STAGE_ORDER), n))
+        out.append(_section("Stage timings", hbar_chart(names, {"seconds": [float(data.timings[n]) for n in names]}, unit="s")
+                            + f'<p class="muted">total {sum(map(float, data.timings.values())):.1f} s (wall clock per step, from run.json)</p>', "timings"))
+
+    if data.levels:
+        charts = []
+        for lv in data.levels:
+            series = {"before sampling": lv.before}
+            if lv.after is not None:
+                series["after sampling"] = lv.after
+            empty_after = "" if lv.after is None else f", {int((lv.after == 0).sum())} with nothing selected"
+            charts.append(f"<div><h3>Level {lv.level}: {len(lv.before)} clusters</h3>{rank_size_chart(series)}"
+                          f'<p class="muted">sizes in images; largest {int(lv.before.max()):,}, smallest {int(lv.before.min()):,}'
+                          f"{empty_after}</p></div>")
+        out.append(_section("Cluster sizes per level (log scale)", f'<div class="row">{"".join(charts)}</div>', "clusters"))
+
+    if data.gallery:
+        body = ""
+        for g in data.gallery:
+            figs = "".join(
+                f'<figure><img src="{t.src}" alt="{escape(t.id)}"><figcaption title="{escape(t.id)}">{escape(t.id)}</figcaption></figure>'
+                if t.src else f'<figure><div class="missing">{escape(t.note)}</div><figcaption>{escape(t.id)}</figcaption></figure>'
+                for t in g.thumbs)
+            body += f'<h3>{g.kind.capitalize()} cluster {g.cluster} ({g.size:,} images)</h3><div class="gallery">{figs}</div>'
+        body += '<p class="muted">Level-1 clusters; members closest to the centroid first.</p>'
+        out.append(_section("Largest and smallest clusters", body, "gallery"))
+
+    if data.labels:
+        names = list(data.labels)
+        before = np.array([data.labels[n][0] for n in names], dtype=np.float64)
+        after = np.array([data.labels[n][1] for n in names], dtype=np.float64)
+        frac = {"before (input)": before / max(before.sum(), 1) * 100, "after (selection)": after / max(after.sum(), 1) * 100}
+        chart = hbar_chart(names, frac, unit="%", bar=8, value_fmt="{:.1f}")
+        body = (f"{chart}<p class=\"muted\">share of each label; normalised entropy H/ln C (1 = uniform): "
+                f"before {normalized_entropy(before):.3f}, after {normalized_entropy(after):.3f}</p>")
+        out.append(_section("Label balance", body, "labels"))
+
+    if data.active is not None and data.active.num_rows:
+        out.append(_section("Active learning rounds", _active_body(data), "active"))
+
+    if data.config:
+        rows = "".join(f"<tr><td>{escape(k)}</td><td>{escape(json.dumps(v))}</td></tr>" for k, v in _config_rows(data.config))
+        if rows:
+            out.append(_section("Configuration", f"<table>{rows}</table><p class=muted>full resolved config: run.json</p>", "config"))
+    if data.progress:
+        out.append(_section("Progress log (last lines)", f"<pre>{escape(chr(10).join(data.progress))}</pre>", "progress"))
+    out.append("</main></body></html>")
+    return "".join(out)
+
+
+def _active_body(data: ReportData) -> str:
+    """One line chart per numeric per-round column (positives found, labeled fraction, F1, ...)."""
+    table = data.active
+    assert table is not None
+    xcol = "round" if "round" in table.column_names else None
+    x = table.column(xcol).to_numpy().astype(np.float64) if xcol else np.arange(table.num_rows, dtype=np.float64)
+    charts = []
+    for name in table.column_names:
+        if name == xcol:
+            continue
+        col = table.column(name)
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+            continue
+        y = np.array([np.nan if v is None else v for v in col.to_pylist()], dtype=np.float64)
+        if not np.isfinite(y).any():
+            continue
+        bounded = np.nanmin(y) >= 0 and np.nanmax(y) <= 1
+        charts.append(f"<div><h3>{escape(name)}</h3>{line_chart(x, {name: y}, ylabel=name, y_range=(0.0, 1.0) if bounded else None)}</div>")
+    return f'<div class="row">{"".join(charts)}</div>' if charts else '<p class="muted">no numeric per-round columns</p>'

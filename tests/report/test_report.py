@@ -1,0 +1,186 @@
+"""The run report: numbers against the run directory, self-containment, atomic write, SVG helpers."""
+from __future__ import annotations
+
+import base64
+import io
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from scipy.stats import entropy
+
+from pipeline.kmeans.run import load_levels
+from pipeline.report import write_report
+from pipeline.report.data import gather, load_many_bytes
+from pipeline.report.html import normalized_entropy, render
+from pipeline.report.svg import hbar_chart, line_chart, log_ticks, nice_ticks, rank_size_chart
+from pipeline.rundir import RunDir
+from tests.report.conftest import BLOBS, build_run
+
+
+class _Links(HTMLParser):
+    """Every URL-valued attribute and every tag of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+        self.tags: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.add(tag)
+        self.urls += [v for k, v in attrs if k in ("src", "href", "srcset", "data", "action", "poster") and v]
+
+
+def test_counts_match_the_run_directory(finished_run):
+    data = gather(finished_run, {})
+    n = sum(BLOBS.values())
+    manifest = pq.read_table(finished_run.path("manifest.parquet"))
+    assert data.counts["kept"] == n
+    assert data.counts["rejected"] == 3
+    assert data.counts["read"] == n + 3
+    assert data.counts["deduplicated"] == 2
+    assert data.counts["selected"] == sum(manifest.column("multiplicity").to_pylist()) == 24
+    assert data.counts["unique_selected"] == manifest.num_rows
+    assert data.reject_reasons == {"corrupt or truncated": 2, "not an image": 1}
+    assert data.timings["embed"] == 12.5
+
+
+def test_cluster_sizes_before_and_after_sampling(finished_run):
+    data = gather(finished_run, {})
+    _, levels = load_levels(finished_run.path("clusters"))
+    manifest = pq.read_table(finished_run.path("manifest.parquet")).to_pandas()
+    assert [lv.level for lv in data.levels] == [1, 2]
+    # level 1: cluster sizes are the CSR cluster lengths; level 2 in points = sum over children
+    np.testing.assert_array_equal(data.levels[0].before, np.diff(levels[0].offsets))
+    l2_of_point = levels[1].assignments[levels[0].assignments]
+    for c in range(len(levels[1].offsets) - 1):
+        assert data.levels[1].before[c] == int((l2_of_point == c).sum())
+    assert data.levels[0].before.sum() == data.levels[1].before.sum() == sum(BLOBS.values()) - 2
+    for lv in (1, 2):
+        ref = manifest.groupby(f"level_{lv}")["multiplicity"].sum()
+        after = data.levels[lv - 1].after
+        assert after.sum() == 24
+        for c, m in ref.items():
+            assert after[c] == m
+        assert np.all(after <= np.maximum(data.levels[lv - 1].before, after))
+
+
+def test_gallery_largest_and_smallest_clusters(finished_run):
+    data = gather(finished_run, {"report": {"gallery_clusters": 2, "thumbs_per_cluster": 4, "thumb_size": 40}})
+    sizes = data.levels[0].before
+    largest = [g for g in data.gallery if g.kind == "largest"]
+    smallest = [g for g in data.gallery if g.kind == "smallest"]
+    assert [g.size for g in largest] == sorted(sizes[sizes > 0])[::-1][:2]
+    assert [g.size for g in smallest] == sorted(sizes[sizes > 0])[:2]
+    _, levels = load_levels(finished_run.path("clusters"))
+    for g in data.gallery:
+        assert len(g.thumbs) == min(4, g.size)
+        members = levels[0].sorted_clusters[levels[0].offsets[g.cluster]: levels[0].offsets[g.cluster + 1]]
+        assert np.all(levels[0].assignments[members] == g.cluster)
+        for t in g.thumbs:
+            if t.src is None:
+                continue
+            img = Image.open(io.BytesIO(base64.b64decode(t.src.split(",", 1)[1])))
+            assert img.format == "JPEG" and max(img.size) <= 40
+
+
+def test_missing_image_becomes_a_placeholder(tmp_path):
+    run = build_run(tmp_path, missing_image="runway/000.png")
+    data = gather(run, {"report": {"gallery_clusters": 6, "thumbs_per_cluster": 60}})
+    thumbs = {t.id: t for g in data.gallery for t in g.thumbs}
+    assert thumbs["runway/000.png"].src is None and "FileNotFoundError" in thumbs["runway/000.png"].note
+    assert thumbs["runway/001.png"].src.startswith("data:image/jpeg;base64,")
+
+
+def test_label_balance_and_entropy(finished_run):
+    data = gather(finished_run, {})
+    manifest = pq.read_table(finished_run.path("manifest.parquet")).to_pandas()
+    assert {k: v[0] for k, v in data.labels.items()} == BLOBS
+    assert {k: v[1] for k, v in data.labels.items() if v[1]} == manifest.groupby("label")["multiplicity"].sum().to_dict()
+    counts = np.array([5, 0, 20, 3])
+    assert normalized_entropy(counts) == pytest.approx(entropy(counts) / math.log(4))
+    assert normalized_entropy(np.array([7, 7, 7])) == pytest.approx(1.0)
+    # balanced sampling flattens the label distribution of unbalanced blobs
+    before = np.array([v[0] for v in data.labels.values()])
+    after = np.array([v[1] for v in data.labels.values()])
+    assert normalized_entropy(after) > normalized_entropy(before)
+
+
+def test_report_is_self_contained_and_written_atomically(finished_run):
+    path = write_report(finished_run, {"seed": 0, "report": {"enabled": True}})
+    assert path == finished_run.path("report.html")
+    html = Path(path).read_text()
+    parser = _Links()
+    parser.feed(html)
+    assert parser.urls and all(u.startswith("data:") or u.startswith("#") for u in parser.urls)
+    assert not {"script", "link", "iframe"} & parser.tags
+    assert "http" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    for section in ('id="counts"', 'id="timings"', 'id="clusters"', 'id="gallery"', 'id="labels"'):
+        assert section in html
+    assert html.count("<svg") >= 4
+    leftovers = [p.name for p in Path(finished_run.root).iterdir() if ".tmp-" in p.name]
+    assert leftovers == []
+
+
+def test_failed_render_leaves_no_report(tmp_path, monkeypatch):
+    run = RunDir(str(tmp_path / "run"))
+    run.update_run_json(timings={"embed": 1.0})
+
+    def boom(*_):
+        raise RuntimeError("render failed")
+
+    monkeypatch.setattr("pipeline.report.render", boom)
+    with pytest.raises(RuntimeError):
+        write_report(run, {})
+    assert not run.exists("report.html")
+
+
+def test_partial_run_and_active_rounds(tmp_path):
+    """An active run without clusters/manifest still gets a report, with its round curves."""
+    run = RunDir(str(tmp_path / "active"))
+    rounds = pa.table({"round": [0, 1, 2, 3], "positives_found": [3, 9, 17, 22],
+                       "labeled_fraction": [0.01, 0.02, 0.03, 0.04], "f1": [None, 0.41, 0.55, 0.62]})
+    run.fs.makedirs(run.local("active"), exist_ok=True)
+    pq.write_table(rounds, run.local("active", "rounds.parquet"))
+    run.update_run_json(timings={"active": 4.0})
+    html = render(gather(run, {}))
+    assert 'id="active"' in html and 'id="clusters"' not in html and 'id="gallery"' not in html
+    for name in ("positives_found", "labeled_fraction", "f1"):
+        assert f"<h3>{name}</h3>" in html
+    assert html.count("<polyline") == 3
+
+
+def test_parquet_uris_resolve_rows_across_row_groups(tmp_path):
+    blobs = [bytes([i]) * (i + 1) for i in range(10)]
+    pq.write_table(pa.table({"id": [str(i) for i in range(10)], "image": blobs}), tmp_path / "x.parquet", row_group_size=4)
+    uris = [f"{tmp_path / 'x.parquet'}#{i}" for i in (9, 0, 5, 12)]
+    got = load_many_bytes(uris)
+    assert got[uris[0]] == blobs[9] and got[uris[1]] == blobs[0] and got[uris[2]] == blobs[5]
+    assert isinstance(got[uris[3]], KeyError)
+
+
+def test_ticks():
+    assert nice_ticks(0, 9.3, 4) == [0, 2, 4, 6, 8, 10]
+    assert nice_ticks(0.0, 1.0, 4) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert log_ticks(3, 4500) == [1, 10, 100, 1000, 10000]
+    with pytest.raises(ValueError):
+        log_ticks(0, 10)
+
+
+def test_charts_place_values_on_their_scales():
+    svg = rank_size_chart({"before": [1000, 10, 100, 1], "after": [10, 10, 0, 1]})
+    assert svg.count("<polyline") == 2
+    # log axis: 1000 sits at the top of the plot box, 1 at the bottom (y0=24, y1=height-34=226)
+    first = svg.split('points="')[1].split('"')[0].split()
+    assert first[0] == "56.0,24.0" and first[-1].endswith(",226.0")
+    bars = hbar_chart(["a", "b"], {"s": [1.0, 4.0]})
+    assert 'width="122.5"' in bars or 'width="' in bars
+    with pytest.raises(ValueError):
+        hbar_chart(["a"], {"s": [-1.0]})
+    line = line_chart([0, 1, 2], {"f1": [float("nan"), 0.5, 1.0]}, y_range=(0, 1))
+    assert line.count("<circle") == 2
