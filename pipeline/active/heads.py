@@ -22,15 +22,17 @@ ClassWeight = Literal["balanced", "none"] | None
 def class_weights(y: np.ndarray, mode: ClassWeight | float = "balanced") -> np.ndarray:
     """Per-sample weights for binary ``y`` in {0, 1}.
 
-    ``"balanced"``: ``s_i = n / (2 n_{y_i})``; ``"none"``/None: ones; a float ``r``: positives get
-    ``r``, negatives 1. A class absent from ``y`` contributes nothing, so it needs no weight.
+    ``"balanced"``: ``s_i = n / (K n_{y_i})`` with ``K`` the number of classes present (2 unless
+    ``y`` holds one class, then all weights are 1); ``"none"``/None: ones; a float ``r``:
+    positives get ``r``, negatives 1.
     """
     y = np.asarray(y)
     if mode is None or mode == "none":
         return np.ones(len(y), dtype=np.float32)
     if mode == "balanced":
         counts = np.bincount(y.astype(np.int64), minlength=2).astype(np.float64)
-        per_class = np.where(counts > 0, len(y) / (2.0 * np.maximum(counts, 1)), 0.0)
+        present = max(int((counts > 0).sum()), 1)
+        per_class = np.where(counts > 0, len(y) / (present * np.maximum(counts, 1)), 0.0)
         return per_class[y.astype(np.int64)].astype(np.float32)
     if isinstance(mode, (int, float)) and not isinstance(mode, bool) and mode > 0:
         return np.where(y == 1, float(mode), 1.0).astype(np.float32)
