@@ -1,0 +1,79 @@
+"""End to end on UC Merced: dedup and coreset steps on a run directory of real images.
+
+The embeddings table is built here from the real JPEGs (8x8 RGB thumbnails as features, so the
+test needs no model download or Ray); uris use the Parquet-row form the input reader writes
+(``part-00000.parquet#<row>``), so exact dedup loads and hashes the real image bytes.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from pipeline.coreset import covering_radius, run_coreset
+from pipeline.dedup import run_dedup
+from pipeline.io.tables import embeddings_to_arrow, read_embeddings, write_parquet_atomic
+from pipeline.rundir import RunDir
+
+pytestmark = pytest.mark.e2e
+
+
+def thumb(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((8, 8)), dtype=np.float32).ravel() / 255
+
+
+@pytest.fixture(scope="module")
+def run(datasets_dir, tmp_path_factory) -> RunDir:
+    path = sorted((datasets_dir / "ucmerced").glob("part-*.parquet"))[0]
+    table = pq.read_table(path, columns=["id", "label", "image"])
+    labels = np.asarray(table.column("label").to_pylist())
+    rows = np.flatnonzero(np.isin(labels, ["airplane", "beach", "forest"]))
+    assert len(rows) >= 150, "expected the airplane, beach and forest classes in the first shard"
+    images = table.column("image").to_pylist()
+    x = np.stack([thumb(images[r]) for r in rows])
+    run = RunDir(str(tmp_path_factory.mktemp("run")))
+    write_parquet_atomic(pa.table({
+        "id": table.column("id").take(pa.array(rows)),
+        "embedding": embeddings_to_arrow(x),
+        "uri": pa.array([f"{path}#{r}" for r in rows]),
+        "label": pa.array(labels[rows]),
+    }), run.path("embeddings", "part-00000.parquet"))
+    return run
+
+
+def test_dedup_then_coreset(run):
+    counts = run_dedup(run, {"eps": 0.002, "points_per_cluster": 100, "seed": 0})
+    dups = pq.read_table(run.path("dedup", "duplicates.parquet"))
+    kept = pq.read_table(run.path("dedup", "kept.parquet")).column("id").to_pylist()
+    table, x = read_embeddings(run.path("embeddings"))
+    ids = table.column("id").to_pylist()
+    assert counts["input"] == len(ids) == counts["kept"] + counts["duplicates"]
+    assert sorted(kept + dups.column("id").to_pylist()) == sorted(ids)
+    exact = {frozenset(p) for p, k in zip(zip(dups.column("id").to_pylist(), dups.column("kept_id").to_pylist()),
+                                           dups.column("kind").to_pylist()) if k == "exact"}
+    # Pixel-identical in the original data (README of the shared datasets).
+    assert frozenset({"airplane/airplane01.tif", "airplane/airplane02.tif"}) in exact
+
+    out = run_coreset(run, {"method": "per_cluster", "fraction": 0.1, "seed": 0,
+                            "per_cluster": {"points_per_cluster": 60}})
+    manifest = pq.read_table(run.path("coreset", "manifest.parquet"))
+    assert out["selected"] == manifest.num_rows == round(0.1 * counts["kept"])
+    for col in ("id", "uri", "level_1", "distance", "multiplicity", "label"):
+        assert col in manifest.column_names
+    assert manifest.schema.field("level_1").type == pa.int64()
+    assert manifest.schema.field("distance").type == pa.float32()
+    assert not set(manifest.column("id").to_pylist()) & set(dups.column("id").to_pylist())
+    keep_rows = np.isin(ids, kept)
+    picked = np.flatnonzero(np.isin(np.asarray(ids)[keep_rows], manifest.column("id").to_pylist()))
+    assert covering_radius(x[keep_rows], picked) <= out["covering_radius"] + 1e-5
+    assert run.read_json("run.json")["coreset"]["covering_radius"] == out["covering_radius"]
+    exact_out = run_coreset(run, {"method": "exact", "fraction": 0.1, "seed": 0})
+    manifest = pq.read_table(run.path("coreset", "manifest.parquet"))
+    assert manifest.column("coreset_rank").to_pylist() == list(range(manifest.num_rows))
+    picked = np.flatnonzero(np.isin(np.asarray(ids)[keep_rows], manifest.column("id").to_pylist()))
+    assert covering_radius(x[keep_rows], picked) == pytest.approx(exact_out["covering_radius"], rel=1e-4)
+    assert run_coreset(run, {"method": "exact", "fraction": 0.1, "seed": 0}) == exact_out  # marker
