@@ -68,6 +68,9 @@ def long_tail_pool(x: np.ndarray, labels: np.ndarray, seed: int) -> Pool:
     return Pool(x[idx], labels[idx], np.zeros(len(idx), bool), n_classes)
 
 
+IMAGE_SIZE = 160  # the input size of benchmarks.common.aid_embeddings; copies must match it
+
+
 def near_duplicate_copies(ids: list[str], n_copies: int, seed: int = 0) -> np.ndarray:
     """Embeddings of ``n_copies`` random near-duplicates of every image id (cached)."""
     import pyarrow.compute as pc
@@ -76,7 +79,7 @@ def near_duplicate_copies(ids: list[str], n_copies: int, seed: int = 0) -> np.nd
 
     from pipeline.embed import Embedder
 
-    path = CACHE / f"aid-copies-{len(ids)}x{n_copies}-s{seed}.npy"
+    path = CACHE / f"aid-copies-{len(ids)}x{n_copies}-s{seed}-{IMAGE_SIZE}px.npy"
     if path.exists():
         return np.load(path)
     table = ds.dataset(str(DATASETS / "aid150"), format="parquet").to_table(
@@ -84,7 +87,7 @@ def near_duplicate_copies(ids: list[str], n_copies: int, seed: int = 0) -> np.nd
     )
     by_id = dict(zip(table.column("id").to_pylist(), table.column("image").to_pylist()))
     rng = np.random.default_rng(seed)
-    embedder = Embedder({"backbone": "efficientnet_lite0"})
+    embedder = Embedder({"backbone": "efficientnet_lite0", "image_size": IMAGE_SIZE})
     blobs = []
     for i in ids:
         image = Image.open(io.BytesIO(by_id[i])).convert("RGB")
@@ -202,7 +205,7 @@ def main() -> None:
     if args.copies_only:
         near_duplicate_copies(redundancy_sources(30, 3, 30)[1], 15)
         return
-    table, x = aid_embeddings()
+    table, x = aid_embeddings(image_size=IMAGE_SIZE)
     names = np.asarray(table.column("label").to_pylist())
     classes, labels = np.unique(names, return_inverse=True)
     ids = np.asarray(table.column("id").to_pylist())
