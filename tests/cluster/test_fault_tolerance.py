@@ -1,0 +1,163 @@
+"""Fault tolerance on real data: dead embedding actor, dead k-means actor, dead driver, partial outputs.
+
+Every disturbed run must end with exactly the manifest of an undisturbed run with the same config.
+Processes are killed with SIGKILL (a crash, not a clean shutdown), and only processes this test
+session started: Ray workers are found among the descendants of this process or of the job
+subprocess, whose local Ray lives in its own RAY_TMPDIR.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.curate import run_curate
+from pipeline.io.tables import read_embeddings
+from pipeline.rundir import RunDir
+from tests.cluster.conftest import (FAULT_SETTINGS, REPO, curate_config, descendants, kill_pids,
+                                    processes_mentioning, wait_for, write_subset)
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+
+@pytest.fixture(scope="module")
+def subset(tmp_path_factory, datasets_dir) -> Path:
+    return write_subset(datasets_dir, tmp_path_factory.mktemp("uc4"), per_class=4)
+
+
+@pytest.fixture(scope="module")
+def reference(ray_session, subset, tmp_path_factory) -> Path:
+    """An undisturbed run of the same config."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    run_curate(RunDir(str(run_dir)), curate_config(subset, run_dir))
+    return run_dir
+
+
+def _ray_workers(root_pid: int, *names: str) -> list[int]:
+    return sorted(p for p, cmd in descendants(root_pid).items() if cmd.startswith("ray::") and any(n in cmd for n in names))
+
+
+def _assert_same_result(run_dir: Path, reference: Path) -> None:
+    assert pq.read_table(run_dir / "manifest.parquet").equals(pq.read_table(reference / "manifest.parquet"))
+
+
+def test_killed_embedding_actor_is_restarted_and_the_result_is_unchanged(ray_session, subset, reference, tmp_path):
+    run_dir = tmp_path / "run"
+    state: dict = {}
+
+    def kill_one_embedding_actor() -> None:
+        try:
+            # after the first embedded block is written, while later batches are still queued
+            wait_for(lambda: list((run_dir / "_tmp").rglob("*.parquet")), 600, what="first embedded block")
+            pids = wait_for(lambda: _ray_workers(os.getpid(), "EmbedStage", "MapWorker"), 60, what="embedding actor")
+            state["embed_finished_first"] = (run_dir / "_markers" / "embed.json").exists()
+            kill_pids(pids[:1])
+            state["killed"] = pids[0]
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread below
+            state["error"] = exc
+
+    killer = threading.Thread(target=kill_one_embedding_actor, daemon=True)
+    killer.start()
+    run_curate(RunDir(str(run_dir)), curate_config(subset, run_dir))
+    killer.join(timeout=60)
+    assert "error" not in state, state.get("error")
+    assert state.get("killed") and state["embed_finished_first"] is False
+
+    # the retried batch is neither lost nor written twice
+    counts = RunDir(str(run_dir)).read_json("run.json")["counts"]["embed"]
+    assert counts["read"] == counts["kept"] == 21 * 4
+    got, emb = read_embeddings(str(run_dir / "embeddings"), ["id"])
+    ref, ref_emb = read_embeddings(str(reference / "embeddings"), ["id"])
+    assert got.column("id").to_pylist() == ref.column("id").to_pylist()
+    np.testing.assert_allclose(emb, ref_emb, rtol=0, atol=1e-6)
+    _assert_same_result(run_dir, reference)
+
+
+def test_killed_kmeans_actor_fails_the_step_and_the_rerun_resumes(ray_session, subset, reference, tmp_path):
+    """k-means shard actors are not restarted in place (see the report to the k-means owner):
+    the step fails, and the rerun resumes from the last finished step with the same result."""
+    import ray
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    # reuse the reference embeddings: the embed step is skipped (same input, same config)
+    shutil.copytree(reference / "embeddings", run_dir / "embeddings")
+    shutil.copy(reference / "rejects.parquet", run_dir / "rejects.parquet")
+    (run_dir / "_markers").mkdir()
+    shutil.copy(reference / "_markers" / "embed.json", run_dir / "_markers" / "embed.json")
+    first_step = run_dir / "_markers" / "cluster" / "level_1" / "step_0.json"
+    state: dict = {}
+
+    def kill_one_shard_actor() -> None:
+        try:
+            pids = wait_for(lambda: _ray_workers(os.getpid(), "Shard"), 600, what="k-means shard actors")
+            wait_for(first_step.exists, 600, interval=0.005, what="first k-means step marker")
+            state["cluster_finished_first"] = (run_dir / "_markers" / "cluster.json").exists()
+            kill_pids(pids[:1])
+            state["killed"] = pids[0]
+        except BaseException as exc:  # noqa: BLE001
+            state["error"] = exc
+
+    killer = threading.Thread(target=kill_one_shard_actor, daemon=True)
+    killer.start()
+    cfg = curate_config(subset, run_dir)
+    with pytest.raises(ray.exceptions.RayActorError):
+        run_curate(RunDir(str(run_dir)), cfg)
+    killer.join(timeout=60)
+    assert "error" not in state, state.get("error")
+    assert state["cluster_finished_first"] is False
+    assert not (run_dir / "manifest.parquet").exists()
+
+    finished_step = first_step.stat().st_mtime_ns
+    run_curate(RunDir(str(run_dir)), cfg)
+    assert first_step.stat().st_mtime_ns == finished_step  # resumed after it, not recomputed
+    _assert_same_result(run_dir, reference)
+
+
+def _job_command(subset: Path, run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "jobs.curate", f"input.path={subset}", f"run_dir={run_dir}", *FAULT_SETTINGS,
+            "ray.num_cpus=2", "ray.object_store_memory=300000000"]
+
+
+def test_killed_driver_resumes_from_the_last_finished_step(subset, reference, tmp_path):
+    run_dir = tmp_path / "run"
+    ray_tmp = f"/tmp/rtd-{uuid.uuid4().hex[:6]}"  # this job's own Ray: cleaned up by path below
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    log = open(tmp_path / "first.log", "w")
+    driver = subprocess.Popen(_job_command(subset, run_dir), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    embed_marker = run_dir / "_markers" / "embed.json"
+    try:
+        wait_for(lambda: embed_marker.exists() or driver.poll() is not None, 900, interval=0.02, what="embed marker")
+        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=60)
+    finally:
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)  # the dead driver's local Ray (same session)
+        except ProcessLookupError:
+            pass
+        kill_pids(processes_mentioning(ray_tmp))
+        log.close()
+    assert driver.returncode == -signal.SIGKILL
+    assert not (run_dir / "manifest.parquet").exists()
+    embedded_at = embed_marker.stat().st_mtime_ns
+
+    try:
+        rerun = subprocess.run(_job_command(subset, run_dir), cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    finally:
+        kill_pids(processes_mentioning(ray_tmp))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "embed: already done" in rerun.stdout + rerun.stderr
+    assert embed_marker.stat().st_mtime_ns == embedded_at
+    _assert_same_result(run_dir, reference)

@@ -1,0 +1,131 @@
+"""A real two-node Ray cluster on this machine; `jobs.curate` submitted through the Ray Jobs API.
+
+The head (1 CPU, dashboard + job server) and a worker node (1 CPU, custom resource
+``worker_node``) run as `ray start --block` children of this test, each with its own temp dir
+and ports, with token authentication (Ray's default) using a token made for this test. Teardown
+stops exactly those processes (never `ray stop`, which would stop every Ray on the machine).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+
+from tests.cluster.conftest import FAULT_SETTINGS, REPO, free_port, kill_pids, processes_mentioning, wait_for, write_subset
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+
+def _node_ports() -> list[str]:
+    names = ("node-manager-port", "object-manager-port", "metrics-export-port", "dashboard-agent-listen-port",
+             "dashboard-agent-grpc-port", "runtime-env-agent-port")
+    return [f"--{name}={free_port()}" for name in names]
+
+
+@pytest.fixture(scope="module")
+def two_node_cluster(tmp_path_factory):
+    """(dashboard URL, auth headers, temp dirs); both nodes stopped by PID afterwards."""
+    token = uuid.uuid4().hex + uuid.uuid4().hex
+    tag = uuid.uuid4().hex[:6]
+    temp_dirs = [f"/tmp/rt-h{tag}", f"/tmp/rt-w{tag}"]
+    port, dashboard = free_port(), free_port()
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    env.pop("RAY_ADDRESS", None)
+    ray = str(Path(sys.executable).with_name("ray"))
+    logs = tmp_path_factory.mktemp("ray-logs")
+    head_cmd = [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
+                "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+                f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dirs[0]}", *_node_ports()]
+    worker_cmd = [ray, "start", "--block", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                  '--resources={"worker_node": 1}', f"--temp-dir={temp_dirs[1]}", *_node_ports()]
+    procs: list[subprocess.Popen] = []
+    url = f"http://127.0.0.1:{dashboard}"
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        procs.append(subprocess.Popen(head_cmd, env=env, stdout=open(logs / "head.log", "w"), stderr=subprocess.STDOUT,
+                                      start_new_session=True))
+        wait_for(lambda: _alive_nodes(url, headers) >= 1 or procs[0].poll() is not None, 300, 1.0, "head node")
+        assert procs[0].poll() is None, (logs / "head.log").read_text()[-3000:]
+        # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps the head and the job driver on loopback but also
+        # makes `ray start --address` refuse to add a node; the worker node gets 1 and an explicit
+        # --node-ip-address=127.0.0.1 instead.
+        worker_env = {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+        procs.append(subprocess.Popen(worker_cmd, env=worker_env, stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT,
+                                      start_new_session=True))
+        wait_for(lambda: _alive_nodes(url, headers) >= 2 or procs[1].poll() is not None, 300, 1.0, "worker node")
+        assert procs[1].poll() is None, (logs / "worker.log").read_text()[-3000:]
+        yield url, headers, temp_dirs
+    finally:
+        for proc in reversed(procs):  # `ray start --block` stops its node's processes on SIGTERM
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for d in temp_dirs:
+            kill_pids(processes_mentioning(d))
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _get(url: str, headers: dict, path: str) -> dict | None:
+    try:
+        r = httpx.get(url + path, headers=headers, timeout=10)
+        return r.json() if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def _alive_nodes(url: str, headers: dict) -> int:
+    data = _get(url, headers, "/api/v0/nodes?limit=100")
+    rows = (data or {}).get("data", {}).get("result", {}).get("result", [])
+    return sum(1 for n in rows if n.get("state") == "ALIVE")
+
+
+def test_curate_job_on_two_nodes(two_node_cluster, datasets_dir, tmp_path):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    url, headers, _ = two_node_cluster
+    with pytest.raises(Exception):  # token authentication is on: a wrong token is refused
+        JobSubmissionClient(url, headers={"Authorization": "Bearer not-the-token"}).list_jobs()
+
+    subset = write_subset(datasets_dir, tmp_path / "uc2", per_class=2)
+    run_dir = tmp_path / "run"  # on a real cluster: s3://bucket/runs/...; here every node shares /tmp
+    settings = [s for s in FAULT_SETTINGS if not s.startswith("sample.")]
+    # one 1-CPU k-means shard actor per node: the level-1 work must use both nodes
+    entrypoint = " ".join([sys.executable, "-m", "jobs.curate", f"input.path={subset}", f"run_dir={run_dir}", *settings,
+                           "kmeans.cpus_per_actor=1", "sample.target_size=20", "report.enabled=true"])
+    client = JobSubmissionClient(url, headers=headers)
+    job_id = client.submit_job(
+        entrypoint=entrypoint,
+        runtime_env={"working_dir": str(REPO), "excludes": [".git", ".venv", "benchmarks/.cache", "data", "docs", "runs"]},
+    )
+    terminal = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+    status = wait_for(lambda: (s := client.get_job_status(job_id)) in terminal and s, 1200, 2.0, "job to finish")
+    logs = client.get_job_logs(job_id)
+    assert status == JobStatus.SUCCEEDED, logs[-4000:]
+    assert f"manifest: {run_dir / 'manifest.parquet'}" in logs
+
+    manifest = pq.read_table(run_dir / "manifest.parquet")
+    assert sum(manifest.column("multiplicity").to_pylist()) == 20
+    inputs = {f"{p.parent.name}/{p.name}" for p in subset.rglob("*.tif")}
+    assert {Path(u).parent.name + "/" + Path(u).name for u in manifest.column("uri").to_pylist()} <= inputs
+    assert (run_dir / "report.html").exists()
+
+    actors = _get(url, headers, "/api/v0/actors?limit=1000&detail=true&filter_keys=class_name"
+                                "&filter_predicates=%3D&filter_values=Shard")
+    shards = actors["data"]["result"]["result"]
+    assert len({a["node_id"] for a in shards}) == 2, shards
