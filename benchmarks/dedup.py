@@ -32,6 +32,34 @@ from pipeline.dedup import find_duplicates, pixel_hash
 EMBED = {"backbone": "efficientnet_lite0", "image_size": 160, "batch_size": 64}
 
 
+def aid_meta() -> tuple[np.ndarray, np.ndarray]:
+    """(ids, labels) of AID sorted by id: copy sources are drawn from this, independent of row order."""
+    t = ds.dataset(str(DATASETS / "aid150"), format="parquet").to_table(columns=["id", "label"]).sort_by("id")
+    return np.asarray(t.column("id").to_pylist()), np.asarray(t.column("label").to_pylist())
+
+
+RECALL_KINDS = ["flip"] * 100 + ["crop"] * 100 + ["jpeg"] * 100
+
+
+def recall_copies() -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(source ids, copy embeddings, copy hashes) of the 300 injected near-duplicates."""
+    all_ids, _ = aid_meta()
+    src_ids = np.random.default_rng(0).choice(all_ids, size=300, replace=False)
+    return (src_ids, *embed_copies("injected-300", src_ids.tolist(), RECALL_KINDS, seed=0))
+
+
+def inflated_copies() -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """(base ids: 100 per class, copy source ids, copy embeddings, copy hashes) of the inflated pool."""
+    meta_ids, meta_labels = aid_meta()
+    fixed = np.random.default_rng(1)
+    classes = sorted(set(meta_labels))
+    base_ids = np.concatenate([fixed.choice(meta_ids[meta_labels == c], 100, replace=False) for c in classes])
+    heads = fixed.choice(len(classes), 3, replace=False)
+    src_ids = np.repeat(np.concatenate([base_ids[h * 100 : (h + 1) * 100] for h in heads]), 5)
+    return (base_ids, src_ids,
+            *embed_copies("inflated-1500", src_ids.tolist(), ["brightness_jpeg"] * len(src_ids), seed=1))
+
+
 def aid_images() -> dict[str, bytes]:
     t = ds.dataset(str(DATASETS / "aid150"), format="parquet").to_table(columns=["id", "image"])
     return dict(zip(t.column("id").to_pylist(), t.column("image").to_pylist()))
@@ -92,12 +120,12 @@ def aid_hashes(ids: list[str]) -> list[str]:
 
 
 def bench_recall(eps_list: list[float]) -> dict:
+    src_ids, copy_x, copy_hashes = recall_copies()
+    kinds = RECALL_KINDS
     table, x = aid_embeddings()
     ids = table.column("id").to_pylist()
-    rng = np.random.default_rng(0)
-    src = rng.choice(len(ids), size=300, replace=False)
-    kinds = ["flip"] * 100 + ["crop"] * 100 + ["jpeg"] * 100
-    copy_x, copy_hashes = embed_copies("injected-300", [ids[i] for i in src], kinds, seed=0)
+    row = {i: r for r, i in enumerate(ids)}
+    src = np.array([row[i] for i in src_ids])
     pool = np.concatenate([x, copy_x])
     hashes = aid_hashes(ids) + copy_hashes
     n = len(ids)
@@ -136,16 +164,14 @@ def bench_curate(seeds: int, eps: float) -> dict:
     from pipeline.kmeans import hierarchical_kmeans
     from pipeline.sampling import hierarchical_balanced_sampling
 
+    base_ids, src_ids, copy_x, copy_hashes = inflated_copies()
+    classes = sorted(set(aid_meta()[1]))
     table, x = aid_embeddings()
     ids = np.asarray(table.column("id").to_pylist())
     labels = np.asarray(table.column("label").to_pylist())
-    fixed = np.random.default_rng(1)
-    classes = sorted(set(labels))
-    base = np.concatenate([fixed.choice(np.flatnonzero(labels == c), 100, replace=False) for c in classes])
-    heads = fixed.choice(len(classes), 3, replace=False)
-    src = np.concatenate([base[h * 100 : (h + 1) * 100] for h in heads])
-    src5 = np.repeat(src, 5)
-    copy_x, copy_hashes = embed_copies("inflated-1500", ids[src5].tolist(), ["brightness_jpeg"] * len(src5), seed=1)
+    row = {i: r for r, i in enumerate(ids)}
+    base = np.array([row[i] for i in base_ids])
+    src5 = np.array([row[i] for i in src_ids])
     pool_x = np.concatenate([x[base], copy_x])
     pool_y = np.concatenate([labels[base], labels[src5]])
     is_copy = np.concatenate([np.zeros(len(base), bool), np.ones(len(src5), bool)])
@@ -179,14 +205,23 @@ def bench_curate(seeds: int, eps: float) -> dict:
             "results": res}
 
 
+def bench_prepare() -> None:
+    aid_hashes(aid_meta()[0].tolist())
+    recall_copies()
+    inflated_copies()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("part", choices=["recall", "curate"])
+    ap.add_argument("part", choices=["recall", "curate", "prepare"])
     ap.add_argument("--eps", type=float, nargs="+", default=[0.02, 0.05, 0.1, 0.15])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.part == "prepare":  # build the caches (copies' embeddings, AID pixel hashes) only
+        bench_prepare()
+        return
     res = bench_recall(args.eps) if args.part == "recall" else bench_curate(args.seeds, args.eps[0])
     res["machine"] = machine() + " (shared with other engineers' jobs during measurement)"
     print(json.dumps(res, indent=2))
