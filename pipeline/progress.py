@@ -7,7 +7,9 @@ a line on the terminal (rewritten in place on a TTY) and the same line appended 
 
     eta = (total - done) * elapsed / done
 
-Usage (driver side only; never inside Ray actors)::
+Use it where the loop runs: the driver (k-means, active rounds) or rank 0 of a Ray Train loop
+(SSL epochs; its terminal output reaches the driver through Ray's log forwarding, and the run
+directory is on storage every node reaches)::
 
     with Progress("kmeans/level_1/step_0", total=n_iters, run=run, unit="iter") as bar:
         for it in range(n_iters):

@@ -8,6 +8,8 @@ curves and the progress log tail. Options (``cfg["report"]``): ``gallery_cluster
 """
 from __future__ import annotations
 
+import fsspec
+
 from pipeline.report.data import ReportData, gather
 from pipeline.report.html import render
 from pipeline.rundir import RunDir
@@ -19,7 +21,7 @@ def write_report(run: RunDir, cfg: dict | None = None) -> str:
     """Render ``run``'s report and write it atomically to ``run.path("report.html")``; returns that path."""
     html = render(gather(run, cfg))
     with run.staging(REPORT_NAME) as tmp:  # a crash mid-write never leaves a half report
-        with run.fs.open(run.fs._strip_protocol(tmp), "w", encoding="utf-8") as fh:
+        with fsspec.open(tmp, "w", encoding="utf-8") as fh:
             fh.write(html)
     return run.path(REPORT_NAME)
 
