@@ -128,12 +128,15 @@ def synthetic(
     }
 
 
+AID_BACKBONE, AID_IMAGE_SIZE = "efficientnet_lite0", 160  # must match the cached embeddings
+
+
 def aid(n_queries: int, seed: int) -> dict:
     from benchmarks.common import CACHE, DATASETS, aid_embeddings
     from pipeline.embed import Embedder
     from pipeline.io.images import decode_rgb
 
-    table, x = aid_embeddings()
+    table, x = aid_embeddings(AID_BACKBONE, AID_IMAGE_SIZE)
     labels = np.asarray(table.column("label").to_numpy(zero_copy_only=False), dtype=object)
     faiss.omp_set_num_threads(1)
     index = SearchIndex.build(x, cfg={"kind": "flat", "metric": "ip", "normalize": True}, meta=table)
@@ -159,7 +162,7 @@ def aid(n_queries: int, seed: int) -> dict:
         for i, b in zip(t.column("id").to_pylist(), t.column("image").to_pylist()):
             if i in wanted:
                 blobs[i] = b
-    embed_cfg = {"backbone": "efficientnet_lite0", "image_size": 224, "batch_size": 64}
+    embed_cfg = {"backbone": AID_BACKBONE, "image_size": AID_IMAGE_SIZE, "batch_size": 64}
     embedder = Embedder(embed_cfg)
     grids = parse_tiles("2x2")
     t0 = time.perf_counter()
@@ -183,6 +186,7 @@ def aid(n_queries: int, seed: int) -> dict:
         "flat_latency": lat,
         "tile_embed_s_per_query": embed_s / n_queries,
         "cache": str(CACHE),
+        "embed": embed_cfg,
     }
 
 
@@ -197,7 +201,7 @@ def main() -> None:
     ap.add_argument("--nprobe", default="16,32,64,128,256")
     ap.add_argument("--refine", default="10,40")
     ap.add_argument("--target-recall", type=float, default=0.95)
-    ap.add_argument("--aid-queries", type=int, default=600)
+    ap.add_argument("--aid-queries", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args()
