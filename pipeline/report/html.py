@@ -143,22 +143,40 @@ def render(data: ReportData, generated: dt.datetime | None = None) -> str:
     return "".join(out)
 
 
+ACTIVE_CHARTS = (  # (title, columns of active/rounds.parquet, values are fractions)
+    ("Positives found (labeled positive)", ("n_positive_labeled",), False),
+    ("Labeled fraction", ("labeling_effort",), True),
+    ("Labeled images", ("n_labeled",), False),
+    ("Oracle metrics", ("f1", "precision", "recall", "positives_retrieved", "false_positive_rate"), True),
+    ("Share of predictions changed", ("changed_share",), True),
+    ("Seconds per round", ("train_seconds", "score_seconds", "select_seconds"), False),
+)
+
+
+def _numeric(table: pa.Table, name: str) -> np.ndarray | None:
+    col = table.column(name)
+    if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+        return None
+    y = np.array([np.nan if v is None else v for v in col.to_pylist()], dtype=np.float64)
+    return y if np.isfinite(y).any() else None
+
+
 def _active_body(data: ReportData) -> str:
-    """One line chart per numeric per-round column (positives found, labeled fraction, F1, ...)."""
+    """Per-round curves of ``active/rounds.parquet``: positives found, labeled fraction, F1 and the
+    other oracle metrics (when an oracle exists), then any other numeric column on its own."""
     table = data.active
     assert table is not None
     xcol = "round" if "round" in table.column_names else None
     x = table.column(xcol).to_numpy().astype(np.float64) if xcol else np.arange(table.num_rows, dtype=np.float64)
+    groups = [(t, [c for c in cols if c in table.column_names], b) for t, cols, b in ACTIVE_CHARTS]
+    known = {c for _, cols, _ in groups for c in cols} | {xcol}
+    groups += [(name, [name], False) for name in table.column_names if name not in known]
     charts = []
-    for name in table.column_names:
-        if name == xcol:
+    for title, cols, bounded in groups:
+        series = {c: y for c in cols if (y := _numeric(table, c)) is not None}
+        if not series:
             continue
-        col = table.column(name)
-        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
-            continue
-        y = np.array([np.nan if v is None else v for v in col.to_pylist()], dtype=np.float64)
-        if not np.isfinite(y).any():
-            continue
-        bounded = np.nanmin(y) >= 0 and np.nanmax(y) <= 1
-        charts.append(f"<div><h3>{escape(name)}</h3>{line_chart(x, {name: y}, ylabel=name, y_range=(0.0, 1.0) if bounded else None)}</div>")
+        fractions = bounded and all(np.nanmin(y) >= 0 and np.nanmax(y) <= 1 for y in series.values())
+        chart = line_chart(x, series, ylabel="" if len(series) > 1 else next(iter(series)), y_range=(0.0, 1.0) if fractions else None)
+        charts.append(f"<div><h3>{escape(title)}</h3>{chart}</div>")
     return f'<div class="row">{"".join(charts)}</div>' if charts else '<p class="muted">no numeric per-round columns</p>'

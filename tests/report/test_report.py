@@ -143,16 +143,20 @@ def test_failed_render_leaves_no_report(tmp_path, monkeypatch):
 def test_partial_run_and_active_rounds(tmp_path):
     """An active run without clusters/manifest still gets a report, with its round curves."""
     run = RunDir(str(tmp_path / "active"))
-    rounds = pa.table({"round": [0, 1, 2, 3], "positives_found": [3, 9, 17, 22],
-                       "labeled_fraction": [0.01, 0.02, 0.03, 0.04], "f1": [None, 0.41, 0.55, 0.62]})
+    # the columns pipeline/active writes (oracle metrics only when an oracle exists)
+    rounds = pa.table({"round": [0, 1, 2, 3], "n_labeled": [10, 20, 30, 40], "n_positive_labeled": [3, 9, 17, 22],
+                       "labeling_effort": [0.01, 0.02, 0.03, 0.04], "f1": [None, 0.41, 0.55, 0.62],
+                       "recall": [0.1, 0.3, 0.5, 0.6], "changed_share": [None, None, None, None],
+                       "note": ["a", "b", "c", "d"], "extra_score": [1.0, 2.0, 3.0, 4.0]})
     run.fs.makedirs(run.local("active"), exist_ok=True)
     pq.write_table(rounds, run.local("active", "rounds.parquet"))
     run.update_run_json(timings={"active": 4.0})
     html = render(gather(run, {}))
     assert 'id="active"' in html and 'id="clusters"' not in html and 'id="gallery"' not in html
-    for name in ("positives_found", "labeled_fraction", "f1"):
-        assert f"<h3>{name}</h3>" in html
-    assert html.count("<polyline") == 3
+    titles = [t.split("</h3>")[0] for t in html.split('id="active"')[1].split("<h3>")[1:]]
+    assert titles == ["Positives found (labeled positive)", "Labeled fraction", "Labeled images", "Oracle metrics", "extra_score"]
+    # f1 + recall share one chart; the all-null and the text column are left out
+    assert html.count("<polyline") == 6
 
 
 def test_parquet_uris_resolve_rows_across_row_groups(tmp_path):
