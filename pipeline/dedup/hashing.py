@@ -2,7 +2,6 @@
 other bytes: PNG vs lossless re-save, stripped metadata) match, and byte-identical files match."""
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from typing import ClassVar, Sequence
 
@@ -10,7 +9,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.io.images import RejectedImage, decode_rgb
+from pipeline.io.images import RejectedImage, decode_rgb, pixel_digest
 from pipeline.stage import Stage
 
 PIXEL_HASH = "pixel_hash"
@@ -19,13 +18,9 @@ PIXEL_HASH = "pixel_hash"
 def pixel_hash(data: bytes | None) -> str | None:
     """blake2b-128 hex of ``width, height`` and the RGB pixel bytes; None when ``data`` does not decode."""
     try:
-        img = decode_rgb(data)
+        return pixel_digest(decode_rgb(data))
     except RejectedImage:
         return None
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{img.width}x{img.height}".encode())
-    h.update(img.tobytes())
-    return h.hexdigest()
 
 
 def load_images(uris: Sequence[str]) -> list[bytes | None]:

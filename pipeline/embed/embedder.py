@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from pipeline.embed.backbones import Backbone, build_backbone
-from pipeline.io.images import DEFAULT_MAX_PIXELS, decode_rgb
+from pipeline.io.images import DEFAULT_MAX_PIXELS, decode_rgb, pixel_digest
 
 
 @dataclass
@@ -25,6 +25,7 @@ class EmbedConfig:
     batch_size: int = 64
     num_threads: int = 1  # torch intra-op threads per worker
     max_pixels: int = DEFAULT_MAX_PIXELS
+    pixel_hash: bool = True  # add a `pixel_hash` column (exact-duplicate key; decodes JPEGs at full size)
     # Ray Data actor pool
     pool_size: int = 2
     cpus_per_actor: float = 0.5
@@ -73,6 +74,11 @@ class Embedder:
     def decode(self, data: bytes) -> np.ndarray:
         """Encoded bytes -> preprocessed array; raises ``RejectedImage`` for bad input."""
         return self.preprocess(decode_rgb(data, max_pixels=self.cfg.max_pixels, draft_size=self.image_size))
+
+    def decode_with_digest(self, data: bytes) -> tuple[np.ndarray, str]:
+        """Like :meth:`decode`, plus the full-resolution pixel digest (``pipeline.io.images.pixel_digest``)."""
+        img = decode_rgb(data, max_pixels=self.cfg.max_pixels)
+        return self.preprocess(img), pixel_digest(img)
 
     @torch.inference_mode()
     def embed_arrays(self, pixels: np.ndarray) -> np.ndarray:

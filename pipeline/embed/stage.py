@@ -20,11 +20,12 @@ from pipeline.stage import Resources, Stage
 log = logging.getLogger(__name__)
 
 REJECT_REASON = "reject_reason"
+PIXEL_HASH = "pixel_hash"
 
 
 class EmbedStage(Stage):
     """Decode + resize + normalise + forward. Input rows: ``id, uri, image, _read_error, *carried``.
-    Output rows: the same minus ``image``/``_read_error``, plus ``embedding``
+    Output rows: the same minus ``image``/``_read_error``, plus ``pixel_hash`` (when configured), ``embedding``
     (``fixed_size_list<float32>[D]``; zeros for rejected rows) and ``reject_reason`` (null if kept)."""
 
     name = "embed"
@@ -43,21 +44,30 @@ class EmbedStage(Stage):
         images = batch.column("image").to_pylist()
         read_errors = batch.column("_read_error").to_pylist() if "_read_error" in batch.column_names else [None] * len(images)
         reasons: list[str | None] = []
+        digests: list[str | None] = []
         pixels = []
         for data, err in zip(images, read_errors):
+            digest = None
             if err:
                 reasons.append(err)
-                continue
-            try:
-                pixels.append(self.embedder.decode(data))
-                reasons.append(None)
-            except RejectedImage as exc:
-                reasons.append(exc.reason)
+            else:
+                try:
+                    if self.cfg.pixel_hash:
+                        arr, digest = self.embedder.decode_with_digest(data)
+                    else:
+                        arr = self.embedder.decode(data)
+                    pixels.append(arr)
+                    reasons.append(None)
+                except RejectedImage as exc:
+                    reasons.append(exc.reason)
+            digests.append(digest)
         emb = np.zeros((len(images), self.embedder.dim), np.float32)
         if pixels:
             ok = np.array([r is None for r in reasons])
             emb[ok] = self.embedder.embed_arrays(np.stack(pixels))
         out = batch.drop_columns([c for c in ("image", "_read_error") if c in batch.column_names])
+        if self.cfg.pixel_hash:
+            out = out.append_column(PIXEL_HASH, pa.array(digests, pa.string()))
         return out.append_column(EMBEDDING, embeddings_to_arrow(emb)).append_column(REJECT_REASON, pa.array(reasons, pa.string()))
 
 

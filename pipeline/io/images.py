@@ -6,6 +6,7 @@ truncated files, and images above ``max_pixels`` (checked from the header, befor
 """
 from __future__ import annotations
 
+import hashlib
 import io
 
 import numpy as np
@@ -81,3 +82,12 @@ def thumbnail_jpeg(data: bytes, max_side: int = 256, quality: int = 85) -> bytes
     out = io.BytesIO()
     img.save(out, format="JPEG", quality=quality)
     return out.getvalue()
+
+
+def pixel_digest(img: Image.Image) -> str:
+    """blake2b-128 hex of ``WxH`` and the RGB pixel bytes: equal for pixel-identical images,
+    whatever their container (PNG vs lossless re-save, stripped metadata)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{img.width}x{img.height}".encode())
+    h.update(img.tobytes())
+    return h.hexdigest()

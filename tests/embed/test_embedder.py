@@ -68,7 +68,7 @@ def test_stage_rejects_bad_rows_and_keeps_converted_ones(jpegs):
         "label": ["x"] * len(names),
     })
     out = EmbedStage({**SMALL, "max_pixels": 1_000_000})(batch)
-    assert out.column_names == ["id", "uri", "label", "embedding", "reject_reason"]
+    assert out.column_names == ["id", "uri", "label", "pixel_hash", "embedding", "reject_reason"]
     reasons = dict(zip(out.column("id").to_pylist(), out.column("reject_reason").to_pylist()))
     expected = {"good.jpg": None, **{k: v[1] for k, v in cases.items()}}
     expected["huge.png"] = "unreadable file"  # the read error wins over decoding
@@ -78,3 +78,15 @@ def test_stage_rejects_bad_rows_and_keeps_converted_ones(jpegs):
     kept = np.array([r is None for r in out.column("reject_reason").to_pylist()])
     np.testing.assert_allclose(np.linalg.norm(x[kept], axis=1), 1.0, rtol=1e-5)
     assert not x[~kept].any()
+
+
+def test_pixel_hash_matches_identical_pixels_only(jpegs):
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.open(io.BytesIO(jpegs[0])).save(png, format="PNG")  # same pixels, other container
+    batch = pa.table({"id": ["a", "b", "c"], "uri": ["a", "b", "c"], "image": pa.array([jpegs[0], png.getvalue(), jpegs[1]], pa.binary())})
+    hashes = EmbedStage(SMALL)(batch).column("pixel_hash").to_pylist()
+    assert hashes[0] == hashes[1] != hashes[2]
