@@ -89,7 +89,7 @@ def strata_side(path: str, n: int, k: int, iters: int, threads: int, seed: int, 
     from pipeline.kmeans.shard import ShardSource
 
     local = backend == "local"
-    cfg = KMeansConfig.from_dict({"n_clusters": [k], "n_actors": 0 if local else threads,
+    cfg = KMeansConfig.from_dict({"n_clusters": [k], "n_actors": 1 if local else threads, "in_process": local,
                                   "threads_per_actor": threads if local else 1,
                                   "cpus_per_actor": 0.5, "chunk_mb": chunk_mb, "metric": "l2"})
     n_shards = 1 if local else threads

@@ -59,6 +59,7 @@ class KMeansConfig:
     use_gpu: bool = False
     chunk_mb: float = 64.0
     split_tasks: int = 4
+    in_process: bool = False
 
     PER_LEVEL: tuple[str, ...] = field(
         default=("n_clusters", "n_iters", "n_resampling_steps", "sample_size", "resampling_strategy", "n_splits"),

@@ -69,9 +69,9 @@ def plan_shards(files: list[str], n_shards: int, drop_ids_path: str | None = Non
 
 
 def start_shards(sources: list[ShardSource], cfg: KMeansConfig):
-    """One Ray actor per source (or in-process shards when ``cfg.n_actors == 0``), offsets set."""
+    """One Ray actor per source (or in-process shards when ``cfg.in_process``), offsets set."""
     kwargs = dict(metric=cfg.metric, chunk_mb=cfg.chunk_mb, threads=cfg.threads_per_actor, use_gpu=cfg.use_gpu)
-    if cfg.n_actors == 0:
+    if cfg.in_process:
         group: Any = LocalGroup([Shard(source=s, **kwargs) for s in sources])
     else:
         import ray
@@ -85,8 +85,8 @@ def start_shards(sources: list[ShardSource], cfg: KMeansConfig):
 
 
 def _n_actors(cfg: KMeansConfig) -> int:
-    if cfg.n_actors is not None:
-        return max(1, cfg.n_actors)
+    if cfg.n_actors:
+        return int(cfg.n_actors)
     import ray
 
     res = ray.cluster_resources() if ray.is_initialized() else {}

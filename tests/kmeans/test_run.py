@@ -21,6 +21,15 @@ CFG = {
 }
 
 
+@pytest.fixture(params=["ray", "in_process"])
+def backend(request) -> dict:
+    """Shards on Ray actors, or the same shards inside the test process (no Ray)."""
+    if request.param == "ray":
+        request.getfixturevalue("ray_session")
+        return {}
+    return {"in_process": True}
+
+
 def _arrays(run: RunDir) -> list[dict[str, np.ndarray]]:
     _, levels = load_levels(run.path("clusters"))
     return [vars(lv) for lv in levels]
@@ -33,16 +42,16 @@ def _assert_same(a: list[dict], b: list[dict]) -> None:
         np.testing.assert_allclose(la["centroids"], lb["centroids"], atol=1e-6)
 
 
-def test_actors_match_single_actor_and_in_process(ray_session, tmp_path, blob_run):
+def test_actors_match_single_actor_and_in_process(backend, tmp_path, blob_run):
     run, x, _ = blob_run
-    summary = run_cluster(run, {**CFG, "n_actors": 3})
+    summary = run_cluster(run, {**CFG, **backend, "n_actors": 3})
     assert [lv["n_clusters"] for lv in summary["levels"]] == [24, 5]
     assert summary["n_points"] == 1200 and summary["n_dropped_duplicates"] == 0
     distributed = _arrays(run)
 
     single = RunDir(str(tmp_path / "single"))
     single.fs.copy(run.local("embeddings"), single.local("embeddings"), recursive=True)
-    run_cluster(single, {**CFG, "n_actors": 1})
+    run_cluster(single, {**CFG, **backend, "n_actors": 1})
     _assert_same(distributed, _arrays(single))
 
     levels = hierarchical_kmeans(x, CFG)  # the in-process API gives the same clustering
@@ -57,22 +66,22 @@ def test_actors_match_single_actor_and_in_process(ray_session, tmp_path, blob_ru
     for c in range(24):
         seg = lv1["sorted_distances"][lv1["offsets"][c]:lv1["offsets"][c + 1]]
         assert np.all(np.diff(seg) >= 0)
-    assert run_cluster(run, {**CFG, "n_actors": 3})["skipped"] is True
+    assert run_cluster(run, {**CFG, **backend, "n_actors": 3})["skipped"] is True
 
 
-def test_duplicates_are_left_out(ray_session, blob_run):
+def test_duplicates_are_left_out(backend, blob_run):
     run, _, _ = blob_run
     dropped = [f"img{i:05d}" for i in range(0, 1200, 7)]
     write_parquet_atomic(pa.table({"id": dropped}), run.path("dedup", "duplicates.parquet"))
-    summary = run_cluster(run, {**CFG, "n_actors": 2})
+    summary = run_cluster(run, {**CFG, **backend, "n_actors": 2})
     assert summary["n_dropped_duplicates"] == len(dropped)
     ids = set(load_point_ids(run.path("clusters")).column("id").to_pylist())
     assert len(ids) == 1200 - len(dropped) and not ids & set(dropped)
 
 
-def test_resume_after_crash_between_steps_is_identical(ray_session, tmp_path, blob_run, monkeypatch):
+def test_resume_after_crash_between_steps_is_identical(backend, tmp_path, blob_run, monkeypatch):
     run, _, _ = blob_run
-    run_cluster(run, {**CFG, "n_actors": 2})
+    run_cluster(run, {**CFG, **backend, "n_actors": 2})
     clean = _arrays(run)
 
     crashed = RunDir(str(tmp_path / "crashed"))
@@ -86,16 +95,16 @@ def test_resume_after_crash_between_steps_is_identical(ray_session, tmp_path, bl
 
     monkeypatch.setattr(kmeans_run, "save_step", save_then_crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run_cluster(crashed, {**CFG, "n_actors": 2})
+        run_cluster(crashed, {**CFG, **backend, "n_actors": 2})
     assert crashed.is_done("cluster/level_1/step_1") and not crashed.is_done("cluster/level_1/step_2")
     monkeypatch.setattr(kmeans_run, "save_step", real_save)
-    summary = run_cluster(crashed, {**CFG, "n_actors": 3})  # another worker layout, same result
+    summary = run_cluster(crashed, {**CFG, **backend, "n_actors": 3})  # another worker layout, same result
     assert summary["levels"][0]["steps_run"] == 1
     _assert_same(clean, _arrays(crashed))
 
 
-def test_split_mode_on_actors_matches_in_process(ray_session, blob_run):
+def test_split_mode_on_actors_matches_in_process(backend, blob_run):
     run, x, _ = blob_run
     cfg = {**CFG, "n_splits": [4, 1], "split_tasks": 3}
-    run_cluster(run, {**cfg, "n_actors": 2})
+    run_cluster(run, {**cfg, **backend, "n_actors": 2})
     _assert_same(_arrays(run), [vars(lv) for lv in hierarchical_kmeans(x, cfg)])

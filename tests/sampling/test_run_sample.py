@@ -25,7 +25,7 @@ def clustered_run(tmp_path) -> RunDir:
                   "label": [f"c{v}" for v in labels], "date": ["2024-01-01"] * len(x)}),
         run.path("embeddings", "part-00000.parquet"),
     )
-    cfg = {"n_clusters": [20, 4], "n_iters": 8, "n_resampling_steps": [2, 1], "sample_size": [4, 2], "n_actors": 0}
+    cfg = {"n_clusters": [20, 4], "n_iters": 8, "n_resampling_steps": [2, 1], "sample_size": [4, 2], "in_process": True}
     run_cluster(run, cfg)
     return run
 
