@@ -30,7 +30,11 @@ def _as_tensor(x: np.ndarray | torch.Tensor, metric: Metric, device: str) -> tor
     """(N, D) float32 tensor on ``device``; rows L2-normalised for the cosine metric."""
     if metric not in ("l2", "cosine"):
         raise ValueError(f"metric must be 'l2' or 'cosine', got {metric!r}")
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if not isinstance(x, torch.Tensor):
+        x = np.asarray(x)
+        # Arrow-backed arrays are read-only; torch needs a writable buffer (copy only then).
+        x = x if x.flags.writeable else np.array(x, dtype=np.float32)
+    t = torch.as_tensor(x)
     if t.ndim != 2:
         raise ValueError(f"x must be 2-D (N, D), got shape {tuple(t.shape)}")
     t = t.to(device=device, dtype=torch.float32)
