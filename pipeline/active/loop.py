@@ -203,7 +203,7 @@ def select_batch(x: np.ndarray, probs: np.ndarray, state: LoopState, cfg: Active
     m = k if cfg.diversity == "none" else cfg.candidate_factor * k
     cand = rows[top_k(u, m)]
     if scored is not None:
-        _, nbrs = index.search_rows(x[cand], cfg.scale.neighbors)
+        nbrs, _ = index.search_rows(x[cand], cfg.scale.neighbors)
         pool = np.unique(np.concatenate([cand, nbrs.reshape(-1)]))
         pool = pool[(pool >= 0) & ~labeled[pool]]
         u_pool = priority(cfg.strategy, head.predict_proba(x[pool]), rng, sigma=cfg.sigma)
