@@ -119,3 +119,22 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
             return value
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def ray_started():
+    """Start the session's local Ray (same settings as ``ray_session``) with retries: Ray gives a
+    raylet a fixed 30 s to register, which a heavily shared machine can miss."""
+    import ray
+
+    for attempt in range(3):
+        if ray.is_initialized():
+            break
+        try:
+            ray.init(address="local", num_cpus=2, object_store_memory=int(3e8), include_dashboard=False, log_to_driver=False)
+        except Exception as exc:  # noqa: BLE001 - only the startup timeout is retried
+            if "timed out during startup" not in str(exc) or attempt == 2:
+                raise
+            ray.shutdown()
+            kill_pids([p for p, cmd in descendants(os.getpid()).items() if "ray" in cmd])
+    return ray

@@ -1,7 +1,7 @@
 """A real two-node Ray cluster on this machine; `jobs.curate` submitted through the Ray Jobs API.
 
 The head (1 CPU, dashboard + job server) and a worker node (1 CPU, custom resource
-``worker_node``) run as `ray start --block` children of this test, each with its own temp dir
+``worker_node``), both on 127.0.0.1, run as `ray start --block` children of this test, each with its own temp dir
 and ports, with token authentication (Ray's default) using a token made for this test. Teardown
 stops exactly those processes (never `ray stop`, which would stop every Ray on the machine).
 """
@@ -22,6 +22,23 @@ import pytest
 from tests.cluster.conftest import FAULT_SETTINGS, REPO, free_port, kill_pids, processes_mentioning, wait_for, write_subset
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+
+# RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps every Ray process on 127.0.0.1 (the head's GCS listens
+# on loopback only), and also makes `ray start --address` refuse to add a node. Setting it to 1 for
+# the worker would rewrite the head address 127.0.0.1 to this machine's network IP, where the GCS
+# does not listen. So the worker runs the `ray` CLI with only that refusal lifted, in its own view of
+# the constants; everything else (and every process it starts) keeps the loopback behaviour.
+JOIN_ON_LOOPBACK = """
+import sys, types
+import ray.scripts.scripts as cli
+view = types.ModuleType("ray_constants_view")
+view.__dict__.update(vars(cli.ray_constants))
+view.ENABLE_RAY_CLUSTER = True
+cli.ray_constants = view
+sys.argv[0] = "ray"
+sys.exit(cli.main())
+"""
 
 
 def _node_ports() -> list[str]:
@@ -45,24 +62,14 @@ def two_node_cluster(tmp_path_factory):
     head_cmd = [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
                 "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
                 f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dirs[0]}", *_node_ports()]
-    worker_cmd = [ray, "start", "--block", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+    worker_cmd = [sys.executable, "-c", JOIN_ON_LOOPBACK, "start", "--block", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
                   '--resources={"worker_node": 1}', f"--temp-dir={temp_dirs[1]}", *_node_ports()]
     procs: list[subprocess.Popen] = []
     url = f"http://127.0.0.1:{dashboard}"
     headers = {"Authorization": f"Bearer {token}"}
     try:
-        procs.append(subprocess.Popen(head_cmd, env=env, stdout=open(logs / "head.log", "w"), stderr=subprocess.STDOUT,
-                                      start_new_session=True))
-        wait_for(lambda: _alive_nodes(url, headers) >= 1 or procs[0].poll() is not None, 300, 1.0, "head node")
-        assert procs[0].poll() is None, (logs / "head.log").read_text()[-3000:]
-        # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps the head and the job driver on loopback but also
-        # makes `ray start --address` refuse to add a node; the worker node gets 1 and an explicit
-        # --node-ip-address=127.0.0.1 instead.
-        worker_env = {**env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
-        procs.append(subprocess.Popen(worker_cmd, env=worker_env, stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT,
-                                      start_new_session=True))
-        wait_for(lambda: _alive_nodes(url, headers) >= 2 or procs[1].poll() is not None, 300, 1.0, "worker node")
-        assert procs[1].poll() is None, (logs / "worker.log").read_text()[-3000:]
+        procs.append(_start_node(head_cmd, env, logs / "head.log", temp_dirs[0], lambda: _alive_nodes(url, headers) >= 1))
+        procs.append(_start_node(worker_cmd, env, logs / "worker.log", temp_dirs[1], lambda: _alive_nodes(url, headers) >= 2))
         yield url, headers, temp_dirs
     finally:
         for proc in reversed(procs):  # `ray start --block` stops its node's processes on SIGTERM
@@ -79,6 +86,19 @@ def two_node_cluster(tmp_path_factory):
         for d in temp_dirs:
             kill_pids(processes_mentioning(d))
             shutil.rmtree(d, ignore_errors=True)
+
+
+def _start_node(cmd: list[str], env: dict, log: Path, temp_dir: str, joined, attempts: int = 3) -> subprocess.Popen:
+    """`ray start --block` until the node has joined. Ray gives a raylet a fixed 30 s to register,
+    which a heavily shared machine can miss; a failed start is cleaned up and retried."""
+    for attempt in range(attempts):
+        proc = subprocess.Popen(cmd, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: joined() or proc.poll() is not None, 300, 1.0, "head node" if "--head" in cmd else "worker node")
+        if proc.poll() is None:
+            return proc
+        kill_pids(processes_mentioning(temp_dir))
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    pytest.fail(f"node did not start in {attempts} attempts:\n{log.read_text()[-3000:]}")
 
 
 def _get(url: str, headers: dict, path: str) -> dict | None:
