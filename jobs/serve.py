@@ -25,6 +25,7 @@ def main(cfg: DictConfig) -> None:
         str(cfg.run_dir), nprobe=cfg.nprobe, ef_search=cfg.ef_search, use_gpu=cfg.use_gpu,
         embed_overrides=to_dict(cfg.query_embed), thumbnail_side=int(cfg.thumbnail_side), max_k=int(cfg.max_k),
     )
+    service.warmup()
     app = create_app(service, max_upload_bytes=int(cfg.max_upload_mb) * 2**20)
     log.info("serving %d vectors on http://%s:%d (docs at /docs)", service.index.n, cfg.host, int(cfg.port))
     uvicorn.run(app, host=str(cfg.host), port=int(cfg.port), log_level=str(cfg.log_level))

@@ -108,14 +108,24 @@ class SearchService:
     def can_embed(self) -> bool:
         return self._embedder_factory is not None
 
+    def warmup(self) -> None:
+        """Build the embedder now (a server does this at start so the first upload is not slow)."""
+        if self._embedder_factory is not None:
+            self._get_embedder()
+
+    def _get_embedder(self) -> Any:
+        with self._embed_lock:
+            if self._embedder is None:
+                self._embedder = self._embedder_factory()
+            return self._embedder
+
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """(N, D) embeddings of PIL images with the run's embedder (built on first use)."""
         if self._embedder_factory is None:
             raise QueryError("image queries are unavailable: the run records no embedder config")
+        embedder = self._get_embedder()
         with self._embed_lock:
-            if self._embedder is None:
-                self._embedder = self._embedder_factory()
-            return np.asarray(self._embedder.embed_pil(list(images)), dtype=np.float32)
+            return np.asarray(embedder.embed_pil(list(images)), dtype=np.float32)
 
     # ---- queries -------------------------------------------------------------------------------
     def search(
