@@ -45,7 +45,8 @@ def recall_at(rows: np.ndarray, truth: np.ndarray) -> float:
 
 
 def synthetic(
-    n: int, dim: int, n_queries: int, nlist: int, train_size: int, nprobes: list[int], refine_factors: list[int], target_recall: float, seed: int
+    n: int, dim: int, n_queries: int, nlist: int, train_size: int, nprobes: list[int], refine_factors: list[int], target_recall: float, seed: int,
+    only: list[str] | None = None, latency_queries: int = 500,
 ) -> dict:
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
@@ -71,6 +72,8 @@ def synthetic(
             [{"nprobe": p, "refine_factor": r} for p in nprobes for r in refine_factors],
         ),
     }
+    if only:
+        variants = {name: v for name, v in variants.items() if name in only}
     sweep, builds, indexes = [], {}, {}
     faiss.omp_set_num_threads(1)  # OpenMP spin-waiting with 2 threads on a loaded 2-core VM is far slower
     for name, (extra, settings) in variants.items():
@@ -84,7 +87,7 @@ def synthetic(
             if "refine_factor" in setting:
                 index.partitions[0].index.k_factor = float(setting["refine_factor"])
             rows, _ = index.search_rows(q, 10)
-            row = {"index": name, **setting, "recall@10": recall_at(rows, truth), **latency(index, q[: min(500, n_queries)])}
+            row = {"index": name, **setting, "recall@10": recall_at(rows, truth), **latency(index, q[: min(latency_queries, n_queries)])}
             sweep.append(row)
             print(json.dumps(row), flush=True)
     ok = [r for r in sweep if r["recall@10"] >= target_recall]
@@ -200,6 +203,8 @@ def main() -> None:
     ap.add_argument("--train-size", type=int, default=40_000)
     ap.add_argument("--nprobe", default="16,32,64,128,256")
     ap.add_argument("--refine", default="10,40")
+    ap.add_argument("--variants", default="ivf_flat,ivf_pq64x4fs+refine", help="comma list of IVF variants to sweep")
+    ap.add_argument("--latency-queries", type=int, default=500)
     ap.add_argument("--target-recall", type=float, default=0.95)
     ap.add_argument("--aid-queries", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
@@ -211,7 +216,7 @@ def main() -> None:
     if args.part in ("synthetic", "all"):
         results["synthetic"] = synthetic(args.n, args.dim, args.queries, args.nlist, args.train_size,
                                          [int(v) for v in args.nprobe.split(",")], [int(v) for v in args.refine.split(",")],
-                                         args.target_recall, args.seed)
+                                         args.target_recall, args.seed, args.variants.split(","), args.latency_queries)
     if args.part in ("aid", "all"):
         results["aid"] = aid(args.aid_queries, args.seed)
     text = json.dumps(results, indent=2)
