@@ -54,6 +54,23 @@ def embed(module: torch.nn.Module, meta: dict, images: list[bytes]) -> np.ndarra
     return Embedder({"batch_size": 256, "num_threads": 2}, backbone=backbone).embed_bytes(images)
 
 
+def init_local_ray(object_store_memory: int, attempts: int = 4) -> None:
+    """Local 2-CPU Ray; retried because a raylet can fail to register on an overloaded shared machine."""
+    import ray
+
+    for attempt in range(attempts):
+        if ray.is_initialized():
+            return
+        try:
+            ray.init(address="local", num_cpus=2, object_store_memory=object_store_memory, include_dashboard=False, log_to_driver=False)
+        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception on start-up timeouts
+            print(f"ray.init failed (attempt {attempt + 1}/{attempts}): {exc}", flush=True)
+            ray.shutdown()
+            time.sleep(10)
+    if not ray.is_initialized():
+        raise RuntimeError("could not start a local Ray instance")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", default="simclr", choices=["simclr", "simsiam"])
@@ -93,8 +110,7 @@ def main() -> None:
 
     import ray
 
-    if not ray.is_initialized():  # the train images (~120 MB) and their shuffle live in the object store
-        ray.init(address="local", num_cpus=2, object_store_memory=int(1.5e9), include_dashboard=False, log_to_driver=False)
+    init_local_ray(object_store_memory=int(1.5e9))  # the train images (~120 MB) and their shuffle
 
     train_rows = table.filter(pa.array(~test)).select(["id", "image"])
     dataset = ray.data.from_arrow(train_rows).repartition(16)

@@ -90,8 +90,9 @@ def main() -> None:
 
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, object_store_memory=int(1e9), include_dashboard=False, log_to_driver=False)
+    from benchmarks.ssl_knn import init_local_ray
+
+    init_local_ray(object_store_memory=int(1e9))
 
     plain_before = plain_lightly_loop(config, images, args.epochs)
     with tempfile.TemporaryDirectory() as tmp:

@@ -59,7 +59,7 @@ def test_two_workers_train_checkpoint_resume_and_embed(ray_session, datasets_dir
 
     module, dim, meta = load_backbone(second["checkpoint"])
     assert (dim, meta["image_size"], meta["method"], meta["epoch"]) == (64, 32, "simclr", 2)
-    stage = EmbedStage({"backbone": "ssl", "checkpoint": second["checkpoint"], "l2_normalize": False})
+    stage = EmbedStage({"backbone": "ssl", "checkpoint": second["checkpoint"], "l2_normalize": False, "pixel_hash": False})
     rows = next(iter_images(input_cfg)).slice(0, 4)
     out = stage(rows)
     x = arrow_to_embeddings(out.column("embedding"))
