@@ -26,6 +26,13 @@ Metric = Literal["l2", "cosine"]
 Start = int | Literal["farthest_from_mean", "random"] | None
 
 
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" when a GPU is visible, else "cpu"; anything else unchanged."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def _as_tensor(x: np.ndarray | torch.Tensor, metric: Metric, device: str) -> torch.Tensor:
     """(N, D) float32 tensor on ``device``; rows L2-normalised for the cosine metric."""
     if metric not in ("l2", "cosine"):
@@ -37,7 +44,7 @@ def _as_tensor(x: np.ndarray | torch.Tensor, metric: Metric, device: str) -> tor
     t = torch.as_tensor(x)
     if t.ndim != 2:
         raise ValueError(f"x must be 2-D (N, D), got shape {tuple(t.shape)}")
-    t = t.to(device=device, dtype=torch.float32)
+    t = t.to(device=resolve_device(device), dtype=torch.float32)
     if not torch.isfinite(t).all():
         raise ValueError("x contains NaN or inf")
     if metric == "cosine":
@@ -141,12 +148,13 @@ def k_center_greedy(
         already_selected: indices that count as centers but are not returned (e.g. a labelled set);
             when given, the first pick is the point farthest from them and ``start`` is ignored.
         metric: "l2" (Euclidean) or "cosine" (1 - cosine similarity).
-        device: torch device.
+        device: torch device, or "auto" (CUDA when present).
 
     Returns:
         (indices (k,) int64 in pick order, covering radius of ``already_selected`` + picks over all N).
     """
     xt = _as_tensor(x, metric, device)
+    device = str(xt.device)
     n = xt.shape[0]
     already = _check_selection(n, k, already_selected)
     sq = (xt * xt).sum(1) if metric == "l2" else None

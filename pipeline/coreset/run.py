@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "fraction": 0.1,
     "size": None,                # absolute count; overrides fraction
     "metric": "l2",
-    "device": "cpu",
+    "device": "auto",
     "start": "farthest_from_mean",
     "drop_duplicates": True,
     "seed": 0,
