@@ -85,3 +85,34 @@ def per_class(runs: pa.Table, variant: str) -> list[dict[str, Any]]:
     cls = np.asarray(t.column("class").to_pylist(), dtype=object)
     cols = {k: np.asarray(t.column(k).to_pylist(), dtype=float) for k in MEASURES}
     return [{"class": c, **{k: float(cols[k][cls == c].mean()) for k in MEASURES}} for c in dict.fromkeys(cls.tolist())]
+
+
+def evaluate_run(run, cfg: dict[str, Any], *, force: bool = False) -> dict[str, Any]:
+    """``strata evaluate-active`` on a run directory (``cfg``: resolved ``conf/evaluate_active.yaml``).
+
+    Writes ``evaluate_active/runs.parquet`` and ``evaluate_active/summary.json`` (per-variant means).
+    """
+    from pipeline.active.run import ensure_embeddings
+    from pipeline.io.tables import read_embeddings, write_parquet_atomic
+
+    base = dict(cfg["active"])
+    variants = {name: ActiveConfig.from_dict({**base, **dict(over or {})}) for name, over in (cfg.get("variants") or {}).items()}
+    if not variants:
+        raise ValueError("evaluate-active needs at least one entry in `variants`")
+    step_cfg = {"variants": {k: v.to_dict() for k, v in variants.items()}, "n_starters": cfg.get("n_starters"),
+                "classes": cfg.get("classes"), "label_column": cfg.get("label_column"), "seed": cfg.get("seed")}
+    if not force and run.is_done("evaluate_active", step_cfg):
+        return run.read_json("evaluate_active/summary.json")
+    ensure_embeddings(run, cfg)
+    column = str(cfg.get("label_column", "label"))
+    table, x = read_embeddings(run.path("embeddings"))
+    if column not in table.column_names:
+        raise KeyError(f"label_column={column!r} is not a column of the embeddings: {table.column_names}")
+    runs = protocol_runs(x, table.column(column).to_pylist(), variants, n_starters=int(cfg.get("n_starters", 10)),
+                         seed=int(cfg.get("seed", 0)), classes=cfg.get("classes"), ids=table.column("id").to_pylist(),
+                         progress=lambda r: log.info("evaluate-active: %s", r))
+    write_parquet_atomic(runs, run.path("evaluate_active", "runs.parquet"))
+    summary = {"n_pool": int(len(x)), "variants": summarize(runs)}
+    run.write_json("evaluate_active/summary.json", summary)
+    run.mark_done("evaluate_active", step_cfg, runs=runs.num_rows)
+    return summary
