@@ -453,9 +453,13 @@ class SearchIndex:
             return False
         self._gpu_res = self._gpu_res or faiss.StandardGpuResources()
         for part in self.partitions:
-            if part.kind != "hnsw":
+            if part.kind == "hnsw":
+                continue
+            try:
                 part.gpu_index = faiss.index_cpu_to_gpu(self._gpu_res, 0, part.index)
-        return True
+            except RuntimeError as exc:  # e.g. fast-scan PQ or refine wrappers have no GPU version
+                log.warning("partition %s (%s) stays on CPU: %s", part.key, part.kind, exc)
+        return any(p.gpu_index is not None for p in self.partitions)
 
     # ---- persistence -------------------------------------------------------------------------
     def save(self, path: str) -> None:
