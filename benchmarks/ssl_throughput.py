@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--shuffle", default="block", choices=["global", "block", "none"])
     args = parser.parse_args()
 
     from hydra import compose, initialize_config_dir
@@ -80,7 +81,7 @@ def main() -> None:
         cfg = compose("pretrain", overrides=[
             "ssl=simclr", "ssl/augment=satellite", f"ssl.image_size={args.image_size}", "ssl.backbone.blocks_per_stage=1",
             f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"train.torch_threads={args.torch_threads}",
-            "train.num_workers=1", "train.cpus_per_worker=1", "train.warmup_epochs=0",
+            "train.num_workers=1", "train.cpus_per_worker=1", "train.warmup_epochs=0", f"train.shuffle={args.shuffle}",
         ])
     table = pq.read_table(sorted((DATASETS / "aid150").glob("part-*.parquet"))[0], columns=["id", "image"])
     # Every 2nd row of the first shard: several classes, fixed set.
@@ -106,7 +107,7 @@ def main() -> None:
     plain = 0.5 * (steady(plain_before) + steady(plain_after))
     record = {
         "machine": machine(), "images": len(images), "epochs": args.epochs, "batch_size": args.batch_size,
-        "image_size": args.image_size, "torch_threads": args.torch_threads, "backbone": config["ssl"]["backbone"],
+        "image_size": args.image_size, "torch_threads": args.torch_threads, "shuffle": args.shuffle, "backbone": config["ssl"]["backbone"],
         "plain_images_per_s": [round(r, 1) for r in plain_before + plain_after],
         "ray_images_per_s": [round(r, 1) for r in ray_rates],
         "ray_wall_s_including_startup": round(ray_wall, 1),

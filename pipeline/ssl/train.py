@@ -202,9 +202,17 @@ def pretrain(config: dict[str, Any], dataset, export_dir: str | None = None) -> 
         raise ValueError(f"need train.num_workers >= 1 and train.batch_size >= 2, got {world}, {batch_size}")
     dataset = prepare_dataset(dataset)
     rows = dataset.count()
-    if train["shuffle"]:
-        # Sources list images class by class or folder by folder; batches need a mix.
+    # Sources list images class by class or folder by folder; batches need a mix. "global" is a full
+    # all-to-all shuffle every epoch; "block" (streaming, cheap) shuffles block order and then rows
+    # within each worker's local buffer.
+    shuffle = {True: "global", False: "none"}.get(train["shuffle"], train["shuffle"])
+    if shuffle == "global":
         dataset = dataset.random_shuffle(seed=int(config.get("seed", 0)))
+    elif shuffle == "block":
+        dataset = dataset.randomize_block_order(seed=int(config.get("seed", 0)))
+        train["local_shuffle_buffer"] = max(int(train["local_shuffle_buffer"]), 8 * batch_size)
+    elif shuffle != "none":
+        raise ValueError(f"train.shuffle must be global, block or none, got {train['shuffle']!r}")
     steps = (rows // world) // batch_size
     if train["max_steps_per_epoch"]:
         steps = min(steps, int(train["max_steps_per_epoch"]))
