@@ -14,6 +14,7 @@ Learning rate per step: ``warmup_cosine(t, T, W, scaled_lr(lr, batch_size * worl
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
@@ -263,8 +264,8 @@ def run_pretrain(run, input_cfg: dict[str, Any], ssl: dict[str, Any], train: dic
     from pipeline.io.sources import read_images
 
     step = "pretrain"
-    config = {"ssl": ssl, "train": train, "seed": int(seed), "run_dir": run.root}
-    fingerprinted = {**config, "input": input_cfg}
+    config = copy.deepcopy({"ssl": ssl, "train": train, "seed": int(seed), "run_dir": run.root})
+    fingerprinted = copy.deepcopy({**config, "input": input_cfg})  # as given, before Ray sees it
     if force:
         run.clear(step)
     if run.is_done(step, fingerprinted):
