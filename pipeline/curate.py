@@ -51,7 +51,7 @@ def run_curate(run: RunDir, cfg: dict, *, force: bool = False) -> dict[str, Any]
     embed_cfg = dict(cfg["embed"])
     pretrain = cfg.get("pretrain") or {}
     if pretrain.get("enabled"):
-        out = step("pretrain", lambda: _call("pipeline.ssl.run_pretrain")(run, cfg["pretrain"], cfg["input"], force=force, seed=seed))
+        out = step("pretrain", lambda: _call("pipeline.ssl.run_pretrain")(run, dict(cfg["input"]), dict(pretrain["ssl"]), dict(pretrain.get("train") or {}), seed=seed, force=force))
         embed_cfg.update(backbone="ssl", checkpoint=out["checkpoint"], image_size=None)
 
     from pipeline.embed import run_embed

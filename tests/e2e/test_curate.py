@@ -105,3 +105,18 @@ def test_strata_cli_runs_the_curate_job(messy_input, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"manifest: {tmp_path / 'cli' / 'manifest.parquet'}" in out.stdout
     assert pq.read_table(tmp_path / "cli" / "manifest.parquet").num_rows > 0
+
+
+def test_curate_with_pretraining_embeds_with_the_ssl_backbone(ray_session, messy_input, tmp_path):
+    run_dir = tmp_path / "ssl"
+    cfg = _config(messy_input, run_dir, "pretrain.enabled=true", "pretrain.train.epochs=1", "pretrain.train.batch_size=16",
+                  "pretrain.train.max_steps_per_epoch=2", "pretrain.ssl.image_size=32", "pretrain.train.cpus_per_worker=0.5")
+    run = RunDir(str(run_dir))
+    run_curate(run, cfg)
+    checkpoint = run.marker("pretrain")["checkpoint"]
+    assert Path(checkpoint).is_dir()
+    embed_cfg = run.read_json("run.json")["counts"]["embed"]
+    emb = pq.read_table(run_dir / "embeddings")
+    # the SSL backbone's feature width, not EfficientNet's 1280
+    assert emb.schema.field("embedding").type.list_size == embed_cfg["dim"] != 1280
+    assert pq.read_table(run_dir / "manifest.parquet").num_rows > 0
