@@ -3,9 +3,14 @@ settings, and process handling limited to processes this test session started.""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -15,6 +20,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[2]
+ATTEMPTS = 6  # Ray node startups retried on a heavily shared machine
 
 # Small but real: 4 images per class, blocks of 8 images so the embedding runs as a stream of
 # batches (there is something left to retry when an actor dies), 2 k-means actors.
@@ -121,20 +127,80 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def node_ports() -> list[str]:
+    """Free ports for every per-node Ray server. The defaults (the dashboard agent's 52365 above
+    all) are taken by other Ray instances on a shared machine; a dashboard agent that cannot bind
+    never reports its port and the raylet aborts ("timed out during startup")."""
+    names = ("node-manager-port", "object-manager-port", "metrics-export-port", "dashboard-agent-listen-port",
+             "dashboard-agent-grpc-port", "runtime-env-agent-port")
+    return [f"--{name}={free_port()}" for name in names]
+
+
+def start_node(cmd: list[str], env: dict, log: Path, temp_dir: str, joined: Callable[[], bool]) -> subprocess.Popen:
+    """Run `ray start --block ...` until ``joined()``; a failed start is cleaned up and retried
+    (Ray gives a raylet a fixed 30 s to register, which a heavily loaded machine can miss)."""
+    for _ in range(ATTEMPTS):
+        with open(log, "a") as fh:
+            proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: joined() or proc.poll() is not None, 300, 1.0, "ray node")
+        if proc.poll() is None:
+            return proc
+        kill_pids(processes_mentioning(temp_dir))
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    pytest.fail(f"ray node did not start in {ATTEMPTS} attempts:\n{log.read_text()[-3000:]}")
+
+
+def stop_nodes(procs: list[subprocess.Popen], temp_dirs: list[str]) -> None:
+    """Stop nodes started by :func:`start_node`: SIGTERM (``--block`` stops its node's processes),
+    then SIGKILL of their process groups and of anything still running from their temp dirs."""
+    for proc in reversed(procs):
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for d in temp_dirs:
+        kill_pids(processes_mentioning(d))
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@dataclass
+class LocalHead:
+    address: str  # GCS address for ray.init / RAY_ADDRESS
+    pid: int  # the `ray start --block` process: every Ray process of the node descends from it
+
+
 @pytest.fixture(scope="session")
-def ray_started():
-    """Start the session's local Ray (same settings as ``ray_session``) with retries: Ray gives a
-    raylet a fixed 30 s to register, which a heavily shared machine can miss."""
+def ray_head(tmp_path_factory):
+    """A 2-CPU single-node Ray of this test session, started with `ray start --head` on free ports."""
+    temp_dir = f"/tmp/rt-f{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+           f"--port={port}", "--num-cpus=2", "--object-store-memory=300000000", "--include-dashboard=false",
+           f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dir}", *node_ports()]
+    log = tmp_path_factory.mktemp("ray-head") / "head.log"
+    proc = start_node(cmd, env, log, temp_dir, lambda: "Ray runtime started" in log.read_text())
+    try:
+        yield LocalHead(f"127.0.0.1:{port}", proc.pid)
+    finally:
+        import ray
+
+        ray.shutdown()
+        stop_nodes([proc], [temp_dir])
+
+
+@pytest.fixture(scope="session")
+def ray_connected(ray_head):
+    """This process connected to :func:`ray_head` as a driver (``ray_session`` then reuses it)."""
     import ray
 
-    for attempt in range(3):
-        if ray.is_initialized():
-            break
-        try:
-            ray.init(address="local", num_cpus=2, object_store_memory=int(3e8), include_dashboard=False, log_to_driver=False)
-        except Exception as exc:  # noqa: BLE001 - only the startup timeout is retried
-            if "timed out during startup" not in str(exc) or attempt == 2:
-                raise
-            ray.shutdown()
-            kill_pids([p for p, cmd in descendants(os.getpid()).items() if "ray" in cmd])
-    return ray
+    if not ray.is_initialized():
+        ray.init(address=ray_head.address, log_to_driver=False)
+    return ray_head

@@ -2,8 +2,8 @@
 
 Every disturbed run must end with exactly the manifest of an undisturbed run with the same config.
 Processes are killed with SIGKILL (a crash, not a clean shutdown), and only processes this test
-session started: Ray workers are found among the descendants of this process or of the job
-subprocess, whose local Ray lives in its own RAY_TMPDIR.
+session started: the session's own Ray node (`ray start --head` on free ports, see conftest) and
+the job subprocesses; Ray workers are found among the descendants of that node's process.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +22,7 @@ import pytest
 from pipeline.curate import run_curate
 from pipeline.io.tables import read_embeddings
 from pipeline.rundir import RunDir
-from tests.cluster.conftest import (FAULT_SETTINGS, REPO, curate_config, descendants, kill_pids,
-                                    processes_mentioning, wait_for, write_subset)
+from tests.cluster.conftest import FAULT_SETTINGS, REPO, curate_config, descendants, kill_pids, wait_for, write_subset
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -35,7 +33,7 @@ def subset(tmp_path_factory, datasets_dir) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(ray_started, ray_session, subset, tmp_path_factory) -> Path:
+def reference(ray_connected, ray_session, subset, tmp_path_factory) -> Path:
     """An undisturbed run of the same config."""
     run_dir = tmp_path_factory.mktemp("reference") / "run"
     run_curate(RunDir(str(run_dir)), curate_config(subset, run_dir))
@@ -50,7 +48,7 @@ def _assert_same_result(run_dir: Path, reference: Path) -> None:
     assert pq.read_table(run_dir / "manifest.parquet").equals(pq.read_table(reference / "manifest.parquet"))
 
 
-def test_killed_embedding_actor_is_restarted_and_the_result_is_unchanged(ray_started, ray_session, subset, reference, tmp_path):
+def test_killed_embedding_actor_is_restarted_and_the_result_is_unchanged(ray_connected, ray_session, subset, reference, tmp_path):
     run_dir = tmp_path / "run"
     state: dict = {}
 
@@ -58,7 +56,7 @@ def test_killed_embedding_actor_is_restarted_and_the_result_is_unchanged(ray_sta
         try:
             # after the first embedded block is written, while later batches are still queued
             wait_for(lambda: list((run_dir / "_tmp").rglob("*.parquet")), 600, what="first embedded block")
-            pids = wait_for(lambda: _ray_workers(os.getpid(), "EmbedStage", "MapWorker"), 60, what="embedding actor")
+            pids = wait_for(lambda: _ray_workers(ray_connected.pid, "EmbedStage", "MapWorker"), 60, what="embedding actor")
             state["embed_finished_first"] = (run_dir / "_markers" / "embed.json").exists()
             kill_pids(pids[:1])
             state["killed"] = pids[0]
@@ -82,7 +80,7 @@ def test_killed_embedding_actor_is_restarted_and_the_result_is_unchanged(ray_sta
     _assert_same_result(run_dir, reference)
 
 
-def test_killed_kmeans_actor_fails_the_step_and_the_rerun_resumes(ray_started, ray_session, subset, reference, tmp_path):
+def test_killed_kmeans_actor_fails_the_step_and_the_rerun_resumes(ray_connected, ray_session, subset, reference, tmp_path):
     """k-means shard actors are not restarted in place (see the report to the k-means owner):
     the step fails, and the rerun resumes from the last finished step with the same result."""
     import ray
@@ -99,7 +97,7 @@ def test_killed_kmeans_actor_fails_the_step_and_the_rerun_resumes(ray_started, r
 
     def kill_one_shard_actor() -> None:
         try:
-            pids = wait_for(lambda: _ray_workers(os.getpid(), "Shard"), 600, what="k-means shard actors")
+            pids = wait_for(lambda: _ray_workers(ray_connected.pid, "Shard"), 600, what="k-means shard actors")
             wait_for(first_step.exists, 600, interval=0.005, what="first k-means step marker")
             state["cluster_finished_first"] = (run_dir / "_markers" / "cluster.json").exists()
             kill_pids(pids[:1])
@@ -124,60 +122,32 @@ def test_killed_kmeans_actor_fails_the_step_and_the_rerun_resumes(ray_started, r
 
 
 def _job_command(subset: Path, run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "jobs.curate", f"input.path={subset}", f"run_dir={run_dir}", *FAULT_SETTINGS,
-            "ray.num_cpus=2", "ray.object_store_memory=300000000"]
+    return [sys.executable, "-m", "jobs.curate", f"input.path={subset}", f"run_dir={run_dir}", *FAULT_SETTINGS]
 
 
-def _start_job(cmd: list[str], env: dict, log: Path, ray_tmp: str, attempts: int = 3) -> subprocess.Popen:
-    """Launch the job and wait until its local Ray is up. Ray gives a raylet a fixed 30 s to
-    register, which a heavily shared machine can miss; such a start is cleaned up and retried."""
-    for _ in range(attempts):
-        with open(log, "w") as fh:
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: "Started a local Ray instance" in log.read_text() or proc.poll() is not None, 600, 0.5, "local Ray")
-        if proc.poll() is None or "timed out during startup" not in log.read_text():
-            return proc
-        _stop_session(proc, ray_tmp)
-    pytest.fail(f"the job's Ray did not start in {attempts} attempts:\n{log.read_text()[-3000:]}")
-
-
-def _stop_session(proc: subprocess.Popen, ray_tmp: str) -> None:
-    """SIGKILL the job's process group and anything left of its own Ray (found by its temp dir)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=60)
-    kill_pids(processes_mentioning(ray_tmp))
-
-
-def test_killed_driver_resumes_from_the_last_finished_step(subset, reference, tmp_path):
+def test_killed_driver_resumes_from_the_last_finished_step(ray_head, subset, reference, tmp_path):
+    """The driver (`python -m jobs.curate` connected to the running cluster) is SIGKILLed right after
+    the embed step finished; the same command, run again, resumes with the clustering."""
     run_dir = tmp_path / "run"
-    ray_tmp = f"/tmp/rtd-{uuid.uuid4().hex[:6]}"  # this job's own Ray: cleaned up by path below
-    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_ADDRESS": ray_head.address, "RAY_USAGE_STATS_ENABLED": "0"}
     embed_marker = run_dir / "_markers" / "embed.json"
-    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    first_log = tmp_path / "first.log"
+    with open(first_log, "w") as fh:
+        driver = subprocess.Popen(_job_command(subset, run_dir), cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
     try:
-        driver = _start_job(_job_command(subset, run_dir), env, first_log, ray_tmp)
-        try:
-            wait_for(lambda: embed_marker.exists() or driver.poll() is not None, 900, interval=0.02, what="embed marker")
-            assert driver.poll() is None, first_log.read_text()[-3000:]
-            os.kill(driver.pid, signal.SIGKILL)  # the driver only: a crash between two steps
-            driver.wait(timeout=60)
-        finally:
-            _stop_session(driver, ray_tmp)  # then what is left of its local Ray
-        assert driver.returncode == -signal.SIGKILL
-        assert not (run_dir / "manifest.parquet").exists()
-        embedded_at = embed_marker.stat().st_mtime_ns
-
-        rerun = _start_job(_job_command(subset, run_dir), env, second_log, ray_tmp)
-        try:
-            rerun.wait(timeout=900)
-        finally:
-            _stop_session(rerun, ray_tmp)
+        wait_for(lambda: embed_marker.exists() or driver.poll() is not None, 900, interval=0.02, what="embed marker")
+        assert driver.poll() is None, first_log.read_text()[-3000:]
+        os.kill(driver.pid, signal.SIGKILL)
     finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    output = second_log.read_text()
+        if driver.poll() is None:
+            driver.kill()
+        driver.wait(timeout=60)
+    assert driver.returncode == -signal.SIGKILL
+    assert not (run_dir / "manifest.parquet").exists()
+    embedded_at = embed_marker.stat().st_mtime_ns
+
+    rerun = subprocess.run(_job_command(subset, run_dir), cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    output = rerun.stdout + rerun.stderr
     assert rerun.returncode == 0, output[-3000:]
     assert "embed: already done" in output
     assert embed_marker.stat().st_mtime_ns == embedded_at

@@ -8,8 +8,6 @@ stops exactly those processes (never `ray stop`, which would stop every Ray on t
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import uuid
@@ -19,7 +17,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from tests.cluster.conftest import FAULT_SETTINGS, REPO, free_port, kill_pids, processes_mentioning, wait_for, write_subset
+from tests.cluster.conftest import FAULT_SETTINGS, REPO, free_port, node_ports, start_node, stop_nodes, wait_for, write_subset
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -41,12 +39,6 @@ sys.exit(cli.main())
 """
 
 
-def _node_ports() -> list[str]:
-    names = ("node-manager-port", "object-manager-port", "metrics-export-port", "dashboard-agent-listen-port",
-             "dashboard-agent-grpc-port", "runtime-env-agent-port")
-    return [f"--{name}={free_port()}" for name in names]
-
-
 @pytest.fixture(scope="module")
 def two_node_cluster(tmp_path_factory):
     """(dashboard URL, auth headers, temp dirs); both nodes stopped by PID afterwards."""
@@ -61,44 +53,18 @@ def two_node_cluster(tmp_path_factory):
     logs = tmp_path_factory.mktemp("ray-logs")
     head_cmd = [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
                 "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-                f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dirs[0]}", *_node_ports()]
+                f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dirs[0]}", *node_ports()]
     worker_cmd = [sys.executable, "-c", JOIN_ON_LOOPBACK, "start", "--block", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-                  '--resources={"worker_node": 1}', f"--temp-dir={temp_dirs[1]}", *_node_ports()]
+                  '--resources={"worker_node": 1}', f"--temp-dir={temp_dirs[1]}", *node_ports()]
     procs: list[subprocess.Popen] = []
     url = f"http://127.0.0.1:{dashboard}"
     headers = {"Authorization": f"Bearer {token}"}
     try:
-        procs.append(_start_node(head_cmd, env, logs / "head.log", temp_dirs[0], lambda: _alive_nodes(url, headers) >= 1))
-        procs.append(_start_node(worker_cmd, env, logs / "worker.log", temp_dirs[1], lambda: _alive_nodes(url, headers) >= 2))
+        procs.append(start_node(head_cmd, env, logs / "head.log", temp_dirs[0], lambda: _alive_nodes(url, headers) >= 1))
+        procs.append(start_node(worker_cmd, env, logs / "worker.log", temp_dirs[1], lambda: _alive_nodes(url, headers) >= 2))
         yield url, headers, temp_dirs
     finally:
-        for proc in reversed(procs):  # `ray start --block` stops its node's processes on SIGTERM
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for proc in procs:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for d in temp_dirs:
-            kill_pids(processes_mentioning(d))
-            shutil.rmtree(d, ignore_errors=True)
-
-
-def _start_node(cmd: list[str], env: dict, log: Path, temp_dir: str, joined, attempts: int = 3) -> subprocess.Popen:
-    """`ray start --block` until the node has joined. Ray gives a raylet a fixed 30 s to register,
-    which a heavily shared machine can miss; a failed start is cleaned up and retried."""
-    for attempt in range(attempts):
-        proc = subprocess.Popen(cmd, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: joined() or proc.poll() is not None, 300, 1.0, "head node" if "--head" in cmd else "worker node")
-        if proc.poll() is None:
-            return proc
-        kill_pids(processes_mentioning(temp_dir))
-        shutil.rmtree(temp_dir, ignore_errors=True)
-    pytest.fail(f"node did not start in {attempts} attempts:\n{log.read_text()[-3000:]}")
+        stop_nodes(procs, temp_dirs)
 
 
 def _get(url: str, headers: dict, path: str) -> dict | None:
