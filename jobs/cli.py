@@ -1,7 +1,6 @@
 """``strata <job> [hydra overrides]``: forwards to ``python -m jobs.<job> [overrides]``."""
 from __future__ import annotations
 
-import importlib
 import pkgutil
 import runpy
 import sys
@@ -30,7 +29,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"strata: unknown job {job!r}; choose one of: {', '.join(names)}", file=sys.stderr)
         return 2
     module = f"jobs.{job.replace('-', '_')}"
-    importlib.import_module(module)
     sys.argv = [f"strata {job}", *rest]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
     return 0
