@@ -150,8 +150,12 @@ def curate(pool: Pool, target: int, kcfg: dict, strategy: str, seed: int) -> np.
     return sel.indices
 
 
+POINTS_PER_CLUSTER = 15  # level-1 k = pool / this (``--points-per-cluster``)
+ONLY: list[str] | None = None  # ``--only``: subset of the configurations
+
+
 def configs(n_pool: int) -> dict[str, tuple[dict, str]]:
-    k1 = max(20, n_pool // 15)
+    k1 = max(20, n_pool // POINTS_PER_CLUSTER)
     k2 = max(5, k1 // 5)
     k3 = max(3, k2 // 4)
     return {
@@ -174,6 +178,8 @@ def evaluate(name: str, make_pool, fraction: float, seeds: list[int]) -> dict:
         rnd = np.random.default_rng(seed).choice(len(pool.labels), size=target, replace=False)
         rows.setdefault("random", []).append(metrics(pool.labels[rnd], pool.n_classes, pool.is_copy[rnd]))
         for cname, (kcfg, strategy) in configs(len(pool.labels)).items():
+            if ONLY and not any(o in cname for o in ONLY):
+                continue
             t = time.perf_counter()
             idx = curate(pool, target, kcfg, strategy, seed)
             m = metrics(pool.labels[idx], pool.n_classes, pool.is_copy[idx])
@@ -196,12 +202,20 @@ def print_markdown(res: dict) -> None:
         print(f"| {cname} | {e[0]:.3f} ± {e[1]:.3f} | {e[0] - base:+.3f} | {c[0]:.1f} ± {c[1]:.1f} | {mn[0]:.1f} ± {mn[1]:.1f} | {cp[0]:.3f} ± {cp[1]:.3f} |")
 
 
+def set_options(points_per_cluster: int, only: list[str] | None) -> None:
+    global POINTS_PER_CLUSTER, ONLY
+    POINTS_PER_CLUSTER, ONLY = points_per_cluster, only
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--scenario", nargs="+", default=["long_tail", "redundancy"])
+    ap.add_argument("--points-per-cluster", type=int, default=POINTS_PER_CLUSTER, help="level-1 k = pool size / this")
+    ap.add_argument("--only", nargs="*", help="run only the configurations whose name contains one of these")
     ap.add_argument("--copies-only", action="store_true", help="only embed (and cache) the near-duplicates")
     args = ap.parse_args()
+    set_options(args.points_per_cluster, args.only)
     if args.copies_only:
         near_duplicate_copies(redundancy_sources(30, 3, 30)[1], 15)
         return
