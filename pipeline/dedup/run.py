@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 DEFAULTS: dict[str, Any] = {
     "exact": True,
     "semantic": True,
-    "eps": 0.03,
+    "eps": 0.15,
     "keep": "centroid",
     "n_clusters": None,
     "points_per_cluster": 1000,
