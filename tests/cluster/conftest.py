@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[2]
 ATTEMPTS = 6  # Ray node startups retried on a heavily shared machine
+NO_AUTH = {"RAY_AUTH_MODE": "disabled"}
 
 # Small but real: 4 images per class, blocks of 8 images so the embedding runs as a stream of
 # batches (there is something left to retry when an actor dies), 2 k-means actors.
@@ -180,7 +181,9 @@ def ray_head(tmp_path_factory):
     """A 2-CPU single-node Ray of this test session, started with `ray start --head` on free ports."""
     temp_dir = f"/tmp/rt-f{uuid.uuid4().hex[:6]}"
     port = free_port()
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    # token authentication is exercised by test_multinode.py; here the drivers (this process and
+    # the job subprocesses) connect without one
+    env = {**os.environ, **NO_AUTH, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
            f"--port={port}", "--num-cpus=2", "--object-store-memory=300000000", "--include-dashboard=false",
@@ -202,5 +205,6 @@ def ray_connected(ray_head):
     import ray
 
     if not ray.is_initialized():
+        os.environ.update(NO_AUTH)
         ray.init(address=ray_head.address, log_to_driver=False)
     return ray_head

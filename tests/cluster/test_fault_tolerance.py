@@ -22,7 +22,7 @@ import pytest
 from pipeline.curate import run_curate
 from pipeline.io.tables import read_embeddings
 from pipeline.rundir import RunDir
-from tests.cluster.conftest import FAULT_SETTINGS, REPO, curate_config, descendants, kill_pids, wait_for, write_subset
+from tests.cluster.conftest import FAULT_SETTINGS, NO_AUTH, REPO, curate_config, descendants, kill_pids, wait_for, write_subset
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -129,7 +129,7 @@ def test_killed_driver_resumes_from_the_last_finished_step(ray_head, subset, ref
     """The driver (`python -m jobs.curate` connected to the running cluster) is SIGKILLed right after
     the embed step finished; the same command, run again, resumes with the clustering."""
     run_dir = tmp_path / "run"
-    env = {**os.environ, "RAY_ADDRESS": ray_head.address, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **NO_AUTH, "RAY_ADDRESS": ray_head.address, "RAY_USAGE_STATS_ENABLED": "0"}
     embed_marker = run_dir / "_markers" / "embed.json"
     first_log = tmp_path / "first.log"
     with open(first_log, "w") as fh:

@@ -91,9 +91,11 @@ def test_curate_job_on_two_nodes(two_node_cluster, datasets_dir, tmp_path):
     subset = write_subset(datasets_dir, tmp_path / "uc2", per_class=2)
     run_dir = tmp_path / "run"  # on a real cluster: s3://bucket/runs/...; here every node shares /tmp
     settings = [s for s in FAULT_SETTINGS if not s.startswith("sample.")]
-    # one 1-CPU k-means shard actor per node: the level-1 work must use both nodes
+    # one 1-CPU k-means shard actor per node: the level-1 work must use both nodes. One embedding
+    # actor (0.5 CPU): with two, each 1-CPU node keeps only 0.5 CPU free and the 1-CPU read tasks
+    # never fit (resource fragmentation; Ray Data waits forever).
     entrypoint = " ".join([sys.executable, "-m", "jobs.curate", f"input.path={subset}", f"run_dir={run_dir}", *settings,
-                           "kmeans.cpus_per_actor=1", "sample.target_size=20", "report.enabled=true"])
+                           "embed.pool_size=1", "kmeans.cpus_per_actor=1", "sample.target_size=20", "report.enabled=true"])
     client = JobSubmissionClient(url, headers=headers)
     job_id = client.submit_job(
         entrypoint=entrypoint,
