@@ -149,6 +149,7 @@ class Shard:
         self.threads = max(1, int(threads))
         faiss.omp_set_num_threads(self.threads)
         self.ids = None
+        caller_array = x is not None
         if x is None:
             if source is None:
                 raise ValueError("Shard needs rows x or a source to read them from")
@@ -159,8 +160,9 @@ class Shard:
         if not np.isfinite(x).all():
             raise ValueError("embeddings contain NaN or inf")
         if metric == "cosine":
-            norms = np.linalg.norm(x, axis=1, keepdims=True)
-            np.divide(x, np.maximum(norms, 1e-12), out=x)
+            norms = np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+            # Rows read by the shard itself are normalised in place; a caller's array is never modified.
+            x = x / norms if caller_array or not x.flags.writeable else np.divide(x, norms, out=x)
         self.x = x
         self.sq = np.einsum("ij,ij->i", x, x)
         self.metric = metric

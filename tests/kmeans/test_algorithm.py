@@ -141,3 +141,14 @@ def test_allocate_splits_and_random_keys():
     u = splitmix64_uniform(np.arange(100000), 7)
     assert 0 <= u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.01
     np.testing.assert_array_equal(u[500:600], splitmix64_uniform(np.arange(500, 600), 7))
+
+
+def test_cosine_kmeans_leaves_callers_array_untouched():
+    from pipeline.kmeans import kmeans
+
+    x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32) * 5
+    before = x.copy()
+    kmeans(x, 4, 3, metric="cosine", seed=0)
+    np.testing.assert_array_equal(x, before)
+    x.setflags(write=False)
+    kmeans(x, 4, 3, metric="cosine", seed=0)  # read-only input (e.g. an Arrow buffer) is fine
