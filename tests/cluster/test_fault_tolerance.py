@@ -97,10 +97,13 @@ def test_killed_kmeans_actor_fails_the_step_and_the_rerun_resumes(ray_connected,
 
     def kill_one_shard_actor() -> None:
         try:
-            pids = wait_for(lambda: _ray_workers(ray_connected.pid, "Shard"), 600, what="k-means shard actors")
+            # the cluster step's shards (semantic dedup runs k-means shards of its own before it):
+            # they exist once they have written the point ids
+            wait_for((run_dir / "clusters" / "points").exists, 900, what="cluster step shards")
+            pids = wait_for(lambda: _ray_workers(ray_connected.pid, "Shard"), 120, what="k-means shard actors")
             wait_for(first_step.exists, 600, interval=0.005, what="first k-means step marker")
             state["cluster_finished_first"] = (run_dir / "_markers" / "cluster.json").exists()
-            kill_pids(pids[:1])
+            os.kill(pids[0], signal.SIGKILL)  # raises if that process is already gone
             state["killed"] = pids[0]
         except BaseException as exc:  # noqa: BLE001
             state["error"] = exc
