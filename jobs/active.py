@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from jobs._common import init_ray, open_run_dir, to_dict
 from pipeline.active.run import run_active
+from pipeline.report import write_report
 from pipeline.rundir import RunDir
 
 
@@ -23,6 +24,8 @@ def main(cfg: DictConfig) -> None:
     print(json.dumps({k: v for k, v in summary.items() if k != "imagefolder"}, indent=2))
     print(f"labels:  {run.path('active', 'labels.parquet')}")
     print(f"summary: {run.path('active', 'summary.json')}")
+    if (resolved.get("report") or {}).get("enabled", True):
+        print(f"report:  {write_report(run, resolved)}")
 
 
 if __name__ == "__main__":

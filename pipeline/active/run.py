@@ -11,6 +11,7 @@ Outputs under ``<run_dir>/active/``:
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import defaultdict
 from typing import Any
@@ -26,6 +27,7 @@ from pipeline.active.loop import LoopResult, run_loop
 from pipeline.active.metrics import run_metrics
 from pipeline.active.state import RunDirCheckpoint
 from pipeline.io.tables import read_embeddings, write_parquet_atomic
+from pipeline.progress import Progress
 from pipeline.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -113,10 +115,18 @@ def run_active(run: RunDir, cfg: dict[str, Any], *, force: bool = False, embed_c
             print(f"Strata labeler: {server.url}" + (f"  (token {server.token})" if server.token else ""), flush=True)
     else:
         raise ValueError(f"labeler must be 'oracle' or 'human', got {kind!r}")
+    seed_n = loop_cfg.n_neighbors + loop_cfg.n_random
+    rounds = loop_cfg.max_rounds or 1 + max(0, math.ceil((loop_cfg.budget * len(ids) - seed_n) / loop_cfg.batch_size))
+    shown = ("n_labeled", "n_positive_labeled", "positives_retrieved", "f1")
+
+    def on_round(record: dict[str, Any]) -> None:
+        log.debug("active round %d: %s", record["round"], record)
+        bar.update(**{k: record[k] for k in shown if k in record})
+
     try:
-        result = run_loop(x, labeler, loop_cfg, ids=ids.tolist(), starter_rows=rows, starter_vectors=vectors,
-                          truth=truth, checkpoint=checkpoint,
-                          on_round=lambda r: log.info("active round %d: %s", r["round"], r))
+        with Progress("active/rounds", total=rounds, run=run, unit="round") as bar:
+            result = run_loop(x, labeler, loop_cfg, ids=ids.tolist(), starter_rows=rows, starter_vectors=vectors,
+                              truth=truth, checkpoint=checkpoint, on_round=on_round)
     finally:
         if server is not None:
             server.stop()

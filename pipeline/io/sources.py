@@ -275,8 +275,10 @@ def read_images(cfg: dict | InputConfig):
 
     cfg = cfg if isinstance(cfg, InputConfig) else InputConfig.from_dict(cfg)
     units = list_units(cfg)
-    n_blocks = max(1, -(-units.num_rows // max(1, cfg.units_per_block)))
-    ds = ray.data.from_arrow(units).repartition(n_blocks)
+    step = max(1, cfg.units_per_block)
+    # One block per group of units, built on the driver: no repartition (an all-to-all step whose
+    # default 1-CPU tasks may not fit beside the embedding actors on small nodes).
+    ds = ray.data.from_arrow([units.slice(i, step) for i in range(0, units.num_rows, step)])
     ds = ds.map_batches(_expand_units, fn_kwargs={"cfg": cfg}, batch_size=cfg.units_per_block, batch_format="pyarrow", num_cpus=0.25)
     if cfg.limit is not None:
         ds = ds.limit(cfg.limit)

@@ -32,6 +32,7 @@ from pipeline.io.tables import list_parquet_files
 from pipeline.kmeans.algorithm import LocalGroup, RayGroup
 from pipeline.kmeans.hierarchical import KMeansConfig, LevelResult, fit_level, gather_level
 from pipeline.kmeans.shard import Shard, ShardSource
+from pipeline.progress import Progress
 from pipeline.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -186,12 +187,18 @@ def run_cluster(run: RunDir, cfg: dict, *, force: bool = False, seed: int | None
                     start_centroids = load_step(clusters_dir, level, done - 1).centroids
                     group.call("assign_all", start_centroids)
 
+                bar = Progress(f"kmeans/level_{level}", total=n_steps, run=run, unit="step")
+                if done:
+                    bar.update(done, resumed_steps=done)
+
                 def on_step(step: int, centroids: np.ndarray, counts: np.ndarray, inertia: float) -> None:
                     save_step(run, level, step, gather_level(group, centroids))
                     run.mark_done(_step_name(level, step), {**fp, "step": step}, inertia=inertia,
                                   non_empty=int((counts > 0).sum()))
+                    bar.update(inertia=round(float(inertia), 4), non_empty=int((counts > 0).sum()))
 
-                fit_level(group, lc, kc, level, start_step=done, centroids=start_centroids, on_step=on_step)
+                with bar:
+                    fit_level(group, lc, kc, level, start_step=done, centroids=start_centroids, on_step=on_step)
                 group.close()
                 group = None
             final = load_step(clusters_dir, level, n_steps - 1)
