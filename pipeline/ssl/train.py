@@ -18,6 +18,7 @@ import copy
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.progress import Progress
 from pipeline.ssl.backbones import build_ssl_backbone
 from pipeline.ssl.checkpoint import read_checkpoint, save_checkpoint
 from pipeline.ssl.methods import build_ssl_model
@@ -116,6 +118,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     peak_lr = scaled_lr(ssl["optimizer"]["lr"], batch_size * world)
     shard = ray.train.get_dataset_shard("train")
     run = _run_dir(config) if rank == 0 else None
+    bar = Progress("ssl/epochs", int(train["epochs"]), run=run, unit="epoch", stream=sys.stderr if rank == 0 else None)
+    if start_epoch:
+        bar.update(start_epoch, resumed=start_epoch)
 
     for epoch in range(start_epoch, int(train["epochs"])):
         model.train()
@@ -147,6 +152,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "rejected": collate.rejected, "resumed_from_epoch": start_epoch,
         }
         history.append(metrics)
+        bar.update(loss=round(metrics["loss"], 4), images_per_s=round(metrics["images_per_s"], 1))
         if rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
                 extra = {"scaler": scaler.state_dict()} if scaler is not None else None
@@ -156,6 +162,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics)
+    bar.close()
 
 
 def _run_dir(config: dict[str, Any]):
