@@ -32,15 +32,19 @@ class EmbedStage(Stage):
     inputs = ("id", "uri", "image")
     outputs = ("id", EMBEDDING, REJECT_REASON)
 
-    def __init__(self, cfg: dict | EmbedConfig):
+    def __init__(self, cfg: dict | EmbedConfig, preprocess: list[tuple[type, dict]] | None = None):
         self.cfg = cfg if isinstance(cfg, EmbedConfig) else EmbedConfig.from_dict(cfg)
         self.resources = Resources(cpus=self.cfg.cpus_per_actor, gpus=self.cfg.gpus_per_actor)
         self.batch_size = self.cfg.batch_size
+        self.preprocess_specs = list(preprocess or [])
 
     def setup(self) -> None:
         self.embedder = Embedder(self.cfg)
+        self.preprocess = [cls(**kwargs) for cls, kwargs in self.preprocess_specs]
 
     def process(self, batch: pa.Table) -> pa.Table:
+        for stage in self.preprocess:  # image-bytes stages (gap fill, cloud mask, tiling) run in this actor
+            batch = stage(batch)
         images = batch.column("image").to_pylist()
         read_errors = batch.column("_read_error").to_pylist() if "_read_error" in batch.column_names else [None] * len(images)
         reasons: list[str | None] = []
@@ -72,14 +76,16 @@ class EmbedStage(Stage):
 
 
 def embed_dataset(ds, cfg: EmbedConfig, preprocess: list[tuple[type, dict]] | None = None):
-    """Attach preprocessing stages and the embedding actor pool to a Ray Dataset of image rows."""
+    """Attach the embedding actor pool (with any preprocessing stages fused in) to a Ray Dataset.
+
+    Preprocessing stages run inside the embedding actors rather than as pools of their own: on
+    small nodes every extra actor pool holds CPU that the read and write tasks then lack.
+    """
     import ray
 
-    for stage_cls, kwargs in preprocess or []:
-        ds = ds.map_batches(stage_cls, fn_constructor_kwargs=kwargs, batch_size=cfg.batch_size, batch_format="pyarrow", num_cpus=0.25, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=cfg.pool_size))
     return ds.map_batches(
         EmbedStage,
-        fn_constructor_kwargs={"cfg": cfg},
+        fn_constructor_kwargs={"cfg": cfg, "preprocess": preprocess or []},
         batch_size=cfg.batch_size,
         batch_format="pyarrow",
         num_cpus=cfg.cpus_per_actor,
