@@ -37,7 +37,7 @@ def protocol_runs(
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> pa.Table:
     """One row per (variant, class, starter): ``variant, class, starter, rounds, seconds`` + measures."""
-    labels = np.asarray([str(v) for v in labels], dtype=object)
+    labels = np.asarray([str(v) for v in labels], dtype=str)
     if len(labels) != len(x):
         raise ValueError(f"{len(labels)} labels for {len(x)} embeddings")
     ids = [str(i) for i in (ids if ids is not None else range(len(x)))]
@@ -68,7 +68,7 @@ def summarize(runs: pa.Table, reach: float = 0.92) -> list[dict[str, Any]]:
     """Per variant: means of the measures over all runs, per-class mean F1 spread, share of runs with
     ``positives_retrieved >= reach``."""
     out = []
-    variant = np.asarray(runs.column("variant").to_pylist(), dtype=object)
+    variant = np.asarray(runs.column("variant").to_pylist(), dtype=str)
     cols = {k: np.asarray(runs.column(k).to_pylist(), dtype=float) for k in MEASURES}
     for name in dict.fromkeys(variant.tolist()):
         m = variant == name
@@ -82,7 +82,7 @@ def summarize(runs: pa.Table, reach: float = 0.92) -> list[dict[str, Any]]:
 def per_class(runs: pa.Table, variant: str) -> list[dict[str, Any]]:
     """Means of the measures per class for one variant."""
     t = runs.filter(pc.equal(runs.column("variant"), variant))
-    cls = np.asarray(t.column("class").to_pylist(), dtype=object)
+    cls = np.asarray(t.column("class").to_pylist(), dtype=str)
     cols = {k: np.asarray(t.column(k).to_pylist(), dtype=float) for k in MEASURES}
     return [{"class": c, **{k: float(cols[k][cls == c].mean()) for k in MEASURES}} for c in dict.fromkeys(cls.tolist())]
 

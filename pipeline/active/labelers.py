@@ -29,7 +29,7 @@ class OracleLabeler:
     @classmethod
     def from_column(cls, values: Sequence, positive: str) -> "OracleLabeler":
         """Oracle from a carried column (``oracle.column=label oracle.positive=<class>``)."""
-        values = np.asarray([str(v) for v in values], dtype=object)
+        values = np.asarray([str(v) for v in values], dtype=str)
         truth = values == str(positive)
         if not truth.any():
             known = sorted(set(values.tolist()))

@@ -84,7 +84,7 @@ def run_active(run: RunDir, cfg: dict[str, Any], *, force: bool = False, embed_c
         return run.read_json("active/summary.json")
     ensure_embeddings(run, cfg)
     table, x = read_embeddings(run.path("embeddings"))
-    ids = np.asarray(table.column("id").to_pylist(), dtype=object)
+    ids = np.asarray(table.column("id").to_pylist(), dtype=str)
     uris = table.column("uri").to_pylist() if "uri" in table.column_names else [""] * len(ids)
     rows, vectors = starter_rows_and_vectors(cfg, ids, embed_cfg or dict(cfg.get("embed") or {}), x.shape[1])
 
