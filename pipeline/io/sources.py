@@ -45,7 +45,8 @@ class InputConfig:
     label_from_folder: bool = True  # folder trees: first folder below the root -> ``label``
     columns: list[str] | None = None  # carried columns (None = all but the image column)
     limit: int | None = None  # read at most this many rows (debugging, tests)
-    units_per_block: int = 4  # work units per Ray Data block
+    units_per_block: int = 1  # work units per Ray Data block (small blocks balance the embedding actors)
+    read_tasks: int | None = None  # concurrent read tasks (None: Ray Data decides); each is a worker process
     files_per_unit: int = 64  # folder trees: image files per work unit
     rows_per_unit: int = 256  # Parquet: rows per work unit (a row group is split into slices)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -279,7 +280,8 @@ def read_images(cfg: dict | InputConfig):
     # One block per group of units, built on the driver: no repartition (an all-to-all step whose
     # default 1-CPU tasks may not fit beside the embedding actors on small nodes).
     ds = ray.data.from_arrow([units.slice(i, step) for i in range(0, units.num_rows, step)])
-    ds = ds.map_batches(_expand_units, fn_kwargs={"cfg": cfg}, batch_size=cfg.units_per_block, batch_format="pyarrow", num_cpus=0.25)
+    compute = ray.data.TaskPoolStrategy(size=cfg.read_tasks) if cfg.read_tasks else None
+    ds = ds.map_batches(_expand_units, fn_kwargs={"cfg": cfg}, batch_size=cfg.units_per_block, batch_format="pyarrow", num_cpus=0.25, compute=compute)
     if cfg.limit is not None:
         ds = ds.limit(cfg.limit)
     return ds
