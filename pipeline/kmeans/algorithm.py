@@ -44,12 +44,35 @@ class LocalGroup:
         """``method(*args_per_shard[i])`` on the listed shards only."""
         return {i: getattr(self.shards[i], method)(*a) for i, a in args_per_shard.items()}
 
+    def wait_alive(self, timeout: float = 0.0) -> None:
+        """In-process shards cannot be lost."""
+
     def close(self) -> None:
         self.shards = []
 
 
+class ShardLost(RuntimeError):
+    """A shard actor died during a call; its state (offset, active set, assignment) is gone."""
+
+
+def is_actor_loss(exc: BaseException) -> bool:
+    """Whether ``exc`` (possibly a task error wrapping it) means a Ray actor died."""
+    import ray
+
+    while exc is not None:
+        if isinstance(exc, (ray.exceptions.RayActorError, ShardLost)):
+            return True
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    return False
+
+
 class RayGroup:
-    """Shards living in Ray actors; large arguments are put in the object store once per call."""
+    """Shards living in Ray actors; large arguments are put in the object store once per call.
+
+    A call that finds an actor dead raises :class:`ShardLost`; with ``max_restarts`` on the actors,
+    Ray restarts them (re-running the constructor, which reloads the shard's rows) and the caller
+    restores their state and recomputes the interrupted step.
+    """
 
     def __init__(self, actors: Sequence[Any]):
         import ray
@@ -63,14 +86,40 @@ class RayGroup:
     def _put(self, args: tuple) -> tuple:
         return tuple(self._ray.put(a) if isinstance(a, np.ndarray) and a.nbytes > 65536 else a for a in args)
 
+    def _get(self, refs: list) -> list:
+        try:
+            return self._ray.get(refs)
+        except self._ray.exceptions.RayActorError as exc:
+            raise ShardLost(f"a k-means shard actor died: {exc}") from exc
+
     def call(self, method: str, *args: Any) -> list:
         args = self._put(args)
-        return self._ray.get([getattr(a, method).remote(*args) for a in self.actors])
+        return self._get([getattr(a, method).remote(*args) for a in self.actors])
 
     def call_each(self, method: str, args_per_shard: dict[int, tuple]) -> dict[int, Any]:
         keys = list(args_per_shard)
         refs = [getattr(self.actors[i], method).remote(*args_per_shard[i]) for i in keys]
-        return dict(zip(keys, self._ray.get(refs)))
+        return dict(zip(keys, self._get(refs)))
+
+    def wait_alive(self, timeout: float = 300.0) -> None:
+        """Block until every actor answers (restarted ones have reloaded their rows).
+
+        Raises ``ShardLost`` when an actor is dead for good (restarts exhausted) or ``timeout`` passes.
+        """
+        import time
+
+        deadline = time.monotonic() + timeout
+        for i, actor in enumerate(self.actors):
+            while True:
+                try:
+                    self._ray.get(actor.size.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                    break
+                except self._ray.exceptions.ActorUnavailableError:  # restarting: try again
+                    if time.monotonic() > deadline:
+                        raise ShardLost(f"shard actor {i} did not come back within {timeout:.0f} s") from None
+                    time.sleep(0.5)
+                except (self._ray.exceptions.RayActorError, self._ray.exceptions.GetTimeoutError) as exc:
+                    raise ShardLost(f"shard actor {i} is gone: {exc}") from exc
 
     def close(self) -> None:
         for a in self.actors:

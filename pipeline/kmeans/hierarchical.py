@@ -60,6 +60,8 @@ class KMeansConfig:
     chunk_mb: float = 64.0
     split_tasks: int = 4
     in_process: bool = False
+    max_actor_restarts: int = 3  # a dead shard actor is restarted (and reloads its rows) this often
+    max_step_retries: int = 3  # a step interrupted by a lost shard is recomputed this often
 
     PER_LEVEL: tuple[str, ...] = field(
         default=("n_clusters", "n_iters", "n_resampling_steps", "sample_size", "resampling_strategy", "n_splits"),
@@ -233,7 +235,14 @@ def split_kmeans(group, lc: LevelConfig, cfg: KMeansConfig, rng: np.random.Gener
 
         task = ray.remote(num_cpus=cfg.cpus_per_actor)(_split_task)
         refs = [task.remote([a.members.remote(b) for a in group.actors], *args(b)) for b in batches]
-        parts = ray.get(refs)
+        try:
+            parts = ray.get(refs)
+        except Exception as exc:
+            from pipeline.kmeans.algorithm import ShardLost, is_actor_loss
+
+            if is_actor_loss(exc):
+                raise ShardLost(f"a k-means shard actor died during split mode: {exc}") from exc
+            raise
     else:
         parts = [split_members_kmeans(group.call("members", b), *args(b)) for b in batches]
     return np.concatenate(parts).astype(np.float32)

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.io.tables import list_parquet_files
-from pipeline.kmeans.algorithm import LocalGroup, RayGroup
+from pipeline.kmeans.algorithm import LocalGroup, RayGroup, ShardLost
 from pipeline.kmeans.hierarchical import KMeansConfig, LevelResult, fit_level, gather_level
 from pipeline.kmeans.shard import Shard, ShardSource
 from pipeline.progress import Progress
@@ -77,12 +77,19 @@ def start_shards(sources: list[ShardSource], cfg: KMeansConfig):
     else:
         import ray
 
-        remote = ray.remote(num_cpus=cfg.cpus_per_actor, num_gpus=1 if cfg.use_gpu else 0)(Shard)
+        # A restarted actor re-runs the constructor, which reads its rows again from ``source``;
+        # calls in flight when it died fail (max_task_retries=0) and the step is recomputed.
+        remote = ray.remote(num_cpus=cfg.cpus_per_actor, num_gpus=1 if cfg.use_gpu else 0, max_restarts=cfg.max_actor_restarts, max_task_retries=0)(Shard)
         group = RayGroup([remote.remote(source=s, **kwargs) for s in sources])
+    return group, set_offsets(group)
+
+
+def set_offsets(group) -> int:
+    """Give every shard the global index of its first row; returns the total row count."""
     sizes = np.asarray(group.call("size"), dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     group.call_each("set_offset", {i: (int(o),) for i, o in enumerate(offsets)})
-    return group, int(sizes.sum())
+    return int(sizes.sum())
 
 
 def _n_actors(cfg: KMeansConfig) -> int:
@@ -182,11 +189,6 @@ def run_cluster(run: RunDir, cfg: dict, *, force: bool = False, seed: int | None
                     group.call_each("write_ids", {i: (f"{clusters_dir}/points/part-{i:05d}.parquet",) for i in range(len(group))})
                 else:
                     group = LocalGroup([Shard(previous, metric=kc.metric, chunk_mb=kc.chunk_mb)])
-                start_centroids = None
-                if done > 0:
-                    start_centroids = load_step(clusters_dir, level, done - 1).centroids
-                    group.call("assign_all", start_centroids)
-
                 bar = Progress(f"kmeans/level_{level}", total=n_steps, run=run, unit="step")
                 if done:
                     bar.update(done, resumed_steps=done)
@@ -198,7 +200,26 @@ def run_cluster(run: RunDir, cfg: dict, *, force: bool = False, seed: int | None
                     bar.update(inertia=round(float(inertia), 4), non_empty=int((counts > 0).sum()))
 
                 with bar:
-                    fit_level(group, lc, kc, level, start_step=done, centroids=start_centroids, on_step=on_step)
+                    for attempt in range(kc.max_step_retries + 1):
+                        start_centroids = None
+                        if done > 0:  # resume: every point assigned to the last finished step's centroids
+                            start_centroids = load_step(clusters_dir, level, done - 1).centroids
+                        try:
+                            if attempt:  # restarted shards reloaded their rows; restore the rest of their state
+                                group.wait_alive()
+                                set_offsets(group)
+                            if start_centroids is not None:
+                                group.call("assign_all", start_centroids)
+                            fit_level(group, lc, kc, level, start_step=done, centroids=start_centroids, on_step=on_step)
+                            break
+                        except ShardLost as exc:
+                            if attempt == kc.max_step_retries:
+                                raise
+                            while done < n_steps and run.is_done(_step_name(level, done), {**fp, "step": done}):
+                                done += 1
+                            log.warning("level %d: %s; recomputing from step %d (retry %d of %d)", level, exc, done, attempt + 1, kc.max_step_retries)
+                            summary.setdefault("recovered_shard_failures", 0)
+                            summary["recovered_shard_failures"] += 1
                 group.close()
                 group = None
             final = load_step(clusters_dir, level, n_steps - 1)

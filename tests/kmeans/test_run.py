@@ -108,3 +108,54 @@ def test_split_mode_on_actors_matches_in_process(backend, blob_run):
     cfg = {**CFG, "n_splits": [4, 1], "split_tasks": 3}
     run_cluster(run, {**cfg, **backend, "n_actors": 2})
     _assert_same(_arrays(run), [vars(lv) for lv in hierarchical_kmeans(x, cfg)])
+
+
+def test_killed_shard_actor_is_restarted_and_the_step_recomputed(ray_session, tmp_path, blob_run, monkeypatch):
+    """A shard actor dies after step 0 of level 1: Ray restarts it (the constructor reloads its
+    rows), the driver restores the shards' state and recomputes step 1; the result is unchanged."""
+    import ray
+
+    run, _, _ = blob_run
+    run_cluster(run, {**CFG, "n_actors": 3})
+    clean = _arrays(run)
+
+    killed = RunDir(str(tmp_path / "killed"))
+    killed.fs.copy(run.local("embeddings"), killed.local("embeddings"), recursive=True)
+    real_fit_level = kmeans_run.fit_level
+    state: dict = {}
+
+    def fit_level_then_kill(group, lc, kc, level, **kw):
+        if level == 1 and not state:
+            real_on_step = kw["on_step"]
+
+            def on_step(step, *args):
+                real_on_step(step, *args)
+                if step == 0 and not state:
+                    state["pid"] = ray.get(group.actors[1].__ray_call__.remote(lambda self: __import__("os").getpid()))
+                    ray.kill(group.actors[1], no_restart=False)
+
+            kw["on_step"] = on_step
+        return real_fit_level(group, lc, kc, level, **kw)
+
+    monkeypatch.setattr(kmeans_run, "fit_level", fit_level_then_kill)
+    summary = run_cluster(killed, {**CFG, "n_actors": 3})
+    assert state["pid"] and summary["recovered_shard_failures"] == 1
+    assert summary["levels"][0]["steps_run"] == 3
+    _assert_same(clean, _arrays(killed))
+
+
+def test_shard_loss_beyond_the_retry_budget_fails_the_run(ray_session, blob_run, monkeypatch):
+    from pipeline.kmeans.algorithm import ShardLost
+
+    run, _, _ = blob_run
+    calls = {"n": 0}
+
+    def always_lost(*args, **kwargs):
+        calls["n"] += 1
+        raise ShardLost("simulated")
+
+    monkeypatch.setattr(kmeans_run, "fit_level", always_lost)
+    with pytest.raises(ShardLost):
+        run_cluster(run, {**CFG, "n_actors": 2, "max_step_retries": 2})
+    assert calls["n"] == 3
+    assert not run.is_done("cluster")
