@@ -160,7 +160,8 @@ def entropy(labels: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def bench_curate(seeds: int, eps: float) -> dict:
+def bench_curate(seeds: int, eps: float, points_per_cluster: int = 15, levels: int = 2) -> dict:
+    """Curate with and without dedup; level-1 k = pool / ``points_per_cluster``, ``levels`` levels."""
     from pipeline.kmeans import hierarchical_kmeans
     from pipeline.sampling import hierarchical_balanced_sampling
 
@@ -177,12 +178,12 @@ def bench_curate(seeds: int, eps: float) -> dict:
     is_copy = np.concatenate([np.zeros(len(base), bool), np.ones(len(src5), bool)])
     hashes = aid_hashes(ids[base].tolist()) + copy_hashes
     target = len(pool_y) // 10
-    rows: dict[str, list] = {"random": [], "kmeans+balanced": [], "dedup+kmeans+balanced": []}
+    rows: dict[str, list] = {"random": [], "dedup+random": [], "kmeans+balanced": [], "dedup+kmeans+balanced": []}
 
     def curate(idx: np.ndarray, seed: int) -> np.ndarray:
-        k1 = max(20, len(idx) // 15)
-        kcfg = {"n_clusters": [k1, max(5, k1 // 5)], "n_iters": 20, "n_resampling_steps": [10, 10],
-                "sample_size": [4, 2], "metric": "cosine", "seed": seed}
+        k1 = max(20, len(idx) // points_per_cluster)
+        kcfg = {"n_clusters": [k1, max(5, k1 // 5)][:levels], "n_iters": 20, "n_resampling_steps": [10, 10][:levels],
+                "sample_size": [4, 2][:levels], "metric": "cosine", "seed": seed}
         levels = hierarchical_kmeans(pool_x[idx], kcfg)
         return idx[hierarchical_balanced_sampling(levels, target, strategy="random", rng=seed).indices]
 
@@ -192,6 +193,7 @@ def bench_curate(seeds: int, eps: float) -> dict:
     kept = np.flatnonzero(kind == 0)
     for seed in range(seeds):
         picks = {"random": np.random.default_rng(seed).choice(len(pool_y), target, replace=False),
+                 "dedup+random": np.random.default_rng(seed).choice(kept, target, replace=False),
                  "kmeans+balanced": curate(np.arange(len(pool_y)), seed),
                  "dedup+kmeans+balanced": curate(kept, seed)}
         for name, idx in picks.items():
@@ -200,6 +202,7 @@ def bench_curate(seeds: int, eps: float) -> dict:
     res = {name: {k: [round(float(np.mean([r[k] for r in rs])), 4), round(float(np.std([r[k] for r in rs])), 4)]
                   for k in rs[0]} for name, rs in rows.items()}
     return {"pool": len(pool_y), "copies": int(is_copy.sum()), "target": target, "eps": eps, "seeds": seeds,
+            "points_per_cluster": points_per_cluster, "levels": levels,
             "max_entropy": round(float(np.log(len(classes))), 4), "dedup_seconds": round(dedup_s, 1),
             "dedup_removed_copies": int((kind[is_copy] > 0).sum()), "dedup_removed_originals": int((kind[~is_copy] > 0).sum()),
             "results": res}
@@ -217,13 +220,15 @@ def main() -> None:
     ap.add_argument("--eps", type=float, nargs="+", default=[0.02, 0.05, 0.1, 0.15])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--points-per-cluster", type=int, default=15, help="curate: level-1 k = pool size / this")
+    ap.add_argument("--levels", type=int, default=2, choices=[1, 2], help="curate: k-means levels")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.part == "prepare":  # build the caches (copies' embeddings, AID pixel hashes) only
         bench_prepare()
         return
-    res = bench_recall(args.eps) if args.part == "recall" else bench_curate(args.seeds, args.eps[0])
-    res["machine"] = machine() + " (shared with other engineers' jobs during measurement)"
+    res = bench_recall(args.eps) if args.part == "recall" else bench_curate(args.seeds, args.eps[0], args.points_per_cluster, args.levels)
+    res["machine"] = machine()
     print(json.dumps(res, indent=2))
     (CACHE / f"dedup-{args.part}.json").write_text(json.dumps(res, indent=2))
 
