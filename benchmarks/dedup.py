@@ -160,8 +160,8 @@ def entropy(labels: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def bench_curate(seeds: int, eps: float, points_per_cluster: int = 15, levels: int = 2) -> dict:
-    """Curate with and without dedup; level-1 k = pool / ``points_per_cluster``, ``levels`` levels."""
+def bench_curate(seeds: int, eps: float, points_per_cluster: int = 15, n_levels: int = 2) -> dict:
+    """Curate with and without dedup; level-1 k = pool / ``points_per_cluster``, ``n_levels`` levels."""
     from pipeline.kmeans import hierarchical_kmeans
     from pipeline.sampling import hierarchical_balanced_sampling
 
@@ -182,8 +182,8 @@ def bench_curate(seeds: int, eps: float, points_per_cluster: int = 15, levels: i
 
     def curate(idx: np.ndarray, seed: int) -> np.ndarray:
         k1 = max(20, len(idx) // points_per_cluster)
-        kcfg = {"n_clusters": [k1, max(5, k1 // 5)][:levels], "n_iters": 20, "n_resampling_steps": [10, 10][:levels],
-                "sample_size": [4, 2][:levels], "metric": "cosine", "seed": seed}
+        kcfg = {"n_clusters": [k1, max(5, k1 // 5)][:n_levels], "n_iters": 20, "n_resampling_steps": [10, 10][:n_levels],
+                "sample_size": [4, 2][:n_levels], "metric": "cosine", "seed": seed}
         levels = hierarchical_kmeans(pool_x[idx], kcfg)
         return idx[hierarchical_balanced_sampling(levels, target, strategy="random", rng=seed).indices]
 
@@ -202,7 +202,7 @@ def bench_curate(seeds: int, eps: float, points_per_cluster: int = 15, levels: i
     res = {name: {k: [round(float(np.mean([r[k] for r in rs])), 4), round(float(np.std([r[k] for r in rs])), 4)]
                   for k in rs[0]} for name, rs in rows.items()}
     return {"pool": len(pool_y), "copies": int(is_copy.sum()), "target": target, "eps": eps, "seeds": seeds,
-            "points_per_cluster": points_per_cluster, "levels": levels,
+            "points_per_cluster": points_per_cluster, "levels": n_levels,
             "max_entropy": round(float(np.log(len(classes))), 4), "dedup_seconds": round(dedup_s, 1),
             "dedup_removed_copies": int((kind[is_copy] > 0).sum()), "dedup_removed_originals": int((kind[~is_copy] > 0).sum()),
             "results": res}
