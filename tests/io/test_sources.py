@@ -89,3 +89,22 @@ def test_missing_and_empty_inputs_fail_clearly(tmp_path):
 def test_bundled_sample_is_the_default():
     units = list_units(InputConfig())
     assert units.num_rows > 0 and os.path.isdir(units.column("root")[0].as_py())
+
+
+@pytest.mark.parametrize("read_tasks", [None, 1])
+def test_ray_reader_matches_the_plain_reader(ray_session, tmp_path, real_rows, read_tasks):
+    """``read_images`` (Ray Data, one work unit per block, optionally capped read tasks) yields the
+    plain reader's rows in the same order."""
+    import ray
+
+    pq.write_table(pa.Table.from_pylist(real_rows), tmp_path / "a.parquet", row_group_size=5)
+    cfg = InputConfig(path=str(tmp_path / "a.parquet"), rows_per_unit=2, read_tasks=read_tasks)
+    ctx = ray.data.DataContext.get_current()
+    old, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
+    try:
+        from pipeline.io.sources import read_images
+
+        got = pa.concat_tables(read_images(cfg).iter_batches(batch_size=None, batch_format="pyarrow"))
+    finally:
+        ctx.execution_options.preserve_order = old
+    assert got.column("id").to_pylist() == _collect(cfg).column("id").to_pylist() == [r["id"] for r in real_rows]
