@@ -31,15 +31,15 @@ VARIANTS = {
 }
 
 
-def features(kind: str, checkpoint: str | None):
+def features(kind: str, checkpoint: str | None, image_size: int = 160):
     if kind == "imagenet":
-        return aid_embeddings()
+        return aid_embeddings(image_size=image_size)
     if kind == "random":
-        return dataset_embeddings("aid150", backbone="resnet18")
+        return dataset_embeddings("aid150", backbone="resnet18", image_size=image_size)
     if kind == "ssl":
         if not checkpoint:
             raise SystemExit("--features ssl needs --checkpoint")
-        return dataset_embeddings("aid150", backbone="ssl", checkpoint=checkpoint)
+        return dataset_embeddings("aid150", backbone="ssl", checkpoint=checkpoint, image_size=image_size)
     raise SystemExit(f"unknown --features {kind}")
 
 
@@ -47,6 +47,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--features", default="imagenet", choices=["imagenet", "random", "ssl"])
     ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--image-size", type=int, default=160, help="embedding input size (SSL: the pretraining size)")
     ap.add_argument("--n-starters", type=int, default=10)
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
     ap.add_argument("--budget", type=float, default=0.05)
@@ -55,7 +56,7 @@ def main() -> None:
     ap.add_argument("--per-class", action="store_true", help="print the per-class table of the first variant")
     args = ap.parse_args()
 
-    table, x = features(args.features, args.checkpoint)
+    table, x = features(args.features, args.checkpoint, args.image_size)
     extra: dict = {}
     for kv in args.set:
         key, value = kv.split("=", 1)
@@ -75,9 +76,9 @@ def main() -> None:
 
     runs = protocol_runs(x, table.column("label").to_pylist(), variants, n_starters=args.n_starters, seed=args.seed,
                          ids=table.column("id").to_pylist(), progress=progress)
-    tag = f"{args.features}-n{args.n_starters}-b{args.budget}" + ("-" + "-".join(args.set) if args.set else "")
+    tag = f"{args.features}-{args.image_size}px-n{args.n_starters}-b{args.budget}" + ("-" + "-".join(args.set) if args.set else "")
     write_parquet_atomic(runs, str(CACHE / f"active_protocol-{tag}.parquet"))
-    print(f"\nAID {x.shape}, features={args.features}, {args.n_starters} starters/class, budget {args.budget}, "
+    print(f"\nAID {x.shape}, features={args.features} at {args.image_size} px, {args.n_starters} starters/class, budget {args.budget}, "
           f"settings {extra or 'default'}; {time.time() - t0:.0f}s; {machine()}")
     print("| variant | runs | effort | retrieved | false pos. | F1 | runs >= 0.92 retrieved |")
     print("|---|---:|---:|---:|---:|---:|---:|")

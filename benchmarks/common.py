@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,8 @@ def dataset_embeddings(name: str, backbone: str = "efficientnet_lite0", image_si
     from pipeline.io.tables import read_embeddings
     from pipeline.rundir import RunDir
 
-    tag = backbone if checkpoint is None else f"{backbone}-{Path(checkpoint).stem}"
+    # checkpoints are often all called model.pt: tell them apart by their resolved path
+    tag = backbone if checkpoint is None else f"{backbone}-{zlib.crc32(str(Path(checkpoint).resolve()).encode()):08x}"
     run = RunDir(str(CACHE / f"{name}-{tag}-{image_size}"))
     embed_cfg = {"backbone": backbone, "checkpoint": checkpoint, "image_size": image_size, "batch_size": 64, "pool_size": 2}
     input_cfg = {"path": str(DATASETS / name)}
