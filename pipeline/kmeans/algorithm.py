@@ -59,9 +59,11 @@ def is_actor_loss(exc: BaseException) -> bool:
     """Whether ``exc`` (possibly a task error wrapping it) means a Ray actor died."""
     import ray
 
-    while exc is not None:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
         if isinstance(exc, (ray.exceptions.RayActorError, ShardLost)):
             return True
+        seen.add(id(exc))
         exc = getattr(exc, "cause", None) or exc.__cause__
     return False
 

@@ -167,7 +167,7 @@ def run_cluster(run: RunDir, cfg: dict, *, force: bool = False, seed: int | None
         return {**run.marker("cluster").get("summary", {}), "skipped": True}
 
     clusters_dir = run.path("clusters")
-    summary: dict[str, Any] = {"levels": []}
+    summary: dict[str, Any] = {"levels": [], "recovered_shard_failures": 0}
     group = None
     previous: np.ndarray | None = None
     try:
@@ -218,7 +218,6 @@ def run_cluster(run: RunDir, cfg: dict, *, force: bool = False, seed: int | None
                             while done < n_steps and run.is_done(_step_name(level, done), {**fp, "step": done}):
                                 done += 1
                             log.warning("level %d: %s; recomputing from step %d (retry %d of %d)", level, exc, done, attempt + 1, kc.max_step_retries)
-                            summary.setdefault("recovered_shard_failures", 0)
                             summary["recovered_shard_failures"] += 1
                 group.close()
                 group = None

@@ -152,3 +152,19 @@ def test_cosine_kmeans_leaves_callers_array_untouched():
     np.testing.assert_array_equal(x, before)
     x.setflags(write=False)
     kmeans(x, 4, 3, metric="cosine", seed=0)  # read-only input (e.g. an Arrow buffer) is fine
+
+
+def test_is_actor_loss_follows_causes():
+    import ray
+
+    from pipeline.kmeans.algorithm import ShardLost, is_actor_loss
+
+    assert is_actor_loss(ShardLost("x"))
+    assert not is_actor_loss(RuntimeError("x"))
+    try:
+        try:
+            raise ray.exceptions.ActorDiedError()
+        except ray.exceptions.ActorDiedError as inner:
+            raise RuntimeError("task failed") from inner
+    except RuntimeError as outer:
+        assert is_actor_loss(outer)
