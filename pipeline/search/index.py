@@ -212,7 +212,7 @@ class SearchIndex:
         self.partitions = partitions
         self.dim = int(dim)
         self.info = dict(info or {})
-        self.ids = np.asarray(meta.column("id").to_numpy(zero_copy_only=False), dtype=object)
+        self.ids = np.asarray(meta.column("id").to_pylist(), dtype=str)  # fixed-width unicode, no Python objects
         self._row_of: dict[str, int] | None = None
         self._part_of_row: np.ndarray | None = None
         self._local_of_row: np.ndarray | None = None
@@ -401,13 +401,14 @@ class SearchIndex:
     def search(self, vectors: np.ndarray, k: int, filters: Filters | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` ids and scores per query: ``(Q, k)`` object array (None = no result) and float32."""
         rows, scores = self.search_rows(vectors, k, filters)
-        ids = np.where(rows >= 0, self.ids[np.maximum(rows, 0)], None)
+        ids = self.ids[np.maximum(rows, 0)].astype(object)  # None marks "no result", so the output holds objects
+        ids[rows < 0] = None
         return ids, scores
 
     def rows_of(self, ids: Sequence[str]) -> np.ndarray:
         """Global rows of ``ids``; raises ``KeyError`` naming the first unknown id."""
         if self._row_of is None:
-            self._row_of = {i: r for r, i in enumerate(self.ids)}
+            self._row_of = {i: r for r, i in enumerate(self.ids.tolist())}
         try:
             return np.array([self._row_of[i] for i in ids], dtype=np.int64)
         except KeyError as exc:
