@@ -1,12 +1,14 @@
 """The paper's active-labeling protocol on AID (30 classes, 10,000 images), per class and on average.
 
     .venv/bin/python -m benchmarks.active_protocol --features imagenet --n-starters 10 --variants least_confidence
+    .venv/bin/python -m benchmarks.active_protocol --features imagenet --embed-features stages --tta rot4 --n-starters 10
     .venv/bin/python -m benchmarks.active_protocol --features imagenet --n-starters 3            # every variant
     .venv/bin/python -m benchmarks.active_protocol --features random   --n-starters 3
     .venv/bin/python -m benchmarks.active_protocol --features ssl --checkpoint runs/x/pretrain/last.pt
 
 Features: ``imagenet`` (EfficientNet-Lite0, ImageNet weights, ``benchmarks.common.aid_embeddings``),
-``random`` (random-init ResNet-18), ``ssl`` (a ``strata pretrain`` checkpoint). Seed set 64 NN + 32
+``random`` (random-init ResNet-18), ``ssl`` (a ``strata pretrain`` checkpoint); ``--embed-features stages``
+pools every stage from stride 8 on instead of the last layer, ``--tta`` averages rotated/flipped views. Seed set 64 NN + 32
 random, 64 per round, stop at 5% labeled; oracle from the ``label`` column.
 """
 from __future__ import annotations
@@ -31,15 +33,15 @@ VARIANTS = {
 }
 
 
-def features(kind: str, checkpoint: str | None, image_size: int = 160):
+def features(kind: str, checkpoint: str | None, image_size: int = 160, pooled: str = "head", tta: str = "none"):
     if kind == "imagenet":
-        return aid_embeddings(image_size=image_size)
+        return aid_embeddings(image_size=image_size, features=pooled, tta=tta)
     if kind == "random":
-        return dataset_embeddings("aid150", backbone="resnet18", image_size=image_size)
+        return dataset_embeddings("aid150", backbone="resnet18", image_size=image_size, features=pooled, tta=tta)
     if kind == "ssl":
         if not checkpoint:
             raise SystemExit("--features ssl needs --checkpoint")
-        return dataset_embeddings("aid150", backbone="ssl", checkpoint=checkpoint, image_size=image_size)
+        return dataset_embeddings("aid150", backbone="ssl", checkpoint=checkpoint, image_size=image_size, features=pooled, tta=tta)
     raise SystemExit(f"unknown --features {kind}")
 
 
@@ -48,6 +50,8 @@ def main() -> None:
     ap.add_argument("--features", default="imagenet", choices=["imagenet", "random", "ssl"])
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--image-size", type=int, default=160, help="embedding input size (SSL: the pretraining size)")
+    ap.add_argument("--embed-features", default="head", choices=["head", "stages"], help="embed.features: last layer or multi-scale stages")
+    ap.add_argument("--tta", default="none", choices=["none", "flip", "rot4", "d4"], help="embed.tta: test-time views averaged")
     ap.add_argument("--n-starters", type=int, default=10)
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
     ap.add_argument("--budget", type=float, default=0.05)
@@ -56,7 +60,7 @@ def main() -> None:
     ap.add_argument("--per-class", action="store_true", help="print the per-class table of the first variant")
     args = ap.parse_args()
 
-    table, x = features(args.features, args.checkpoint, args.image_size)
+    table, x = features(args.features, args.checkpoint, args.image_size, args.embed_features, args.tta)
     extra: dict = {}
     for kv in args.set:
         key, value = kv.split("=", 1)
@@ -76,9 +80,9 @@ def main() -> None:
 
     runs = protocol_runs(x, table.column("label").to_pylist(), variants, n_starters=args.n_starters, seed=args.seed,
                          ids=table.column("id").to_pylist(), progress=progress)
-    tag = f"{args.features}-{args.image_size}px-n{args.n_starters}-b{args.budget}" + ("-" + "-".join(args.set) if args.set else "")
+    tag = f"{args.features}-{args.embed_features}-tta_{args.tta}-{args.image_size}px-n{args.n_starters}-b{args.budget}" + ("-" + "-".join(args.set) if args.set else "")
     write_parquet_atomic(runs, str(CACHE / f"active_protocol-{tag}.parquet"))
-    print(f"\nAID {x.shape}, features={args.features} at {args.image_size} px, {args.n_starters} starters/class, budget {args.budget}, "
+    print(f"\nAID {x.shape}, features={args.features} ({args.embed_features}, tta {args.tta}) at {args.image_size} px, {args.n_starters} starters/class, budget {args.budget}, "
           f"settings {extra or 'default'}; {time.time() - t0:.0f}s; {machine()}")
     print("| variant | runs | effort | retrieved | false pos. | F1 | runs >= 0.92 retrieved |")
     print("|---|---:|---:|---:|---:|---:|---:|")

@@ -18,6 +18,8 @@ class EmbedConfig:
 
     backbone: str = "efficientnet_lite0"
     checkpoint: str | None = None
+    features: str = "head"  # head | stages (multi-scale pooled stages, see pipeline.embed.backbones)
+    tta: str = "none"  # none | flip | rot4 | d4: average the features over these views of each image
     image_size: int | None = None  # None: the backbone's preferred size (224 for EfficientNet)
     l2_normalize: bool = True
     device: str = "cpu"  # cpu | cuda | auto
@@ -37,6 +39,17 @@ class EmbedConfig:
         return cls(**{k: v for k, v in (cfg or {}).items() if k in known})
 
 
+def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Element ``k`` (0-7) of the dihedral group D4 applied to (B, C, H, W): rotation by ``k % 4`` quarter turns, then a horizontal flip if ``k >= 4``."""
+    x = torch.rot90(x, k % 4, dims=(2, 3)) if k % 4 else x
+    return x.flip(3) if k >= 4 else x
+
+
+# Test-time views (elements of D4). Aerial and satellite scenes have no canonical orientation, so
+# averaging over rotations/flips gives orientation-invariant features (BENCHMARKS.md, active labeling).
+TTA_VIEWS: dict[str, tuple[int, ...]] = {"none": (0,), "flip": (0, 4), "rot4": (0, 1, 2, 3), "d4": tuple(range(8))}
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -53,7 +66,10 @@ class Embedder:
         if self.cfg.num_threads:
             torch.set_num_threads(int(self.cfg.num_threads))
         self.device = resolve_device(self.cfg.device)
-        self.backbone = backbone or build_backbone(self.cfg.backbone, self.cfg.checkpoint)
+        if self.cfg.tta not in TTA_VIEWS:
+            raise ValueError(f"embed.tta must be one of {sorted(TTA_VIEWS)}, got {self.cfg.tta!r}")
+        self.views = TTA_VIEWS[self.cfg.tta]
+        self.backbone = backbone or build_backbone(self.cfg.backbone, self.cfg.checkpoint, self.cfg.features)
         self.module = self.backbone.module.to(self.device).eval()
         self.image_size = int(self.cfg.image_size or self.backbone.image_size or 224)
         self._mean = torch.tensor(self.backbone.mean, device=self.device).view(1, 3, 1, 1)
@@ -90,8 +106,7 @@ class Embedder:
             x = torch.from_numpy(np.ascontiguousarray(pixels[start : start + bs])).to(self.device, non_blocking=True)
             x = (x.permute(0, 3, 1, 2).float().div_(255.0) - self._mean) / self._std
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                feats = self.module(x)
-            feats = feats.float()
+                feats = sum(self.module(_dihedral(x, k)).float() for k in self.views) / len(self.views)
             if self.cfg.l2_normalize:
                 feats = torch.nn.functional.normalize(feats, dim=1)
             out[start : start + len(x)] = feats.cpu().numpy()

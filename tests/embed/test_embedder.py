@@ -90,3 +90,55 @@ def test_pixel_hash_matches_identical_pixels_only(jpegs):
     batch = pa.table({"id": ["a", "b", "c"], "uri": ["a", "b", "c"], "image": pa.array([jpegs[0], png.getvalue(), jpegs[1]], pa.binary())})
     hashes = EmbedStage(SMALL)(batch).column("pixel_hash").to_pylist()
     assert hashes[0] == hashes[1] != hashes[2]
+
+
+def test_pool_stages_normalises_each_stage_then_the_whole():
+    from pipeline.embed.backbones import pool_stages
+
+    a = torch.zeros(1, 2, 2, 2)
+    a[0, 0] = 3.0  # pooled (3, 0) -> (1, 0)
+    b = torch.ones(1, 3, 4, 4) * torch.tensor([0.0, 4.0, 3.0]).view(1, 3, 1, 1)  # pooled (0, 4, 3) -> (0, .8, .6)
+    out = pool_stages([a, b])
+    expected = torch.tensor([[1.0, 0.0, 0.0, 0.8, 0.6]]) / 2**0.5
+    torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("name, dim", [("efficientnet_lite0", 40 + 80 + 112 + 192 + 320), ("resnet18", 128 + 256 + 512)])
+def test_stage_features_concatenate_unit_norm_stages(name, dim, jpegs):
+    backbone = build_backbone(name, features="stages")
+    emb = Embedder({**SMALL, "backbone": name, "features": "stages"}, backbone=backbone)
+    assert emb.dim == dim
+    x = emb.embed_bytes(jpegs[:3])
+    assert x.shape == (3, dim)
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
+    raw = Embedder({**SMALL, "l2_normalize": False}, backbone=backbone).embed_bytes(jpegs[:3])
+    np.testing.assert_allclose(raw, x, atol=1e-5)  # unit norm by construction, before any final normalisation
+    assert not np.allclose(x[:, :40], x[:, :40].mean(axis=0), atol=1e-3)  # early stages vary across images
+
+
+def test_tta_views_make_features_orientation_invariant(jpegs):
+    from pipeline.embed.embedder import TTA_VIEWS, _dihedral
+
+    grid = torch.arange(16.0).view(1, 1, 4, 4)
+    assert len({tuple(_dihedral(grid, k).flatten().tolist()) for k in range(8)}) == 8  # 8 distinct elements of D4
+    plain = Embedder(SMALL)
+    pix = np.stack([plain.decode(b) for b in jpegs[:2]])
+    rotated = np.ascontiguousarray(np.rot90(pix, 1, axes=(1, 2)))
+    flipped = np.ascontiguousarray(pix[:, :, ::-1])
+    assert not np.allclose(plain.embed_arrays(pix), plain.embed_arrays(rotated), atol=1e-3)
+    rot4 = Embedder({**SMALL, "tta": "rot4"})
+    np.testing.assert_allclose(rot4.embed_arrays(pix), rot4.embed_arrays(rotated), atol=1e-5)
+    d4 = Embedder({**SMALL, "tta": "d4", "features": "stages"})
+    base = d4.embed_arrays(pix)
+    np.testing.assert_allclose(base, d4.embed_arrays(rotated), atol=1e-5)
+    np.testing.assert_allclose(base, d4.embed_arrays(flipped), atol=1e-5)
+    assert set(TTA_VIEWS) == {"none", "flip", "rot4", "d4"}
+
+
+def test_bad_feature_options_fail_clearly():
+    with pytest.raises(ValueError, match="embed.tta must be one of"):
+        Embedder({**SMALL, "tta": "spin"})
+    with pytest.raises(ValueError, match="embed.features must be one of"):
+        build_backbone("efficientnet_lite0", features="middle")
+    with pytest.raises(ValueError, match="not available for embed.backbone=ssl"):
+        build_backbone("ssl", "x.pt", features="stages")
