@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import hydra
 from omegaconf import DictConfig
@@ -20,6 +21,9 @@ def main(cfg: DictConfig) -> None:
     resolved = to_dict(cfg)
     if not run.exists("embeddings"):
         init_ray(cfg)
+    if run.exists("embeddings") and recorded and recorded.get("features", "head") == "head":
+        print(f"note: reusing {run.path('embeddings')} (embed.features=head); on aerial scenes embed.features=stages "
+              "retrieves more of the class (README, 'Embedding backbones'): use a fresh run_dir to re-embed", file=sys.stderr)
     summary = run_active(run, resolved, force=cfg.force, embed_cfg=recorded or resolved["embed"])
     print(json.dumps({k: v for k, v in summary.items() if k != "imagefolder"}, indent=2))
     print(f"labels:  {run.path('active', 'labels.parquet')}")

@@ -23,3 +23,14 @@ def test_console_script_shows_job_config():
     out = subprocess.run([str(strata), "curate", "--cfg", "job"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "target_size" in out.stdout and "n_clusters" in out.stdout
+
+
+def test_active_jobs_default_to_stage_features_and_curation_to_the_last_layer():
+    import yaml
+
+    strata = Path(sys.executable).with_name("strata")
+    for job, features in (("active", "stages"), ("evaluate-active", "stages"), ("curate", "head")):
+        out = subprocess.run([str(strata), job, "--cfg", "job"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        embed = yaml.safe_load(out.stdout)["embed"]
+        assert embed["features"] == features and embed["tta"] == "none", (job, embed)
