@@ -8,7 +8,7 @@
 ``features`` picks what is pooled: ``head`` (the last layer, as trained for ImageNet) or
 ``stages`` (multi-scale: the global-average-pooled output of every stage from stride 8 on, each
 L2-normalised, concatenated and scaled by ``1/sqrt(stages)``; 744-d for EfficientNet-Lite0,
-896 / 3584-d for ResNet-18 / 50). Mid-level stages describe texture and layout, which transfer to
+896 / 3584-d for ResNet-18 / 50, ``12 w`` for an SSL ``SmallCNN`` of width ``w``). Mid-level stages describe texture and layout, which transfer to
 aerial scenes better than the ImageNet-specific last layer (BENCHMARKS.md, active labeling).
 """
 from __future__ import annotations
@@ -63,6 +63,37 @@ class _EfficientNetFeatures(nn.Module):
             if i in self.taps:
                 maps.append(x)
         return pool_stages(maps)
+
+
+class _SmallCNNFeatures(nn.Module):
+    """Multi-scale features of ``pipeline.ssl.SmallCNN``: its last two (stride 8 and 16) stages, pooled."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        convs = [i for i, m in enumerate(net.features) if isinstance(m, nn.Conv2d)]
+        starts = [i for i in convs if net.features[i].stride != (1, 1)] + [len(net.features)]
+        self.taps = [end - 1 for end in starts[1:]][-2:]  # the ReLU ending each stage
+        self.dim = sum(net.features[next(i for i in reversed(convs) if i < t)].out_channels for t in self.taps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = []
+        for i, layer in enumerate(self.net.features[: self.taps[-1] + 1]):
+            x = layer(x)
+            if i in self.taps:
+                maps.append(x)
+        return pool_stages(maps)
+
+
+def stage_features(module: nn.Module) -> nn.Module:
+    """Wrap a ResNet or ``SmallCNN`` backbone (e.g. a ``strata pretrain`` one) to output pooled stages."""
+    from pipeline.ssl.backbones import SmallCNN
+
+    if isinstance(module, SmallCNN):
+        return _SmallCNNFeatures(module)
+    if all(hasattr(module, f"layer{i}") for i in (2, 3, 4)):
+        return _ResNetFeatures(module)
+    raise ValueError(f"embed.features=stages does not know the stages of {type(module).__name__}")
 
 
 class _ResNetFeatures(nn.Module):
@@ -128,13 +159,14 @@ def build_backbone(name: str = "efficientnet_lite0", checkpoint: str | None = No
     elif name in ("resnet18", "resnet50"):
         backbone = _resnet(name, checkpoint, features)
     elif name == "ssl":
-        if features != "head":
-            raise ValueError("embed.features=stages is not available for embed.backbone=ssl (use head)")
         if not checkpoint:
             raise ValueError("embed.backbone=ssl needs embed.checkpoint=<path of a strata pretrain checkpoint>")
         from pipeline.ssl import load_backbone
 
         module, dim, meta = load_backbone(checkpoint)
+        if features == "stages":
+            module = stage_features(module)
+            dim = module.dim
         backbone = Backbone(
             module,
             dim,

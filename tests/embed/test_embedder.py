@@ -140,5 +140,23 @@ def test_bad_feature_options_fail_clearly():
         Embedder({**SMALL, "tta": "spin"})
     with pytest.raises(ValueError, match="embed.features must be one of"):
         build_backbone("efficientnet_lite0", features="middle")
-    with pytest.raises(ValueError, match="not available for embed.backbone=ssl"):
-        build_backbone("ssl", "x.pt", features="stages")
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_stage_features_of_an_ssl_small_cnn(blocks):
+    from pipeline.embed.backbones import stage_features
+    from pipeline.ssl import SmallCNN
+
+    torch.manual_seed(0)
+    net = SmallCNN(width=8, blocks_per_stage=blocks).eval()
+    wrapped = stage_features(net)
+    assert wrapped.dim == 12 * 8  # stages of width 4w (stride 8) and 8w (stride 16)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        out = wrapped(x)
+        last = torch.nn.functional.normalize(net(x), dim=1)  # SmallCNN's own output pools its last stage
+    assert out.shape == (3, 96)
+    torch.testing.assert_close(out[:, 32:] * 2**0.5, last)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(3))
+    with pytest.raises(ValueError, match="does not know the stages"):
+        stage_features(torch.nn.Linear(2, 2))

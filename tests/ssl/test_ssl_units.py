@@ -119,6 +119,13 @@ def test_checkpoint_round_trip(tmp_path):
         assert torch.allclose(backbone(x), model.backbone(x), atol=1e-6)
     state, meta = read_checkpoint(str(tmp_path / "model.pt"))
     assert meta["history"] == history and state["optimizer"]["state"]
+    # the embed step can pool the checkpoint's last two stages instead of its output
+    from pipeline.embed import build_backbone
+
+    stages = build_backbone("ssl", str(tmp_path), features="stages")
+    assert stages.dim == 96 and stages.mean == (0.1, 0.2, 0.3) and stages.image_size == 32
+    with torch.no_grad():
+        assert stages.module(x).shape == (3, stages.dim)
     with pytest.raises(FileNotFoundError):
         load_backbone(str(tmp_path / "missing"))
 
