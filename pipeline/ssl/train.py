@@ -40,7 +40,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 10, "batch_size": 128, "warmup_epochs": 1, "max_steps_per_epoch": None, "num_workers": 1,
     "cpus_per_worker": 1.0, "use_gpu": False, "amp": True, "torch_threads": 1, "prefetch_batches": 1,
     "shuffle": True, "local_shuffle_buffer": 0, "storage_path": None, "name": "pretrain",
-    "checkpoints_to_keep": 2, "backend": None,
+    "checkpoints_to_keep": 2, "backend": None, "max_failures": 2,
 }
 
 
@@ -123,6 +123,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         bar.update(start_epoch, resumed=start_epoch)
 
     for epoch in range(start_epoch, int(train["epochs"])):
+        _maybe_die(train, epoch, rank)
         model.train()
         collate = TwoViewCollate(ssl["augment"], int(ssl["image_size"]), ssl.get("mean", IMAGENET_MEAN),
                                  ssl.get("std", IMAGENET_STD), seed=int(config["seed"]), epoch=epoch)
@@ -163,6 +164,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         else:
             ray.train.report(metrics)
     bar.close()
+
+
+def _maybe_die(train: dict[str, Any], epoch: int, rank: int) -> None:
+    """Fault injection for tests: ``train.die_after_epoch: {epoch: N, marker: PATH}`` kills worker
+    ``rank`` 0 once (``os._exit``, like an OOM kill) when it starts the epoch after ``N``, the first time only."""
+    spec = train.get("die_after_epoch") or {}
+    if rank == 0 and spec and int(spec["epoch"]) == epoch and not os.path.exists(spec["marker"]):
+        with open(spec["marker"], "w") as fh:
+            fh.write(f"killed after epoch {epoch}\n")
+        time.sleep(float(spec.get("delay_s", 0)))  # a real death comes mid-epoch, after Ray Train polled the last report
+        os._exit(1)
 
 
 def _run_dir(config: dict[str, Any]):
@@ -242,6 +254,8 @@ def pretrain(config: dict[str, Any], dataset, export_dir: str | None = None) -> 
         run_config=ray.train.RunConfig(
             storage_path=_absolute(storage), name=train["name"],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=int(train["checkpoints_to_keep"])),
+            # a dead or unhealthy worker restarts the group from the latest epoch checkpoint
+            failure_config=ray.train.FailureConfig(max_failures=int(train["max_failures"])),
         ),
         datasets={"train": dataset},
     )

@@ -81,3 +81,18 @@ def test_simsiam_two_workers_one_epoch(ray_session, datasets_dir, tmp_path):
     result = pretrain(_config(tmp_path, "simsiam", epochs=1), read_images(input_cfg))
     assert np.isfinite(result.history[0]["loss"]) and -1.0 <= result.history[0]["loss"] <= 1.0
     assert load_backbone(result.checkpoint)[2]["method"] == "simsiam"
+
+
+def test_a_killed_worker_restarts_from_the_last_epoch_checkpoint(ray_session, datasets_dir, tmp_path):
+    from pipeline.rundir import RunDir
+    from pipeline.ssl import read_checkpoint, run_pretrain
+
+    input_cfg = {"path": str(datasets_dir / "aid150" / "part-00003.parquet"), "limit": 32}
+    cfg = _config(tmp_path, "simclr", 2)
+    marker = tmp_path / "killed"
+    train = {**cfg["train"], "num_workers": 1, "die_after_epoch": {"epoch": 1, "marker": str(marker), "delay_s": 5}}
+    out = run_pretrain(RunDir(str(tmp_path / "run")), input_cfg, cfg["ssl"], train, seed=0)
+    assert marker.read_text() == "killed after epoch 1\n"  # the worker process really died once
+    history = read_checkpoint(out["checkpoint"])[1]["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert history[1]["resumed_from_epoch"] == 1  # epoch 1 was not trained again
