@@ -8,8 +8,9 @@
 ``features`` picks what is pooled: ``head`` (the last layer, as trained for ImageNet) or
 ``stages`` (multi-scale: the global-average-pooled output of every stage from stride 8 on, each
 L2-normalised, concatenated and scaled by ``1/sqrt(stages)``; 744-d for EfficientNet-Lite0,
-896 / 3584-d for ResNet-18 / 50, ``12 w`` for an SSL ``SmallCNN`` of width ``w``). Mid-level stages describe texture and layout, which transfer to
-aerial scenes better than the ImageNet-specific last layer (BENCHMARKS.md, active labeling).
+896 / 3584-d for ResNet-18 / 50, ``12 w`` for an SSL ``SmallCNN`` of width ``w``). Mid-level
+stages describe texture and layout, which transfer to aerial scenes better than the
+ImageNet-specific last layer (BENCHMARKS.md, active labeling).
 """
 from __future__ import annotations
 
