@@ -26,11 +26,11 @@ def test_console_script_shows_job_config():
 
 
 def test_active_jobs_default_to_stage_features_and_curation_to_the_last_layer():
-    import yaml
+    from hydra import compose, initialize_config_dir
 
-    strata = Path(sys.executable).with_name("strata")
-    for job, features in (("active", "stages"), ("evaluate-active", "stages"), ("curate", "head")):
-        out = subprocess.run([str(strata), job, "--cfg", "job"], capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr
-        embed = yaml.safe_load(out.stdout)["embed"]
-        assert embed["features"] == features and embed["tta"] == "none", (job, embed)
+    from tests.conftest import REPO
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        for job, features in (("active", "stages"), ("evaluate_active", "stages"), ("curate", "head")):
+            embed = compose(job).embed
+            assert embed.features == features and embed.tta == "none", (job, embed)
