@@ -8,6 +8,13 @@ WebDataset text members).
 URIs: a file path/URI for folder trees; ``<parquet file>#<row>`` for Parquet rows;
 ``<tar file>#<member name>`` for tar members. Paths may be local or any fsspec URI.
 
+Folder trees are listed with byte names (``os.fsencode``), carried as ``list<binary>`` (never a
+newline-joined string) and read by absolute path under the input root. Every listed file becomes
+exactly one row: an image, or a row whose ``_read_error`` says why it was refused:
+``invalid-name`` (not UTF-8, or control characters such as a newline: such a name cannot be an id)
+and ``outside-input`` (a symbolic link that resolves outside the input root, unless
+``input.follow_symlinks`` is true). The embed step routes those rows to ``rejects.parquet``.
+
 Reading is split into *work units* listed on the driver (one file, one Parquet row group, one tar
 shard); Ray Data expands them into rows in parallel (:func:`read_images`), and the same expansion
 runs without Ray in :func:`iter_images`.
@@ -48,6 +55,7 @@ class InputConfig:
     units_per_block: int = 1  # work units per Ray Data block (small blocks balance the embedding actors)
     read_tasks: int | None = None  # concurrent read tasks (None: Ray Data decides); each is a worker process
     files_per_unit: int = 64  # folder trees: image files per work unit
+    follow_symlinks: bool | None = None  # folder trees: read links that resolve outside the root (conf/input)
     rows_per_unit: int = 256  # Parquet: rows per work unit (a row group is split into slices)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -101,20 +109,25 @@ def _format_of_file(p: str) -> str:
 
 
 # ---- work units -------------------------------------------------------------------------------
+UNIT_SCHEMA = pa.schema(
+    [("kind", pa.string()), ("file", pa.string()), ("root", pa.string()), ("rows", pa.string()),
+     ("names", pa.list_(pa.binary())), ("offset", pa.int64())]
+)
+
+
 def list_units(cfg: InputConfig) -> pa.Table:
-    """Driver-side listing of work units: columns ``kind``, ``file``, ``root``, ``rows`` (Parquet
-    ``group:start:length`` of a Parquet row group, or a newline-joined file list), ``offset`` (first row number)."""
+    """Driver-side listing of work units: columns ``kind``, ``file``, ``root``, ``rows``
+    (Parquet ``group:start:length``), ``names`` (folder trees: file names relative to ``root``, as
+    bytes) and ``offset`` (first row number)."""
     path = cfg.resolved_path
     fmt = detect_format(path) if cfg.format == "auto" else cfg.format
     fs, p, prefix = _fs(path)
     units: list[dict] = []
     if fmt == "folder":
         root = p if fs.isdir(p) else os.path.dirname(p)
-        files = sorted(fs.find(p)) if fs.isdir(p) else [p]
-        files = [f for f in files if not _hidden(f, root)]
-        for i in range(0, len(files), cfg.files_per_unit):
-            chunk = files[i : i + cfg.files_per_unit]
-            units.append({"kind": "folder", "file": "", "root": prefix + root, "rows": "\n".join(prefix + f for f in chunk), "offset": i})
+        names = _list_folder(fs, p, root, bool(cfg.follow_symlinks))
+        for i in range(0, len(names), cfg.files_per_unit):
+            units.append({"kind": "folder", "file": "", "root": prefix + root, "rows": "", "names": names[i : i + cfg.files_per_unit], "offset": i})
     elif fmt == "parquet":
         from pipeline.io.tables import list_parquet_files
 
@@ -128,22 +141,77 @@ def list_units(cfg: InputConfig) -> pa.Table:
                 n = meta.row_group(g).num_rows
                 for start in range(0, n, cfg.rows_per_unit):
                     length = min(cfg.rows_per_unit, n - start)
-                    units.append({"kind": "parquet", "file": f, "root": prefix + root, "rows": f"{g}:{start}:{length}", "offset": offset + start})
+                    units.append({"kind": "parquet", "file": f, "root": prefix + root, "rows": f"{g}:{start}:{length}", "names": None, "offset": offset + start})
                 offset += n
     elif fmt == "tar":
         files = sorted(fs.glob(p) if any(c in p for c in "*?[") else ([f for f in fs.find(p) if _format_of_file(f) == "tar"] if fs.isdir(p) else [p]))
         root = p if fs.isdir(p) else os.path.dirname(files[0]) if files else p
-        units = [{"kind": "tar", "file": prefix + f, "root": prefix + root, "rows": "", "offset": 0} for f in files]
+        units = [{"kind": "tar", "file": prefix + f, "root": prefix + root, "rows": "", "names": None, "offset": 0} for f in files]
     else:
         raise ValueError(f"unknown input.format {fmt!r}: use auto, folder, parquet or tar")
     if not units:
         raise ValueError(f"no input found at {path!r}")
-    return pa.Table.from_pylist(units, schema=pa.schema([("kind", pa.string()), ("file", pa.string()), ("root", pa.string()), ("rows", pa.string()), ("offset", pa.int64())]))
+    return pa.Table.from_pylist(units, schema=UNIT_SCHEMA)
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+def _list_folder(fs: fsspec.AbstractFileSystem, p: str, root: str, follow_symlinks: bool) -> list[bytes]:
+    """Sorted names (bytes, relative to ``root``) of the non-hidden files under ``p``.
+
+    Local trees are walked with byte names, so a name that is not valid UTF-8 is listed (and later
+    refused by name) rather than crashing the listing. Linked folders are descended only with
+    ``follow_symlinks``; otherwise the link itself is listed, and refused if it leads outside.
+    """
+    if not _is_local(fs):
+        files = sorted(fs.find(p)) if fs.isdir(p) else [p]
+        return [os.path.relpath(f, root).encode("utf-8") for f in files if not _hidden(f, root)]
+    root_b = os.fsencode(root)
+    if not os.path.isdir(p):
+        return [os.path.basename(os.fsencode(p))]
+    names: list[bytes] = []
+    seen_dirs: set[bytes] = set()
+    for dirpath, dirnames, filenames in os.walk(root_b, followlinks=follow_symlinks):
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs:  # a link cycle, or a folder reached twice through links
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(b"."))  # sorted: a fixed walk order
+        listed = [f for f in filenames if not f.startswith(b".")]
+        if not follow_symlinks:  # a linked folder is not walked; one leading outside is refused
+            listed += [d for d in dirnames if os.path.islink(os.path.join(dirpath, d)) and not _inside(os.path.join(dirpath, d), root_b)]
+        rel_dir = os.path.relpath(dirpath, root_b)
+        names += [f if rel_dir == b"." else os.path.join(rel_dir, f) for f in listed]
+    return sorted(names)
+
+
+def _inside(path: bytes, root: bytes) -> bool:
+    """Whether ``path``, all links resolved, lies under ``root`` (also resolved)."""
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    return os.path.commonpath([real, real_root]) == real_root
 
 
 def _hidden(f: str, root: str) -> bool:
     rel = os.path.relpath(f, root)
     return any(part.startswith(".") for part in rel.split(os.sep))
+
+
+def safe_name(name: bytes) -> str | None:
+    """``name`` as text when it can serve as an id (valid UTF-8, no control characters), else None."""
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if any(ord(c) < 32 or ord(c) == 127 for c in text) else text
+
+
+def escaped_name(name: bytes) -> str:
+    """A printable spelling of any byte name (``\\xNN`` escapes) for the id of a rejected row."""
+    text = name.decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 # ---- expanding units into rows -----------------------------------------------------------------
@@ -165,11 +233,19 @@ class ExpandUnits:
 
     def _folder(self, unit: dict) -> pa.Table:
         root = unit["root"]
-        _, root_path, _ = _fs(root)
+        fs, root_path, _ = _fs(root)
+        local = _is_local(fs)
         ids, uris, images, errors, labels = [], [], [], [], []
-        for uri in unit["rows"].split("\n"):
-            rel = os.path.relpath(_fs(uri)[1], root_path).replace(os.sep, "/")
-            data, err = _read_file(uri)
+        for name in unit["names"]:
+            text = safe_name(name)
+            rel = (text if text is not None else escaped_name(name)).replace(os.sep, "/")
+            uri = root.rstrip("/") + "/" + rel
+            if text is None:
+                data, err = None, f"invalid-name: {rel!r} is not valid UTF-8 or contains control characters"
+            elif local:
+                data, err = _read_inside(os.fsencode(root_path), name, rel, bool(self.cfg.follow_symlinks))
+            else:
+                data, err = _read_file(uri)
             ids.append(rel)
             uris.append(uri)
             images.append(data)
@@ -238,6 +314,19 @@ class ExpandUnits:
             return _empty_rows()
         table = pa.Table.from_pylist(rows)
         return table.set_column(table.schema.get_field_index("image"), "image", table.column("image").cast(pa.binary()))
+
+
+def _read_inside(root: bytes, name: bytes, rel: str, follow_symlinks: bool) -> tuple[bytes | None, str | None]:
+    """Bytes of the local file ``root/name`` when it resolves inside ``root`` (or links may be
+    followed); checked at read time, so a link swapped in after the listing is refused too."""
+    path = os.path.join(root, name)
+    if not follow_symlinks and not _inside(path, root):
+        return None, f"outside-input: {rel!r} resolves outside the input folder"
+    try:
+        with open(os.path.realpath(path), "rb") as fh:
+            return fh.read(), None
+    except OSError as exc:
+        return None, f"unreadable file: {type(exc).__name__}: {exc.strerror or exc}"
 
 
 def _read_file(uri: str) -> tuple[bytes | None, str | None]:

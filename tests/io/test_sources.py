@@ -108,3 +108,79 @@ def test_ray_reader_matches_the_plain_reader(ray_session, tmp_path, real_rows, r
     finally:
         ctx.execution_options.preserve_order = old
     assert got.column("id").to_pylist() == _collect(cfg).column("id").to_pylist() == [r["id"] for r in real_rows]
+
+
+def _folder_rows(root) -> dict[str, dict]:
+    out = _collect(InputConfig(path=str(root), files_per_unit=2))
+    return {r["id"]: r for r in out.to_pylist()}
+
+
+def test_awkward_file_names_are_each_one_row_kept_or_rejected(tmp_path, real_rows):
+    """A non-UTF-8 name, a name with a newline and a name like an option are listed (bytes-safe),
+    never split into phantom rows, and each ends as one kept row or one row with a reason."""
+    root = tmp_path / "in"
+    (root / "forest").mkdir(parents=True)
+    jpeg = real_rows[0]["image"]
+    (root / "forest" / "ok.jpg").write_bytes(jpeg)
+    (root / "forest" / "-rf #1 ünïcode.jpg").write_bytes(jpeg)
+    os.close(os.open(os.path.join(os.fsencode(root / "forest"), b"caf\xe9.jpg"), os.O_CREAT | os.O_WRONLY))
+    with open(os.path.join(os.fsencode(root), b"bad\xff.jpg"), "wb") as fh:
+        fh.write(jpeg)
+    (root / "x\nsecret.jpg").write_bytes(jpeg)
+    # the old reader split listings on newlines and read `secret.jpg` relative to the working dir
+    (tmp_path / "secret.jpg").write_bytes(b"must never be read")
+    units = list_units(InputConfig(path=str(root), files_per_unit=2))
+    assert sum(len(n) for n in units.column("names").to_pylist()) == 5
+    rows = _folder_rows(root)
+    assert len(rows) == 5
+    assert rows["forest/ok.jpg"]["_read_error"] is None and rows["forest/ok.jpg"]["label"] == "forest"
+    assert rows["forest/-rf #1 ünïcode.jpg"]["image"] == jpeg
+    invalid = {i: r for i, r in rows.items() if (r["_read_error"] or "").startswith("invalid-name")}
+    assert set(invalid) == {"forest/caf\\xe9.jpg", "bad\\xff.jpg", "x\\x0asecret.jpg"}
+    assert all(r["image"] is None for r in invalid.values())
+    assert all(b"must never" not in (r["image"] or b"") for r in rows.values())
+    pa.Table.from_pylist(list(rows.values()))  # every id and uri is valid UTF-8 (writable to Parquet)
+
+
+def test_symlinks_out_of_the_input_are_refused_unless_allowed(tmp_path, real_rows):
+    jpeg = real_rows[0]["image"]
+    outside = tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "secret.jpg").write_bytes(jpeg)
+    (outside / "deep" / "more.jpg").write_bytes(jpeg)
+    root = tmp_path / "in"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "real.jpg").write_bytes(jpeg)
+    (root / "a" / "inner-link.jpg").symlink_to(root / "a" / "real.jpg")
+    (root / "a" / "escape.jpg").symlink_to(outside / "secret.jpg")
+    (root / "a" / "dir-out").symlink_to(outside / "deep", target_is_directory=True)
+    (root / "b").symlink_to(root / "a", target_is_directory=True)  # inside: its files are listed via a/
+
+    rows = _folder_rows(root)
+    assert set(rows) == {"a/real.jpg", "a/inner-link.jpg", "a/escape.jpg", "a/dir-out"}
+    assert rows["a/inner-link.jpg"]["image"] == jpeg and rows["a/real.jpg"]["_read_error"] is None
+    for refused in ("a/escape.jpg", "a/dir-out"):
+        assert rows[refused]["image"] is None and rows[refused]["_read_error"].startswith("outside-input")
+
+    followed = _collect(InputConfig(path=str(root), follow_symlinks=True)).to_pylist()
+    by_id = {r["id"]: r for r in followed}
+    assert by_id["a/escape.jpg"]["image"] == jpeg and by_id["a/dir-out/more.jpg"]["image"] == jpeg
+    assert len(followed) == len(by_id)  # the b -> a loop back into the tree is walked once
+
+
+def test_embed_accounts_for_every_refused_name(tmp_path, real_rows):
+    """The embed stage turns refused names into reject reasons: read == kept + rejected."""
+    from pipeline.embed.stage import REJECT_REASON, EmbedStage
+
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "ok.jpg").write_bytes(real_rows[0]["image"])
+    with open(os.path.join(os.fsencode(root), b"bad\xff.jpg"), "wb") as fh:
+        fh.write(real_rows[1]["image"])
+    (root / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    (tmp_path / "secret.jpg").write_bytes(real_rows[2]["image"])
+    stage = EmbedStage({"backbone": "resnet18", "image_size": 32, "device": "cpu"})
+    stage.setup()
+    out = stage.process(_collect(InputConfig(path=str(root))))
+    reasons = sorted((r or "kept").split(":")[0] for r in out.column(REJECT_REASON).to_pylist())
+    assert reasons == ["invalid-name", "kept", "outside-input"]
