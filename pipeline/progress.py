@@ -24,9 +24,9 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Iterator, TextIO, TypeVar
 
+from pipeline.artifacts import PROGRESS_LOG
 from pipeline.rundir import RunDir
 
-LOG_NAME = "progress.log"
 T = TypeVar("T")
 
 
@@ -166,7 +166,7 @@ def track(items: Iterable[T], name: str, total: int | None = None, **kwargs: Any
 
 def append_log(run: RunDir, line: str) -> None:
     """Append one line to ``<run_dir>/progress.log`` (object stores without append: rewrite)."""
-    path = run.local(LOG_NAME)
+    path = run.local(PROGRESS_LOG)
     try:
         with run.fs.open(path, "a") as fh:
             fh.write(line + "\n")
@@ -178,7 +178,7 @@ def append_log(run: RunDir, line: str) -> None:
 
 def read_log(run: RunDir, last: int | None = None) -> list[str]:
     """Lines of ``progress.log`` (the ``last`` ones only when given); empty when there is none."""
-    path = run.local(LOG_NAME)
+    path = run.local(PROGRESS_LOG)
     if not run.fs.exists(path):
         return []
     lines = run.fs.cat_file(path).decode().splitlines()

@@ -1,15 +1,25 @@
-"""The run directory: every output of a run, ``run.json``, and one done-marker per finished step.
+"""The run directory and the one step contract every job uses.
 
-Layout (local path or any fsspec URI)::
+Layout (local path or any fsspec URI; every artifact's path is named in :mod:`pipeline.artifacts`)::
 
     <run_dir>/
-      run.json                 resolved config, seed, versions, counts, timings per stage
+      run.json                 resolved config, seed, versions, counts, timings per step
       _markers/<step>.json     written last by a finished step; its presence means "done"
-      embeddings/ rejects.parquet clusters/ manifest.parquet ...   stage outputs
+      embeddings/ rejects.parquet clusters/ manifest.parquet ...   step outputs
 
-A step whose marker exists, and whose recorded config fingerprint matches, is skipped on rerun.
-Outputs are written under temporary names and renamed after success, so a crash never leaves
-something that looks finished.
+A step runs inside :meth:`RunDir.step`::
+
+    with run.step("dedup", config, inputs=[EMBEDDINGS], force=force) as step:
+        if step.skipped:
+            return step.result
+        ...                      # write outputs (``run.staging`` renames them into place)
+        step.result = counts     # recorded in the marker and in run.json
+
+Its **fingerprint** is the hash of its config plus the fingerprints of what it reads: for an
+artifact, the fingerprint of the step that wrote it (from that step's marker); for the input
+collection, a listing of relative names, sizes and modification times (or ETags). Paths inside
+the run directory are written relative to it. So a changed input or upstream config recomputes
+exactly the dependent steps, and a run directory copied elsewhere resumes without recomputing.
 """
 from __future__ import annotations
 
@@ -20,76 +30,140 @@ import logging
 import os
 import time
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 
+if TYPE_CHECKING:
+    from pipeline.artifacts import Artifact
+
 log = logging.getLogger(__name__)
 
+RUN_ROOT = "<run_dir>"
+INPUT = "input"  # input-fingerprint key of the input collection's listing (not a step)
+_BOOKKEEPING = ("step", "fingerprint", "inputs", "finished_at", "seconds")
 
-def fingerprint(obj: Any) -> str:
-    """Stable short hash of a JSON-serialisable config fragment."""
+
+def fingerprint(obj: Any, root: str | None = None) -> str:
+    """Stable short hash of a JSON-serialisable value; strings under ``root`` are made relative to it."""
+    if root:
+        obj = _relative(obj, root.rstrip("/"))
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _relative(obj: Any, root: str) -> Any:
+    if isinstance(obj, str):
+        if obj == root or obj.startswith(root + "/"):
+            return RUN_ROOT + obj[len(root):]
+        return obj
+    if isinstance(obj, Mapping):
+        return {k: _relative(v, root) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_relative(v, root) for v in obj]
+    return obj
+
+
+class StepInputMissing(FileNotFoundError):
+    """A step reads an artifact whose producing step has not finished in this run directory."""
+
+
 class RunDir:
-    """Paths, done-markers and ``run.json`` of one run directory."""
+    """Paths, steps, done-markers and ``run.json`` of one run directory.
+
+    Nothing is created until something is written: opening a run directory to read it (search,
+    report) never leaves an empty folder behind.
+    """
 
     def __init__(self, root: str):
-        self.root = root.rstrip("/")
+        self.root = str(root).rstrip("/")
         self.fs, self._root = fsspec.core.url_to_fs(self.root)
-        self.fs.makedirs(self._root, exist_ok=True)
 
-    def path(self, *parts: str) -> str:
-        """URI of ``parts`` inside the run directory (same scheme as ``root``)."""
-        return "/".join([self.root, *parts])
+    def path(self, *parts: str | Artifact) -> str:
+        """URI of ``parts`` (artifacts or names) inside the run directory (same scheme as ``root``)."""
+        return "/".join([self.root, *map(str, parts)])
 
-    def local(self, *parts: str) -> str:
+    def local(self, *parts: str | Artifact) -> str:
         """Filesystem path (no scheme) of ``parts``, for use with ``self.fs``."""
-        return "/".join([self._root, *parts])
+        return "/".join([self._root, *map(str, parts)])
 
-    def exists(self, *parts: str) -> bool:
+    def exists(self, *parts: str | Artifact) -> bool:
         return self.fs.exists(self.local(*parts))
 
-    # ---- markers -------------------------------------------------------------------------
+    # ---- steps -------------------------------------------------------------------------------
+    def step(
+        self,
+        name: str,
+        config: Any,
+        inputs: Iterable[Artifact] | Mapping[str, str] = (),
+        *,
+        force: bool = False,
+    ) -> Step:
+        """The contract of one step (see the module docstring); use as a context manager."""
+        return Step(self, name, config, inputs, force=force)
+
+    def step_fingerprint(self, step: str) -> str | None:
+        """Fingerprint recorded by ``step``'s marker (None when it has not finished)."""
+        return self.marker(step).get("fingerprint") if self.is_done(step) else None
+
+    def input_fingerprints(self, inputs: Iterable[Artifact] | Mapping[str, str]) -> dict[str, str]:
+        """``{name: fingerprint}`` of ``inputs``: artifacts by their producing step, mappings as given."""
+        if isinstance(inputs, Mapping):
+            return dict(inputs)
+        out = {}
+        for artifact in inputs:
+            fp = self.step_fingerprint(artifact.step)
+            if fp is None:
+                raise StepInputMissing(f"{self.path(artifact)} is missing: run the {artifact.step!r} step first "
+                                       f"(`strata {artifact.job} run_dir={self.root}`)")
+            out[artifact.step] = fp
+        return out
+
+    def is_current(self, artifact: Artifact) -> bool:
+        """True when ``artifact``'s step finished and everything it read is unchanged since."""
+        if not self.is_done(artifact.step):
+            return False
+        recorded = self.marker(artifact.step).get("inputs") or {}
+        return all(self.step_fingerprint(step) == fp for step, fp in recorded.items() if step != INPUT)
+
+    # ---- markers -------------------------------------------------------------------------------
     def _marker(self, step: str) -> str:
         return self.local("_markers", f"{step}.json")
 
     def is_done(self, step: str, config: Any = None) -> bool:
-        """True when ``step`` finished before with the same config fingerprint (if given)."""
+        """True when ``step``'s marker exists (and, when ``config`` is given, has its fingerprint).
+
+        Used directly only for sub-steps (one k-means resampling step, one download date) whose
+        fingerprint the enclosing :class:`Step` derives from its own.
+        """
         marker = self._marker(step)
         if not self.fs.exists(marker):
             return False
-        if config is None:
-            return True
-        info = self.marker(step)
-        if info.get("fingerprint") != fingerprint(config):
-            log.warning("step %s finished before with another config; recomputing", step)
-            return False
-        return True
+        return config is None or self.marker(step).get("fingerprint") == fingerprint(config, self.root)
 
     def marker(self, step: str) -> dict:
         with self.fs.open(self._marker(step), "r") as fh:
             return json.load(fh)
 
     def mark_done(self, step: str, config: Any = None, **info: Any) -> None:
-        """Record that ``step`` finished (call after its outputs are in place)."""
+        """Record that sub-step ``step`` finished (call after its outputs are in place)."""
         payload = {"step": step, "finished_at": time.time(), **info}
         if config is not None:
-            payload["fingerprint"] = fingerprint(config)
+            payload["fingerprint"] = fingerprint(config, self.root)
         self.write_json(self._marker(step), payload, local=True)
 
     def clear(self, *steps: str) -> None:
-        """Forget that ``steps`` finished (``force=true``)."""
+        """Forget that ``steps`` finished."""
         for step in steps:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm(self._marker(step))
 
-    # ---- atomic outputs --------------------------------------------------------------------
+    # ---- atomic outputs ------------------------------------------------------------------------
     @contextlib.contextmanager
-    def staging(self, *parts: str) -> Iterator[str]:
+    def staging(self, *parts: str | Artifact) -> Iterator[str]:
         """Yield a temporary path; on success it is renamed to ``parts`` (replacing any old one)."""
         final = self.local(*parts)
+        self.fs.makedirs(os.path.dirname(final), exist_ok=True)
         tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
         try:
             yield self._with_scheme(tmp)
@@ -104,17 +178,16 @@ class RunDir:
     def _with_scheme(self, local_path: str) -> str:
         return self.root[: len(self.root) - len(self._root)] + local_path if "://" in self.root else local_path
 
-    # ---- run.json ---------------------------------------------------------------------------
-    def write_json(self, path: str, payload: Any, local: bool = False) -> None:
-        target = path if local else self.local(path)
-        parent = os.path.dirname(target)
-        self.fs.makedirs(parent, exist_ok=True)
+    # ---- run.json ------------------------------------------------------------------------------
+    def write_json(self, path: str | Artifact, payload: Any, local: bool = False) -> None:
+        target = str(path) if local else self.local(path)
+        self.fs.makedirs(os.path.dirname(target), exist_ok=True)
         tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
         with self.fs.open(tmp, "w") as fh:
             json.dump(payload, fh, indent=2, sort_keys=True, default=str)
         self.fs.mv(tmp, target)
 
-    def read_json(self, path: str, default: Any = None) -> Any:
+    def read_json(self, path: str | Artifact, default: Any = None) -> Any:
         target = self.local(path)
         if not self.fs.exists(target):
             return default
@@ -131,3 +204,58 @@ class RunDir:
                 run[key] = value
         self.write_json("run.json", run)
         return run
+
+
+class Step:
+    """One step of a run: skip when finished with the same fingerprint, else run, time and mark.
+
+    Attributes after ``__enter__``: ``fingerprint``, ``inputs`` (``{step: fingerprint}``),
+    ``skipped`` and ``result`` (the recorded result of a skipped step). Set ``result`` to a
+    JSON-serialisable dict before the block ends; it goes to the marker and ``run.json``.
+    An exception leaves no marker, so the next run recomputes the step.
+    """
+
+    def __init__(self, run: RunDir, name: str, config: Any, inputs: Iterable[Artifact] | Mapping[str, str], *, force: bool):
+        self.run, self.name, self.config, self.force = run, name, config, force
+        self._inputs = inputs if isinstance(inputs, Mapping) else tuple(inputs)
+        self.skipped = False
+        self.result: dict[str, Any] = {}
+
+    def __enter__(self) -> Step:
+        run = self.run
+        self._t0 = time.perf_counter()
+        self.inputs = run.input_fingerprints(self._inputs)
+        self.fingerprint = fingerprint({"config": self.config, "inputs": self.inputs}, run.root)
+        if run.is_done(self.name):
+            previous = run.marker(self.name)
+            if not self.force and previous.get("fingerprint") == self.fingerprint:
+                self.skipped = True
+                self.result = {k: v for k, v in previous.items() if k not in _BOOKKEEPING}
+                log.info("%s: finished before with the same config and inputs; skipping (force=true recomputes)", self.name)
+                return self
+            changed = "force=true" if self.force else _what_changed(previous.get("inputs") or {}, self.inputs)
+            log.info("%s: recomputing (%s)", self.name, changed)
+            run.clear(self.name)
+        log.info("== %s", self.name)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None or self.skipped:
+            return False
+        seconds = round(time.perf_counter() - self._t0, 3)
+        result = {k: v for k, v in self.result.items() if k not in _BOOKKEEPING}
+        payload = {"step": self.name, "fingerprint": self.fingerprint, "inputs": self.inputs,
+                   "finished_at": time.time(), "seconds": seconds, **result}
+        self.run.update_run_json(timings={self.name: seconds}, counts={self.name: result})
+        self.run.write_json(self.run._marker(self.name), payload, local=True)
+        return False
+
+    def sub_fingerprint(self, **config: Any) -> dict:
+        """Config of a sub-step marker (``RunDir.is_done`` / ``mark_done``): its own settings and this
+        step's inputs, so a sub-step survives a change of the step's config that it does not read."""
+        return {"inputs": self.inputs, **config}
+
+
+def _what_changed(before: Mapping[str, str], now: Mapping[str, str]) -> str:
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    return f"changed inputs: {', '.join(changed)}" if changed else "config changed"

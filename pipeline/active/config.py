@@ -1,42 +1,45 @@
 """Settings of the active-learning loop (``conf/active/*.yaml`` -> :class:`ActiveConfig`)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, field, fields
 from typing import Any
 
 from pipeline.active.diversity import DIVERSITY
 from pipeline.active.strategies import STRATEGIES
+from pipeline.config import schema
 
 
-@dataclass
+@schema("active/default", "active", key="scale")
 class ScaleConfig:
     """Score only a k-center coreset of the pool, then expand the best candidates to their neighbours."""
 
-    enabled: bool = False
-    fraction: float = 0.1  # share of the pool in the scored coreset
-    neighbors: int = 8  # neighbours of each top candidate added back before the final choice
-    sample_size: int = 1024  # stratified k-center candidate sample
+    enabled: bool
+    fraction: float  # share of the pool in the scored coreset
+    neighbors: int  # neighbours of each top candidate added back before the final choice
+    sample_size: int  # stratified k-center candidate sample
 
 
-@dataclass
+@schema("active/default", "active")
 class ActiveConfig:
-    n_neighbors: int = 64  # seed set: nearest neighbours of the starter(s)
-    n_random: int = 32  # seed set: random images
-    batch_size: int = 64  # images labeled per round
-    budget: float = 0.05  # stop when this share of the pool is labeled
-    min_change: float = 0.0  # stop when a round flips fewer than this share of predictions (0 = off)
-    max_rounds: int | None = None
-    strategy: str = "least_confidence"
-    diversity: str = "none"
-    candidate_factor: int = 10  # diversity chooses among the top candidate_factor * batch_size
-    sigma: float = 0.1  # gaussian strategy width
-    block_size: int = 8  # iterative_proximity
-    penalty: float = 1.0  # iterative_proximity
-    n_clusters: int = 16  # clustering
-    threshold: float = 0.5  # predicted positive when p >= threshold
-    head: dict[str, Any] = field(default_factory=lambda: {"kind": "logistic", "c": 1.0, "class_weight": "balanced", "standardize": True})
-    scale: ScaleConfig = field(default_factory=ScaleConfig)
-    seed: int = 0
+    """The loop's settings (``conf/active/default.yaml``: defaults and docs there)."""
+
+    n_neighbors: int
+    n_random: int
+    batch_size: int
+    budget: float
+    min_change: float
+    max_rounds: int | None
+    strategy: str
+    diversity: str
+    candidate_factor: int
+    sigma: float
+    block_size: int
+    penalty: float
+    n_clusters: int
+    threshold: float
+    head: dict[str, Any]
+    scale: ScaleConfig = field(default_factory=lambda: ScaleConfig())
+    seed: int = 0  # the job's seed (set by the job, not by this group)
 
     @classmethod
     def from_dict(cls, cfg: dict | None) -> "ActiveConfig":

@@ -93,26 +93,28 @@ def evaluate_run(run, cfg: dict[str, Any], *, force: bool = False) -> dict[str, 
     Writes ``evaluate_active/runs.parquet`` and ``evaluate_active/summary.json`` (per-variant means).
     """
     from pipeline.active.run import ensure_embeddings
-    from pipeline.io.tables import read_embeddings, write_parquet_atomic
+    from pipeline.artifacts import EMBEDDINGS, EVALUATE_ACTIVE_RUNS, EVALUATE_ACTIVE_SUMMARY, read_run_embeddings
+    from pipeline.io.tables import write_parquet_atomic
 
     base = dict(cfg["active"])
     variants = {name: ActiveConfig.from_dict({**base, **dict(over or {})}) for name, over in (cfg.get("variants") or {}).items()}
     if not variants:
         raise ValueError("evaluate-active needs at least one entry in `variants`")
-    step_cfg = {"variants": {k: v.to_dict() for k, v in variants.items()}, "n_starters": cfg.get("n_starters"),
-                "classes": cfg.get("classes"), "label_column": cfg.get("label_column"), "seed": cfg.get("seed")}
-    if not force and run.is_done("evaluate_active", step_cfg):
-        return run.read_json("evaluate_active/summary.json")
+    step_cfg = {"variants": {k: v.to_dict() for k, v in variants.items()}, "n_starters": cfg["n_starters"],
+                "classes": cfg.get("classes"), "label_column": cfg["label_column"], "seed": cfg["seed"]}
     ensure_embeddings(run, cfg)
-    column = str(cfg.get("label_column", "label"))
-    table, x = read_embeddings(run.path("embeddings"))
-    if column not in table.column_names:
-        raise KeyError(f"label_column={column!r} is not a column of the embeddings: {table.column_names}")
-    runs = protocol_runs(x, table.column(column).to_pylist(), variants, n_starters=int(cfg.get("n_starters", 10)),
-                         seed=int(cfg.get("seed", 0)), classes=cfg.get("classes"), ids=table.column("id").to_pylist(),
-                         progress=lambda r: log.info("evaluate-active: %s", r))
-    write_parquet_atomic(runs, run.path("evaluate_active", "runs.parquet"))
-    summary = {"n_pool": int(len(x)), "variants": summarize(runs)}
-    run.write_json("evaluate_active/summary.json", summary)
-    run.mark_done("evaluate_active", step_cfg, runs=runs.num_rows)
+    with run.step("evaluate_active", step_cfg, inputs=[EMBEDDINGS], force=force) as step:
+        if step.skipped:
+            return run.read_json(EVALUATE_ACTIVE_SUMMARY)
+        column = str(cfg["label_column"])
+        table, x = read_run_embeddings(run)
+        if column not in table.column_names:
+            raise KeyError(f"label_column={column!r} is not a column of the embeddings: {table.column_names}")
+        runs = protocol_runs(x, table.column(column).to_pylist(), variants, n_starters=int(cfg["n_starters"]),
+                             seed=int(cfg["seed"]), classes=cfg.get("classes"), ids=table.column("id").to_pylist(),
+                             progress=lambda r: log.info("evaluate-active: %s", r))
+        write_parquet_atomic(runs, run.path(EVALUATE_ACTIVE_RUNS))
+        summary = {"n_pool": int(len(x)), "variants": summarize(runs)}
+        run.write_json(EVALUATE_ACTIVE_SUMMARY, summary)
+        step.result = {"runs": runs.num_rows}
     return summary

@@ -26,22 +26,31 @@ from pipeline.active.labelers import HumanLabeler, OracleLabeler
 from pipeline.active.loop import LoopResult, run_loop
 from pipeline.active.metrics import run_metrics
 from pipeline.active.state import RunDirCheckpoint
-from pipeline.io.tables import read_embeddings, write_parquet_atomic
+from pipeline.artifacts import (
+    ACTIVE_HEAD,
+    ACTIVE_IMAGEFOLDER,
+    ACTIVE_LABELS,
+    ACTIVE_ROUNDS,
+    ACTIVE_SUMMARY,
+    EMBEDDINGS,
+    read_run_embeddings,
+)
+from pipeline.io.tables import write_parquet_atomic
 from pipeline.progress import Progress
-from pipeline.rundir import RunDir
+from pipeline.rundir import RunDir, Step
 
 log = logging.getLogger(__name__)
 
 LABEL_NAMES = {1: "positive", 0: "negative", -1: "unsure"}
 
 
-def ensure_embeddings(run: RunDir, cfg: dict[str, Any], force: bool = False) -> None:
-    """Reuse ``<run_dir>/embeddings``; embed ``input`` (Ray must be up) when they are missing."""
-    if run.exists("embeddings") and not force:
+def ensure_embeddings(run: RunDir, cfg: dict[str, Any]) -> None:
+    """Embed ``input`` (Ray must be up) unless the run already holds embeddings."""
+    if run.is_done(EMBEDDINGS.step):
         return
     from pipeline.embed import run_embed
 
-    run_embed(run, dict(cfg.get("input") or {}), dict(cfg["embed"]), force=force)
+    run_embed(run, dict(cfg["input"]), dict(cfg["embed"]))
 
 
 def starter_rows_and_vectors(cfg: dict[str, Any], ids: np.ndarray, embed_cfg: dict, dim: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -76,24 +85,29 @@ def run_active(run: RunDir, cfg: dict[str, Any], *, force: bool = False, embed_c
     ``embed_cfg``: the embed config the run's embeddings were made with (for ``starter.image``);
     defaults to ``cfg["embed"]``.
     """
-    loop_cfg = ActiveConfig.from_dict({**dict(cfg["active"]), "seed": int(cfg.get("seed", 0))})
+    loop_cfg = ActiveConfig.from_dict({**dict(cfg["active"]), "seed": int(cfg["seed"])})
     step_cfg = {"active": loop_cfg.to_dict(), "starter": cfg.get("starter"), "labeler": (cfg.get("labeler") or {}).get("kind"),
                 "oracle": cfg.get("oracle")}
-    if not force and run.is_done("active", step_cfg):
-        log.info("active: already done in %s", run.root)
-        return run.read_json("active/summary.json")
     ensure_embeddings(run, cfg)
-    table, x = read_embeddings(run.path("embeddings"))
+    with run.step("active", step_cfg, inputs=[EMBEDDINGS], force=force) as step:
+        if step.skipped:
+            return run.read_json(ACTIVE_SUMMARY)
+        summary = _active_loop(run, cfg, loop_cfg, step, embed_cfg)
+        step.result = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
+    return summary
+
+
+def _active_loop(run: RunDir, cfg: dict[str, Any], loop_cfg: ActiveConfig, step: Step, embed_cfg: dict | None) -> dict[str, Any]:
+    table, x = read_run_embeddings(run)
     ids = np.asarray(table.column("id").to_pylist(), dtype=str)
     uris = table.column("uri").to_pylist() if "uri" in table.column_names else [""] * len(ids)
     rows, vectors = starter_rows_and_vectors(cfg, ids, embed_cfg or dict(cfg.get("embed") or {}), x.shape[1])
 
-    checkpoint = RunDirCheckpoint(run, step_cfg)
-    if force:
+    checkpoint = RunDirCheckpoint(run, step.fingerprint)
+    if step.force:
         checkpoint.clear()
-        run.clear("active")
     labeler_cfg = dict(cfg.get("labeler") or {})
-    kind = labeler_cfg.get("kind", "oracle")
+    kind = labeler_cfg["kind"]
     oracle_cfg = cfg.get("oracle") or {}
     truth = None
     if oracle_cfg.get("column") and oracle_cfg.get("positive") is not None:
@@ -109,8 +123,8 @@ def run_active(run: RunDir, cfg: dict[str, Any], *, force: bool = False, embed_c
         from pipeline.labeler.job import open_store, start_server
 
         store = open_store(run, labeler_cfg)
-        labeler = HumanLabeler(store, ids.tolist(), uris, timeout_s=float(labeler_cfg.get("timeout_s", 3600)))
-        if labeler_cfg.get("serve", True):
+        labeler = HumanLabeler(store, ids.tolist(), uris, timeout_s=float(labeler_cfg["timeout_s"]))
+        if labeler_cfg["serve"]:
             server = start_server(store, labeler_cfg)
             print(f"Strata labeler: {server.url}" + (f"  (token {server.token})" if server.token else ""), flush=True)
     else:
@@ -130,10 +144,7 @@ def run_active(run: RunDir, cfg: dict[str, Any], *, force: bool = False, embed_c
     finally:
         if server is not None:
             server.stop()
-    summary = write_outputs(run, result, ids, uris, truth, cfg)
-    run.mark_done("active", step_cfg, **{k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
-    run.update_run_json(counts={"active": summary})
-    return summary
+    return write_outputs(run, result, ids, uris, truth, cfg)
 
 
 def write_outputs(run: RunDir, result: LoopResult, ids: np.ndarray, uris: list[str], truth: np.ndarray | None,
@@ -153,13 +164,13 @@ def write_outputs(run: RunDir, result: LoopResult, ids: np.ndarray, uris: list[s
         "score": pa.array(probs[out_rows], pa.float32()),
         "round": pa.array(np.concatenate([state.label_round, np.full(len(model_rows), state.round, np.int32)]), pa.int32()),
     })
-    write_parquet_atomic(table, run.path("active", "labels.parquet"))
-    write_parquet_atomic(pa.Table.from_pylist(state.history), run.path("active", "rounds.parquet"))
+    write_parquet_atomic(table, run.path(ACTIVE_LABELS))
+    write_parquet_atomic(pa.Table.from_pylist(state.history), run.path(ACTIVE_ROUNDS))
     import io
 
     buf = io.BytesIO()
     np.savez(buf, kind=np.array(result.head.kind), **{k: np.asarray(v) for k, v in result.head.state().items()})
-    with run.fs.open(run.local("active", "head.npz"), "wb") as fh:
+    with run.fs.open(run.local(ACTIVE_HEAD), "wb") as fh:
         fh.write(buf.getvalue())
     summary: dict[str, Any] = {
         "n_pool": int(len(ids)),
@@ -176,7 +187,7 @@ def write_outputs(run: RunDir, result: LoopResult, ids: np.ndarray, uris: list[s
     mode = (cfg.get("export") or {}).get("imagefolder", "copy")
     if mode and mode != "none":
         summary["imagefolder"] = export_imagefolder(run, table, mode)
-    run.write_json("active/summary.json", summary)
+    run.write_json(ACTIVE_SUMMARY, summary)
     return summary
 
 
@@ -190,7 +201,7 @@ def export_imagefolder(run: RunDir, table: pa.Table, mode: str = "copy") -> dict
 
     if mode not in ("copy", "symlink"):
         raise ValueError(f"export.imagefolder must be copy, symlink or none, got {mode!r}")
-    final = run.local("active", "imagefolder")
+    final = run.local(ACTIVE_IMAGEFOLDER)
     tmp = f"{final}.tmp-{os.getpid()}"
     counts: dict[str, int] = defaultdict(int)
     by_shard: dict[str, list[tuple[int, str, str]]] = defaultdict(list)

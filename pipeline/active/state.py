@@ -13,15 +13,16 @@ import uuid
 import numpy as np
 
 from pipeline.active.loop import LoopState
-from pipeline.rundir import RunDir, fingerprint
+from pipeline.artifacts import ACTIVE_STATE
+from pipeline.rundir import RunDir
 
 
 class RunDirCheckpoint:
     """:class:`pipeline.active.loop.Checkpoint` stored in a run directory, tied to one config."""
 
-    def __init__(self, run: RunDir, config: dict, folder: str = "active/state"):
+    def __init__(self, run: RunDir, step_fingerprint: str, folder: str = str(ACTIVE_STATE)):
         self.run, self.folder = run, folder
-        self.fingerprint = fingerprint(config)
+        self.fingerprint = step_fingerprint
 
     def _write(self, name: str, data: bytes) -> None:
         target = self.run.local(self.folder, name)

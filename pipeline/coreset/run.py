@@ -14,44 +14,31 @@ import math
 import time
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from pipeline.config import with_defaults
 from pipeline.coreset.kcenter import k_center_greedy, stratified_k_center
 from pipeline.coreset.percluster import per_cluster_k_center
-from pipeline.io.tables import read_embeddings, write_parquet_atomic
+from pipeline.artifacts import (
+    CLUSTERS,
+    CORESET,
+    DUPLICATES,
+    EMBEDDINGS,
+    duplicate_ids,
+    load_levels,
+    load_point_ids,
+    read_run_embeddings,
+)
+from pipeline.io.tables import write_parquet_atomic
 from pipeline.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
-    "method": "auto",            # exact | stratified | per_cluster | auto (exact while N*k <= 2e9)
-    "fraction": 0.1,
-    "size": None,                # absolute count; overrides fraction
-    "metric": "l2",
-    "device": "auto",
-    "start": "farthest_from_mean",
-    "drop_duplicates": True,
-    "seed": 0,
-    "stratified": {"sample_size": 1024, "resample_every": 256, "random_fraction": 0.5,
-                   "bound_centers": 4096, "radius_sample": 16384},
-    "per_cluster": {"n_clusters": None, "points_per_cluster": 1000, "allocation": "balanced", "n_iters": 20},
-    "output": "coreset/manifest.parquet",
-}
-
-
 def coreset_config(cfg: dict) -> dict:
-    cfg = dict(cfg)
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise KeyError(f"unknown coreset config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    out = {**DEFAULTS, **cfg}
-    for key in ("stratified", "per_cluster"):
-        out[key] = {**DEFAULTS[key], **(cfg.get(key) or {})}
-    return out
+    """``cfg`` over the defaults of ``conf/coreset/default.yaml`` (unknown keys are an error)."""
+    return with_defaults("coreset/default", cfg)
 
 
 def select_coreset(x: np.ndarray, k: int, cfg: dict) -> tuple[np.ndarray, float, np.ndarray | None, str]:
@@ -81,11 +68,9 @@ def select_coreset(x: np.ndarray, k: int, cfg: dict) -> tuple[np.ndarray, float,
 
 def _levels_for(run: RunDir, ids: pa.Array, x: np.ndarray, assignments: np.ndarray | None) -> dict[str, pa.Array]:
     """Manifest level columns and ``distance`` for rows ``ids`` (with embeddings ``x``)."""
-    if run.exists("clusters", "clusters.json"):
-        from pipeline.kmeans import load_levels, load_point_ids
-
-        _, levels = load_levels(run.path("clusters"))
-        point_ids = load_point_ids(run.path("clusters"))
+    if run.is_current(CLUSTERS):
+        _, levels = load_levels(run)
+        point_ids = load_point_ids(run)
         pos = pc.index_in(ids, value_set=point_ids.column("id")).to_numpy(zero_copy_only=False)
         if not np.isnan(pos.astype(float)).any():
             index = point_ids.column("index").to_numpy()[pos.astype(np.int64)]
@@ -106,38 +91,38 @@ def _levels_for(run: RunDir, ids: pa.Array, x: np.ndarray, assignments: np.ndarr
 
 
 def run_coreset(run: RunDir, cfg: dict, *, force: bool = False) -> dict:
-    """Select a k-center coreset of ``run``'s embeddings; write the manifest; return counts + radius."""
+    """Select a k-center coreset of ``run``'s embeddings; write the manifest; return counts + radius.
+
+    Reads the run's current dedup output (with ``drop_duplicates``) and clusters (for the level
+    columns) when present; both are inputs of the step's fingerprint.
+    """
     c = coreset_config(cfg)
-    if force:
-        run.clear("coreset")
-    if run.is_done("coreset", c):
-        info = run.marker("coreset")
-        return {key: info[key] for key in ("input", "selected", "covering_radius", "method")}
-    t0 = time.perf_counter()
-    table, x = read_embeddings(run.path("embeddings"))
-    if c["drop_duplicates"] and run.exists("dedup", "duplicates.parquet"):
-        with fsspec.open(run.path("dedup", "duplicates.parquet"), "rb") as fh:
-            dup_ids = pq.read_table(fh, columns=["id"]).column("id")
-        keep = pc.invert(pc.is_in(table.column("id"), value_set=dup_ids)).to_numpy(zero_copy_only=False)
-        table, x = table.filter(pa.array(keep)), x[keep]
-    n = len(x)
-    k = int(c["size"]) if c["size"] is not None else int(round(float(c["fraction"]) * n))
-    if not 1 <= k <= n:
-        raise ValueError(f"coreset size {k} must be in [1, {n}] (fraction={c['fraction']}, size={c['size']})")
-    idx, radius, assignments, method = select_coreset(x, k, c)
-    sel = table.take(pa.array(idx))
-    cols = _levels_for(run, sel.column("id").combine_chunks(), x[idx], None if assignments is None else assignments[idx])
-    first = {"id": sel.column("id"), **({"uri": sel.column("uri")} if "uri" in sel.column_names else {})}
-    manifest = pa.table({
-        **first, **cols,
-        "multiplicity": pa.array(np.ones(k, dtype=np.int32)),
-        "coreset_rank": pa.array(np.arange(k, dtype=np.int64)),
-        **{name: sel.column(name) for name in sel.column_names if name not in first},
-    })
-    write_parquet_atomic(manifest, run.path(*c["output"].split("/")))
-    out = {"input": n, "selected": k, "covering_radius": float(radius), "method": method}
-    timing = round(time.perf_counter() - t0, 2)
-    run.mark_done("coreset", c, **out, seconds=timing)
-    run.update_run_json(coreset={**out, "seconds": timing, "metric": c["metric"]})
-    log.info("coreset: %s", out)
+    drop = bool(c["drop_duplicates"]) and run.is_current(DUPLICATES)
+    inputs = [EMBEDDINGS, *([DUPLICATES] if drop else []), *([CLUSTERS] if run.is_current(CLUSTERS) else [])]
+    with run.step("coreset", c, inputs, force=force) as step:
+        if step.skipped:
+            return {key: step.result[key] for key in ("input", "selected", "covering_radius", "method")}
+        t0 = time.perf_counter()
+        table, x = read_run_embeddings(run)
+        if drop:
+            keep = pc.invert(pc.is_in(table.column("id"), value_set=duplicate_ids(run))).to_numpy(zero_copy_only=False)
+            table, x = table.filter(pa.array(keep)), x[keep]
+        n = len(x)
+        k = int(c["size"]) if c["size"] is not None else int(round(float(c["fraction"]) * n))
+        if not 1 <= k <= n:
+            raise ValueError(f"coreset size {k} must be in [1, {n}] (fraction={c['fraction']}, size={c['size']})")
+        idx, radius, assignments, method = select_coreset(x, k, c)
+        sel = table.take(pa.array(idx))
+        cols = _levels_for(run, sel.column("id").combine_chunks(), x[idx], None if assignments is None else assignments[idx])
+        first = {"id": sel.column("id"), **({"uri": sel.column("uri")} if "uri" in sel.column_names else {})}
+        manifest = pa.table({
+            **first, **cols,
+            "multiplicity": pa.array(np.ones(k, dtype=np.int32)),
+            "coreset_rank": pa.array(np.arange(k, dtype=np.int64)),
+            **{name: sel.column(name) for name in sel.column_names if name not in first},
+        })
+        write_parquet_atomic(manifest, c["output"] or run.path(CORESET))
+        out = {"input": n, "selected": k, "covering_radius": float(radius), "method": method}
+        step.result = {**out, "seconds": round(time.perf_counter() - t0, 2), "metric": c["metric"]}
+        log.info("coreset: %s", out)
     return out

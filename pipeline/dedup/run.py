@@ -11,38 +11,20 @@ import math
 import time
 from typing import Any
 
-import fsspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from pipeline.config import with_defaults
 from pipeline.dedup.hashing import PIXEL_HASH, PixelHashStage
 from pipeline.dedup.semantic import exact_duplicates, keep_priority, semantic_duplicates
-from pipeline.io.tables import read_embeddings
+from pipeline.artifacts import EMBEDDINGS, read_run_embeddings, write_dedup
 from pipeline.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
-    "exact": True,
-    "semantic": True,
-    "eps": 0.15,
-    "keep": "centroid",
-    "n_clusters": None,
-    "points_per_cluster": 1000,
-    "n_iters": 20,
-    "block": 4096,
-    "seed": 0,
-}
-
-
 def dedup_config(cfg: dict) -> dict:
-    """``DEFAULTS`` overridden by ``cfg`` (unknown keys are an error, ``enabled`` is ignored)."""
-    cfg = {k: v for k, v in dict(cfg).items() if k != "enabled"}
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise KeyError(f"unknown dedup config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **cfg}
+    """``cfg`` over the defaults of ``conf/dedup/default.yaml`` (unknown keys are an error; ``enabled`` is the job's)."""
+    return with_defaults("dedup/default", cfg, passthrough=("enabled",))
 
 
 def find_duplicates(
@@ -100,40 +82,31 @@ def compute_pixel_hashes(table: pa.Table) -> list[str | None]:
 def run_dedup(run: RunDir, cfg: dict, *, force: bool = False) -> dict:
     """Find exact and semantic duplicates in ``run``'s embeddings; write ``dedup/``; return counts."""
     c = dedup_config(cfg)
-    if force:
-        run.clear("dedup")
-    if run.is_done("dedup", c):
-        info = run.marker("dedup")
-        return {key: info[key] for key in ("input", "kept", "duplicates", "exact", "semantic")}
-    t0 = time.perf_counter()
-    table, x = read_embeddings(run.path("embeddings"))
-    hashes = compute_pixel_hashes(table) if c["exact"] else None
-    t_hash = time.perf_counter() - t0
-    kept_of, similarity, kind = find_duplicates(x, hashes, c)
-    ids = table.column("id").combine_chunks()
-    dup = np.flatnonzero(kind > 0)
-    kept = np.flatnonzero(kind == 0)
-    if len(kept) + len(dup) != len(ids) or (kind[kept_of[dup]] != 0).any():
-        raise AssertionError("dedup accounting broken: every row must be kept or point at a kept row")
-    duplicates = pa.table({
-        "id": ids.take(pa.array(dup)),
-        "kept_id": ids.take(pa.array(kept_of[dup])),
-        "similarity": pa.array(similarity[dup], pa.float32()),
-        "kind": pa.array(np.where(kind[dup] == 1, "exact", "semantic").tolist(), pa.string()),
-    })
-    with run.staging("dedup") as tmp:
-        fs, root = fsspec.core.url_to_fs(tmp)
-        fs.makedirs(root, exist_ok=True)
-        with fs.open(f"{root}/duplicates.parquet", "wb") as fh:
-            pq.write_table(duplicates, fh)
-        with fs.open(f"{root}/kept.parquet", "wb") as fh:
-            pq.write_table(pa.table({"id": ids.take(pa.array(kept))}), fh)
-    counts = {
-        "input": len(ids), "kept": int(len(kept)), "duplicates": int(len(dup)),
-        "exact": int((kind == 1).sum()), "semantic": int((kind == 2).sum()),
-    }
-    timing = {"hash_s": round(t_hash, 2), "total_s": round(time.perf_counter() - t0, 2)}
-    run.mark_done("dedup", c, **counts, **timing)
-    run.update_run_json(dedup={**counts, **timing, "eps": c["eps"], "keep": c["keep"]})
-    log.info("dedup: %s", counts)
-    return counts
+    with run.step("dedup", c, inputs=[EMBEDDINGS], force=force) as step:
+        if step.skipped:
+            return step.result
+        t0 = time.perf_counter()
+        table, x = read_run_embeddings(run)
+        hashes = compute_pixel_hashes(table) if c["exact"] else None
+        t_hash = time.perf_counter() - t0
+        kept_of, similarity, kind = find_duplicates(x, hashes, c)
+        ids = table.column("id").combine_chunks()
+        dup = np.flatnonzero(kind > 0)
+        kept = np.flatnonzero(kind == 0)
+        if len(kept) + len(dup) != len(ids) or (kind[kept_of[dup]] != 0).any():
+            raise AssertionError("dedup accounting broken: every row must be kept or point at a kept row")
+        duplicates = pa.table({
+            "id": ids.take(pa.array(dup)),
+            "kept_id": ids.take(pa.array(kept_of[dup])),
+            "similarity": pa.array(similarity[dup], pa.float32()),
+            "kind": pa.array(np.where(kind[dup] == 1, "exact", "semantic").tolist(), pa.string()),
+        })
+        write_dedup(run, duplicates, pa.table({"id": ids.take(pa.array(kept))}))
+        counts = {
+            "input": len(ids), "kept": int(len(kept)), "duplicates": int(len(dup)),
+            "exact": int((kind == 1).sum()), "semantic": int((kind == 2).sum()),
+        }
+        step.result = {**counts, "hash_s": round(t_hash, 2), "total_s": round(time.perf_counter() - t0, 2),
+                       "eps": c["eps"], "keep": c["keep"]}
+        log.info("dedup: %s", counts)
+    return step.result

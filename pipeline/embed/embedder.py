@@ -1,7 +1,7 @@
 """Embedder: decode -> resize -> normalise -> backbone forward -> (optionally) L2-normalise."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Sequence
 
 import numpy as np
@@ -9,29 +9,29 @@ import torch
 from PIL import Image
 
 from pipeline.embed.backbones import Backbone, build_backbone
-from pipeline.io.images import DEFAULT_MAX_PIXELS, decode_rgb, pixel_digest
+from pipeline.config import schema
+from pipeline.io.images import decode_rgb, pixel_digest
 
 
-@dataclass
+@schema("embed/efficientnet_lite0")
 class EmbedConfig:
-    """``conf/embed/*.yaml``."""
+    """``conf/embed/*.yaml`` (defaults and docs there; ``embed/efficientnet_lite0`` is the default option)."""
 
-    backbone: str = "efficientnet_lite0"
-    checkpoint: str | None = None
-    features: str = "head"  # head | stages (multi-scale pooled stages, see pipeline.embed.backbones)
-    tta: str = "none"  # none | flip | rot4 | d4: average the features over these views of each image
-    image_size: int | None = None  # None: the backbone's preferred size (224 for EfficientNet)
-    l2_normalize: bool = True
-    device: str = "cpu"  # cpu | cuda | auto
-    amp: bool = True  # bf16/fp16 autocast on CUDA only
-    batch_size: int = 64
-    num_threads: int = 1  # torch intra-op threads per worker
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    pixel_hash: bool = True  # add a `pixel_hash` column (exact-duplicate key; decodes JPEGs at full size)
-    # Ray Data actor pool
-    pool_size: int = 2
-    cpus_per_actor: float = 0.5
-    gpus_per_actor: float = 0.0
+    backbone: str
+    checkpoint: str | None
+    features: str
+    tta: str
+    image_size: int | None  # None: the backbone's preferred size
+    l2_normalize: bool
+    device: str
+    amp: bool
+    batch_size: int
+    num_threads: int
+    max_pixels: int
+    pool_size: int
+    cpus_per_actor: float
+    gpus_per_actor: float
+    pixel_hash: bool = True  # internal: add a `pixel_hash` column (exact-duplicate key)
 
     @classmethod
     def from_dict(cls, cfg: dict | None) -> "EmbedConfig":

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -14,7 +14,8 @@ from pipeline.embed.embedder import EmbedConfig, Embedder
 from pipeline.io.images import RejectedImage
 from pipeline.io.sources import InputConfig, read_images
 from pipeline.io.tables import EMBEDDING, embeddings_to_arrow, list_parquet_files
-from pipeline.rundir import RunDir
+from pipeline.artifacts import EMBEDDINGS, PRETRAIN, PRETRAIN_CHECKPOINT, REJECTS, TMP, input_fingerprint
+from pipeline.rundir import INPUT, RunDir
 from pipeline.stage import Resources, Stage
 
 log = logging.getLogger(__name__)
@@ -96,34 +97,39 @@ def embed_dataset(ds, cfg: EmbedConfig, preprocess: list[tuple[type, dict]] | No
     )
 
 
-def run_embed(run: RunDir, input_cfg: dict, embed_cfg: dict, *, preprocess: list[tuple[type, dict]] | None = None, force: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_embed(run: RunDir, input_cfg: dict, embed_cfg: dict, *, preprocess: list[tuple[type, dict]] | None = None, force: bool = False) -> dict[str, Any]:
     """Read -> (preprocess) -> embed every input image; write ``embeddings/`` and ``rejects.parquet``.
 
     Every input row ends in exactly one of the two (``kept + rejected == read``). Skipped when the
-    ``embed`` marker exists for the same input and embed config.
+    ``embed`` step finished with the same input files (listing) and the same input/embed config.
     """
     import ray
 
-    step_cfg = {"input": input_cfg, "embed": embed_cfg, "preprocess": [(c.__module__ + "." + c.__name__, k) for c, k in preprocess or []]}
-    if not force and run.is_done("embed", step_cfg):
-        log.info("embed: already done in %s, skipping", run.root)
-        return run.marker("embed")
-    run.clear("embed")
-    cfg = EmbedConfig.from_dict(embed_cfg)
-    t0 = time.time()
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # same input -> same row order -> same manifest
-    ds = embed_dataset(read_images(InputConfig.from_dict(input_cfg)), cfg, preprocess)
-    staged = run.path("_tmp", f"embed-{uuid.uuid4().hex[:8]}")
-    try:
-        ds.write_parquet(staged, ray_remote_args={"num_cpus": 0.25})
-        counts = _split_kept_and_rejected(run, staged)
-    finally:
-        run.fs.rm(run.local("_tmp"), recursive=True)
-    counts["seconds"] = round(time.time() - t0, 2)
-    counts["images_per_second"] = round(counts["read"] / max(counts["seconds"], 1e-9), 2)
-    run.mark_done("embed", step_cfg, **counts)
-    log.info("embed: %s", counts)
+    input_config = InputConfig.from_dict(input_cfg)
+    config = {"input": {k: v for k, v in input_cfg.items() if k != "path"}, "embed": embed_cfg,
+              "preprocess": [(c.__module__ + "." + c.__name__, k) for c, k in preprocess or []]}
+    inputs = {INPUT: input_fingerprint(input_config.resolved_path)}
+    checkpoint = str(embed_cfg.get("checkpoint") or "")
+    if checkpoint.startswith(run.path(PRETRAIN)):  # a backbone trained in this run: its step is an input
+        inputs.update(run.input_fingerprints([PRETRAIN_CHECKPOINT]))
+    with run.step("embed", config, inputs, force=force) as step:
+        if step.skipped:
+            return step.result
+        cfg = EmbedConfig.from_dict(embed_cfg)
+        t0 = time.time()
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True  # same input -> same row order -> same manifest
+        ds = embed_dataset(read_images(input_config), cfg, preprocess)
+        staged = run.path(TMP, f"embed-{uuid.uuid4().hex[:8]}")
+        try:
+            ds.write_parquet(staged, ray_remote_args={"num_cpus": 0.25})
+            counts = _split_kept_and_rejected(run, staged)
+        finally:
+            run.fs.rm(run.local(TMP), recursive=True)
+        counts["seconds"] = round(time.time() - t0, 2)
+        counts["images_per_second"] = round(counts["read"] / max(counts["seconds"], 1e-9), 2)
+        step.result = counts
+        log.info("embed: %s", counts)
     return counts
 
 
@@ -132,7 +138,7 @@ def _split_kept_and_rejected(run: RunDir, staged: str) -> dict[str, int]:
     read = kept = 0
     rejects: list[pa.Table] = []
     dim = None
-    with run.staging("embeddings") as out_dir:
+    with run.staging(EMBEDDINGS) as out_dir:
         run.fs.makedirs(out_dir, exist_ok=True)
         for i, f in enumerate(list_parquet_files(staged)):
             table = pq.read_table(f)
@@ -151,7 +157,7 @@ def _split_kept_and_rejected(run: RunDir, staged: str) -> dict[str, int]:
     rejected_table = pa.concat_tables(rejects) if rejects else empty
     from pipeline.io.tables import write_parquet_atomic
 
-    write_parquet_atomic(rejected_table, run.path("rejects.parquet"))
+    write_parquet_atomic(rejected_table, run.path(REJECTS))
     if kept + rejected_table.num_rows != read:
         raise RuntimeError(f"accounting error: kept {kept} + rejected {rejected_table.num_rows} != read {read}")
     reasons = {}

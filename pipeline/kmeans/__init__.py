@@ -4,8 +4,8 @@ Public API:
 
 - :func:`kmeans`, :func:`kmeans_plus_plus_init`: single-process building blocks (algorithm.py);
 - :func:`hierarchical_kmeans`, :class:`KMeansConfig`, :func:`sort_clusters` (hierarchical.py);
-- :func:`run_cluster` (run.py): the ``strata cluster`` stage on a run directory, and
-  :func:`load_levels` / :func:`load_point_ids` to read its outputs.
+- :func:`run_cluster` (run.py): the ``strata cluster`` step on a run directory; its outputs are
+  read with :func:`pipeline.artifacts.load_levels` / :func:`pipeline.artifacts.load_point_ids`.
 """
 from pipeline.kmeans.algorithm import kmeans, kmeans_plus_plus_init, lloyd
 from pipeline.kmeans.hierarchical import (
@@ -15,7 +15,7 @@ from pipeline.kmeans.hierarchical import (
     hierarchical_kmeans,
     sort_clusters,
 )
-from pipeline.kmeans.run import load_levels, load_point_ids, run_cluster
+from pipeline.kmeans.run import run_cluster
 
 __all__ = [
     "kmeans",
@@ -27,6 +27,4 @@ __all__ = [
     "hierarchical_kmeans",
     "sort_clusters",
     "run_cluster",
-    "load_levels",
-    "load_point_ids",
 ]

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from pipeline.config import check_keys, load_group, schema
 from pipeline.kmeans.algorithm import LocalGroup, fit_group, kmeans
 from pipeline.kmeans.shard import METRICS, Shard
 
@@ -34,60 +35,72 @@ INITS = ("kmeans++", "random")
 
 @dataclass(frozen=True)
 class LevelConfig:
-    """Settings of one level (see ``conf/kmeans/default.yaml``)."""
+    """Settings of one level (defaults and docs: ``conf/kmeans/default.yaml``)."""
 
     n_clusters: int
-    n_iters: int = 20
-    n_resampling_steps: int = 0
-    sample_size: int = 10
-    resampling_strategy: str = "closest"
-    n_splits: int = 1
+    n_iters: int
+    n_resampling_steps: int
+    sample_size: int
+    resampling_strategy: str
+    n_splits: int
 
 
-@dataclass(frozen=True)
+PER_LEVEL: tuple[str, ...] = tuple(f.name for f in fields(LevelConfig))
+
+
+@schema("kmeans/default", frozen=True)
 class KMeansConfig:
-    """Hierarchical k-means settings; ``from_dict`` reads the per-level lists of the config group."""
+    """Hierarchical k-means settings; ``from_dict`` reads the per-level lists of the config group.
+
+    Defaults and docs: ``conf/kmeans/default.yaml``. A per-level key that a caller leaves out takes
+    the YAML's list when it has one entry per level, else its first entry for every level.
+    """
 
     levels: tuple[LevelConfig, ...]
-    metric: str = "l2"
-    init: str = "kmeans++"
-    n_local_trials: int | None = None
-    seed: int = 0
-    n_actors: int | None = None
-    cpus_per_actor: float = 0.5
-    threads_per_actor: int = 1
-    use_gpu: bool = False
-    chunk_mb: float = 64.0
-    split_tasks: int = 4
-    in_process: bool = False
-    max_actor_restarts: int = 3  # a dead shard actor is restarted (and reloads its rows) this often
-    max_step_retries: int = 3  # a step interrupted by a lost shard is recomputed this often
-
-    PER_LEVEL: tuple[str, ...] = field(
-        default=("n_clusters", "n_iters", "n_resampling_steps", "sample_size", "resampling_strategy", "n_splits"),
-        repr=False,
-        compare=False,
-    )
+    n_clusters: Any  # per-level lists: read into ``levels`` by ``from_dict``
+    n_iters: Any
+    n_resampling_steps: Any
+    sample_size: Any
+    resampling_strategy: Any
+    n_splits: Any
+    metric: str
+    init: str
+    n_local_trials: int | None
+    n_actors: int | None
+    in_process: bool
+    cpus_per_actor: float
+    threads_per_actor: int
+    use_gpu: bool
+    chunk_mb: float
+    split_tasks: int
+    max_actor_restarts: int
+    max_step_retries: int
+    seed: int = 0  # the job's seed (set by the job, not by this group)
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any], seed: int | None = None) -> "KMeansConfig":
         """Build from a config dict whose per-level keys are lists (scalars are broadcast)."""
+        cfg = dict(cfg)
         if "n_clusters" not in cfg:
             raise ValueError("kmeans config needs n_clusters (one entry per level)")
+        check_keys(cfg, {f.name for f in fields(cls)} - {"levels"}, "kmeans")
         n_levels = len(cfg["n_clusters"]) if isinstance(cfg["n_clusters"], Sequence) else 1
+        defaults = load_group("kmeans/default")
         per_level: dict[str, list] = {}
-        for key in cls.PER_LEVEL:
-            value = cfg.get(key, LevelConfig.__dataclass_fields__[key].default)
+        for key in PER_LEVEL:
+            if key in cfg:
+                value = cfg[key]
+            else:
+                value = defaults[key] if len(defaults[key]) == n_levels else defaults[key][0]
             values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value] * n_levels
             if len(values) != n_levels:
                 raise ValueError(f"kmeans.{key} has {len(values)} entries, expected one per level ({n_levels})")
             per_level[key] = values
-        levels = tuple(LevelConfig(**{k: per_level[k][i] for k in cls.PER_LEVEL}) for i in range(n_levels))
-        known = set(cls.__dataclass_fields__) - {"levels", "PER_LEVEL"}
-        extra = {k: v for k, v in cfg.items() if k in known}
+        levels = tuple(LevelConfig(**{k: per_level[k][i] for k in PER_LEVEL}) for i in range(n_levels))
+        rest = {k: v for k, v in cfg.items() if k not in PER_LEVEL}
         if seed is not None:
-            extra["seed"] = seed
-        out = cls(levels=levels, **extra)
+            rest["seed"] = seed
+        out = cls(levels=levels, **per_level, **rest)
         out.validate()
         return out
 

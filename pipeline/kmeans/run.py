@@ -12,33 +12,37 @@ Outputs under ``<run_dir>/clusters/``::
     clusters.json                        levels, final step directory of each, counts
 
 A marker ``cluster/level_<l>/step_<s>`` follows each step's outputs (fingerprint: the algorithm
-settings up to that level and the input files), and ``cluster`` follows ``clusters.json``. A
+settings up to that level and the step's inputs), and ``cluster`` follows ``clusters.json``. A
 rerun loads the last finished step of a level, reassigns the points to its centroids (same
 code, same result) and continues with the next step.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
 import fsspec
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.io.tables import list_parquet_files
+from pipeline.artifacts import (
+    DUPLICATES,
+    EMBEDDINGS,
+    clear_cluster_points,
+    cluster_points_part,
+    embedding_files,
+    load_step,
+    save_step,
+    write_clusters_json,
+)
 from pipeline.kmeans.algorithm import LocalGroup, RayGroup, ShardLost
-from pipeline.kmeans.hierarchical import KMeansConfig, LevelResult, fit_level, gather_level
+from pipeline.kmeans.hierarchical import KMeansConfig, fit_level, gather_level
 from pipeline.kmeans.shard import Shard, ShardSource
 from pipeline.progress import Progress
-from pipeline.rundir import RunDir
+from pipeline.rundir import RunDir, Step
 
 log = logging.getLogger(__name__)
-
-ARRAYS = ("centroids", "assignments", "distances", "offsets", "sorted_clusters", "sorted_distances")
-
 
 def _step_name(level: int, step: int) -> str:
     return f"cluster/level_{level}/step_{step}"
@@ -101,72 +105,33 @@ def _n_actors(cfg: KMeansConfig) -> int:
     return max(1, int(res.get("GPU" if cfg.use_gpu else "CPU", 1)))
 
 
-def save_step(run: RunDir, level: int, step: int, result: LevelResult) -> None:
-    """Write one step's arrays atomically (staging folder renamed on success)."""
-    with run.staging("clusters", f"level_{level}", f"step_{step}") as tmp:
-        fs, root = fsspec.core.url_to_fs(tmp)
-        fs.makedirs(root, exist_ok=True)
-        for name in ARRAYS:
-            with fs.open(f"{root}/{name}.npy", "wb") as fh:
-                np.save(fh, getattr(result, name))
+def run_cluster(run: RunDir, cfg: dict, *, force: bool = False, seed: int | None = None, drop_duplicates: bool | None = None) -> dict:
+    """Hierarchical k-means with resampling of the run's embeddings into ``clusters/``.
 
-
-def load_step(clusters_dir: str, level: int, step: int) -> LevelResult:
-    fs, root = fsspec.core.url_to_fs(clusters_dir)
-    arrays = {}
-    for name in ARRAYS:
-        with fs.open(f"{root}/level_{level}/step_{step}/{name}.npy", "rb") as fh:
-            arrays[name] = np.load(fh)
-    return LevelResult(**arrays)
-
-
-def load_levels(clusters_dir: str) -> tuple[dict, list[LevelResult]]:
-    """(``clusters.json`` content, final :class:`LevelResult` of every level) of a finished run."""
-    with fsspec.open(f"{clusters_dir}/clusters.json", "r") as fh:
-        meta = json.load(fh)
-    return meta, [load_step(clusters_dir, lv["level"], lv["final_step"]) for lv in meta["levels"]]
-
-
-def load_point_ids(clusters_dir: str) -> pa.Table:
-    """``index``, ``id`` of every level-1 item, sorted by index."""
-    tables = []
-    for f in list_parquet_files(f"{clusters_dir}/points"):
-        with fsspec.open(f, "rb") as fh:
-            tables.append(pq.read_table(fh))
-    table = pa.concat_tables(tables)
-    return table.sort_by("index")
-
-
-def _input_signature(files: list[str], dup: str | None) -> list:
-    sig = []
-    for f in [*files, *([dup] if dup else [])]:
-        fs, p = fsspec.core.url_to_fs(f)
-        info = fs.info(p)
-        sig.append([f, info.get("size"), info.get("mtime") or info.get("LastModified")])
-    return sig
-
-
-def run_cluster(run: RunDir, cfg: dict, *, force: bool = False, seed: int | None = None) -> dict:
-    """Hierarchical k-means with resampling of ``run.path("embeddings")`` into ``run.path("clusters")``.
-
-    Rows whose id is in ``dedup/duplicates.parquet`` (when present) are left out. Level 1 runs
-    on Ray actors holding contiguous shards read by the actors themselves; upper levels cluster
-    the (small) centroid sets in-process. Returns counts and timings for ``run.json``.
+    Rows that dedup removed are left out: always with ``drop_duplicates=True`` (dedup must have
+    run), never with ``False``, and with ``None`` when the run holds a current dedup output.
+    Level 1 runs on Ray actors holding contiguous shards read by the actors themselves; upper
+    levels cluster the (small) centroid sets in-process. Returns counts and timings.
     """
     kc = KMeansConfig.from_dict(dict(cfg), seed=seed)
-    t_start = time.perf_counter()
-    files = list_parquet_files(run.path("embeddings"))
-    dup = run.path("dedup", "duplicates.parquet") if run.exists("dedup", "duplicates.parquet") else None
-    signature = _input_signature(files, dup)
-    fps = [{**kc.algorithm_fingerprint(lv), "input": signature} for lv in range(1, len(kc.levels) + 1)]
-    steps = [(lv, s) for lv, lc in enumerate(kc.levels, start=1) for s in range(lc.n_resampling_steps + 1)]
-    if force:
-        run.clear("cluster", *(_step_name(lv, s) for lv, s in steps))
-    if run.is_done("cluster", fps[-1]):
-        log.info("clusters already computed; skipping (force=true recomputes)")
-        return {**run.marker("cluster").get("summary", {}), "skipped": True}
+    if drop_duplicates is None:
+        drop_duplicates = run.is_current(DUPLICATES)
+    inputs = [EMBEDDINGS, *([DUPLICATES] if drop_duplicates else [])]
+    with run.step("cluster", kc.algorithm_fingerprint(len(kc.levels)), inputs, force=force) as step:
+        if step.skipped:
+            return {**step.result, "skipped": True}
+        step.result = _fit_levels(run, kc, step, drop_duplicates)
+    return step.result
 
-    clusters_dir = run.path("clusters")
+
+def _fit_levels(run: RunDir, kc: KMeansConfig, step: Step, drop_duplicates: bool) -> dict[str, Any]:
+    """Every level, resuming from the last finished resampling step of each (sub-step markers)."""
+    t_start = time.perf_counter()
+    files = embedding_files(run)
+    dup = run.path(DUPLICATES) if drop_duplicates else None
+    fps = [step.sub_fingerprint(algorithm=kc.algorithm_fingerprint(lv)) for lv in range(1, len(kc.levels) + 1)]
+    if step.force:
+        run.clear(*(_step_name(lv, s) for lv, lc in enumerate(kc.levels, start=1) for s in range(lc.n_resampling_steps + 1)))
     summary: dict[str, Any] = {"levels": [], "recovered_shard_failures": 0}
     group = None
     previous: np.ndarray | None = None
@@ -183,10 +148,8 @@ def run_cluster(run: RunDir, cfg: dict, *, force: bool = False, seed: int | None
                 if level == 1:
                     sources = plan_shards(files, _n_actors(kc), dup)
                     group, _ = start_shards(sources, kc)
-                    fs, root = fsspec.core.url_to_fs(f"{clusters_dir}/points")
-                    if fs.exists(root):
-                        fs.rm(root, recursive=True)
-                    group.call_each("write_ids", {i: (f"{clusters_dir}/points/part-{i:05d}.parquet",) for i in range(len(group))})
+                    clear_cluster_points(run)
+                    group.call_each("write_ids", {i: (cluster_points_part(run, i),) for i in range(len(group))})
                 else:
                     group = LocalGroup([Shard(previous, metric=kc.metric, chunk_mb=kc.chunk_mb)])
                 bar = Progress(f"kmeans/level_{level}", total=n_steps, run=run, unit="step")
@@ -203,7 +166,7 @@ def run_cluster(run: RunDir, cfg: dict, *, force: bool = False, seed: int | None
                     for attempt in range(kc.max_step_retries + 1):
                         start_centroids = None
                         if done > 0:  # resume: every point assigned to the last finished step's centroids
-                            start_centroids = load_step(clusters_dir, level, done - 1).centroids
+                            start_centroids = load_step(run, level, done - 1).centroids
                         try:
                             if attempt:  # restarted shards reloaded their rows; restore the rest of their state
                                 group.wait_alive()
@@ -221,7 +184,7 @@ def run_cluster(run: RunDir, cfg: dict, *, force: bool = False, seed: int | None
                             summary["recovered_shard_failures"] += 1
                 group.close()
                 group = None
-            final = load_step(clusters_dir, level, n_steps - 1)
+            final = load_step(run, level, n_steps - 1)
             previous = final.centroids
             info = run.marker(_step_name(level, n_steps - 1))
             summary["levels"].append({
@@ -247,6 +210,5 @@ def run_cluster(run: RunDir, cfg: dict, *, force: bool = False, seed: int | None
         metric=kc.metric,
         seconds=round(time.perf_counter() - t_start, 3),
     )
-    run.write_json("clusters/clusters.json", summary)
-    run.mark_done("cluster", fps[-1], summary=summary)
+    write_clusters_json(run, summary)
     return summary

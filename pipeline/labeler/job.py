@@ -15,7 +15,8 @@ from pipeline.labeler.app import LabelerSettings
 from pipeline.labeler.export import export_imagefolder, export_parquet, read_catalog
 from pipeline.labeler.server import LabelServer, serve
 from pipeline.labeler.store import LabelStore
-from pipeline.rundir import RunDir
+from pipeline.artifacts import EMBEDDINGS, LABEL_FILES, LABELS, LABELS_DB, MANIFEST, input_fingerprint
+from pipeline.rundir import INPUT, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def store_path(run: RunDir, labeler_cfg: dict[str, Any]) -> str:
         return str(labeler_cfg["db"])
     if "://" in run.root and not run.root.startswith("file://"):
         raise ValueError(f"run_dir {run.root!r} is remote; set labeler.db to a local SQLite path")
-    return run.local("labels", "labels.sqlite")
+    return run.local(LABELS_DB)
 
 
 def open_store(run: RunDir, labeler_cfg: dict[str, Any]) -> LabelStore:
@@ -37,25 +38,28 @@ def open_store(run: RunDir, labeler_cfg: dict[str, Any]) -> LabelStore:
 def prepare_queue(run: RunDir, store: LabelStore, queue_cfg: dict[str, Any], seed: int = 0) -> int:
     """Register the run's ``id -> uri`` catalog and enqueue the selected ids (idempotent).
 
-    Returns the number of ids newly queued; a rerun with the same config is skipped (marker
-    ``label_queue``).
+    Returns the number of ids newly queued; a rerun with the same config and the same catalog
+    (the run's manifest when it has one, else its embeddings, or ``queue.source``) is skipped.
     """
-    if run.is_done("label_queue", queue_cfg):
-        return 0
-    source = queue_cfg.get("source") or (
-        run.path("manifest.parquet") if run.exists("manifest.parquet") else run.path("embeddings")
-    )
-    ids, uris = read_catalog(source)
-    store.register(ids, uris)
-    chosen = _read_ids(queue_cfg["ids_file"]) if queue_cfg.get("ids_file") else list(ids)
-    if queue_cfg.get("shuffle", True):
-        order = np.random.default_rng(seed).permutation(len(chosen))
-        chosen = [chosen[i] for i in order]
-    if queue_cfg.get("limit") is not None:
-        chosen = chosen[: int(queue_cfg["limit"])]
-    added = store.enqueue(chosen, batch=queue_cfg.get("batch"))
-    run.mark_done("label_queue", queue_cfg, catalog=len(ids), queued=added)
-    log.info("label queue: %d catalog ids, %d newly queued", len(ids), added)
+    if queue_cfg.get("source"):
+        source, inputs = queue_cfg["source"], {INPUT: input_fingerprint(queue_cfg["source"])}
+    else:
+        artifact = MANIFEST if run.is_done(MANIFEST.step) else EMBEDDINGS
+        source, inputs = run.path(artifact), [artifact]
+    with run.step("label_queue", {"queue": queue_cfg, "seed": seed}, inputs) as step:
+        if step.skipped:
+            return 0
+        ids, uris = read_catalog(source)
+        store.register(ids, uris)
+        chosen = _read_ids(queue_cfg["ids_file"]) if queue_cfg.get("ids_file") else list(ids)
+        if queue_cfg["shuffle"]:
+            order = np.random.default_rng(seed).permutation(len(chosen))
+            chosen = [chosen[i] for i in order]
+        if queue_cfg.get("limit") is not None:
+            chosen = chosen[: int(queue_cfg["limit"])]
+        added = store.enqueue(chosen, batch=queue_cfg.get("batch"))
+        step.result = {"catalog": len(ids), "queued": added}
+        log.info("label queue: %d catalog ids, %d newly queued", len(ids), added)
     return added
 
 
@@ -68,19 +72,21 @@ def _read_ids(path: str) -> list[str]:
 
 def export_labels(run: RunDir, store: LabelStore, export_cfg: dict[str, Any]) -> dict[str, int]:
     """``labels.parquet``, ``label_events.parquet`` and (optionally) an ImageFolder tree."""
-    out = export_cfg.get("dir") or run.local("labels")
-    rows = export_parquet(store, os.path.join(out, "labels.parquet"), os.path.join(out, "label_events.parquet"))
-    counts: dict[str, int] = {}
-    mode = export_cfg.get("imagefolder", "symlink")
-    if mode and mode != "none":
-        final = os.path.join(out, "imagefolder")
-        tmp = f"{final}.tmp-{os.getpid()}"
-        counts = export_imagefolder(store, tmp, mode=mode)
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    run.mark_done("label_export", labeled=rows, **{f"n_{k}": v for k, v in counts.items()})
-    log.info("exported %d labels to %s", rows, out)
+    out = export_cfg.get("dir") or run.local(LABELS)
+    # The live store changes under the same config: this step always recomputes.
+    with run.step("label_export", {"export": export_cfg}, force=True) as step:
+        rows = export_parquet(store, os.path.join(out, LABEL_FILES["labels"]), os.path.join(out, LABEL_FILES["events"]))
+        counts: dict[str, int] = {}
+        mode = export_cfg["imagefolder"]
+        if mode and mode != "none":
+            final = os.path.join(out, LABEL_FILES["imagefolder"])
+            tmp = f"{final}.tmp-{os.getpid()}"
+            counts = export_imagefolder(store, tmp, mode=mode)
+            if os.path.exists(final):
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        step.result = {"labeled": rows, **{f"n_{k}": v for k, v in counts.items()}}
+        log.info("exported %d labels to %s", rows, out)
     return {"labeled": rows, **counts}
 
 

@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import fsspec
 
+from pipeline.artifacts import REPORT
 from pipeline.report.data import ReportData, gather
 from pipeline.report.html import render
 from pipeline.rundir import RunDir
 
-REPORT_NAME = "report.html"
-
 
 def write_report(run: RunDir, cfg: dict | None = None) -> str:
-    """Render ``run``'s report and write it atomically to ``run.path("report.html")``; returns that path."""
+    """Render ``run``'s report and write it atomically to ``run.path(REPORT)``; returns that path."""
     html = render(gather(run, cfg))
-    with run.staging(REPORT_NAME) as tmp:  # a crash mid-write never leaves a half report
+    with run.staging(REPORT) as tmp:  # a crash mid-write never leaves a half report
         with fsspec.open(tmp, "w", encoding="utf-8") as fh:
             fh.write(html)
-    return run.path(REPORT_NAME)
+    return run.path(REPORT)
 
 
-__all__ = ["ReportData", "gather", "render", "write_report", "REPORT_NAME"]
+__all__ = ["ReportData", "gather", "render", "write_report"]

@@ -20,6 +20,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.io.tables import list_parquet_files
+from pipeline.artifacts import (
+    ACTIVE_ROUNDS,
+    CLUSTERS_JSON,
+    DUPLICATES,
+    EMBEDDINGS,
+    MANIFEST,
+    REJECTS,
+    RUN_JSON,
+    embedding_files,
+    load_levels,
+    load_point_ids,
+)
 from pipeline.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -94,21 +106,21 @@ def gather_counts(run: RunDir, run_json: dict) -> tuple[dict[str, int | None], d
     """
     stage = run_json.get("counts", {}) or {}
     embed = stage.get("embed", {}) or {}
-    kept = _num_rows(run.path("embeddings")) if run.exists("embeddings") else embed.get("kept")
+    kept = _num_rows(run.path(EMBEDDINGS)) if run.exists(EMBEDDINGS) else embed.get("kept")
     rejected, reasons = embed.get("rejected"), dict(embed.get("reject_reasons") or {})
-    if run.exists("rejects.parquet"):
-        rej = _read_parquet(run.path("rejects.parquet"), ["reason"])
+    if run.exists(REJECTS):
+        rej = _read_parquet(run.path(REJECTS), ["reason"])
         rejected = rej.num_rows
         reasons = defaultdict(int)
         for r in rej.column("reason").to_pylist() if rej.num_rows else []:
             reasons[str(r).split(":")[0]] += 1
         reasons = dict(reasons)
-    dups = _num_rows(run.path("dedup", "duplicates.parquet")) if run.exists("dedup", "duplicates.parquet") else None
+    dups = _num_rows(run.path(DUPLICATES)) if run.is_current(DUPLICATES) else None
     cluster = stage.get("cluster", {}) or {}
     dups = _first(dups, cluster.get("n_dropped_duplicates"), 0 if kept is not None else None)
     selected = unique = None
-    if run.exists("manifest.parquet"):
-        mult = _read_parquet(run.path("manifest.parquet"), ["multiplicity"])
+    if run.exists(MANIFEST):
+        mult = _read_parquet(run.path(MANIFEST), ["multiplicity"])
         unique = mult.num_rows
         selected = int(pc.sum(mult.column("multiplicity")).as_py() or 0) if "multiplicity" in mult.column_names else unique
     sample = stage.get("sample", {}) or {}
@@ -126,15 +138,13 @@ def gather_counts(run: RunDir, run_json: dict) -> tuple[dict[str, int | None], d
 
 def gather_levels(run: RunDir) -> tuple[list[LevelSizes], list[Any], pa.Table | None]:
     """Per-level cluster sizes in level-1 items, before/after sampling; also the levels and manifest."""
-    if not run.exists("clusters", "clusters.json"):
+    if not run.exists(CLUSTERS_JSON):
         return [], [], None
-    from pipeline.kmeans.run import load_levels
-
-    _, levels = load_levels(run.path("clusters"))
+    _, levels = load_levels(run)
     manifest = None
-    if run.exists("manifest.parquet"):
+    if run.exists(MANIFEST):
         cols = ["id", "multiplicity", "label", *(f"level_{i}" for i in range(1, len(levels) + 1))]
-        manifest = _read_parquet(run.path("manifest.parquet"), cols)
+        manifest = _read_parquet(run.path(MANIFEST), cols)
     out = []
     item_cluster = None
     for lv, level in enumerate(levels, start=1):
@@ -155,7 +165,7 @@ def _id_to_uri(run: RunDir, ids: list[str]) -> dict[str, str]:
     """uri of each of ``ids``, read from the embeddings' ``id``/``uri`` columns one file at a time."""
     wanted = pa.array(ids, pa.string())
     found: dict[str, str] = {}
-    for f in list_parquet_files(run.path("embeddings")):
+    for f in embedding_files(run):
         with fsspec.open(f, "rb") as fh:
             pf = pq.ParquetFile(fh)
             if "uri" not in pf.schema_arrow.names:
@@ -214,7 +224,6 @@ def gather_gallery(run: RunDir, levels: list[Any], n_clusters: int, per_cluster:
     if not levels or n_clusters <= 0 or per_cluster <= 0:
         return []
     from pipeline.io.images import thumbnail_jpeg
-    from pipeline.kmeans.run import load_point_ids
 
     level = levels[0]
     sizes = np.diff(level.offsets)
@@ -223,7 +232,7 @@ def gather_gallery(run: RunDir, levels: list[Any], n_clusters: int, per_cluster:
     largest = order[:n_clusters]
     smallest = [c for c in order[::-1][:n_clusters] if c not in set(largest.tolist())]
     picks = [("largest", int(c)) for c in largest] + [("smallest", int(c)) for c in smallest]
-    point_ids = load_point_ids(run.path("clusters")).column("id")
+    point_ids = load_point_ids(run).column("id")
     members = {c: level.sorted_clusters[level.offsets[c]: level.offsets[c] + min(per_cluster, sizes[c])] for _, c in picks}
     ids = {c: [point_ids[int(i)].as_py() for i in idx] for c, idx in members.items()}
     uris = _id_to_uri(run, [i for v in ids.values() for i in v])
@@ -246,9 +255,9 @@ def gather_gallery(run: RunDir, levels: list[Any], n_clusters: int, per_cluster:
 
 def gather_labels(run: RunDir, manifest: pa.Table | None) -> dict[str, tuple[int, int]] | None:
     """label -> (kept input items, selected items counting multiplicity) when a ``label`` column exists."""
-    if manifest is None or "label" not in manifest.column_names or not run.exists("embeddings"):
+    if manifest is None or "label" not in manifest.column_names or not run.exists(EMBEDDINGS):
         return None
-    before = _read_parquet(run.path("embeddings"), ["label"])
+    before = _read_parquet(run.path(EMBEDDINGS), ["label"])
     if "label" not in before.column_names:
         return None
     b = pc.value_counts(before.column("label").combine_chunks())
@@ -266,7 +275,7 @@ def gather(run: RunDir, cfg: dict | None = None) -> ReportData:
     from pipeline.progress import read_log
 
     opts = dict((cfg or {}).get("report") or {})
-    run_json = run.read_json("run.json", default={}) or {}
+    run_json = run.read_json(RUN_JSON, default={}) or {}
     config = cfg if cfg and set(cfg) - {"report"} else run_json.get("config", {}) or {}
     data = ReportData(root=run.root, config=config, timings=dict(run_json.get("timings") or {}))
     data.counts, data.reject_reasons = gather_counts(run, run_json)
@@ -274,7 +283,7 @@ def gather(run: RunDir, cfg: dict | None = None) -> ReportData:
     data.gallery = gather_gallery(run, levels, int(opts.get("gallery_clusters", 3)),
                                   int(opts.get("thumbs_per_cluster", 6)), int(opts.get("thumb_size", 112)))
     data.labels = gather_labels(run, manifest)
-    if run.exists("active", "rounds.parquet"):
-        data.active = _read_parquet(run.path("active", "rounds.parquet"))
+    if run.exists(ACTIVE_ROUNDS):
+        data.active = _read_parquet(run.path(ACTIVE_ROUNDS))
     data.progress = read_log(run, last=int(opts.get("progress_lines", 30)))
     return data

@@ -17,18 +17,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.io.tables import EMBEDDING, list_parquet_files, write_parquet_atomic
-from pipeline.kmeans.run import load_levels, load_point_ids
+from pipeline.artifacts import CLUSTERS, MANIFEST, embedding_files, load_levels, load_point_ids
+from pipeline.config import with_defaults
+from pipeline.io.tables import EMBEDDING, write_parquet_atomic
 from pipeline.rundir import RunDir
 from pipeline.sampling.balanced import hierarchical_balanced_sampling
 
 log = logging.getLogger(__name__)
 
 
-def _carried_columns(embeddings: str, ids: pa.Array) -> pa.Table:
-    """Every non-embedding column of the embeddings table, for the rows whose id is in ``ids``."""
+def _carried_columns(run: RunDir, ids: pa.Array) -> pa.Table:
+    """Every non-embedding column of the run's embeddings table, for the rows whose id is in ``ids``."""
     tables = []
-    for f in list_parquet_files(embeddings):
+    for f in embedding_files(run):
         with fsspec.open(f, "rb") as fh:
             pf = pq.ParquetFile(fh)
             cols = [c for c in pf.schema_arrow.names if c != EMBEDDING]
@@ -39,12 +40,11 @@ def _carried_columns(embeddings: str, ids: pa.Array) -> pa.Table:
 
 def build_manifest(run: RunDir, target_size: int, strategy: str, multiplier: int, seed: int) -> pa.Table:
     """Select items over the finished clusters of ``run`` and join their embeddings-table columns."""
-    clusters_dir = run.path("clusters")
-    _, levels = load_levels(clusters_dir)
+    _, levels = load_levels(run)
     sel = hierarchical_balanced_sampling(
         levels, target_size, strategy=strategy, multiplier=multiplier, rng=np.random.default_rng(seed)
     )
-    point_ids = load_point_ids(clusters_dir)
+    point_ids = load_point_ids(run)
     ids = point_ids.column("id").take(pa.array(sel.indices))
     columns: dict[str, Any] = {"id": ids}
     cluster = sel.indices
@@ -55,7 +55,7 @@ def build_manifest(run: RunDir, target_size: int, strategy: str, multiplier: int
     columns["multiplicity"] = pa.array(sel.multiplicity, type=pa.int32())
     columns["_order"] = pa.array(np.arange(len(sel.indices)))
     table = pa.table(columns)
-    carried = _carried_columns(run.path("embeddings"), ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids)
+    carried = _carried_columns(run, ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids)
     extra = [c for c in carried.column_names if c != "id" and c not in table.column_names]
     table = table.join(carried.select(["id", *extra]), keys="id", join_type="left outer")
     sort_keys = [(f"level_{lv}", "ascending") for lv in range(len(levels), 0, -1)]
@@ -67,33 +67,28 @@ def build_manifest(run: RunDir, target_size: int, strategy: str, multiplier: int
 
 
 def run_sample(run: RunDir, cfg: dict, *, force: bool = False, seed: int | None = None) -> dict:
-    """Hierarchical balanced sampling of ``run``'s clusters into ``run.path("manifest.parquet")``.
+    """Hierarchical balanced sampling of ``run``'s clusters into the manifest.
 
     ``cfg``: ``target_size`` (int, counting repeats), ``strategy`` (``closest`` | ``random``),
-    ``multiplier`` (int >= 1), optional ``seed``. Returns counts and timing for ``run.json``.
+    ``multiplier`` (int >= 1), ``seed``. Returns counts and timing.
     """
-    t0 = time.perf_counter()
-    if not run.is_done("cluster"):
-        raise FileNotFoundError(f"no finished clusters in {run.path('clusters')}; run `strata cluster` first")
+    cfg = with_defaults("sampling/default", cfg)
     target = int(cfg["target_size"])
-    strategy = str(cfg.get("strategy", "closest"))
-    multiplier = int(cfg.get("multiplier", 1))
-    seed = int(cfg.get("seed", 0) if seed is None else seed)
-    fp = {"target_size": target, "strategy": strategy, "multiplier": multiplier, "seed": seed,
-          "clusters": run.marker("cluster").get("fingerprint")}
-    if force:
-        run.clear("sample")
-    if run.is_done("sample", fp):
-        log.info("manifest already written; skipping (force=true recomputes)")
-        return {**run.marker("sample").get("summary", {}), "skipped": True}
-    table = build_manifest(run, target, strategy, multiplier, seed)
-    write_parquet_atomic(table, run.path("manifest.parquet"))
-    summary = {
-        "target_size": target,
-        "n_rows": table.num_rows,
-        "n_selected": int(pc.sum(table.column("multiplicity")).as_py() or 0),
-        "n_clusters_level_1": int(pc.count_distinct(table.column("level_1")).as_py()),
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
-    run.mark_done("sample", fp, summary=summary)
-    return summary
+    strategy = str(cfg["strategy"])
+    multiplier = int(cfg["multiplier"])
+    seed = int(cfg["seed"] if seed is None else seed)
+    config = {"target_size": target, "strategy": strategy, "multiplier": multiplier, "seed": seed}
+    with run.step("sample", config, inputs=[CLUSTERS], force=force) as step:
+        if step.skipped:
+            return {**step.result, "skipped": True}
+        t0 = time.perf_counter()
+        table = build_manifest(run, target, strategy, multiplier, seed)
+        write_parquet_atomic(table, run.path(MANIFEST))
+        step.result = {
+            "target_size": target,
+            "n_rows": table.num_rows,
+            "n_selected": int(pc.sum(table.column("multiplicity")).as_py() or 0),
+            "n_clusters_level_1": int(pc.count_distinct(table.column("level_1")).as_py()),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+    return step.result

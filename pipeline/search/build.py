@@ -6,25 +6,14 @@ import time
 from dataclasses import asdict
 from typing import Any, Mapping
 
-import fsspec
-
-from pipeline.io.tables import list_parquet_files
-from pipeline.rundir import RunDir
+from pipeline.artifacts import EMBEDDINGS, INDEX, INDEX_CONFIG, input_fingerprint
+from pipeline.rundir import INPUT, RunDir
 from pipeline.search.index import IndexConfig, SearchIndex
 from pipeline.search.service import embed_config_of
 
 log = logging.getLogger(__name__)
 
-STEP = "index"
-
-
-def _source_signature(source: str) -> list[tuple[str, int]]:
-    """(file, size) of every embeddings shard: a rebuilt embeddings table invalidates the index."""
-    out = []
-    for f in list_parquet_files(source):
-        fs, p = fsspec.core.url_to_fs(f)
-        out.append((f, int(fs.info(p).get("size") or 0)))
-    return out
+STEP = INDEX.step
 
 
 def build_run_index(
@@ -34,36 +23,33 @@ def build_run_index(
     batch_rows: int = 65536,
     source: str | None = None,
 ) -> dict:
-    """Build (or reuse) the index of ``run``'s embeddings; returns the step's marker info.
+    """Build (or reuse) the index of ``run``'s embeddings (or of the embeddings at ``source``).
 
-    The index, its id/metadata table and config are written under ``run.path("index")`` through a
-    staging directory, then the ``index`` marker; a rerun with the same config and embeddings skips.
+    The index, its id/metadata table and config are written under the run's ``index/`` through a
+    staging directory; a rerun with the same config and the same embeddings skips.
     """
     cfg = cfg if isinstance(cfg, IndexConfig) else IndexConfig.from_dict(cfg)
-    source = source or run.path("embeddings")
-    step_cfg = {"index": {k: v for k, v in asdict(cfg).items() if k != "use_gpu"}, "source": _source_signature(source)}
-    if force:
-        run.clear(STEP)
-    if run.is_done(STEP, step_cfg) and run.exists("index", "config.json"):
-        log.info("index already built for %s; skipping (force=true rebuilds)", source)
-        return run.marker(STEP)
-    t0 = time.perf_counter()
-    index = SearchIndex.from_embeddings(source, cfg, batch_rows=batch_rows)
-    index.info["embed"] = embed_config_of(run)
-    index.info["source"] = source
-    with run.staging("index") as tmp:
-        index.save(tmp)
-    counts = {
-        "n": index.n,
-        "dim": index.dim,
-        "partitions": len(index.partitions),
-        "kinds": sorted({p.kind for p in index.partitions}),
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
-    run.mark_done(STEP, step_cfg, **counts)
-    run.update_run_json(index=counts)
-    log.info("index: %s", counts)
-    return run.marker(STEP)
+    inputs = {INPUT: input_fingerprint(source)} if source else [EMBEDDINGS]
+    config = {k: v for k, v in asdict(cfg).items() if k != "use_gpu"}
+    with run.step(STEP, config, inputs, force=force) as step:
+        if step.skipped and run.exists(INDEX_CONFIG):
+            return step.result
+        step.skipped = False  # outputs gone under a finished marker: rebuild
+        t0 = time.perf_counter()
+        index = SearchIndex.from_embeddings(source or run.path(EMBEDDINGS), cfg, batch_rows=batch_rows)
+        index.info["embed"] = embed_config_of(run)
+        index.info["source"] = source or str(EMBEDDINGS)
+        with run.staging(INDEX) as tmp:
+            index.save(tmp)
+        step.result = {
+            "n": index.n,
+            "dim": index.dim,
+            "partitions": len(index.partitions),
+            "kinds": sorted({p.kind for p in index.partitions}),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        log.info("index: %s", step.result)
+    return step.result
 
 
 __all__ = ["build_run_index", "STEP"]

@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import faiss
@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.config import schema as config_schema
 from pipeline.io.tables import EMBEDDING, iter_embedding_batches, list_parquet_files
 from pipeline.search.filters import Filters, filter_mask
 
@@ -44,29 +45,29 @@ KINDS = ("auto", "flat", "ivf_flat", "ivf_pq", "hnsw")
 FORMAT_VERSION = 1
 
 
-@dataclass
+@config_schema("search/default")
 class IndexConfig:
-    """How to build and query an index (``conf/search/*.yaml``)."""
+    """How to build and query an index (``conf/search/*.yaml``: defaults and docs there)."""
 
-    kind: str = "auto"  # auto | flat | ivf_flat | ivf_pq | hnsw
-    metric: str = "ip"  # ip | l2
-    normalize: bool = True  # L2-normalise vectors (cosine similarity with metric=ip)
-    flat_max: int = 100_000  # auto: exact search for partitions up to this many rows
-    large_kind: str = "ivf_flat"  # auto: kind for larger partitions
-    nlist: int | None = None  # IVF cells; None = clip(4 sqrt(n), 1, n // 39)
-    nprobe: int = 32  # IVF cells scanned per query
-    pq_m: int = 16  # IVF-PQ sub-quantizers (must divide the dimension)
-    pq_nbits: int = 8  # bits per PQ code
-    pq_fastscan: bool = False  # SIMD fast-scan PQ codes (needs pq_nbits=4)
-    refine_factor: int = 0  # ivf_pq: re-rank k * refine_factor candidates exactly (keeps raw vectors); 0 = off
-    hnsw_m: int = 32  # HNSW links per node
-    ef_construction: int = 80
-    ef_search: int = 64
-    train_size: int | None = None  # training sample per partition; None = min(n, 256 * nlist)
-    add_batch: int = 65536  # rows per FAISS add() call
-    partition_by: list[str] = field(default_factory=list)
-    use_gpu: bool = False  # search on GPU when faiss-gpu and a GPU are present (flat / IVF)
-    seed: int = 0
+    kind: str  # auto | flat | ivf_flat | ivf_pq | hnsw
+    metric: str  # ip | l2
+    normalize: bool
+    flat_max: int
+    large_kind: str
+    nlist: int | None
+    nprobe: int
+    pq_m: int
+    pq_nbits: int
+    pq_fastscan: bool
+    refine_factor: int
+    hnsw_m: int
+    ef_construction: int
+    ef_search: int
+    train_size: int | None
+    add_batch: int
+    partition_by: list[str]
+    use_gpu: bool
+    seed: int
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any] | None) -> "IndexConfig":

@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.artifacts import PRETRAIN_METRICS, PRETRAIN_RAY
+from pipeline.config import with_defaults
 from pipeline.progress import Progress
 from pipeline.ssl.backbones import build_ssl_backbone
 from pipeline.ssl.checkpoint import read_checkpoint, save_checkpoint
@@ -35,14 +37,6 @@ from pipeline.ssl.optim import build_optimizer, scaled_lr, warmup_cosine
 from pipeline.ssl.transforms import IMAGENET_MEAN, IMAGENET_STD, TwoViewCollate
 
 log = logging.getLogger(__name__)
-
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "epochs": 10, "batch_size": 128, "warmup_epochs": 1, "max_steps_per_epoch": None, "num_workers": 1,
-    "cpus_per_worker": 1.0, "use_gpu": False, "amp": True, "torch_threads": 1, "prefetch_batches": 1,
-    "shuffle": True, "local_shuffle_buffer": 0, "storage_path": None, "name": "pretrain",
-    "checkpoints_to_keep": 2, "backend": None, "max_failures": 2,
-}
-
 
 def build_model(ssl: dict[str, Any], distributed: bool = False) -> nn.Module:
     """SimCLR/SimSiam model (backbone + heads + loss) described by the ``ssl`` config group."""
@@ -84,7 +78,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch as rtt
 
-    ssl, train = config["ssl"], {**TRAIN_DEFAULTS, **config["train"]}
+    ssl, train = config["ssl"], with_defaults("trainer/default", config["train"], passthrough=("die_after_epoch",))
     torch.set_num_threads(int(train["torch_threads"]))
     ctx = ray.train.get_context()
     world, rank = ctx.get_world_size(), ctx.get_world_rank()
@@ -159,7 +153,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 extra = {"scaler": scaler.state_dict()} if scaler is not None else None
                 save_checkpoint(tmp, raw_model, checkpoint_meta(ssl, raw_model, epoch + 1, history), optimizer, extra)
                 if run is not None:
-                    run.write_json("pretrain/metrics.json", history)
+                    run.write_json(PRETRAIN_METRICS, history)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics)
@@ -216,7 +210,7 @@ def pretrain(config: dict[str, Any], dataset, export_dir: str | None = None) -> 
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    train = {**TRAIN_DEFAULTS, **config["train"]}
+    train = with_defaults("trainer/default", config["train"], passthrough=("die_after_epoch",))
     world, batch_size = int(train["num_workers"]), int(train["batch_size"])
     if world < 1 or batch_size < 2:
         raise ValueError(f"need train.num_workers >= 1 and train.batch_size >= 2, got {world}, {batch_size}")
@@ -239,7 +233,7 @@ def pretrain(config: dict[str, Any], dataset, export_dir: str | None = None) -> 
     if steps < 1:
         raise ValueError(f"{rows} readable images are too few for {world} worker(s) x batch_size {batch_size}")
     run_dir = config.get("run_dir")
-    storage = train["storage_path"] or os.path.join(run_dir or ".", "pretrain", "ray")
+    storage = train["storage_path"] or os.path.join(run_dir or ".", str(PRETRAIN_RAY))
     loop_config = {**config, "train": train, "steps_per_epoch": steps,
                    "run_dir": _absolute(run_dir) if run_dir else None}
     backend = train["backend"] or ("nccl" if train["use_gpu"] else "gloo")
@@ -277,25 +271,22 @@ def run_pretrain(run, input_cfg: dict[str, Any], ssl: dict[str, Any], train: dic
                  force: bool = False) -> dict[str, Any]:
     """The ``pretrain`` step of a run directory (``strata pretrain`` and ``strata curate`` call this).
 
-    Skipped when its marker exists with the same config; otherwise trains (resuming from the
-    latest Ray Train checkpoint under ``<run_dir>/pretrain/ray``), exports the final checkpoint to
-    ``<run_dir>/pretrain/checkpoint`` and marks the step done. Returns the marker's contents,
-    whose ``checkpoint`` is what ``embed.checkpoint`` takes.
+    Skipped when it finished with the same config and input files; otherwise trains (resuming
+    from the latest Ray Train checkpoint under ``<run_dir>/pretrain/ray``), exports the final
+    checkpoint to ``<run_dir>/pretrain/checkpoint`` and records the step. Returns its result,
+    whose ``checkpoint`` (the exported folder) is what ``embed.checkpoint`` takes.
     """
-    from pipeline.io.sources import read_images
+    from pipeline.artifacts import PRETRAIN_CHECKPOINT, input_fingerprint
+    from pipeline.io.sources import InputConfig, read_images
+    from pipeline.rundir import INPUT
 
-    step = "pretrain"
-    config = copy.deepcopy({"ssl": ssl, "train": train, "seed": int(seed), "run_dir": run.root})
-    fingerprinted = copy.deepcopy({**config, "input": input_cfg})  # as given, before Ray sees it
-    if force:
-        run.clear(step)
-    if run.is_done(step, fingerprinted):
-        return run.marker(step)
-    start = time.perf_counter()
-    result = pretrain(config, read_images(input_cfg), export_dir=run.local("pretrain", "checkpoint"))
-    last = result.history[-1]
-    info = {"checkpoint": result.checkpoint, "epochs": last["epoch"], "loss": last["loss"],
-            "images_per_s": last["images_per_s"], "seconds": time.perf_counter() - start}
-    run.update_run_json(pretrain=info)
-    run.mark_done(step, fingerprinted, **info)
-    return run.marker(step)
+    config = copy.deepcopy({"ssl": ssl, "train": train, "seed": int(seed), "input": {k: v for k, v in input_cfg.items() if k != "path"}})
+    inputs = {INPUT: input_fingerprint(InputConfig.from_dict(input_cfg).resolved_path)}
+    with run.step("pretrain", config, inputs, force=force) as step:
+        if step.skipped:
+            return {**step.result, "checkpoint": run.path(PRETRAIN_CHECKPOINT)}
+        train_config = {"ssl": ssl, "train": train, "seed": int(seed), "run_dir": run.root}
+        result = pretrain(train_config, read_images(input_cfg), export_dir=run.local(PRETRAIN_CHECKPOINT))
+        last = result.history[-1]
+        step.result = {"epochs": last["epoch"], "loss": last["loss"], "images_per_s": last["images_per_s"]}
+    return {**step.result, "checkpoint": run.path(PRETRAIN_CHECKPOINT)}
