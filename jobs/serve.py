@@ -17,7 +17,8 @@ def main(cfg: DictConfig) -> None:
     import uvicorn
 
     from pipeline.search import SearchService
-    from pipeline.search.app import create_app
+    from pipeline.search.app import ServeSettings, create_app
+    from pipeline.security import access_token
 
     if cfg.faiss_threads:
         faiss.omp_set_num_threads(int(cfg.faiss_threads))
@@ -26,8 +27,12 @@ def main(cfg: DictConfig) -> None:
         embed_overrides=to_dict(cfg.query_embed), thumbnail_side=int(cfg.thumbnail_side), max_k=int(cfg.max_k),
     )
     service.warmup()
-    app = create_app(service, max_upload_bytes=int(cfg.max_upload_mb) * 2**20)
+    token, generated = access_token(str(cfg.host), cfg.token)
+    settings = ServeSettings.from_config({**to_dict(cfg), "token": token})
+    app = create_app(service, settings)
     log.info("serving %d vectors on http://%s:%d (docs at /docs)", service.index.n, cfg.host, int(cfg.port))
+    if generated:  # shown once, on the terminal only (never logged or written to the run)
+        print(f"access token (send as 'Authorization: Bearer <token>', or open http://<this host>:{int(cfg.port)}/?token={token}):\n{token}", flush=True)
     uvicorn.run(app, host=str(cfg.host), port=int(cfg.port), log_level=str(cfg.log_level))
 
 

@@ -12,7 +12,8 @@ import io
 import logging
 import threading
 import time
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -29,6 +30,37 @@ class QueryError(ValueError):
     """A malformed query (maps to HTTP 400)."""
 
 
+class LimitError(QueryError):
+    """A query above a configured limit (maps to HTTP 413 for sizes, 400 otherwise)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+class Cancelled(RuntimeError):
+    """The client went away or the request ran out of time: the query's remaining work is dropped."""
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """Work one query may cause (``serve.limits`` in ``conf/serve.yaml``, where the defaults live).
+
+    ``max_query_pixels``: width x height of a query image (read from its header, before decoding);
+    ``max_query_side``: longer side a query image is decoded to (JPEG draft) and then shrunk to;
+    ``max_tiles`` / ``max_grids``: tiles per query over all grids, and grids per query.
+    """
+
+    max_query_pixels: int
+    max_query_side: int
+    max_tiles: int
+    max_grids: int
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "QueryLimits":
+        return cls(**{f.name: int(cfg[f.name]) for f in fields(cls)})
+
+
 class UnknownIdError(KeyError):
     """An id that is not in the index (maps to HTTP 404)."""
 
@@ -42,15 +74,26 @@ def embed_config_of(run: RunDir) -> dict | None:
     return config.get("embed")
 
 
-def _decode(image: bytes | Image.Image) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
+def _decode(image: bytes | Image.Image, limits: QueryLimits | None, what: str = "the uploaded image") -> Image.Image:
+    """RGB image of a query; with ``limits``, refused above ``max_query_pixels`` (from the header)
+    and decoded at reduced scale (JPEG draft), then shrunk, to at most ``max_query_side``."""
     from pipeline.io.images import RejectedImage, decode_rgb
 
-    try:
-        return decode_rgb(bytes(image))
-    except RejectedImage as exc:
-        raise QueryError(f"cannot use the uploaded image: {exc.reason}") from None
+    if isinstance(image, Image.Image):
+        img = image.convert("RGB")
+    else:
+        try:
+            if limits is None:
+                img = decode_rgb(bytes(image))
+            else:
+                img = decode_rgb(bytes(image), max_pixels=limits.max_query_pixels, draft_size=limits.max_query_side)
+        except RejectedImage as exc:
+            if exc.reason.startswith("too large") and limits is not None:
+                raise LimitError(f"cannot use {what}: {exc.reason} (limit: serve limits.max_query_pixels)", status=413) from None
+            raise QueryError(f"cannot use {what}: {exc.reason}") from None
+    if limits is not None and max(img.size) > limits.max_query_side:
+        img.thumbnail((limits.max_query_side, limits.max_query_side), Image.Resampling.BILINEAR)
+    return img
 
 
 class SearchService:
@@ -64,7 +107,10 @@ class SearchService:
         thumbnail_side: int = 256,
         max_k: int = 1000,
         thumbnail_cache: int = 2048,
+        limits: QueryLimits | None = None,
     ):
+        """``limits``: bounds on the work of one query (servers); None leaves queries unbounded
+        (the operator's own ``strata search``)."""
         self.index = index
         self._embedder_factory = embedder_factory
         self._embedder = None
@@ -72,6 +118,7 @@ class SearchService:
         self._image_loader = image_loader
         self.thumbnail_side = int(thumbnail_side)
         self.max_k = int(max_k)
+        self.limits = limits
         self._thumbnail = functools.lru_cache(maxsize=thumbnail_cache)(self._make_thumbnail)
 
     @classmethod
@@ -119,13 +166,18 @@ class SearchService:
                 self._embedder = self._embedder_factory()
             return self._embedder
 
-    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """(N, D) embeddings of PIL images with the run's embedder (built on first use)."""
+    def embed_images(self, images: Sequence[Image.Image], cancelled: Callable[[], bool] | None = None, chunk: int = 4) -> np.ndarray:
+        """(N, D) embeddings of PIL images with the run's embedder (built on first use), ``chunk``
+        images at a time; raises :class:`Cancelled` between chunks once ``cancelled()`` is true."""
         if self._embedder_factory is None:
             raise QueryError("image queries are unavailable: the run records no embedder config")
         embedder = self._get_embedder()
-        with self._embed_lock:
-            return np.asarray(embedder.embed_pil(list(images)), dtype=np.float32)
+        parts = []
+        for start in range(0, len(images), chunk):
+            _check(cancelled)
+            with self._embed_lock:
+                parts.append(np.asarray(embedder.embed_pil(list(images[start : start + chunk])), dtype=np.float32))
+        return np.concatenate(parts) if parts else np.zeros((0, self.index.dim), np.float32)
 
     # ---- queries -------------------------------------------------------------------------------
     def search(
@@ -138,12 +190,14 @@ class SearchService:
         filters: Filters | None = None,
         tiles: str | int | None = None,
         per_tile_k: int | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> dict:
         """Top-``k`` neighbours of exactly one of ``image`` / ``id`` / ``vector``.
 
         ``tiles`` (image or id queries): grid spec such as ``"2x2"``; each tile retrieves
         ``per_tile_k`` (default ``k``) rows and the lists are merged by bucket voting.
         Returns ``{"results": [{rank, id, score, <carried columns>}], "k", "took_ms", "query"}``.
+        ``cancelled``: polled between the expensive steps; once true the query raises :class:`Cancelled`.
         """
         t0 = time.perf_counter()
         given = [name for name, v in (("image", image), ("id", id), ("vector", vector)) if v is not None]
@@ -159,6 +213,7 @@ class SearchService:
             grids = parse_tiles(tiles)
         except ValueError as exc:
             raise QueryError(str(exc)) from None
+        self._check_tiles(grids)
         tiled = grids != [(1, 1)]
         query: dict[str, Any] = {"type": given[0], "tiles": tiles if tiled else None}
 
@@ -173,10 +228,11 @@ class SearchService:
         elif id is not None:
             query["id"] = id
             row = self._row(id)
-            vectors = self.index.vectors(row) if not tiled else self._image_vectors(self._image_of(id), grids)
+            vectors = self.index.vectors(row) if not tiled else self._image_vectors(self._image_of(id), grids, cancelled)
         else:
-            vectors = self._image_vectors(_decode(image), grids)
+            vectors = self._image_vectors(_decode(image, self.limits), grids, cancelled)
 
+        _check(cancelled)
         try:
             if not tiled:
                 rows, scores = self.index.search_rows(vectors, k, filters)
@@ -199,16 +255,26 @@ class SearchService:
         except KeyError:
             raise UnknownIdError(f"unknown id {id!r}") from None
 
-    def _image_vectors(self, image: Image.Image, grids: list[tuple[int, int]]) -> np.ndarray:
+    def _check_tiles(self, grids: list[tuple[int, int]]) -> None:
+        if self.limits is None:
+            return
+        n_tiles = sum(r * c for r, c in grids)
+        if len(grids) > self.limits.max_grids:
+            raise LimitError(f"{len(grids)} tile grids requested; the limit is {self.limits.max_grids} (serve limits.max_grids)")
+        if n_tiles > self.limits.max_tiles:
+            raise LimitError(f"{n_tiles} tiles requested; the limit is {self.limits.max_tiles} per query (serve limits.max_tiles)")
+
+    def _image_vectors(self, image: Image.Image, grids: list[tuple[int, int]], cancelled: Callable[[], bool] | None = None) -> np.ndarray:
+        _check(cancelled)
         try:
             tiles = cut_tiles(image, grids)
         except ValueError as exc:
             raise QueryError(str(exc)) from None
-        return self.embed_images(tiles)
+        return self.embed_images(tiles, cancelled)
 
     # ---- images ----------------------------------------------------------------------------------
     def _image_of(self, id: str) -> Image.Image:
-        return _decode(self.image_bytes(id))
+        return _decode(self.image_bytes(id), self.limits, what=f"indexed image {id!r}")
 
     def image_bytes(self, id: str) -> bytes:
         """Encoded original bytes of indexed image ``id`` (via its ``uri``)."""
@@ -237,6 +303,11 @@ class SearchService:
         return {**self.index.describe(), "image_queries": self.can_embed}
 
 
+def _check(cancelled: Callable[[], bool] | None) -> None:
+    if cancelled is not None and cancelled():
+        raise Cancelled("query abandoned (client gone or out of time)")
+
+
 def image_to_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
     """Encode a PIL image (tests, clients)."""
     out = io.BytesIO()
@@ -244,4 +315,4 @@ def image_to_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
     return out.getvalue()
 
 
-__all__ = ["SearchService", "QueryError", "UnknownIdError", "embed_config_of", "image_to_bytes"]
+__all__ = ["SearchService", "QueryLimits", "QueryError", "LimitError", "Cancelled", "UnknownIdError", "embed_config_of", "image_to_bytes"]
