@@ -26,13 +26,15 @@ import io
 import logging
 import os
 import tarfile
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from typing import Any, Iterator
 
 import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipeline.config import schema
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +43,22 @@ TEXT_MEMBER_EXTENSIONS = ("cls", "txt", "json", "label")
 BUNDLED_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data", "sample")
 
 
-@dataclass
+@schema("input/default")
 class InputConfig:
-    """Where the images are and how to read them (``conf/input/*.yaml``)."""
+    """Where the images are and how to read them; every default is in ``conf/input/default.yaml``."""
 
-    path: str | None = None  # folder, Parquet file/folder/glob, tar shard(s); None = bundled sample
-    format: str = "auto"  # auto | folder | parquet | tar
-    image_column: str = "image"
-    id_column: str = "id"
-    label_from_folder: bool = True  # folder trees: first folder below the root -> ``label``
-    columns: list[str] | None = None  # carried columns (None = all but the image column)
-    limit: int | None = None  # read at most this many rows (debugging, tests)
-    units_per_block: int = 1  # work units per Ray Data block (small blocks balance the embedding actors)
-    read_tasks: int | None = None  # concurrent read tasks (None: Ray Data decides); each is a worker process
-    files_per_unit: int = 64  # folder trees: image files per work unit
-    follow_symlinks: bool | None = None  # folder trees: read links that resolve outside the root (conf/input)
-    rows_per_unit: int = 256  # Parquet: rows per work unit (a row group is split into slices)
+    path: str | None  # folder, Parquet file/folder/glob, tar shard(s); None = bundled sample
+    format: str  # auto | folder | parquet | tar
+    image_column: str
+    id_column: str
+    label_from_folder: bool  # folder trees: first folder below the root -> ``label``
+    columns: list[str] | None  # carried columns (None = all but the image column)
+    limit: int | None  # read at most this many rows (debugging, tests)
+    units_per_block: int  # work units per Ray Data block (small blocks balance the embedding actors)
+    read_tasks: int | None  # concurrent read tasks (None: Ray Data decides); each is a worker process
+    files_per_unit: int  # folder trees: image files per work unit
+    follow_symlinks: bool  # folder trees: read links that resolve outside the root
+    rows_per_unit: int  # Parquet: rows per work unit (a row group is split into slices)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -29,7 +29,6 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -38,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pipeline.config import load_group
 from pipeline.search.service import (
     Cancelled,
     LimitError,
@@ -57,7 +57,6 @@ from pipeline.security import (
 log = logging.getLogger(__name__)
 
 COOKIE = "strata_search_token"
-SERVE_YAML = Path(__file__).resolve().parents[2] / "conf" / "serve.yaml"
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -102,10 +101,7 @@ class ServeSettings:
     @classmethod
     def defaults(cls, **overrides: Any) -> ServeSettings:
         """The settings of ``conf/serve.yaml`` as shipped (tests, library users), with ``overrides``."""
-        from omegaconf import OmegaConf
-
-        cfg = OmegaConf.to_container(OmegaConf.load(SERVE_YAML), resolve=True)
-        cfg.pop("defaults", None)
+        cfg = load_group("serve")
         limits = {**cfg["limits"], **{k: overrides.pop(k) for k in list(overrides) if k in cfg["limits"]}}
         return cls.from_config({**cfg, **overrides, "limits": limits})
 
