@@ -73,14 +73,37 @@ def test_two_workers_train_checkpoint_resume_and_embed(ray_session, datasets_dir
         assert np.allclose(x, module((pixels - mean) / std).numpy(), atol=1e-5)
 
 
-def test_simsiam_two_workers_one_epoch(ray_session, datasets_dir, tmp_path):
-    from pipeline.io.sources import read_images
-    from pipeline.ssl import load_backbone, pretrain
+def test_simsiam_two_workers_report_the_loss_of_their_batches(ray_session, datasets_dir, tmp_path):
+    """lr = 0 and every row the same image under the same id: each worker's every batch gets the same
+    augmented views (seeded by the batch ids), so the reported epoch loss must equal the symmetric
+    negative cosine of the checkpointed (unchanged) model on those views, computed here by hand."""
+    import pyarrow.parquet as pq
+    import ray.data
 
-    input_cfg = {"path": str(datasets_dir / "aid150" / "part-00002.parquet"), "limit": 48}
-    result = pretrain(_config(tmp_path, "simsiam", epochs=1), read_images(input_cfg))
-    assert np.isfinite(result.history[0]["loss"]) and -1.0 <= result.history[0]["loss"] <= 1.0
+    from pipeline.ssl import load_backbone, pretrain, read_checkpoint
+    from pipeline.ssl.train import build_model
+    from pipeline.ssl.transforms import TwoViewCollate
+
+    image = pq.read_table(datasets_dir / "aid150" / "part-00002.parquet", columns=["image"]).column("image")[0].as_py()
+    cfg = _config(tmp_path, "simsiam", epochs=1)
+    cfg["ssl"]["optimizer"]["lr"] = 0.0
+    result = pretrain(cfg, ray.data.from_items([{"id": "same", "image": image}] * 32))
     assert load_backbone(result.checkpoint)[2]["method"] == "simsiam"
+
+    state, _ = read_checkpoint(result.checkpoint)
+    model = build_model(cfg["ssl"])
+    model.load_state_dict(state["model"])
+    model.train()  # as in training: batch-norm on batch statistics
+    ssl = cfg["ssl"]
+    batch = {"id": np.array(["same"] * 8, dtype=object), "image": np.array([image] * 8, dtype=object)}
+    view0, view1 = TwoViewCollate(ssl["augment"], ssl["image_size"], ssl["mean"], ssl["std"], seed=0, epoch=0)(batch)
+    with torch.no_grad():
+        z0, z1 = (model.projection_head(model.backbone(v)) for v in (view0, view1))
+        p0, p1 = model.prediction_head(z0), model.prediction_head(z1)
+    cos = torch.nn.functional.cosine_similarity
+    expected = -0.5 * (cos(p0, z1).mean() + cos(p1, z0).mean()).item()
+    assert result.history[0]["steps"] == 2
+    assert result.history[0]["loss"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 
 def test_a_killed_worker_restarts_from_the_last_epoch_checkpoint(ray_session, datasets_dir, tmp_path):

@@ -154,3 +154,35 @@ def test_two_view_collate_is_seeded_and_replaces_bad_images():
     assert batch_seed(0, 0, ["a"]) != batch_seed(0, 0, ["b"])
     with pytest.raises(ValueError, match="no decodable"):
         collate({"id": np.array(["x"], dtype=object), "image": np.array([b""], dtype=object)})
+
+
+def _simclr_rank(rank: int, world: int, init_file: str, out: str) -> None:
+    """One of ``world`` gloo processes: SimCLR loss on this rank's slice of a fixed global batch."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)  # a forked child must not enter the parent's OpenMP pool
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = build_model(SSL["simclr"], distributed=world > 1).eval()  # same weights on every rank
+    x0, x1 = torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)
+    part = slice(rank * 8 // world, (rank + 1) * 8 // world)
+    with torch.no_grad():
+        loss = model(x0[part], x1[part])
+        z0, z1 = (model.projection_head(model.backbone(x)) for x in (x0, x1))
+    torch.save({"loss": loss.item(), "z0": z0, "z1": z1}, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_simclr_gathers_negatives_from_every_worker(tmp_path):
+    """Two gloo ranks holding 4 pairs each: their mean loss is NT-Xent over all 8 pairs (negatives
+    from both ranks), not over each rank's own 4 pairs."""
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "rank")
+    mp.start_processes(_simclr_rank, args=(2, str(tmp_path / "init"), out), nprocs=2, join=True, start_method="fork")
+    ranks = [torch.load(f"{out}.{r}") for r in range(2)]
+    z0, z1 = ranks[0]["z0"].numpy(), ranks[0]["z1"].numpy()
+    global_loss = _nt_xent_reference(z0, z1, 0.5)
+    local_only = np.mean([_nt_xent_reference(z0[p], z1[p], 0.5) for p in (slice(0, 4), slice(4, 8))])
+    assert abs(global_loss - local_only) > 1e-2  # the two readings are distinguishable here
+    assert np.mean([r["loss"] for r in ranks]) == pytest.approx(global_loss, rel=1e-4)
