@@ -13,12 +13,20 @@ Routes (all but ``/login`` need the access token when one is set; 401 without it
     GET  /api/labels       current labels as JSON
 
 The token may arrive as cookie ``strata_token``, header ``Authorization: Bearer <t>`` or, once,
-as ``/?token=<t>`` (answered by setting the cookie and redirecting to a clean URL).
+as ``/?token=<t>`` (answered by setting the cookie and redirecting to a clean URL). A server bound
+beyond loopback always has a token (``server.serve``); on loopback the ``Host`` header must be a
+loopback name or in ``allowed_hosts`` (421 otherwise), which defeats DNS rebinding.
+
+Annotator names are owned: the first session (cookie ``strata_session``, or header
+``X-Strata-Session``) that uses a name claims it in the store, and any other session sending that
+name gets 403, so label, undo, lease and release act only on the caller's own items. Each name
+holds at most ``max_leased`` images at once, and at most ``max_annotators`` names exist.
 """
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Annotated, Callable, Sequence
 
@@ -28,10 +36,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pipeline.config import load_group
 from pipeline.labeler.images import ThumbnailCache
 from pipeline.labeler.store import LabelError, LabelStore
+from pipeline.security import host_allowed, is_loopback
 
 COOKIE = "strata_token"
+SESSION_COOKIE = "strata_session"
+SESSION_HEADER = "x-strata-session"
+_SESSION_MAX_AGE = 30 * 24 * 3600
 _ANNOTATOR = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@ -]+$")
 _ID = Field(min_length=1, max_length=1024)
 _REQUEST_ID = Field(default=None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
@@ -54,6 +67,15 @@ class LabelerSettings:
     cache_items: int = 512
     token: str | None = None
     title: str = "Strata swipe labeler"
+    host: str = "127.0.0.1"  # the bind address (set by server.serve): decides the Host check
+    allowed_hosts: list[str] = field(default_factory=lambda: _yaml("allowed_hosts"))
+    max_leased: int = field(default_factory=lambda: _yaml("max_leased"))
+    max_annotators: int = field(default_factory=lambda: _yaml("max_annotators"))
+
+
+def _yaml(key: str):
+    """A default of ``conf/labeler/default.yaml`` (its one source)."""
+    return load_group("labeler/default")[key]
 
 
 class _Body(BaseModel):
@@ -107,6 +129,8 @@ def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> Fa
     pages = {name: _static(name) for name in ("index.html", "login.html")}
     static = {name: _static(name) for name in _STATIC_TYPES}
 
+    any_host = token is not None and not is_loopback(settings.host)
+
     def presented_token(request: Request) -> str | None:
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
@@ -115,6 +139,8 @@ def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> Fa
 
     def gate(request: Request) -> Response | None:
         """The answer for a request that may not pass (None: let it through)."""
+        if not host_allowed(request.headers.get("host"), settings.allowed_hosts, any_host):
+            return JSONResponse({"detail": "unknown Host header: add the name to labeler.allowed_hosts"}, status_code=421)
         if token is None or request.url.path == "/login":
             return None
         query_token = request.query_params.get("token")
@@ -182,19 +208,26 @@ def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> Fa
     def progress(batch: Annotated[str | None, Query(max_length=256)] = None) -> dict:
         return store.progress(batch).as_dict()
 
+    def own(request: Request, annotator: str) -> None:
+        """Refuse (403) a name that another session owns (the session key is set by ``_Guard``)."""
+        store.claim(annotator, request.scope["state"][SESSION_COOKIE], settings.max_annotators)
+
     @app.post("/api/next")
-    def next_items(body: NextBody) -> dict:
-        ids = store.lease(body.annotator, body.n, settings.lease_seconds)
+    def next_items(body: NextBody, request: Request) -> dict:
+        own(request, body.annotator)
+        ids = store.lease(body.annotator, body.n, settings.lease_seconds, max_held=settings.max_leased)
         return {"items": [{"id": i} for i in ids], "progress": store.progress().as_dict()}
 
     @app.post("/api/label")
-    def label(body: LabelBody) -> dict:
+    def label(body: LabelBody, request: Request) -> dict:
+        own(request, body.annotator)
         event, duplicate = store.label(body.id, body.label, body.annotator, body.request_id)
         return {"seq": event.seq, "id": event.id, "label": event.label, "duplicate": duplicate,
                 "progress": store.progress().as_dict()}
 
     @app.post("/api/undo")
-    def undo(body: UndoBody) -> dict:
+    def undo(body: UndoBody, request: Request) -> dict:
+        own(request, body.annotator)
         result = store.undo(body.annotator, body.request_id, settings.lease_seconds)
         if result is None:
             raise LabelError("nothing to undo", status=404)
@@ -203,7 +236,8 @@ def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> Fa
                 "progress": store.progress().as_dict()}
 
     @app.post("/api/release")
-    def release(body: ReleaseBody) -> dict:
+    def release(body: ReleaseBody, request: Request) -> dict:
+        own(request, body.annotator)
         return {"released": store.release(body.annotator, body.ids)}
 
     @app.get("/api/image")
@@ -240,16 +274,23 @@ class _Guard:
             return
         path = scope["path"]
         extra = [(k.lower().encode(), v.encode()) for k, v in _SECURITY_HEADERS.items()]
+        request = Request(scope)
+        session = request.headers.get(SESSION_HEADER) or request.cookies.get(SESSION_COOKIE)
+        if not session:  # every answer (errors too) hands a new client its session key
+            session = secrets.token_urlsafe(24)
+            cookie = f"{SESSION_COOKIE}={session}; Max-Age={_SESSION_MAX_AGE}; Path=/; HttpOnly; SameSite=strict"
+            extra.append((b"set-cookie", cookie.encode()))
+        scope.setdefault("state", {})[SESSION_COOKIE] = session[:256]
         if path.startswith("/api/") and path != "/api/image":
             extra.append((b"cache-control", b"no-store"))
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {k.lower() for k, _ in message.get("headers", [])}
-                message["headers"] = [*message.get("headers", []), *((k, v) for k, v in extra if k not in present)]
+                message["headers"] = [*message.get("headers", []), *((k, v) for k, v in extra if k not in present or k == b"set-cookie")]
             await send(message)
 
-        denied = self.gate(Request(scope))
+        denied = self.gate(request)
         if denied is not None:
             await denied(scope, receive, send_with_headers)
         else:

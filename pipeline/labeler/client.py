@@ -1,17 +1,24 @@
 """HTTP client for one labeler (a script, a load test, or a remote active-learning driver)."""
 from __future__ import annotations
 
+import secrets
 import uuid
 from typing import Any
 
 import httpx
 
+# One session key per client process: the server binds each annotator name to the session that
+# used it first, so the clients of one program (threads, reconnects) keep their names.
+PROCESS_SESSION = secrets.token_urlsafe(24)
+
 
 class LabelClient:
     """Talks to a running labeler as ``annotator``; raises ``httpx.HTTPStatusError`` on 4xx/5xx."""
 
-    def __init__(self, url: str, annotator: str, token: str | None = None, timeout: float = 30.0):
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+    def __init__(self, url: str, annotator: str, token: str | None = None, timeout: float = 30.0, session: str | None = None):
+        headers = {"X-Strata-Session": session or PROCESS_SESSION}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         self.annotator = annotator
         self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
 

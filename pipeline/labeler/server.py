@@ -30,6 +30,7 @@ import uvicorn
 
 from pipeline.labeler.app import LabelerSettings, create_app
 from pipeline.labeler.store import LabelStore
+from pipeline.security import access_token
 
 READY = "STRATA_LABELER_READY"
 TOKEN_ENV = "STRATA_LABELER_TOKEN"
@@ -122,13 +123,14 @@ def serve(
     """Serve the label store at ``db`` and return once it accepts connections.
 
     ``host`` defaults to ``127.0.0.1``, or to ``0.0.0.0`` (all interfaces) with ``share=True``;
-    sharing also requires a token (random unless given). Clients must present the token whenever
+    sharing, or any address beyond loopback, also requires a token (random unless given). Clients must present the token whenever
     one is set. ``port=0`` picks a free port.
     """
     host = host or ("0.0.0.0" if share else "127.0.0.1")
+    token = access_token(host, token)[0]  # any address beyond loopback requires one
     if share and token is None:
         token = secrets.token_urlsafe(18)
-    settings = dataclasses.replace(settings or LabelerSettings(), token=token)
+    settings = dataclasses.replace(settings or LabelerSettings(), token=token, host=host)
     store = LabelStore(db, labels=labels, synchronous=synchronous)  # creates the file, checks labels
     sock = _bind(host, port)
     bound = sock.getsockname()[1]

@@ -13,6 +13,8 @@ Tables (one ``labels.sqlite`` per run, usually ``<run_dir>/labels/labels.sqlite`
                                               cancelled by an undo; updated in the same
                                               transaction as the event, rebuildable from the log
     leases(id, annotator, expires)            who holds an image now; expired rows are ignored
+    annotators(name, key_hash, created)       which session key owns an annotator name (the app
+                                              claims a name for the first session that uses it)
 
 Every write is one ``BEGIN IMMEDIATE`` transaction, so a label acknowledged to a client is on disk
 (``synchronous=FULL`` by default) and survives a SIGKILL of the server. A client-chosen
@@ -22,6 +24,8 @@ Several processes may open the same file (the server and an active-learning loop
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import os
 import sqlite3
 import threading
@@ -73,6 +77,11 @@ CREATE TABLE IF NOT EXISTS leases (
     expires REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS leases_annotator ON leases(annotator);
+CREATE TABLE IF NOT EXISTS annotators (
+    name TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL,
+    created REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 # Latest label event of one id that no undo event cancels: the definition of "current label".
@@ -229,12 +238,42 @@ class LabelStore:
         row = self._conn().execute("SELECT uri FROM catalog WHERE id = ?", (item_id,)).fetchone()
         return None if row is None else row[0]
 
+    # ---- annotator identity -----------------------------------------------------------------------
+    def claim(self, annotator: str, key: str, max_annotators: int | None = None, now: float | None = None) -> bool:
+        """Bind ``annotator`` to the session ``key`` (stored hashed); True when newly claimed.
+
+        Refuses (``LabelError`` 403) a name another key owns, and new names once ``max_annotators``
+        are claimed. A key may own several names; a name has one owner for the store's lifetime
+        (:meth:`unclaim` frees it).
+        """
+        _check_annotator(annotator)
+        key_hash = hashlib.sha256(key.encode()).hexdigest()
+        with self._write() as db:
+            row = db.execute("SELECT key_hash FROM annotators WHERE name = ?", (annotator,)).fetchone()
+            if row is not None:
+                if not hmac.compare_digest(row[0], key_hash):
+                    raise LabelError(f"annotator name {annotator!r} belongs to another labeler session; choose another name", status=403)
+                return False
+            count = db.execute("SELECT COUNT(*) FROM annotators").fetchone()[0]
+            if max_annotators is not None and count >= max_annotators:
+                raise LabelError(f"{count} annotator names are in use, the limit (labeler.max_annotators)", status=403)
+            db.execute("INSERT INTO annotators VALUES (?, ?, ?)", (annotator, key_hash, time.time() if now is None else now))
+            return True
+
+    def unclaim(self, annotator: str) -> bool:
+        """Free ``annotator`` for a new session (an operator's remedy for a lost browser session)."""
+        with self._write() as db:
+            return db.execute("DELETE FROM annotators WHERE name = ?", (annotator,)).rowcount > 0
+
     # ---- leases ---------------------------------------------------------------------------------
-    def lease(self, annotator: str, n: int = 1, lease_seconds: float = 300.0, now: float | None = None) -> list[str]:
+    def lease(
+        self, annotator: str, n: int = 1, lease_seconds: float = 300.0, now: float | None = None, max_held: int | None = None
+    ) -> list[str]:
         """Up to ``n`` unlabeled queued ids held for ``annotator`` until ``now + lease_seconds``.
 
         Ids this annotator already holds come first (a reloaded page gets them back), then open
         queue ids in queue order that nobody else holds. Leases are renewed on every call.
+        ``max_held``: the annotator never holds more than this many ids at once (lease quota).
         """
         _check_annotator(annotator)
         if n < 1:
@@ -243,6 +282,9 @@ class LabelStore:
         expires = now + lease_seconds
         with self._write() as db:
             db.execute("DELETE FROM leases WHERE expires <= ?", (now,))
+            holding = db.execute(
+                "SELECT COUNT(*) FROM leases l JOIN queue q ON q.id = l.id WHERE l.annotator = ? AND q.done = 0", (annotator,)
+            ).fetchone()[0]
             held = [
                 r[0]
                 for r in db.execute(
@@ -258,7 +300,9 @@ class LabelStore:
                     "AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.id = q.id) ORDER BY q.seq LIMIT ?",
                     (n - len(held),),
                 )
-            ] if len(held) < n else []
+            ] if len(held) < n and (max_held is None or holding < max_held) else []
+            if max_held is not None:
+                fresh = fresh[: max(0, max_held - holding)]
             ids = held + fresh
             db.executemany("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", ((i, annotator, expires) for i in ids))
         return ids
