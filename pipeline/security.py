@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 REDACTED = "***"
 _SECRET_KEY = re.compile(r"(token|secret|password|passwd|api_key|apikey|credential)s?$", re.IGNORECASE)
+_SECRET_OVERRIDE = re.compile(r"^([+~]*[\w.]*?(token|secret|password|passwd|api_key|apikey|credential)s?)=(.+)$", re.IGNORECASE | re.DOTALL)
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
@@ -90,12 +90,39 @@ def json_depth(text: bytes | str) -> int:
 
 def redact(cfg: Any) -> Any:
     """A copy of a (nested) config with secret-looking values (keys ``*token``, ``*secret``,
-    ``*password``, ...) replaced by ``"***"``; unset (null) secrets stay null."""
+    ``*password``, ...) replaced by ``"***"``; unset (null) secrets stay null. Command-line
+    overrides in lists (``labeler.token=abc``, as Hydra records them) are masked the same way."""
     if isinstance(cfg, Mapping):
         return {k: (REDACTED if _SECRET_KEY.search(str(k)) and v not in (None, "") and not isinstance(v, Mapping) else redact(v)) for k, v in cfg.items()}
     if isinstance(cfg, (list, tuple)):
         return [redact(v) for v in cfg]
+    if isinstance(cfg, str):
+        m = _SECRET_OVERRIDE.match(cfg)
+        return f"{m.group(1)}={REDACTED}" if m and m.group(3) != "null" else cfg
     return cfg
 
 
-__all__ = ["LOOPBACK_NAMES", "access_token", "host_allowed", "is_loopback", "json_depth", "presented_token", "redact", "same_secret"]
+def redact_yaml_files(folder: str) -> list[str]:
+    """Rewrite every ``*.yaml`` directly in ``folder`` (a Hydra ``.hydra``/``hydra`` output folder:
+    ``config.yaml``, ``overrides.yaml``, ``hydra.yaml``) with :func:`redact` applied; returns the
+    files changed."""
+    import os
+
+    import yaml
+
+    changed = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        path = os.path.join(folder, name)
+        if not name.endswith(".yaml"):
+            continue
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+        clean = redact(data)
+        if clean != data:
+            with open(path, "w", encoding="utf-8") as fh:
+                yaml.safe_dump(clean, fh, sort_keys=False)
+            changed.append(path)
+    return changed
+
+
+__all__ = ["access_token", "host_allowed", "is_loopback", "json_depth", "presented_token", "redact", "redact_yaml_files", "same_secret"]

@@ -56,3 +56,15 @@ def test_redact_masks_secrets_at_any_depth():
     assert out["serve"]["token"] is None and out["cloud"][1]["password"] == ""
     assert out["labeler"]["port"] == 1 and out["tokens_total"] == 3 and out["run_dir"] == "runs/x"
     assert cfg["token"] == "abc"  # the input is not modified
+
+
+def test_redact_overrides_and_hydra_files(tmp_path):
+    from pipeline.security import redact_yaml_files
+
+    assert redact(["port=1", "labeler.token=abc", "+serve.api_key=k", "token=null"]) == [
+        "port=1", f"labeler.token={REDACTED}", f"+serve.api_key={REDACTED}", "token=null"]
+    (tmp_path / "config.yaml").write_text("run_dir: x\nlabeler:\n  token: abc\n")
+    (tmp_path / "overrides.yaml").write_text("- labeler.token=abc\n- port=1\n")
+    (tmp_path / "hydra.yaml").write_text("hydra:\n  overrides:\n    task:\n    - labeler.token=abc\n")
+    assert len(redact_yaml_files(str(tmp_path))) == 3
+    assert not any("abc" in f.read_text() for f in tmp_path.iterdir())
