@@ -71,6 +71,7 @@ class LabelerSettings:
     allowed_hosts: list[str] = field(default_factory=lambda: _yaml("allowed_hosts"))
     max_leased: int = field(default_factory=lambda: _yaml("max_leased"))
     max_annotators: int = field(default_factory=lambda: _yaml("max_annotators"))
+    max_body_kb: int = field(default_factory=lambda: _yaml("max_body_kb"))
 
 
 def _yaml(key: str):
@@ -141,6 +142,9 @@ def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> Fa
         """The answer for a request that may not pass (None: let it through)."""
         if not host_allowed(request.headers.get("host"), settings.allowed_hosts, any_host):
             return JSONResponse({"detail": "unknown Host header: add the name to labeler.allowed_hosts"}, status_code=421)
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > settings.max_body_kb * 1024:
+            return JSONResponse({"detail": f"request body larger than {settings.max_body_kb} KiB (labeler.max_body_kb)"}, status_code=413)
         if token is None or request.url.path == "/login":
             return None
         query_token = request.query_params.get("token")

@@ -71,3 +71,9 @@ def test_beyond_loopback_a_token_is_required(store: LabelStore):
     with TestClient(create_app(store, settings), base_url="http://192.168.1.7:8765") as c:
         assert c.get("/api/config").status_code == 401  # any Host passes, but only with the token
         assert c.get("/api/config", headers={"authorization": "Bearer s3cret-token"}).status_code == 200
+
+
+def test_large_bodies_are_refused_before_reading(store: LabelStore):
+    with TestClient(create_app(store), base_url="http://127.0.0.1") as c:
+        r = c.post("/api/release", content=b"[" + b"0," * 200_000 + b"0]", headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "max_body_kb" in r.json()["detail"]
