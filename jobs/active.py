@@ -4,31 +4,33 @@ from __future__ import annotations
 import json
 import sys
 
-import hydra
 from omegaconf import DictConfig
 
-from jobs._common import init_ray, open_run_dir, to_dict
-from pipeline.active.run import run_active
-from pipeline.report import write_report
-from pipeline.rundir import RunDir
+from jobs._common import init_ray, open_run_dir, read_run_json, strata_job, to_dict
+from pipeline.artifacts import ACTIVE_LABELS, ACTIVE_SUMMARY, EMBEDDINGS
 
 
-@hydra.main(config_path="../conf", config_name="active", version_base="1.3")
+@strata_job("active", main_keys=("run_dir", "input.path", "starter.id", "starter.image", "oracle.column", "oracle.positive",
+                                 "labeler.kind", "budget", "strategy", "diversity", "embed.features", "seed"))
 def main(cfg: DictConfig) -> None:
+    from pipeline.active.run import run_active
+    from pipeline.report import write_report
+
     # The embed config the run's embeddings were made with, read before this job records its own.
-    recorded = (RunDir(str(cfg.run_dir)).read_json("run.json", default={}) or {}).get("config", {}).get("embed")
+    recorded = read_run_json(str(cfg.run_dir)).get("config", {}).get("embed")
     run = open_run_dir(cfg)
     resolved = to_dict(cfg)
-    if not run.exists("embeddings"):
+    embedded = run.is_done(EMBEDDINGS.step)
+    if not embedded:
         init_ray(cfg)
-    if run.exists("embeddings") and recorded and recorded.get("features", "head") == "head":
-        print(f"note: reusing {run.path('embeddings')} (embed.features=head); on aerial scenes embed.features=stages "
+    if embedded and recorded and recorded.get("features", "head") == "head":
+        print(f"note: reusing {run.path(EMBEDDINGS)} (embed.features=head); on aerial scenes embed.features=stages "
               "retrieves more of the class (README, 'Embedding backbones'): use a fresh run_dir to re-embed", file=sys.stderr)
     summary = run_active(run, resolved, force=cfg.force, embed_cfg=recorded or resolved["embed"])
     print(json.dumps({k: v for k, v in summary.items() if k != "imagefolder"}, indent=2))
-    print(f"labels:  {run.path('active', 'labels.parquet')}")
-    print(f"summary: {run.path('active', 'summary.json')}")
-    if (resolved.get("report") or {}).get("enabled", True):
+    print(f"labels:  {run.path(ACTIVE_LABELS)}")
+    print(f"summary: {run.path(ACTIVE_SUMMARY)}")
+    if resolved["report"]["enabled"]:
         print(f"report:  {write_report(run, resolved)}")
 
 

@@ -1,19 +1,23 @@
-"""``strata cluster``: hierarchical k-means with resampling of a run's embeddings."""
+"""strata cluster: hierarchical k-means with resampling of a run's embeddings (Ray actors, one shard each).
+
+Reads run_dir/embeddings (and dedup/duplicates.parquet when the run's dedup is current).
+Writes run_dir/clusters/ (CSR arrays per level and resampling step, clusters.json).
+"""
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from jobs._common import init_ray, log, open_run_dir, to_dict
-from pipeline.kmeans import run_cluster
+from jobs._common import init_ray, log, open_run_dir, strata_job, to_dict
+from pipeline.artifacts import EMBEDDINGS
 
 
-@hydra.main(config_path="../conf", config_name="cluster", version_base="1.3")
+@strata_job("cluster", requires=[EMBEDDINGS], main_keys=("run_dir", "kmeans.n_clusters", "kmeans.n_resampling_steps",
+                                                          "kmeans.metric", "kmeans.n_actors", "kmeans.use_gpu", "seed", "force"))
 def main(cfg: DictConfig) -> None:
+    from pipeline.kmeans import run_cluster
+
     init_ray(cfg)
-    run = open_run_dir(cfg)
-    summary = run_cluster(run, to_dict(cfg.kmeans), force=bool(cfg.force), seed=int(cfg.seed))
-    run.update_run_json(cluster=summary)
+    summary = run_cluster(open_run_dir(cfg), to_dict(cfg.kmeans), force=bool(cfg.force), seed=int(cfg.seed))
     log.info("clusters: %s", summary)
 
 

@@ -1,18 +1,23 @@
-"""``strata coreset``: k-center coreset of a run's embeddings into ``<run_dir>/coreset/manifest.parquet``."""
+"""strata coreset: a k-center (diverse) subset of a run's embeddings, as a manifest.
+
+Reads run_dir/embeddings (and the run's current dedup and clusters when present).
+Writes run_dir/coreset/manifest.parquet (or coreset.output).
+"""
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from jobs._common import init_ray, log, open_run_dir, to_dict
-from pipeline.coreset import run_coreset
+from jobs._common import init_ray, log, open_run_dir, strata_job, to_dict
+from pipeline.artifacts import EMBEDDINGS
 
 
-@hydra.main(config_path="../conf", config_name="coreset", version_base="1.3")
+@strata_job("coreset", requires=[EMBEDDINGS], main_keys=("run_dir", "coreset.method", "coreset.fraction", "coreset.size",
+                                                          "coreset.metric", "coreset.drop_duplicates", "force"))
 def main(cfg: DictConfig) -> None:
+    from pipeline.coreset import run_coreset
+
     init_ray(cfg)
-    run = open_run_dir(cfg)
-    log.info("coreset: %s", run_coreset(run, to_dict(cfg.coreset), force=bool(cfg.force)))
+    log.info("coreset: %s", run_coreset(open_run_dir(cfg), to_dict(cfg.coreset), force=bool(cfg.force)))
 
 
 if __name__ == "__main__":

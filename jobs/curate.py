@@ -1,23 +1,31 @@
-"""strata curate: embed -> dedup -> hierarchical k-means -> balanced sampling -> manifest (+ report)."""
+"""strata curate: embed every image, remove near-duplicates, cluster hierarchically, and pick a
+balanced subset in which no concept dominates (Vo et al. 2024).
+
+Reads input.path (a folder tree, Parquet or tar shards; default: the bundled UC Merced sample).
+Writes to run_dir: embeddings/, rejects.parquet, dedup/, clusters/, manifest.parquet (the curated
+subset), report.html, run.json. Rerunning resumes; a changed input or setting recomputes exactly
+the steps that depend on it.
+"""
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from jobs._common import init_ray, open_run_dir, to_dict
-from pipeline.curate import run_curate
+from jobs._common import init_ray, open_run_dir, strata_job, to_dict
+from pipeline.artifacts import MANIFEST, REPORT, RUN_JSON
 
 
-@hydra.main(config_path="../conf", config_name="curate", version_base="1.3")
+@strata_job("curate", main_keys=("input.path", "run_dir", "sample.target_size", "kmeans.n_clusters", "dedup.enabled",
+                                 "dedup.eps", "embed.backbone", "embed.device", "pretrain.enabled", "report.enabled", "seed", "force"))
 def main(cfg: DictConfig) -> None:
+    from pipeline.curate import run_curate
+
     init_ray(cfg)
     run = open_run_dir(cfg)
-    result = run_curate(run, to_dict(cfg), force=cfg.force)
-    sample = result["counts"].get("sample", {})
-    print(f"manifest: {run.path('manifest.parquet')}  ({sample.get('n_rows', '?')} rows)")
-    if run.exists("report.html"):
-        print(f"report:   {run.path('report.html')}")
-    print(f"run info: {run.path('run.json')}")
+    counts = run_curate(run, to_dict(cfg), force=cfg.force)
+    print(f"manifest: {run.path(MANIFEST)}  ({counts['sample'].get('n_rows', '?')} rows)")
+    if run.exists(REPORT):
+        print(f"report:   {run.path(REPORT)}")
+    print(f"run info: {run.path(RUN_JSON)}")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,22 @@
-"""``strata dedup``: exact + semantic near-duplicates of a run's embeddings into ``<run_dir>/dedup/``."""
+"""strata dedup: exact and near-duplicate removal over a run's embeddings.
+
+Reads run_dir/embeddings. Writes run_dir/dedup/duplicates.parquet (id, kept_id, similarity, kind)
+and dedup/kept.parquet; `strata cluster` then leaves the duplicates out.
+"""
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from jobs._common import init_ray, log, open_run_dir, to_dict
-from pipeline.dedup import run_dedup
+from jobs._common import init_ray, log, open_run_dir, strata_job, to_dict
+from pipeline.artifacts import EMBEDDINGS
 
 
-@hydra.main(config_path="../conf", config_name="dedup", version_base="1.3")
+@strata_job("dedup", requires=[EMBEDDINGS], main_keys=("run_dir", "dedup.exact", "dedup.semantic", "dedup.eps", "dedup.keep", "force"))
 def main(cfg: DictConfig) -> None:
+    from pipeline.dedup import run_dedup
+
     init_ray(cfg)
-    run = open_run_dir(cfg)
-    log.info("dedup: %s", run_dedup(run, to_dict(cfg.dedup), force=bool(cfg.force)))
+    log.info("dedup: %s", run_dedup(open_run_dir(cfg), to_dict(cfg.dedup), force=bool(cfg.force)))
 
 
 if __name__ == "__main__":

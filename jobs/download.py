@@ -1,15 +1,15 @@
 """``strata download``: GIBS WMTS tiles -> per-date scenes -> training-tile Parquet shards (+ composites)."""
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from jobs._common import log, open_run_dir, to_dict
-from pipeline.satellite.download import run_download
+from jobs._common import log, open_run_dir, strata_job, to_dict
 
 
-@hydra.main(config_path="../conf", config_name="download", version_base="1.3")
+@strata_job("download", main_keys=("run_dir", "download.layer", "download.dates", "download.bbox", "output", "tiles.width", "composite.enabled"))
 def main(cfg: DictConfig) -> None:
+    from pipeline.satellite.download import run_download
+
     run = open_run_dir(cfg)
     summary = run_download(to_dict(cfg), run, force=bool(cfg.force))
     src = summary["source_tiles"]

@@ -3,21 +3,22 @@ from __future__ import annotations
 
 import json
 
-import hydra
 from omegaconf import DictConfig
 
-from jobs._common import init_ray, open_run_dir, to_dict
-from pipeline.active.evaluate import evaluate_run
+from jobs._common import init_ray, open_run_dir, strata_job, to_dict
+from pipeline.artifacts import EMBEDDINGS, EVALUATE_ACTIVE_RUNS
 
 
-@hydra.main(config_path="../conf", config_name="evaluate_active", version_base="1.3")
+@strata_job("evaluate_active", main_keys=("run_dir", "input.path", "label_column", "n_starters", "classes", "budget", "seed"))
 def main(cfg: DictConfig) -> None:
+    from pipeline.active.evaluate import evaluate_run
+
     run = open_run_dir(cfg)
-    if not run.exists("embeddings"):
+    if not run.is_done(EMBEDDINGS.step):
         init_ray(cfg)
     summary = evaluate_run(run, to_dict(cfg), force=cfg.force)
     print(json.dumps(summary, indent=2))
-    print(f"runs: {run.path('evaluate_active', 'runs.parquet')}")
+    print(f"runs: {run.path(EVALUATE_ACTIVE_RUNS)}")
 
 
 if __name__ == "__main__":

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import logging
 
-import hydra
 from omegaconf import DictConfig
 
-from jobs._common import open_run_dir, to_dict
+from jobs._common import open_run_dir, strata_job, to_dict
+from pipeline.artifacts import INDEX
 
 log = logging.getLogger("strata.index")
 
 
-@hydra.main(config_path="../conf", config_name="index", version_base="1.3")
+@strata_job("index", main_keys=("run_dir", "embeddings", "search.kind", "search.metric", "search.partition_by", "faiss_threads", "force"))
 def main(cfg: DictConfig) -> None:
     import faiss
 
@@ -25,7 +25,7 @@ def main(cfg: DictConfig) -> None:
         faiss.omp_set_num_threads(int(cfg.faiss_threads))
     run = open_run_dir(cfg)
     info = build_run_index(run, to_dict(cfg.search), force=bool(cfg.force), batch_rows=int(cfg.batch_rows), source=cfg.embeddings)
-    log.info("index at %s: %d vectors, %d partition(s), %s", run.path("index"), info["n"], info["partitions"], info["kinds"])
+    log.info("index at %s: %d vectors, %d partition(s), %s", run.path(INDEX), info["n"], info["partitions"], info["kinds"])
 
 
 if __name__ == "__main__":

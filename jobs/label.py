@@ -3,19 +3,16 @@ from __future__ import annotations
 
 import logging
 
-import hydra
 from omegaconf import DictConfig
 
-from jobs._common import open_run_dir, to_dict
-from pipeline.labeler.job import run_label_job
+from jobs._common import open_run_dir, strata_job, to_dict
 
 
-@hydra.main(config_path="../conf", config_name="label", version_base="1.3")
+@strata_job("label", main_keys=("run_dir", "action", "port", "share", "labeler.labels", "queue.limit", "export.imagefolder"))
 def main(cfg: DictConfig) -> None:
-    run = open_run_dir(cfg)
-    if cfg.force:
-        run.clear("label_queue", "label_export")
-    result = run_label_job(run, to_dict(cfg))
+    from pipeline.labeler.job import run_label_job
+
+    result = run_label_job(open_run_dir(cfg), to_dict(cfg), force=bool(cfg.force))
     logging.getLogger("strata").info("label %s: %s", cfg.action, result)
 
 

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import logging
 
-import hydra
 from omegaconf import DictConfig
 
-from jobs._common import init_ray, open_run_dir, to_dict
+from jobs._common import init_ray, open_run_dir, strata_job, to_dict
 
 log = logging.getLogger("strata.pretrain")
 
 
-@hydra.main(config_path="../conf", config_name="pretrain", version_base="1.3")
+@strata_job("pretrain", main_keys=("input.path", "run_dir", "ssl.method", "ssl.backbone.name", "train.epochs", "train.batch_size", "train.num_workers", "train.use_gpu", "seed"))
 def main(cfg: DictConfig) -> None:
     init_ray(cfg)
     from pipeline.ssl import run_pretrain

@@ -1,19 +1,21 @@
-"""``strata sample``: hierarchical balanced sampling of a run's clusters into manifest.parquet."""
+"""strata sample: hierarchical balanced sampling of a run's clusters into the curated manifest.
+
+Reads run_dir/clusters (and embeddings/ for the carried columns).
+Writes run_dir/manifest.parquet (id, uri, level_1..level_L, distance, multiplicity, carried columns).
+"""
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from jobs._common import log, open_run_dir, to_dict
-from pipeline.sampling import run_sample
+from jobs._common import log, open_run_dir, strata_job, to_dict
+from pipeline.artifacts import CLUSTERS
 
 
-@hydra.main(config_path="../conf", config_name="sample", version_base="1.3")
+@strata_job("sample", requires=[CLUSTERS], main_keys=("run_dir", "sample.target_size", "sample.strategy", "sample.multiplier", "seed", "force"))
 def main(cfg: DictConfig) -> None:
-    run = open_run_dir(cfg)
-    summary = run_sample(run, to_dict(cfg.sampling), force=bool(cfg.force))
-    run.update_run_json(sample=summary)
-    log.info("manifest: %s", summary)
+    from pipeline.sampling import run_sample
+
+    log.info("manifest: %s", run_sample(open_run_dir(cfg), to_dict(cfg.sample), force=bool(cfg.force), seed=int(cfg.seed)))
 
 
 if __name__ == "__main__":

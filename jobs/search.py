@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 import logging
 
-import hydra
 from omegaconf import DictConfig
 
-from jobs._common import to_dict
+from jobs._common import strata_job, to_dict
+from pipeline.artifacts import INDEX
 
 log = logging.getLogger("strata.search")
 
@@ -29,7 +29,7 @@ def format_table(results: list[dict], width: int = 48) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(config_path="../conf", config_name="search", version_base="1.3")
+@strata_job("search", requires=[INDEX], main_keys=("run_dir", "query.image", "query.id", "query.k", "query.filters", "query.tiles", "output"))
 def main(cfg: DictConfig) -> None:
     import faiss
     import fsspec

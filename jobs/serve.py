@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import logging
 
-import hydra
 from omegaconf import DictConfig
 
-from jobs._common import to_dict
+from jobs._common import strata_job, to_dict
+from pipeline.artifacts import INDEX
 
 log = logging.getLogger("strata.serve")
 
 
-@hydra.main(config_path="../conf", config_name="serve", version_base="1.3")
+@strata_job("serve", requires=[INDEX], main_keys=("run_dir", "host", "port", "token", "max_k", "max_upload_mb"))
 def main(cfg: DictConfig) -> None:
     import faiss
     import uvicorn

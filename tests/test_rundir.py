@@ -1,19 +1,88 @@
+import ast
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
-from pipeline.rundir import RunDir, fingerprint
+from pipeline.artifacts import ALL, CLUSTERS, DUPLICATES, EMBEDDINGS, input_fingerprint
+from pipeline.rundir import INPUT, RunDir, StepInputMissing, fingerprint
+
+REPO = Path(__file__).resolve().parents[1]
 
 
-def test_markers_respect_config_fingerprint(tmp_path):
+def _step(run: RunDir, name: str, config, inputs=(), force=False, result=None) -> bool:
+    """Run a no-op step; True when it ran (False when skipped)."""
+    with run.step(name, config, inputs, force=force) as step:
+        if step.skipped:
+            return False
+        step.result = result or {"n": 1}
+    return True
+
+
+def test_step_skips_on_same_config_and_reruns_on_change_or_force(tmp_path):
     run = RunDir(str(tmp_path / "r"))
+    assert _step(run, "embed", {"a": 1}, {INPUT: "x"})
+    assert not _step(run, "embed", {"a": 1}, {INPUT: "x"})
+    assert _step(run, "embed", {"a": 2}, {INPUT: "x"})  # config changed
+    assert _step(run, "embed", {"a": 2}, {INPUT: "y"})  # input changed
+    assert _step(run, "embed", {"a": 2}, {INPUT: "y"}, force=True)
+    marker = run.marker("embed")
+    assert marker["n"] == 1 and marker["inputs"] == {INPUT: "y"} and "seconds" in marker
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["counts"]["embed"] == {"n": 1}
+
+
+def test_changed_upstream_recomputes_exactly_the_dependents(tmp_path):
+    run = RunDir(str(tmp_path))
+    _step(run, "embed", {}, {INPUT: "A"})
+    _step(run, "dedup", {"eps": 0.1}, [EMBEDDINGS])
+    _step(run, "cluster", {"k": 4}, [EMBEDDINGS, DUPLICATES])
+    assert not _step(run, "dedup", {"eps": 0.1}, [EMBEDDINGS])
+    assert _step(run, "dedup", {"eps": 0.2}, [EMBEDDINGS])  # dedup config changed ...
+    assert _step(run, "cluster", {"k": 4}, [EMBEDDINGS, DUPLICATES])  # ... so cluster recomputes
+    assert _step(run, "embed", {}, {INPUT: "B"})  # new input ...
+    assert not run.is_current(DUPLICATES) and not run.is_current(CLUSTERS)  # ... both are stale
+    assert _step(run, "dedup", {"eps": 0.2}, [EMBEDDINGS]) and run.is_current(DUPLICATES)
+
+
+def test_missing_input_step_is_a_clear_error(tmp_path):
+    run = RunDir(str(tmp_path))
+    with pytest.raises(StepInputMissing, match="run the 'embed' step first"):
+        _step(run, "dedup", {}, [EMBEDDINGS])
+
+
+def test_failed_step_leaves_no_marker(tmp_path):
+    run = RunDir(str(tmp_path))
+    with pytest.raises(RuntimeError):
+        with run.step("embed", {}, {INPUT: "A"}):
+            raise RuntimeError("crash")
     assert not run.is_done("embed")
-    run.mark_done("embed", {"a": 1}, kept=3)
-    assert run.is_done("embed", {"a": 1}) and run.is_done("embed")
-    assert not run.is_done("embed", {"a": 2})  # another config -> recompute
-    assert run.marker("embed")["kept"] == 3
-    run.clear("embed")
-    assert not run.is_done("embed")
+
+
+def test_copied_run_resumes_without_recomputing(tmp_path):
+    first = RunDir(str(tmp_path / "a"))
+    _step(first, "embed", {"checkpoint": first.path("pretrain", "checkpoint")}, {INPUT: "A"})
+    _step(first, "cluster", {"k": 4}, [EMBEDDINGS])
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    copy = RunDir(str(tmp_path / "b"))
+    # paths inside the run directory are fingerprinted relative to it
+    assert not _step(copy, "embed", {"checkpoint": copy.path("pretrain", "checkpoint")}, {INPUT: "A"})
+    assert not _step(copy, "cluster", {"k": 4}, [EMBEDDINGS])
+
+
+def test_opening_a_run_dir_creates_nothing(tmp_path):
+    run = RunDir(str(tmp_path / "nope"))
+    assert not run.is_done("index") and not run.exists(EMBEDDINGS)
+    assert not (tmp_path / "nope").exists()
+
+
+def test_input_fingerprint_follows_files_not_location(tmp_path):
+    (tmp_path / "a" / "cls").mkdir(parents=True)
+    (tmp_path / "a" / "cls" / "x.jpg").write_bytes(b"12345")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # copytree keeps mtimes
+    assert input_fingerprint(str(tmp_path / "a")) == input_fingerprint(str(tmp_path / "b"))
+    (tmp_path / "b" / "cls" / "y.jpg").write_bytes(b"1")
+    assert input_fingerprint(str(tmp_path / "a")) != input_fingerprint(str(tmp_path / "b"))
 
 
 def test_staging_renames_only_on_success(tmp_path):
@@ -38,6 +107,29 @@ def test_run_json_merges_sections(tmp_path):
     assert data == {"seed": 0, "timings": {"embed": 1.0, "cluster": 2.0}}
 
 
-def test_fingerprint_is_order_independent():
+def test_fingerprint_is_order_independent_and_relative_to_the_run():
     assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
     assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+    assert fingerprint({"p": "/x/run/emb"}, "/x/run") == fingerprint({"p": "/y/run2/emb"}, "/y/run2")
+    assert fingerprint({"p": "/x/runner"}, "/x/run") != fingerprint({"p": "/y/runner"}, "/y/run")
+
+
+def test_no_artifact_path_is_spelled_outside_the_run_directory_modules():
+    """Every path inside run_dir is named once, in pipeline/artifacts.py (docstrings may mention them):
+    no file name of an artifact anywhere, no folder name handed to a RunDir path method."""
+    files = {a.name.split("/")[-1] for a in ALL if "." in a.name.split("/")[-1]} | {a.name for a in ALL if "/" in a.name}
+    folders = {a.name for a in ALL if a.name and "." not in a.name}
+    path_methods = {"path", "local", "exists", "staging", "write_json", "read_json"}
+    offenders = []
+    for path in [*REPO.glob("pipeline/**/*.py"), *REPO.glob("jobs/*.py")]:
+        if path.name in ("artifacts.py", "rundir.py"):
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in files:
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in path_methods:
+                for arg in node.args:
+                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value.split("/")[0] in folders:
+                        offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {arg.value!r}")
+    assert not offenders, "\n".join(offenders)

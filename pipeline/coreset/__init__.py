@@ -7,16 +7,17 @@ Public API:
 - :func:`per_cluster_k_center`, :func:`cluster_budgets` (percluster.py);
 - :func:`run_coreset` (run.py): the ``strata coreset`` step on a run directory.
 """
-from pipeline.coreset.kcenter import covering_radius, k_center_greedy, min_distance_to_set, stratified_k_center
-from pipeline.coreset.percluster import cluster_budgets, per_cluster_k_center
-from pipeline.coreset.run import run_coreset
+from pipeline.lazy import lazy_exports
 
-__all__ = [
-    "k_center_greedy",
-    "stratified_k_center",
-    "covering_radius",
-    "min_distance_to_set",
-    "per_cluster_k_center",
-    "cluster_budgets",
-    "run_coreset",
-]
+_EXPORTS = {
+    "coreset_config": "config",
+    "covering_radius": "kcenter",
+    "k_center_greedy": "kcenter",
+    "min_distance_to_set": "kcenter",
+    "stratified_k_center": "kcenter",
+    "cluster_budgets": "percluster",
+    "per_cluster_k_center": "percluster",
+    "run_coreset": "run",
+}
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.config import with_defaults
+from pipeline.coreset.config import coreset_config
 from pipeline.coreset.kcenter import k_center_greedy, stratified_k_center
 from pipeline.coreset.percluster import per_cluster_k_center
 from pipeline.artifacts import (
@@ -35,11 +35,6 @@ from pipeline.io.tables import write_parquet_atomic
 from pipeline.rundir import RunDir
 
 log = logging.getLogger(__name__)
-
-def coreset_config(cfg: dict) -> dict:
-    """``cfg`` over the defaults of ``conf/coreset/default.yaml`` (unknown keys are an error)."""
-    return with_defaults("coreset/default", cfg)
-
 
 def select_coreset(x: np.ndarray, k: int, cfg: dict) -> tuple[np.ndarray, float, np.ndarray | None, str]:
     """(indices, covering radius, level-1 assignments of the partition used or None, method run)."""

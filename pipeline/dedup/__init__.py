@@ -7,18 +7,19 @@ Public API:
   (semantic.py): pure functions on arrays;
 - :func:`find_duplicates`, :func:`run_dedup` (run.py): the ``strata dedup`` step on a run directory.
 """
-from pipeline.dedup.hashing import PIXEL_HASH, PixelHashStage, pixel_hash
-from pipeline.dedup.run import find_duplicates, run_dedup
-from pipeline.dedup.semantic import exact_duplicates, keep_priority, leader_groups, semantic_duplicates
+from pipeline.lazy import lazy_exports
 
-__all__ = [
-    "PIXEL_HASH",
-    "PixelHashStage",
-    "pixel_hash",
-    "exact_duplicates",
-    "semantic_duplicates",
-    "leader_groups",
-    "keep_priority",
-    "find_duplicates",
-    "run_dedup",
-]
+_EXPORTS = {
+    "dedup_config": "config",
+    "PIXEL_HASH": "hashing",
+    "PixelHashStage": "hashing",
+    "pixel_hash": "hashing",
+    "find_duplicates": "run",
+    "run_dedup": "run",
+    "exact_duplicates": "semantic",
+    "keep_priority": "semantic",
+    "leader_groups": "semantic",
+    "semantic_duplicates": "semantic",
+}
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

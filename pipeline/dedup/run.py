@@ -14,18 +14,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.config import with_defaults
+from pipeline.dedup.config import dedup_config
 from pipeline.dedup.hashing import PIXEL_HASH, PixelHashStage
 from pipeline.dedup.semantic import exact_duplicates, keep_priority, semantic_duplicates
 from pipeline.artifacts import EMBEDDINGS, read_run_embeddings, write_dedup
 from pipeline.rundir import RunDir
 
 log = logging.getLogger(__name__)
-
-def dedup_config(cfg: dict) -> dict:
-    """``cfg`` over the defaults of ``conf/dedup/default.yaml`` (unknown keys are an error; ``enabled`` is the job's)."""
-    return with_defaults("dedup/default", cfg, passthrough=("enabled",))
-
 
 def find_duplicates(
     x: np.ndarray, hashes: list[str | None] | None, cfg: dict

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-KEEP_RULES = ("centroid", "first", "random")
+from pipeline.dedup.config import KEEP_RULES
+
 
 
 def exact_duplicates(hashes: list[str | None], priority: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

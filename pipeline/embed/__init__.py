@@ -1,6 +1,14 @@
 """Embedding: backbones, the plain :class:`Embedder`, and the Ray Data embedding stage."""
-from pipeline.embed.backbones import Backbone, build_backbone
-from pipeline.embed.embedder import EmbedConfig, Embedder
-from pipeline.embed.stage import EmbedStage, embed_dataset, run_embed
+from pipeline.lazy import lazy_exports
 
-__all__ = ["Backbone", "build_backbone", "EmbedConfig", "Embedder", "EmbedStage", "embed_dataset", "run_embed"]
+_EXPORTS = {
+    "Backbone": "backbones",
+    "build_backbone": "backbones",
+    "EmbedConfig": "config",
+    "Embedder": "embedder",
+    "EmbedStage": "stage",
+    "embed_dataset": "stage",
+    "run_embed": "stage",
+}
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -9,34 +9,8 @@ import torch
 from PIL import Image
 
 from pipeline.embed.backbones import Backbone, build_backbone
-from pipeline.config import schema
+from pipeline.embed.config import EmbedConfig
 from pipeline.io.images import decode_rgb, pixel_digest
-
-
-@schema("embed/efficientnet_lite0")
-class EmbedConfig:
-    """``conf/embed/*.yaml`` (defaults and docs there; ``embed/efficientnet_lite0`` is the default option)."""
-
-    backbone: str
-    checkpoint: str | None
-    features: str
-    tta: str
-    image_size: int | None  # None: the backbone's preferred size
-    l2_normalize: bool
-    device: str
-    amp: bool
-    batch_size: int
-    num_threads: int
-    max_pixels: int
-    pool_size: int
-    cpus_per_actor: float
-    gpus_per_actor: float
-    pixel_hash: bool = True  # internal: add a `pixel_hash` column (exact-duplicate key)
-
-    @classmethod
-    def from_dict(cls, cfg: dict | None) -> "EmbedConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (cfg or {}).items() if k in known})
 
 
 def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:

@@ -21,7 +21,8 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
 
-METRICS = ("l2", "cosine")
+from pipeline.kmeans.config import METRICS
+
 _THREADPOOLS = ThreadpoolController()
 
 

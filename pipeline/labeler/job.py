@@ -35,7 +35,7 @@ def open_store(run: RunDir, labeler_cfg: dict[str, Any]) -> LabelStore:
                       synchronous=labeler_cfg.get("synchronous", "FULL"))
 
 
-def prepare_queue(run: RunDir, store: LabelStore, queue_cfg: dict[str, Any], seed: int = 0) -> int:
+def prepare_queue(run: RunDir, store: LabelStore, queue_cfg: dict[str, Any], seed: int = 0, force: bool = False) -> int:
     """Register the run's ``id -> uri`` catalog and enqueue the selected ids (idempotent).
 
     Returns the number of ids newly queued; a rerun with the same config and the same catalog
@@ -46,7 +46,7 @@ def prepare_queue(run: RunDir, store: LabelStore, queue_cfg: dict[str, Any], see
     else:
         artifact = MANIFEST if run.is_done(MANIFEST.step) else EMBEDDINGS
         source, inputs = run.path(artifact), [artifact]
-    with run.step("label_queue", {"queue": queue_cfg, "seed": seed}, inputs) as step:
+    with run.step("label_queue", {"queue": queue_cfg, "seed": seed}, inputs, force=force) as step:
         if step.skipped:
             return 0
         ids, uris = read_catalog(source)
@@ -109,7 +109,7 @@ def start_server(store: LabelStore, labeler_cfg: dict[str, Any]) -> LabelServer:
 
 
 def run_label_job(
-    run: RunDir, cfg: dict[str, Any], on_ready: Callable[[LabelServer], None] | None = None
+    run: RunDir, cfg: dict[str, Any], on_ready: Callable[[LabelServer], None] | None = None, force: bool = False
 ) -> dict[str, int]:
     """``action=prepare|serve|export`` on ``run`` (``cfg`` is the resolved ``conf/label.yaml``).
 
@@ -122,7 +122,7 @@ def run_label_job(
     store = open_store(run, cfg["labeler"])
     if action == "export":
         return export_labels(run, store, cfg["export"])
-    prepare_queue(run, store, cfg["queue"], seed=int(cfg.get("seed", 0)))
+    prepare_queue(run, store, cfg["queue"], seed=int(cfg["seed"]), force=force)
     if action == "prepare":
         return store.progress().as_dict()["by_label"]
     server = start_server(store, cfg["labeler"])

@@ -5,16 +5,17 @@
 - :func:`hierarchical_balanced_sampling` (balanced.py): the selection over a cluster hierarchy;
 - :func:`run_sample` (run.py): the ``strata sample`` stage writing ``manifest.parquet``.
 """
-from pipeline.sampling.balanced import BalancedSelection, hierarchical_balanced_sampling, points_per_cluster
-from pipeline.sampling.run import build_manifest, run_sample
-from pipeline.sampling.water_filling import segmented_water_filling, water_filling
+from pipeline.lazy import lazy_exports
 
-__all__ = [
-    "BalancedSelection",
-    "hierarchical_balanced_sampling",
-    "points_per_cluster",
-    "build_manifest",
-    "run_sample",
-    "segmented_water_filling",
-    "water_filling",
-]
+_EXPORTS = {
+    "sampling_config": "config",
+    "BalancedSelection": "balanced",
+    "hierarchical_balanced_sampling": "balanced",
+    "points_per_cluster": "balanced",
+    "build_manifest": "run",
+    "run_sample": "run",
+    "segmented_water_filling": "water_filling",
+    "water_filling": "water_filling",
+}
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -16,9 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
+from pipeline.sampling.config import STRATEGIES
 from pipeline.sampling.water_filling import segmented_water_filling, water_filling
 
-STRATEGIES = ("closest", "random")
 
 
 @dataclass

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.artifacts import CLUSTERS, MANIFEST, embedding_files, load_levels, load_point_ids
-from pipeline.config import with_defaults
+from pipeline.sampling.config import sampling_config
 from pipeline.io.tables import EMBEDDING, write_parquet_atomic
 from pipeline.rundir import RunDir
 from pipeline.sampling.balanced import hierarchical_balanced_sampling
@@ -72,7 +72,7 @@ def run_sample(run: RunDir, cfg: dict, *, force: bool = False, seed: int | None 
     ``cfg``: ``target_size`` (int, counting repeats), ``strategy`` (``closest`` | ``random``),
     ``multiplier`` (int >= 1), ``seed``. Returns counts and timing.
     """
-    cfg = with_defaults("sampling/default", cfg)
+    cfg = sampling_config(cfg)
     target = int(cfg["target_size"])
     strategy = str(cfg["strategy"])
     multiplier = int(cfg["multiplier"])

@@ -8,22 +8,20 @@ Library entry points (no Hydra, no Ray start-up here):
 - :func:`create_app` (FastAPI) in :mod:`pipeline.search.app` (imported lazily: FastAPI is optional
   for library users).
 """
-from pipeline.search.build import build_run_index
-from pipeline.search.filters import FilterError, filter_mask
-from pipeline.search.index import IndexConfig, SearchIndex
-from pipeline.search.service import QueryError, SearchService, UnknownIdError
-from pipeline.search.tiles import bucket_vote, cut_tiles, parse_tiles
+from pipeline.lazy import lazy_exports
 
-__all__ = [
-    "IndexConfig",
-    "SearchIndex",
-    "build_run_index",
-    "SearchService",
-    "QueryError",
-    "UnknownIdError",
-    "FilterError",
-    "filter_mask",
-    "parse_tiles",
-    "cut_tiles",
-    "bucket_vote",
-]
+_EXPORTS = {
+    "build_run_index": "build",
+    "FilterError": "filters",
+    "filter_mask": "filters",
+    "IndexConfig": "config",
+    "SearchIndex": "index",
+    "QueryError": "service",
+    "SearchService": "service",
+    "UnknownIdError": "service",
+    "bucket_vote": "tiles",
+    "cut_tiles": "tiles",
+    "parse_tiles": "tiles",
+}
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
