@@ -8,6 +8,7 @@ stops exactly those processes (never `ray stop`, which would stop every Ray on t
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -82,10 +83,11 @@ def _alive_nodes(url: str, headers: dict) -> int:
 
 
 def test_curate_job_on_two_nodes(two_node_cluster, datasets_dir, tmp_path):
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     url, headers, _ = two_node_cluster
-    with pytest.raises(Exception):  # token authentication is on: a wrong token is refused
+    with pytest.raises(AuthenticationError, match="Invalid authentication token"):  # token auth is on
         JobSubmissionClient(url, headers={"Authorization": "Bearer not-the-token"}).list_jobs()
 
     subset = write_subset(datasets_dir, tmp_path / "uc2", per_class=2)
@@ -111,7 +113,12 @@ def test_curate_job_on_two_nodes(two_node_cluster, datasets_dir, tmp_path):
     assert sum(manifest.column("multiplicity").to_pylist()) == 20
     inputs = {f"{p.parent.name}/{p.name}" for p in subset.rglob("*.tif")}
     assert {Path(u).parent.name + "/" + Path(u).name for u in manifest.column("uri").to_pylist()} <= inputs
-    assert (run_dir / "report.html").exists()
+    # the report's count cards are the run's numbers: 42 images read, 20 selected with repeats
+    html = (run_dir / "report.html").read_text()
+    cards = {k: int(v.replace(",", "")) for k, v in re.findall(r'id="count-(\w+)"><b>([\d,]+)</b>', html)}
+    assert cards["read"] == len(inputs) == 42 and cards["rejected"] == 0
+    assert cards["selected"] == 20 and cards["unique_selected"] == manifest.num_rows
+    assert 'id="clusters"' in html and 'id="gallery"' in html
 
     actors = _get(url, headers, "/api/v0/actors?limit=1000&detail=true&filter_keys=class_name"
                                 "&filter_predicates=%3D&filter_values=Shard")
