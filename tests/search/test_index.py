@@ -126,7 +126,9 @@ def test_filter_with_no_match_and_more_k_than_rows(data):
     assert (ids == None).all() and np.isneginf(scores).all()  # noqa: E711
     small = SearchIndex.build(x[:3], ids=["a", "b", "c"])
     ids, scores = small.search(x[:1], 5)
-    assert list(ids[0, :3]) == ["a", "b", "c"] or ids[0, 0] == "a"
+    ref_rows, ref_scores = brute_force(x[:3], x[:1], 3, "ip", True)  # the defaults: cosine
+    assert list(ids[0, :3]) == [["a", "b", "c"][r] for r in ref_rows[0]] and ids[0, 0] == "a"
+    np.testing.assert_allclose(scores[0, :3], ref_scores[0], rtol=1e-5, atol=1e-5)
     assert ids[0, 3] is None and np.isneginf(scores[0, 3:]).all()
 
 
