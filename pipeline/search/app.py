@@ -22,13 +22,15 @@ import asyncio
 import base64
 import binascii
 import html
+import itertools
 import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib import resources
+from queue import PriorityQueue
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -109,25 +111,38 @@ class ServeSettings:
 class WorkPool:
     """``workers`` threads and at most ``queue`` waiting jobs; a job beyond that is refused at once.
 
-    A slot is freed when its job really ends, not when its client stops waiting, so work that is
-    being abandoned still counts: the CPU the server hands out stays bounded.
+    Waiting jobs run cheapest first (``cost``: tiles to embed), first come first served within a
+    cost, so a stream of expensive queries cannot make cheap ones wait behind all of them. A slot is
+    freed when its job really ends, not when its client stops waiting, so work that is being
+    abandoned still counts: the CPU the server hands out stays bounded.
     """
 
-    def __init__(self, workers: int, queue: int):
+    def __init__(self, workers: int, queue: int, name: str = "strata-search"):
         self.workers, self.queue = workers, queue
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="strata-search")
         self._slots = threading.BoundedSemaphore(workers + queue)
+        self._jobs: PriorityQueue = PriorityQueue()
+        self._order = itertools.count()
+        for i in range(workers):
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True).start()
 
-    def submit(self, fn: Callable[[], Any]) -> Future | None:
+    def submit(self, fn: Callable[[], Any], cost: int = 0) -> Future | None:
         """The job's future, or None when ``workers + queue`` jobs are already admitted."""
         if not self._slots.acquire(blocking=False):
             return None
-        future = self._executor.submit(fn)
+        future: Future = Future()
         future.add_done_callback(lambda _: self._slots.release())
+        self._jobs.put((cost, next(self._order), future, fn))
         return future
 
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    def _work(self) -> None:
+        while True:
+            _, _, future, fn = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue  # its client gave up while it waited
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
+                future.set_exception(exc)
 
 
 class SearchRequest(BaseModel):
@@ -204,15 +219,17 @@ def create_app(service: SearchService, settings: ServeSettings | None = None, ti
         openapi_url="/openapi.json" if settings.docs else None,
     )
     page = resources.files("pipeline.search").joinpath("static/index.html").read_text(encoding="utf-8")
-    pool = WorkPool(settings.workers, settings.queue)
-    app.state.pool = pool
+    # index-only work (queries by id or vector) never waits behind image embedding
+    pools = {"index": WorkPool(settings.workers, settings.queue, "strata-index"), "embed": WorkPool(settings.workers, settings.queue, "strata-embed")}
+    app.state.pools = pools
     app.add_middleware(_Guard, settings=settings)
 
-    async def run_bounded(request: Request, job: Callable[[Callable[[], bool]], Any]) -> Any:
-        """Run ``job(cancelled)`` on the pool: 503 when full or out of time; the job sees
-        ``cancelled()`` turn true once its client disconnects or its time is up."""
+    async def run_bounded(request: Request, job: Callable[[Callable[[], bool]], Any], cost: int) -> Any:
+        """Run ``job(cancelled)`` on a pool (``cost`` tiles to embed; 0: the index pool): 503 when
+        full or out of time; ``cancelled()`` turns true once the client disconnects or time is up."""
         stop = threading.Event()
-        future = pool.submit(lambda: job(stop.is_set))
+        pool = pools["embed"] if cost else pools["index"]
+        future = pool.submit(lambda: job(stop.is_set), cost)
         if future is None:
             raise HTTPException(
                 503, f"server busy: {pool.workers} requests running and {pool.queue} waiting (serve limits.workers, limits.queue); retry later",
@@ -331,7 +348,8 @@ def create_app(service: SearchService, settings: ServeSettings | None = None, ti
         else:
             raise HTTPException(415, "send application/json or multipart/form-data")
         try:
-            return public(await run_bounded(request, lambda cancelled: service.search(**args, cancelled=cancelled)))
+            cost = service.check_query(**args)  # cheap refusals never take a worker
+            return public(await run_bounded(request, lambda cancelled: service.search(**args, cancelled=cancelled), cost))
         except UnknownIdError as exc:
             raise HTTPException(404, str(exc)) from None
         except LimitError as exc:
@@ -349,7 +367,7 @@ def create_app(service: SearchService, settings: ServeSettings | None = None, ti
     )
     async def image(request: Request, image_id: str, size: int | None = Query(None, ge=16, le=1024)) -> Response:
         try:
-            data = await run_bounded(request, lambda _: service.thumbnail(image_id, size))
+            data = await run_bounded(request, lambda _: service.thumbnail(image_id, size), cost=1)
         except UnknownIdError as exc:
             raise HTTPException(404, str(exc)) from None
         except QueryError as exc:

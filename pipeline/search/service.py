@@ -12,12 +12,14 @@ import io
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from pipeline.artifacts import INDEX, RUN_JSON
 from pipeline.rundir import RunDir
 from pipeline.search.filters import Filters
 from pipeline.search.index import SearchIndex
@@ -57,7 +59,7 @@ class QueryLimits:
     max_grids: int
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> "QueryLimits":
+    def from_config(cls, cfg: Mapping[str, Any]) -> QueryLimits:
         return cls(**{f.name: int(cfg[f.name]) for f in fields(cls)})
 
 
@@ -70,7 +72,7 @@ class UnknownIdError(KeyError):
 
 def embed_config_of(run: RunDir) -> dict | None:
     """The ``embed`` config section recorded in ``run.json`` (None when the run has none)."""
-    config = (run.read_json("run.json", default={}) or {}).get("config") or {}
+    config = (run.read_json(RUN_JSON, default={}) or {}).get("config") or {}
     return config.get("embed")
 
 
@@ -130,10 +132,10 @@ class SearchService:
         use_gpu: bool | None = None,
         embed_overrides: dict | None = None,
         **kwargs: Any,
-    ) -> "SearchService":
+    ) -> SearchService:
         """Load ``<run_dir>/index`` and the embedder config recorded for the run."""
         run = run_dir if isinstance(run_dir, RunDir) else RunDir(str(run_dir))
-        index = SearchIndex.load(run.path("index"), nprobe=nprobe, ef_search=ef_search, use_gpu=use_gpu)
+        index = SearchIndex.load(run.path(INDEX), nprobe=nprobe, ef_search=ef_search, use_gpu=use_gpu)
         embed_cfg = index.info.get("embed") or embed_config_of(run)
         factory = None
         if embed_cfg is not None:
@@ -200,20 +202,10 @@ class SearchService:
         ``cancelled``: polled between the expensive steps; once true the query raises :class:`Cancelled`.
         """
         t0 = time.perf_counter()
+        self.check_query(image=image, id=id, vector=vector, k=k, tiles=tiles)
         given = [name for name, v in (("image", image), ("id", id), ("vector", vector)) if v is not None]
-        if len(given) != 1:
-            raise QueryError(f"give exactly one of image, id or vector (got {given or 'none'})")
-        try:
-            k = int(k)
-        except (TypeError, ValueError):
-            raise QueryError(f"k must be an integer, got {k!r}") from None
-        if not 1 <= k <= self.max_k:
-            raise QueryError(f"k must be between 1 and {self.max_k}, got {k}")
-        try:
-            grids = parse_tiles(tiles)
-        except ValueError as exc:
-            raise QueryError(str(exc)) from None
-        self._check_tiles(grids)
+        k = int(k)
+        grids = parse_tiles(tiles)
         tiled = grids != [(1, 1)]
         query: dict[str, Any] = {"type": given[0], "tiles": tiles if tiled else None}
 
@@ -248,6 +240,30 @@ class SearchService:
             "took_ms": round(1000 * (time.perf_counter() - t0), 3),
             "query": query,
         }
+
+    def check_query(self, *, image: bytes | Image.Image | None = None, id: str | None = None, vector: Any = None,
+                    k: Any = 10, tiles: str | int | None = None, **_: Any) -> int:
+        """The checks that need no decoding or embedding (one query kind, ``k``, tile limits, the
+        image header's pixel count); raises :class:`QueryError` / :class:`LimitError`. Returns the
+        number of tiles the query will embed (0: index work only)."""
+        given = [name for name, v in (("image", image), ("id", id), ("vector", vector)) if v is not None]
+        if len(given) != 1:
+            raise QueryError(f"give exactly one of image, id or vector (got {given or 'none'})")
+        try:
+            k = int(k)
+        except (TypeError, ValueError, OverflowError):
+            raise QueryError(f"k must be an integer, got {k!r}") from None
+        if not 1 <= k <= self.max_k:
+            raise QueryError(f"k must be between 1 and {self.max_k}, got {k}")
+        try:
+            grids = parse_tiles(tiles)
+        except ValueError as exc:
+            raise QueryError(str(exc)) from None
+        self._check_tiles(grids)
+        n_tiles = sum(r * c for r, c in grids)
+        if isinstance(image, (bytes, bytearray)) and self.limits is not None:
+            _check_header(bytes(image), self.limits)
+        return n_tiles if image is not None or grids != [(1, 1)] else 0
 
     def _row(self, id: str) -> np.ndarray:
         try:
@@ -303,6 +319,18 @@ class SearchService:
         return {**self.index.describe(), "image_queries": self.can_embed}
 
 
+def _check_header(data: bytes, limits: QueryLimits) -> None:
+    """Refuse an image whose header declares more than ``max_query_pixels`` (nothing is decoded)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+    except Exception:  # noqa: BLE001 - unreadable headers are reported by the decode step
+        return
+    if width * height > limits.max_query_pixels:
+        raise LimitError(f"cannot use the uploaded image: too large: {width}x{height} > {limits.max_query_pixels} pixels "
+                         "(limit: serve limits.max_query_pixels)", status=413)
+
+
 def _check(cancelled: Callable[[], bool] | None) -> None:
     if cancelled is not None and cancelled():
         raise Cancelled("query abandoned (client gone or out of time)")
@@ -315,4 +343,4 @@ def image_to_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
     return out.getvalue()
 
 
-__all__ = ["SearchService", "QueryLimits", "QueryError", "LimitError", "Cancelled", "UnknownIdError", "embed_config_of", "image_to_bytes"]
+__all__ = ["Cancelled", "LimitError", "QueryError", "QueryLimits", "SearchService", "UnknownIdError", "embed_config_of", "image_to_bytes"]

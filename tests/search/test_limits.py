@@ -47,6 +47,9 @@ class StubService:
                 raise RuntimeError("stopped")
         return {"results": [{"rank": 0, "id": "a", "score": 1.0, "uri": "/srv/secret/a.png"}], "k": 1, "took_ms": 0.0, "query": {}}
 
+    def check_query(self, **_):
+        return 0
+
     def describe(self):
         return {}
 
@@ -99,7 +102,7 @@ def test_full_pool_answers_503_at_once():
     service = StubService()
     app = create_app(service, ServeSettings.defaults(workers=1, queue=0))
     with TestClient(app, base_url="http://127.0.0.1") as c:
-        blocker = app.state.pool.submit(lambda: service.release.wait(10))
+        blocker = app.state.pools["index"].submit(lambda: service.release.wait(10))
         try:
             r = c.post("/search", json={"id": "a"})
             assert r.status_code == 503 and "limits.workers" in r.json()["detail"] and r.headers["retry-after"] == "1"
@@ -109,12 +112,14 @@ def test_full_pool_answers_503_at_once():
         assert c.post("/search", json={"id": "a"}).status_code == 200
 
 
-def test_work_pool_admits_workers_plus_queue():
-    pool, gate = WorkPool(1, 2), threading.Event()
-    jobs = [pool.submit(lambda: gate.wait(10)) for _ in range(3)]
+def test_work_pool_admits_workers_plus_queue_and_runs_cheap_jobs_first():
+    pool, gate, order = WorkPool(1, 3), threading.Event(), []
+    jobs = [pool.submit(lambda: gate.wait(10))]
+    jobs += [pool.submit(lambda c=c: order.append(c), cost=c) for c in (16, 0, 4)]
     assert all(jobs) and pool.submit(lambda: None) is None
     gate.set()
     [j.result(10) for j in jobs]
+    assert order == [0, 4, 16]
     assert pool.submit(lambda: 1).result(10) == 1
 
 
