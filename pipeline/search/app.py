@@ -249,7 +249,7 @@ def create_app(service: SearchService, settings: ServeSettings | None = None, ti
                     raise HTTPException(499, "client disconnected")
         finally:
             stop.set()
-            future.cancel()  # a job still waiting in the queue never starts
+            waiting.cancel()  # a job still waiting in the queue never starts; a running one is not awaited
 
     async def body_of(request: Request) -> bytes:
         """The request body, refused (413) as soon as it grows past ``max_body_bytes``."""
