@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 
 from jobs.cli import available_jobs
 from pipeline.active.config import ActiveConfig
@@ -45,4 +47,12 @@ def test_evaluate_active_job_library(tmp_path) -> None:
            "n_starters": 1, "classes": ["c0", "c2"], "seed": 0, "variants": {"lc": {"strategy": "least_confidence"}}}
     summary = evaluate_run(run, cfg)
     assert summary["n_pool"] == 600 and summary["variants"][0]["runs"] == 2
-    assert run.exists("evaluate_active", "runs.parquet") and run.is_done("evaluate_active")
+    assert run.is_done("evaluate_active")
+    runs = pq.read_table(run.path("evaluate_active", "runs.parquet")).to_pandas()
+    assert runs["variant"].tolist() == ["lc", "lc"] and runs["class"].tolist() == ["c0", "c2"]
+    assert all(lab[int(s[1:])] == c for s, c in zip(runs["starter"], runs["class"]))  # starter is a positive
+    np.testing.assert_allclose(runs["labeling_effort"], 0.1)
+    assert (runs["rounds"] > 0).all() and (runs["positives_retrieved"] >= 0.9).all()  # well separated blobs
+    assert run.read_json("evaluate_active/summary.json") == summary
+    for measure in ("labeling_effort", "positives_retrieved", "false_positive_rate", "f1"):
+        assert summary["variants"][0][measure] == pytest.approx(runs[measure].mean())
