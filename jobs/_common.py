@@ -203,7 +203,7 @@ def validate(config_name: str, overrides: list[str], requires: Iterable[Artifact
             raise ConfigError(f"input.path={path}: no such file or folder")
     run = RunDir(str(resolved["run_dir"]))
     for artifact in requires:
-        if not run.is_done(artifact.step):
+        if not run.has(artifact):
             raise ConfigError(f"run_dir={run.root} holds no finished {artifact.step!r} step ({artifact.name}): "
                               f"run `strata {artifact.job} run_dir={run.root}` first")
     return cfg

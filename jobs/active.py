@@ -20,7 +20,7 @@ def main(cfg: DictConfig) -> None:
     recorded = read_run_json(str(cfg.run_dir)).get("config", {}).get("embed")
     run = open_run_dir(cfg)
     resolved = to_dict(cfg)
-    embedded = run.is_done(EMBEDDINGS.step)
+    embedded = run.has(EMBEDDINGS)
     if not embedded:
         init_ray(cfg)
     if embedded and recorded and recorded.get("features", "head") == "head":

@@ -14,7 +14,7 @@ def main(cfg: DictConfig) -> None:
     from pipeline.active.evaluate import evaluate_run
 
     run = open_run_dir(cfg)
-    if not run.is_done(EMBEDDINGS.step):
+    if not run.has(EMBEDDINGS):
         init_ray(cfg)
     summary = evaluate_run(run, to_dict(cfg), force=cfg.force)
     print(json.dumps(summary, indent=2))

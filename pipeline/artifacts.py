@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.rundir import RunDir
+from pipeline.rundir import EXTERNAL_SOURCES, RunDir, input_fingerprint  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from pipeline.kmeans.hierarchical import LevelResult
@@ -74,32 +74,10 @@ EVALUATE_ACTIVE_SUMMARY = Artifact("evaluate_active/summary.json", "evaluate_act
 REPORT = Artifact("report.html", "report", "curate", "self-contained HTML report")
 
 ALL: tuple[Artifact, ...] = tuple(v for v in globals().values() if isinstance(v, Artifact))
+# Embeddings made elsewhere (no embed step in this run) are an input like any other: their
+# fingerprint is their file listing. Every later step works on them unchanged.
+EXTERNAL_SOURCES[EMBEDDINGS.step] = EMBEDDINGS.name
 DOWNLOAD_COMPOSITE = "composite"  # step name of the satellite composite (its outputs live outside run_dir)
-
-
-# ---- input collection --------------------------------------------------------------------------
-def input_fingerprint(path: str) -> str:
-    """Fingerprint of an input collection: relative names, sizes and mtimes (or ETags) of its files.
-
-    Independent of where the collection lives, so a copied input with the same files matches.
-    """
-    from pipeline.rundir import fingerprint
-
-    fs, p = fsspec.core.url_to_fs(path)
-    if any(ch in p for ch in "*?["):
-        infos = {f: fs.info(f) for f in fs.glob(p)}
-        root = os.path.dirname(p.split("*")[0].split("?")[0].split("[")[0])
-    elif fs.isdir(p):
-        infos = fs.find(p, detail=True)
-        root = p
-    else:
-        infos = {p: fs.info(p)}
-        root = os.path.dirname(p)
-    listing = sorted(
-        (os.path.relpath(f, root), info.get("size"), info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified"))
-        for f, info in infos.items()
-    )
-    return fingerprint(listing)
 
 
 # ---- embeddings and dedup ----------------------------------------------------------------------

@@ -64,6 +64,33 @@ def _relative(obj: Any, root: str) -> Any:
     return obj
 
 
+# ---- input collection --------------------------------------------------------------------------
+def input_fingerprint(path: str) -> str:
+    """Fingerprint of an input collection: relative names, sizes and mtimes (or ETags) of its files.
+
+    Independent of where the collection lives, so a copied input with the same files matches.
+    """
+    fs, p = fsspec.core.url_to_fs(path)
+    if any(ch in p for ch in "*?["):
+        infos = {f: fs.info(f) for f in fs.glob(p)}
+        root = os.path.dirname(p.split("*")[0].split("?")[0].split("[")[0])
+    elif fs.isdir(p):
+        infos = fs.find(p, detail=True)
+        root = p
+    else:
+        infos = {p: fs.info(p)}
+        root = os.path.dirname(p)
+    listing = sorted(
+        (os.path.relpath(f, root), info.get("size"), info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified"))
+        for f, info in infos.items()
+    )
+    return fingerprint(listing)
+
+
+# step name -> artifact path that may also come from outside the run (then fingerprinted by listing)
+EXTERNAL_SOURCES: dict[str, str] = {}
+
+
 class StepInputMissing(FileNotFoundError):
     """A step reads an artifact whose producing step has not finished in this run directory."""
 
@@ -103,8 +130,18 @@ class RunDir:
         return Step(self, name, config, inputs, force=force)
 
     def step_fingerprint(self, step: str) -> str | None:
-        """Fingerprint recorded by ``step``'s marker (None when it has not finished)."""
-        return self.marker(step).get("fingerprint") if self.is_done(step) else None
+        """Fingerprint recorded by ``step``'s marker; for an output placed in the run directory from
+        outside (embeddings made elsewhere), the fingerprint of its file listing; else None."""
+        if self.is_done(step):
+            return self.marker(step).get("fingerprint")
+        source = EXTERNAL_SOURCES.get(step)
+        if source and self.exists(source):
+            return "external-" + input_fingerprint(self.path(source))
+        return None
+
+    def has(self, artifact: Artifact) -> bool:
+        """True when ``artifact`` can be read: its step finished here, or it was placed here from outside."""
+        return self.step_fingerprint(artifact.step) is not None
 
     def input_fingerprints(self, inputs: Iterable[Artifact] | Mapping[str, str]) -> dict[str, str]:
         """``{name: fingerprint}`` of ``inputs``: artifacts by their producing step, mappings as given."""
@@ -121,7 +158,7 @@ class RunDir:
 
     def is_current(self, artifact: Artifact) -> bool:
         """True when ``artifact``'s step finished and everything it read is unchanged since."""
-        if not self.is_done(artifact.step):
+        if self.step_fingerprint(artifact.step) is None:
             return False
         recorded = self.marker(artifact.step).get("inputs") or {}
         return all(self.step_fingerprint(step) == fp for step, fp in recorded.items() if step != INPUT)

@@ -46,7 +46,7 @@ LABEL_NAMES = {1: "positive", 0: "negative", -1: "unsure"}
 
 def ensure_embeddings(run: RunDir, cfg: dict[str, Any]) -> None:
     """Embed ``input`` (Ray must be up) unless the run already holds embeddings."""
-    if run.is_done(EMBEDDINGS.step):
+    if run.has(EMBEDDINGS):
         return
     from pipeline.embed import run_embed
 

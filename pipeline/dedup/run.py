@@ -22,6 +22,8 @@ from pipeline.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
+COUNTS = ("input", "kept", "duplicates", "exact", "semantic")
+
 def find_duplicates(
     x: np.ndarray, hashes: list[str | None] | None, cfg: dict
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -75,11 +77,13 @@ def compute_pixel_hashes(table: pa.Table) -> list[str | None]:
 
 
 def run_dedup(run: RunDir, cfg: dict, *, force: bool = False) -> dict:
-    """Find exact and semantic duplicates in ``run``'s embeddings; write ``dedup/``; return counts."""
+    """Find exact and semantic duplicates in ``run``'s embeddings; write ``dedup/``; return ``COUNTS``.
+
+    The step's record (marker, run.json) adds timings and the settings that decide the result."""
     c = dedup_config(cfg)
     with run.step("dedup", c, inputs=[EMBEDDINGS], force=force) as step:
         if step.skipped:
-            return step.result
+            return {k: step.result[k] for k in COUNTS}
         t0 = time.perf_counter()
         table, x = read_run_embeddings(run)
         hashes = compute_pixel_hashes(table) if c["exact"] else None
@@ -104,4 +108,4 @@ def run_dedup(run: RunDir, cfg: dict, *, force: bool = False) -> dict:
         step.result = {**counts, "hash_s": round(t_hash, 2), "total_s": round(time.perf_counter() - t0, 2),
                        "eps": c["eps"], "keep": c["keep"]}
         log.info("dedup: %s", counts)
-    return step.result
+    return counts

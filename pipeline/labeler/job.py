@@ -44,7 +44,7 @@ def prepare_queue(run: RunDir, store: LabelStore, queue_cfg: dict[str, Any], see
     if queue_cfg.get("source"):
         source, inputs = queue_cfg["source"], {INPUT: input_fingerprint(queue_cfg["source"])}
     else:
-        artifact = MANIFEST if run.is_done(MANIFEST.step) else EMBEDDINGS
+        artifact = MANIFEST if run.has(MANIFEST) else EMBEDDINGS
         source, inputs = run.path(artifact), [artifact]
     with run.step("label_queue", {"queue": queue_cfg, "seed": seed}, inputs, force=force) as step:
         if step.skipped:

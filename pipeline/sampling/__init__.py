@@ -6,6 +6,7 @@
 - :func:`run_sample` (run.py): the ``strata sample`` stage writing ``manifest.parquet``.
 """
 from pipeline.lazy import lazy_exports
+from pipeline.sampling.water_filling import segmented_water_filling, water_filling  # light; its module shares the name
 
 _EXPORTS = {
     "sampling_config": "config",
@@ -14,8 +15,6 @@ _EXPORTS = {
     "points_per_cluster": "balanced",
     "build_manifest": "run",
     "run_sample": "run",
-    "segmented_water_filling": "water_filling",
-    "water_filling": "water_filling",
 }
-__all__ = list(_EXPORTS)
+__all__ = [*_EXPORTS, "segmented_water_filling", "water_filling"]
 __getattr__ = lazy_exports(__name__, _EXPORTS)

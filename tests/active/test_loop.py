@@ -67,8 +67,8 @@ def test_crash_mid_round_resumes_to_the_same_result(tmp_path) -> None:
     run = RunDir(str(tmp_path / "run"))
     oracle = CrashingOracle(truth, crash_at="active-round-0003")
     with pytest.raises(KeyboardInterrupt):
-        run_loop(x, oracle, cfg, starter_rows=starter, truth=truth, checkpoint=RunDirCheckpoint(run, {"c": 1}))
-    resumed = run_loop(x, oracle, cfg, starter_rows=starter, truth=truth, checkpoint=RunDirCheckpoint(run, {"c": 1}))
+        run_loop(x, oracle, cfg, starter_rows=starter, truth=truth, checkpoint=RunDirCheckpoint(run, "fingerprint-1"))
+    resumed = run_loop(x, oracle, cfg, starter_rows=starter, truth=truth, checkpoint=RunDirCheckpoint(run, "fingerprint-1"))
     np.testing.assert_array_equal(resumed.state.rows, reference.state.rows)
     np.testing.assert_array_equal(resumed.state.labels, reference.state.labels)
     np.testing.assert_allclose(resumed.probs, reference.probs, atol=1e-6)
@@ -77,7 +77,7 @@ def test_crash_mid_round_resumes_to_the_same_result(tmp_path) -> None:
     first, second = [r for b, r in oracle.asked if b == "active-round-0003"]
     np.testing.assert_array_equal(first, second)
     with pytest.raises(ValueError, match="another configuration"):
-        run_loop(x, oracle, cfg, starter_rows=starter, checkpoint=RunDirCheckpoint(run, {"c": 2}))
+        run_loop(x, oracle, cfg, starter_rows=starter, checkpoint=RunDirCheckpoint(run, "fingerprint-2"))
 
 
 def test_starter_vector_outside_pool_and_scale_mode() -> None:

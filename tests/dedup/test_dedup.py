@@ -154,5 +154,5 @@ def test_run_dedup_writes_outputs_and_resumes(tmp_path):
     exact = [d for d in dups if d["kind"] == "exact"]
     assert {exact[0]["id"], exact[0]["kept_id"]} == {"id5", "id7"}
     assert run_dedup(run, {"eps": 0.03, "points_per_cluster": 100}) == counts  # resumed from marker
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match=r"dedup\.epsilon: did you mean dedup\.eps"):
         run_dedup(run, {"epsilon": 0.1})

@@ -7,7 +7,8 @@ import pytest
 
 import pipeline.kmeans.run as kmeans_run
 from pipeline.io.tables import write_parquet_atomic
-from pipeline.kmeans import hierarchical_kmeans, load_levels, load_point_ids, run_cluster
+from pipeline.artifacts import load_levels, load_point_ids
+from pipeline.kmeans import hierarchical_kmeans, run_cluster
 from pipeline.rundir import RunDir
 
 CFG = {
@@ -31,7 +32,7 @@ def backend(request) -> dict:
 
 
 def _arrays(run: RunDir) -> list[dict[str, np.ndarray]]:
-    _, levels = load_levels(run.path("clusters"))
+    _, levels = load_levels(run)
     return [vars(lv) for lv in levels]
 
 
@@ -57,7 +58,7 @@ def test_actors_match_single_actor_and_in_process(backend, tmp_path, blob_run):
     levels = hierarchical_kmeans(x, CFG)  # the in-process API gives the same clustering
     _assert_same(distributed, [vars(lv) for lv in levels])
 
-    ids = load_point_ids(run.path("clusters"))
+    ids = load_point_ids(run)
     assert ids.column("index").to_pylist() == list(range(1200))
     assert ids.column("id").to_pylist()[:2] == ["img00000", "img00001"]
     # CSR: every point once, each cluster sorted by distance
@@ -75,7 +76,7 @@ def test_duplicates_are_left_out(backend, blob_run):
     write_parquet_atomic(pa.table({"id": dropped}), run.path("dedup", "duplicates.parquet"))
     summary = run_cluster(run, {**CFG, **backend, "n_actors": 2})
     assert summary["n_dropped_duplicates"] == len(dropped)
-    ids = set(load_point_ids(run.path("clusters")).column("id").to_pylist())
+    ids = set(load_point_ids(run).column("id").to_pylist())
     assert len(ids) == 1200 - len(dropped) and not ids & set(dropped)
 
 

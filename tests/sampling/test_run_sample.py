@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.io.tables import embeddings_to_arrow, write_parquet_atomic
-from pipeline.kmeans import load_levels, run_cluster
+from pipeline.artifacts import load_levels
+from pipeline.kmeans import run_cluster
 from pipeline.rundir import RunDir
 from pipeline.sampling import run_sample
 
@@ -41,7 +42,7 @@ def test_manifest_columns_and_counts(clustered_run):
     assert len(set(table.column("id").to_pylist())) == 100
     assert all(u == f"file:///{i}.jpg" for u, i in zip(table.column("uri").to_pylist(), table.column("id").to_pylist()))
     # cluster ids agree with the stored hierarchy
-    _, levels = load_levels(run.path("clusters"))
+    _, levels = load_levels(run)
     idx = np.array([int(i[1:]) for i in table.column("id").to_pylist()])
     np.testing.assert_array_equal(table.column("level_1").to_numpy(), levels[0].assignments[idx])
     np.testing.assert_array_equal(table.column("level_2").to_numpy(), levels[1].assignments[levels[0].assignments[idx]])
