@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Annotated, Callable, Sequence
+from typing import Annotated
 
 from fastapi import FastAPI, Form, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -159,7 +160,7 @@ def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> Fa
             return _denied(request, 403, "wrong access token", pages["login.html"])
         return None
 
-    app.add_middleware(_Guard, gate=gate)
+    app.add_middleware(_Guard, gate=gate, max_body=settings.max_body_kb * 1024)
 
     @app.exception_handler(LabelError)
     async def label_error(_: Request, exc: LabelError) -> JSONResponse:
@@ -268,9 +269,10 @@ def _same(given: str, expected: str) -> bool:
 class _Guard:
     """Pure ASGI middleware: token check and security headers (cheaper than BaseHTTPMiddleware)."""
 
-    def __init__(self, app: ASGIApp, gate: Callable[[Request], Response | None]):
+    def __init__(self, app: ASGIApp, gate: Callable[[Request], Response | None], max_body: int):
         self.app = app
         self.gate = gate
+        self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -298,7 +300,23 @@ class _Guard:
         if denied is not None:
             await denied(scope, receive, send_with_headers)
         else:
-            await self.app(scope, receive, send_with_headers)
+            await self.app(scope, self._bounded(receive), send_with_headers)
+
+    def _bounded(self, receive: Receive) -> Receive:
+        """``receive`` that ends a body sent without ``Content-Length`` (chunked) at ``max_body``
+        bytes: the truncated body then fails to parse (4xx) instead of filling memory."""
+        received = 0
+
+        async def bounded() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        return bounded
 
 
 def _denied(request: Request, status: int, message: str, login_html: str) -> Response:
