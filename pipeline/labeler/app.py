@@ -125,6 +125,8 @@ def key_bindings(labels: Sequence[str]) -> dict[str, str]:
 def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> FastAPI:
     """The FastAPI app labeling ``store``'s queue (run it with uvicorn, see ``server.serve``)."""
     settings = settings or LabelerSettings()
+    if settings.token is None and not is_loopback(settings.host):
+        raise ValueError(f"serving on {settings.host!r} (beyond loopback) requires a token: pipeline.security.access_token makes one")
     cache = ThumbnailCache(store.uri, settings.thumbnail_max_side, settings.cache_items)
     app = FastAPI(title=settings.title, docs_url=None, redoc_url=None, openapi_url=None)
     token = settings.token

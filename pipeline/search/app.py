@@ -209,6 +209,8 @@ def create_app(service: SearchService, settings: ServeSettings | None = None, ti
     """The FastAPI application answering queries with ``service`` under ``settings``
     (``ServeSettings.defaults()`` when None). Sets ``service.limits`` to ``settings.query``."""
     settings = settings or ServeSettings.defaults()
+    if settings.token is None and not is_loopback(settings.host):
+        raise ValueError(f"serving on {settings.host!r} (beyond loopback) requires a token: pipeline.security.access_token makes one")
     service.limits = settings.query
     app = FastAPI(
         title=title,

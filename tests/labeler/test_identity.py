@@ -67,6 +67,8 @@ def test_host_header_allowlist_on_loopback(store: LabelStore):
 
 
 def test_beyond_loopback_a_token_is_required(store: LabelStore):
+    with pytest.raises(ValueError, match="requires a token"):
+        create_app(store, dataclasses.replace(LabelerSettings(), host="192.168.1.7"))
     settings = dataclasses.replace(LabelerSettings(), host="0.0.0.0", token="s3cret-token")
     with TestClient(create_app(store, settings), base_url="http://192.168.1.7:8765") as c:
         assert c.get("/api/config").status_code == 401  # any Host passes, but only with the token

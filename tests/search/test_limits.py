@@ -165,6 +165,8 @@ def test_host_header_allowlist(image_service):
 
 
 def test_token_required_beyond_loopback(image_service):
+    with pytest.raises(ValueError, match="requires a token"):
+        create_app(image_service, ServeSettings.defaults(host="0.0.0.0"))
     token, generated = access_token("0.0.0.0", None)
     assert generated and len(token) >= 24
     assert access_token("127.0.0.1", None) == (None, False) and access_token("::1", "t") == ("t", False)
