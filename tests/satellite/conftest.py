@@ -31,6 +31,6 @@ def real_images(datasets_dir) -> list[np.ndarray]:
 
 @pytest.fixture
 def wmts_server(real_images):
-    server = WMTSServer(real_images, slow_s=1.5).start()
+    server = WMTSServer(real_images, slow_s=120).start()
     yield server
     server.stop()

@@ -3,14 +3,14 @@
 The ground "world" tile at ``(level, row, col)`` is a real dataset image (chosen by a hash of the
 tile address) resized to the tile size; ``defect(date, level, row, col, rgb) -> rgb`` may paint
 per-date clouds or gaps on it. ``faults[relpath]`` is a list of actions consumed one per request
-(``"500"``, ``"slow"`` (sleep ``slow_s`` first), ``"truncate"`` (announce the full length, send half,
+(``"500"``, ``"slow"`` (answer only after ``stop()`` or ``slow_s``, so any client timeout below
+``slow_s`` expires, however loaded the machine), ``"truncate"`` (announce the full length, send half,
 close), ``"garbage"`` (200 with non-image bytes)); once exhausted the tile is served normally.
 """
 from __future__ import annotations
 
 import io
 import threading
-import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
@@ -29,6 +29,7 @@ class WMTSServer:
         self.requests: Counter[str] = Counter()
         self._cache: dict[tuple, bytes] = {}
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -42,6 +43,7 @@ class WMTSServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -88,7 +90,7 @@ class WMTSServer:
                         self.send_error(500, "internal error")
                         return
                     if fault == "slow":
-                        time.sleep(server.slow_s)
+                        server._stopping.wait(server.slow_s)
                     body = server.tile_bytes(date, level, row, col)
                     if fault == "garbage":
                         body = b"<html>not a tile</html>" * 10
