@@ -1,32 +1,35 @@
-"""Fixtures: a few real UC Merced images written as files, and a fresh label store per test."""
+"""Fixtures: 60 small generated JPEG files (no real dataset needed), and a fresh label store per test."""
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-import pyarrow.parquet as pq
+import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 from pipeline.labeler import LabelStore
 
 
+CLASSES = {"fields": (90, 160, 60), "roofs": (170, 80, 70), "water": (40, 90, 180)}
+
+
 @pytest.fixture(scope="session")
-def image_files(datasets_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], list[str]]:
-    """(ids, uris) of 60 real images written to a temp folder as JPEG files (3 classes x 20)."""
-    part = sorted((datasets_dir / "ucmerced").glob("part-*.parquet"))[0]
-    table = pq.read_table(part, columns=["id", "label", "image"])
-    root = tmp_path_factory.mktemp("ucmerced_files")
-    ids, uris, per_class = [], [], {}
-    for item_id, label, data in zip(*(table.column(c).to_pylist() for c in ("id", "label", "image"))):
-        if per_class.get(label, 0) >= 20 or (len(per_class) >= 3 and label not in per_class):
-            continue
-        per_class[label] = per_class.get(label, 0) + 1
-        path = root / (item_id.rsplit(".", 1)[0] + ".jpg")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        ids.append(item_id)
-        uris.append(str(path))
-    assert len(ids) == 60
+def image_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], list[str]]:
+    """(ids, uris) of 60 distinct 256 x 256 JPEG files generated with PIL (3 classes x 20), ids ``<class>/<class>NN.jpg``."""
+    root = tmp_path_factory.mktemp("labeler_images")
+    rng = np.random.default_rng(0)
+    ids, uris = [], []
+    for label, colour in CLASSES.items():
+        (root / label).mkdir()
+        for k in range(20):
+            pixels = np.clip(np.asarray(colour) + rng.normal(0, 25, (256, 256, 3)), 0, 255).astype(np.uint8)
+            image = Image.fromarray(pixels)
+            ImageDraw.Draw(image).text((16, 16), f"{label} {k}", fill=(255, 255, 255))
+            item_id = f"{label}/{label}{k:02d}.jpg"
+            image.save(root / item_id, format="JPEG", quality=90)
+            ids.append(item_id)
+            uris.append(str(root / item_id))
     return ids, uris
 
 
