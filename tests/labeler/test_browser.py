@@ -97,10 +97,16 @@ def test_touch_swipe_labels(browser, store: LabelStore):
             expected[item] = label
             wait_labeled(page, len(expected))
         item = shown(page)
-        swipe(20, 15)  # too short: no label, card snaps back
-        page.wait_for_timeout(300)
+        swipe(20, 15)  # too short: the card snaps back and nothing is labeled
+        page.wait_for_function("(c => !c.classList.contains('dragging') && c.style.transform === '')"
+                               "(document.getElementById('card'))")
         assert shown(page) == item
-        assert store.current_labels() == expected
+        # a full swipe after it labels this same item and nothing else: had the short swipe sent a
+        # label, it would have gone first (to this item) and the full swipe to the next one
+        swipe(250, 10)
+        next_shown(page, item)
+        wait_labeled(page, len(expected) + 1)
+        assert store.current_labels() == {**expected, item: "positive"}
         assert {e.annotator for e in store.events()} == {"bob"}
 
 
