@@ -243,9 +243,9 @@ class ExpandUnits:
             rel = (text if text is not None else escaped_name(name)).replace(os.sep, "/")
             uri = root.rstrip("/") + "/" + rel
             if text is None:
-                data, err = None, f"invalid-name: {rel!r} is not valid UTF-8 or contains control characters"
+                data, err = None, "invalid-name: the file name is not valid UTF-8 or contains control characters"
             elif local:
-                data, err = _read_inside(os.fsencode(root_path), name, rel, bool(self.cfg.follow_symlinks))
+                data, err = _read_inside(os.fsencode(root_path), name, bool(self.cfg.follow_symlinks))
             else:
                 data, err = _read_file(uri)
             ids.append(rel)
@@ -318,12 +318,12 @@ class ExpandUnits:
         return table.set_column(table.schema.get_field_index("image"), "image", table.column("image").cast(pa.binary()))
 
 
-def _read_inside(root: bytes, name: bytes, rel: str, follow_symlinks: bool) -> tuple[bytes | None, str | None]:
+def _read_inside(root: bytes, name: bytes, follow_symlinks: bool) -> tuple[bytes | None, str | None]:
     """Bytes of the local file ``root/name`` when it resolves inside ``root`` (or links may be
     followed); checked at read time, so a link swapped in after the listing is refused too."""
     path = os.path.join(root, name)
     if not follow_symlinks and not _inside(path, root):
-        return None, f"outside-input: {rel!r} resolves outside the input folder"
+        return None, "outside-input: a link that resolves outside the input folder (input.follow_symlinks=false)"
     try:
         with open(os.path.realpath(path), "rb") as fh:
             return fh.read(), None

@@ -184,3 +184,26 @@ def test_embed_accounts_for_every_refused_name(tmp_path, real_rows):
     out = stage.process(_collect(InputConfig(path=str(root))))
     reasons = sorted((r or "kept").split(":")[0] for r in out.column(REJECT_REASON).to_pylist())
     assert reasons == ["invalid-name", "kept", "outside-input"]
+
+
+@pytest.mark.slow
+def test_embed_step_counts_every_file_once_through_ray(ray_session, tmp_path, real_rows):
+    """``run_embed`` on a folder with awkward names: ``read == kept + rejected``, reasons in rejects.parquet."""
+    from pipeline.embed.stage import run_embed
+    from pipeline.rundir import RunDir
+
+    root = tmp_path / "in"
+    (root / "a").mkdir(parents=True)
+    for i in range(3):
+        (root / "a" / f"ok{i}.jpg").write_bytes(real_rows[i]["image"])
+    with open(os.path.join(os.fsencode(root), b"bad\xff.jpg"), "wb") as fh:
+        fh.write(real_rows[3]["image"])
+    (root / "x\nsecret.jpg").write_bytes(real_rows[4]["image"])
+    (tmp_path / "outside.jpg").write_bytes(real_rows[5]["image"])
+    (root / "link.jpg").symlink_to(tmp_path / "outside.jpg")
+    run = RunDir(str(tmp_path / "run"))
+    counts = run_embed(run, {"path": str(root)}, {"backbone": "resnet18", "image_size": 32, "pool_size": 1, "batch_size": 8})
+    assert (counts["read"], counts["kept"], counts["rejected"]) == (6, 3, 3)
+    assert counts["reject_reasons"] == {"invalid-name": 2, "outside-input": 1}
+    rejects = pq.read_table(run.path("rejects.parquet")).to_pylist()
+    assert {r["id"] for r in rejects} == {"bad\\xff.jpg", "x\\x0asecret.jpg", "link.jpg"}
