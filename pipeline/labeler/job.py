@@ -91,7 +91,7 @@ def export_labels(run: RunDir, store: LabelStore, export_cfg: dict[str, Any]) ->
 
 
 def settings_from(labeler_cfg: dict[str, Any]) -> LabelerSettings:
-    keys = ("lease_seconds", "prefetch", "thumbnail_max_side", "cache_items")
+    keys = ("lease_seconds", "prefetch", "thumbnail_max_side", "cache_items", "allowed_hosts", "max_leased", "max_annotators", "max_body_kb")
     return LabelerSettings(**{k: labeler_cfg[k] for k in keys if labeler_cfg.get(k) is not None})
 
 
