@@ -186,3 +186,38 @@ def test_simclr_gathers_negatives_from_every_worker(tmp_path):
     local_only = np.mean([_nt_xent_reference(z0[p], z1[p], 0.5) for p in (slice(0, 4), slice(4, 8))])
     assert abs(global_loss - local_only) > 1e-2  # the two readings are distinguishable here
     assert np.mean([r["loss"] for r in ranks]) == pytest.approx(global_loss, rel=1e-4)
+
+
+def _symmetry_counts(augment: dict, draws: int = 200) -> np.ndarray:
+    """How often the two views of a random 16 px image are each of its 8 dihedral symmetries
+    (colour jitter, grayscale and blur off, crop = whole image: only geometry changes)."""
+    import random
+
+    from pipeline.ssl.transforms import build_two_view_transform
+
+    geometry_only = {**augment, "cj_prob": 0.0, "random_gray_scale": 0.0, "gaussian_blur": 0.0, "min_scale": 1.0}
+    transform = build_two_view_transform(geometry_only, 16, mean=(0, 0, 0), std=(1, 1, 1))
+    arr = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    symmetries = [np.rot90(arr, k) for k in range(4)] + [np.rot90(arr[:, ::-1], k) for k in range(4)]
+    torch.manual_seed(0), random.seed(0), np.random.seed(0)
+    counts = np.zeros(8, dtype=np.int64)
+    for _ in range(draws):
+        for view in transform(Image.fromarray(arr)):
+            pixels = (view.numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8)
+            match = [i for i, s in enumerate(symmetries) if np.array_equal(pixels, s)]
+            assert len(match) == 1, "a view must be exactly one symmetry of the input"
+            counts[match[0]] += 1
+    return counts
+
+
+def test_satellite_augmentation_draws_all_8_symmetries_uniformly():
+    import yaml
+    from scipy.stats import chisquare
+
+    from tests.conftest import REPO
+
+    satellite = yaml.safe_load((REPO / "conf" / "ssl" / "augment" / "satellite.yaml").read_text())
+    counts = _symmetry_counts(satellite)
+    assert (counts > 0).all() and chisquare(counts).pvalue > 1e-3, counts
+    simclr = yaml.safe_load((REPO / "conf" / "ssl" / "augment" / "simclr.yaml").read_text())
+    assert (_symmetry_counts(simclr) > 0).sum() < 8  # the plain preset does not rotate: not all 8
