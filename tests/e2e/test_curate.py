@@ -104,7 +104,8 @@ def test_strata_cli_runs_the_curate_job(messy_input, tmp_path):
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"manifest: {tmp_path / 'cli' / 'manifest.parquet'}" in out.stdout
-    assert pq.read_table(tmp_path / "cli" / "manifest.parquet").num_rows > 0
+    manifest = pq.read_table(tmp_path / "cli" / "manifest.parquet")
+    assert manifest.num_rows == sum(manifest.column("multiplicity").to_pylist()) == 40  # sample.target_size, multiplier 1
 
 
 def test_curate_with_pretraining_embeds_with_the_ssl_backbone(ray_session, messy_input, tmp_path):
@@ -120,4 +121,6 @@ def test_curate_with_pretraining_embeds_with_the_ssl_backbone(ray_session, messy
     emb = pq.read_table(run_dir / "embeddings")
     # the SSL backbone's feature width, not EfficientNet's 1280
     assert emb.schema.field("embedding").type.list_size == embed_cfg["dim"] != 1280
-    assert pq.read_table(run_dir / "manifest.parquet").num_rows > 0
+    manifest = pq.read_table(run_dir / "manifest.parquet")
+    assert manifest.num_rows == sum(manifest.column("multiplicity").to_pylist()) == 40
+    assert set(manifest.column("id").to_pylist()) <= set(emb.column("id").to_pylist())
