@@ -71,6 +71,7 @@ def strata_job(config_name: str, *, requires: Iterable[Artifact] = (), main_keys
 
         @functools.wraps(fn)
         def task(cfg: DictConfig) -> Any:
+            _redact_hydra_outputs()
             try:
                 return fn(cfg)
             except (KeyboardInterrupt, SystemExit):
@@ -100,6 +101,17 @@ def strata_job(config_name: str, *, requires: Iterable[Artifact] = (), main_keys
         return main
 
     return wrap
+
+
+def _redact_hydra_outputs() -> None:
+    """Hydra has written the command line and config to its output folder: mask secrets there."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from pipeline.security import redact_yaml_files
+
+    hc = HydraConfig.get()
+    if hc.output_subdir:
+        redact_yaml_files(os.path.join(hc.runtime.output_dir, hc.output_subdir))
 
 
 def _debug() -> bool:
@@ -309,9 +321,12 @@ def package_versions() -> dict[str, str]:
 
 
 def open_run_dir(cfg: DictConfig) -> RunDir:
-    """The run directory named by ``run_dir=``, with the resolved config, seed and versions in ``run.json``."""
+    """The run directory named by ``run_dir=``, with the resolved config (secrets masked), seed and
+    versions in ``run.json``."""
     run = RunDir(str(cfg.run_dir))
-    run.update_run_json(config=OmegaConf.to_container(cfg, resolve=True), seed=cfg.get("seed"), versions=package_versions())
+    from pipeline.security import redact
+
+    run.update_run_json(config=redact(OmegaConf.to_container(cfg, resolve=True)), seed=cfg.get("seed"), versions=package_versions())
     return run
 
 

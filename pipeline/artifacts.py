@@ -77,6 +77,7 @@ ALL: tuple[Artifact, ...] = tuple(v for v in globals().values() if isinstance(v,
 # Embeddings made elsewhere (no embed step in this run) are an input like any other: their
 # fingerprint is their file listing. Every later step works on them unchanged.
 EXTERNAL_SOURCES[EMBEDDINGS.step] = EMBEDDINGS.name
+EXTERNAL_SOURCES[MANIFEST.step] = MANIFEST.name  # a manifest made elsewhere can be labeled
 DOWNLOAD_COMPOSITE = "composite"  # step name of the satellite composite (its outputs live outside run_dir)
 
 

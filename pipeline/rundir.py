@@ -135,7 +135,7 @@ class RunDir:
         if self.is_done(step):
             return self.marker(step).get("fingerprint")
         source = EXTERNAL_SOURCES.get(step)
-        if source and self.exists(source):
+        if source and self.exists(source) and not self.fs.exists(self._marker(step)):  # never a half-recomputed output
             return "external-" + input_fingerprint(self.path(source))
         return None
 
@@ -176,7 +176,8 @@ class RunDir:
         marker = self._marker(step)
         if not self.fs.exists(marker):
             return False
-        return config is None or self.marker(step).get("fingerprint") == fingerprint(config, self.root)
+        recorded = self.marker(step).get("fingerprint")
+        return recorded is not None and (config is None or recorded == fingerprint(config, self.root))
 
     def marker(self, step: str) -> dict:
         with self.fs.open(self._marker(step), "r") as fh:
@@ -272,7 +273,8 @@ class Step:
                 return self
             changed = "force=true" if self.force else _what_changed(previous.get("inputs") or {}, self.inputs)
             log.info("%s: recomputing (%s)", self.name, changed)
-            run.clear(self.name)
+        # Until it finishes, the step's outputs are neither done nor adoptable as external inputs.
+        run.write_json(run._marker(self.name), {"step": self.name, "running_since": time.time()}, local=True)
         log.info("== %s", self.name)
         return self
 

@@ -104,3 +104,13 @@ def test_bad_config_fails_fast_in_a_few_lines_and_creates_nothing(tmp_path, args
     assert 1 <= len(lines) <= 6 and lines[0].startswith("strata curate: error: ") and args[0].split("=")[0] in lines[0], lines
     assert "Traceback" not in out.stderr
     assert not run_dir.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_run_json_never_holds_a_secret(tmp_path):
+    from omegaconf import OmegaConf
+
+    from jobs._common import open_run_dir
+
+    run = open_run_dir(OmegaConf.create({"run_dir": str(tmp_path / "r"), "seed": 0, "labeler": {"token": "s3cret", "port": 1}}))
+    text = (tmp_path / "r" / "run.json").read_text()
+    assert "s3cret" not in text and '"port": 1' in text and run.read_json("run.json")["config"]["labeler"]["token"] != "s3cret"

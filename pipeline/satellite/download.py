@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.io.tables import write_parquet_atomic
-from pipeline.rundir import RunDir
+from pipeline.rundir import INPUT, RunDir, input_fingerprint
 from pipeline.satellite.catalogue import Layer
 from pipeline.satellite.codec import decode_rgb_array, encode_array
 from pipeline.satellite.composite import cloud_mask
@@ -221,25 +221,28 @@ def composite_shards(input_path: str, output: str, *, method: str = "median", cl
     """Cloud-free composite per tile location over the downloader's shards at ``input_path``.
 
     Writes ``<output>/part-composite-<k>.parquet`` (see :func:`pipeline.satellite.composite.composite_table`);
-    skipped when ``run`` has a matching ``composite`` marker.
+    with ``run``, a step skipped when the settings and the input shards are unchanged.
     """
     from pipeline.satellite.composite import composite_table
 
     settings = {"input": input_path, "method": method, "cloud": cloud, "nodata": nodata, "format": image_format}
-    if run is not None and not force and run.is_done("composite", settings):
-        return run.marker("composite")
-    table = composite_table(read_shards(input_path), method=method, cloud=cloud, nodata=nodata,
-                            image_format=image_format)
-    for old in glob.glob(os.path.join(output, "part-composite-*.parquet")):
-        os.remove(old)
-    for k, start in enumerate(range(0, max(table.num_rows, 1), shard_rows)):
-        write_parquet_atomic(table.slice(start, shard_rows), os.path.join(output, f"part-composite-{k:05d}.parquet"))
-    info = {"locations": table.num_rows,
-            "mean_clear_fraction": float(np.mean(table.column("clear_fraction").to_numpy())) if table.num_rows else None}
-    if run is not None:
-        run.mark_done("composite", settings, **info)
-        run.update_run_json(composite=info)
-    return info
+
+    def build() -> dict[str, Any]:
+        table = composite_table(read_shards(input_path), method=method, cloud=cloud, nodata=nodata,
+                                image_format=image_format)
+        for old in glob.glob(os.path.join(output, "part-composite-*.parquet")):
+            os.remove(old)
+        for k, start in enumerate(range(0, max(table.num_rows, 1), shard_rows)):
+            write_parquet_atomic(table.slice(start, shard_rows), os.path.join(output, f"part-composite-{k:05d}.parquet"))
+        return {"locations": table.num_rows,
+                "mean_clear_fraction": float(np.mean(table.column("clear_fraction").to_numpy())) if table.num_rows else None}
+
+    if run is None:
+        return build()
+    with run.step("composite", settings, {INPUT: input_fingerprint(input_path)}, force=force) as step:
+        if not step.skipped:
+            step.result = build()
+    return step.result
 
 
 def run_download(cfg: dict[str, Any], run: RunDir, force: bool = False) -> dict[str, Any]:
