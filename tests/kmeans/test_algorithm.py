@@ -168,3 +168,32 @@ def test_is_actor_loss_follows_causes():
             raise RuntimeError("task failed") from inner
     except RuntimeError as outer:
         assert is_actor_loss(outer)
+
+
+def test_init_random_draws_rows_uniformly_and_reaches_the_hierarchy(monkeypatch, make_blobs):
+    from scipy.stats import chisquare
+
+    from pipeline.kmeans import algorithm
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(11, 3)), [[1000.0, 0.0, 0.0]]]).astype(np.float32)  # row 11: far outlier
+    picked = np.zeros(len(x))
+    outlier = {"random": 0, "kmeans++": 0}
+    for seed in range(600):
+        for init in outlier:
+            centroids, _, _ = kmeans(x, 2, 0, init=init, seed=seed)  # 0 Lloyd steps: the initial centres
+            rows = [int(np.flatnonzero((x == c).all(axis=1))[0]) for c in centroids]
+            assert len(set(rows)) == 2
+            outlier[init] += 11 in rows
+            if init == "random":
+                picked[rows] += 1
+    assert chisquare(picked).pvalue > 1e-3, picked  # every row equally likely
+    # uniform: the outlier is a centre with P = 2/12 (100 of 600, sd 9); D^2 sampling picks it always
+    assert outlier["kmeans++"] == 600 and 55 <= outlier["random"] <= 145
+
+    calls = []
+    draw = algorithm.random_init
+    monkeypatch.setattr(algorithm, "random_init", lambda *a, **kw: calls.append(1) or draw(*a, **kw))
+    blobs, _ = make_blobs(300, 4, 5)
+    (level,) = hierarchical_kmeans(blobs, {"n_clusters": [6], "n_iters": 3, "init": "random", "metric": "l2"})
+    assert calls and len(level.centroids) == 6
