@@ -197,3 +197,29 @@ def test_init_random_draws_rows_uniformly_and_reaches_the_hierarchy(monkeypatch,
     blobs, _ = make_blobs(300, 4, 5)
     (level,) = hierarchical_kmeans(blobs, {"n_clusters": [6], "n_iters": 3, "init": "random", "metric": "l2"})
     assert calls and len(level.centroids) == 6
+
+
+def test_web_scale_preset_resolves_and_runs_at_small_size(make_blobs):
+    """`kmeans=web_scale` as shipped (4 levels, split mode + random resampling at level 1, cosine),
+    with only the sizes and the hardware shrunk, runs end to end on 800 points."""
+    from hydra import compose, initialize_config_dir
+
+    from jobs._common import to_dict
+    from tests.conftest import REPO
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        shipped = to_dict(compose("cluster", overrides=["kmeans=web_scale"]).kmeans)
+        small = to_dict(compose("cluster", overrides=[
+            "kmeans=web_scale", "kmeans.n_clusters=[40,12,6,3]", "kmeans.n_splits=[4,1,1,1]", "kmeans.n_iters=5",
+            "kmeans.n_resampling_steps=2", "kmeans.sample_size=[4,3,2,2]", "kmeans.use_gpu=false", "kmeans.in_process=true",
+            "kmeans.chunk_mb=8", "kmeans.threads_per_actor=1", "kmeans.split_tasks=2"]).kmeans)
+    assert shipped["n_clusters"] == [10_000_000, 500_000, 50_000, 10_000] and shipped["n_splits"][0] > 1
+    assert shipped["resampling_strategy"] == small["resampling_strategy"] == ["random", "closest", "closest", "closest"]
+    assert small["metric"] == "cosine" and small["init"] == shipped["init"]
+    x, _ = make_blobs(800, 8, 20)
+    levels = hierarchical_kmeans(x, small)
+    assert [len(lv.centroids) for lv in levels] == [40, 12, 6, 3]
+    assert [len(lv.assignments) for lv in levels] == [800, 40, 12, 6]
+    for lv in levels:
+        np.testing.assert_allclose(np.linalg.norm(lv.centroids, axis=1), 1.0, rtol=1e-5)  # spherical
+        np.testing.assert_array_equal(np.diff(lv.offsets), np.bincount(lv.assignments, minlength=len(lv.centroids)))
