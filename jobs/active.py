@@ -1,4 +1,10 @@
-"""strata active: from one starter image to a labeled dataset (seed set, rounds, oracle or person)."""
+"""strata active: from one starter image to a labeled dataset: nearest neighbours of the starter,
+then rounds of uncertainty (+ diversity) sampling labeled by a person in the browser
+(labeler=human) or by a column of known labels (labeler=oracle).
+
+Reads run_dir/embeddings (embeds input.path first when missing). Writes run_dir/active/
+(labels.parquet, rounds.parquet, head.npz, summary.json, imagefolder/) and report.html.
+"""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,9 @@
-"""``strata download``: GIBS WMTS tiles -> per-date scenes -> training-tile Parquet shards (+ composites)."""
+"""strata download: NASA GIBS WMTS tiles over a bounding box and date range -> stitched per-date
+scenes (swath gaps filled, clouds scored) -> training-tile Parquet shards (+ cloud-free composites).
+
+Reads the GIBS WMTS service (download.base_url). Writes output= (Parquet shards; `strata curate
+input.path=<output>` reads them), the tile cache, and run_dir/run.json; reruns skip finished dates.
+"""
 from __future__ import annotations
 
 from omegaconf import DictConfig

@@ -1,4 +1,9 @@
-"""strata evaluate-active: the active-labeling protocol (all classes x random starters x variants)."""
+"""strata evaluate-active: the active-labeling protocol: every class x random starters x loop
+variants, labeled by an oracle column; reports positives retrieved and false positives per variant.
+
+Reads run_dir/embeddings (embeds input.path first when missing). Writes
+run_dir/evaluate_active/runs.parquet and summary.json.
+"""
 from __future__ import annotations
 
 import json

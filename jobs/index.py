@@ -1,7 +1,8 @@
-"""``strata index``: build the FAISS search index of a run's embeddings (``<run_dir>/index``).
+"""strata index: build the FAISS search index of a run's embeddings (exact up to search.flat_max
+rows, IVF / IVF-PQ / HNSW above; optional partitions by carried columns).
 
-No Ray: the embeddings are streamed shard by shard on the driver and added to FAISS in batches
-(FAISS builds in one process, using its own threads).
+Reads run_dir/embeddings (or embeddings=). Writes run_dir/index/. No Ray: the embeddings are
+streamed shard by shard and added to FAISS in batches.
 """
 from __future__ import annotations
 

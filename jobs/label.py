@@ -1,4 +1,9 @@
-"""``strata label``: the swipe labeler over a run's images (serve), or its labels out (export)."""
+"""strata label: the browser swipe labeler over a run's images (action=serve), filling its queue
+only (action=prepare), or writing the labels out (action=export).
+
+Reads run_dir/manifest.parquet (else embeddings/, or queue.source). Writes run_dir/labels/
+(labels.sqlite while serving; labels.parquet, label_events.parquet, imagefolder/ on export).
+"""
 from __future__ import annotations
 
 import logging

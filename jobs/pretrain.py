@@ -1,4 +1,9 @@
-"""``strata pretrain``: self-supervised pretraining (SimCLR / SimSiam) of a backbone on Ray Train."""
+"""strata pretrain: self-supervised pretraining (SimCLR / SimSiam) of a backbone on the input
+images, on Ray Train (resumes from the last epoch checkpoint).
+
+Reads input.path. Writes run_dir/pretrain/checkpoint (use with `strata embed embed=ssl
+embed.checkpoint=...`), pretrain/ray/ (epoch checkpoints) and pretrain/metrics.json.
+"""
 from __future__ import annotations
 
 import logging

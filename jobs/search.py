@@ -1,4 +1,8 @@
-"""``strata search``: query a run's index by image file, id or vector; print and optionally save."""
+"""strata search: query a run's index from the command line by image file, id or vector; print the
+hits and optionally save them.
+
+Reads run_dir/index (build it with `strata index`). Writes output= (.parquet or .json) when given.
+"""
 from __future__ import annotations
 
 import json
@@ -47,7 +51,7 @@ def main(cfg: DictConfig) -> None:
         with fsspec.open(q["image"], "rb") as fh:
             image = fh.read()
     out = service.search(
-        image=image, id=q.get("id"), vector=q.get("vector"), k=q.get("k", 10), filters=q.get("filters") or None,
+        image=image, id=q.get("id"), vector=q.get("vector"), k=q["k"], filters=q.get("filters") or None,
         tiles=q.get("tiles"), per_tile_k=q.get("per_tile_k"),
     )
     print(format_table(out["results"]))

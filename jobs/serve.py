@@ -1,4 +1,9 @@
-"""``strata serve``: FastAPI search server (``POST /search``, ``GET /images/{id}``, ``/healthz``, page at ``/``)."""
+"""strata serve: the search server and page (FastAPI): query a run's index by image upload, id or
+vector over HTTP (POST /search, GET /images/{id}, /healthz, page at /).
+
+Reads run_dir/index (build it with `strata index`). Writes nothing. Loopback only unless host= is
+set; any other address requires a token. Limits per request: conf/serve.yaml `limits`.
+"""
 from __future__ import annotations
 
 import logging

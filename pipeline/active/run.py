@@ -184,7 +184,7 @@ def write_outputs(run: RunDir, result: LoopResult, ids: np.ndarray, uris: list[s
     if truth is not None:
         m = run_metrics(truth, state.rows, state.labels, result.predicted)
         summary.update({k: m[k] for k in ("positives_retrieved", "false_positive_rate", "f1", "precision", "recall")})
-    mode = (cfg.get("export") or {}).get("imagefolder", "copy")
+    mode = cfg["export"]["imagefolder"]
     if mode and mode != "none":
         summary["imagefolder"] = export_imagefolder(run, table, mode)
     run.write_json(ACTIVE_SUMMARY, summary)

@@ -32,7 +32,7 @@ def store_path(run: RunDir, labeler_cfg: dict[str, Any]) -> str:
 
 def open_store(run: RunDir, labeler_cfg: dict[str, Any]) -> LabelStore:
     return LabelStore(store_path(run, labeler_cfg), labels=labeler_cfg.get("labels"),
-                      synchronous=labeler_cfg.get("synchronous", "FULL"))
+                      synchronous=labeler_cfg["synchronous"])
 
 
 def prepare_queue(run: RunDir, store: LabelStore, queue_cfg: dict[str, Any], seed: int = 0, force: bool = False) -> int:
@@ -104,7 +104,7 @@ def start_server(store: LabelStore, labeler_cfg: dict[str, Any]) -> LabelServer:
         share=bool(labeler_cfg.get("share")),
         token=labeler_cfg.get("token"),
         settings=settings_from(labeler_cfg),
-        synchronous=labeler_cfg.get("synchronous", "FULL"),
+        synchronous=labeler_cfg["synchronous"],
     )
 
 
@@ -116,7 +116,7 @@ def run_label_job(
     ``serve`` blocks until SIGINT/SIGTERM (or, with ``stop_when_done``, until every queued image
     has a label), then exports; ``on_ready(server)`` is called once the server is up.
     """
-    action = cfg.get("action", "serve")
+    action = cfg["action"]
     if action not in ("prepare", "serve", "export"):
         raise ValueError(f"action must be prepare, serve or export, got {action!r}")
     store = open_store(run, cfg["labeler"])
@@ -144,4 +144,4 @@ def run_label_job(
     finally:
         server.stop()
     run.update_run_json(labels=store.progress().as_dict())
-    return export_labels(run, store, cfg["export"]) if cfg["export"].get("on_exit", True) else {}
+    return export_labels(run, store, cfg["export"]) if cfg["export"]["on_exit"] else {}

@@ -254,20 +254,20 @@ def run_download(cfg: dict[str, Any], run: RunDir, force: bool = False) -> dict[
     client = WMTSClient(src["base_url"].format(projection=layer.projection), timeout_s=src["timeout_s"],
                         retries=src["retries"], backoff_s=src["backoff_s"], backoff_max_s=src["backoff_max_s"],
                         concurrency=src["concurrency"], tile_size=make_grid(layer.projection, layer.tile_matrix_set).tile_size,
-                        seed=int(cfg.get("seed", 0)))
-    dates = date_range(src["dates"]["start"], src["dates"].get("end"), int(src["dates"].get("step_days", 1)))
+                        seed=int(cfg["seed"]))
+    dates = date_range(src["dates"]["start"], src["dates"].get("end"), int(src["dates"]["step_days"]))
     gap = dict(cfg.get("gap_fill") or {})
     pre = Preprocess(gap_fill=({k: v for k, v in gap.items() if k != "enabled"} if gap.pop("enabled", True) else None),
                      cloud=dict(cfg.get("cloud") or {}))
     summary = download_scenes(client, layer, dates, BBox(**src["bbox"]), output=cfg["output"], cache_dir=src["cache_dir"],
-                              level=src.get("level"), tiles=TileSpec(**cfg.get("tiles", {})), pre=pre, run=run,
-                              shard_rows=int(cfg.get("shard_rows", 1024)), force=force)
+                              level=src.get("level"), tiles=TileSpec(**cfg["tiles"]), pre=pre, run=run,
+                              shard_rows=int(cfg["shard_rows"]), force=force)
     comp = cfg.get("composite") or {}
     if comp.get("enabled"):
         nodata = None
         if pre.gap_fill is None:  # gaps still in the tiles: keep them out of the composite
             nodata = {k: v for k, v in gap.items() if k != "method"}
-        summary["composite"] = composite_shards(cfg["output"], comp["output"], method=comp.get("method", "median"),
-                                                cloud=pre.cloud, nodata=nodata, image_format=cfg.get("tiles", {}).get("format", "png"),
-                                                shard_rows=int(cfg.get("shard_rows", 1024)), run=run, force=force)
+        summary["composite"] = composite_shards(cfg["output"], comp["output"], method=comp["method"],
+                                                cloud=pre.cloud, nodata=nodata, image_format=cfg["tiles"]["format"],
+                                                shard_rows=int(cfg["shard_rows"]), run=run, force=force)
     return summary

@@ -34,7 +34,7 @@ from pipeline.ssl.backbones import build_ssl_backbone
 from pipeline.ssl.checkpoint import read_checkpoint, save_checkpoint
 from pipeline.ssl.methods import build_ssl_model
 from pipeline.ssl.optim import build_optimizer, scaled_lr, warmup_cosine
-from pipeline.ssl.transforms import IMAGENET_MEAN, IMAGENET_STD, TwoViewCollate
+from pipeline.ssl.transforms import TwoViewCollate
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,8 @@ def checkpoint_meta(ssl: dict[str, Any], model: nn.Module, epoch: int, history: 
     dim = model.projection_head.layers[0].in_features
     return {
         "method": ssl["method"], "backbone": dict(ssl["backbone"]), "dim": int(dim),
-        "image_size": int(ssl["image_size"]), "mean": list(ssl.get("mean", IMAGENET_MEAN)),
-        "std": list(ssl.get("std", IMAGENET_STD)), "epoch": epoch, "history": history,
+        "image_size": int(ssl["image_size"]), "mean": list(ssl["mean"]),
+        "std": list(ssl["std"]), "epoch": epoch, "history": history,
     }
 
 
@@ -86,7 +86,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(int(config["seed"]))
 
     model = build_model(ssl, distributed=world > 1)
-    if world > 1 and ssl.get("sync_batchnorm", True) and device.type == "cuda":
+    if world > 1 and ssl["sync_batchnorm"] and device.type == "cuda":
         # SimCLR/SimSiam normalise over the global batch; torch's SyncBatchNorm is CUDA-only.
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     start_epoch, history, state = 0, [], None
@@ -119,8 +119,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, int(train["epochs"])):
         _maybe_die(train, epoch, rank)
         model.train()
-        collate = TwoViewCollate(ssl["augment"], int(ssl["image_size"]), ssl.get("mean", IMAGENET_MEAN),
-                                 ssl.get("std", IMAGENET_STD), seed=int(config["seed"]), epoch=epoch)
+        collate = TwoViewCollate(ssl["augment"], int(ssl["image_size"]), ssl["mean"],
+                                 ssl["std"], seed=int(config["seed"]), epoch=epoch)
         batches = shard.iter_torch_batches(
             batch_size=batch_size, collate_fn=collate, drop_last=True, prefetch_batches=int(train["prefetch_batches"]),
             local_shuffle_buffer_size=int(train["local_shuffle_buffer"]) or None,
@@ -221,9 +221,9 @@ def pretrain(config: dict[str, Any], dataset, export_dir: str | None = None) -> 
     # within each worker's local buffer.
     shuffle = {True: "global", False: "none"}.get(train["shuffle"], train["shuffle"])
     if shuffle == "global":
-        dataset = dataset.random_shuffle(seed=int(config.get("seed", 0)))
+        dataset = dataset.random_shuffle(seed=int(config["seed"]))
     elif shuffle == "block":
-        dataset = dataset.randomize_block_order(seed=int(config.get("seed", 0)))
+        dataset = dataset.randomize_block_order(seed=int(config["seed"]))
         train["local_shuffle_buffer"] = max(int(train["local_shuffle_buffer"]), 8 * batch_size)
     elif shuffle != "none":
         raise ValueError(f"train.shuffle must be global, block or none, got {train['shuffle']!r}")
