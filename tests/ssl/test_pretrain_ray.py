@@ -55,6 +55,13 @@ def test_two_workers_train_checkpoint_resume_and_embed(ray_session, datasets_dir
     saved = json.loads((tmp_path / "run" / "pretrain" / "metrics.json").read_text())
     assert [h["epoch"] for h in saved] == [1, 2]
     assert run.is_done("pretrain") and second["epochs"] == 2
+    # rank 0 follows the epochs in <run_dir>/progress.log: epoch 1, then the resumed run's epoch 2
+    from pipeline.progress import read_log
+
+    epochs = [line for line in read_log(run) if " ssl/epochs " in line]
+    assert any("1/1 epoch (100%)" in line and "loss=" in line for line in epochs), epochs
+    assert any("resumed=1" in line for line in epochs), epochs
+    assert any("2/2 epoch (100%)" in line and "loss=" in line for line in epochs), epochs
     assert step(2)["finished_at"] == second["finished_at"]  # marked done: not retrained
 
     module, dim, meta = load_backbone(second["checkpoint"])
