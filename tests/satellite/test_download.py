@@ -73,6 +73,10 @@ def test_download_with_faults_and_resume(wmts_server, tmp_path):
     # tiles touching the missing source tile (bottom-right) are left out, the rest are written
     assert 0 < rows2.sum() < 9 and summary["dates"][d2]["dropped_missing"] == 9 - rows2.sum()
     assert run.is_done(f"download-{LAYER.name}-{d1}") and not run.is_done(f"download-{LAYER.name}-{d2}")
+    # the failed tile (URL, reason) is recorded in run.json for the person rerunning the job
+    recorded = run.read_json("run.json")["download"]
+    assert [tuple(t) for t in recorded["failed_tiles"]] == [tuple(t) for t in summary["failed_tiles"]]
+    assert recorded["source_tiles"]["failed"] == 1
 
     before = dict(wmts_server.requests)
     wmts_server.faults = {}
@@ -84,6 +88,7 @@ def test_download_with_faults_and_resume(wmts_server, tmp_path):
     table = read_shards(out)
     assert table.num_rows == 18 and len(set(table.column("id").to_pylist())) == 18
     assert run.is_done(f"download-{LAYER.name}-{d2}")
+    assert run.read_json("run.json")["download"]["failed_tiles"] == []  # the rerun fetched it
 
 
 def test_permanent_errors_are_not_retried(wmts_server, tmp_path):
