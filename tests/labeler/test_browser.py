@@ -125,3 +125,27 @@ def test_two_labelers_never_get_the_same_image(browser, store: LabelStore):
         events = store.events()
         assert len(events) == 12 and len({e.id for e in events}) == 12
         assert {e.id for e in events if e.annotator == "alice"} == set(seen["alice"][:6])
+
+
+def test_number_keys_label_a_multiclass_store(browser, tmp_path, image_files):
+    """With more than positive/negative, the page binds 1..n to the store's labels in order."""
+    ids, uris = image_files
+    multi = LabelStore(tmp_path / "multi.sqlite", labels=["forest", "river", "beach", "unsure"])
+    multi.register(ids, uris)
+    multi.enqueue(ids, batch="b0")
+    with serve(multi.path) as server:
+        _, page = open_labeler(browser, server.url, "carol")
+        expected = {}
+        for key, label in (("3", "beach"), ("1", "forest"), ("4", "unsure"), ("2", "river")):
+            item = shown(page)
+            page.keyboard.press(key)
+            next_shown(page, item)
+            expected[item] = label
+            wait_labeled(page, len(expected))
+        assert multi.current_labels() == expected
+        item = shown(page)
+        page.keyboard.press("ArrowRight")  # no "positive" label in this store: the key does nothing
+        page.keyboard.press("1")  # ... which the following number key proves: it labels this same item
+        next_shown(page, item)
+        wait_labeled(page, len(expected) + 1)
+        assert multi.current_labels() == {**expected, item: "forest"}
