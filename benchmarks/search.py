@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import io
 import json
 import time
 

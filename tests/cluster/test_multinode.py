@@ -18,7 +18,16 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from tests.cluster.conftest import FAULT_SETTINGS, REPO, free_port, node_ports, start_node, stop_nodes, wait_for, write_subset
+from tests.cluster.conftest import (
+    FAULT_SETTINGS,
+    REPO,
+    free_port,
+    node_ports,
+    start_node,
+    stop_nodes,
+    wait_for,
+    write_subset,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

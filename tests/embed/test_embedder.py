@@ -4,7 +4,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline.embed import EmbedStage, Embedder, build_backbone
+from pipeline.embed import Embedder, EmbedStage, build_backbone
 from pipeline.io.tables import arrow_to_embeddings
 from tests.io.bad_inputs import bad_inputs
 

@@ -10,7 +10,6 @@ from PIL import Image, ImageDraw
 
 from pipeline.labeler import LabelStore
 
-
 CLASSES = {"fields": (90, 160, 60), "roofs": (170, 80, 70), "water": (40, 90, 180)}
 
 

@@ -10,8 +10,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from pipeline.satellite.codec import decode_rgb_array  # noqa: E402
 from wmts_server import WMTSServer  # noqa: E402
+
+from pipeline.satellite.codec import decode_rgb_array  # noqa: E402
 
 
 @pytest.fixture(scope="session")

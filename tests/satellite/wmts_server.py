@@ -12,8 +12,8 @@ from __future__ import annotations
 import io
 import threading
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -38,7 +38,7 @@ class WMTSServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/wmts/epsg4326/best"
 
-    def start(self) -> "WMTSServer":
+    def start(self) -> WMTSServer:
         self._thread.start()
         return self
 

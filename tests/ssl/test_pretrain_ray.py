@@ -29,8 +29,8 @@ def _config(tmp_path, method: str, epochs: int) -> dict:
 
 def test_two_workers_train_checkpoint_resume_and_embed(ray_session, datasets_dir, tmp_path):
     from pipeline.embed.stage import EmbedStage
-    from pipeline.io.tables import arrow_to_embeddings
     from pipeline.io.sources import iter_images
+    from pipeline.io.tables import arrow_to_embeddings
     from pipeline.rundir import RunDir
     from pipeline.ssl import load_backbone, read_checkpoint, run_pretrain
 
