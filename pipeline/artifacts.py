@@ -78,6 +78,7 @@ ALL: tuple[Artifact, ...] = tuple(v for v in globals().values() if isinstance(v,
 # fingerprint is their file listing. Every later step works on them unchanged.
 EXTERNAL_SOURCES[EMBEDDINGS.step] = EMBEDDINGS.name
 EXTERNAL_SOURCES[MANIFEST.step] = MANIFEST.name  # a manifest made elsewhere can be labeled
+EXTERNAL_SOURCES[DUPLICATES.step] = DUPLICATES.name  # so can a duplicate list from another tool
 DOWNLOAD_COMPOSITE = "composite"  # step name of the satellite composite (its outputs live outside run_dir)
 
 

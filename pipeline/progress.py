@@ -167,6 +167,7 @@ def track(items: Iterable[T], name: str, total: int | None = None, **kwargs: Any
 def append_log(run: RunDir, line: str) -> None:
     """Append one line to ``<run_dir>/progress.log`` (object stores without append: rewrite)."""
     path = run.local(PROGRESS_LOG)
+    run.fs.makedirs(run.local(), exist_ok=True)
     try:
         with run.fs.open(path, "a") as fh:
             fh.write(line + "\n")

@@ -12,6 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from pipeline.artifacts import PRETRAIN_CHECKPOINT
 from pipeline.curate import run_curate
 from pipeline.rundir import RunDir
 from tests.io.bad_inputs import bad_inputs
@@ -115,7 +116,7 @@ def test_curate_with_pretraining_embeds_with_the_ssl_backbone(ray_session, messy
                   "dedup.enabled=false")  # two SGD steps give near-identical features: nothing to dedup against
     run = RunDir(str(run_dir))
     run_curate(run, cfg)
-    checkpoint = run.marker("pretrain")["checkpoint"]
+    checkpoint = run.path(PRETRAIN_CHECKPOINT)
     assert Path(checkpoint).is_dir()
     embed_cfg = run.read_json("run.json")["counts"]["embed"]
     emb = pq.read_table(run_dir / "embeddings")

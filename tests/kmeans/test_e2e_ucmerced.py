@@ -48,12 +48,12 @@ def test_cluster_and_sample_ucmerced(ray_session, datasets_dir, tmp_path):
     )
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         ccfg = compose("cluster", overrides=["kmeans.n_clusters=[42,21]", "kmeans.sample_size=[4,2]", "kmeans.n_actors=2"])
-        scfg = compose("sample", overrides=[f"sampling.target_size={TARGET}"])
+        scfg = compose("sample", overrides=[f"sample.target_size={TARGET}"])
     assert ccfg.kmeans.metric == "cosine" and len(ccfg.kmeans.n_iters) == 2
     summary = run_cluster(run, to_dict(ccfg.kmeans), seed=int(ccfg.seed))
     assert summary["n_points"] == len(rows) == sum(HEAD.values()) + TAIL * (len(classes) - len(HEAD)) == 234
     assert summary["levels"][0]["non_empty"] == 42
-    out = run_sample(run, to_dict(scfg.sampling))
+    out = run_sample(run, to_dict(scfg.sample))
     manifest = pq.read_table(run.path("manifest.parquet"))
     assert out["n_selected"] == manifest.num_rows == TARGET
     assert manifest.column_names[:6] == ["id", "uri", "level_1", "level_2", "distance", "multiplicity"]

@@ -31,7 +31,8 @@ def test_label_job_on_ucmerced_manifest(tmp_path: Path, datasets_dir: Path):
     ids = pq.read_table(part, columns=["id"]).column("id").to_pylist()[:40]
     run = RunDir(str(tmp_path / "run"))
     manifest = pa.table({"id": ids, "uri": [f"{part}#{row}" for row in range(len(ids))], "level_1": list(range(40))})
-    pq.write_table(manifest, run.local("manifest.parquet"))
+    Path(run.local()).mkdir(parents=True)
+    pq.write_table(manifest, run.local("manifest.parquet"))  # a manifest made elsewhere
 
     cfg = label_cfg(tmp_path / "run", "action=prepare", "queue.limit=12")
     assert cfg["labeler"]["port"] == 0 and cfg["labeler"]["share"] is False

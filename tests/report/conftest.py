@@ -54,7 +54,7 @@ def build_run(root: Path, *, with_manifest: bool = True, missing_image: str | No
             vecs.append(centre + rng.normal(0, 0.5, 8).astype(np.float32))
     run = RunDir(str(root / "run"))
     table = pa.table({"id": ids, "uri": uris, "label": labels, "embedding": embeddings_to_arrow(np.stack(vecs))})
-    (root / "run" / "embeddings").mkdir()
+    (root / "run" / "embeddings").mkdir(parents=True)
     pq.write_table(table.slice(0, 50), root / "run" / "embeddings" / "part-00000.parquet")
     pq.write_table(table.slice(50), root / "run" / "embeddings" / "part-00001.parquet")
     write_parquet_atomic(pa.table({"id": ["bad/1.jpg", "bad/2.txt", "bad/3.jpg"], "uri": ["a", "b", "c"],

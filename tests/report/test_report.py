@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from scipy.stats import entropy
 
-from pipeline.kmeans.run import load_levels
+from pipeline.artifacts import load_levels
 from pipeline.report import write_report
 from pipeline.report.data import gather, load_many_bytes
 from pipeline.report.html import normalized_entropy, render
@@ -53,7 +53,7 @@ def test_counts_match_the_run_directory(finished_run):
 
 def test_cluster_sizes_before_and_after_sampling(finished_run):
     data = gather(finished_run, {})
-    _, levels = load_levels(finished_run.path("clusters"))
+    _, levels = load_levels(finished_run)
     manifest = pq.read_table(finished_run.path("manifest.parquet")).to_pandas()
     assert [lv.level for lv in data.levels] == [1, 2]
     # level 1: cluster sizes are the CSR cluster lengths; level 2 in points = sum over children
@@ -82,7 +82,7 @@ def test_gallery_largest_and_smallest_clusters(finished_run):
     smallest = [g for g in data.gallery if g.kind == "smallest"]
     assert [g.size for g in largest] == sorted(sizes[sizes > 0])[::-1][:2]
     assert [g.size for g in smallest] == sorted(sizes[sizes > 0])[:2]
-    _, levels = load_levels(finished_run.path("clusters"))
+    _, levels = load_levels(finished_run)
     for g in data.gallery:
         assert len(g.thumbs) == min(4, g.size)
         members = levels[0].sorted_clusters[levels[0].offsets[g.cluster]: levels[0].offsets[g.cluster + 1]]

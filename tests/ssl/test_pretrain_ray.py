@@ -62,7 +62,8 @@ def test_two_workers_train_checkpoint_resume_and_embed(ray_session, datasets_dir
     assert any("1/1 epoch (100%)" in line and "loss=" in line for line in epochs), epochs
     assert any("resumed=1" in line for line in epochs), epochs
     assert any("2/2 epoch (100%)" in line and "loss=" in line for line in epochs), epochs
-    assert step(2)["finished_at"] == second["finished_at"]  # marked done: not retrained
+    finished = run.marker("pretrain")["finished_at"]
+    assert step(2) == second and run.marker("pretrain")["finished_at"] == finished  # marked done: not retrained
 
     module, dim, meta = load_backbone(second["checkpoint"])
     assert (dim, meta["image_size"], meta["method"], meta["epoch"]) == (64, 32, "simclr", 2)
