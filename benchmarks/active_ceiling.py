@@ -9,6 +9,7 @@ recall, the protocol's "runs >= 0.92 retrieved" is out of reach for any head on 
     .venv/bin/python -m benchmarks.active_ceiling --embed-features stages --tta rot4
     .venv/bin/python -m benchmarks.active_ceiling --classes Resort Square School Center Park
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,9 @@ def main() -> None:
     x = StandardScaler().fit_transform(x)
     classes = args.classes or sorted(set(labels.tolist()))
     t0 = time.time()
-    print(f"AID {x.shape}, {args.embed_features} features, tta {args.tta}, {args.image_size} px; 5-fold, all labels known; {machine()}")
+    print(
+        f"AID {x.shape}, {args.embed_features} features, tta {args.tta}, {args.image_size} px; 5-fold, all labels known; {machine()}"
+    )
     print("| class | images | recall (p >= 0.5) | false-positive share | recall (p >= 0.2) | false-positive share |")
     print("|---|---:|---:|---:|---:|---:|")
     recalls = []

@@ -15,6 +15,7 @@ Every invocation also runs the plain least-confidence baseline (ImageNet last-la
 TTA, default loop settings, same starters and budget) and prints it as the ``baseline`` row, so
 the comparison is computed here rather than quoted (``--no-baseline`` skips it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,7 +49,9 @@ def features(kind: str, checkpoint: str | None, image_size: int = 160, pooled: s
     if kind == "ssl":
         if not checkpoint:
             raise SystemExit("--features ssl needs --checkpoint")
-        return dataset_embeddings("aid150", backbone="ssl", checkpoint=checkpoint, image_size=image_size, features=pooled, tta=tta)
+        return dataset_embeddings(
+            "aid150", backbone="ssl", checkpoint=checkpoint, image_size=image_size, features=pooled, tta=tta
+        )
     raise SystemExit(f"unknown --features {kind}")
 
 
@@ -64,8 +67,15 @@ def baseline_runs(args, table, runs: pa.Table, has_extra: bool, progress) -> pa.
     else:
         btable, bx = features("imagenet", None, args.image_size, "head", "none")
         config = ActiveConfig.from_dict({**VARIANTS["least_confidence"], "budget": args.budget})
-        same = protocol_runs(bx, btable.column("label").to_pylist(), {BASELINE: config}, n_starters=args.n_starters,
-                             seed=args.seed, ids=btable.column("id").to_pylist(), progress=progress)
+        same = protocol_runs(
+            bx,
+            btable.column("label").to_pylist(),
+            {BASELINE: config},
+            n_starters=args.n_starters,
+            seed=args.seed,
+            ids=btable.column("id").to_pylist(),
+            progress=progress,
+        )
     return same.set_column(same.schema.get_field_index("variant"), "variant", pa.array([BASELINE] * same.num_rows))
 
 
@@ -74,12 +84,21 @@ def main() -> None:
     ap.add_argument("--features", default="imagenet", choices=["imagenet", "random", "ssl"])
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--image-size", type=int, default=160, help="embedding input size (SSL: the pretraining size)")
-    ap.add_argument("--embed-features", default="head", choices=["head", "stages"], help="embed.features: last layer or multi-scale stages")
-    ap.add_argument("--tta", default="none", choices=["none", "flip", "rot4", "d4"], help="embed.tta: test-time views averaged")
+    ap.add_argument(
+        "--embed-features",
+        default="head",
+        choices=["head", "stages"],
+        help="embed.features: last layer or multi-scale stages",
+    )
+    ap.add_argument(
+        "--tta", default="none", choices=["none", "flip", "rot4", "d4"], help="embed.tta: test-time views averaged"
+    )
     ap.add_argument("--n-starters", type=int, default=10)
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
     ap.add_argument("--budget", type=float, default=0.05)
-    ap.add_argument("--set", nargs="*", default=[], help="extra loop settings key=value (e.g. threshold=0.6 head.c=0.1)")
+    ap.add_argument(
+        "--set", nargs="*", default=[], help="extra loop settings key=value (e.g. threshold=0.6 head.c=0.1)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--per-class", action="store_true", help="print the per-class table of the first variant")
     ap.add_argument("--no-baseline", action="store_true", help="skip the plain least-confidence baseline row")
@@ -103,19 +122,33 @@ def main() -> None:
         if n_done[0] % 25 == 0:
             print(f"  {n_done[0]} runs, {time.time() - t0:.0f}s; last {row}", flush=True)
 
-    runs = protocol_runs(x, table.column("label").to_pylist(), variants, n_starters=args.n_starters, seed=args.seed,
-                         ids=table.column("id").to_pylist(), progress=progress)
+    runs = protocol_runs(
+        x,
+        table.column("label").to_pylist(),
+        variants,
+        n_starters=args.n_starters,
+        seed=args.seed,
+        ids=table.column("id").to_pylist(),
+        progress=progress,
+    )
     if not args.no_baseline:
         runs = pa.concat_tables([runs, baseline_runs(args, table, runs, bool(extra), progress)])
-    tag = f"{args.features}-{args.embed_features}-tta_{args.tta}-{args.image_size}px-n{args.n_starters}-b{args.budget}" + ("-" + "-".join(args.set) if args.set else "")
+    tag = (
+        f"{args.features}-{args.embed_features}-tta_{args.tta}-{args.image_size}px-n{args.n_starters}-b{args.budget}"
+        + ("-" + "-".join(args.set) if args.set else "")
+    )
     write_parquet_atomic(runs, str(CACHE / f"active_protocol-{tag}.parquet"))
-    print(f"\nAID {x.shape}, features={args.features} ({args.embed_features}, tta {args.tta}) at {args.image_size} px, {args.n_starters} starters/class, budget {args.budget}, "
-          f"settings {extra or 'default'}; {time.time() - t0:.0f}s; {machine()}")
+    print(
+        f"\nAID {x.shape}, features={args.features} ({args.embed_features}, tta {args.tta}) at {args.image_size} px, {args.n_starters} starters/class, budget {args.budget}, "
+        f"settings {extra or 'default'}; {time.time() - t0:.0f}s; {machine()}"
+    )
     print("| variant | runs | effort | retrieved | false pos. | F1 | runs >= 0.92 retrieved |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for s in summarize(runs):
-        print(f"| {s['variant']} | {s['runs']} | {s['labeling_effort']:.3f} | {s['positives_retrieved']:.3f} | "
-              f"{s['false_positive_rate']:.3f} | {s['f1']:.3f} | {s['share_retrieved_ge_0.92']:.2f} |")
+        print(
+            f"| {s['variant']} | {s['runs']} | {s['labeling_effort']:.3f} | {s['positives_retrieved']:.3f} | "
+            f"{s['false_positive_rate']:.3f} | {s['f1']:.3f} | {s['share_retrieved_ge_0.92']:.2f} |"
+        )
     if args.per_class:
         first = args.variants[0]
         print(f"\nper class ({first}):\n| class | " + " | ".join(MEASURES) + " |\n|---|" + "---:|" * len(MEASURES))

@@ -5,6 +5,7 @@
 Target: <= 3 s per round on the project machine. The pool is clustered synthetic data (64 Gaussian
 blobs, positive class = one blob); the labeled set is ``--labeled`` random rows.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,10 +44,14 @@ def main() -> None:
         times = []
         labeled_rows, labeled_y = rows, labels
         for rep in range(args.repeats):
-            new = rng.choice(np.setdiff1d(np.arange(args.n), labeled_rows), size=64, replace=False)  # last round's batch
+            new = rng.choice(
+                np.setdiff1d(np.arange(args.n), labeled_rows), size=64, replace=False
+            )  # last round's batch
             labeled_rows = np.concatenate([labeled_rows, new])
             labeled_y = np.concatenate([labeled_y, truth[new].astype(np.int8)])
-            state = LoopState(rows=labeled_rows, labels=labeled_y, label_round=np.zeros(len(labeled_rows), np.int32), round=rep)
+            state = LoopState(
+                rows=labeled_rows, labels=labeled_y, label_round=np.zeros(len(labeled_rows), np.int32), round=rep
+            )
             t0 = time.perf_counter()
             head.fit(x[labeled_rows], labeled_y)
             t1 = time.perf_counter()
@@ -58,7 +63,10 @@ def main() -> None:
             times.append((t3 - t0, t1 - t0, t2 - t1, t3 - t2))
         best = min(times)
         med = sorted(times)[len(times) // 2]
-        print(f"| {diversity} | {med[0]:.2f} s | {best[0]:.2f} s | fit {med[1]:.2f} / score {med[2]:.2f} / select {med[3]:.2f} |", flush=True)
+        print(
+            f"| {diversity} | {med[0]:.2f} s | {best[0]:.2f} s | fit {med[1]:.2f} / score {med[2]:.2f} / select {med[3]:.2f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ ground-truth labels:
 
     .venv/bin/python -m benchmarks.balance [--seeds 5] [--scenario long_tail redundancy]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -122,13 +123,23 @@ def redundancy_sources(per_class: int, heads: int, sources: int) -> tuple[dict[s
     ids, names = np.asarray(meta.column("id").to_pylist()), np.asarray(meta.column("label").to_pylist())
     fixed = np.random.default_rng(0)
     classes = sorted(set(names))
-    picked = {c: [str(i) for i in fixed.choice(np.sort(ids[names == c]), size=per_class, replace=False)] for c in classes}
+    picked = {
+        c: [str(i) for i in fixed.choice(np.sort(ids[names == c]), size=per_class, replace=False)] for c in classes
+    }
     heads_ = fixed.choice(len(classes), size=heads, replace=False)
     return picked, [i for h in heads_ for i in picked[classes[h]][:sources]]
 
 
-def redundancy_pool(x: np.ndarray, labels: np.ndarray, ids: np.ndarray, seed: int,
-                    per_class: int = 30, heads: int = 3, sources: int = 30, copies: int = 15) -> Pool:
+def redundancy_pool(
+    x: np.ndarray,
+    labels: np.ndarray,
+    ids: np.ndarray,
+    seed: int,
+    per_class: int = 30,
+    heads: int = 3,
+    sources: int = 30,
+    copies: int = 15,
+) -> Pool:
     """``per_class`` images of every class plus ``copies`` near-duplicates of ``sources`` images of
     ``heads`` head classes (fixed draw, so the copies are embedded once); ``seed`` shuffles the pool."""
     picked, src_ids = redundancy_sources(per_class, heads, sources)
@@ -159,12 +170,27 @@ def configs(n_pool: int) -> dict[str, tuple[dict, str]]:
     k2 = max(5, k1 // 5)
     k3 = max(3, k2 // 4)
     return {
-        "flat k-means (1 level, 0 resampling)": ({"n_clusters": [k1], "n_iters": 20, "n_resampling_steps": [0]}, "random"),
-        "1 level, 10 resampling steps": ({"n_clusters": [k1], "n_iters": 20, "n_resampling_steps": [10], "sample_size": [4]}, "random"),
+        "flat k-means (1 level, 0 resampling)": (
+            {"n_clusters": [k1], "n_iters": 20, "n_resampling_steps": [0]},
+            "random",
+        ),
+        "1 level, 10 resampling steps": (
+            {"n_clusters": [k1], "n_iters": 20, "n_resampling_steps": [10], "sample_size": [4]},
+            "random",
+        ),
         "2 levels, 0 resampling": ({"n_clusters": [k1, k2], "n_iters": 20, "n_resampling_steps": [0, 0]}, "random"),
-        "2 levels, 10 resampling steps": ({"n_clusters": [k1, k2], "n_iters": 20, "n_resampling_steps": [10, 10], "sample_size": [4, 2]}, "random"),
-        "3 levels, 10 resampling steps": ({"n_clusters": [k1, k2, k3], "n_iters": 20, "n_resampling_steps": [10, 10, 10], "sample_size": [4, 2, 2]}, "random"),
-        "2 levels, 10 resampling, closest": ({"n_clusters": [k1, k2], "n_iters": 20, "n_resampling_steps": [10, 10], "sample_size": [4, 2]}, "closest"),
+        "2 levels, 10 resampling steps": (
+            {"n_clusters": [k1, k2], "n_iters": 20, "n_resampling_steps": [10, 10], "sample_size": [4, 2]},
+            "random",
+        ),
+        "3 levels, 10 resampling steps": (
+            {"n_clusters": [k1, k2, k3], "n_iters": 20, "n_resampling_steps": [10, 10, 10], "sample_size": [4, 2, 2]},
+            "random",
+        ),
+        "2 levels, 10 resampling, closest": (
+            {"n_clusters": [k1, k2], "n_iters": 20, "n_resampling_steps": [10, 10], "sample_size": [4, 2]},
+            "closest",
+        ),
     }
 
 
@@ -188,18 +214,25 @@ def evaluate(name: str, make_pool, fraction: float, seeds: list[int]) -> dict:
         print(f"{name} seed {seed} done", flush=True)
     table = {}
     for cname, ms in rows.items():
-        table[cname] = {k: (round(float(np.mean([m[k] for m in ms])), 4), round(float(np.std([m[k] for m in ms])), 4)) for k in ms[0]}
+        table[cname] = {
+            k: (round(float(np.mean([m[k] for m in ms])), 4), round(float(np.std([m[k] for m in ms])), 4))
+            for k in ms[0]
+        }
     return {"scenario": name, **info, "fraction": fraction, "seeds": seeds, "results": table}
 
 
 def print_markdown(res: dict) -> None:
     base = res["results"]["random"]["entropy"][0]
-    print(f"\n### {res['scenario']} (pool {res['pool']}, subset {res['target']}, copies in pool {res['pool_copy_share']:.0%})\n")
+    print(
+        f"\n### {res['scenario']} (pool {res['pool']}, subset {res['target']}, copies in pool {res['pool_copy_share']:.0%})\n"
+    )
     print("| method | norm. entropy | Δ vs random | classes | smallest class | copy share |")
     print("|---|---:|---:|---:|---:|---:|")
     for cname, r in res["results"].items():
         e, c, mn, cp = r["entropy"], r["classes"], r["min_class"], r["copy_share"]
-        print(f"| {cname} | {e[0]:.3f} ± {e[1]:.3f} | {e[0] - base:+.3f} | {c[0]:.1f} ± {c[1]:.1f} | {mn[0]:.1f} ± {mn[1]:.1f} | {cp[0]:.3f} ± {cp[1]:.3f} |")
+        print(
+            f"| {cname} | {e[0]:.3f} ± {e[1]:.3f} | {e[0] - base:+.3f} | {c[0]:.1f} ± {c[1]:.1f} | {mn[0]:.1f} ± {mn[1]:.1f} | {cp[0]:.3f} ± {cp[1]:.3f} |"
+        )
 
 
 def set_options(points_per_cluster: int, only: list[str] | None) -> None:

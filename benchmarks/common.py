@@ -4,6 +4,7 @@
 images) into ``benchmarks/.cache/aid150-<backbone>-<size>/`` and returns its table and matrix;
 later calls just read the cache (the run directory's done-marker makes the step resumable).
 """
+
 from __future__ import annotations
 
 import os
@@ -26,11 +27,23 @@ def ensure_ray(num_cpus: int = 2) -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=num_cpus, object_store_memory=int(3e8), include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            object_store_memory=int(3e8),
+            include_dashboard=False,
+            log_to_driver=False,
+        )
 
 
-def dataset_embeddings(name: str, backbone: str = "efficientnet_lite0", image_size: int = 160, checkpoint: str | None = None,
-                       features: str = "head", tta: str = "none") -> tuple[pa.Table, np.ndarray]:
+def dataset_embeddings(
+    name: str,
+    backbone: str = "efficientnet_lite0",
+    image_size: int = 160,
+    checkpoint: str | None = None,
+    features: str = "head",
+    tta: str = "none",
+) -> tuple[pa.Table, np.ndarray]:
     """(table with ``id``, ``uri``, ``label``..., (N, D) float32 L2-normalised embeddings) of a shared dataset.
 
     ``features`` / ``tta``: ``embed.features`` / ``embed.tta`` (multi-scale stages, test-time views).
@@ -44,8 +57,15 @@ def dataset_embeddings(name: str, backbone: str = "efficientnet_lite0", image_si
     tag += "" if features == "head" else f"-{features}"
     tag += "" if tta == "none" else f"-tta_{tta}"
     run = RunDir(str(CACHE / f"{name}-{tag}-{image_size}"))
-    embed_cfg = {"backbone": backbone, "checkpoint": checkpoint, "image_size": image_size, "batch_size": 64, "pool_size": 2,
-                 "features": features, "tta": tta}
+    embed_cfg = {
+        "backbone": backbone,
+        "checkpoint": checkpoint,
+        "image_size": image_size,
+        "batch_size": 64,
+        "pool_size": 2,
+        "features": features,
+        "tta": tta,
+    }
     input_cfg = {"path": str(DATASETS / name)}
     if not run.exists("_markers", "embed.json"):
         ensure_ray()
@@ -53,7 +73,9 @@ def dataset_embeddings(name: str, backbone: str = "efficientnet_lite0", image_si
     return read_embeddings(run.path("embeddings"))
 
 
-def aid_embeddings(backbone: str = "efficientnet_lite0", image_size: int = 160, features: str = "head", tta: str = "none") -> tuple[pa.Table, np.ndarray]:
+def aid_embeddings(
+    backbone: str = "efficientnet_lite0", image_size: int = 160, features: str = "head", tta: str = "none"
+) -> tuple[pa.Table, np.ndarray]:
     """AID (10,000 images of 150x150, 30 classes) embedded with the default backbone at 160 px."""
     return dataset_embeddings("aid150", backbone, image_size, features=features, tta=tta)
 

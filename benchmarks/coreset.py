@@ -8,6 +8,7 @@ The exact greedy's cost per pick is constant (one N x D matrix-vector product), 
 timed over ``--exact-picks`` picks and extrapolated linearly to k picks; ``--exact-picks 0`` runs it
 fully. Results are printed as JSON and saved under ``benchmarks/.cache/``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,13 @@ def label_stats(labels: np.ndarray, idx: np.ndarray) -> dict:
     all_classes, all_counts = np.unique(labels, return_counts=True)
     per_class = dict(zip(classes, counts))
     share = np.array([per_class.get(c, 0) / n for c, n in zip(all_classes, all_counts)])
-    return {"classes": int(len(classes)), "of": int(len(all_classes)),
-            "entropy_bits": round(float(-(p * np.log2(p)).sum()), 4),
-            "min_class_share": round(float(share.min()), 4), "max_class_share": round(float(share.max()), 4)}
+    return {
+        "classes": int(len(classes)),
+        "of": int(len(all_classes)),
+        "entropy_bits": round(float(-(p * np.log2(p)).sum()), 4),
+        "min_class_share": round(float(share.min()), 4),
+        "max_class_share": round(float(share.max()), 4),
+    }
 
 
 def bench_aid(seeds: int = 5) -> dict:
@@ -45,13 +50,20 @@ def bench_aid(seeds: int = 5) -> dict:
     out["exact"] = {"radius": round(r, 4), "seconds": round(time.perf_counter() - t, 1), **label_stats(labels, idx)}
     t = time.perf_counter()
     idx, _ = stratified_k_center(x, k, seed=0)
-    out["stratified"] = {"radius": round(covering_radius(x, idx), 4), "seconds": round(time.perf_counter() - t, 1),
-                         **label_stats(labels, idx)}
+    out["stratified"] = {
+        "radius": round(covering_radius(x, idx), 4),
+        "seconds": round(time.perf_counter() - t, 1),
+        **label_stats(labels, idx),
+    }
     t = time.perf_counter()
     _, assignments, _ = kmeans(np.array(x), 30, 20, metric="l2", seed=0)
     idx, bound, _ = per_cluster_k_center(x, assignments, k, use_ray=False)
-    out["per_cluster_30"] = {"radius": round(covering_radius(x, idx), 4), "radius_bound": round(bound, 4),
-                             "seconds": round(time.perf_counter() - t, 1), **label_stats(labels, idx)}
+    out["per_cluster_30"] = {
+        "radius": round(covering_radius(x, idx), 4),
+        "radius_bound": round(bound, 4),
+        "seconds": round(time.perf_counter() - t, 1),
+        **label_stats(labels, idx),
+    }
     rand = []
     for s in range(seeds):
         idx = np.random.default_rng(s).choice(n, k, replace=False)
@@ -67,7 +79,9 @@ def synthetic(n: int, d: int = 128, m: int = 1000, intrinsic: int = 16, seed: in
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(m, d)).astype(np.float32)
     a = rng.choice(m, size=n, p=rng.dirichlet(np.full(m, 2.0)))
-    basis = (rng.normal(size=(m, intrinsic, d)) / np.sqrt(intrinsic) * rng.uniform(0.3, 1.0, (m, 1, 1))).astype(np.float32)
+    basis = (rng.normal(size=(m, intrinsic, d)) / np.sqrt(intrinsic) * rng.uniform(0.3, 1.0, (m, 1, 1))).astype(
+        np.float32
+    )
     x = np.empty((n, d), dtype=np.float32)
     for s in range(0, n, 100_000):
         z = rng.normal(size=(min(100_000, n - s), intrinsic)).astype(np.float32)
@@ -82,15 +96,21 @@ def bench_scale(n: int, k: int, exact_picks: int, radius_sample: int) -> dict:
     t = time.perf_counter()
     s_idx, s_radius_est = stratified_k_center(x, k, seed=0, radius_sample=radius_sample)
     s_time = time.perf_counter() - t
-    out["stratified"] = {"seconds": round(s_time, 1), "radius_on_sample": round(s_radius_est, 4),
-                         "radius_sample": radius_sample}
+    out["stratified"] = {
+        "seconds": round(s_time, 1),
+        "radius_on_sample": round(s_radius_est, 4),
+        "radius_sample": radius_sample,
+    }
     t = time.perf_counter()
     picks = k if exact_picks <= 0 else min(exact_picks, k)
     e_idx, e_radius = k_center_greedy(x, picks)
     e_time = time.perf_counter() - t
     full = picks == k
-    out["exact"] = {"seconds": round(e_time if full else e_time * k / picks, 1), "timed_picks": picks,
-                    "extrapolated": not full}
+    out["exact"] = {
+        "seconds": round(e_time if full else e_time * k / picks, 1),
+        "timed_picks": picks,
+        "extrapolated": not full,
+    }
     if full:
         out["exact"]["radius"] = round(e_radius, 4)
         out["exact"]["radius_on_sample"] = round(covering_radius(x, e_idx, sample=radius_sample, seed=0), 4)

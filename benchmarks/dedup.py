@@ -14,6 +14,7 @@ curate: 100 images per class; in 3 head classes, 100 images get 5 copies each (b
 1.2), JPEG quality U(60, 90)), so heads hold 40% of the pool. 10% subsets: random, hierarchical
 k-means + balanced sampling, and dedup -> k-means + balanced sampling. Label entropy in nats.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,11 @@ def inflated_copies() -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     base_ids = np.concatenate([fixed.choice(meta_ids[meta_labels == c], 100, replace=False) for c in classes])
     heads = fixed.choice(len(classes), 3, replace=False)
     src_ids = np.repeat(np.concatenate([base_ids[h * 100 : (h + 1) * 100] for h in heads]), 5)
-    return (base_ids, src_ids,
-            *embed_copies("inflated-1500", src_ids.tolist(), ["brightness_jpeg"] * len(src_ids), seed=1))
+    return (
+        base_ids,
+        src_ids,
+        *embed_copies("inflated-1500", src_ids.tolist(), ["brightness_jpeg"] * len(src_ids), seed=1),
+    )
 
 
 def aid_images() -> dict[str, bytes]:
@@ -129,12 +133,20 @@ def bench_recall(eps_list: list[float]) -> dict:
     pool = np.concatenate([x, copy_x])
     hashes = aid_hashes(ids) + copy_hashes
     n = len(ids)
-    cos = np.einsum("nd,nd->n", copy_x / np.linalg.norm(copy_x, axis=1, keepdims=True),
-                    x[src] / np.linalg.norm(x[src], axis=1, keepdims=True))
-    out: dict = {"pool": len(pool), "copies": 300,
-                 "copy_to_source_cosine": {k: [round(float(np.percentile(cos[np.array(kinds) == k], q)), 3)
-                                               for q in (5, 50, 95)] for k in ("flip", "crop", "jpeg")},
-                 "by_eps": {}}
+    cos = np.einsum(
+        "nd,nd->n",
+        copy_x / np.linalg.norm(copy_x, axis=1, keepdims=True),
+        x[src] / np.linalg.norm(x[src], axis=1, keepdims=True),
+    )
+    out: dict = {
+        "pool": len(pool),
+        "copies": 300,
+        "copy_to_source_cosine": {
+            k: [round(float(np.percentile(cos[np.array(kinds) == k], q)), 3) for q in (5, 50, 95)]
+            for k in ("flip", "crop", "jpeg")
+        },
+        "by_eps": {},
+    }
     pair = [ids.index("Industrial/industrial_203.jpg"), ids.index("Industrial/industrial_205.jpg")]
     for eps in eps_list:
         for label, extra in (("kmeans", {}), ("one_cluster", {"n_clusters": 1})):
@@ -143,12 +155,17 @@ def bench_recall(eps_list: list[float]) -> dict:
             seconds = time.perf_counter() - t
             found = kept_of[n + np.arange(300)] == kept_of[src]
             grouped = np.flatnonzero((kind[:n] > 0) & (kept_of[:n] < n))
-            row = {"recall": round(float(found.mean()), 3),
-                   **{f"recall_{k}": round(float(found[np.array(kinds) == k].mean()), 3) for k in ("flip", "crop", "jpeg")},
-                   "matches_among_originals": int(len(grouped)),
-                   "known_pair_found": bool(kept_of[pair[0]] == kept_of[pair[1]]),
-                   "known_pair_kind": ["kept", "exact", "semantic"][int(kind[pair].max())],
-                   "removed": int((kind > 0).sum()), "seconds": round(seconds, 1)}
+            row = {
+                "recall": round(float(found.mean()), 3),
+                **{
+                    f"recall_{k}": round(float(found[np.array(kinds) == k].mean()), 3) for k in ("flip", "crop", "jpeg")
+                },
+                "matches_among_originals": int(len(grouped)),
+                "known_pair_found": bool(kept_of[pair[0]] == kept_of[pair[1]]),
+                "known_pair_kind": ["kept", "exact", "semantic"][int(kind[pair].max())],
+                "removed": int((kind > 0).sum()),
+                "seconds": round(seconds, 1),
+            }
             out["by_eps"][f"{eps}/{label}"] = row
             print(eps, label, row, flush=True)
     return out
@@ -182,8 +199,14 @@ def bench_curate(seeds: int, eps: float, points_per_cluster: int = 15, n_levels:
 
     def curate(idx: np.ndarray, seed: int) -> np.ndarray:
         k1 = max(20, len(idx) // points_per_cluster)
-        kcfg = {"n_clusters": [k1, max(5, k1 // 5)][:n_levels], "n_iters": 20, "n_resampling_steps": [10, 10][:n_levels],
-                "sample_size": [4, 2][:n_levels], "metric": "cosine", "seed": seed}
+        kcfg = {
+            "n_clusters": [k1, max(5, k1 // 5)][:n_levels],
+            "n_iters": 20,
+            "n_resampling_steps": [10, 10][:n_levels],
+            "sample_size": [4, 2][:n_levels],
+            "metric": "cosine",
+            "seed": seed,
+        }
         levels = hierarchical_kmeans(pool_x[idx], kcfg)
         return idx[hierarchical_balanced_sampling(levels, target, strategy="random", rng=seed).indices]
 
@@ -192,20 +215,41 @@ def bench_curate(seeds: int, eps: float, points_per_cluster: int = 15, n_levels:
     dedup_s = time.perf_counter() - t
     kept = np.flatnonzero(kind == 0)
     for seed in range(seeds):
-        picks = {"random": np.random.default_rng(seed).choice(len(pool_y), target, replace=False),
-                 "dedup+random": np.random.default_rng(seed).choice(kept, target, replace=False),
-                 "kmeans+balanced": curate(np.arange(len(pool_y)), seed),
-                 "dedup+kmeans+balanced": curate(kept, seed)}
+        picks = {
+            "random": np.random.default_rng(seed).choice(len(pool_y), target, replace=False),
+            "dedup+random": np.random.default_rng(seed).choice(kept, target, replace=False),
+            "kmeans+balanced": curate(np.arange(len(pool_y)), seed),
+            "dedup+kmeans+balanced": curate(kept, seed),
+        }
         for name, idx in picks.items():
-            rows[name].append({"entropy": entropy(pool_y[idx]), "copy_share": float(is_copy[idx].mean()),
-                               "classes": len(set(pool_y[idx]))})
-    res = {name: {k: [round(float(np.mean([r[k] for r in rs])), 4), round(float(np.std([r[k] for r in rs])), 4)]
-                  for k in rs[0]} for name, rs in rows.items()}
-    return {"pool": len(pool_y), "copies": int(is_copy.sum()), "target": target, "eps": eps, "seeds": seeds,
-            "points_per_cluster": points_per_cluster, "levels": n_levels,
-            "max_entropy": round(float(np.log(len(classes))), 4), "dedup_seconds": round(dedup_s, 1),
-            "dedup_removed_copies": int((kind[is_copy] > 0).sum()), "dedup_removed_originals": int((kind[~is_copy] > 0).sum()),
-            "results": res}
+            rows[name].append(
+                {
+                    "entropy": entropy(pool_y[idx]),
+                    "copy_share": float(is_copy[idx].mean()),
+                    "classes": len(set(pool_y[idx])),
+                }
+            )
+    res = {
+        name: {
+            k: [round(float(np.mean([r[k] for r in rs])), 4), round(float(np.std([r[k] for r in rs])), 4)]
+            for k in rs[0]
+        }
+        for name, rs in rows.items()
+    }
+    return {
+        "pool": len(pool_y),
+        "copies": int(is_copy.sum()),
+        "target": target,
+        "eps": eps,
+        "seeds": seeds,
+        "points_per_cluster": points_per_cluster,
+        "levels": n_levels,
+        "max_entropy": round(float(np.log(len(classes))), 4),
+        "dedup_seconds": round(dedup_s, 1),
+        "dedup_removed_copies": int((kind[is_copy] > 0).sum()),
+        "dedup_removed_originals": int((kind[~is_copy] > 0).sum()),
+        "results": res,
+    }
 
 
 def bench_prepare() -> None:
@@ -227,7 +271,11 @@ def main() -> None:
     if args.part == "prepare":  # build the caches (copies' embeddings, AID pixel hashes) only
         bench_prepare()
         return
-    res = bench_recall(args.eps) if args.part == "recall" else bench_curate(args.seeds, args.eps[0], args.points_per_cluster, args.levels)
+    res = (
+        bench_recall(args.eps)
+        if args.part == "recall"
+        else bench_curate(args.seeds, args.eps[0], args.points_per_cluster, args.levels)
+    )
     res["machine"] = machine()
     print(json.dumps(res, indent=2))
     (CACHE / f"dedup-{args.part}.json").write_text(json.dumps(res, indent=2))

@@ -17,6 +17,7 @@ Ratios are Ray / plain. Target: Ray >= 0.9x the plain loop.
 
     python -m benchmarks.embed --dataset aid150 --images 2000,10000 --threads 2 --image-size 224
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,12 @@ from benchmarks.common import DATASETS, ensure_ray, machine
 def _summary(marks: list[tuple[float, int]]) -> dict[str, float]:
     """(seconds since start, rows) per output block -> throughput numbers."""
     n = sum(m for _, m in marks)
-    return {"images": n, "seconds": round(marks[-1][0], 2), "first_output_s": round(marks[0][0], 2), "end_to_end": round(n / marks[-1][0], 2)}
+    return {
+        "images": n,
+        "seconds": round(marks[-1][0], 2),
+        "first_output_s": round(marks[0][0], 2),
+        "end_to_end": round(n / marks[-1][0], 2),
+    }
 
 
 def plain_loop(input_cfg: dict, embed_cfg: dict, threads: int) -> dict[str, float]:
@@ -68,24 +74,53 @@ def ray_data(input_cfg: dict, embed_cfg: dict, threads: int) -> dict[str, float]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="ucmerced", help="folder under ../shared/datasets")
-    ap.add_argument("--images", default="1050", help="comma-separated image counts (first N images); two or more give the marginal rate")
+    ap.add_argument(
+        "--images",
+        default="1050",
+        help="comma-separated image counts (first N images); two or more give the marginal rate",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--rows-per-unit", type=int, default=128, help="rows per read unit = per Ray Data block")
-    ap.add_argument("--read-tasks", type=int, default=None, help="input.read_tasks (concurrent read tasks; default: Ray Data decides)")
+    ap.add_argument(
+        "--read-tasks",
+        type=int,
+        default=None,
+        help="input.read_tasks (concurrent read tasks; default: Ray Data decides)",
+    )
     args = ap.parse_args()
     ensure_ray(num_cpus=args.threads)
     embed_cfg = {"image_size": args.image_size, "batch_size": args.batch_size}
     runs = []
     for n in [int(v) for v in args.images.split(",")]:
-        input_cfg = {"path": str(DATASETS / args.dataset), "limit": n, "rows_per_unit": args.rows_per_unit, "units_per_block": 1, "read_tasks": args.read_tasks}
+        input_cfg = {
+            "path": str(DATASETS / args.dataset),
+            "limit": n,
+            "rows_per_unit": args.rows_per_unit,
+            "units_per_block": 1,
+            "read_tasks": args.read_tasks,
+        }
         plain = plain_loop(input_cfg, embed_cfg, args.threads)
         ray_ = ray_data(input_cfg, embed_cfg, args.threads)
         assert plain["images"] == ray_["images"], (plain, ray_)
-        runs.append({"images": plain["images"], "plain": plain, "ray": ray_, "ratio_end_to_end": round(ray_["end_to_end"] / plain["end_to_end"], 3)})
+        runs.append(
+            {
+                "images": plain["images"],
+                "plain": plain,
+                "ray": ray_,
+                "ratio_end_to_end": round(ray_["end_to_end"] / plain["end_to_end"], 3),
+            }
+        )
         print(json.dumps(runs[-1]), flush=True)
-    result = {"machine": machine(), "dataset": args.dataset, "image_size": args.image_size, "threads": args.threads, "runs": runs, "target": ">= 0.9"}
+    result = {
+        "machine": machine(),
+        "dataset": args.dataset,
+        "image_size": args.image_size,
+        "threads": args.threads,
+        "runs": runs,
+        "target": ">= 0.9",
+    }
     if len(runs) > 1:
         a, b = runs[0], runs[-1]
         dn = b["images"] - a["images"]

@@ -10,6 +10,7 @@ iteration) against a measured SGEMM peak, and peak RSS vs the matrix.
 
     .venv/bin/python -m benchmarks.kmeans [--n 1000000 --dim 128 --k 1000 --iters 10]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,7 +87,9 @@ def faiss_side(path: str, k: int, iters: int, threads: int, seed: int) -> dict:
     }
 
 
-def strata_side(path: str, n: int, k: int, iters: int, threads: int, seed: int, chunk_mb: float, backend: str = "ray") -> dict:
+def strata_side(
+    path: str, n: int, k: int, iters: int, threads: int, seed: int, chunk_mb: float, backend: str = "ray"
+) -> dict:
     """Ray actors (one thread each) holding contiguous shards read from the ``.npy`` themselves;
     ``backend="local"``: one in-process shard with ``threads`` FAISS threads (no Ray)."""
     from pipeline.kmeans.algorithm import lloyd, random_init
@@ -95,9 +98,17 @@ def strata_side(path: str, n: int, k: int, iters: int, threads: int, seed: int, 
     from pipeline.kmeans.shard import ShardSource
 
     local = backend == "local"
-    cfg = KMeansConfig.from_dict({"n_clusters": [k], "n_actors": 1 if local else threads, "in_process": local,
-                                  "threads_per_actor": threads if local else 1,
-                                  "cpus_per_actor": 0.5, "chunk_mb": chunk_mb, "metric": "l2"})
+    cfg = KMeansConfig.from_dict(
+        {
+            "n_clusters": [k],
+            "n_actors": 1 if local else threads,
+            "in_process": local,
+            "threads_per_actor": threads if local else 1,
+            "cpus_per_actor": 0.5,
+            "chunk_mb": chunk_mb,
+            "metric": "l2",
+        }
+    )
     n_shards = 1 if local else threads
     bounds = np.linspace(0, n, n_shards + 1).astype(int)
     sources = [ShardSource("npy", ((path, int(a), int(b)),)) for a, b in zip(bounds[:-1], bounds[1:])]
@@ -128,8 +139,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--chunk-mb", type=float, default=32)
-    ap.add_argument("--backend", choices=["ray", "local"], default="ray",
-                    help="ray: one single-threaded actor per thread; local: one in-process shard (no Ray)")
+    ap.add_argument(
+        "--backend",
+        choices=["ray", "local"],
+        default="ray",
+        help="ray: one single-threaded actor per thread; local: one in-process shard (no Ray)",
+    )
     ap.add_argument("--faiss-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     path = make_data(args.n, args.dim)
@@ -141,22 +156,46 @@ def main() -> None:
         ensure_ray(num_cpus=args.threads)
     matrix_bytes = args.n * args.dim * 4
     flops = 2 * args.n * args.k * args.dim
-    child = [sys.executable, "-m", "benchmarks.kmeans", "--faiss-child", "--n", str(args.n), "--dim", str(args.dim),
-             "--k", str(args.k), "--iters", str(args.iters), "--threads", str(args.threads)]
+    child = [
+        sys.executable,
+        "-m",
+        "benchmarks.kmeans",
+        "--faiss-child",
+        "--n",
+        str(args.n),
+        "--dim",
+        str(args.dim),
+        "--k",
+        str(args.k),
+        "--iters",
+        str(args.iters),
+        "--threads",
+        str(args.threads),
+    ]
     results: dict[str, list[dict]] = {"faiss": [], "strata": []}
     for r in range(args.rounds):
         out = subprocess.run(child, check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
         results["faiss"].append(json.loads(out.stdout.strip().splitlines()[-1]))
-        results["strata"].append(strata_side(str(path), args.n, args.k, args.iters, args.threads, r, args.chunk_mb, args.backend))
-        print(f"round {r}: faiss {results['faiss'][-1]['seconds_per_iter']:.3f} s/it, "
-              f"strata {results['strata'][-1]['seconds_per_iter']:.3f} s/it", flush=True)
+        results["strata"].append(
+            strata_side(str(path), args.n, args.k, args.iters, args.threads, r, args.chunk_mb, args.backend)
+        )
+        print(
+            f"round {r}: faiss {results['faiss'][-1]['seconds_per_iter']:.3f} s/it, "
+            f"strata {results['strata'][-1]['seconds_per_iter']:.3f} s/it",
+            flush=True,
+        )
 
     peak = max(x["sgemm_peak_gflops"] for x in results["faiss"])
     f_it = float(np.median([x["seconds_per_iter"] for x in results["faiss"]]))
     s_it = float(np.median([x["seconds_per_iter"] for x in results["strata"]]))
     summary = {
         "machine": machine(),
-        "backend": args.backend, "shape": [args.n, args.dim], "k": args.k, "iters": args.iters, "threads": args.threads, "rounds": args.rounds,
+        "backend": args.backend,
+        "shape": [args.n, args.dim],
+        "k": args.k,
+        "iters": args.iters,
+        "threads": args.threads,
+        "rounds": args.rounds,
         "sgemm_peak_gflops": round(peak, 1),
         "faiss_s_per_iter": round(f_it, 3),
         "strata_s_per_iter": round(s_it, 3),
@@ -165,7 +204,9 @@ def main() -> None:
         "strata_gflops": round(flops / s_it / 1e9, 1),
         "strata_fraction_of_peak": round(flops / s_it / 1e9 / peak, 3),
         "matrix_mb": round(matrix_bytes / 2**20, 1),
-        "strata_rss_increase_over_matrix": round(max(x["rss_increase_actors"] for x in results["strata"]) / matrix_bytes, 3),
+        "strata_rss_increase_over_matrix": round(
+            max(x["rss_increase_actors"] for x in results["strata"]) / matrix_bytes, 3
+        ),
         "strata_peak_rss_over_matrix": round(max(x["peak_rss_actors"] for x in results["strata"]) / matrix_bytes, 3),
         "faiss_peak_rss_over_matrix": round(max(x["peak_rss"] for x in results["faiss"]) / matrix_bytes, 3),
         "final_inertia": {"faiss": results["faiss"][-1]["obj"], "strata": results["strata"][-1]["obj"]},

@@ -8,6 +8,7 @@ recorded exactly once, every queued image labeled once, nothing lost.
 
     .venv/bin/python benchmarks/labeler_load.py --labelers 20 --images 2100
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,7 +87,9 @@ def check(store_path: str, ids: list[str], acked: dict[str, str]) -> dict[str, i
     }
 
 
-def run_once(n_labelers: int, ids: list[str], paths: list[str], fetch_images: bool, synchronous: str, tmp: Path) -> dict:
+def run_once(
+    n_labelers: int, ids: list[str], paths: list[str], fetch_images: bool, synchronous: str, tmp: Path
+) -> dict:
     db = tmp / f"labels-{synchronous}-{uuid.uuid4().hex[:6]}.sqlite"
     store = LabelStore(db, synchronous=synchronous)
     store.register(ids, paths)
@@ -96,7 +99,9 @@ def run_once(n_labelers: int, ids: list[str], paths: list[str], fetch_images: bo
     with serve(db, subprocess=True, synchronous=synchronous) as server:
 
         async def main() -> None:
-            await asyncio.gather(*(labeler(f"sim{k:02d}", server.url, fetch_images, lat, acked) for k in range(n_labelers)))
+            await asyncio.gather(
+                *(labeler(f"sim{k:02d}", server.url, fetch_images, lat, acked) for k in range(n_labelers))
+            )
 
         t0 = time.perf_counter()
         asyncio.run(main())
@@ -134,7 +139,10 @@ def main() -> None:
             if args.out:
                 with open(args.out, "a") as fh:
                     fh.write(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), **result}) + "\n")
-            ok = result["lost"] == result["duplicated"] == result["unlabeled"] == 0 and result["events"] == result["acked"]
+            ok = (
+                result["lost"] == result["duplicated"] == result["unlabeled"] == 0
+                and result["events"] == result["acked"]
+            )
             print("integrity:", "OK (no lost, duplicated or unlabeled image)" if ok else "FAILED", flush=True)
 
 

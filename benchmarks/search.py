@@ -11,6 +11,7 @@
 
     .venv/bin/python -m benchmarks.search --part synthetic    # or aid, or all
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,12 @@ def latency(index: SearchIndex, queries: np.ndarray, k: int = 10) -> dict:
         index.search_rows(q[None], k)
         times[i] = time.perf_counter() - t0
     ms = times * 1000
-    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()), "qps": float(1 / times.mean())}
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "qps": float(1 / times.mean()),
+    }
 
 
 def recall_at(rows: np.ndarray, truth: np.ndarray) -> float:
@@ -44,8 +50,17 @@ def recall_at(rows: np.ndarray, truth: np.ndarray) -> float:
 
 
 def synthetic(
-    n: int, dim: int, n_queries: int, nlist: int, train_size: int, nprobes: list[int], refine_factors: list[int], target_recall: float, seed: int,
-    only: list[str] | None = None, latency_queries: int = 500,
+    n: int,
+    dim: int,
+    n_queries: int,
+    nlist: int,
+    train_size: int,
+    nprobes: list[int],
+    refine_factors: list[int],
+    target_recall: float,
+    seed: int,
+    only: list[str] | None = None,
+    latency_queries: int = 500,
 ) -> dict:
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
@@ -66,7 +81,9 @@ def synthetic(
     reference = faiss.IndexFlatL2(dim)
     reference.add(x)
     _, truth = reference.search(q, 10)
-    print(f"flat: build {flat_build:.1f}s, {n_queries} queries at {batch_flat:.0f} QPS (2 threads, batched)", flush=True)
+    print(
+        f"flat: build {flat_build:.1f}s, {n_queries} queries at {batch_flat:.0f} QPS (2 threads, batched)", flush=True
+    )
 
     variants = {
         "ivf_flat": ({"kind": "ivf_flat"}, [{"nprobe": p} for p in nprobes]),
@@ -90,7 +107,12 @@ def synthetic(
             if "refine_factor" in setting:
                 index.partitions[0].index.k_factor = float(setting["refine_factor"])
             rows, _ = index.search_rows(q, 10)
-            row = {"index": name, **setting, "recall@10": recall_at(rows, truth), **latency(index, q[: min(latency_queries, n_queries)])}
+            row = {
+                "index": name,
+                **setting,
+                "recall@10": recall_at(rows, truth),
+                **latency(index, q[: min(latency_queries, n_queries)]),
+            }
             sweep.append(row)
             print(json.dumps(row), flush=True)
     ok = [r for r in sweep if r["recall@10"] >= target_recall]
@@ -112,7 +134,11 @@ def synthetic(
         t_ivf[i] = time.perf_counter() - t0
 
     def stats(t: np.ndarray) -> dict:
-        return {"p50_ms": float(np.median(t) * 1000), "p99_ms": float(np.percentile(t, 99) * 1000), "qps": float(1 / t.mean())}
+        return {
+            "p50_ms": float(np.median(t) * 1000),
+            "p99_ms": float(np.percentile(t, 99) * 1000),
+            "qps": float(1 / t.mean()),
+        }
 
     faiss.omp_set_num_threads(2)
     t0 = time.perf_counter()
@@ -172,7 +198,9 @@ def aid(n_queries: int, seed: int) -> dict:
     embedder = Embedder(embed_cfg)
     grids = parse_tiles("2x2")
     t0 = time.perf_counter()
-    tiles = [tile for qi in queries for tile in cut_tiles(decode_rgb(blobs[table.column("id")[int(qi)].as_py()]), grids)]
+    tiles = [
+        tile for qi in queries for tile in cut_tiles(decode_rgb(blobs[table.column("id")[int(qi)].as_py()]), grids)
+    ]
     tile_x = embedder.embed_pil(tiles).reshape(n_queries, 4, -1)
     embed_s = time.perf_counter() - t0
     tiled, multi = [], []
@@ -217,9 +245,19 @@ def main() -> None:
 
     results: dict = {"machine": machine(), "note": "shared 2-core VM, other engineers' jobs running concurrently"}
     if args.part in ("synthetic", "all"):
-        results["synthetic"] = synthetic(args.n, args.dim, args.queries, args.nlist, args.train_size,
-                                         [int(v) for v in args.nprobe.split(",")], [int(v) for v in args.refine.split(",")],
-                                         args.target_recall, args.seed, args.variants.split(","), args.latency_queries)
+        results["synthetic"] = synthetic(
+            args.n,
+            args.dim,
+            args.queries,
+            args.nlist,
+            args.train_size,
+            [int(v) for v in args.nprobe.split(",")],
+            [int(v) for v in args.refine.split(",")],
+            args.target_recall,
+            args.seed,
+            args.variants.split(","),
+            args.latency_queries,
+        )
     if args.part in ("aid", "all"):
         results["aid"] = aid(args.aid_queries, args.seed)
     text = json.dumps(results, indent=2)

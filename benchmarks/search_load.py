@@ -17,6 +17,7 @@ and the server's peak memory (target <= 2 GB).
 
     .venv/bin/python benchmarks/search_load.py --clients 16 --seconds 60
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,7 +62,13 @@ def serve(port: int) -> None:
         images = pq.read_table(PART, columns=["image"]).column("image").to_pylist()
         np.save(cached, np.concatenate([embedder.embed_bytes(images[i : i + 64]) for i in range(0, len(images), 64)]))
     vectors = np.load(cached)
-    meta = pa.table({"id": table.column("id"), "uri": [f"{PART}#{i}" for i in range(table.num_rows)], "label": table.column("label")})
+    meta = pa.table(
+        {
+            "id": table.column("id"),
+            "uri": [f"{PART}#{i}" for i in range(table.num_rows)],
+            "label": table.column("label"),
+        }
+    )
     index = SearchIndex.build(vectors, cfg={"kind": "flat"}, meta=meta)
     service = SearchService(index, embedder_factory=lambda: Embedder(EMBED), image_loader=load_image_bytes)
     service.warmup()
@@ -73,7 +80,9 @@ def _jpeg(side: int, seed: int) -> bytes:
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    img = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((side, side), Image.Resampling.BILINEAR)
+    img = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize(
+        (side, side), Image.Resampling.BILINEAR
+    )
     out = io.BytesIO()
     img.save(out, format="JPEG", quality=90)
     return out.getvalue()
@@ -91,7 +100,10 @@ def hostile_payloads() -> list[tuple[str, dict]]:
         ("png-13000", {"files": {"image": ("b.png", bomb.read_bytes(), "image/png")}}),
         ("deep-json-body", {"content": deep.encode(), "headers": {"content-type": "application/json"}}),
         ("deep-json-form", {"data": {"id": "agricultural/agricultural00.tif", "filters": deep}}),
-        ("max-legal-work", {"files": {"image": ("big.jpg", _jpeg(2048, 7), "image/jpeg")}, "data": {"tiles": "4x4", "k": "100"}}),
+        (
+            "max-legal-work",
+            {"files": {"image": ("big.jpg", _jpeg(2048, 7), "image/jpeg")}, "data": {"tiles": "4x4", "k": "100"}},
+        ),
     ]
 
 
@@ -131,18 +143,25 @@ async def run_phase(url: str, ordinary: int, hostile: int, seconds: float, ids: 
     deadline = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=ordinary + hostile + 4)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
-        await asyncio.gather(*[client(http, "ordinary", ids, deadline, out, s) for s in range(ordinary)],
-                             *[client(http, "hostile", ids, deadline, out, 1000 + s) for s in range(hostile)])
+        await asyncio.gather(
+            *[client(http, "ordinary", ids, deadline, out, s) for s in range(ordinary)],
+            *[client(http, "hostile", ids, deadline, out, 1000 + s) for s in range(hostile)],
+        )
     return out
 
 
 def summary(rows: list[tuple[str, object, float, int]]) -> dict:
     ok = np.array([ms for _, status, ms, _ in rows if status == 200])
     every = np.array([ms for _, _, ms, _ in rows])
-    return {"n": len(rows), "ok": len(ok), "p50_ms": round(float(np.percentile(ok, 50)), 1) if len(ok) else None,
-            "p99_ms": round(float(np.percentile(ok, 99)), 1) if len(ok) else None,
-            "p99_any_status_ms": round(float(np.percentile(every, 99)), 1) if len(every) else None,
-            "statuses": dict(Counter(str(s) for _, s, _, _ in rows)), "503_retries": sum(b for *_, b in rows)}
+    return {
+        "n": len(rows),
+        "ok": len(ok),
+        "p50_ms": round(float(np.percentile(ok, 50)), 1) if len(ok) else None,
+        "p99_ms": round(float(np.percentile(ok, 99)), 1) if len(ok) else None,
+        "p99_any_status_ms": round(float(np.percentile(every, 99)), 1) if len(every) else None,
+        "statuses": dict(Counter(str(s) for _, s, _, _ in rows)),
+        "503_retries": sum(b for *_, b in rows),
+    }
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -197,14 +216,23 @@ def main() -> None:
             "one_client": summary(single["ordinary"]),
             "baseline_ordinary_only": summary(base["ordinary"]),
             "loaded_ordinary": summary(loaded["ordinary"]),
-            "loaded_ordinary_by_kind": {k: summary([r for r in loaded["ordinary"] if r[0] == k]) for k in ("id", "image")},
+            "loaded_ordinary_by_kind": {
+                k: summary([r for r in loaded["ordinary"] if r[0] == k]) for k in ("id", "image")
+            },
             "baseline_by_kind": {k: summary([r for r in base["ordinary"] if r[0] == k]) for k in ("id", "image")},
-            "loaded_hostile": {name: summary([r for r in loaded["hostile"] if r[0] == name]) for name in sorted({r[0] for r in loaded["hostile"]})},
+            "loaded_hostile": {
+                name: summary([r for r in loaded["hostile"] if r[0] == name])
+                for name in sorted({r[0] for r in loaded["hostile"]})
+            },
             "server_peak_rss_mb": {"idle": round(rss_idle), "after_load": round(peak_rss_mb(child.pid))},
         }
         b, lo = result["baseline_ordinary_only"]["p99_ms"], result["loaded_ordinary"]["p99_ms"]
         result["p99_ratio"] = round(lo / b, 2) if b and lo else None
-        result["target_met"] = bool(result["p99_ratio"] is not None and result["p99_ratio"] <= 5 and result["server_peak_rss_mb"]["after_load"] <= 2048)
+        result["target_met"] = bool(
+            result["p99_ratio"] is not None
+            and result["p99_ratio"] <= 5
+            and result["server_peak_rss_mb"]["after_load"] <= 2048
+        )
         print(json.dumps(result, indent=1))
         with open(REPO / "benchmarks" / ".cache" / "search_load.jsonl", "a") as fh:
             fh.write(json.dumps(result) + "\n")

@@ -12,6 +12,7 @@
 
     .venv/bin/python -m benchmarks.ssl_knn --epochs 12 [--method simclr] [--augment satellite]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,6 @@ import zlib
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -33,7 +33,9 @@ def held_out_mask(ids: list[str], folds: int = 5) -> np.ndarray:
     return np.array([zlib.crc32(i.encode()) % folds == 0 for i in ids])
 
 
-def knn_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, k: int = 20) -> float:
+def knn_accuracy(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, k: int = 20
+) -> float:
     """Accuracy of a k-nearest-neighbour vote under cosine similarity (rows L2-normalised here)."""
     a = torch.nn.functional.normalize(torch.from_numpy(train_x), dim=1)
     b = torch.nn.functional.normalize(torch.from_numpy(test_x), dim=1)
@@ -50,7 +52,9 @@ def embed(module: torch.nn.Module, meta: dict, images: list[bytes]) -> np.ndarra
     from pipeline.embed import Embedder
     from pipeline.embed.backbones import Backbone
 
-    backbone = Backbone(module.eval(), int(meta["dim"]), tuple(meta["mean"]), tuple(meta["std"]), int(meta["image_size"]))
+    backbone = Backbone(
+        module.eval(), int(meta["dim"]), tuple(meta["mean"]), tuple(meta["std"]), int(meta["image_size"])
+    )
     return Embedder({"batch_size": 256, "num_threads": 2}, backbone=backbone).embed_bytes(images)
 
 
@@ -62,7 +66,13 @@ def init_local_ray(object_store_memory: int, attempts: int = 4) -> None:
         if ray.is_initialized():
             return
         try:
-            ray.init(address="local", num_cpus=2, object_store_memory=object_store_memory, include_dashboard=False, log_to_driver=False)
+            ray.init(
+                address="local",
+                num_cpus=2,
+                object_store_memory=object_store_memory,
+                include_dashboard=False,
+                log_to_driver=False,
+            )
         except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception on start-up timeouts
             print(f"ray.init failed (attempt {attempt + 1}/{attempts}): {exc}", flush=True)
             ray.shutdown()
@@ -92,18 +102,27 @@ def main() -> None:
     from jobs._common import to_dict
     from pipeline.ssl import build_ssl_backbone, load_backbone, pretrain
 
-    overrides = [f"ssl={args.method}", f"ssl/augment={args.augment}", f"ssl.image_size={args.image_size}",
-                 "ssl.backbone.name=small_cnn", f"ssl.backbone.width={args.width}",
-                 f"ssl.backbone.blocks_per_stage={args.blocks_per_stage}", f"train.epochs={args.epochs}",
-                 f"train.batch_size={args.batch_size}", f"train.torch_threads={args.torch_threads}",
-                 f"train.name=knn-{int(time.time())}"]
+    overrides = [
+        f"ssl={args.method}",
+        f"ssl/augment={args.augment}",
+        f"ssl.image_size={args.image_size}",
+        "ssl.backbone.name=small_cnn",
+        f"ssl.backbone.width={args.width}",
+        f"ssl.backbone.blocks_per_stage={args.blocks_per_stage}",
+        f"train.epochs={args.epochs}",
+        f"train.batch_size={args.batch_size}",
+        f"train.torch_threads={args.torch_threads}",
+        f"train.name=knn-{int(time.time())}",
+    ]
     if args.lr is not None:
         overrides.append(f"ssl.optimizer.lr={args.lr}")
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("pretrain", overrides=overrides)
     config = {"ssl": to_dict(cfg.ssl), "train": to_dict(cfg.train), "seed": args.seed, "run_dir": args.out}
 
-    table = pa.concat_tables(pq.read_table(p, columns=["id", "label", "image"]) for p in sorted((DATASETS / "aid150").glob("part-*.parquet")))
+    table = pa.concat_tables(
+        pq.read_table(p, columns=["id", "label", "image"]) for p in sorted((DATASETS / "aid150").glob("part-*.parquet"))
+    )
     ids = table.column("id").to_pylist()
     test = held_out_mask(ids)
     print(f"AID: {len(ids)} images, {int((~test).sum())} train / {int(test.sum())} held out")
@@ -130,10 +149,18 @@ def main() -> None:
     acc_random = knn_accuracy(random_x[~test], labels[~test], random_x[test], labels[test])
     total = time.perf_counter() - start
     record = {
-        "machine": machine(), "method": args.method, "augment": args.augment, "backbone": config["ssl"]["backbone"],
-        "image_size": args.image_size, "epochs": args.epochs, "batch_size": args.batch_size,
-        "knn_k": 20, "knn_acc_ssl": acc_ssl, "knn_acc_random_init": acc_random,
-        "pretrain_wall_s": train_time, "total_wall_s": total,
+        "machine": machine(),
+        "method": args.method,
+        "augment": args.augment,
+        "backbone": config["ssl"]["backbone"],
+        "image_size": args.image_size,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "knn_k": 20,
+        "knn_acc_ssl": acc_ssl,
+        "knn_acc_random_init": acc_random,
+        "pretrain_wall_s": train_time,
+        "total_wall_s": total,
         "history": [{k: round(v, 4) if isinstance(v, float) else v for k, v in h.items()} for h in result.history],
     }
     print(json.dumps(record, indent=1))

@@ -14,6 +14,7 @@ Images/s is steady state: the mean over epochs after the first (first epoch = wa
 
     .venv/bin/python -m benchmarks.ssl_throughput [--images 2048 --epochs 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,9 +48,13 @@ def plain_lightly_loop(config: dict, images: list[bytes], epochs: int) -> list[f
         def __getitem__(self, i: int):
             return transform(decode_rgb(images[i], draft_size=2 * ssl["image_size"]))
 
-    loader = torch.utils.data.DataLoader(Images(), batch_size=train["batch_size"], shuffle=True, drop_last=True, num_workers=0)
+    loader = torch.utils.data.DataLoader(
+        Images(), batch_size=train["batch_size"], shuffle=True, drop_last=True, num_workers=0
+    )
     model = build_model(ssl)
-    optimizer = build_optimizer(model.parameters(), **{**ssl["optimizer"], "lr": scaled_lr(ssl["optimizer"]["lr"], train["batch_size"])})
+    optimizer = build_optimizer(
+        model.parameters(), **{**ssl["optimizer"], "lr": scaled_lr(ssl["optimizer"]["lr"], train["batch_size"])}
+    )
     rates = []
     for _ in range(epochs):
         model.train()
@@ -81,11 +86,22 @@ def main() -> None:
     from pipeline.ssl import pretrain
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("pretrain", overrides=[
-            "ssl=simclr", "ssl/augment=satellite", f"ssl.image_size={args.image_size}", "ssl.backbone.blocks_per_stage=1",
-            f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}", f"train.torch_threads={args.torch_threads}",
-            "train.num_workers=1", "train.cpus_per_worker=1", "train.warmup_epochs=0", f"train.shuffle={args.shuffle}",
-        ])
+        cfg = compose(
+            "pretrain",
+            overrides=[
+                "ssl=simclr",
+                "ssl/augment=satellite",
+                f"ssl.image_size={args.image_size}",
+                "ssl.backbone.blocks_per_stage=1",
+                f"train.epochs={args.epochs}",
+                f"train.batch_size={args.batch_size}",
+                f"train.torch_threads={args.torch_threads}",
+                "train.num_workers=1",
+                "train.cpus_per_worker=1",
+                "train.warmup_epochs=0",
+                f"train.shuffle={args.shuffle}",
+            ],
+        )
     table = pq.read_table(sorted((DATASETS / "aid150").glob("part-*.parquet"))[0], columns=["id", "image"])
     # Every 2nd row of the first shard: several classes, fixed set.
     table = table.take(np.arange(0, 2 * args.images, 2) % table.num_rows)
@@ -115,12 +131,20 @@ def main() -> None:
     steady = lambda rates: float(np.mean(rates[1:] if len(rates) > 1 else rates))  # noqa: E731
     plain = 0.5 * (steady(plain_before) + steady(plain_after))
     record = {
-        "machine": machine(), "images": len(images), "epochs": args.epochs, "batch_size": args.batch_size,
-        "image_size": args.image_size, "torch_threads": args.torch_threads, "ray_worker_niceness": os.environ["RAY_worker_niceness"], "shuffle": args.shuffle, "backbone": config["ssl"]["backbone"],
+        "machine": machine(),
+        "images": len(images),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "torch_threads": args.torch_threads,
+        "ray_worker_niceness": os.environ["RAY_worker_niceness"],
+        "shuffle": args.shuffle,
+        "backbone": config["ssl"]["backbone"],
         "plain_images_per_s": [round(r, 1) for r in plain_before + plain_after],
         "ray_images_per_s": [round(r, 1) for r in ray_rates],
         "ray_wall_s_including_startup": round(ray_wall, 1),
-        "plain_steady": round(plain, 1), "ray_steady": round(steady(ray_rates), 1),
+        "plain_steady": round(plain, 1),
+        "ray_steady": round(steady(ray_rates), 1),
         "ratio_ray_over_plain": round(steady(ray_rates) / plain, 3),
     }
     print(json.dumps(record, indent=1))

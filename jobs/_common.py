@@ -6,6 +6,7 @@ keys (with "did you mean"), values of the wrong type, input paths that do not ex
 directories that lack a finished step the job reads. Errors are one or two lines naming the key,
 the value and the fix; ``STRATA_DEBUG=1`` shows the traceback instead.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -49,9 +50,15 @@ def _validators() -> dict[str, Callable[[dict], Any]]:
         from pipeline.sampling.config import sampling_config
         from pipeline.search.config import IndexConfig
 
-        _VALIDATORS.update(kmeans=KMeansConfig.from_dict, active=ActiveConfig.from_dict, embed=EmbedConfig.from_dict,
-                           sample=sampling_config, dedup=dedup_config, coreset=coreset_config,
-                           search=IndexConfig.from_dict)
+        _VALIDATORS.update(
+            kmeans=KMeansConfig.from_dict,
+            active=ActiveConfig.from_dict,
+            embed=EmbedConfig.from_dict,
+            sample=sampling_config,
+            dedup=dedup_config,
+            coreset=coreset_config,
+            search=IndexConfig.from_dict,
+        )
     return _VALIDATORS
 
 
@@ -139,7 +146,9 @@ def compose(config_name: str, overrides: list[str]) -> DictConfig:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             return hydra_compose(config_name, overrides)
     except MissingConfigException as exc:
-        found = re.search(r"Could not find '([^']+)'.*?Available options in '[^']+':\s*(.*?)\s*Config search path", str(exc), re.S)
+        found = re.search(
+            r"Could not find '([^']+)'.*?Available options in '[^']+':\s*(.*?)\s*Config search path", str(exc), re.S
+        )
         if found:
             group, value = found.group(1).rsplit("/", 1)
             options = found.group(2).split()
@@ -176,9 +185,20 @@ def _check_type(key: str, value: Any, default: Any) -> None:
     """``value`` must have ``default``'s type (None defaults accept anything; ints are floats too)."""
     if default is None or value is None:
         return
-    want = bool if isinstance(default, bool) else int if isinstance(default, int) else float if isinstance(default, float) else None
-    ok = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)}
+    want = (
+        bool
+        if isinstance(default, bool)
+        else int
+        if isinstance(default, int)
+        else float
+        if isinstance(default, float)
+        else None
+    )
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    }
     if want is not None and not ok[want](value):
         name = {bool: "true or false", int: "an integer", float: "a number"}[want]
         raise ConfigError(f"{key}={value}: expected {name} (the default is {default})")
@@ -216,8 +236,10 @@ def validate(config_name: str, overrides: list[str], requires: Iterable[Artifact
     run = RunDir(str(resolved["run_dir"]))
     for artifact in requires:
         if not run.has(artifact):
-            raise ConfigError(f"run_dir={run.root} holds no finished {artifact.step!r} step ({artifact.name}): "
-                              f"run `strata {artifact.job} run_dir={run.root}` first")
+            raise ConfigError(
+                f"run_dir={run.root} holds no finished {artifact.step!r} step ({artifact.name}): "
+                f"run `strata {artifact.job} run_dir={run.root}` first"
+            )
     return cfg
 
 
@@ -231,10 +253,17 @@ def job_help(job: str, doc: str, config_name: str, main_keys: Iterable[str]) -> 
         shown = OmegaConf.to_container(value, resolve=False) if OmegaConf.is_config(value) else value
         comment = yaml_comment(config_name, key)
         lines.append(f"  {key}={'null' if shown is None else shown}" + (f"  # {comment}" if comment else ""))
-    groups = [d for d in OmegaConf.load(CONF_DIR / f"{config_name}.yaml").get("defaults", []) if isinstance(d, DictConfig | dict)]
+    groups = [
+        d
+        for d in OmegaConf.load(CONF_DIR / f"{config_name}.yaml").get("defaults", [])
+        if isinstance(d, DictConfig | dict)
+    ]
     if groups:
         lines.append("option groups: " + "  ".join(f"{k}={v}" for d in groups for k, v in d.items()))
-    lines += ["", f"`strata {job} --cfg job` prints every setting; conf/{config_name}.yaml and conf/<group>/ document them."]
+    lines += [
+        "",
+        f"`strata {job} --cfg job` prints every setting; conf/{config_name}.yaml and conf/<group>/ document them.",
+    ]
     return "\n".join(lines)
 
 
@@ -273,7 +302,11 @@ def init_ray(cfg: DictConfig) -> None:
         log.info("connected to Ray cluster at %s: %s", address, ray.cluster_resources())
         return
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    kwargs: dict[str, Any] = {"address": "local", "include_dashboard": rc.include_dashboard, "log_to_driver": rc.log_to_driver}
+    kwargs: dict[str, Any] = {
+        "address": "local",
+        "include_dashboard": rc.include_dashboard,
+        "log_to_driver": rc.log_to_driver,
+    }
     for key in ("num_cpus", "num_gpus", "object_store_memory"):
         if rc.get(key) is not None:
             kwargs[key] = int(rc[key]) if key == "object_store_memory" else rc[key]
@@ -303,7 +336,9 @@ def _avoid_taken_agent_port() -> None:
         original(self, *args, **kw)
 
     parameter.RayParams.__init__ = init
-    log.info("port %d is taken by another Ray on this machine; this job's Ray uses %d for its dashboard agent", default, port)
+    log.info(
+        "port %d is taken by another Ray on this machine; this job's Ray uses %d for its dashboard agent", default, port
+    )
 
 
 def package_versions() -> dict[str, str]:
@@ -312,7 +347,18 @@ def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("strata", "torch", "torchvision", "ray", "faiss-cpu", "faiss-gpu", "numpy", "pyarrow", "lightly", "hydra-core"):
+    for pkg in (
+        "strata",
+        "torch",
+        "torchvision",
+        "ray",
+        "faiss-cpu",
+        "faiss-gpu",
+        "numpy",
+        "pyarrow",
+        "lightly",
+        "hydra-core",
+    ):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -326,7 +372,9 @@ def open_run_dir(cfg: DictConfig) -> RunDir:
     run = RunDir(str(cfg.run_dir))
     from pipeline.security import redact
 
-    run.update_run_json(config=redact(OmegaConf.to_container(cfg, resolve=True)), seed=cfg.get("seed"), versions=package_versions())
+    run.update_run_json(
+        config=redact(OmegaConf.to_container(cfg, resolve=True)), seed=cfg.get("seed"), versions=package_versions()
+    )
     return run
 
 

@@ -5,6 +5,7 @@ then rounds of uncertainty (+ diversity) sampling labeled by a person in the bro
 Reads run_dir/embeddings (embeds input.path first when missing). Writes run_dir/active/
 (labels.parquet, rounds.parquet, head.npz, summary.json, imagefolder/) and report.html.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,23 @@ from jobs._common import init_ray, open_run_dir, read_run_json, strata_job, to_d
 from pipeline.artifacts import ACTIVE_LABELS, ACTIVE_SUMMARY, EMBEDDINGS
 
 
-@strata_job("active", main_keys=("run_dir", "input.path", "starter.id", "starter.image", "oracle.column", "oracle.positive",
-                                 "labeler.kind", "budget", "strategy", "diversity", "embed.features", "seed"))
+@strata_job(
+    "active",
+    main_keys=(
+        "run_dir",
+        "input.path",
+        "starter.id",
+        "starter.image",
+        "oracle.column",
+        "oracle.positive",
+        "labeler.kind",
+        "budget",
+        "strategy",
+        "diversity",
+        "embed.features",
+        "seed",
+    ),
+)
 def main(cfg: DictConfig) -> None:
     from pipeline.active.run import run_active
     from pipeline.report import write_report
@@ -30,8 +46,11 @@ def main(cfg: DictConfig) -> None:
     if not embedded:
         init_ray(cfg)
     if embedded and recorded and recorded.get("features", "head") == "head":
-        print(f"note: reusing {run.path(EMBEDDINGS)} (embed.features=head); on aerial scenes embed.features=stages "
-              "retrieves more of the class (README, 'Embedding backbones'): use a fresh run_dir to re-embed", file=sys.stderr)
+        print(
+            f"note: reusing {run.path(EMBEDDINGS)} (embed.features=head); on aerial scenes embed.features=stages "
+            "retrieves more of the class (README, 'Embedding backbones'): use a fresh run_dir to re-embed",
+            file=sys.stderr,
+        )
     summary = run_active(run, resolved, force=cfg.force, embed_cfg=recorded or resolved["embed"])
     print(json.dumps({k: v for k, v in summary.items() if k != "imagefolder"}, indent=2))
     print(f"labels:  {run.path(ACTIVE_LABELS)}")

@@ -1,4 +1,5 @@
 """``strata <job> [hydra overrides]``: forwards to ``python -m jobs.<job> [overrides]``."""
+
 from __future__ import annotations
 
 import pkgutil

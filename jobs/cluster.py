@@ -3,6 +3,7 @@
 Reads run_dir/embeddings (and dedup/duplicates.parquet when the run's dedup is current).
 Writes run_dir/clusters/ (CSR arrays per level and resampling step, clusters.json).
 """
+
 from __future__ import annotations
 
 from omegaconf import DictConfig
@@ -11,8 +12,20 @@ from jobs._common import init_ray, log, open_run_dir, strata_job, to_dict
 from pipeline.artifacts import EMBEDDINGS
 
 
-@strata_job("cluster", requires=[EMBEDDINGS], main_keys=("run_dir", "kmeans.n_clusters", "kmeans.n_resampling_steps",
-                                                          "kmeans.metric", "kmeans.n_actors", "kmeans.use_gpu", "seed", "force"))
+@strata_job(
+    "cluster",
+    requires=[EMBEDDINGS],
+    main_keys=(
+        "run_dir",
+        "kmeans.n_clusters",
+        "kmeans.n_resampling_steps",
+        "kmeans.metric",
+        "kmeans.n_actors",
+        "kmeans.use_gpu",
+        "seed",
+        "force",
+    ),
+)
 def main(cfg: DictConfig) -> None:
     from pipeline.kmeans import run_cluster
 

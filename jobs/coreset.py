@@ -3,6 +3,7 @@
 Reads run_dir/embeddings (and the run's current dedup and clusters when present).
 Writes run_dir/coreset/manifest.parquet (or coreset.output).
 """
+
 from __future__ import annotations
 
 from omegaconf import DictConfig
@@ -11,8 +12,19 @@ from jobs._common import init_ray, log, open_run_dir, strata_job, to_dict
 from pipeline.artifacts import EMBEDDINGS
 
 
-@strata_job("coreset", requires=[EMBEDDINGS], main_keys=("run_dir", "coreset.method", "coreset.fraction", "coreset.size",
-                                                          "coreset.metric", "coreset.drop_duplicates", "force"))
+@strata_job(
+    "coreset",
+    requires=[EMBEDDINGS],
+    main_keys=(
+        "run_dir",
+        "coreset.method",
+        "coreset.fraction",
+        "coreset.size",
+        "coreset.metric",
+        "coreset.drop_duplicates",
+        "force",
+    ),
+)
 def main(cfg: DictConfig) -> None:
     from pipeline.coreset import run_coreset
 

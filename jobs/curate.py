@@ -6,6 +6,7 @@ Writes to run_dir: embeddings/, rejects.parquet, dedup/, clusters/, manifest.par
 subset), report.html, run.json. Rerunning resumes; a changed input or setting recomputes exactly
 the steps that depend on it.
 """
+
 from __future__ import annotations
 
 from omegaconf import DictConfig
@@ -14,8 +15,23 @@ from jobs._common import init_ray, open_run_dir, strata_job, to_dict
 from pipeline.artifacts import MANIFEST, REPORT, RUN_JSON
 
 
-@strata_job("curate", main_keys=("input.path", "run_dir", "sample.target_size", "kmeans.n_clusters", "dedup.enabled",
-                                 "dedup.eps", "embed.backbone", "embed.device", "pretrain.enabled", "report.enabled", "seed", "force"))
+@strata_job(
+    "curate",
+    main_keys=(
+        "input.path",
+        "run_dir",
+        "sample.target_size",
+        "kmeans.n_clusters",
+        "dedup.enabled",
+        "dedup.eps",
+        "embed.backbone",
+        "embed.device",
+        "pretrain.enabled",
+        "report.enabled",
+        "seed",
+        "force",
+    ),
+)
 def main(cfg: DictConfig) -> None:
     from pipeline.curate import run_curate
 

@@ -3,6 +3,7 @@
 Reads run_dir/embeddings. Writes run_dir/dedup/duplicates.parquet (id, kept_id, similarity, kind)
 and dedup/kept.parquet; `strata cluster` then leaves the duplicates out.
 """
+
 from __future__ import annotations
 
 from omegaconf import DictConfig
@@ -11,7 +12,11 @@ from jobs._common import init_ray, log, open_run_dir, strata_job, to_dict
 from pipeline.artifacts import EMBEDDINGS
 
 
-@strata_job("dedup", requires=[EMBEDDINGS], main_keys=("run_dir", "dedup.exact", "dedup.semantic", "dedup.eps", "dedup.keep", "force"))
+@strata_job(
+    "dedup",
+    requires=[EMBEDDINGS],
+    main_keys=("run_dir", "dedup.exact", "dedup.semantic", "dedup.eps", "dedup.keep", "force"),
+)
 def main(cfg: DictConfig) -> None:
     from pipeline.dedup import run_dedup
 

@@ -3,6 +3,7 @@
 Reads input.path (folder tree, Parquet or tar shards; default: the bundled sample).
 Writes run_dir/embeddings/ (id, embedding, uri, carried columns) and rejects.parquet (id, uri, reason).
 """
+
 from __future__ import annotations
 
 from omegaconf import DictConfig
@@ -11,16 +12,36 @@ from jobs._common import init_ray, open_run_dir, strata_job, to_dict
 from pipeline.artifacts import EMBEDDINGS, REJECTS
 
 
-@strata_job("embed", main_keys=("input.path", "input.format", "run_dir", "embed.backbone", "embed.features", "embed.tta",
-                                "embed.device", "embed.pool_size", "force"))
+@strata_job(
+    "embed",
+    main_keys=(
+        "input.path",
+        "input.format",
+        "run_dir",
+        "embed.backbone",
+        "embed.features",
+        "embed.tta",
+        "embed.device",
+        "embed.pool_size",
+        "force",
+    ),
+)
 def main(cfg: DictConfig) -> None:
     from pipeline.curate import preprocess_specs
     from pipeline.embed import run_embed
 
     init_ray(cfg)
     run = open_run_dir(cfg)
-    counts = run_embed(run, to_dict(cfg.input), to_dict(cfg.embed), preprocess=preprocess_specs(to_dict(cfg.preprocess)["stages"]), force=cfg.force)
-    print(f"embeddings: {run.path(EMBEDDINGS)}  ({counts['kept']} kept, {counts['rejected']} rejected -> {run.path(REJECTS)})")
+    counts = run_embed(
+        run,
+        to_dict(cfg.input),
+        to_dict(cfg.embed),
+        preprocess=preprocess_specs(to_dict(cfg.preprocess)["stages"]),
+        force=cfg.force,
+    )
+    print(
+        f"embeddings: {run.path(EMBEDDINGS)}  ({counts['kept']} kept, {counts['rejected']} rejected -> {run.path(REJECTS)})"
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ variants, labeled by an oracle column; reports positives retrieved and false pos
 Reads run_dir/embeddings (embeds input.path first when missing). Writes
 run_dir/evaluate_active/runs.parquet and summary.json.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,9 @@ from jobs._common import init_ray, open_run_dir, strata_job, to_dict
 from pipeline.artifacts import EMBEDDINGS, EVALUATE_ACTIVE_RUNS
 
 
-@strata_job("evaluate_active", main_keys=("run_dir", "input.path", "label_column", "n_starters", "classes", "budget", "seed"))
+@strata_job(
+    "evaluate_active", main_keys=("run_dir", "input.path", "label_column", "n_starters", "classes", "budget", "seed")
+)
 def main(cfg: DictConfig) -> None:
     from pipeline.active.evaluate import evaluate_run
 

@@ -4,6 +4,7 @@ rows, IVF / IVF-PQ / HNSW above; optional partitions by carried columns).
 Reads run_dir/embeddings (or embeddings=). Writes run_dir/index/. No Ray: the embeddings are
 streamed shard by shard and added to FAISS in batches.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,7 +17,18 @@ from pipeline.artifacts import INDEX
 log = logging.getLogger("strata.index")
 
 
-@strata_job("index", main_keys=("run_dir", "embeddings", "search.kind", "search.metric", "search.partition_by", "faiss_threads", "force"))
+@strata_job(
+    "index",
+    main_keys=(
+        "run_dir",
+        "embeddings",
+        "search.kind",
+        "search.metric",
+        "search.partition_by",
+        "faiss_threads",
+        "force",
+    ),
+)
 def main(cfg: DictConfig) -> None:
     import faiss
 
@@ -25,8 +37,12 @@ def main(cfg: DictConfig) -> None:
     if cfg.faiss_threads:
         faiss.omp_set_num_threads(int(cfg.faiss_threads))
     run = open_run_dir(cfg)
-    info = build_run_index(run, to_dict(cfg.search), force=bool(cfg.force), batch_rows=int(cfg.batch_rows), source=cfg.embeddings)
-    log.info("index at %s: %d vectors, %d partition(s), %s", run.path(INDEX), info["n"], info["partitions"], info["kinds"])
+    info = build_run_index(
+        run, to_dict(cfg.search), force=bool(cfg.force), batch_rows=int(cfg.batch_rows), source=cfg.embeddings
+    )
+    log.info(
+        "index at %s: %d vectors, %d partition(s), %s", run.path(INDEX), info["n"], info["partitions"], info["kinds"]
+    )
 
 
 if __name__ == "__main__":

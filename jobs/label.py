@@ -4,6 +4,7 @@ only (action=prepare), or writing the labels out (action=export).
 Reads run_dir/manifest.parquet (else embeddings/, or queue.source). Writes run_dir/labels/
 (labels.sqlite while serving; labels.parquet, label_events.parquet, imagefolder/ on export).
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,7 +14,9 @@ from omegaconf import DictConfig
 from jobs._common import open_run_dir, strata_job, to_dict
 
 
-@strata_job("label", main_keys=("run_dir", "action", "port", "share", "labeler.labels", "queue.limit", "export.imagefolder"))
+@strata_job(
+    "label", main_keys=("run_dir", "action", "port", "share", "labeler.labels", "queue.limit", "export.imagefolder")
+)
 def main(cfg: DictConfig) -> None:
     from pipeline.labeler.job import run_label_job
 

@@ -4,6 +4,7 @@ images, on Ray Train (resumes from the last epoch checkpoint).
 Reads input.path. Writes run_dir/pretrain/checkpoint (use with `strata embed embed=ssl
 embed.checkpoint=...`), pretrain/ray/ (epoch checkpoints) and pretrain/metrics.json.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,12 +16,32 @@ from jobs._common import init_ray, open_run_dir, strata_job, to_dict
 log = logging.getLogger("strata.pretrain")
 
 
-@strata_job("pretrain", main_keys=("input.path", "run_dir", "ssl.method", "ssl.backbone.name", "train.epochs", "train.batch_size", "train.num_workers", "train.use_gpu", "seed"))
+@strata_job(
+    "pretrain",
+    main_keys=(
+        "input.path",
+        "run_dir",
+        "ssl.method",
+        "ssl.backbone.name",
+        "train.epochs",
+        "train.batch_size",
+        "train.num_workers",
+        "train.use_gpu",
+        "seed",
+    ),
+)
 def main(cfg: DictConfig) -> None:
     init_ray(cfg)
     from pipeline.ssl import run_pretrain
 
-    info = run_pretrain(open_run_dir(cfg), to_dict(cfg.input), to_dict(cfg.ssl), to_dict(cfg.train), seed=int(cfg.seed), force=bool(cfg.force))
+    info = run_pretrain(
+        open_run_dir(cfg),
+        to_dict(cfg.input),
+        to_dict(cfg.ssl),
+        to_dict(cfg.train),
+        seed=int(cfg.seed),
+        force=bool(cfg.force),
+    )
     log.info("pretrain: %s (epoch %d, loss %.4f)", info["checkpoint"], info["epochs"], info["loss"])
 
 

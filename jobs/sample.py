@@ -3,6 +3,7 @@
 Reads run_dir/clusters (and embeddings/ for the carried columns).
 Writes run_dir/manifest.parquet (id, uri, level_1..level_L, distance, multiplicity, carried columns).
 """
+
 from __future__ import annotations
 
 from omegaconf import DictConfig
@@ -11,11 +12,17 @@ from jobs._common import log, open_run_dir, strata_job, to_dict
 from pipeline.artifacts import CLUSTERS
 
 
-@strata_job("sample", requires=[CLUSTERS], main_keys=("run_dir", "sample.target_size", "sample.strategy", "sample.multiplier", "seed", "force"))
+@strata_job(
+    "sample",
+    requires=[CLUSTERS],
+    main_keys=("run_dir", "sample.target_size", "sample.strategy", "sample.multiplier", "seed", "force"),
+)
 def main(cfg: DictConfig) -> None:
     from pipeline.sampling import run_sample
 
-    log.info("manifest: %s", run_sample(open_run_dir(cfg), to_dict(cfg.sample), force=bool(cfg.force), seed=int(cfg.seed)))
+    log.info(
+        "manifest: %s", run_sample(open_run_dir(cfg), to_dict(cfg.sample), force=bool(cfg.force), seed=int(cfg.seed))
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ hits and optionally save them.
 
 Reads run_dir/index (build it with `strata index`). Writes output= (.parquet or .json) when given.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,11 @@ def format_table(results: list[dict], width: int = 48) -> str:
     return "\n".join(lines)
 
 
-@strata_job("search", requires=[INDEX], main_keys=("run_dir", "query.image", "query.id", "query.k", "query.filters", "query.tiles", "output"))
+@strata_job(
+    "search",
+    requires=[INDEX],
+    main_keys=("run_dir", "query.image", "query.id", "query.k", "query.filters", "query.tiles", "output"),
+)
 def main(cfg: DictConfig) -> None:
     import faiss
     import fsspec
@@ -51,8 +56,13 @@ def main(cfg: DictConfig) -> None:
         with fsspec.open(q["image"], "rb") as fh:
             image = fh.read()
     out = service.search(
-        image=image, id=q.get("id"), vector=q.get("vector"), k=q["k"], filters=q.get("filters") or None,
-        tiles=q.get("tiles"), per_tile_k=q.get("per_tile_k"),
+        image=image,
+        id=q.get("id"),
+        vector=q.get("vector"),
+        k=q["k"],
+        filters=q.get("filters") or None,
+        tiles=q.get("tiles"),
+        per_tile_k=q.get("per_tile_k"),
     )
     print(format_table(out["results"]))
     print(f"({len(out['results'])} results in {out['took_ms']:.1f} ms)")

@@ -5,6 +5,7 @@ readers (:func:`load_levels`, :func:`duplicate_ids`); no other module spells a p
 ``run_dir``. Each artifact names the step that writes it, so a step that reads it can declare it
 as an input (``run.step(..., inputs=[EMBEDDINGS])``) and inherit its fingerprint.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,7 +62,11 @@ INDEX = Artifact("index", "index", "index", "FAISS index, ids and metadata")
 INDEX_CONFIG = Artifact("index/config.json", "index", "index", "how the index was built")
 LABELS = Artifact("labels", "label_export", "label", "labels.sqlite (live), labels.parquet, imagefolder/")
 LABELS_DB = Artifact("labels/labels.sqlite", "label_queue", "label", "the labeler's store")
-LABEL_FILES = {"labels": "labels.parquet", "events": "label_events.parquet", "imagefolder": "imagefolder"}  # in labels/ or export.dir
+LABEL_FILES = {
+    "labels": "labels.parquet",
+    "events": "label_events.parquet",
+    "imagefolder": "imagefolder",
+}  # in labels/ or export.dir
 ACTIVE = Artifact("active", "active", "active", "labels, rounds, head, summary, imagefolder")
 ACTIVE_LABELS = Artifact("active/labels.parquet", "active", "active", "human labels and model positives")
 ACTIVE_ROUNDS = Artifact("active/rounds.parquet", "active", "active", "one row per round")
@@ -69,7 +74,9 @@ ACTIVE_HEAD = Artifact("active/head.npz", "active", "active", "final head weight
 ACTIVE_SUMMARY = Artifact("active/summary.json", "active", "active", "counts and metrics")
 ACTIVE_IMAGEFOLDER = Artifact("active/imagefolder", "active", "active", "<label>/<file> export")
 ACTIVE_STATE = Artifact("active/state", "active", "active", "loop checkpoint (resume)")
-EVALUATE_ACTIVE_RUNS = Artifact("evaluate_active/runs.parquet", "evaluate_active", "evaluate-active", "one row per class and seed")
+EVALUATE_ACTIVE_RUNS = Artifact(
+    "evaluate_active/runs.parquet", "evaluate_active", "evaluate-active", "one row per class and seed"
+)
 EVALUATE_ACTIVE_SUMMARY = Artifact("evaluate_active/summary.json", "evaluate_active", "evaluate-active", "averages")
 REPORT = Artifact("report.html", "report", "curate", "self-contained HTML report")
 

@@ -7,14 +7,16 @@ dataclasses, whose field types come from the class and whose defaults come from 
 A YAML key the class does not declare, or a class default that repeats a YAML key, is an error at
 import time, so the two can never drift apart.
 """
+
 from __future__ import annotations
 
 import copy
 import dataclasses
 import difflib
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
 
@@ -47,7 +49,9 @@ def load_group(name: str, *roots: str) -> dict[str, Any]:
     return copy.deepcopy(_load(name, tuple(roots)))
 
 
-def with_defaults(name: str, cfg: dict[str, Any] | None, *roots: str, passthrough: tuple[str, ...] = ()) -> dict[str, Any]:
+def with_defaults(
+    name: str, cfg: dict[str, Any] | None, *roots: str, passthrough: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """``cfg`` over the defaults of ``conf/<name>.yaml`` (nested dicts merged); unknown keys are an
     error, except ``passthrough`` keys, which are kept as given (a job's switch, a test hook)."""
     defaults = load_group(name, *roots)
@@ -92,7 +96,9 @@ def schema(name: str, *roots: str, key: str | None = None, frozen: bool = False)
             raise TypeError(f"conf/{name}.yaml sets {extra}, which {cls.__name__} does not declare")
         for field_name, value in values.items():
             current = cls.__dict__.get(field_name, dataclasses.MISSING)
-            if current is not dataclasses.MISSING and not (isinstance(current, dataclasses.Field) and current.default_factory is not dataclasses.MISSING):
+            if current is not dataclasses.MISSING and not (
+                isinstance(current, dataclasses.Field) and current.default_factory is not dataclasses.MISSING
+            ):
                 raise TypeError(f"{cls.__name__}.{field_name} states a default that conf/{name}.yaml already states")
             if isinstance(current, dataclasses.Field):
                 continue  # a nested schema (its own defaults come from the YAML too)

@@ -7,6 +7,7 @@ Each step skips itself when it finished before with the same config and the same
 a changed input or setting recomputes exactly the steps that depend on it, and ``force``
 recomputes everything.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -46,12 +47,19 @@ def run_curate(run: RunDir, cfg: dict, *, force: bool = False) -> dict[str, Any]
     if cfg["pretrain"]["enabled"]:
         from pipeline.ssl import run_pretrain  # torch + Ray Train: imported only when used
 
-        out = counts["pretrain"] = run_pretrain(run, dict(cfg["input"]), dict(cfg["pretrain"]["ssl"]),
-                                                dict(cfg["pretrain"]["train"]), seed=seed, force=force)
+        out = counts["pretrain"] = run_pretrain(
+            run,
+            dict(cfg["input"]),
+            dict(cfg["pretrain"]["ssl"]),
+            dict(cfg["pretrain"]["train"]),
+            seed=seed,
+            force=force,
+        )
         embed_cfg.update(backbone="ssl", checkpoint=out["checkpoint"], image_size=None)
 
-    counts["embed"] = run_embed(run, dict(cfg["input"]), embed_cfg,
-                                preprocess=preprocess_specs(cfg["preprocess"]["stages"]), force=force)
+    counts["embed"] = run_embed(
+        run, dict(cfg["input"]), embed_cfg, preprocess=preprocess_specs(cfg["preprocess"]["stages"]), force=force
+    )
     dedup = bool(cfg["dedup"]["enabled"])
     if dedup:
         counts["dedup"] = run_dedup(run, dict(cfg["dedup"]), force=force)

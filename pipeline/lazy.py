@@ -4,6 +4,7 @@ module of a package (``pipeline.embed.config``) does not import torch, FAISS or 
 Jobs validate their configuration before any heavy import, so a mistyped setting fails in about a
 second instead of after the ML stack has loaded.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -16,13 +16,15 @@ directory is on storage every node reaches)::
             ...
             bar.update(inertia=inertia)
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import math
 import sys
 import time
-from typing import Any, Callable, Iterable, Iterator, TextIO, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TextIO, TypeVar
 
 from pipeline.artifacts import PROGRESS_LOG
 from pipeline.rundir import RunDir
@@ -144,10 +146,10 @@ class Progress:
                 self.stream.write(text + "\n")
             self.stream.flush()
         if self.run is not None:
-            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             append_log(self.run, f"{stamp} {text}")
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: Any) -> None:

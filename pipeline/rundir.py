@@ -21,6 +21,7 @@ collection, a listing of relative names, sizes and modification times (or ETags)
 the run directory are written relative to it. So a changed input or upstream config recomputes
 exactly the dependent steps, and a run directory copied elsewhere resumes without recomputing.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -55,7 +56,7 @@ def fingerprint(obj: Any, root: str | None = None) -> str:
 def _relative(obj: Any, root: str) -> Any:
     if isinstance(obj, str):
         if obj == root or obj.startswith(root + "/"):
-            return RUN_ROOT + obj[len(root):]
+            return RUN_ROOT + obj[len(root) :]
         return obj
     if isinstance(obj, Mapping):
         return {k: _relative(v, root) for k, v in obj.items()}
@@ -81,7 +82,11 @@ def input_fingerprint(path: str) -> str:
         infos = {p: fs.info(p)}
         root = os.path.dirname(p)
     listing = sorted(
-        (os.path.relpath(f, root), info.get("size"), info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified"))
+        (
+            os.path.relpath(f, root),
+            info.get("size"),
+            info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified"),
+        )
         for f, info in infos.items()
     )
     return fingerprint(listing)
@@ -151,8 +156,10 @@ class RunDir:
         for artifact in inputs:
             fp = self.step_fingerprint(artifact.step)
             if fp is None:
-                raise StepInputMissing(f"{self.path(artifact)} is missing: run the {artifact.step!r} step first "
-                                       f"(`strata {artifact.job} run_dir={self.root}`)")
+                raise StepInputMissing(
+                    f"{self.path(artifact)} is missing: run the {artifact.step!r} step first "
+                    f"(`strata {artifact.job} run_dir={self.root}`)"
+                )
             out[artifact.step] = fp
         return out
 
@@ -255,7 +262,9 @@ class Step:
     An exception leaves no marker, so the next run recomputes the step.
     """
 
-    def __init__(self, run: RunDir, name: str, config: Any, inputs: Iterable[Artifact] | Mapping[str, str], *, force: bool):
+    def __init__(
+        self, run: RunDir, name: str, config: Any, inputs: Iterable[Artifact] | Mapping[str, str], *, force: bool
+    ):
         self.run, self.name, self.config, self.force = run, name, config, force
         self._inputs = inputs if isinstance(inputs, Mapping) else tuple(inputs)
         self.skipped = False
@@ -271,7 +280,9 @@ class Step:
             if not self.force and previous.get("fingerprint") == self.fingerprint:
                 self.skipped = True
                 self.result = {k: v for k, v in previous.items() if k not in _BOOKKEEPING}
-                log.info("%s: finished before with the same config and inputs; skipping (force=true recomputes)", self.name)
+                log.info(
+                    "%s: finished before with the same config and inputs; skipping (force=true recomputes)", self.name
+                )
                 return self
             changed = "force=true" if self.force else _what_changed(previous.get("inputs") or {}, self.inputs)
             log.info("%s: recomputing (%s)", self.name, changed)
@@ -285,8 +296,14 @@ class Step:
             return False
         seconds = round(time.perf_counter() - self._t0, 3)
         result = {k: v for k, v in self.result.items() if k not in _BOOKKEEPING}
-        payload = {"step": self.name, "fingerprint": self.fingerprint, "inputs": self.inputs,
-                   "finished_at": time.time(), "seconds": seconds, **result}
+        payload = {
+            "step": self.name,
+            "fingerprint": self.fingerprint,
+            "inputs": self.inputs,
+            "finished_at": time.time(),
+            "seconds": seconds,
+            **result,
+        }
         self.run.update_run_json(timings={self.name: seconds}, counts={self.name: result})
         self.run.write_json(self.run._marker(self.name), payload, local=True)
         return False

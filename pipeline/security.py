@@ -10,6 +10,7 @@
 - **Secrets out of records**: :func:`redact` masks secret-looking keys of a config before it is
   written to ``run.json`` or logged.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -23,7 +24,9 @@ import numpy as np
 
 REDACTED = "***"
 _SECRET_KEY = re.compile(r"(token|secret|password|passwd|api_key|apikey|credential)s?$", re.IGNORECASE)
-_SECRET_OVERRIDE = re.compile(r"^([+~]*[\w.]*?(token|secret|password|passwd|api_key|apikey|credential)s?)=(.+)$", re.IGNORECASE | re.DOTALL)
+_SECRET_OVERRIDE = re.compile(
+    r"^([+~]*[\w.]*?(token|secret|password|passwd|api_key|apikey|credential)s?)=(.+)$", re.IGNORECASE | re.DOTALL
+)
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
@@ -93,7 +96,14 @@ def redact(cfg: Any) -> Any:
     ``*password``, ...) replaced by ``"***"``; unset (null) secrets stay null. Command-line
     overrides in lists (``labeler.token=abc``, as Hydra records them) are masked the same way."""
     if isinstance(cfg, Mapping):
-        return {k: (REDACTED if _SECRET_KEY.search(str(k)) and v not in (None, "") and not isinstance(v, Mapping) else redact(v)) for k, v in cfg.items()}
+        return {
+            k: (
+                REDACTED
+                if _SECRET_KEY.search(str(k)) and v not in (None, "") and not isinstance(v, Mapping)
+                else redact(v)
+            )
+            for k, v in cfg.items()
+        }
     if isinstance(cfg, (list, tuple)):
         return [redact(v) for v in cfg]
     if isinstance(cfg, str):
@@ -125,4 +135,13 @@ def redact_yaml_files(folder: str) -> list[str]:
     return changed
 
 
-__all__ = ["access_token", "host_allowed", "is_loopback", "json_depth", "presented_token", "redact", "redact_yaml_files", "same_secret"]
+__all__ = [
+    "access_token",
+    "host_allowed",
+    "is_loopback",
+    "json_depth",
+    "presented_token",
+    "redact",
+    "redact_yaml_files",
+    "same_secret",
+]

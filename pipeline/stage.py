@@ -4,6 +4,7 @@ A stage's ``__call__`` takes and returns a ``pyarrow.Table``, so the same object
 test, in a plain loop, or on a Ray Data actor pool (see :func:`pipeline.executor.map_stage`).
 Heavy state (models, indexes) is built in ``setup()``, once per worker, never in ``__init__``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

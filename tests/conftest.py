@@ -1,4 +1,5 @@
 """Shared fixtures: one local Ray per test session, paths to the real datasets."""
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,9 @@ def ray_session():
         if ray.is_initialized():
             break
         try:
-            ray.init(address="local", num_cpus=2, object_store_memory=int(3e8), include_dashboard=False, log_to_driver=False)
+            ray.init(
+                address="local", num_cpus=2, object_store_memory=int(3e8), include_dashboard=False, log_to_driver=False
+            )
         except Exception:  # noqa: BLE001 - Ray raises a bare Exception on start-up timeouts
             ray.shutdown()
             if attempt == 2:

@@ -1,4 +1,5 @@
 """One source of configuration: defaults from conf/, typed schemas, errors before any work."""
+
 import re
 import subprocess
 import sys
@@ -32,13 +33,16 @@ def test_schema_takes_defaults_from_yaml_and_refuses_a_second_copy(tmp_path):
     cfg = EmbedConfig()
     assert {k: getattr(cfg, k) for k in on_disk} == on_disk
     with pytest.raises(TypeError, match="already states"):
+
         @schema("sampling/default")
         class Twice:
             target_size: int = 3
             strategy: str
             multiplier: int
             seed: int
+
     with pytest.raises(TypeError, match="does not declare"):
+
         @schema("sampling/default")
         class Missing:
             target_size: int
@@ -55,17 +59,22 @@ def test_no_default_is_stated_in_code_for_a_key_the_yaml_sets():
     assert ActiveConfig().head == load_group("active/default", "active")["head"]
     for path in [*REPO.glob("pipeline/**/*.py")]:
         text = path.read_text()
-        assert not re.search(r"^[A-Z_]*DEFAULTS: dict", text, re.M), f"{path}: a second copy of a config group's defaults"
+        assert not re.search(r"^[A-Z_]*DEFAULTS: dict", text, re.M), (
+            f"{path}: a second copy of a config group's defaults"
+        )
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["sample.target_size=abc"], "sample.target_size=abc: expected an integer"),
-    (["sample.targt_size=5"], "did you mean sample.target_size?"),
-    (["embed=resnet"], "did you mean embed=resnet50?"),
-    (["kmeans.metric=manhattan"], "kmeans.metric must be one of"),
-    (["dedup.keep=oldest"], "dedup.keep must be one of"),
-    (["input.path=/no/such/folder"], "input.path=/no/such/folder: no such file or folder"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["sample.target_size=abc"], "sample.target_size=abc: expected an integer"),
+        (["sample.targt_size=5"], "did you mean sample.target_size?"),
+        (["embed=resnet"], "did you mean embed=resnet50?"),
+        (["kmeans.metric=manhattan"], "kmeans.metric must be one of"),
+        (["dedup.keep=oldest"], "dedup.keep must be one of"),
+        (["input.path=/no/such/folder"], "input.path=/no/such/folder: no such file or folder"),
+    ],
+)
 def test_validation_names_the_key_and_the_fix(overrides, message):
     with pytest.raises(ConfigError) as err:
         validate("curate", overrides)
@@ -98,10 +107,14 @@ def test_help_says_what_the_job_does_within_one_screen():
 def test_bad_config_fails_fast_in_a_few_lines_and_creates_nothing(tmp_path, args):
     strata = Path(sys.executable).with_name("strata")
     run_dir = tmp_path / "run"
-    out = subprocess.run([str(strata), "curate", f"run_dir={run_dir}", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    out = subprocess.run(
+        [str(strata), "curate", f"run_dir={run_dir}", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     lines = (out.stdout + out.stderr).strip().splitlines()
     assert out.returncode == 2, out.stderr
-    assert 1 <= len(lines) <= 6 and lines[0].startswith("strata curate: error: ") and args[0].split("=")[0] in lines[0], lines
+    assert (
+        1 <= len(lines) <= 6 and lines[0].startswith("strata curate: error: ") and args[0].split("=")[0] in lines[0]
+    ), lines
     assert "Traceback" not in out.stderr
     assert not run_dir.exists() and list(tmp_path.iterdir()) == []
 
@@ -111,6 +124,12 @@ def test_run_json_never_holds_a_secret(tmp_path):
 
     from jobs._common import open_run_dir
 
-    run = open_run_dir(OmegaConf.create({"run_dir": str(tmp_path / "r"), "seed": 0, "labeler": {"token": "s3cret", "port": 1}}))
+    run = open_run_dir(
+        OmegaConf.create({"run_dir": str(tmp_path / "r"), "seed": 0, "labeler": {"token": "s3cret", "port": 1}})
+    )
     text = (tmp_path / "r" / "run.json").read_text()
-    assert "s3cret" not in text and '"port": 1' in text and run.read_json("run.json")["config"]["labeler"]["token"] != "s3cret"
+    assert (
+        "s3cret" not in text
+        and '"port": 1' in text
+        and run.read_json("run.json")["config"]["labeler"]["token"] != "s3cret"
+    )

@@ -117,7 +117,9 @@ def test_fingerprint_is_order_independent_and_relative_to_the_run():
 def test_no_artifact_path_is_spelled_outside_the_run_directory_modules():
     """Every path inside run_dir is named once, in pipeline/artifacts.py (docstrings may mention them):
     no file name of an artifact anywhere, no folder name handed to a RunDir path method."""
-    files = {a.name.split("/")[-1] for a in ALL if "." in a.name.split("/")[-1]} | {a.name for a in ALL if "/" in a.name}
+    files = {a.name.split("/")[-1] for a in ALL if "." in a.name.split("/")[-1]} | {
+        a.name for a in ALL if "/" in a.name
+    }
     folders = {a.name for a in ALL if a.name and "." not in a.name}
     path_methods = {"path", "local", "exists", "staging", "write_json", "read_json"}
     offenders = []
@@ -130,6 +132,10 @@ def test_no_artifact_path_is_spelled_outside_the_run_directory_modules():
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value!r}")
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in path_methods:
                 for arg in node.args:
-                    if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value.split("/")[0] in folders:
+                    if (
+                        isinstance(arg, ast.Constant)
+                        and isinstance(arg.value, str)
+                        and arg.value.split("/")[0] in folders
+                    ):
                         offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {arg.value!r}")
     assert not offenders, "\n".join(offenders)

@@ -1,4 +1,5 @@
 """pipeline.security: token rules, Host allowlist, JSON depth without parsing, redaction."""
+
 from __future__ import annotations
 
 import json
@@ -24,11 +25,21 @@ def test_loopback_and_token_rules():
     assert len(generated) == 3 and all(len(t) >= 24 for t in generated)
 
 
-@pytest.mark.parametrize("header,ok", [
-    ("127.0.0.1:8000", True), ("localhost", True), ("[::1]:8000", True), ("LOCALHOST:1", True),
-    ("evil.example", False), ("evil.example:8000", False), ("127.0.0.1.evil.example", False), ("", False), (None, False),
-    ("search.example.org", True),
-])
+@pytest.mark.parametrize(
+    "header,ok",
+    [
+        ("127.0.0.1:8000", True),
+        ("localhost", True),
+        ("[::1]:8000", True),
+        ("LOCALHOST:1", True),
+        ("evil.example", False),
+        ("evil.example:8000", False),
+        ("127.0.0.1.evil.example", False),
+        ("", False),
+        (None, False),
+        ("search.example.org", True),
+    ],
+)
 def test_host_allowlist(header, ok):
     assert host_allowed(header, ["search.example.org"]) is ok
     assert host_allowed(header, [], any_host=True)
@@ -42,15 +53,21 @@ def test_json_depth_matches_parsed_depth():
             return 1 + max(map(depth, obj), default=0)
         return 0
 
-    for obj in [1, "x", [], {}, [[1], {"a": [2, {"b": []}]}], {"s": "[[[{{{ \" ]]"}, [[[[[[]]]]]]]:
+    for obj in [1, "x", [], {}, [[1], {"a": [2, {"b": []}]}], {"s": '[[[{{{ " ]]'}, [[[[[[]]]]]]]:
         text = json.dumps(obj)
         assert json_depth(text) == depth(obj) == json_depth(text.encode()), text
     assert json_depth("[" * 100_000) == 100_000
 
 
 def test_redact_masks_secrets_at_any_depth():
-    cfg = {"run_dir": "runs/x", "token": "abc", "labeler": {"token": "def", "port": 1, "share": True},
-           "serve": {"token": None}, "cloud": [{"api_key": "k"}, {"password": ""}], "tokens_total": 3}
+    cfg = {
+        "run_dir": "runs/x",
+        "token": "abc",
+        "labeler": {"token": "def", "port": 1, "share": True},
+        "serve": {"token": None},
+        "cloud": [{"api_key": "k"}, {"password": ""}],
+        "tokens_total": 3,
+    }
     out = redact(cfg)
     assert out["token"] == out["labeler"]["token"] == out["cloud"][0]["api_key"] == REDACTED
     assert out["serve"]["token"] is None and out["cloud"][1]["password"] == ""
@@ -62,7 +79,11 @@ def test_redact_overrides_and_hydra_files(tmp_path):
     from pipeline.security import redact_yaml_files
 
     assert redact(["port=1", "labeler.token=abc", "+serve.api_key=k", "token=null"]) == [
-        "port=1", f"labeler.token={REDACTED}", f"+serve.api_key={REDACTED}", "token=null"]
+        "port=1",
+        f"labeler.token={REDACTED}",
+        f"+serve.api_key={REDACTED}",
+        "token=null",
+    ]
     (tmp_path / "config.yaml").write_text("run_dir: x\nlabeler:\n  token: abc\n")
     (tmp_path / "overrides.yaml").write_text("- labeler.token=abc\n- port=1\n")
     (tmp_path / "hydra.yaml").write_text("hydra:\n  overrides:\n    task:\n    - labeler.token=abc\n")

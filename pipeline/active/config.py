@@ -1,4 +1,5 @@
 """Settings of the active-learning loop (``conf/active/*.yaml`` -> :class:`ActiveConfig`)."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, field, fields
@@ -42,7 +43,7 @@ class ActiveConfig:
     seed: int = 0  # the job's seed (set by the job, not by this group)
 
     @classmethod
-    def from_dict(cls, cfg: dict | None) -> "ActiveConfig":
+    def from_dict(cls, cfg: dict | None) -> ActiveConfig:
         cfg = dict(cfg or {})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(cfg) - known)

@@ -16,6 +16,7 @@ Every method takes candidate embeddings ``x`` (M, D), their priorities ``u`` (M,
 - ``coreset``: k-center greedy (``pipeline.coreset.kcenter.k_center_greedy``, cosine distance)
   among the candidates, counting the already-labeled images as centres when given.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -70,7 +71,9 @@ def largest_remainder_quotas(sizes: np.ndarray, k: int) -> np.ndarray:
     return quotas
 
 
-def clustering(x: np.ndarray, u: np.ndarray, k: int, n_clusters: int = 16, seed: int = 0, n_iters: int = 10) -> np.ndarray:
+def clustering(
+    x: np.ndarray, u: np.ndarray, k: int, n_clusters: int = 16, seed: int = 0, n_iters: int = 10
+) -> np.ndarray:
     """k-means on the candidates, quota per cluster, most uncertain first (module docstring)."""
     from pipeline.kmeans import kmeans
 
@@ -101,8 +104,18 @@ def coreset(x: np.ndarray, u: np.ndarray, k: int, labeled_x: np.ndarray | None =
     return picks
 
 
-def diverse_select(method: str, x: np.ndarray, u: np.ndarray, k: int, *, labeled_x: np.ndarray | None = None,
-                   seed: int = 0, block_size: int = 8, penalty: float = 1.0, n_clusters: int = 16) -> np.ndarray:
+def diverse_select(
+    method: str,
+    x: np.ndarray,
+    u: np.ndarray,
+    k: int,
+    *,
+    labeled_x: np.ndarray | None = None,
+    seed: int = 0,
+    block_size: int = 8,
+    penalty: float = 1.0,
+    n_clusters: int = 16,
+) -> np.ndarray:
     """``k`` distinct candidate positions chosen by ``method`` (one of :data:`DIVERSITY`)."""
     if len(x) != len(u):
         raise ValueError(f"{len(x)} candidate embeddings but {len(u)} priorities")

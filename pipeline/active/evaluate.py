@@ -5,11 +5,13 @@ starts a loop (seed set, rounds, stop at the budget) with an oracle for ``c``. O
 (variant, class, starter) holds the final measures of :mod:`pipeline.active.metrics`; means over
 classes and starters summarise a variant. The exact pool index is built once and shared.
 """
+
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -54,10 +56,18 @@ def protocol_runs(
             for name, cfg in variants.items():
                 t0 = time.perf_counter()
                 cfg_run = ActiveConfig.from_dict({**cfg.to_dict(), "seed": int(seed * 1_000_003 + s_i)})
-                result = run_loop(x, OracleLabeler(truth), cfg_run, ids=ids, starter_rows=[int(starter)], truth=truth, index=index)
+                result = run_loop(
+                    x, OracleLabeler(truth), cfg_run, ids=ids, starter_rows=[int(starter)], truth=truth, index=index
+                )
                 last = result.state.history[-1]
-                row = {"variant": name, "class": c, "starter": ids[int(starter)], "rounds": result.state.round,
-                       "seconds": round(time.perf_counter() - t0, 3), **{k: last[k] for k in MEASURES}}
+                row = {
+                    "variant": name,
+                    "class": c,
+                    "starter": ids[int(starter)],
+                    "rounds": result.state.round,
+                    "seconds": round(time.perf_counter() - t0, 3),
+                    **{k: last[k] for k in MEASURES},
+                }
                 rows.append(row)
                 if progress is not None:
                     progress(row)
@@ -97,11 +107,18 @@ def evaluate_run(run, cfg: dict[str, Any], *, force: bool = False) -> dict[str, 
     from pipeline.io.tables import write_parquet_atomic
 
     base = dict(cfg["active"])
-    variants = {name: ActiveConfig.from_dict({**base, **dict(over or {})}) for name, over in (cfg.get("variants") or {}).items()}
+    variants = {
+        name: ActiveConfig.from_dict({**base, **dict(over or {})}) for name, over in (cfg.get("variants") or {}).items()
+    }
     if not variants:
         raise ValueError("evaluate-active needs at least one entry in `variants`")
-    step_cfg = {"variants": {k: v.to_dict() for k, v in variants.items()}, "n_starters": cfg["n_starters"],
-                "classes": cfg.get("classes"), "label_column": cfg["label_column"], "seed": cfg["seed"]}
+    step_cfg = {
+        "variants": {k: v.to_dict() for k, v in variants.items()},
+        "n_starters": cfg["n_starters"],
+        "classes": cfg.get("classes"),
+        "label_column": cfg["label_column"],
+        "seed": cfg["seed"],
+    }
     ensure_embeddings(run, cfg)
     with run.step("evaluate_active", step_cfg, inputs=[EMBEDDINGS], force=force) as step:
         if step.skipped:
@@ -110,9 +127,16 @@ def evaluate_run(run, cfg: dict[str, Any], *, force: bool = False) -> dict[str, 
         table, x = read_run_embeddings(run)
         if column not in table.column_names:
             raise KeyError(f"label_column={column!r} is not a column of the embeddings: {table.column_names}")
-        runs = protocol_runs(x, table.column(column).to_pylist(), variants, n_starters=int(cfg["n_starters"]),
-                             seed=int(cfg["seed"]), classes=cfg.get("classes"), ids=table.column("id").to_pylist(),
-                             progress=lambda r: log.info("evaluate-active: %s", r))
+        runs = protocol_runs(
+            x,
+            table.column(column).to_pylist(),
+            variants,
+            n_starters=int(cfg["n_starters"]),
+            seed=int(cfg["seed"]),
+            classes=cfg.get("classes"),
+            ids=table.column("id").to_pylist(),
+            progress=lambda r: log.info("evaluate-active: %s", r),
+        )
         write_parquet_atomic(runs, run.path(EVALUATE_ACTIVE_RUNS))
         summary = {"n_pool": int(len(x)), "variants": summarize(runs)}
         run.write_json(EVALUATE_ACTIVE_SUMMARY, summary)

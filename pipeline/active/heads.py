@@ -9,6 +9,7 @@ materialises a standardised copy of it:
 
 Class weights (``class_weight="balanced"``, as in scikit-learn): ``s_c = n / (2 n_c)``.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -77,7 +78,7 @@ class Head:
     def _standardise(self, x: np.ndarray) -> np.ndarray:
         return x if self.mean is None else (x - self.mean) / self.scale
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> "Head":
+    def fit(self, x: np.ndarray, y: np.ndarray) -> Head:
         raise NotImplementedError
 
     def _first_layer(self) -> tuple[np.ndarray, np.ndarray]:
@@ -128,8 +129,14 @@ class LogisticHead(Head):
 
     kind = "logistic"
 
-    def __init__(self, c: float = 1.0, max_iter: int = 200, tol: float = 1e-6, seed: int = 0,
-                 class_weight: ClassWeight | float = "balanced"):
+    def __init__(
+        self,
+        c: float = 1.0,
+        max_iter: int = 200,
+        tol: float = 1e-6,
+        seed: int = 0,
+        class_weight: ClassWeight | float = "balanced",
+    ):
         super().__init__(seed, class_weight)
         if c <= 0:
             raise ValueError(f"C must be > 0, got {c}")
@@ -137,7 +144,7 @@ class LogisticHead(Head):
         self.coef: np.ndarray | None = None
         self.intercept = 0.0
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> "LogisticHead":
+    def fit(self, x: np.ndarray, y: np.ndarray) -> LogisticHead:
         from scipy.optimize import minimize
         from scipy.special import expit
 
@@ -158,8 +165,13 @@ class LogisticHead(Head):
             g = -(s * t * expit(-margin)) / total  # d loss / d (w.z_i + b)
             return loss, np.concatenate([z.T @ g + 2.0 * lam * w, [g.sum()]])
 
-        res = minimize(loss_and_grad, theta0, jac=True, method="L-BFGS-B",
-                       options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 1e-12})
+        res = minimize(
+            loss_and_grad,
+            theta0,
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 1e-12},
+        )
         self.coef, self.intercept = res.x[:d].copy(), float(res.x[d])
         self.n_iter = int(res.nit)
         self.fitted = True
@@ -180,13 +192,20 @@ class LogisticHead(Head):
 class MLPHead(Head):
     """One hidden ReLU layer, full-batch AdamW on the weighted binary cross-entropy (decoupled weight decay).
 
-        p(x) = sigmoid(v . relu(W z + c) + b),  L = (1/S) sum_i s_i BCE(p_i, y_i)
+    p(x) = sigmoid(v . relu(W z + c) + b),  L = (1/S) sum_i s_i BCE(p_i, y_i)
     """
 
     kind = "mlp"
 
-    def __init__(self, hidden: int = 256, epochs: int = 100, lr: float = 1e-3, weight_decay: float = 1e-4,
-                 seed: int = 0, class_weight: ClassWeight | float = "balanced"):
+    def __init__(
+        self,
+        hidden: int = 256,
+        epochs: int = 100,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        seed: int = 0,
+        class_weight: ClassWeight | float = "balanced",
+    ):
         super().__init__(seed, class_weight)
         if hidden < 1 or epochs < 1 or lr <= 0:
             raise ValueError("hidden and epochs must be >= 1 and lr > 0")
@@ -200,7 +219,7 @@ class MLPHead(Head):
         torch.random.set_rng_state(gen_state)
         return net
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> "MLPHead":
+    def fit(self, x: np.ndarray, y: np.ndarray) -> MLPHead:
         x, y = _check_xy(x, y)
         if self.net is None or self.net[0].in_features != x.shape[1]:
             self.net = self._build(x.shape[1])
@@ -213,7 +232,9 @@ class MLPHead(Head):
         self.net.train()
         for step in range(1, self.epochs + 1):
             logits = self.net(z)[:, 0]
-            loss = (s * torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")).sum() / s.sum()
+            loss = (
+                s * torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+            ).sum() / s.sum()
             grads = torch.autograd.grad(loss, params)
             with torch.no_grad():  # AdamW (decoupled weight decay), written out: torch.optim imports dynamo (slow)
                 for p, g, (m, v) in zip(params, grads, moments):
@@ -254,5 +275,7 @@ def build_head(cfg: dict | None, seed: int = 0) -> Head:
     if kind == "logistic":
         return LogisticHead(seed=seed, class_weight=cw, **{k: cfg[k] for k in ("c", "max_iter", "tol") if k in cfg})
     if kind == "mlp":
-        return MLPHead(seed=seed, class_weight=cw, **{k: cfg[k] for k in ("hidden", "epochs", "lr", "weight_decay") if k in cfg})
+        return MLPHead(
+            seed=seed, class_weight=cw, **{k: cfg[k] for k in ("hidden", "epochs", "lr", "weight_decay") if k in cfg}
+        )
     raise ValueError(f"head.kind must be 'logistic' or 'mlp', got {kind!r}")

@@ -3,10 +3,12 @@
 A labeler maps a batch of pool rows to int8 labels: 1 positive, 0 negative, -1 unsure (kept in
 the labeled set, so it counts as effort, but not used to train the head). Nothing reads stdin.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -27,7 +29,7 @@ class OracleLabeler:
         self.truth = np.asarray(truth, dtype=bool)
 
     @classmethod
-    def from_column(cls, values: Sequence, positive: str) -> "OracleLabeler":
+    def from_column(cls, values: Sequence, positive: str) -> OracleLabeler:
         """Oracle from a carried column (``oracle.column=label oracle.positive=<class>``)."""
         values = np.asarray([str(v) for v in values], dtype=str)
         truth = values == str(positive)
@@ -51,8 +53,17 @@ class HumanLabeler:
     browser while this process waits. Ids labeled earlier (before a crash) come back at once.
     """
 
-    def __init__(self, store, ids: Sequence[str], uris: Sequence[str], *, timeout_s: float = 3600.0,
-                 poll_s: float = 0.25, positive_label: str = "positive", negative_label: str = "negative"):
+    def __init__(
+        self,
+        store,
+        ids: Sequence[str],
+        uris: Sequence[str],
+        *,
+        timeout_s: float = 3600.0,
+        poll_s: float = 0.25,
+        positive_label: str = "positive",
+        negative_label: str = "negative",
+    ):
         self.store = store
         missing = {positive_label, negative_label} - set(store.labels)
         if missing:
@@ -67,7 +78,9 @@ class HumanLabeler:
         log.info("waiting for %d labels of batch %s", len(ids), batch)
         got = self.store.wait_for_labels(ids, timeout=self.timeout_s, poll_s=self.poll_s)
         if len(got) < len(ids):
-            raise LabelTimeout(f"batch {batch}: {len(ids) - len(got)} of {len(ids)} images still unlabeled after "
-                               f"{self.timeout_s:.0f}s; rerun the same command to resume")
+            raise LabelTimeout(
+                f"batch {batch}: {len(ids) - len(got)} of {len(ids)} images still unlabeled after "
+                f"{self.timeout_s:.0f}s; rerun the same command to resume"
+            )
         mapping = {self.positive_label: POSITIVE, self.negative_label: NEGATIVE}
         return np.array([mapping.get(got[i], UNSURE) for i in ids], dtype=np.int8)

@@ -9,12 +9,14 @@ State is checkpointed after every labeled batch (and the picked batch before it 
 labeler), so a crash anywhere resumes at the same round with the same picks. Randomness of round
 ``r`` comes from ``default_rng([seed, r])``, so a resumed run equals an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -88,7 +90,11 @@ def run_loop(
         raise ValueError(f"pool embeddings must be a non-empty (N, D) array, got {x.shape}")
     ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(n)]
     starter_rows = np.asarray(starter_rows, dtype=np.int64)
-    extra = np.zeros((0, x.shape[1]), np.float32) if starter_vectors is None else np.atleast_2d(np.asarray(starter_vectors, np.float32))
+    extra = (
+        np.zeros((0, x.shape[1]), np.float32)
+        if starter_vectors is None
+        else np.atleast_2d(np.asarray(starter_vectors, np.float32))
+    )
     if len(starter_rows) == 0 and len(extra) == 0:
         raise ValueError("give at least one starter (a pool row or an image vector)")
     if extra.shape[1] != x.shape[1]:
@@ -103,7 +109,14 @@ def run_loop(
         if index is None:
             index = pool_index(x, ids)
         queries = np.concatenate([x[starter_rows], extra])
-        seeds = seed_set(index, queries, cfg.n_neighbors, cfg.n_random, np.random.default_rng([cfg.seed, 0]), exclude_rows=starter_rows)
+        seeds = seed_set(
+            index,
+            queries,
+            cfg.n_neighbors,
+            cfg.n_random,
+            np.random.default_rng([cfg.seed, 0]),
+            exclude_rows=starter_rows,
+        )
         pending = checkpoint.load_pending(0) if checkpoint is not None else None
         pending = seeds.rows if pending is None else pending
         if checkpoint is not None:
@@ -134,7 +147,11 @@ def run_loop(
         probs = head.predict_proba(x if scored is None else x[scored])
         predicted = probs >= cfg.threshold
         t2 = time.perf_counter()
-        changed = None if state.predicted is None or len(state.predicted) != len(predicted) else float((state.predicted != predicted).mean())
+        changed = (
+            None
+            if state.predicted is None or len(state.predicted) != len(predicted)
+            else float((state.predicted != predicted).mean())
+        )
         n_labeled = len(state.rows)
         record: dict[str, Any] = {
             "round": state.round,
@@ -186,9 +203,18 @@ def run_loop(
             checkpoint.save(state)
 
 
-def select_batch(x: np.ndarray, probs: np.ndarray, state: LoopState, cfg: ActiveConfig, k: int,
-                 rng: np.random.Generator, *, scored: np.ndarray | None = None, head: Head | None = None,
-                 index=None) -> np.ndarray:
+def select_batch(
+    x: np.ndarray,
+    probs: np.ndarray,
+    state: LoopState,
+    cfg: ActiveConfig,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    scored: np.ndarray | None = None,
+    head: Head | None = None,
+    index=None,
+) -> np.ndarray:
     """``k`` unlabeled pool rows: strategy priority -> top candidates -> diversity.
 
     ``scored`` (rows of ``probs``; None = the whole pool) with ``cfg.scale.enabled``: the best
@@ -213,8 +239,17 @@ def select_batch(x: np.ndarray, probs: np.ndarray, state: LoopState, cfg: Active
         return cand[:k].astype(np.int64)
     # Diversity sees the candidates' priority ranks (best first), which every strategy shares.
     u_cand = np.arange(len(cand), 0, -1, dtype=np.float64)
-    picks = diverse_select(cfg.diversity, x[cand], u_cand, k, labeled_x=x[state.rows], seed=int(rng.integers(2**31)),
-                           block_size=cfg.block_size, penalty=cfg.penalty, n_clusters=cfg.n_clusters)
+    picks = diverse_select(
+        cfg.diversity,
+        x[cand],
+        u_cand,
+        k,
+        labeled_x=x[state.rows],
+        seed=int(rng.integers(2**31)),
+        block_size=cfg.block_size,
+        penalty=cfg.penalty,
+        n_clusters=cfg.n_clusters,
+    )
     return cand[picks].astype(np.int64)
 
 
@@ -225,5 +260,7 @@ def _scored_coreset(x: np.ndarray, cfg: ActiveConfig) -> np.ndarray:
     m = max(1, int(round(cfg.scale.fraction * len(x))))
     if m >= len(x):
         return np.arange(len(x), dtype=np.int64)
-    picks, _ = stratified_k_center(x, m, sample_size=cfg.scale.sample_size, metric="cosine", seed=cfg.seed, radius_sample=1024)
+    picks, _ = stratified_k_center(
+        x, m, sample_size=cfg.scale.sample_size, metric="cosine", seed=cfg.seed, radius_sample=1024
+    )
     return np.sort(picks)

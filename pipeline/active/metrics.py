@@ -8,12 +8,15 @@ and ``T`` the true positives of the pool:
     false_positive_rate  = |P \\ T| / |P|                 (0 when nothing is predicted)
     f1                   = 2 |P & T| / (2 |P & T| + |P \\ T| + |(R & T) \\ P|)   (on R only)
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 
-def run_metrics(truth: np.ndarray, labeled_rows: np.ndarray, labels: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+def run_metrics(
+    truth: np.ndarray, labeled_rows: np.ndarray, labels: np.ndarray, predicted: np.ndarray
+) -> dict[str, float]:
     """Measures above; ``predicted`` is the (N,) bool prediction over the whole pool."""
     truth = np.asarray(truth, dtype=bool)
     predicted = np.asarray(predicted, dtype=bool)

@@ -8,6 +8,7 @@ Outputs under ``<run_dir>/active/``:
   oracle ``labeling_effort, positives_retrieved, false_positive_rate, f1, precision, recall``);
 - ``head.npz`` (final head weights), ``summary.json``, ``imagefolder/<label>/`` (``export.imagefolder``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,7 +54,9 @@ def ensure_embeddings(run: RunDir, cfg: dict[str, Any]) -> None:
     run_embed(run, dict(cfg["input"]), dict(cfg["embed"]))
 
 
-def starter_rows_and_vectors(cfg: dict[str, Any], ids: np.ndarray, embed_cfg: dict, dim: int) -> tuple[np.ndarray, np.ndarray | None]:
+def starter_rows_and_vectors(
+    cfg: dict[str, Any], ids: np.ndarray, embed_cfg: dict, dim: int
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``starter.id`` (one id or a list) -> pool rows; ``starter.image`` (path(s)) -> embedded vectors."""
     starter = cfg.get("starter") or {}
     want = starter.get("id")
@@ -72,22 +75,30 @@ def starter_rows_and_vectors(cfg: dict[str, Any], ids: np.ndarray, embed_cfg: di
 
         vectors = Embedder(embed_cfg).embed_bytes([load_image_bytes(p) for p in paths])
         if vectors.shape[1] != dim:
-            raise ValueError(f"starter images embed to dimension {vectors.shape[1]}, the run's embeddings have {dim}; "
-                             "give the embed config the run was embedded with")
+            raise ValueError(
+                f"starter images embed to dimension {vectors.shape[1]}, the run's embeddings have {dim}; "
+                "give the embed config the run was embedded with"
+            )
     if not len(rows) and vectors is None:
         raise ValueError("give starter.id=<id in the run> or starter.image=<path>")
     return rows, vectors
 
 
-def run_active(run: RunDir, cfg: dict[str, Any], *, force: bool = False, embed_cfg: dict | None = None) -> dict[str, Any]:
+def run_active(
+    run: RunDir, cfg: dict[str, Any], *, force: bool = False, embed_cfg: dict | None = None
+) -> dict[str, Any]:
     """Run (or resume) ``strata active`` in ``run``; ``cfg`` is the resolved ``conf/active.yaml``.
 
     ``embed_cfg``: the embed config the run's embeddings were made with (for ``starter.image``);
     defaults to ``cfg["embed"]``.
     """
     loop_cfg = ActiveConfig.from_dict({**dict(cfg["active"]), "seed": int(cfg["seed"])})
-    step_cfg = {"active": loop_cfg.to_dict(), "starter": cfg.get("starter"), "labeler": (cfg.get("labeler") or {}).get("kind"),
-                "oracle": cfg.get("oracle")}
+    step_cfg = {
+        "active": loop_cfg.to_dict(),
+        "starter": cfg.get("starter"),
+        "labeler": (cfg.get("labeler") or {}).get("kind"),
+        "oracle": cfg.get("oracle"),
+    }
     ensure_embeddings(run, cfg)
     with run.step("active", step_cfg, inputs=[EMBEDDINGS], force=force) as step:
         if step.skipped:
@@ -97,7 +108,9 @@ def run_active(run: RunDir, cfg: dict[str, Any], *, force: bool = False, embed_c
     return summary
 
 
-def _active_loop(run: RunDir, cfg: dict[str, Any], loop_cfg: ActiveConfig, step: Step, embed_cfg: dict | None) -> dict[str, Any]:
+def _active_loop(
+    run: RunDir, cfg: dict[str, Any], loop_cfg: ActiveConfig, step: Step, embed_cfg: dict | None
+) -> dict[str, Any]:
     table, x = read_run_embeddings(run)
     ids = np.asarray(table.column("id").to_pylist(), dtype=str)
     uris = table.column("uri").to_pylist() if "uri" in table.column_names else [""] * len(ids)
@@ -112,7 +125,9 @@ def _active_loop(run: RunDir, cfg: dict[str, Any], loop_cfg: ActiveConfig, step:
     truth = None
     if oracle_cfg.get("column") and oracle_cfg.get("positive") is not None:
         if oracle_cfg["column"] not in table.column_names:
-            raise KeyError(f"oracle.column={oracle_cfg['column']!r} is not a column of the embeddings: {table.column_names}")
+            raise KeyError(
+                f"oracle.column={oracle_cfg['column']!r} is not a column of the embeddings: {table.column_names}"
+            )
         truth = OracleLabeler.from_column(table.column(oracle_cfg["column"]).to_pylist(), oracle_cfg["positive"]).truth
     server = None
     if kind == "oracle":
@@ -139,16 +154,26 @@ def _active_loop(run: RunDir, cfg: dict[str, Any], loop_cfg: ActiveConfig, step:
 
     try:
         with Progress("active/rounds", total=rounds, run=run, unit="round") as bar:
-            result = run_loop(x, labeler, loop_cfg, ids=ids.tolist(), starter_rows=rows, starter_vectors=vectors,
-                              truth=truth, checkpoint=checkpoint, on_round=on_round)
+            result = run_loop(
+                x,
+                labeler,
+                loop_cfg,
+                ids=ids.tolist(),
+                starter_rows=rows,
+                starter_vectors=vectors,
+                truth=truth,
+                checkpoint=checkpoint,
+                on_round=on_round,
+            )
     finally:
         if server is not None:
             server.stop()
     return write_outputs(run, result, ids, uris, truth, cfg)
 
 
-def write_outputs(run: RunDir, result: LoopResult, ids: np.ndarray, uris: list[str], truth: np.ndarray | None,
-                  cfg: dict[str, Any]) -> dict[str, Any]:
+def write_outputs(
+    run: RunDir, result: LoopResult, ids: np.ndarray, uris: list[str], truth: np.ndarray | None, cfg: dict[str, Any]
+) -> dict[str, Any]:
     """labels.parquet, rounds.parquet, head.npz, summary.json and the ImageFolder export."""
     state, probs = result.state, result.probs
     labeled = np.zeros(len(ids), dtype=bool)
@@ -156,14 +181,18 @@ def write_outputs(run: RunDir, result: LoopResult, ids: np.ndarray, uris: list[s
     model_rows = np.flatnonzero(result.predicted & ~labeled)
     out_rows = np.concatenate([state.rows, model_rows])
     labels = [LABEL_NAMES[int(v)] for v in state.labels] + ["positive"] * len(model_rows)
-    table = pa.table({
-        "id": pa.array(ids[out_rows].tolist(), pa.string()),
-        "uri": pa.array([uris[i] for i in out_rows], pa.string()),
-        "label": pa.array(labels, pa.string()),
-        "source": pa.array(["human"] * len(state.rows) + ["model"] * len(model_rows), pa.string()),
-        "score": pa.array(probs[out_rows], pa.float32()),
-        "round": pa.array(np.concatenate([state.label_round, np.full(len(model_rows), state.round, np.int32)]), pa.int32()),
-    })
+    table = pa.table(
+        {
+            "id": pa.array(ids[out_rows].tolist(), pa.string()),
+            "uri": pa.array([uris[i] for i in out_rows], pa.string()),
+            "label": pa.array(labels, pa.string()),
+            "source": pa.array(["human"] * len(state.rows) + ["model"] * len(model_rows), pa.string()),
+            "score": pa.array(probs[out_rows], pa.float32()),
+            "round": pa.array(
+                np.concatenate([state.label_round, np.full(len(model_rows), state.round, np.int32)]), pa.int32()
+            ),
+        }
+    )
     write_parquet_atomic(table, run.path(ACTIVE_LABELS))
     write_parquet_atomic(pa.Table.from_pylist(state.history), run.path(ACTIVE_ROUNDS))
     import io

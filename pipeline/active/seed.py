@@ -9,6 +9,7 @@ excluding the starters themselves (they are labeled already) and counting every 
 ``n_random`` rows are a uniform sample of the rest, so the seed set has exactly
 ``n_neighbors + n_random`` distinct rows, none of them a starter.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

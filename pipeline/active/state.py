@@ -4,6 +4,7 @@
 replaced atomically after every labeled batch; ``pending-<round>.npy`` holds a batch picked but
 not yet fully labeled, so a resumed run asks for exactly the same images.
 """
+
 from __future__ import annotations
 
 import io
@@ -44,9 +45,14 @@ class RunDirCheckpoint:
             self.run.fs.rm(self.run.local(self.folder), recursive=True)
 
     def save(self, state: LoopState) -> None:
-        arrays = {"rows": state.rows, "labels": state.labels, "label_round": state.label_round,
-                  "round": np.array(state.round), "fingerprint": np.array(self.fingerprint),
-                  "history": np.array(json.dumps(state.history))}
+        arrays = {
+            "rows": state.rows,
+            "labels": state.labels,
+            "label_round": state.label_round,
+            "round": np.array(state.round),
+            "fingerprint": np.array(self.fingerprint),
+            "history": np.array(json.dumps(state.history)),
+        }
         if state.predicted is not None:
             arrays["predicted"] = np.packbits(state.predicted)
             arrays["n_predicted"] = np.array(len(state.predicted))
@@ -71,10 +77,14 @@ class RunDirCheckpoint:
             if "predicted" in z:
                 predicted = np.unpackbits(z["predicted"])[: int(z["n_predicted"])].astype(bool)
             return LoopState(
-                rows=z["rows"].astype(np.int64), labels=z["labels"].astype(np.int8),
-                label_round=z["label_round"].astype(np.int32), round=int(z["round"]),
-                head={k[5:]: z[k] for k in z.files if k.startswith("head.")}, predicted=predicted,
-                history=json.loads(str(z["history"])), subsample=z["subsample"] if "subsample" in z else None,
+                rows=z["rows"].astype(np.int64),
+                labels=z["labels"].astype(np.int8),
+                label_round=z["label_round"].astype(np.int32),
+                round=int(z["round"]),
+                head={k[5:]: z[k] for k in z.files if k.startswith("head.")},
+                predicted=predicted,
+                history=json.loads(str(z["history"])),
+                subsample=z["subsample"] if "subsample" in z else None,
             )
 
     def save_pending(self, round: int, rows: np.ndarray) -> None:

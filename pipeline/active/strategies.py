@@ -14,6 +14,7 @@ Higher priority = label first. ``p`` is either (N,) positive-class probabilities
 (Efraimidis-Spirakis keys: the top-k of ``log(U)/w`` is such a sample). For binary ``p`` the three
 uncertainty scores rank images identically (all decrease with |p - 0.5|); they differ for C > 2.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -7,6 +7,7 @@ Public API:
 - :func:`per_cluster_k_center`, :func:`cluster_budgets` (percluster.py);
 - :func:`run_coreset` (run.py): the ``strata coreset`` step on a run directory.
 """
+
 from pipeline.lazy import lazy_exports
 
 _EXPORTS = {

@@ -1,4 +1,5 @@
 """Settings of the coreset step (``conf/coreset/default.yaml``; light: no torch)."""
+
 from __future__ import annotations
 
 from typing import Any

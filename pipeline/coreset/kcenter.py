@@ -15,9 +15,11 @@ points are set to -inf so they are never picked twice (duplicates of selected po
 distance 0, can still be picked when nothing else is left). Everything runs in torch on
 ``device`` ("cpu" or "cuda").
 """
+
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -27,7 +29,7 @@ Start = int | Literal["farthest_from_mean", "random"] | None
 
 
 def resolve_device(device: str) -> str:
-    """"auto" -> "cuda" when a GPU is visible, else "cpu"; anything else unchanged."""
+    """ "auto" -> "cuda" when a GPU is visible, else "cpu"; anything else unchanged."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
@@ -58,9 +60,7 @@ def _to_distance(d: torch.Tensor | float, metric: Metric) -> float:
     return float(np.sqrt(v)) if metric == "l2" else v
 
 
-def _min_score_to_set(
-    xq: torch.Tensor, centers: torch.Tensor, metric: Metric, block_rows: int = 8192
-) -> torch.Tensor:
+def _min_score_to_set(xq: torch.Tensor, centers: torch.Tensor, metric: Metric, block_rows: int = 8192) -> torch.Tensor:
     """(Q,) min over ``centers`` of squared L2 (or 1 - cos) for each query row; +inf if no centers.
 
     Blocked GEMM: memory stays ~block_rows x block_rows floats.
@@ -84,8 +84,12 @@ def _min_score_to_set(
 
 
 def min_distance_to_set(
-    x: np.ndarray | torch.Tensor, centers_idx: Sequence[int] | np.ndarray, *, metric: Metric = "l2",
-    device: str = "cpu", query_idx: np.ndarray | None = None,
+    x: np.ndarray | torch.Tensor,
+    centers_idx: Sequence[int] | np.ndarray,
+    *,
+    metric: Metric = "l2",
+    device: str = "cpu",
+    query_idx: np.ndarray | None = None,
 ) -> np.ndarray:
     """Distance of each row of ``x`` (or of ``x[query_idx]``) to its nearest row in ``x[centers_idx]``."""
     xt = _as_tensor(x, metric, device)
@@ -96,8 +100,13 @@ def min_distance_to_set(
 
 
 def covering_radius(
-    x: np.ndarray | torch.Tensor, selected: Sequence[int] | np.ndarray, *, metric: Metric = "l2",
-    device: str = "cpu", sample: int | None = None, seed: int = 0,
+    x: np.ndarray | torch.Tensor,
+    selected: Sequence[int] | np.ndarray,
+    *,
+    metric: Metric = "l2",
+    device: str = "cpu",
+    sample: int | None = None,
+    seed: int = 0,
 ) -> float:
     """r(S) = max_i min_{s in S} d(x_i, x_s); over a random ``sample`` of rows if given (a lower bound)."""
     if len(selected) == 0:

@@ -6,9 +6,10 @@ taken whole and large ones get equal shares. Each cluster's k-center runs indepe
 parallel Ray tasks when Ray is initialised); the union's covering radius is at most
 ``max_j r_j`` because every point is covered by a center of its own cluster.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -92,9 +93,7 @@ def per_cluster_k_center(
 
         task = ray.remote(num_cpus=cpus_per_task)(_cluster_task)
         x_ref = ray.put(x)
-        results = ray.get(
-            [task.remote(x_ref, g, int(b), metric, device, threads) for g, b in zip(groups, budgets)]
-        )
+        results = ray.get([task.remote(x_ref, g, int(b), metric, device, threads) for g, b in zip(groups, budgets)])
     else:
         results = [_cluster_task(x, g, int(b), metric, device, threads) for g, b in zip(groups, budgets)]
     picks = np.concatenate([r[0] for r in results]) if results else np.empty(0, dtype=np.int64)

@@ -7,20 +7,17 @@ hierarchical k-means when present, else from the per-cluster partition (method p
 else a single cluster 0 with the distance to the mean. Rows in ``dedup/duplicates.parquet`` are
 left out when ``drop_duplicates``. The covering radius goes to the returned dict and ``run.json``.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import time
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.coreset.config import coreset_config
-from pipeline.coreset.kcenter import k_center_greedy, stratified_k_center
-from pipeline.coreset.percluster import per_cluster_k_center
 from pipeline.artifacts import (
     CLUSTERS,
     CORESET,
@@ -31,10 +28,14 @@ from pipeline.artifacts import (
     load_point_ids,
     read_run_embeddings,
 )
+from pipeline.coreset.config import coreset_config
+from pipeline.coreset.kcenter import k_center_greedy, stratified_k_center
+from pipeline.coreset.percluster import per_cluster_k_center
 from pipeline.io.tables import write_parquet_atomic
 from pipeline.rundir import RunDir
 
 log = logging.getLogger(__name__)
+
 
 def select_coreset(x: np.ndarray, k: int, cfg: dict) -> tuple[np.ndarray, float, np.ndarray | None, str]:
     """(indices, covering radius, level-1 assignments of the partition used or None, method run)."""
@@ -55,8 +56,12 @@ def select_coreset(x: np.ndarray, k: int, cfg: dict) -> tuple[np.ndarray, float,
         pc_cfg = c["per_cluster"]
         n_clusters = min(len(x), pc_cfg["n_clusters"] or max(1, math.ceil(len(x) / pc_cfg["points_per_cluster"])))
         # kmeans normalises its input in place for the cosine metric: hand it a copy.
-        _, assignments, _ = kmeans(np.array(x, dtype=np.float32), n_clusters, pc_cfg["n_iters"], metric=c["metric"], seed=c["seed"])
-        idx, radius, _ = per_cluster_k_center(x, assignments, k, allocation=pc_cfg["allocation"], seed=c["seed"], **common)
+        _, assignments, _ = kmeans(
+            np.array(x, dtype=np.float32), n_clusters, pc_cfg["n_iters"], metric=c["metric"], seed=c["seed"]
+        )
+        idx, radius, _ = per_cluster_k_center(
+            x, assignments, k, allocation=pc_cfg["allocation"], seed=c["seed"], **common
+        )
         return idx, radius, assignments, method
     raise ValueError(f"coreset method must be exact, stratified, per_cluster or auto; got {method!r}")
 
@@ -81,8 +86,10 @@ def _levels_for(run: RunDir, ids: pa.Array, x: np.ndarray, assignments: np.ndarr
     centroids = np.zeros((int(assignments.max()) + 1, x.shape[1]), dtype=np.float64)
     np.add.at(centroids, assignments, x)
     centroids /= np.maximum(np.bincount(assignments, minlength=len(centroids)), 1)[:, None]
-    return {"level_1": pa.array(assignments, pa.int64()),
-            "distance": pa.array(np.linalg.norm(x - centroids[assignments], axis=1), pa.float32())}
+    return {
+        "level_1": pa.array(assignments, pa.int64()),
+        "distance": pa.array(np.linalg.norm(x - centroids[assignments], axis=1), pa.float32()),
+    }
 
 
 def run_coreset(run: RunDir, cfg: dict, *, force: bool = False) -> dict:
@@ -108,14 +115,19 @@ def run_coreset(run: RunDir, cfg: dict, *, force: bool = False) -> dict:
             raise ValueError(f"coreset size {k} must be in [1, {n}] (fraction={c['fraction']}, size={c['size']})")
         idx, radius, assignments, method = select_coreset(x, k, c)
         sel = table.take(pa.array(idx))
-        cols = _levels_for(run, sel.column("id").combine_chunks(), x[idx], None if assignments is None else assignments[idx])
+        cols = _levels_for(
+            run, sel.column("id").combine_chunks(), x[idx], None if assignments is None else assignments[idx]
+        )
         first = {"id": sel.column("id"), **({"uri": sel.column("uri")} if "uri" in sel.column_names else {})}
-        manifest = pa.table({
-            **first, **cols,
-            "multiplicity": pa.array(np.ones(k, dtype=np.int32)),
-            "coreset_rank": pa.array(np.arange(k, dtype=np.int64)),
-            **{name: sel.column(name) for name in sel.column_names if name not in first},
-        })
+        manifest = pa.table(
+            {
+                **first,
+                **cols,
+                "multiplicity": pa.array(np.ones(k, dtype=np.int32)),
+                "coreset_rank": pa.array(np.arange(k, dtype=np.int64)),
+                **{name: sel.column(name) for name in sel.column_names if name not in first},
+            }
+        )
         write_parquet_atomic(manifest, c["output"] or run.path(CORESET))
         out = {"input": n, "selected": k, "covering_radius": float(radius), "method": method}
         step.result = {**out, "seconds": round(time.perf_counter() - t0, 2), "metric": c["metric"]}

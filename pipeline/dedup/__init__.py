@@ -7,6 +7,7 @@ Public API:
   (semantic.py): pure functions on arrays;
 - :func:`find_duplicates`, :func:`run_dedup` (run.py): the ``strata dedup`` step on a run directory.
 """
+
 from pipeline.lazy import lazy_exports
 
 _EXPORTS = {

@@ -1,9 +1,11 @@
 """Exact duplicates: a content hash of the decoded pixels, so re-containered copies (same pixels,
 other bytes: PNG vs lossless re-save, stripped metadata) match, and byte-identical files match."""
+
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import ClassVar, Sequence
+from collections.abc import Sequence
+from typing import ClassVar
 
 import fsspec
 import pyarrow as pa
@@ -42,8 +44,11 @@ def load_images(uris: Sequence[str]) -> list[bytes | None]:
         with fsspec.open(base, "rb") as fh:
             pf = pq.ParquetFile(fh)
             schema = pf.schema_arrow
-            col = "image" if "image" in schema.names else next(
-                f.name for f in schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type))
+            col = (
+                "image"
+                if "image" in schema.names
+                else next(f.name for f in schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type))
+            )
             images = pf.read(columns=[col]).column(col)
         for pos, row in rows:
             out[pos] = images[row].as_py() if row < len(images) else None

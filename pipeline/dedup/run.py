@@ -4,25 +4,26 @@ Reads ``<run>/embeddings``, writes ``<run>/dedup/duplicates.parquet`` (``id``, `
 ``similarity``, ``kind`` in {exact, semantic}) and ``<run>/dedup/kept.parquet`` (``id``): every
 input id is in exactly one of them. ``pipeline.kmeans.run_cluster`` drops the duplicate ids.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import time
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from pipeline.artifacts import EMBEDDINGS, read_run_embeddings, write_dedup
 from pipeline.dedup.config import dedup_config
 from pipeline.dedup.hashing import PIXEL_HASH, PixelHashStage
 from pipeline.dedup.semantic import exact_duplicates, keep_priority, semantic_duplicates
-from pipeline.artifacts import EMBEDDINGS, read_run_embeddings, write_dedup
 from pipeline.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 COUNTS = ("input", "kept", "duplicates", "exact", "semantic")
+
 
 def find_duplicates(
     x: np.ndarray, hashes: list[str | None] | None, cfg: dict
@@ -94,18 +95,28 @@ def run_dedup(run: RunDir, cfg: dict, *, force: bool = False) -> dict:
         kept = np.flatnonzero(kind == 0)
         if len(kept) + len(dup) != len(ids) or (kind[kept_of[dup]] != 0).any():
             raise AssertionError("dedup accounting broken: every row must be kept or point at a kept row")
-        duplicates = pa.table({
-            "id": ids.take(pa.array(dup)),
-            "kept_id": ids.take(pa.array(kept_of[dup])),
-            "similarity": pa.array(similarity[dup], pa.float32()),
-            "kind": pa.array(np.where(kind[dup] == 1, "exact", "semantic").tolist(), pa.string()),
-        })
+        duplicates = pa.table(
+            {
+                "id": ids.take(pa.array(dup)),
+                "kept_id": ids.take(pa.array(kept_of[dup])),
+                "similarity": pa.array(similarity[dup], pa.float32()),
+                "kind": pa.array(np.where(kind[dup] == 1, "exact", "semantic").tolist(), pa.string()),
+            }
+        )
         write_dedup(run, duplicates, pa.table({"id": ids.take(pa.array(kept))}))
         counts = {
-            "input": len(ids), "kept": int(len(kept)), "duplicates": int(len(dup)),
-            "exact": int((kind == 1).sum()), "semantic": int((kind == 2).sum()),
+            "input": len(ids),
+            "kept": int(len(kept)),
+            "duplicates": int(len(dup)),
+            "exact": int((kind == 1).sum()),
+            "semantic": int((kind == 2).sum()),
         }
-        step.result = {**counts, "hash_s": round(t_hash, 2), "total_s": round(time.perf_counter() - t0, 2),
-                       "eps": c["eps"], "keep": c["keep"]}
+        step.result = {
+            **counts,
+            "hash_s": round(t_hash, 2),
+            "total_s": round(time.perf_counter() - t0, 2),
+            "eps": c["eps"],
+            "keep": c["keep"],
+        }
         log.info("dedup: %s", counts)
     return counts

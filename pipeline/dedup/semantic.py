@@ -9,13 +9,13 @@ unlike thresholding the max similarity to all earlier points as SemDeDup does).
 Keep priority: ``centroid`` (closest to the cluster centroid first, the most typical copy),
 ``first`` (input order) or ``random`` (seeded).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 from pipeline.dedup.config import KEEP_RULES
-
 
 
 def exact_duplicates(hashes: list[str | None], priority: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

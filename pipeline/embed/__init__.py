@@ -1,4 +1,5 @@
 """Embedding: backbones, the plain :class:`Embedder`, and the Ray Data embedding stage."""
+
 from pipeline.lazy import lazy_exports
 
 _EXPORTS = {

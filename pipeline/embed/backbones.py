@@ -12,6 +12,7 @@ L2-normalised, concatenated and scaled by ``1/sqrt(stages)``; 744-d for Efficien
 stages describe texture and layout, which transfer to aerial scenes better than the
 ImageNet-specific last layer (BENCHMARKS.md, active labeling).
 """
+
 from __future__ import annotations
 
 import math
@@ -126,7 +127,9 @@ def _efficientnet_lite0(checkpoint: str | None, features: Features = "head") -> 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     missing, unexpected = net.load_state_dict(state, strict=False)
     if [k for k in missing if not k.startswith("_fc")] or unexpected:
-        raise ValueError(f"{checkpoint}: not an EfficientNet-Lite0 state dict (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise ValueError(
+            f"{checkpoint}: not an EfficientNet-Lite0 state dict (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     # The Lite models were trained on inputs scaled to [-1, 1] (TF Lite mean 127, std 128).
     module = _EfficientNetFeatures(net, features)
     return Backbone(module, module.dim, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), image_size=224)
@@ -151,7 +154,9 @@ def _resnet(name: str, checkpoint: str | None, features: Features = "head") -> B
     return Backbone(module, module.dim)
 
 
-def build_backbone(name: str = "efficientnet_lite0", checkpoint: str | None = None, features: Features = "head") -> Backbone:
+def build_backbone(
+    name: str = "efficientnet_lite0", checkpoint: str | None = None, features: Features = "head"
+) -> Backbone:
     """Build the feature extractor ``name`` pooling ``features`` (see module docstring), in eval mode on the CPU."""
     if features not in FEATURES:
         raise ValueError(f"embed.features must be one of {FEATURES}, got {features!r}")

@@ -1,4 +1,5 @@
 """Settings of the embed step (schema of ``conf/embed/*.yaml``; light: no torch)."""
+
 from __future__ import annotations
 
 from dataclasses import fields
@@ -27,6 +28,6 @@ class EmbedConfig:
     pixel_hash: bool = True  # internal: add a `pixel_hash` column (exact-duplicate key)
 
     @classmethod
-    def from_dict(cls, cfg: dict | None) -> "EmbedConfig":
+    def from_dict(cls, cfg: dict | None) -> EmbedConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in (cfg or {}).items() if k in known})

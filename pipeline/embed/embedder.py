@@ -1,8 +1,8 @@
 """Embedder: decode -> resize -> normalise -> backbone forward -> (optionally) L2-normalise."""
+
 from __future__ import annotations
 
-from dataclasses import fields
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

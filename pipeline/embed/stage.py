@@ -1,4 +1,5 @@
 """The embedding stage on Ray Data, and the ``embed`` step that writes ``embeddings/``."""
+
 from __future__ import annotations
 
 import logging
@@ -10,11 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.artifacts import EMBEDDINGS, PRETRAIN, PRETRAIN_CHECKPOINT, REJECTS, TMP, input_fingerprint
 from pipeline.embed.embedder import EmbedConfig, Embedder
 from pipeline.io.images import RejectedImage
 from pipeline.io.sources import InputConfig, read_images
 from pipeline.io.tables import EMBEDDING, embeddings_to_arrow, list_parquet_files
-from pipeline.artifacts import EMBEDDINGS, PRETRAIN, PRETRAIN_CHECKPOINT, REJECTS, TMP, input_fingerprint
 from pipeline.rundir import INPUT, RunDir
 from pipeline.stage import Resources, Stage
 
@@ -47,7 +48,9 @@ class EmbedStage(Stage):
         for stage in self.preprocess:  # image-bytes stages (gap fill, cloud mask, tiling) run in this actor
             batch = stage(batch)
         images = batch.column("image").to_pylist()
-        read_errors = batch.column("_read_error").to_pylist() if "_read_error" in batch.column_names else [None] * len(images)
+        read_errors = (
+            batch.column("_read_error").to_pylist() if "_read_error" in batch.column_names else [None] * len(images)
+        )
         reasons: list[str | None] = []
         digests: list[str | None] = []
         pixels = []
@@ -73,7 +76,9 @@ class EmbedStage(Stage):
         out = batch.drop_columns([c for c in ("image", "_read_error") if c in batch.column_names])
         if self.cfg.pixel_hash:
             out = out.append_column(PIXEL_HASH, pa.array(digests, pa.string()))
-        return out.append_column(EMBEDDING, embeddings_to_arrow(emb)).append_column(REJECT_REASON, pa.array(reasons, pa.string()))
+        return out.append_column(EMBEDDING, embeddings_to_arrow(emb)).append_column(
+            REJECT_REASON, pa.array(reasons, pa.string())
+        )
 
 
 def embed_dataset(ds, cfg: EmbedConfig, preprocess: list[tuple[type, dict]] | None = None):
@@ -97,7 +102,14 @@ def embed_dataset(ds, cfg: EmbedConfig, preprocess: list[tuple[type, dict]] | No
     )
 
 
-def run_embed(run: RunDir, input_cfg: dict, embed_cfg: dict, *, preprocess: list[tuple[type, dict]] | None = None, force: bool = False) -> dict[str, Any]:
+def run_embed(
+    run: RunDir,
+    input_cfg: dict,
+    embed_cfg: dict,
+    *,
+    preprocess: list[tuple[type, dict]] | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
     """Read -> (preprocess) -> embed every input image; write ``embeddings/`` and ``rejects.parquet``.
 
     Every input row ends in exactly one of the two (``kept + rejected == read``). Skipped when the
@@ -106,8 +118,11 @@ def run_embed(run: RunDir, input_cfg: dict, embed_cfg: dict, *, preprocess: list
     import ray
 
     input_config = InputConfig.from_dict(input_cfg)
-    config = {"input": {k: v for k, v in input_cfg.items() if k != "path"}, "embed": embed_cfg,
-              "preprocess": [(c.__module__ + "." + c.__name__, k) for c, k in preprocess or []]}
+    config = {
+        "input": {k: v for k, v in input_cfg.items() if k != "path"},
+        "embed": embed_cfg,
+        "preprocess": [(c.__module__ + "." + c.__name__, k) for c, k in preprocess or []],
+    }
     inputs = {INPUT: input_fingerprint(input_config.resolved_path)}
     checkpoint = str(embed_cfg.get("checkpoint") or "")
     if checkpoint.startswith(run.path(PRETRAIN)):  # a backbone trained in this run: its step is an input
@@ -153,7 +168,9 @@ def _split_kept_and_rejected(run: RunDir, staged: str) -> dict[str, int]:
                 with run.fs.open(f"{out_dir}/part-{i:05d}.parquet", "wb") as fh:
                     pq.write_table(good, fh)
                 kept += good.num_rows
-    empty = pa.table({"id": pa.array([], pa.string()), "uri": pa.array([], pa.string()), "reason": pa.array([], pa.string())})
+    empty = pa.table(
+        {"id": pa.array([], pa.string()), "uri": pa.array([], pa.string()), "reason": pa.array([], pa.string())}
+    )
     rejected_table = pa.concat_tables(rejects) if rejects else empty
     from pipeline.io.tables import write_parquet_atomic
 

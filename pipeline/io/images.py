@@ -4,6 +4,7 @@ Convertible inputs become 8-bit RGB: grayscale, palette, RGBA/LA (alpha dropped)
 float images (scaled to 0..255 by their type's range). Rejected: empty files, non-images, corrupt or
 truncated files, and images above ``max_pixels`` (checked from the header, before decoding).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,7 +27,9 @@ class RejectedImage(ValueError):
         self.reason = reason
 
 
-def decode_rgb(data: bytes | None, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None) -> Image.Image:
+def decode_rgb(
+    data: bytes | None, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None
+) -> Image.Image:
     """Decode ``data`` into an RGB ``PIL.Image`` or raise :class:`RejectedImage`.
 
     ``draft_size`` lets JPEG decode at a reduced scale (>= draft_size on each side), which makes
@@ -64,7 +67,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
             arr8 = (arr.astype(np.uint32) >> 8).astype(np.uint8)
         else:
             arr = arr.astype(np.float64)
-            lo, hi = (0.0, 65535.0) if img.mode == "I" and arr.min() >= 0 and arr.max() <= 65535 else (arr.min(), arr.max())
+            lo, hi = (
+                (0.0, 65535.0) if img.mode == "I" and arr.min() >= 0 and arr.max() <= 65535 else (arr.min(), arr.max())
+            )
             if img.mode == "F" and lo >= 0 and hi <= 1:
                 lo, hi = 0.0, 1.0
             scale = 255.0 / (hi - lo) if hi > lo else 0.0

@@ -19,15 +19,16 @@ Reading is split into *work units* listed on the driver (one file, one Parquet r
 shard); Ray Data expands them into rows in parallel (:func:`read_images`), and the same expansion
 runs without Ray in :func:`iter_images`.
 """
+
 from __future__ import annotations
 
 import functools
-import io
 import logging
 import os
 import tarfile
+from collections.abc import Iterator
 from dataclasses import field, fields
-from typing import Any, Iterator
+from typing import Any
 
 import fsspec
 import numpy as np
@@ -40,7 +41,9 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm", ".jp2")
 TEXT_MEMBER_EXTENSIONS = ("cls", "txt", "json", "label")
-BUNDLED_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data", "sample")
+BUNDLED_SAMPLE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data", "sample"
+)
 
 
 @schema("input/default")
@@ -62,7 +65,7 @@ class InputConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, cfg: dict | None) -> "InputConfig":
+    def from_dict(cls, cfg: dict | None) -> InputConfig:
         cfg = dict(cfg or {})
         known = {f.name for f in fields(cls)}
         extra = {k: cfg.pop(k) for k in list(cfg) if k not in known}
@@ -112,8 +115,14 @@ def _format_of_file(p: str) -> str:
 
 # ---- work units -------------------------------------------------------------------------------
 UNIT_SCHEMA = pa.schema(
-    [("kind", pa.string()), ("file", pa.string()), ("root", pa.string()), ("rows", pa.string()),
-     ("names", pa.list_(pa.binary())), ("offset", pa.int64())]
+    [
+        ("kind", pa.string()),
+        ("file", pa.string()),
+        ("root", pa.string()),
+        ("rows", pa.string()),
+        ("names", pa.list_(pa.binary())),
+        ("offset", pa.int64()),
+    ]
 )
 
 
@@ -129,7 +138,16 @@ def list_units(cfg: InputConfig) -> pa.Table:
         root = p if fs.isdir(p) else os.path.dirname(p)
         names = _list_folder(fs, p, root, bool(cfg.follow_symlinks))
         for i in range(0, len(names), cfg.files_per_unit):
-            units.append({"kind": "folder", "file": "", "root": prefix + root, "rows": "", "names": names[i : i + cfg.files_per_unit], "offset": i})
+            units.append(
+                {
+                    "kind": "folder",
+                    "file": "",
+                    "root": prefix + root,
+                    "rows": "",
+                    "names": names[i : i + cfg.files_per_unit],
+                    "offset": i,
+                }
+            )
     elif fmt == "parquet":
         from pipeline.io.tables import list_parquet_files
 
@@ -143,12 +161,28 @@ def list_units(cfg: InputConfig) -> pa.Table:
                 n = meta.row_group(g).num_rows
                 for start in range(0, n, cfg.rows_per_unit):
                     length = min(cfg.rows_per_unit, n - start)
-                    units.append({"kind": "parquet", "file": f, "root": prefix + root, "rows": f"{g}:{start}:{length}", "names": None, "offset": offset + start})
+                    units.append(
+                        {
+                            "kind": "parquet",
+                            "file": f,
+                            "root": prefix + root,
+                            "rows": f"{g}:{start}:{length}",
+                            "names": None,
+                            "offset": offset + start,
+                        }
+                    )
                 offset += n
     elif fmt == "tar":
-        files = sorted(fs.glob(p) if any(c in p for c in "*?[") else ([f for f in fs.find(p) if _format_of_file(f) == "tar"] if fs.isdir(p) else [p]))
+        files = sorted(
+            fs.glob(p)
+            if any(c in p for c in "*?[")
+            else ([f for f in fs.find(p) if _format_of_file(f) == "tar"] if fs.isdir(p) else [p])
+        )
         root = p if fs.isdir(p) else os.path.dirname(files[0]) if files else p
-        units = [{"kind": "tar", "file": prefix + f, "root": prefix + root, "rows": "", "names": None, "offset": 0} for f in files]
+        units = [
+            {"kind": "tar", "file": prefix + f, "root": prefix + root, "rows": "", "names": None, "offset": 0}
+            for f in files
+        ]
     else:
         raise ValueError(f"unknown input.format {fmt!r}: use auto, folder, parquet or tar")
     if not units:
@@ -184,7 +218,11 @@ def _list_folder(fs: fsspec.AbstractFileSystem, p: str, root: str, follow_symlin
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(b"."))  # sorted: a fixed walk order
         listed = [f for f in filenames if not f.startswith(b".")]
         if not follow_symlinks:  # a linked folder is not walked; one leading outside is refused
-            listed += [d for d in dirnames if os.path.islink(os.path.join(dirpath, d)) and not _inside(os.path.join(dirpath, d), root_b)]
+            listed += [
+                d
+                for d in dirnames
+                if os.path.islink(os.path.join(dirpath, d)) and not _inside(os.path.join(dirpath, d), root_b)
+            ]
         rel_dir = os.path.relpath(dirpath, root_b)
         names += [f if rel_dir == b"." else os.path.join(rel_dir, f) for f in listed]
     return sorted(names)
@@ -253,7 +291,12 @@ class ExpandUnits:
             images.append(data)
             errors.append(err)
             labels.append(rel.split("/", 1)[0] if "/" in rel else None)
-        cols: dict[str, Any] = {"id": ids, "uri": uris, "image": pa.array(images, pa.binary()), "_read_error": pa.array(errors, pa.string())}
+        cols: dict[str, Any] = {
+            "id": ids,
+            "uri": uris,
+            "image": pa.array(images, pa.binary()),
+            "_read_error": pa.array(errors, pa.string()),
+        }
         if self.cfg.label_from_folder:
             cols["label"] = pa.array(labels, pa.string())
         return pa.table(cols)
@@ -264,7 +307,9 @@ class ExpandUnits:
             table = pq.ParquetFile(fh).read_row_group(group).slice(start, length)
         col = self.cfg.image_column
         if col not in table.column_names:
-            raise KeyError(f"{unit['file']}: no image column {col!r} (columns: {table.column_names}); set input.image_column")
+            raise KeyError(
+                f"{unit['file']}: no image column {col!r} (columns: {table.column_names}); set input.image_column"
+            )
         rows = range(unit["offset"], unit["offset"] + table.num_rows)
         uris = pa.array([f"{unit['file']}#{r}" for r in rows], pa.string())
         if self.cfg.id_column in table.column_names:
@@ -273,7 +318,12 @@ class ExpandUnits:
             rel = os.path.relpath(_fs(unit["file"])[1], _fs(unit["root"])[1]).replace(os.sep, "/")
             ids = pa.array([f"{rel}#{r}" for r in rows], pa.string())
         carried = [c for c in (self.cfg.columns or table.column_names) if c not in (col, self.cfg.id_column, "uri")]
-        out = {"id": ids, "uri": uris, "image": table.column(col).cast(pa.binary()), "_read_error": pa.nulls(table.num_rows, pa.string())}
+        out = {
+            "id": ids,
+            "uri": uris,
+            "image": table.column(col).cast(pa.binary()),
+            "_read_error": pa.nulls(table.num_rows, pa.string()),
+        }
         out.update({c: table.column(c) for c in carried})
         return pa.table(out)
 
@@ -306,12 +356,24 @@ class ExpandUnits:
         rows = []
         for key in order:
             s = samples[key]
-            row = {"id": key, "uri": s.get("uri", f"{unit['file']}#{key}"), "image": s.get("image"), "_read_error": None if "image" in s else "no image member in tar sample"}
+            row = {
+                "id": key,
+                "uri": s.get("uri", f"{unit['file']}#{key}"),
+                "image": s.get("image"),
+                "_read_error": None if "image" in s else "no image member in tar sample",
+            }
             row.update({e: s[e] for e in TEXT_MEMBER_EXTENSIONS if e in s})
             rows.append(row)
         if error:
             log.warning("%s: %s (kept %d samples read before the error)", unit["file"], error, len(rows))
-            rows.append({"id": f"{os.path.basename(unit['file'])}#<unreadable>", "uri": unit["file"], "image": None, "_read_error": error})
+            rows.append(
+                {
+                    "id": f"{os.path.basename(unit['file'])}#<unreadable>",
+                    "uri": unit["file"],
+                    "image": None,
+                    "_read_error": error,
+                }
+            )
         if not rows:
             return _empty_rows()
         table = pa.Table.from_pylist(rows)
@@ -340,7 +402,14 @@ def _read_file(uri: str) -> tuple[bytes | None, str | None]:
 
 
 def _empty_rows() -> pa.Table:
-    return pa.table({"id": pa.array([], pa.string()), "uri": pa.array([], pa.string()), "image": pa.array([], pa.binary()), "_read_error": pa.array([], pa.string())})
+    return pa.table(
+        {
+            "id": pa.array([], pa.string()),
+            "uri": pa.array([], pa.string()),
+            "image": pa.array([], pa.binary()),
+            "_read_error": pa.array([], pa.string()),
+        }
+    )
 
 
 # ---- public readers -----------------------------------------------------------------------------
@@ -372,7 +441,14 @@ def read_images(cfg: dict | InputConfig):
     # default 1-CPU tasks may not fit beside the embedding actors on small nodes).
     ds = ray.data.from_arrow([units.slice(i, step) for i in range(0, units.num_rows, step)])
     compute = ray.data.TaskPoolStrategy(size=cfg.read_tasks) if cfg.read_tasks else None
-    ds = ds.map_batches(_expand_units, fn_kwargs={"cfg": cfg}, batch_size=cfg.units_per_block, batch_format="pyarrow", num_cpus=0.25, compute=compute)
+    ds = ds.map_batches(
+        _expand_units,
+        fn_kwargs={"cfg": cfg},
+        batch_size=cfg.units_per_block,
+        batch_format="pyarrow",
+        num_cpus=0.25,
+        compute=compute,
+    )
     if cfg.limit is not None:
         ds = ds.limit(cfg.limit)
     return ds
@@ -389,7 +465,11 @@ def _parquet_layout(path: str) -> tuple[np.ndarray, str]:
         pf = pq.ParquetFile(fh)
         sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
         schema = pf.schema_arrow
-    column = "image" if "image" in schema.names else next(f.name for f in schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type))
+    column = (
+        "image"
+        if "image" in schema.names
+        else next(f.name for f in schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type))
+    )
     return np.concatenate([[0], np.cumsum(sizes)]), column
 
 

@@ -3,12 +3,12 @@
 Embedding tables (``<run_dir>/embeddings/part-*.parquet``) hold one row per kept image:
 ``id`` (string), ``embedding`` (``fixed_size_list<float32>[D]``) and the carried input columns.
 """
+
 from __future__ import annotations
 
-import glob as _glob
 import os
 import uuid
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import fsspec
 import numpy as np

@@ -7,6 +7,7 @@ Public API:
 - :func:`run_cluster` (run.py): the ``strata cluster`` step on a run directory; its outputs are
   read with :func:`pipeline.artifacts.load_levels` / :func:`pipeline.artifacts.load_point_ids`.
 """
+
 from pipeline.lazy import lazy_exports
 
 _EXPORTS = {

@@ -17,10 +17,12 @@ vector, every shard returns ``phi_j = sum_x min(D(x), ||x - c_j||^2)`` per candi
 driver keeps ``argmin_j phi_j``. Three round trips of scalars/candidate vectors per centre; no
 N-length vector ever leaves a shard.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -1,4 +1,5 @@
 """Settings of hierarchical k-means (schema of ``conf/kmeans/*.yaml``; light: no FAISS)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -57,7 +58,7 @@ class KMeansConfig:
     seed: int = 0  # the job's seed (set by the job, not by this group)
 
     @classmethod
-    def from_dict(cls, cfg: dict[str, Any], seed: int | None = None) -> "KMeansConfig":
+    def from_dict(cls, cfg: dict[str, Any], seed: int | None = None) -> KMeansConfig:
         """Build from a config dict whose per-level keys are lists (scalars are broadcast)."""
         cfg = dict(cfg)
         if "n_clusters" not in cfg:
@@ -89,7 +90,13 @@ class KMeansConfig:
         if self.init not in INITS:
             raise ValueError(f"kmeans.init must be one of {INITS}, got {self.init!r}")
         for i, lc in enumerate(self.levels, start=1):
-            if lc.n_clusters < 1 or lc.n_iters < 0 or lc.n_resampling_steps < 0 or lc.sample_size < 1 or lc.n_splits < 1:
+            if (
+                lc.n_clusters < 1
+                or lc.n_iters < 0
+                or lc.n_resampling_steps < 0
+                or lc.sample_size < 1
+                or lc.n_splits < 1
+            ):
                 raise ValueError(f"kmeans level {i}: invalid settings {lc}")
             if lc.resampling_strategy not in STRATEGIES:
                 raise ValueError(f"kmeans level {i}: resampling_strategy must be one of {STRATEGIES}")

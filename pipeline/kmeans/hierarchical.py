@@ -14,12 +14,14 @@ After every step all points are reassigned and each cluster is sorted by distanc
 centroid; :func:`sort_clusters` gives the CSR form (``offsets`` (k+1,), ``sorted_clusters``
 flat member indices, ``sorted_distances``).
 """
+
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +30,7 @@ from pipeline.kmeans.config import INITS, PER_LEVEL, STRATEGIES, KMeansConfig, L
 from pipeline.kmeans.shard import Shard
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class LevelResult:
@@ -45,7 +48,7 @@ class LevelResult:
     sorted_distances: np.ndarray
 
     @classmethod
-    def from_assignments(cls, centroids: np.ndarray, assignments: np.ndarray, distances: np.ndarray) -> "LevelResult":
+    def from_assignments(cls, centroids: np.ndarray, assignments: np.ndarray, distances: np.ndarray) -> LevelResult:
         offsets, members, member_dist = sort_clusters(assignments, distances, len(centroids))
         return cls(centroids, assignments, distances, offsets, members, member_dist)
 
@@ -77,7 +80,7 @@ def select_resampling_sample(group, k: int, per_cluster: int, strategy: str, see
     order = np.lexsort((idx, key, cl))
     cl, key, idx = cl[order], key[order], idx[order]
     rank = np.arange(len(cl)) - np.searchsorted(cl, cl, side="left")
-    last = np.flatnonzero((rank == per_cluster - 1))
+    last = np.flatnonzero(rank == per_cluster - 1)
     thr_key = np.full(k, np.inf)
     thr_idx = np.full(k, np.iinfo(np.int64).max, dtype=np.int64)
     thr_key[cl[last]] = key[last]
@@ -138,7 +141,9 @@ def split_kmeans(group, lc: LevelConfig, cfg: KMeansConfig, rng: np.random.Gener
     """
     k = lc.n_clusters
     coarse_k = math.ceil(k / lc.n_splits)
-    coarse, _ = fit_group(group, coarse_k, lc.n_iters, init=cfg.init, metric=cfg.metric, rng=rng, n_local_trials=cfg.n_local_trials)
+    coarse, _ = fit_group(
+        group, coarse_k, lc.n_iters, init=cfg.init, metric=cfg.metric, rng=rng, n_local_trials=cfg.n_local_trials
+    )
     sizes = np.sum([r[0] for r in group.call("assign_all", coarse)], axis=0)
     splits = allocate_splits(sizes, k, lc.n_splits)
     seeds = rng.integers(2**31, size=coarse_k)
@@ -192,14 +197,18 @@ def fit_level(
             if lc.n_splits > 1:
                 centroids = split_kmeans(group, lc, cfg, rng)
             else:
-                centroids, _ = fit_group(group, k, lc.n_iters, init=cfg.init, metric=cfg.metric, rng=rng, n_local_trials=cfg.n_local_trials)
+                centroids, _ = fit_group(
+                    group, k, lc.n_iters, init=cfg.init, metric=cfg.metric, rng=rng, n_local_trials=cfg.n_local_trials
+                )
         else:
             key_seed = int(rng.integers(2**62))
             n_sample = select_resampling_sample(group, k, lc.sample_size, lc.resampling_strategy, key_seed)
             if n_sample < k:  # only when many clusters are empty; keep the previous centroids
                 log.warning("level %d step %d: sample of %d points < k=%d; step skipped", level, step, n_sample, k)
             else:
-                centroids, _ = fit_group(group, k, lc.n_iters, init=cfg.init, metric=cfg.metric, rng=rng, n_local_trials=cfg.n_local_trials)
+                centroids, _ = fit_group(
+                    group, k, lc.n_iters, init=cfg.init, metric=cfg.metric, rng=rng, n_local_trials=cfg.n_local_trials
+                )
             group.call("set_active", None)
         stats = group.call("assign_all", centroids)
         counts = np.sum([s[0] for s in stats], axis=0)
@@ -230,7 +239,10 @@ def hierarchical_kmeans(x: np.ndarray, cfg: KMeansConfig | dict, *, n_shards: in
     for level, lc in enumerate(cfg.levels, start=1):
         bounds = np.linspace(0, len(data), n_shards + 1 if level == 1 else 2).astype(int)
         group = LocalGroup(
-            [Shard(data[a:b], metric=cfg.metric, offset=a, chunk_mb=cfg.chunk_mb) for a, b in zip(bounds[:-1], bounds[1:])]
+            [
+                Shard(data[a:b], metric=cfg.metric, offset=a, chunk_mb=cfg.chunk_mb)
+                for a, b in zip(bounds[:-1], bounds[1:])
+            ]
         )
         centroids = fit_level(group, lc, cfg, level)
         results.append(gather_level(group, centroids))

@@ -16,6 +16,7 @@ settings up to that level and the step's inputs), and ``cluster`` follows ``clus
 rerun loads the last finished step of a level, reassigns the points to its centroids (same
 code, same result) and continues with the next step.
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,6 +44,7 @@ from pipeline.progress import Progress
 from pipeline.rundir import RunDir, Step
 
 log = logging.getLogger(__name__)
+
 
 def _step_name(level: int, step: int) -> str:
     return f"cluster/level_{level}/step_{step}"
@@ -83,7 +85,12 @@ def start_shards(sources: list[ShardSource], cfg: KMeansConfig):
 
         # A restarted actor re-runs the constructor, which reads its rows again from ``source``;
         # calls in flight when it died fail (max_task_retries=0) and the step is recomputed.
-        remote = ray.remote(num_cpus=cfg.cpus_per_actor, num_gpus=1 if cfg.use_gpu else 0, max_restarts=cfg.max_actor_restarts, max_task_retries=0)(Shard)
+        remote = ray.remote(
+            num_cpus=cfg.cpus_per_actor,
+            num_gpus=1 if cfg.use_gpu else 0,
+            max_restarts=cfg.max_actor_restarts,
+            max_task_retries=0,
+        )(Shard)
         group = RayGroup([remote.remote(source=s, **kwargs) for s in sources])
     return group, set_offsets(group)
 
@@ -105,7 +112,9 @@ def _n_actors(cfg: KMeansConfig) -> int:
     return max(1, int(res.get("GPU" if cfg.use_gpu else "CPU", 1)))
 
 
-def run_cluster(run: RunDir, cfg: dict, *, force: bool = False, seed: int | None = None, drop_duplicates: bool | None = None) -> dict:
+def run_cluster(
+    run: RunDir, cfg: dict, *, force: bool = False, seed: int | None = None, drop_duplicates: bool | None = None
+) -> dict:
     """Hierarchical k-means with resampling of the run's embeddings into ``clusters/``.
 
     Rows that dedup removed are left out: always with ``drop_duplicates=True`` (dedup must have
@@ -131,7 +140,9 @@ def _fit_levels(run: RunDir, kc: KMeansConfig, step: Step, drop_duplicates: bool
     dup = run.path(DUPLICATES) if drop_duplicates else None
     fps = [step.sub_fingerprint(algorithm=kc.algorithm_fingerprint(lv)) for lv in range(1, len(kc.levels) + 1)]
     if step.force:
-        run.clear(*(_step_name(lv, s) for lv, lc in enumerate(kc.levels, start=1) for s in range(lc.n_resampling_steps + 1)))
+        run.clear(
+            *(_step_name(lv, s) for lv, lc in enumerate(kc.levels, start=1) for s in range(lc.n_resampling_steps + 1))
+        )
     summary: dict[str, Any] = {"levels": [], "recovered_shard_failures": 0}
     group = None
     previous: np.ndarray | None = None
@@ -156,10 +167,23 @@ def _fit_levels(run: RunDir, kc: KMeansConfig, step: Step, drop_duplicates: bool
                 if done:
                     bar.update(done, resumed_steps=done)
 
-                def on_step(step: int, centroids: np.ndarray, counts: np.ndarray, inertia: float) -> None:
+                def on_step(
+                    step: int,
+                    centroids: np.ndarray,
+                    counts: np.ndarray,
+                    inertia: float,
+                    level: int = level,
+                    group: Any = group,
+                    fp: dict = fp,
+                    bar: Progress = bar,
+                ) -> None:
                     save_step(run, level, step, gather_level(group, centroids))
-                    run.mark_done(_step_name(level, step), {**fp, "step": step}, inertia=inertia,
-                                  non_empty=int((counts > 0).sum()))
+                    run.mark_done(
+                        _step_name(level, step),
+                        {**fp, "step": step},
+                        inertia=inertia,
+                        non_empty=int((counts > 0).sum()),
+                    )
                     bar.update(inertia=round(float(inertia), 4), non_empty=int((counts > 0).sum()))
 
                 with bar:
@@ -180,23 +204,32 @@ def _fit_levels(run: RunDir, kc: KMeansConfig, step: Step, drop_duplicates: bool
                                 raise
                             while done < n_steps and run.is_done(_step_name(level, done), {**fp, "step": done}):
                                 done += 1
-                            log.warning("level %d: %s; recomputing from step %d (retry %d of %d)", level, exc, done, attempt + 1, kc.max_step_retries)
+                            log.warning(
+                                "level %d: %s; recomputing from step %d (retry %d of %d)",
+                                level,
+                                exc,
+                                done,
+                                attempt + 1,
+                                kc.max_step_retries,
+                            )
                             summary["recovered_shard_failures"] += 1
                 group.close()
                 group = None
             final = load_step(run, level, n_steps - 1)
             previous = final.centroids
             info = run.marker(_step_name(level, n_steps - 1))
-            summary["levels"].append({
-                "level": level,
-                "n_clusters": lc.n_clusters,
-                "n_items": int(len(final.assignments)),
-                "non_empty": int(info.get("non_empty", 0)),
-                "inertia": info.get("inertia"),
-                "final_step": n_steps - 1,
-                "steps_run": ran,
-                "seconds": round(time.perf_counter() - t_level, 3),
-            })
+            summary["levels"].append(
+                {
+                    "level": level,
+                    "n_clusters": lc.n_clusters,
+                    "n_items": int(len(final.assignments)),
+                    "non_empty": int(info.get("non_empty", 0)),
+                    "inertia": info.get("inertia"),
+                    "final_step": n_steps - 1,
+                    "steps_run": ran,
+                    "seconds": round(time.perf_counter() - t_level, 3),
+                }
+            )
     finally:
         if group is not None:
             group.close()

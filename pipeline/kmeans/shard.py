@@ -10,11 +10,13 @@ Distances: for ``metric="l2"`` the squared Euclidean distance ``||x - c||^2``; f
 distance is ``1 - cos(x, c)``. k-means++ potentials always use ``||x - c||^2``, which on the unit
 sphere equals ``2 (1 - cos)``, so both metrics share one code path.
 """
+
 from __future__ import annotations
 
 import resource
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
@@ -22,6 +24,9 @@ import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
 
 from pipeline.kmeans.config import METRICS
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 _THREADPOOLS = ThreadpoolController()
 
@@ -68,7 +73,7 @@ def _npy_shape(path: str) -> tuple[int, int]:
     return tuple(np.load(path, mmap_mode="r").shape)  # type: ignore[return-value]
 
 
-def _read_source(source: ShardSource) -> tuple[np.ndarray, "pa.ChunkedArray | None"]:
+def _read_source(source: ShardSource) -> tuple[np.ndarray, pa.ChunkedArray | None]:
     """(x float32 (n, D) filled in place, ids or None for ``.npy``); memory stays ~ the rows."""
     if source.kind == "npy":
         n = sum(b - a for _, a, b in source.pieces)
@@ -317,7 +322,9 @@ class Shard:
     def assign_all(self, centroids: np.ndarray) -> tuple[np.ndarray, float]:
         """Assign every row (not only active ones); returns (counts (k,), inertia)."""
         self.assign, self.dist = self._search(self.x, centroids)
-        return np.bincount(self.assign, minlength=len(centroids)).astype(np.int64), float(self.dist.sum(dtype=np.float64))
+        return np.bincount(self.assign, minlength=len(centroids)).astype(np.int64), float(
+            self.dist.sum(dtype=np.float64)
+        )
 
     def assignments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(global indices, assignments, distances) of every row; called once per finished step."""
@@ -330,7 +337,9 @@ class Shard:
             return splitmix64_uniform(np.arange(self.offset, self.offset + len(self.x)), seed)
         raise ValueError(f"resampling_strategy must be 'closest' or 'random', got {strategy!r}")
 
-    def sample_candidates(self, per_cluster: int, strategy: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def sample_candidates(
+        self, per_cluster: int, strategy: str, seed: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Local top-``per_cluster`` rows of every cluster by (key, global index).
 
         Key: distance to the centroid (``closest``) or a counter-based uniform draw (``random``,

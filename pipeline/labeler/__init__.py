@@ -1,11 +1,12 @@
 """Swipe labeler: a durable SQLite label store, a browser app to fill it, and a Python API.
 
-    from pipeline.labeler import LabelStore, serve
-    store = LabelStore("runs/x/labels/labels.sqlite")          # positive / negative / unsure
-    store.register(ids, uris); store.enqueue(batch_ids, batch="round-1")
-    with serve(store.path) as server:                           # server.url, server.stop()
-        labels = store.wait_for_labels(batch_ids, timeout=600)  # {id: label}
+from pipeline.labeler import LabelStore, serve
+store = LabelStore("runs/x/labels/labels.sqlite")          # positive / negative / unsure
+store.register(ids, uris); store.enqueue(batch_ids, batch="round-1")
+with serve(store.path) as server:                           # server.url, server.stop()
+    labels = store.wait_for_labels(batch_ids, timeout=600)  # {id: label}
 """
+
 from pipeline.labeler.app import LabelerSettings, create_app
 from pipeline.labeler.client import LabelClient
 from pipeline.labeler.export import export_imagefolder, export_parquet, labels_table, read_catalog

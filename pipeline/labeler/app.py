@@ -22,6 +22,7 @@ Annotator names are owned: the first session (cookie ``strata_session``, or head
 name gets 403, so label, undo, lease and release act only on the caller's own items. Each name
 holds at most ``max_leased`` images at once, and at most ``max_annotators`` names exist.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -126,7 +127,9 @@ def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> Fa
     """The FastAPI app labeling ``store``'s queue (run it with uvicorn, see ``server.serve``)."""
     settings = settings or LabelerSettings()
     if settings.token is None and not is_loopback(settings.host):
-        raise ValueError(f"serving on {settings.host!r} (beyond loopback) requires a token: pipeline.security.access_token makes one")
+        raise ValueError(
+            f"serving on {settings.host!r} (beyond loopback) requires a token: pipeline.security.access_token makes one"
+        )
     cache = ThumbnailCache(store.uri, settings.thumbnail_max_side, settings.cache_items)
     app = FastAPI(title=settings.title, docs_url=None, redoc_url=None, openapi_url=None)
     token = settings.token
@@ -144,10 +147,15 @@ def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> Fa
     def gate(request: Request) -> Response | None:
         """The answer for a request that may not pass (None: let it through)."""
         if not host_allowed(request.headers.get("host"), settings.allowed_hosts, any_host):
-            return JSONResponse({"detail": "unknown Host header: add the name to labeler.allowed_hosts"}, status_code=421)
+            return JSONResponse(
+                {"detail": "unknown Host header: add the name to labeler.allowed_hosts"}, status_code=421
+            )
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > settings.max_body_kb * 1024:
-            return JSONResponse({"detail": f"request body larger than {settings.max_body_kb} KiB (labeler.max_body_kb)"}, status_code=413)
+            return JSONResponse(
+                {"detail": f"request body larger than {settings.max_body_kb} KiB (labeler.max_body_kb)"},
+                status_code=413,
+            )
         if token is None or request.url.path == "/login":
             return None
         query_token = request.query_params.get("token")
@@ -229,8 +237,13 @@ def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> Fa
     def label(body: LabelBody, request: Request) -> dict:
         own(request, body.annotator)
         event, duplicate = store.label(body.id, body.label, body.annotator, body.request_id)
-        return {"seq": event.seq, "id": event.id, "label": event.label, "duplicate": duplicate,
-                "progress": store.progress().as_dict()}
+        return {
+            "seq": event.seq,
+            "id": event.id,
+            "label": event.label,
+            "duplicate": duplicate,
+            "progress": store.progress().as_dict(),
+        }
 
     @app.post("/api/undo")
     def undo(body: UndoBody, request: Request) -> dict:
@@ -239,8 +252,13 @@ def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> Fa
         if result is None:
             raise LabelError("nothing to undo", status=404)
         event, duplicate = result
-        return {"seq": event.seq, "id": event.id, "label": event.label, "duplicate": duplicate,
-                "progress": store.progress().as_dict()}
+        return {
+            "seq": event.seq,
+            "id": event.id,
+            "label": event.label,
+            "duplicate": duplicate,
+            "progress": store.progress().as_dict(),
+        }
 
     @app.post("/api/release")
     def release(body: ReleaseBody, request: Request) -> dict:
@@ -252,7 +270,9 @@ def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> Fa
         try:
             jpeg = cache.get(item_id)
         except (OSError, ValueError) as exc:
-            return JSONResponse({"detail": f"image {item_id!r} could not be read: {type(exc).__name__}"}, status_code=502)
+            return JSONResponse(
+                {"detail": f"image {item_id!r} could not be read: {type(exc).__name__}"}, status_code=502
+            )
         if jpeg is None:
             return JSONResponse({"detail": "unknown id"}, status_code=404)
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
@@ -295,7 +315,10 @@ class _Guard:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {k.lower() for k, _ in message.get("headers", [])}
-                message["headers"] = [*message.get("headers", []), *((k, v) for k, v in extra if k not in present or k == b"set-cookie")]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *((k, v) for k, v in extra if k not in present or k == b"set-cookie"),
+                ]
             await send(message)
 
         denied = self.gate(request)

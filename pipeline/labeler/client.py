@@ -1,4 +1,5 @@
 """HTTP client for one labeler (a script, a load test, or a remote active-learning driver)."""
+
 from __future__ import annotations
 
 import secrets
@@ -15,7 +16,9 @@ PROCESS_SESSION = secrets.token_urlsafe(24)
 class LabelClient:
     """Talks to a running labeler as ``annotator``; raises ``httpx.HTTPStatusError`` on 4xx/5xx."""
 
-    def __init__(self, url: str, annotator: str, token: str | None = None, timeout: float = 30.0, session: str | None = None):
+    def __init__(
+        self, url: str, annotator: str, token: str | None = None, timeout: float = 30.0, session: str | None = None
+    ):
         headers = {"X-Strata-Session": session or PROCESS_SESSION}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -60,7 +63,7 @@ class LabelClient:
     def close(self) -> None:
         self.http.close()
 
-    def __enter__(self) -> "LabelClient":
+    def __enter__(self) -> LabelClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

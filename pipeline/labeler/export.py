@@ -1,11 +1,12 @@
 """Labels out of the store: a Parquet table, an ImageFolder tree, and the id -> uri catalog in."""
+
 from __future__ import annotations
 
 import hashlib
 import io
 import os
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import fsspec
 import pyarrow as pa
@@ -57,8 +58,13 @@ def labels_table(store: LabelStore) -> pa.Table:
     rows = store.current_rows()
     cols = list(zip(*rows)) if rows else [[] for _ in LABELS_SCHEMA]
     ts = [int(t * 1e6) for t in cols[3]]
-    arrays = [pa.array(cols[0], pa.string()), pa.array(cols[1], pa.string()), pa.array(cols[2], pa.string()),
-              pa.array(ts, pa.int64()).cast(pa.timestamp("us", tz="UTC")), pa.array(cols[4], pa.string())]
+    arrays = [
+        pa.array(cols[0], pa.string()),
+        pa.array(cols[1], pa.string()),
+        pa.array(cols[2], pa.string()),
+        pa.array(ts, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        pa.array(cols[4], pa.string()),
+    ]
     return pa.Table.from_arrays(arrays, schema=LABELS_SCHEMA)
 
 

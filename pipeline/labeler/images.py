@@ -4,12 +4,13 @@ A uri comes from the label store's catalog (filled from a run's embeddings/manif
 never from a client. Bytes come from ``pipeline.io.sources.load_image_bytes`` (files,
 ``part.parquet#row``, ``shard.tar#member``), thumbnails from ``pipeline.io.images.thumbnail_jpeg``.
 """
+
 from __future__ import annotations
 
 import collections
 import io
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from PIL import Image
 

@@ -1,4 +1,5 @@
 """What ``strata label`` does with a run directory: fill the queue, serve, export."""
+
 from __future__ import annotations
 
 import logging
@@ -6,16 +7,17 @@ import os
 import shutil
 import signal
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
+from pipeline.artifacts import EMBEDDINGS, LABEL_FILES, LABELS, LABELS_DB, MANIFEST, input_fingerprint
 from pipeline.labeler.app import LabelerSettings
 from pipeline.labeler.export import export_imagefolder, export_parquet, read_catalog
 from pipeline.labeler.server import LabelServer, serve
 from pipeline.labeler.store import LabelStore
-from pipeline.artifacts import EMBEDDINGS, LABEL_FILES, LABELS, LABELS_DB, MANIFEST, input_fingerprint
 from pipeline.rundir import INPUT, RunDir
 
 log = logging.getLogger(__name__)
@@ -31,8 +33,9 @@ def store_path(run: RunDir, labeler_cfg: dict[str, Any]) -> str:
 
 
 def open_store(run: RunDir, labeler_cfg: dict[str, Any]) -> LabelStore:
-    return LabelStore(store_path(run, labeler_cfg), labels=labeler_cfg.get("labels"),
-                      synchronous=labeler_cfg["synchronous"])
+    return LabelStore(
+        store_path(run, labeler_cfg), labels=labeler_cfg.get("labels"), synchronous=labeler_cfg["synchronous"]
+    )
 
 
 def prepare_queue(run: RunDir, store: LabelStore, queue_cfg: dict[str, Any], seed: int = 0, force: bool = False) -> int:
@@ -91,7 +94,16 @@ def export_labels(run: RunDir, store: LabelStore, export_cfg: dict[str, Any]) ->
 
 
 def settings_from(labeler_cfg: dict[str, Any]) -> LabelerSettings:
-    keys = ("lease_seconds", "prefetch", "thumbnail_max_side", "cache_items", "allowed_hosts", "max_leased", "max_annotators", "max_body_kb")
+    keys = (
+        "lease_seconds",
+        "prefetch",
+        "thumbnail_max_side",
+        "cache_items",
+        "allowed_hosts",
+        "max_leased",
+        "max_annotators",
+        "max_body_kb",
+    )
     return LabelerSettings(**{k: labeler_cfg[k] for k in keys if labeler_cfg.get(k) is not None})
 
 

@@ -9,6 +9,7 @@
 ``python -m pipeline.labeler --db PATH [--host H --port P --settings JSON]`` is the child's
 entry point; the token travels in ``STRATA_LABELER_TOKEN``, never on the command line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,9 @@ import subprocess as sp
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import uvicorn
 
@@ -80,7 +81,7 @@ class LabelServer:
             return self._process.poll() is None
         return self._thread is not None and self._thread.is_alive()
 
-    def __enter__(self) -> "LabelServer":
+    def __enter__(self) -> LabelServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -154,8 +155,9 @@ def serve(
     return LabelServer(url, host, bound, token, share_url, _server=server, _thread=thread)
 
 
-def _spawn(db: str, sock: socket.socket, settings: LabelerSettings, synchronous: str, log_level: str,
-           start_timeout: float) -> sp.Popen:
+def _spawn(
+    db: str, sock: socket.socket, settings: LabelerSettings, synchronous: str, log_level: str, start_timeout: float
+) -> sp.Popen:
     """Start the child on the already-bound socket (passed by fd) and wait for its READY line."""
     repo = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
@@ -163,8 +165,21 @@ def _spawn(db: str, sock: socket.socket, settings: LabelerSettings, synchronous:
     if settings.token:
         env[TOKEN_ENV] = settings.token
     payload = json.dumps({k: v for k, v in dataclasses.asdict(settings).items() if k != "token"})
-    cmd = [sys.executable, "-m", "pipeline.labeler", "--db", db, "--fd", str(sock.fileno()),
-           "--settings", payload, "--synchronous", synchronous, "--log-level", log_level]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.labeler",
+        "--db",
+        db,
+        "--fd",
+        str(sock.fileno()),
+        "--settings",
+        payload,
+        "--synchronous",
+        synchronous,
+        "--log-level",
+        log_level,
+    ]
     process = sp.Popen(cmd, env=env, stdout=sp.PIPE, text=True, pass_fds=(sock.fileno(),))
     ready = threading.Event()
 

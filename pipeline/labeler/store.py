@@ -21,6 +21,7 @@ Every write is one ``BEGIN IMMEDIATE`` transaction, so a label acknowledged to a
 ``request_id`` makes label and undo requests idempotent: a retry returns the first result.
 Several processes may open the same file (the server and an active-learning loop, say).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,8 +31,8 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
 
 BINARY_LABELS: tuple[str, ...] = ("positive", "negative", "unsure")
 SCHEMA_VERSION = "1"
@@ -197,7 +198,9 @@ class LabelStore:
             row = db.execute("SELECT value FROM meta WHERE key = 'labels'").fetchone()
             if row is None:
                 chosen = labels or BINARY_LABELS
-                db.execute("INSERT INTO meta VALUES ('labels', ?), ('schema', ?)", ("\x1f".join(chosen), SCHEMA_VERSION))
+                db.execute(
+                    "INSERT INTO meta VALUES ('labels', ?), ('schema', ?)", ("\x1f".join(chosen), SCHEMA_VERSION)
+                )
                 return chosen
         stored = tuple(row[0].split("\x1f"))
         if labels is not None and labels != stored:
@@ -252,12 +255,17 @@ class LabelStore:
             row = db.execute("SELECT key_hash FROM annotators WHERE name = ?", (annotator,)).fetchone()
             if row is not None:
                 if not hmac.compare_digest(row[0], key_hash):
-                    raise LabelError(f"annotator name {annotator!r} belongs to another labeler session; choose another name", status=403)
+                    raise LabelError(
+                        f"annotator name {annotator!r} belongs to another labeler session; choose another name",
+                        status=403,
+                    )
                 return False
             count = db.execute("SELECT COUNT(*) FROM annotators").fetchone()[0]
             if max_annotators is not None and count >= max_annotators:
                 raise LabelError(f"{count} annotator names are in use, the limit (labeler.max_annotators)", status=403)
-            db.execute("INSERT INTO annotators VALUES (?, ?, ?)", (annotator, key_hash, time.time() if now is None else now))
+            db.execute(
+                "INSERT INTO annotators VALUES (?, ?, ?)", (annotator, key_hash, time.time() if now is None else now)
+            )
             return True
 
     def unclaim(self, annotator: str) -> bool:
@@ -267,7 +275,12 @@ class LabelStore:
 
     # ---- leases ---------------------------------------------------------------------------------
     def lease(
-        self, annotator: str, n: int = 1, lease_seconds: float = 300.0, now: float | None = None, max_held: int | None = None
+        self,
+        annotator: str,
+        n: int = 1,
+        lease_seconds: float = 300.0,
+        now: float | None = None,
+        max_held: int | None = None,
     ) -> list[str]:
         """Up to ``n`` unlabeled queued ids held for ``annotator`` until ``now + lease_seconds``.
 
@@ -283,7 +296,8 @@ class LabelStore:
         with self._write() as db:
             db.execute("DELETE FROM leases WHERE expires <= ?", (now,))
             holding = db.execute(
-                "SELECT COUNT(*) FROM leases l JOIN queue q ON q.id = l.id WHERE l.annotator = ? AND q.done = 0", (annotator,)
+                "SELECT COUNT(*) FROM leases l JOIN queue q ON q.id = l.id WHERE l.annotator = ? AND q.done = 0",
+                (annotator,),
             ).fetchone()[0]
             held = [
                 r[0]
@@ -293,14 +307,18 @@ class LabelStore:
                     (annotator, n),
                 )
             ]
-            fresh = [
-                r[0]
-                for r in db.execute(
-                    "SELECT q.id FROM queue q WHERE q.done = 0 "
-                    "AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.id = q.id) ORDER BY q.seq LIMIT ?",
-                    (n - len(held),),
-                )
-            ] if len(held) < n and (max_held is None or holding < max_held) else []
+            fresh = (
+                [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT q.id FROM queue q WHERE q.done = 0 "
+                        "AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.id = q.id) ORDER BY q.seq LIMIT ?",
+                        (n - len(held),),
+                    )
+                ]
+                if len(held) < n and (max_held is None or holding < max_held)
+                else []
+            )
             if max_held is not None:
                 fresh = fresh[: max(0, max_held - holding)]
             ids = held + fresh
@@ -345,9 +363,7 @@ class LabelStore:
                     return prior, True
             if db.execute("SELECT 1 FROM queue WHERE id = ?", (item_id,)).fetchone() is None:
                 raise LabelError(f"id {item_id!r} is not in the labeling queue", status=404)
-            holder = db.execute(
-                "SELECT annotator FROM leases WHERE id = ? AND expires > ?", (item_id, now)
-            ).fetchone()
+            holder = db.execute("SELECT annotator FROM leases WHERE id = ? AND expires > ?", (item_id, now)).fetchone()
             if holder is not None and holder[0] != annotator:
                 raise LabelError(f"id {item_id!r} is held by another labeler", status=409)
             if db.execute("SELECT 1 FROM current WHERE id = ?", (item_id,)).fetchone() is not None:
@@ -416,10 +432,14 @@ class LabelStore:
 
     def current_rows(self) -> list[tuple[str, str, str, float, str]]:
         """(id, label, annotator, timestamp, uri) of every live label, in labeling order."""
-        return self._conn().execute(
-            "SELECT c.id, c.label, c.annotator, c.timestamp, COALESCE(k.uri, '') FROM current c "
-            "LEFT JOIN catalog k ON k.id = c.id ORDER BY c.seq"
-        ).fetchall()
+        return (
+            self._conn()
+            .execute(
+                "SELECT c.id, c.label, c.annotator, c.timestamp, COALESCE(k.uri, '') FROM current c "
+                "LEFT JOIN catalog k ON k.id = c.id ORDER BY c.seq"
+            )
+            .fetchall()
+        )
 
     def events(self) -> list[LabelEvent]:
         """The whole event log, in order."""
@@ -437,7 +457,9 @@ class LabelStore:
             (*args, now),
         ).fetchone()[0]
         by_label = dict(
-            db.execute(f"SELECT c.label, COUNT(*) FROM current c JOIN queue q ON q.id = c.id {where} GROUP BY c.label", args)
+            db.execute(
+                f"SELECT c.label, COUNT(*) FROM current c JOIN queue q ON q.id = c.id {where} GROUP BY c.label", args
+            )
         )
         return Progress(int(queued), int(labeled), int(leased), {k: int(by_label.get(k, 0)) for k in self.labels})
 

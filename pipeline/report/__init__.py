@@ -6,6 +6,7 @@ sampling, a thumbnail gallery of the largest and smallest clusters, label balanc
 curves and the progress log tail. Options (``cfg["report"]``): ``gallery_clusters`` (3),
 ``thumbs_per_cluster`` (6), ``thumb_size`` (112 px), ``progress_lines`` (30).
 """
+
 from __future__ import annotations
 
 import fsspec

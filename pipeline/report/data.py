@@ -5,6 +5,7 @@ Sources: ``run.json`` (config, timings, counts), ``embeddings/`` (kept rows, car
 ``manifest.parquet`` (selection with ``multiplicity``), ``active/rounds.parquet`` and
 ``progress.log``. Only small columns are read (ids, uris, labels, cluster ids); embeddings never are.
 """
+
 from __future__ import annotations
 
 import base64
@@ -19,7 +20,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.io.tables import list_parquet_files
 from pipeline.artifacts import (
     ACTIVE_ROUNDS,
     CLUSTERS_JSON,
@@ -32,6 +32,7 @@ from pipeline.artifacts import (
     load_levels,
     load_point_ids,
 )
+from pipeline.io.tables import list_parquet_files
 from pipeline.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,9 @@ def gather_counts(run: RunDir, run_json: dict) -> tuple[dict[str, int | None], d
     if run.exists(MANIFEST):
         mult = _read_parquet(run.path(MANIFEST), ["multiplicity"])
         unique = mult.num_rows
-        selected = int(pc.sum(mult.column("multiplicity")).as_py() or 0) if "multiplicity" in mult.column_names else unique
+        selected = (
+            int(pc.sum(mult.column("multiplicity")).as_py() or 0) if "multiplicity" in mult.column_names else unique
+        )
     sample = stage.get("sample", {}) or {}
     counts = {
         "read": _first(embed.get("read"), None if kept is None or rejected is None else kept + rejected),
@@ -202,7 +205,11 @@ def load_many_bytes(uris: list[str]) -> dict[str, bytes | Exception]:
             with fsspec.open(base, "rb") as fh:
                 pf = pq.ParquetFile(fh)
                 names = pf.schema_arrow.names
-                col = "image" if "image" in names else next(n for n in names if pa.types.is_binary(pf.schema_arrow.field(n).type))
+                col = (
+                    "image"
+                    if "image" in names
+                    else next(n for n in names if pa.types.is_binary(pf.schema_arrow.field(n).type))
+                )
                 starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)])
                 groups = np.searchsorted(starts, [r for r, _ in rows], side="right") - 1
                 for g in np.unique(groups[groups < pf.metadata.num_row_groups]):
@@ -218,7 +225,9 @@ def load_many_bytes(uris: list[str]) -> dict[str, bytes | Exception]:
     return out
 
 
-def gather_gallery(run: RunDir, levels: list[Any], n_clusters: int, per_cluster: int, thumb_size: int) -> list[GalleryCluster]:
+def gather_gallery(
+    run: RunDir, levels: list[Any], n_clusters: int, per_cluster: int, thumb_size: int
+) -> list[GalleryCluster]:
     """The ``n_clusters`` largest and smallest non-empty level-1 clusters, ``per_cluster`` members
     closest to their centroid each, as inline JPEG thumbnails."""
     if not levels or n_clusters <= 0 or per_cluster <= 0:
@@ -233,7 +242,9 @@ def gather_gallery(run: RunDir, levels: list[Any], n_clusters: int, per_cluster:
     smallest = [c for c in order[::-1][:n_clusters] if c not in set(largest.tolist())]
     picks = [("largest", int(c)) for c in largest] + [("smallest", int(c)) for c in smallest]
     point_ids = load_point_ids(run).column("id")
-    members = {c: level.sorted_clusters[level.offsets[c]: level.offsets[c] + min(per_cluster, sizes[c])] for _, c in picks}
+    members = {
+        c: level.sorted_clusters[level.offsets[c] : level.offsets[c] + min(per_cluster, sizes[c])] for _, c in picks
+    }
     ids = {c: [point_ids[int(i)].as_py() for i in idx] for c, idx in members.items()}
     uris = _id_to_uri(run, [i for v in ids.values() for i in v])
     images = load_many_bytes(sorted(set(uris.values())))
@@ -264,7 +275,11 @@ def gather_labels(run: RunDir, manifest: pa.Table | None) -> dict[str, tuple[int
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for item in b.to_pylist():
         counts[str(item["values"])][0] = int(item["counts"])
-    mult = manifest.column("multiplicity").to_numpy() if "multiplicity" in manifest.column_names else np.ones(manifest.num_rows)
+    mult = (
+        manifest.column("multiplicity").to_numpy()
+        if "multiplicity" in manifest.column_names
+        else np.ones(manifest.num_rows)
+    )
     for label, m in zip(manifest.column("label").to_pylist(), mult):
         counts[str(label)][1] += int(m)
     return {k: (v[0], v[1]) for k, v in sorted(counts.items())}
@@ -280,8 +295,13 @@ def gather(run: RunDir, cfg: dict | None = None) -> ReportData:
     data = ReportData(root=run.root, config=config, timings=dict(run_json.get("timings") or {}))
     data.counts, data.reject_reasons = gather_counts(run, run_json)
     data.levels, levels, manifest = gather_levels(run)
-    data.gallery = gather_gallery(run, levels, int(opts.get("gallery_clusters", 3)),
-                                  int(opts.get("thumbs_per_cluster", 6)), int(opts.get("thumb_size", 112)))
+    data.gallery = gather_gallery(
+        run,
+        levels,
+        int(opts.get("gallery_clusters", 3)),
+        int(opts.get("thumbs_per_cluster", 6)),
+        int(opts.get("thumb_size", 112)),
+    )
     data.labels = gather_labels(run, manifest)
     if run.exists(ACTIVE_ROUNDS):
         data.active = _read_parquet(run.path(ACTIVE_ROUNDS))

@@ -1,4 +1,5 @@
 """Render :class:`ReportData` as one self-contained HTML page (inline CSS, SVG and JPEG data URIs)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -66,8 +67,18 @@ def _config_rows(cfg: dict) -> list[tuple[str, Any]]:
             node = node[key]
         return node
 
-    keys = ("input.path", "embed.backbone", "embed.image_size", "dedup.enabled", "kmeans.n_clusters",
-            "kmeans.n_resampling_steps", "kmeans.metric", "sample.target_size", "sample.strategy", "seed")
+    keys = (
+        "input.path",
+        "embed.backbone",
+        "embed.image_size",
+        "dedup.enabled",
+        "kmeans.n_clusters",
+        "kmeans.n_resampling_steps",
+        "kmeans.metric",
+        "sample.target_size",
+        "sample.strategy",
+        "seed",
+    )
     return [(k, get(k)) for k in keys if get(k) is not None]
 
 
@@ -77,25 +88,37 @@ def _section(title: str, body: str, sid: str) -> str:
 
 def render(data: ReportData, generated: dt.datetime | None = None) -> str:
     """The report page for ``data``."""
-    generated = generated or dt.datetime.now(dt.timezone.utc)
+    generated = generated or dt.datetime.now(dt.UTC)
     out = [
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>Strata run report: {escape(data.root)}</title><style>{CSS}</style></head><body>",
         f"<header><h1>Strata run report</h1><p>{escape(data.root)} · generated {generated:%Y-%m-%d %H:%M UTC}</p></header><main>",
     ]
-    cards = "".join(f'<div class="card" id="count-{key}"><b>{_num(data.counts.get(key))}</b><span>{escape(label)}</span></div>'
-                    for key, label in COUNT_LABELS if key in data.counts)
+    cards = "".join(
+        f'<div class="card" id="count-{key}"><b>{_num(data.counts.get(key))}</b><span>{escape(label)}</span></div>'
+        for key, label in COUNT_LABELS
+        if key in data.counts
+    )
     body = f'<div class="cards">{cards}</div>'
     if data.reject_reasons:
-        rows = "".join(f"<tr><td>{escape(k)}</td><td class=n>{v:,}</td></tr>" for k, v in sorted(data.reject_reasons.items(), key=lambda kv: -kv[1]))
+        rows = "".join(
+            f"<tr><td>{escape(k)}</td><td class=n>{v:,}</td></tr>"
+            for k, v in sorted(data.reject_reasons.items(), key=lambda kv: -kv[1])
+        )
         body += f"<h3>Rejection reasons</h3><table><tr><th>reason</th><th class=n>images</th></tr>{rows}</table>"
     out.append(_section("Counts", body, "counts"))
 
     if data.timings:
         names = sorted(data.timings, key=lambda n: (STAGE_ORDER.index(n) if n in STAGE_ORDER else len(STAGE_ORDER), n))
-        out.append(_section("Stage timings", hbar_chart(names, {"seconds": [float(data.timings[n]) for n in names]}, unit="s")
-                            + f'<p class="muted">total {sum(map(float, data.timings.values())):.1f} s (wall clock per step, from run.json)</p>', "timings"))
+        out.append(
+            _section(
+                "Stage timings",
+                hbar_chart(names, {"seconds": [float(data.timings[n]) for n in names]}, unit="s")
+                + f'<p class="muted">total {sum(map(float, data.timings.values())):.1f} s (wall clock per step, from run.json)</p>',
+                "timings",
+            )
+        )
 
     if data.levels:
         charts = []
@@ -104,18 +127,24 @@ def render(data: ReportData, generated: dt.datetime | None = None) -> str:
             if lv.after is not None:
                 series["after sampling"] = lv.after
             empty_after = "" if lv.after is None else f", {int((lv.after == 0).sum())} with nothing selected"
-            charts.append(f"<div><h3>Level {lv.level}: {len(lv.before)} clusters</h3>{rank_size_chart(series)}"
-                          f'<p class="muted">sizes in images; largest {int(lv.before.max()):,}, smallest {int(lv.before.min()):,}'
-                          f"{empty_after}</p></div>")
-        out.append(_section("Cluster sizes per level (log scale)", f'<div class="row">{"".join(charts)}</div>', "clusters"))
+            charts.append(
+                f"<div><h3>Level {lv.level}: {len(lv.before)} clusters</h3>{rank_size_chart(series)}"
+                f'<p class="muted">sizes in images; largest {int(lv.before.max()):,}, smallest {int(lv.before.min()):,}'
+                f"{empty_after}</p></div>"
+            )
+        out.append(
+            _section("Cluster sizes per level (log scale)", f'<div class="row">{"".join(charts)}</div>', "clusters")
+        )
 
     if data.gallery:
         body = ""
         for g in data.gallery:
             figs = "".join(
                 f'<figure><img src="{t.src}" alt="{escape(t.id)}"><figcaption title="{escape(t.id)}">{escape(t.id)}</figcaption></figure>'
-                if t.src else f'<figure><div class="missing">{escape(t.note)}</div><figcaption>{escape(t.id)}</figcaption></figure>'
-                for t in g.thumbs)
+                if t.src
+                else f'<figure><div class="missing">{escape(t.note)}</div><figcaption>{escape(t.id)}</figcaption></figure>'
+                for t in g.thumbs
+            )
             body += f'<h3>{g.kind.capitalize()} cluster {g.cluster} ({g.size:,} images)</h3><div class="gallery">{figs}</div>'
         body += '<p class="muted">Level-1 clusters; members closest to the centroid first.</p>'
         out.append(_section("Largest and smallest clusters", body, "gallery"))
@@ -124,21 +153,34 @@ def render(data: ReportData, generated: dt.datetime | None = None) -> str:
         names = list(data.labels)
         before = np.array([data.labels[n][0] for n in names], dtype=np.float64)
         after = np.array([data.labels[n][1] for n in names], dtype=np.float64)
-        frac = {"before (input)": before / max(before.sum(), 1) * 100, "after (selection)": after / max(after.sum(), 1) * 100}
+        frac = {
+            "before (input)": before / max(before.sum(), 1) * 100,
+            "after (selection)": after / max(after.sum(), 1) * 100,
+        }
         chart = hbar_chart(names, frac, unit="%", bar=8, value_fmt="{:.1f}")
-        body = (f"{chart}<p class=\"muted\">share of each label; normalised entropy H/ln C (1 = uniform): "
-                f"before {normalized_entropy(before):.3f}, after {normalized_entropy(after):.3f}</p>")
+        body = (
+            f'{chart}<p class="muted">share of each label; normalised entropy H/ln C (1 = uniform): '
+            f"before {normalized_entropy(before):.3f}, after {normalized_entropy(after):.3f}</p>"
+        )
         out.append(_section("Label balance", body, "labels"))
 
     if data.active is not None and data.active.num_rows:
         out.append(_section("Active learning rounds", _active_body(data), "active"))
 
     if data.config:
-        rows = "".join(f"<tr><td>{escape(k)}</td><td>{escape(json.dumps(v))}</td></tr>" for k, v in _config_rows(data.config))
+        rows = "".join(
+            f"<tr><td>{escape(k)}</td><td>{escape(json.dumps(v))}</td></tr>" for k, v in _config_rows(data.config)
+        )
         if rows:
-            out.append(_section("Configuration", f"<table>{rows}</table><p class=muted>full resolved config: run.json</p>", "config"))
+            out.append(
+                _section(
+                    "Configuration", f"<table>{rows}</table><p class=muted>full resolved config: run.json</p>", "config"
+                )
+            )
     if data.progress:
-        out.append(_section("Progress log (last lines)", f"<pre>{escape(chr(10).join(data.progress))}</pre>", "progress"))
+        out.append(
+            _section("Progress log (last lines)", f"<pre>{escape(chr(10).join(data.progress))}</pre>", "progress")
+        )
     out.append("</main></body></html>")
     return "".join(out)
 
@@ -177,6 +219,10 @@ def _active_body(data: ReportData) -> str:
         if not series:
             continue
         fractions = bounded and all(np.nanmin(y) >= 0 and np.nanmax(y) <= 1 for y in series.values())
-        chart = line_chart(x, series, ylabel="" if len(series) > 1 else next(iter(series)), y_range=(0.0, 1.0) if fractions else None)
+        chart = line_chart(
+            x, series, ylabel="" if len(series) > 1 else next(iter(series)), y_range=(0.0, 1.0) if fractions else None
+        )
         charts.append(f"<div><h3>{escape(title)}</h3>{chart}</div>")
-    return f'<div class="row">{"".join(charts)}</div>' if charts else '<p class="muted">no numeric per-round columns</p>'
+    return (
+        f'<div class="row">{"".join(charts)}</div>' if charts else '<p class="muted">no numeric per-round columns</p>'
+    )

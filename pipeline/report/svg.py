@@ -3,11 +3,12 @@
 Three chart kinds cover the report: horizontal (grouped) bars, a rank-size plot of cluster sizes
 on a log axis, and line charts of per-round curves. Every function returns one ``<svg>`` string.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from html import escape
-from typing import Sequence
 
 import numpy as np
 
@@ -49,13 +50,22 @@ def _legend(names: Sequence[str], x: float, y: float) -> str:
     out = []
     for i, name in enumerate(names):
         xx = x + i * 110
-        out.append(f'<rect x="{xx}" y="{y - 9}" width="10" height="10" fill="{PALETTE[i % len(PALETTE)]}"/>'
-                   f'<text x="{xx + 14}" y="{y}" {FONT}>{escape(name)}</text>')
+        out.append(
+            f'<rect x="{xx}" y="{y - 9}" width="10" height="10" fill="{PALETTE[i % len(PALETTE)]}"/>'
+            f'<text x="{xx + 14}" y="{y}" {FONT}>{escape(name)}</text>'
+        )
     return "".join(out)
 
 
-def hbar_chart(labels: Sequence[str], series: dict[str, Sequence[float]], *, unit: str = "",
-               width: int = 640, bar: int = 12, value_fmt: str = "{:.3g}") -> str:
+def hbar_chart(
+    labels: Sequence[str],
+    series: dict[str, Sequence[float]],
+    *,
+    unit: str = "",
+    width: int = 640,
+    bar: int = 12,
+    value_fmt: str = "{:.3g}",
+) -> str:
     """Horizontal bars, one group per label and one bar per series (linear axis from 0)."""
     names = list(series)
     values = np.array([list(series[s]) for s in names], dtype=np.float64).reshape(len(names), len(labels))
@@ -67,43 +77,68 @@ def hbar_chart(labels: Sequence[str], series: dict[str, Sequence[float]], *, uni
     vmax = float(values.max()) if values.size and values.max() > 0 else 1.0
     ticks = nice_ticks(0.0, vmax, 4)
     scale = (width - left - right) / ticks[-1]
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">'
+    ]
     if len(names) > 1:
         parts.append(_legend(names, left, 12))
     axis_y = top + group * len(labels)
     for t in ticks:
         x = left + t * scale
-        parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{axis_y}" stroke="#ddd"/>'
-                     f'<text x="{x:.1f}" y="{axis_y + 14}" text-anchor="middle" {FONT}>{_fmt(t)}{escape(unit)}</text>')
+        parts.append(
+            f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{axis_y}" stroke="#ddd"/>'
+            f'<text x="{x:.1f}" y="{axis_y + 14}" text-anchor="middle" {FONT}>{_fmt(t)}{escape(unit)}</text>'
+        )
     for i, label in enumerate(labels):
         y0 = top + i * group + 3
         parts.append(f'<text x="{left - 6}" y="{y0 + group / 2}" text-anchor="end" {FONT}>{escape(str(label))}</text>')
         for j in range(len(names)):
             v = values[j, i]
-            parts.append(f'<rect x="{left}" y="{y0 + j * bar}" width="{max(v * scale, 0.5):.1f}" height="{bar - 2}" '
-                         f'fill="{PALETTE[j % len(PALETTE)]}"><title>{escape(names[j])}: {value_fmt.format(v)}</title></rect>'
-                         f'<text x="{left + v * scale + 4:.1f}" y="{y0 + j * bar + bar - 3}" {FONT}>{value_fmt.format(v)}</text>')
+            parts.append(
+                f'<rect x="{left}" y="{y0 + j * bar}" width="{max(v * scale, 0.5):.1f}" height="{bar - 2}" '
+                f'fill="{PALETTE[j % len(PALETTE)]}"><title>{escape(names[j])}: {value_fmt.format(v)}</title></rect>'
+                f'<text x="{left + v * scale + 4:.1f}" y="{y0 + j * bar + bar - 3}" {FONT}>{value_fmt.format(v)}</text>'
+            )
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _frame(width: int, height: int, box: tuple[float, float, float, float], xticks: list[tuple[float, str]],
-           yticks: list[tuple[float, str]], xlabel: str, ylabel: str) -> list[str]:
+def _frame(
+    width: int,
+    height: int,
+    box: tuple[float, float, float, float],
+    xticks: list[tuple[float, str]],
+    yticks: list[tuple[float, str]],
+    xlabel: str,
+    ylabel: str,
+) -> list[str]:
     x0, y0, x1, y1 = box
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">',
-             f'<rect x="{x0}" y="{y0}" width="{x1 - x0}" height="{y1 - y0}" fill="none" stroke="#999"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">',
+        f'<rect x="{x0}" y="{y0}" width="{x1 - x0}" height="{y1 - y0}" fill="none" stroke="#999"/>',
+    ]
     for py, text in yticks:
-        parts.append(f'<line x1="{x0}" y1="{py:.1f}" x2="{x1}" y2="{py:.1f}" stroke="#e4e4e4"/>'
-                     f'<text x="{x0 - 5}" y="{py + 4:.1f}" text-anchor="end" {FONT}>{text}</text>')
+        parts.append(
+            f'<line x1="{x0}" y1="{py:.1f}" x2="{x1}" y2="{py:.1f}" stroke="#e4e4e4"/>'
+            f'<text x="{x0 - 5}" y="{py + 4:.1f}" text-anchor="end" {FONT}>{text}</text>'
+        )
     for px, text in xticks:
         parts.append(f'<text x="{px:.1f}" y="{y1 + 14}" text-anchor="middle" {FONT}>{text}</text>')
-    parts.append(f'<text x="{(x0 + x1) / 2}" y="{height - 4}" text-anchor="middle" {FONT}>{escape(xlabel)}</text>'
-                 f'<text x="12" y="{(y0 + y1) / 2}" transform="rotate(-90 12 {(y0 + y1) / 2})" text-anchor="middle" {FONT}>{escape(ylabel)}</text>')
+    parts.append(
+        f'<text x="{(x0 + x1) / 2}" y="{height - 4}" text-anchor="middle" {FONT}>{escape(xlabel)}</text>'
+        f'<text x="12" y="{(y0 + y1) / 2}" transform="rotate(-90 12 {(y0 + y1) / 2})" text-anchor="middle" {FONT}>{escape(ylabel)}</text>'
+    )
     return parts
 
 
-def rank_size_chart(series: dict[str, Sequence[float]], *, width: int = 460, height: int = 260,
-                    xlabel: str = "cluster rank (largest first)", ylabel: str = "items (log scale)") -> str:
+def rank_size_chart(
+    series: dict[str, Sequence[float]],
+    *,
+    width: int = 460,
+    height: int = 260,
+    xlabel: str = "cluster rank (largest first)",
+    ylabel: str = "items (log scale)",
+) -> str:
     """Sizes of every cluster sorted in decreasing order against their rank, log-scaled y axis.
 
     Zero sizes cannot sit on a log axis: each curve stops at its last positive size (the caption
@@ -126,7 +161,9 @@ def rank_size_chart(series: dict[str, Sequence[float]], *, width: int = 460, hei
         return y1 - (np.log10(v) - lo) / (hi - lo) * (y1 - y0)
 
     xt = [(float(px(np.array(r))), str(int(r) + 1)) for r in np.unique(np.linspace(0, n - 1, min(n, 5)).round())]
-    parts = _frame(width, height, (x0, y0, x1, y1), xt, [(float(py(np.array(t))), _fmt(t)) for t in ticks], xlabel, ylabel)
+    parts = _frame(
+        width, height, (x0, y0, x1, y1), xt, [(float(py(np.array(t))), _fmt(t)) for t in ticks], xlabel, ylabel
+    )
     parts.append(_legend(list(curves), x0, 14))
     for i, (name, c) in enumerate(curves.items()):
         c = c[c > 0]
@@ -135,15 +172,25 @@ def rank_size_chart(series: dict[str, Sequence[float]], *, width: int = 460, hei
         xs, ys = px(np.arange(len(c), dtype=np.float64)), py(c)
         points = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(xs, ys))
         color = PALETTE[i % len(PALETTE)]
-        parts.append(f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="1.8"><title>{escape(name)}</title></polyline>')
+        parts.append(
+            f'<polyline points="{points}" fill="none" stroke="{color}" stroke-width="1.8"><title>{escape(name)}</title></polyline>'
+        )
         if len(c) <= 64:
             parts += [f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2" fill="{color}"/>' for a, b in zip(xs, ys)]
     parts.append("</svg>")
     return "".join(parts)
 
 
-def line_chart(x: Sequence[float], series: dict[str, Sequence[float]], *, width: int = 460, height: int = 240,
-               xlabel: str = "round", ylabel: str = "", y_range: tuple[float, float] | None = None) -> str:
+def line_chart(
+    x: Sequence[float],
+    series: dict[str, Sequence[float]],
+    *,
+    width: int = 460,
+    height: int = 240,
+    xlabel: str = "round",
+    ylabel: str = "",
+    y_range: tuple[float, float] | None = None,
+) -> str:
     """One polyline (with markers) per series over a shared x; NaNs break nothing (points skipped)."""
     xs = np.asarray(x, dtype=np.float64)
     ys = {k: np.asarray(v, dtype=np.float64) for k, v in series.items()}
@@ -161,14 +208,23 @@ def line_chart(x: Sequence[float], series: dict[str, Sequence[float]], *, width:
     def py(v: np.ndarray) -> np.ndarray:
         return y1 - (v - yt[0]) / max(yt[-1] - yt[0], 1e-12) * (y1 - y0)
 
-    parts = _frame(width, height, (x0, y0, x1, y1), [(float(px(np.array(t))), _fmt(t)) for t in xt_vals],
-                   [(float(py(np.array(t))), _fmt(t)) for t in yt], xlabel, ylabel)
+    parts = _frame(
+        width,
+        height,
+        (x0, y0, x1, y1),
+        [(float(px(np.array(t))), _fmt(t)) for t in xt_vals],
+        [(float(py(np.array(t))), _fmt(t)) for t in yt],
+        xlabel,
+        ylabel,
+    )
     parts.append(_legend(list(ys), x0, 14))
-    for i, (name, v) in enumerate(ys.items()):
+    for i, v in enumerate(ys.values()):
         ok = np.isfinite(v) & np.isfinite(xs)
         color = PALETTE[i % len(PALETTE)]
         pts = list(zip(px(xs[ok]), py(v[ok])))
-        parts.append(f'<polyline points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in pts)}" fill="none" stroke="{color}" stroke-width="1.8"/>')
+        parts.append(
+            f'<polyline points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in pts)}" fill="none" stroke="{color}" stroke-width="1.8"/>'
+        )
         parts += [f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2.5" fill="{color}"/>' for a, b in pts]
     parts.append("</svg>")
     return "".join(parts)

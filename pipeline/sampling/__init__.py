@@ -5,6 +5,7 @@
 - :func:`hierarchical_balanced_sampling` (balanced.py): the selection over a cluster hierarchy;
 - :func:`run_sample` (run.py): the ``strata sample`` stage writing ``manifest.parquet``.
 """
+
 from pipeline.lazy import lazy_exports
 from pipeline.sampling.water_filling import segmented_water_filling, water_filling  # light; its module shares the name
 

@@ -9,16 +9,16 @@ With ``multiplier`` m > 1 a cluster's capacity becomes ``m * size``: small clust
 more than their size, and their points are then repeated; point i of a level-1 cluster with
 budget b and n points gets multiplicity ``floor(b / n) + [rank_i < b mod n]``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from pipeline.sampling.config import STRATEGIES
 from pipeline.sampling.water_filling import segmented_water_filling, water_filling
-
 
 
 @dataclass

@@ -1,4 +1,5 @@
 """Settings of the sample step (``conf/sampling/default.yaml``; light)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -14,5 +15,7 @@ def sampling_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if c["strategy"] not in STRATEGIES:
         raise ValueError(f"sample.strategy must be one of {STRATEGIES}, got {c['strategy']!r}")
     if int(c["target_size"]) < 1 or int(c["multiplier"]) < 1:
-        raise ValueError(f"sample.target_size and sample.multiplier must be >= 1, got {c['target_size']} and {c['multiplier']}")
+        raise ValueError(
+            f"sample.target_size and sample.multiplier must be >= 1, got {c['target_size']} and {c['multiplier']}"
+        )
     return c

@@ -5,6 +5,7 @@ every level), ``distance`` (float32, to its level-1 centroid), ``multiplicity`` 
 carried columns of the embeddings table. Rows are ordered by level-L, ..., level-1 cluster and
 distance.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,10 +19,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.artifacts import CLUSTERS, MANIFEST, embedding_files, load_levels, load_point_ids
-from pipeline.sampling.config import sampling_config
 from pipeline.io.tables import EMBEDDING, write_parquet_atomic
 from pipeline.rundir import RunDir
 from pipeline.sampling.balanced import hierarchical_balanced_sampling
+from pipeline.sampling.config import sampling_config
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ Given capacities ``s_i`` and a budget ``T <= sum_i s_i``, the balanced allocatio
 so small clusters are taken whole and every larger cluster gets the same count x* (or x* + 1).
 ``f`` is non-decreasing, so x* is found by a bisection run for all groups simultaneously.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """Satellite sources and preprocessing: GIBS WMTS downloader, tile grids, tiling, cloud-free
 composites and swath-gap fill (see ``docs`` in each module)."""
+
 from pipeline.satellite.catalogue import CATALOGUE, Layer, date_range, get_layer
 from pipeline.satellite.composite import cloud_mask, composite, composite_table
 from pipeline.satellite.download import Preprocess, TileSpec, composite_shards, download_scenes, read_shards
@@ -10,9 +11,32 @@ from pipeline.satellite.stages import CloudMaskStage, GapFillStage, TilingStage
 from pipeline.satellite.tiling import cut_tiles, tile_windows
 
 __all__ = [
-    "CATALOGUE", "Layer", "date_range", "get_layer", "cloud_mask", "composite", "composite_table",
-    "Preprocess", "TileSpec", "composite_shards", "download_scenes", "read_shards", "fill_gaps", "gap_fill",
-    "nodata_mask", "DownloadReport", "TileRequest", "WMTSClient", "BBox", "make_grid", "pixel_window",
-    "tile_bounds", "tile_range", "CloudMaskStage", "GapFillStage", "TilingStage",
-    "cut_tiles", "tile_windows",
+    "CATALOGUE",
+    "Layer",
+    "date_range",
+    "get_layer",
+    "cloud_mask",
+    "composite",
+    "composite_table",
+    "Preprocess",
+    "TileSpec",
+    "composite_shards",
+    "download_scenes",
+    "read_shards",
+    "fill_gaps",
+    "gap_fill",
+    "nodata_mask",
+    "DownloadReport",
+    "TileRequest",
+    "WMTSClient",
+    "BBox",
+    "make_grid",
+    "pixel_window",
+    "tile_bounds",
+    "tile_range",
+    "CloudMaskStage",
+    "GapFillStage",
+    "TilingStage",
+    "cut_tiles",
+    "tile_windows",
 ]

@@ -4,12 +4,14 @@ Names, tile matrix sets and formats follow the GIBS "best" WMTS endpoints
 (``https://gibs.earthdata.nasa.gov/wmts/<projection>/best``). Start dates are indicative and only
 produce a warning when a requested date precedes them.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 GIBS_BASE_URL = "https://gibs.earthdata.nasa.gov/wmts/{projection}/best"
 
@@ -33,24 +35,50 @@ class Layer:
 CATALOGUE: dict[str, Layer] = {
     layer.name: layer
     for layer in (
-        Layer("MODIS_Terra_CorrectedReflectance_TrueColor", "250m", start_date="2000-02-24",
-              description="MODIS Terra corrected reflectance, true colour (bands 1-4-3), daily, 250 m"),
-        Layer("MODIS_Aqua_CorrectedReflectance_TrueColor", "250m", start_date="2002-07-04",
-              description="MODIS Aqua corrected reflectance, true colour (bands 1-4-3), daily, 250 m"),
-        Layer("MODIS_Terra_CorrectedReflectance_Bands721", "250m", start_date="2000-02-24",
-              description="MODIS Terra corrected reflectance, false colour (bands 7-2-1), daily, 250 m"),
-        Layer("VIIRS_SNPP_CorrectedReflectance_TrueColor", "250m", start_date="2015-11-24",
-              description="VIIRS Suomi NPP corrected reflectance, true colour (I1-M4-M3), daily, 250 m"),
-        Layer("VIIRS_NOAA20_CorrectedReflectance_TrueColor", "250m", start_date="2018-01-01",
-              description="VIIRS NOAA-20 corrected reflectance, true colour, daily, 250 m"),
-        Layer("VIIRS_SNPP_DayNightBand_ENCC", "500m", format="png", start_date="2016-11-30",
-              description="VIIRS Suomi NPP day/night band, enhanced near-constant contrast, 500 m"),
+        Layer(
+            "MODIS_Terra_CorrectedReflectance_TrueColor",
+            "250m",
+            start_date="2000-02-24",
+            description="MODIS Terra corrected reflectance, true colour (bands 1-4-3), daily, 250 m",
+        ),
+        Layer(
+            "MODIS_Aqua_CorrectedReflectance_TrueColor",
+            "250m",
+            start_date="2002-07-04",
+            description="MODIS Aqua corrected reflectance, true colour (bands 1-4-3), daily, 250 m",
+        ),
+        Layer(
+            "MODIS_Terra_CorrectedReflectance_Bands721",
+            "250m",
+            start_date="2000-02-24",
+            description="MODIS Terra corrected reflectance, false colour (bands 7-2-1), daily, 250 m",
+        ),
+        Layer(
+            "VIIRS_SNPP_CorrectedReflectance_TrueColor",
+            "250m",
+            start_date="2015-11-24",
+            description="VIIRS Suomi NPP corrected reflectance, true colour (I1-M4-M3), daily, 250 m",
+        ),
+        Layer(
+            "VIIRS_NOAA20_CorrectedReflectance_TrueColor",
+            "250m",
+            start_date="2018-01-01",
+            description="VIIRS NOAA-20 corrected reflectance, true colour, daily, 250 m",
+        ),
+        Layer(
+            "VIIRS_SNPP_DayNightBand_ENCC",
+            "500m",
+            format="png",
+            start_date="2016-11-30",
+            description="VIIRS Suomi NPP day/night band, enhanced near-constant contrast, 500 m",
+        ),
     )
 }
 
 
-def get_layer(name: str, overrides: Mapping[str, Any] | None = None,
-              catalogue: Mapping[str, Layer] | None = None) -> Layer:
+def get_layer(
+    name: str, overrides: Mapping[str, Any] | None = None, catalogue: Mapping[str, Layer] | None = None
+) -> Layer:
     """Catalogue entry ``name`` with ``overrides`` applied; unknown names need ``tile_matrix_set`` etc. in overrides."""
     catalogue = CATALOGUE if catalogue is None else catalogue
     fields = {f.name for f in dataclasses.fields(Layer)}

@@ -1,4 +1,5 @@
 """Encoded image bytes <-> uint8 RGB arrays (PNG/JPEG), as used by the satellite stages."""
+
 from __future__ import annotations
 
 import io

@@ -20,6 +20,7 @@ Composite over ``T`` co-registered dates ``I_t`` with cloud masks ``C_t`` and no
 - ``darkest``: ``out(p) = I_{t*}(p)``, ``t* = argmin_t m_t(p)`` over valid observations (classic
   minimum-brightness compositing: removes clouds but picks cloud shadows).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -47,8 +48,9 @@ def cloud_mask(rgb: np.ndarray, brightness: float = 0.75, whiteness: float = 0.1
     return mask
 
 
-def composite(stack: np.ndarray, cloud: np.ndarray, nodata: np.ndarray | None = None,
-              method: str = "median") -> tuple[np.ndarray, np.ndarray]:
+def composite(
+    stack: np.ndarray, cloud: np.ndarray, nodata: np.ndarray | None = None, method: str = "median"
+) -> tuple[np.ndarray, np.ndarray]:
     """Cloud-free composite of ``stack`` ``(T, H, W, 3)`` uint8.
 
     ``cloud`` and ``nodata`` are ``(T, H, W)`` bool. Returns ``(image (H, W, 3) uint8,
@@ -81,8 +83,15 @@ def composite(stack: np.ndarray, cloud: np.ndarray, nodata: np.ndarray | None = 
     return out, clear_count
 
 
-def composite_table(table: pa.Table, *, method: str = "median", cloud: dict | None = None,
-                    nodata: dict | None = None, image_format: str = "png", quality: int = 95) -> pa.Table:
+def composite_table(
+    table: pa.Table,
+    *,
+    method: str = "median",
+    cloud: dict | None = None,
+    nodata: dict | None = None,
+    image_format: str = "png",
+    quality: int = 95,
+) -> pa.Table:
     """One composite row per ``location`` of a downloader table (rows of several dates).
 
     ``cloud`` are :func:`cloud_mask` kwargs; ``nodata`` are :func:`pipeline.satellite.gapfill.nodata_mask`
@@ -107,15 +116,35 @@ def composite_table(table: pa.Table, *, method: str = "median", cloud: dict | No
         gaps = None if nodata is None else np.stack([nodata_mask(im, **nodata) for im in stack])
         image, clear_count = composite(stack, clouds, gaps, method)
         clear = float((clear_count > 0).mean())
-        rows.append({"id": f"{locations[s]}/composite", "image": encode_array(image, image_format, quality),
-                     "date": f"{dates[s]}/{dates[e - 1]}", "n_dates": int(e - s), "clear_fraction": clear,
-                     "cloud_fraction": 1.0 - clear, "composite_method": method})
+        rows.append(
+            {
+                "id": f"{locations[s]}/composite",
+                "image": encode_array(image, image_format, quality),
+                "date": f"{dates[s]}/{dates[e - 1]}",
+                "n_dates": int(e - s),
+                "clear_fraction": clear,
+                "cloud_fraction": 1.0 - clear,
+                "composite_method": method,
+            }
+        )
         firsts.append(int(s))
     carried = table.take(pa.array(firsts, pa.int64())).drop_columns(
-        [c for c in ("id", "image", "date", "cloud_fraction", "gap_filled_fraction") if c in table.column_names])
-    out = pa.Table.from_pylist(rows, schema=pa.schema([
-        ("id", pa.string()), ("image", pa.binary()), ("date", pa.string()), ("n_dates", pa.int32()),
-        ("clear_fraction", pa.float32()), ("cloud_fraction", pa.float32()), ("composite_method", pa.string())]))
+        [c for c in ("id", "image", "date", "cloud_fraction", "gap_filled_fraction") if c in table.column_names]
+    )
+    out = pa.Table.from_pylist(
+        rows,
+        schema=pa.schema(
+            [
+                ("id", pa.string()),
+                ("image", pa.binary()),
+                ("date", pa.string()),
+                ("n_dates", pa.int32()),
+                ("clear_fraction", pa.float32()),
+                ("cloud_fraction", pa.float32()),
+                ("composite_method", pa.string()),
+            ]
+        ),
+    )
     for name in carried.column_names:
         out = out.append_column(name, carried.column(name))
     return out

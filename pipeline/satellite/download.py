@@ -11,6 +11,7 @@ the preprocessing columns ``pad_fraction``, ``gap_filled_fraction``, ``cloud_fra
 Training tiles touching a source tile that could not be fetched are left out and counted; such a
 date is not marked done, so a rerun retries only the missing source tiles (the rest are cached).
 """
+
 from __future__ import annotations
 
 import glob
@@ -53,18 +54,24 @@ class TileSpec:
 class Preprocess:
     """Scene preprocessing in the downloader: gap fill (``None`` disables) and cloud-mask thresholds."""
 
-    gap_fill: dict[str, Any] | None = field(default_factory=lambda: {"fill_value": 0, "tolerance": 8,
-                                                                    "min_area": 64, "dilate": 1, "method": "linear"})
+    gap_fill: dict[str, Any] | None = field(
+        default_factory=lambda: {"fill_value": 0, "tolerance": 8, "min_area": 64, "dilate": 1, "method": "linear"}
+    )
     cloud: dict[str, Any] = field(default_factory=lambda: {"brightness": 0.75, "whiteness": 0.15, "dilate": 2})
 
 
 def scene_requests(layer: Layer, grid: TileGrid, window: PixelWindow, date: str) -> list[TileRequest]:
     rows, cols = tile_range(grid, window)
-    return [TileRequest(layer.name, date, layer.tile_matrix_set, window.level, r, c, layer.format)
-            for r in rows for c in cols]
+    return [
+        TileRequest(layer.name, date, layer.tile_matrix_set, window.level, r, c, layer.format)
+        for r in rows
+        for c in cols
+    ]
 
 
-def stitch(grid: TileGrid, window: PixelWindow, requests: list[TileRequest], cache_dir: str) -> tuple[np.ndarray, np.ndarray]:
+def stitch(
+    grid: TileGrid, window: PixelWindow, requests: list[TileRequest], cache_dir: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Mosaic the cached tiles of one date and crop to ``window``.
 
     Returns ``(rgb (h, w, 3) uint8, valid (h, w) bool)``; pixels of missing or unreadable tiles are
@@ -90,13 +97,24 @@ def stitch(grid: TileGrid, window: PixelWindow, requests: list[TileRequest], cac
         x0, x1 = max(gx0, window.x0), min(gx0 + tile.shape[1], window.x1)
         if y0 >= y1 or x0 >= x1:
             continue
-        rgb[y0 - window.y0:y1 - window.y0, x0 - window.x0:x1 - window.x0] = tile[y0 - gy0:y1 - gy0, x0 - gx0:x1 - gx0]
-        valid[y0 - window.y0:y1 - window.y0, x0 - window.x0:x1 - window.x0] = True
+        rgb[y0 - window.y0 : y1 - window.y0, x0 - window.x0 : x1 - window.x0] = tile[
+            y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0
+        ]
+        valid[y0 - window.y0 : y1 - window.y0, x0 - window.x0 : x1 - window.x0] = True
     return rgb, valid
 
 
-def scene_to_table(rgb: np.ndarray, valid: np.ndarray, *, layer: Layer, grid: TileGrid, window: PixelWindow,
-                   date: str, tiles: TileSpec, pre: Preprocess) -> tuple[pa.Table, int]:
+def scene_to_table(
+    rgb: np.ndarray,
+    valid: np.ndarray,
+    *,
+    layer: Layer,
+    grid: TileGrid,
+    window: PixelWindow,
+    date: str,
+    tiles: TileSpec,
+    pre: Preprocess,
+) -> tuple[pa.Table, int]:
     """Preprocess one stitched scene and cut it into training tiles; returns ``(table, n_dropped_missing)``."""
     gap = np.zeros(valid.shape, dtype=bool)
     if pre.gap_fill is not None:
@@ -122,23 +140,25 @@ def scene_to_table(rgb: np.ndarray, valid: np.ndarray, *, layer: Layer, grid: Ti
     bounds = window_bounds(grid, window.level, gy, gx, gy + tiles.height, gx + tiles.width)
     location = [f"{layer.name}/{layer.tile_matrix_set}/z{window.level}/y{y}_x{x}" for y, x in zip(gy, gx)]
     n = len(keep)
-    table = pa.table({
-        "id": pa.array([f"{loc}/{date}" for loc in location], pa.string()),
-        "location": pa.array(location, pa.string()),
-        "image": pa.array([encode_array(patches[i], tiles.format, tiles.quality) for i in keep], pa.binary()),
-        "date": pa.array([date] * n, pa.string()),
-        "product": pa.array([layer.name] * n, pa.string()),
-        "resolution": pa.array([layer.tile_matrix_set] * n, pa.string()),
-        "level": pa.array(np.full(n, window.level, dtype=np.int32)),
-        **{k: pa.array(np.asarray(v, dtype=np.float64)) for k, v in bounds.items()},
-        "width": pa.array(np.full(n, tiles.width, dtype=np.int32)),
-        "height": pa.array(np.full(n, tiles.height, dtype=np.int32)),
-        "pixel_y": pa.array(gy.astype(np.int64)),
-        "pixel_x": pa.array(gx.astype(np.int64)),
-        "pad_fraction": pa.array(pad_fraction[keep].astype(np.float32)),
-        "gap_filled_fraction": pa.array(gap_fraction[keep].astype(np.float32)),
-        "cloud_fraction": pa.array(cloud_fraction[keep].astype(np.float32)),
-    })
+    table = pa.table(
+        {
+            "id": pa.array([f"{loc}/{date}" for loc in location], pa.string()),
+            "location": pa.array(location, pa.string()),
+            "image": pa.array([encode_array(patches[i], tiles.format, tiles.quality) for i in keep], pa.binary()),
+            "date": pa.array([date] * n, pa.string()),
+            "product": pa.array([layer.name] * n, pa.string()),
+            "resolution": pa.array([layer.tile_matrix_set] * n, pa.string()),
+            "level": pa.array(np.full(n, window.level, dtype=np.int32)),
+            **{k: pa.array(np.asarray(v, dtype=np.float64)) for k, v in bounds.items()},
+            "width": pa.array(np.full(n, tiles.width, dtype=np.int32)),
+            "height": pa.array(np.full(n, tiles.height, dtype=np.int32)),
+            "pixel_y": pa.array(gy.astype(np.int64)),
+            "pixel_x": pa.array(gx.astype(np.int64)),
+            "pad_fraction": pa.array(pad_fraction[keep].astype(np.float32)),
+            "gap_filled_fraction": pa.array(gap_fraction[keep].astype(np.float32)),
+            "cloud_fraction": pa.array(cloud_fraction[keep].astype(np.float32)),
+        }
+    )
     return table, int(len(windows) - n)
 
 
@@ -154,10 +174,21 @@ def _write_date_shards(table: pa.Table, output: str, layer: str, date: str, shar
     return paths
 
 
-def download_scenes(client: WMTSClient, layer: Layer, dates: list[str], bbox: BBox, *, output: str,
-                    cache_dir: str, level: int | None = None, tiles: TileSpec | None = None,
-                    pre: Preprocess | None = None, run: RunDir | None = None, shard_rows: int = 1024,
-                    force: bool = False) -> dict[str, Any]:
+def download_scenes(
+    client: WMTSClient,
+    layer: Layer,
+    dates: list[str],
+    bbox: BBox,
+    *,
+    output: str,
+    cache_dir: str,
+    level: int | None = None,
+    tiles: TileSpec | None = None,
+    pre: Preprocess | None = None,
+    run: RunDir | None = None,
+    shard_rows: int = 1024,
+    force: bool = False,
+) -> dict[str, Any]:
     """Download ``layer`` over ``bbox`` for each date and write training-tile shards to ``output``.
 
     Resumable: dates whose marker exists in ``run`` (same settings) are skipped, and source tiles
@@ -169,8 +200,14 @@ def download_scenes(client: WMTSClient, layer: Layer, dates: list[str], bbox: BB
     grid = make_grid(layer.projection, layer.tile_matrix_set)
     level = grid.check_level(level)
     window = pixel_window(grid, bbox, level)
-    settings = {"layer": asdict(layer), "bbox": asdict(bbox), "level": level, "tiles": asdict(tiles),
-                "pre": asdict(pre), "base_url": client.base_url}
+    settings = {
+        "layer": asdict(layer),
+        "bbox": asdict(bbox),
+        "level": level,
+        "tiles": asdict(tiles),
+        "pre": asdict(pre),
+        "base_url": client.base_url,
+    }
     if layer.start_date and dates and min(dates) < layer.start_date:
         log.warning("dates before %s precede the coverage of %s", layer.start_date, layer.name)
 
@@ -187,19 +224,32 @@ def download_scenes(client: WMTSClient, layer: Layer, dates: list[str], bbox: BB
         if not valid.any():
             per_date[date] = {"tiles": 0, "dropped_missing": None, "complete": False}
             continue
-        table, dropped = scene_to_table(rgb, valid, layer=layer, grid=grid, window=window, date=date,
-                                        tiles=tiles, pre=pre)
+        table, dropped = scene_to_table(
+            rgb, valid, layer=layer, grid=grid, window=window, date=date, tiles=tiles, pre=pre
+        )
         shards = _write_date_shards(table, output, layer.name, date, shard_rows)
         complete = bool(valid.all())
-        per_date[date] = {"tiles": table.num_rows, "dropped_missing": dropped, "complete": complete,
-                          "shards": [os.path.basename(s) for s in shards]}
+        per_date[date] = {
+            "tiles": table.num_rows,
+            "dropped_missing": dropped,
+            "complete": complete,
+            "shards": [os.path.basename(s) for s in shards],
+        }
         if run is not None and complete:
             run.mark_done(step(date), settings, tiles=table.num_rows)
     summary = {
-        "layer": layer.name, "level": level, "scene_pixels": list(window.shape),
-        "source_tiles": {"fetched": len(report.fetched), "cached": len(report.cached),
-                         "failed": len(report.failed), "attempts": report.attempts},
-        "dates": per_date, "skipped_dates": [d for d in dates if d not in pending], "failed_tiles": failed_urls,
+        "layer": layer.name,
+        "level": level,
+        "scene_pixels": list(window.shape),
+        "source_tiles": {
+            "fetched": len(report.fetched),
+            "cached": len(report.cached),
+            "failed": len(report.failed),
+            "attempts": report.attempts,
+        },
+        "dates": per_date,
+        "skipped_dates": [d for d in dates if d not in pending],
+        "failed_tiles": failed_urls,
     }
     if run is not None:
         run.update_run_json(download=summary)
@@ -215,9 +265,18 @@ def read_shards(path: str, columns: list[str] | None = None) -> pa.Table:
     return pa.concat_tables([pq.read_table(f, columns=columns) for f in files], promote_options="default")
 
 
-def composite_shards(input_path: str, output: str, *, method: str = "median", cloud: dict | None = None,
-                     nodata: dict | None = None, image_format: str = "png", shard_rows: int = 1024,
-                     run: RunDir | None = None, force: bool = False) -> dict[str, Any]:
+def composite_shards(
+    input_path: str,
+    output: str,
+    *,
+    method: str = "median",
+    cloud: dict | None = None,
+    nodata: dict | None = None,
+    image_format: str = "png",
+    shard_rows: int = 1024,
+    run: RunDir | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
     """Cloud-free composite per tile location over the downloader's shards at ``input_path``.
 
     Writes ``<output>/part-composite-<k>.parquet`` (see :func:`pipeline.satellite.composite.composite_table`);
@@ -228,14 +287,21 @@ def composite_shards(input_path: str, output: str, *, method: str = "median", cl
     settings = {"input": input_path, "method": method, "cloud": cloud, "nodata": nodata, "format": image_format}
 
     def build() -> dict[str, Any]:
-        table = composite_table(read_shards(input_path), method=method, cloud=cloud, nodata=nodata,
-                                image_format=image_format)
+        table = composite_table(
+            read_shards(input_path), method=method, cloud=cloud, nodata=nodata, image_format=image_format
+        )
         for old in glob.glob(os.path.join(output, "part-composite-*.parquet")):
             os.remove(old)
         for k, start in enumerate(range(0, max(table.num_rows, 1), shard_rows)):
-            write_parquet_atomic(table.slice(start, shard_rows), os.path.join(output, f"part-composite-{k:05d}.parquet"))
-        return {"locations": table.num_rows,
-                "mean_clear_fraction": float(np.mean(table.column("clear_fraction").to_numpy())) if table.num_rows else None}
+            write_parquet_atomic(
+                table.slice(start, shard_rows), os.path.join(output, f"part-composite-{k:05d}.parquet")
+            )
+        return {
+            "locations": table.num_rows,
+            "mean_clear_fraction": float(np.mean(table.column("clear_fraction").to_numpy()))
+            if table.num_rows
+            else None,
+        }
 
     if run is None:
         return build()
@@ -251,23 +317,50 @@ def run_download(cfg: dict[str, Any], run: RunDir, force: bool = False) -> dict[
 
     src = cfg["download"]
     layer = get_layer(src["layer"], src.get("layer_overrides"))
-    client = WMTSClient(src["base_url"].format(projection=layer.projection), timeout_s=src["timeout_s"],
-                        retries=src["retries"], backoff_s=src["backoff_s"], backoff_max_s=src["backoff_max_s"],
-                        concurrency=src["concurrency"], tile_size=make_grid(layer.projection, layer.tile_matrix_set).tile_size,
-                        seed=int(cfg["seed"]))
+    client = WMTSClient(
+        src["base_url"].format(projection=layer.projection),
+        timeout_s=src["timeout_s"],
+        retries=src["retries"],
+        backoff_s=src["backoff_s"],
+        backoff_max_s=src["backoff_max_s"],
+        concurrency=src["concurrency"],
+        tile_size=make_grid(layer.projection, layer.tile_matrix_set).tile_size,
+        seed=int(cfg["seed"]),
+    )
     dates = date_range(src["dates"]["start"], src["dates"].get("end"), int(src["dates"]["step_days"]))
     gap = dict(cfg.get("gap_fill") or {})
-    pre = Preprocess(gap_fill=({k: v for k, v in gap.items() if k != "enabled"} if gap.pop("enabled", True) else None),
-                     cloud=dict(cfg.get("cloud") or {}))
-    summary = download_scenes(client, layer, dates, BBox(**src["bbox"]), output=cfg["output"], cache_dir=src["cache_dir"],
-                              level=src.get("level"), tiles=TileSpec(**cfg["tiles"]), pre=pre, run=run,
-                              shard_rows=int(cfg["shard_rows"]), force=force)
+    pre = Preprocess(
+        gap_fill=({k: v for k, v in gap.items() if k != "enabled"} if gap.pop("enabled", True) else None),
+        cloud=dict(cfg.get("cloud") or {}),
+    )
+    summary = download_scenes(
+        client,
+        layer,
+        dates,
+        BBox(**src["bbox"]),
+        output=cfg["output"],
+        cache_dir=src["cache_dir"],
+        level=src.get("level"),
+        tiles=TileSpec(**cfg["tiles"]),
+        pre=pre,
+        run=run,
+        shard_rows=int(cfg["shard_rows"]),
+        force=force,
+    )
     comp = cfg.get("composite") or {}
     if comp.get("enabled"):
         nodata = None
         if pre.gap_fill is None:  # gaps still in the tiles: keep them out of the composite
             nodata = {k: v for k, v in gap.items() if k != "method"}
-        summary["composite"] = composite_shards(cfg["output"], comp["output"], method=comp["method"],
-                                                cloud=pre.cloud, nodata=nodata, image_format=cfg["tiles"]["format"],
-                                                shard_rows=int(cfg["shard_rows"]), run=run, force=force)
+        summary["composite"] = composite_shards(
+            cfg["output"],
+            comp["output"],
+            method=comp["method"],
+            cloud=pre.cloud,
+            nodata=nodata,
+            image_format=cfg["tiles"]["format"],
+            shard_rows=int(cfg["shard_rows"]),
+            run=run,
+            force=force,
+        )
     return summary

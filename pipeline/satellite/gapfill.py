@@ -16,6 +16,7 @@ Fill methods (both use only valid pixels):
   stripe this is exact linear interpolation between its two edges, and pixels with no valid
   neighbour along any axis fall back to ``nearest``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,8 +25,9 @@ from scipy import ndimage
 FILL_METHODS = ("linear", "nearest")
 
 
-def nodata_mask(rgb: np.ndarray, fill_value: int = 0, tolerance: int = 8, min_area: int = 64,
-                dilate: int = 1) -> np.ndarray:
+def nodata_mask(
+    rgb: np.ndarray, fill_value: int = 0, tolerance: int = 8, min_area: int = 64, dilate: int = 1
+) -> np.ndarray:
     """``(H, W)`` bool mask of no-data gaps in an ``(H, W, C)`` uint8 image."""
     if rgb.ndim != 3:
         raise ValueError(f"expected an (H, W, C) image, got shape {rgb.shape}")
@@ -72,7 +74,11 @@ def _linear_fill(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
             ok = (nb >= 0) & (nb < n)
             nb_c = np.clip(nb, 0, n - 1)
             weight = np.where(ok, 1.0 / np.maximum(np.abs(nb_c - pos), 1), 0.0)
-            value = img[nb_c, np.broadcast_to(cols, mask.shape)] if axis == 0 else img[np.broadcast_to(rows, mask.shape), nb_c]
+            value = (
+                img[nb_c, np.broadcast_to(cols, mask.shape)]
+                if axis == 0
+                else img[np.broadcast_to(rows, mask.shape), nb_c]
+            )
             num += weight[..., None] * value
             den += weight
     out = img.copy()
@@ -95,8 +101,14 @@ def fill_gaps(rgb: np.ndarray, mask: np.ndarray, method: str = "linear") -> np.n
     return _linear_fill(rgb, mask) if method == "linear" else _nearest_fill(rgb, mask)
 
 
-def gap_fill(rgb: np.ndarray, fill_value: int = 0, tolerance: int = 8, min_area: int = 64, dilate: int = 1,
-             method: str = "linear") -> tuple[np.ndarray, float]:
+def gap_fill(
+    rgb: np.ndarray,
+    fill_value: int = 0,
+    tolerance: int = 8,
+    min_area: int = 64,
+    dilate: int = 1,
+    method: str = "linear",
+) -> tuple[np.ndarray, float]:
     """Detect and fill gaps; returns ``(filled image, filled-pixel fraction)``.
 
     An image that is all gap is returned unchanged with fraction 0 (nothing to fill from).

@@ -11,6 +11,7 @@ run out, reported as failures; they never land on disk as tiles. Tiles already i
 skipped (resume). 4xx answers other than 408/429 are permanent (e.g. a date outside the layer's
 coverage) and are not retried.
 """
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -80,9 +81,20 @@ class WMTSClient:
     ``Retry-After``) before the next, up to ``retries`` extra attempts.
     """
 
-    def __init__(self, base_url: str, *, timeout_s: float = 30.0, retries: int = 4, backoff_s: float = 0.5,
-                 backoff_max_s: float = 16.0, concurrency: int = 8, tile_size: int | None = None,
-                 url_template: str = URL_TEMPLATE, seed: int = 0, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 30.0,
+        retries: int = 4,
+        backoff_s: float = 0.5,
+        backoff_max_s: float = 16.0,
+        concurrency: int = 8,
+        tile_size: int | None = None,
+        url_template: str = URL_TEMPLATE,
+        seed: int = 0,
+        headers: dict[str, str] | None = None,
+    ):
         if concurrency < 1 or retries < 0 or timeout_s <= 0:
             raise ValueError("need concurrency >= 1, retries >= 0, timeout_s > 0")
         self.base_url = base_url.rstrip("/")
@@ -98,9 +110,16 @@ class WMTSClient:
         self._headers = {"User-Agent": "strata-gibs/0.1", **(headers or {})}
 
     def url(self, req: TileRequest) -> str:
-        return self.url_template.format(base_url=self.base_url, layer=req.layer, date=req.date,
-                                        tile_matrix_set=req.tile_matrix_set, level=req.level,
-                                        row=req.row, col=req.col, ext=req.ext)
+        return self.url_template.format(
+            base_url=self.base_url,
+            layer=req.layer,
+            date=req.date,
+            tile_matrix_set=req.tile_matrix_set,
+            level=req.level,
+            row=req.row,
+            col=req.col,
+            ext=req.ext,
+        )
 
     def _get_once(self, http: httpx.Client, req: TileRequest) -> bytes:
         url = self.url(req)
@@ -156,8 +175,10 @@ class WMTSClient:
         if not todo:
             return report
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        with httpx.Client(timeout=self.timeout_s, limits=limits, headers=self._headers,
-                          follow_redirects=True) as http, cf.ThreadPoolExecutor(self.concurrency) as pool:
+        with (
+            httpx.Client(timeout=self.timeout_s, limits=limits, headers=self._headers, follow_redirects=True) as http,
+            cf.ThreadPoolExecutor(self.concurrency) as pool,
+        ):
             futures = {pool.submit(self.fetch, http, req): req for req in todo}
             for fut in cf.as_completed(futures):
                 req = futures[fut]

@@ -14,6 +14,7 @@ GIBS EPSG:3857 (Web Mercator, "GoogleMapsCompatible_Level{N}", 256 px tiles): le
 ``2**z x 2**z`` tiles; ``x = (lon + 180) / 360 * W``, ``y = (1 - ln(tan(phi) + sec(phi)) / pi) / 2 * W``
 with ``W = 256 * 2**z`` pixels.
 """
+
 from __future__ import annotations
 
 import math
@@ -120,9 +121,9 @@ class MercatorGrid(TileGrid):
 
     def _max_level(self, tile_matrix_set: str) -> int:
         prefix = "GoogleMapsCompatible_Level"
-        if not tile_matrix_set.startswith(prefix) or not tile_matrix_set[len(prefix):].isdigit():
+        if not tile_matrix_set.startswith(prefix) or not tile_matrix_set[len(prefix) :].isdigit():
             raise ValueError(f"EPSG:3857 tile matrix sets are named {prefix}<N>, got {tile_matrix_set!r}")
-        return int(tile_matrix_set[len(prefix):])
+        return int(tile_matrix_set[len(prefix) :])
 
     def matrix_shape(self, level: int) -> tuple[int, int]:
         return 2**level, 2**level

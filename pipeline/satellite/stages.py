@@ -11,6 +11,7 @@ Use in Ray Data::
 or through the ``preprocess`` config group of ``strata curate``/``strata embed``
 (``conf/preprocess/satellite.yaml``: entries ``{cls, kwargs, enabled}``; disabled ones are skipped).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -55,8 +56,16 @@ class GapFillStage(Stage):
     outputs = ("image", "gap_filled_fraction")
     resources = Resources(cpus=0.5)
 
-    def __init__(self, fill_value: int = 0, tolerance: int = 8, min_area: int = 64, dilate: int = 1,
-                 method: str = "linear", format: str = "same", quality: int = 95):
+    def __init__(
+        self,
+        fill_value: int = 0,
+        tolerance: int = 8,
+        min_area: int = 64,
+        dilate: int = 1,
+        method: str = "linear",
+        format: str = "same",
+        quality: int = 95,
+    ):
         if method not in FILL_METHODS:
             raise ValueError(f"method must be one of {FILL_METHODS}, got {method!r}")
         self.mask_kwargs = {"fill_value": fill_value, "tolerance": tolerance, "min_area": min_area, "dilate": dilate}
@@ -121,8 +130,16 @@ class TilingStage(Stage):
     outputs = ("id", "image", "source_id", "tile_y", "tile_x", "pad_fraction")
     resources = Resources(cpus=0.5)
 
-    def __init__(self, width: int = 256, height: int = 256, overlap: int = 0, boundary: str = "shift",
-                 pad_value: int = 0, format: str = "png", quality: int = 95):
+    def __init__(
+        self,
+        width: int = 256,
+        height: int = 256,
+        overlap: int = 0,
+        boundary: str = "shift",
+        pad_value: int = 0,
+        format: str = "png",
+        quality: int = 95,
+    ):
         tile_windows(height, width, height, width, overlap, boundary)  # validate now, not on a worker
         self.width, self.height, self.overlap, self.boundary = width, height, overlap, boundary
         self.pad_value, self.format, self.quality = pad_value, format, quality
@@ -162,7 +179,10 @@ class TilingStage(Stage):
             out = _replace(out, "lon_max", pa.array(lon_min + np.asarray(fx1) * dlon))
         for col in ("width", "height"):
             if col in out.column_names:
-                size = np.where(pa.array(pads).is_null().to_numpy(zero_copy_only=False),
-                                out.column(col).to_numpy(), getattr(self, col))
+                size = np.where(
+                    pa.array(pads).is_null().to_numpy(zero_copy_only=False),
+                    out.column(col).to_numpy(),
+                    getattr(self, col),
+                )
                 out = _replace(out, col, pa.array(size.astype(np.int32)))
         return out

@@ -8,6 +8,7 @@ happens where the last full window does not reach the edge is the boundary polic
 - ``shift``: full windows, plus one last window moved back to end exactly at the edge (it
   overlaps its neighbour more than ``overlap``); a scene shorter than ``size`` falls back to ``pad``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,8 +36,9 @@ def axis_starts(n: int, size: int, overlap: int = 0, boundary: str = "drop") -> 
     return starts[(starts == 0) | (starts + overlap < n)]
 
 
-def tile_windows(height: int, width: int, tile_h: int, tile_w: int, overlap: int = 0,
-                 boundary: str = "drop") -> np.ndarray:
+def tile_windows(
+    height: int, width: int, tile_h: int, tile_w: int, overlap: int = 0, boundary: str = "drop"
+) -> np.ndarray:
     """``(K, 4)`` int64 windows ``[y0, x0, y1, x1]`` in row-major order; ``y1``/``x1`` may pass the edge (pad)."""
     ys = axis_starts(height, tile_h, overlap, boundary)
     xs = axis_starts(width, tile_w, overlap, boundary)

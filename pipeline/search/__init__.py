@@ -8,6 +8,7 @@ Library entry points (no Hydra, no Ray start-up here):
 - :func:`create_app` (FastAPI) in :mod:`pipeline.search.app` (imported lazily: FastAPI is optional
   for library users).
 """
+
 from pipeline.lazy import lazy_exports
 
 _EXPORTS = {

@@ -16,6 +16,7 @@ or whose time is up, stops at its next step. Who may ask: the ``Host`` header mu
 name or in ``allowed_hosts``, and a server bound beyond loopback requires its token
 (``Authorization: Bearer``, or the cookie set by opening ``/?token=...``).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -93,11 +94,18 @@ class ServeSettings:
         """From a ``conf/serve.yaml``-shaped mapping (``limits`` holds the per-request bounds)."""
         limits = cfg["limits"]
         return cls(
-            host=str(cfg["host"]), token=cfg["token"] or None, allowed_hosts=tuple(cfg["allowed_hosts"] or ()),
-            expose_uri=bool(cfg["expose_uri"]), docs=bool(cfg["docs"]),
-            max_upload_bytes=int(float(cfg["max_upload_mb"]) * 2**20), max_body_bytes=int(float(limits["max_body_mb"]) * 2**20),
-            max_json_depth=int(limits["max_json_depth"]), workers=int(limits["workers"]), queue=int(limits["queue"]),
-            request_timeout_s=float(limits["request_timeout_s"]), query=QueryLimits.from_config(limits),
+            host=str(cfg["host"]),
+            token=cfg["token"] or None,
+            allowed_hosts=tuple(cfg["allowed_hosts"] or ()),
+            expose_uri=bool(cfg["expose_uri"]),
+            docs=bool(cfg["docs"]),
+            max_upload_bytes=int(float(cfg["max_upload_mb"]) * 2**20),
+            max_body_bytes=int(float(limits["max_body_mb"]) * 2**20),
+            max_json_depth=int(limits["max_json_depth"]),
+            workers=int(limits["workers"]),
+            queue=int(limits["queue"]),
+            request_timeout_s=float(limits["request_timeout_s"]),
+            query=QueryLimits.from_config(limits),
         )
 
     @classmethod
@@ -194,7 +202,9 @@ def _json(text: bytes | str, what: str, max_depth: int) -> Any:
     """Parsed JSON of a body or form field, refused before parsing when nested too deeply."""
     depth = json_depth(text)
     if depth > max_depth:
-        raise HTTPException(400, f"{what} is nested {depth} levels deep; the limit is {max_depth} (serve limits.max_json_depth)")
+        raise HTTPException(
+            400, f"{what} is nested {depth} levels deep; the limit is {max_depth} (serve limits.max_json_depth)"
+        )
     try:
         return json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
@@ -210,7 +220,9 @@ def create_app(service: SearchService, settings: ServeSettings | None = None, ti
     (``ServeSettings.defaults()`` when None). Sets ``service.limits`` to ``settings.query``."""
     settings = settings or ServeSettings.defaults()
     if settings.token is None and not is_loopback(settings.host):
-        raise ValueError(f"serving on {settings.host!r} (beyond loopback) requires a token: pipeline.security.access_token makes one")
+        raise ValueError(
+            f"serving on {settings.host!r} (beyond loopback) requires a token: pipeline.security.access_token makes one"
+        )
     service.limits = settings.query
     app = FastAPI(
         title=title,
@@ -222,7 +234,10 @@ def create_app(service: SearchService, settings: ServeSettings | None = None, ti
     )
     page = resources.files("pipeline.search").joinpath("static/index.html").read_text(encoding="utf-8")
     # index-only work (queries by id or vector) never waits behind image embedding
-    pools = {"index": WorkPool(settings.workers, settings.queue, "strata-index"), "embed": WorkPool(settings.workers, settings.queue, "strata-embed")}
+    pools = {
+        "index": WorkPool(settings.workers, settings.queue, "strata-index"),
+        "embed": WorkPool(settings.workers, settings.queue, "strata-embed"),
+    }
     app.state.pools = pools
     app.add_middleware(_Guard, settings=settings)
 
@@ -234,7 +249,8 @@ def create_app(service: SearchService, settings: ServeSettings | None = None, ti
         future = pool.submit(lambda: job(stop.is_set), cost)
         if future is None:
             raise HTTPException(
-                503, f"server busy: {pool.workers} requests running and {pool.queue} waiting (serve limits.workers, limits.queue); retry later",
+                503,
+                f"server busy: {pool.workers} requests running and {pool.queue} waiting (serve limits.workers, limits.queue); retry later",
                 headers={"Retry-After": "1"},
             )
         waiting = asyncio.wrap_future(future)
@@ -246,7 +262,10 @@ def create_app(service: SearchService, settings: ServeSettings | None = None, ti
                 if done:
                     return waiting.result()
                 if loop.time() >= deadline:
-                    raise HTTPException(503, f"request took longer than {settings.request_timeout_s:g} s (serve limits.request_timeout_s); it was stopped")
+                    raise HTTPException(
+                        503,
+                        f"request took longer than {settings.request_timeout_s:g} s (serve limits.request_timeout_s); it was stopped",
+                    )
                 if await request.is_disconnected():
                     raise HTTPException(499, "client disconnected")
         finally:
@@ -259,7 +278,9 @@ def create_app(service: SearchService, settings: ServeSettings | None = None, ti
         async for chunk in request.stream():
             size += len(chunk)
             if size > settings.max_body_bytes:
-                raise HTTPException(413, f"request body larger than {settings.max_body_bytes} bytes (serve limits.max_body_mb)")
+                raise HTTPException(
+                    413, f"request body larger than {settings.max_body_bytes} bytes (serve limits.max_body_mb)"
+                )
             chunks.append(chunk)
         body = b"".join(chunks)
         request._body = body  # starlette parses forms from the cached body
@@ -293,11 +314,20 @@ def create_app(service: SearchService, settings: ServeSettings | None = None, ti
         vector, filters = text("vector"), text("filters")
         vector = None if vector is None else _json(vector, "form field 'vector'", settings.max_json_depth)
         filters = None if filters is None else _json(filters, "form field 'filters'", settings.max_json_depth)
-        if vector is not None and not (isinstance(vector, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vector)):
+        if vector is not None and not (
+            isinstance(vector, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vector)
+        ):
             raise HTTPException(400, "form field 'vector' must be a JSON list of numbers")
         if filters is not None and not isinstance(filters, dict):
             raise HTTPException(400, "form field 'filters' must be a JSON object")
-        return {"image": image, "id": text("id"), "vector": vector, "k": text("k") or 10, "filters": filters, "tiles": text("tiles")}
+        return {
+            "image": image,
+            "id": text("id"),
+            "vector": vector,
+            "k": text("k") or 10,
+            "filters": filters,
+            "tiles": text("tiles"),
+        }
 
     async def from_json(request: Request) -> dict[str, Any]:
         body = _json(await body_of(request), "request body", settings.max_json_depth)
@@ -313,7 +343,14 @@ def create_app(service: SearchService, settings: ServeSettings | None = None, ti
                 raise HTTPException(400, "image_base64 is not valid base64") from None
             if len(image) > settings.max_upload_bytes:
                 raise HTTPException(413, f"image larger than {settings.max_upload_bytes} bytes (serve max_upload_mb)")
-        return {"image": image, "id": req.id, "vector": req.vector, "k": req.k, "filters": req.filters, "tiles": req.tiles}
+        return {
+            "image": image,
+            "id": req.id,
+            "vector": req.vector,
+            "k": req.k,
+            "filters": req.filters,
+            "tiles": req.tiles,
+        }
 
     def public(result: dict) -> dict:
         if not settings.expose_uri:
@@ -351,7 +388,9 @@ def create_app(service: SearchService, settings: ServeSettings | None = None, ti
             raise HTTPException(415, "send application/json or multipart/form-data")
         try:
             cost = service.check_query(**args)  # cheap refusals never take a worker
-            return public(await run_bounded(request, lambda cancelled: service.search(**args, cancelled=cancelled), cost))
+            return public(
+                await run_bounded(request, lambda cancelled: service.search(**args, cancelled=cancelled), cost)
+            )
         except UnknownIdError as exc:
             raise HTTPException(404, str(exc)) from None
         except LimitError as exc:
@@ -359,7 +398,9 @@ def create_app(service: SearchService, settings: ServeSettings | None = None, ti
         except QueryError as exc:
             raise HTTPException(400, str(exc)) from None
         except Cancelled:
-            raise HTTPException(503, f"request took longer than {settings.request_timeout_s:g} s (serve limits.request_timeout_s)") from None
+            raise HTTPException(
+                503, f"request took longer than {settings.request_timeout_s:g} s (serve limits.request_timeout_s)"
+            ) from None
 
     @app.get(
         "/images/{image_id:path}",
@@ -398,16 +439,22 @@ def create_app(service: SearchService, settings: ServeSettings | None = None, ti
 
 def _docs_page(spec: dict) -> str:
     """The OpenAPI spec as one self-contained HTML page (no external script, style or font)."""
-    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(spec['info']['title'])} API</title>",
-             "<style>body{font:14px sans-serif;max-width:60em;margin:2em auto}pre{background:#f4f4f4;padding:.5em;overflow:auto}</style>",
-             f"<h1>{html.escape(spec['info']['title'])}</h1><p>{html.escape(spec['info'].get('description', ''))}</p>",
-             "<p>Machine-readable: <a href='openapi.json'>openapi.json</a></p>"]
+    parts = [
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(spec['info']['title'])} API</title>",
+        "<style>body{font:14px sans-serif;max-width:60em;margin:2em auto}pre{background:#f4f4f4;padding:.5em;overflow:auto}</style>",
+        f"<h1>{html.escape(spec['info']['title'])}</h1><p>{html.escape(spec['info'].get('description', ''))}</p>",
+        "<p>Machine-readable: <a href='openapi.json'>openapi.json</a></p>",
+    ]
     for path, methods in spec.get("paths", {}).items():
         for method, op in methods.items():
             parts.append(f"<h2>{method.upper()} {html.escape(path)}</h2><p>{html.escape(op.get('summary', ''))}</p>")
             for ctype, body in (op.get("requestBody", {}).get("content") or {}).items():
-                parts.append(f"<h3>{html.escape(ctype)}</h3><pre>{html.escape(json.dumps(body.get('schema', {}), indent=1))}</pre>")
-            codes = ", ".join(f"{c}: {html.escape(r.get('description', ''))}" for c, r in op.get("responses", {}).items())
+                parts.append(
+                    f"<h3>{html.escape(ctype)}</h3><pre>{html.escape(json.dumps(body.get('schema', {}), indent=1))}</pre>"
+                )
+            codes = ", ".join(
+                f"{c}: {html.escape(r.get('description', ''))}" for c, r in op.get("responses", {}).items()
+            )
             parts.append(f"<p>Responses: {codes}</p>")
     return "\n".join(parts)
 
@@ -429,7 +476,10 @@ class _Guard:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 present = {k.lower() for k, _ in message.get("headers", [])}
-                message["headers"] = [*message.get("headers", []), *((k, v) for k, v in _SECURITY_HEADERS if k not in present)]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *((k, v) for k, v in _SECURITY_HEADERS if k not in present),
+                ]
             await send(message)
 
         denied = self.check(Request(scope))
@@ -441,7 +491,10 @@ class _Guard:
             return JSONResponse({"detail": "unknown Host header: add the name to serve allowed_hosts"}, status_code=421)
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > s.max_body_bytes:
-            return JSONResponse({"detail": f"request body larger than {s.max_body_bytes} bytes (serve limits.max_body_mb)"}, status_code=413)
+            return JSONResponse(
+                {"detail": f"request body larger than {s.max_body_bytes} bytes (serve limits.max_body_mb)"},
+                status_code=413,
+            )
         if s.token is None:
             return None
         query_token = request.query_params.get("token")
@@ -451,7 +504,12 @@ class _Guard:
             return response
         given = presented_token(request.headers, request.cookies, COOKIE)
         if given is None:
-            return JSONResponse({"detail": "access token required: open the URL printed by strata serve, or send Authorization: Bearer <token>"}, status_code=401)
+            return JSONResponse(
+                {
+                    "detail": "access token required: open the URL printed by strata serve, or send Authorization: Bearer <token>"
+                },
+                status_code=401,
+            )
         if not same_secret(given, s.token):
             return JSONResponse({"detail": "wrong access token"}, status_code=403)
         return None

@@ -1,10 +1,12 @@
 """``strata index`` step: embeddings table of a run -> ``<run_dir>/index`` with a done-marker."""
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any, Mapping
+from typing import Any
 
 from pipeline.artifacts import EMBEDDINGS, INDEX, INDEX_CONFIG, input_fingerprint
 from pipeline.rundir import INPUT, RunDir

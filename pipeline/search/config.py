@@ -1,4 +1,5 @@
 """How a search index is built and queried (schema of ``conf/search/*.yaml``; light: no FAISS)."""
+
 from __future__ import annotations
 
 import logging
@@ -41,7 +42,7 @@ class IndexConfig:
     seed: int
 
     @classmethod
-    def from_dict(cls, cfg: Mapping[str, Any] | None) -> "IndexConfig":
+    def from_dict(cls, cfg: Mapping[str, Any] | None) -> IndexConfig:
         cfg = dict(cfg or {})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(cfg) - known)

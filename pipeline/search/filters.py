@@ -10,9 +10,11 @@ A filter is a mapping ``column -> condition``; all conditions must hold (logical
 Values are cast to the column's Arrow type, so ISO strings work against ``date32``/``timestamp``
 columns. Evaluation is vectorised with ``pyarrow.compute`` and returns a boolean mask over rows.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -64,8 +66,7 @@ def _condition(col: pa.ChunkedArray | pa.Array, column: str, cond: Any) -> pa.Ch
                 parts.append(pc.invert(_isin(col, column, value)))
             else:
                 raise FilterError(
-                    f"unknown filter operator {op!r} on {column!r}; use one of "
-                    f"{sorted([*_COMPARE, 'in', 'not_in'])}"
+                    f"unknown filter operator {op!r} on {column!r}; use one of {sorted([*_COMPARE, 'in', 'not_in'])}"
                 )
         out = parts[0]
         for p in parts[1:]:

@@ -19,14 +19,15 @@ Filters (:mod:`pipeline.search.filters`) evaluate to a row mask; partitions with
 are skipped, partially matching ones are searched with a FAISS ``IDSelectorBitmap``, and the
 per-partition top-k lists are merged by score.
 """
+
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import faiss
 import fsspec
@@ -35,8 +36,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.search.config import KINDS, IndexConfig  # noqa: F401 - re-exported
 from pipeline.io.tables import EMBEDDING, iter_embedding_batches, list_parquet_files
+from pipeline.search.config import KINDS, IndexConfig  # noqa: F401 - re-exported
 from pipeline.search.filters import Filters, filter_mask
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,9 @@ def _read_bytes(uri: str) -> bytes:
 class SearchIndex:
     """Partitioned FAISS index + row metadata. Build with :meth:`build` / :meth:`from_embeddings`."""
 
-    def __init__(self, cfg: IndexConfig, meta: pa.Table, partitions: list[Partition], dim: int, info: dict | None = None):
+    def __init__(
+        self, cfg: IndexConfig, meta: pa.Table, partitions: list[Partition], dim: int, info: dict | None = None
+    ):
         if "id" not in meta.column_names:
             raise ValueError("index metadata needs an 'id' column")
         self.cfg = cfg
@@ -155,7 +158,7 @@ class SearchIndex:
         ids: Sequence[str] | pa.Array | None = None,
         cfg: IndexConfig | Mapping[str, Any] | None = None,
         meta: pa.Table | None = None,
-    ) -> "SearchIndex":
+    ) -> SearchIndex:
         """Index the in-memory embeddings ``x`` (N, D) with ids ``ids`` (or ``meta['id']``)."""
         cfg = cfg if isinstance(cfg, IndexConfig) else IndexConfig.from_dict(cfg)
         x = np.asarray(x, dtype=np.float32)
@@ -166,7 +169,9 @@ class SearchIndex:
                 raise ValueError("give ids or a metadata table with an 'id' column")
             meta = pa.table({"id": pa.array(list(ids) if not isinstance(ids, pa.Array) else ids, pa.string())})
         elif ids is not None:
-            meta = meta.drop_columns([c for c in ("id",) if c in meta.column_names]).add_column(0, "id", pa.array(list(ids), pa.string()))
+            meta = meta.drop_columns([c for c in ("id",) if c in meta.column_names]).add_column(
+                0, "id", pa.array(list(ids), pa.string())
+            )
         if meta.num_rows != len(x):
             raise ValueError(f"{meta.num_rows} ids/metadata rows for {len(x)} embeddings")
         step = max(1, cfg.add_batch)
@@ -175,7 +180,7 @@ class SearchIndex:
     @classmethod
     def from_embeddings(
         cls, path: str | Sequence[str], cfg: IndexConfig | Mapping[str, Any] | None = None, batch_rows: int = 65536
-    ) -> "SearchIndex":
+    ) -> SearchIndex:
         """Stream an embeddings table (``id``, ``embedding``, carried columns) into an index.
 
         Two streamed passes over the vectors (training sample, then adds; one when every partition
@@ -188,7 +193,9 @@ class SearchIndex:
         with fsspec.open(files[0], "rb") as fh:
             schema = pq.read_schema(fh)
         if EMBEDDING not in schema.names or "id" not in schema.names:
-            raise ValueError(f"{files[0]} is not an embeddings table (needs 'id' and '{EMBEDDING}'), has {schema.names}")
+            raise ValueError(
+                f"{files[0]} is not an embeddings table (needs 'id' and '{EMBEDDING}'), has {schema.names}"
+            )
         meta_cols = [c for c in schema.names if c != EMBEDDING]
         tables = []
         for f in files:
@@ -208,7 +215,9 @@ class SearchIndex:
         return cls._build(meta, batches, dim, cfg)
 
     @classmethod
-    def _build(cls, meta: pa.Table, batches: Callable[[], Iterable[np.ndarray]], dim: int, cfg: IndexConfig) -> "SearchIndex":
+    def _build(
+        cls, meta: pa.Table, batches: Callable[[], Iterable[np.ndarray]], dim: int, cfg: IndexConfig
+    ) -> SearchIndex:
         t0 = time.perf_counter()
         n = meta.num_rows
         if pc.count_distinct(meta.column("id")).as_py() != n:
@@ -228,7 +237,13 @@ class SearchIndex:
         if needs_training:
             rng = np.random.default_rng(cfg.seed)
             samples = {
-                p: np.sort(rng.choice(partitions[p].rows, cfg.train_size_for(partitions[p].n, faiss.extract_index_ivf(partitions[p].index).nlist), replace=False))
+                p: np.sort(
+                    rng.choice(
+                        partitions[p].rows,
+                        cfg.train_size_for(partitions[p].n, faiss.extract_index_ivf(partitions[p].index).nlist),
+                        replace=False,
+                    )
+                )
                 for p in needs_training
             }
             sample_rows = np.concatenate(list(samples.values()))
@@ -421,7 +436,7 @@ class SearchIndex:
     @classmethod
     def load(
         cls, path: str, nprobe: int | None = None, ef_search: int | None = None, use_gpu: bool | None = None
-    ) -> "SearchIndex":
+    ) -> SearchIndex:
         """Read an index written by :meth:`save`; optional query-time overrides."""
         fs, root = fsspec.core.url_to_fs(path)
         if not fs.exists(f"{root}/config.json"):
@@ -488,7 +503,9 @@ def partition_rows(meta: pa.Table, columns: Sequence[str]) -> tuple[np.ndarray, 
     return part_of_row.astype(np.int64), key_table
 
 
-def merge_topk(rows: list[np.ndarray], scores: list[np.ndarray], k: int, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
+def merge_topk(
+    rows: list[np.ndarray], scores: list[np.ndarray], k: int, n_queries: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Merge per-partition ``(Q, k_p)`` candidate lists into the global top-``k`` by score."""
     out_rows = np.full((n_queries, k), -1, dtype=np.int64)
     out_scores = np.full((n_queries, k), -np.inf, dtype=np.float32)

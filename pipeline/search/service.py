@@ -5,6 +5,7 @@ embedding time, copied into the index's ``config.json``), optionally as a tile g
 bucket voting (:mod:`pipeline.search.tiles`). Thumbnails are looked up by id only: id -> ``uri``
 from the index metadata -> bytes via ``pipeline.io.sources.load_image_bytes``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -91,7 +92,9 @@ def _decode(image: bytes | Image.Image, limits: QueryLimits | None, what: str = 
                 img = decode_rgb(bytes(image), max_pixels=limits.max_query_pixels, draft_size=limits.max_query_side)
         except RejectedImage as exc:
             if exc.reason.startswith("too large") and limits is not None:
-                raise LimitError(f"cannot use {what}: {exc.reason} (limit: serve limits.max_query_pixels)", status=413) from None
+                raise LimitError(
+                    f"cannot use {what}: {exc.reason} (limit: serve limits.max_query_pixels)", status=413
+                ) from None
             raise QueryError(f"cannot use {what}: {exc.reason}") from None
     if limits is not None and max(img.size) > limits.max_query_side:
         img.thumbnail((limits.max_query_side, limits.max_query_side), Image.Resampling.BILINEAR)
@@ -168,7 +171,9 @@ class SearchService:
                 self._embedder = self._embedder_factory()
             return self._embedder
 
-    def embed_images(self, images: Sequence[Image.Image], cancelled: Callable[[], bool] | None = None, chunk: int = 4) -> np.ndarray:
+    def embed_images(
+        self, images: Sequence[Image.Image], cancelled: Callable[[], bool] | None = None, chunk: int = 4
+    ) -> np.ndarray:
         """(N, D) embeddings of PIL images with the run's embedder (built on first use), ``chunk``
         images at a time; raises :class:`Cancelled` between chunks once ``cancelled()`` is true."""
         if self._embedder_factory is None:
@@ -214,13 +219,17 @@ class SearchService:
                 raise QueryError("tiles apply to image or id queries, not to vectors")
             vectors = np.asarray(vector, dtype=np.float32).reshape(1, -1) if np.ndim(vector) == 1 else None
             if vectors is None or vectors.shape[1] != self.index.dim:
-                raise QueryError(f"vector must be a flat list of {self.index.dim} numbers, got shape {np.shape(vector)}")
+                raise QueryError(
+                    f"vector must be a flat list of {self.index.dim} numbers, got shape {np.shape(vector)}"
+                )
             if not np.isfinite(vectors).all():
                 raise QueryError("vector contains NaN or infinite values")
         elif id is not None:
             query["id"] = id
             row = self._row(id)
-            vectors = self.index.vectors(row) if not tiled else self._image_vectors(self._image_of(id), grids, cancelled)
+            vectors = (
+                self.index.vectors(row) if not tiled else self._image_vectors(self._image_of(id), grids, cancelled)
+            )
         else:
             vectors = self._image_vectors(_decode(image, self.limits), grids, cancelled)
 
@@ -241,8 +250,16 @@ class SearchService:
             "query": query,
         }
 
-    def check_query(self, *, image: bytes | Image.Image | None = None, id: str | None = None, vector: Any = None,
-                    k: Any = 10, tiles: str | int | None = None, **_: Any) -> int:
+    def check_query(
+        self,
+        *,
+        image: bytes | Image.Image | None = None,
+        id: str | None = None,
+        vector: Any = None,
+        k: Any = 10,
+        tiles: str | int | None = None,
+        **_: Any,
+    ) -> int:
         """The checks that need no decoding or embedding (one query kind, ``k``, tile limits, the
         image header's pixel count); raises :class:`QueryError` / :class:`LimitError`. Returns the
         number of tiles the query will embed (0: index work only)."""
@@ -276,11 +293,17 @@ class SearchService:
             return
         n_tiles = sum(r * c for r, c in grids)
         if len(grids) > self.limits.max_grids:
-            raise LimitError(f"{len(grids)} tile grids requested; the limit is {self.limits.max_grids} (serve limits.max_grids)")
+            raise LimitError(
+                f"{len(grids)} tile grids requested; the limit is {self.limits.max_grids} (serve limits.max_grids)"
+            )
         if n_tiles > self.limits.max_tiles:
-            raise LimitError(f"{n_tiles} tiles requested; the limit is {self.limits.max_tiles} per query (serve limits.max_tiles)")
+            raise LimitError(
+                f"{n_tiles} tiles requested; the limit is {self.limits.max_tiles} per query (serve limits.max_tiles)"
+            )
 
-    def _image_vectors(self, image: Image.Image, grids: list[tuple[int, int]], cancelled: Callable[[], bool] | None = None) -> np.ndarray:
+    def _image_vectors(
+        self, image: Image.Image, grids: list[tuple[int, int]], cancelled: Callable[[], bool] | None = None
+    ) -> np.ndarray:
         _check(cancelled)
         try:
             tiles = cut_tiles(image, grids)
@@ -327,8 +350,11 @@ def _check_header(data: bytes, limits: QueryLimits) -> None:
     except Exception:  # noqa: BLE001 - unreadable headers are reported by the decode step
         return
     if width * height > limits.max_query_pixels:
-        raise LimitError(f"cannot use the uploaded image: too large: {width}x{height} > {limits.max_query_pixels} pixels "
-                         "(limit: serve limits.max_query_pixels)", status=413)
+        raise LimitError(
+            f"cannot use the uploaded image: too large: {width}x{height} > {limits.max_query_pixels} pixels "
+            "(limit: serve limits.max_query_pixels)",
+            status=413,
+        )
 
 
 def _check(cancelled: Callable[[], bool] | None) -> None:
@@ -343,4 +369,13 @@ def image_to_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
     return out.getvalue()
 
 
-__all__ = ["Cancelled", "LimitError", "QueryError", "QueryLimits", "SearchService", "UnknownIdError", "embed_config_of", "image_to_bytes"]
+__all__ = [
+    "Cancelled",
+    "LimitError",
+    "QueryError",
+    "QueryLimits",
+    "SearchService",
+    "UnknownIdError",
+    "embed_config_of",
+    "image_to_bytes",
+]

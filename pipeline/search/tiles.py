@@ -8,6 +8,7 @@ For grids ``G`` (e.g. ``2x2``, or ``1x1,2x2`` for the whole image plus its quart
 with ``s_t(r)`` the tile's similarity score and ``w`` a positive weight (the score itself for
 inner-product / cosine indexes, ``1 / (1 + sqrt(d^2))`` for L2 distances). Rows are ranked by ``V``.
 """
+
 from __future__ import annotations
 
 import re

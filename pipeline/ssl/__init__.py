@@ -1,11 +1,22 @@
 """Self-supervised pretraining (SimCLR, SimSiam) on Ray Train; checkpoints feed the embed stage."""
+
 from pipeline.ssl.backbones import SmallCNN, build_ssl_backbone
 from pipeline.ssl.checkpoint import load_backbone, read_checkpoint, save_checkpoint
 from pipeline.ssl.methods import SimCLR, SimSiam, build_ssl_model
 
 __all__ = [
-    "SimCLR", "SimSiam", "SmallCNN", "build_ssl_backbone", "build_ssl_model", "load_backbone",
-    "read_checkpoint", "save_checkpoint", "pretrain", "run_pretrain", "PretrainResult", "build_model",
+    "SimCLR",
+    "SimSiam",
+    "SmallCNN",
+    "build_ssl_backbone",
+    "build_ssl_model",
+    "load_backbone",
+    "read_checkpoint",
+    "save_checkpoint",
+    "pretrain",
+    "run_pretrain",
+    "PretrainResult",
+    "build_model",
 ]
 
 

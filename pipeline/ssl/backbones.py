@@ -3,6 +3,7 @@
 Every backbone maps a normalised ``(B, 3, H, W)`` float tensor to ``(B, D)`` features (global
 average pooling after the last stage, no classifier).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,7 +30,11 @@ class SmallCNN(nn.Module):
             out_ch = width * 2**stage
             for block in range(blocks_per_stage):
                 stride = 2 if block == 0 else 1
-                layers += [nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False),
+                    nn.BatchNorm2d(out_ch),
+                    nn.ReLU(inplace=True),
+                ]
                 in_ch = out_ch
         self.features = nn.Sequential(*layers)
         self.dim = in_ch

@@ -4,6 +4,7 @@
 ``backbone`` (``{"name", **options}``), ``dim``, ``image_size``, ``mean``, ``std``, ``epoch`` and the
 per-epoch ``history`` (loss, lr, images/s).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,11 +21,20 @@ META_FILE = "meta.json"
 FORMAT_VERSION = 1
 
 
-def save_checkpoint(directory: str, model: nn.Module, meta: dict[str, Any],
-                    optimizer: torch.optim.Optimizer | None = None, extra_state: dict[str, Any] | None = None) -> str:
+def save_checkpoint(
+    directory: str,
+    model: nn.Module,
+    meta: dict[str, Any],
+    optimizer: torch.optim.Optimizer | None = None,
+    extra_state: dict[str, Any] | None = None,
+) -> str:
     """Write ``model``'s state (``backbone.*`` and head weights), the optimiser state and ``meta``."""
     os.makedirs(directory, exist_ok=True)
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict() if optimizer else None, **(extra_state or {})}
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer else None,
+        **(extra_state or {}),
+    }
     torch.save(state, os.path.join(directory, MODEL_FILE))
     with open(os.path.join(directory, META_FILE), "w") as fh:
         json.dump({"format_version": FORMAT_VERSION, **meta}, fh, indent=2, sort_keys=True)

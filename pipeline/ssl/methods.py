@@ -9,6 +9,7 @@ whole step (what DistributedDataParallel needs to synchronise gradients once).
 - SimSiam: ``z = g(f(x))``, ``p = h(z)``,
   ``L = -1/2 [cos(p_0, stopgrad(z_1)) + cos(p_1, stopgrad(z_0))]``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,8 +27,15 @@ class SimCLR(nn.Module):
 
     method = "simclr"
 
-    def __init__(self, backbone: nn.Module, dim: int, hidden_dim: int = 512, output_dim: int = 128,
-                 temperature: float = 0.5, gather_distributed: bool = False):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        dim: int,
+        hidden_dim: int = 512,
+        output_dim: int = 128,
+        temperature: float = 0.5,
+        gather_distributed: bool = False,
+    ):
         super().__init__()
         self.backbone = backbone
         self.projection_head = SimCLRProjectionHead(dim, hidden_dim, output_dim)
@@ -44,8 +52,14 @@ class SimSiam(nn.Module):
 
     method = "simsiam"
 
-    def __init__(self, backbone: nn.Module, dim: int, hidden_dim: int = 512, output_dim: int = 512,
-                 prediction_hidden_dim: int = 128):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        dim: int,
+        hidden_dim: int = 512,
+        output_dim: int = 512,
+        prediction_hidden_dim: int = 128,
+    ):
         super().__init__()
         self.backbone = backbone
         self.projection_head = SimSiamProjectionHead(dim, hidden_dim, output_dim)
@@ -59,8 +73,9 @@ class SimSiam(nn.Module):
         return 0.5 * (self.criterion(p0, z1.detach()) + self.criterion(p1, z0.detach()))
 
 
-def build_ssl_model(method: str, backbone: nn.Module, dim: int, head: dict[str, Any] | None = None,
-                    distributed: bool = False) -> nn.Module:
+def build_ssl_model(
+    method: str, backbone: nn.Module, dim: int, head: dict[str, Any] | None = None, distributed: bool = False
+) -> nn.Module:
     """SimCLR or SimSiam around ``backbone`` (feature dim ``dim``); ``head`` sets head sizes/temperature."""
     head = dict(head or {})
     if method == "simclr":

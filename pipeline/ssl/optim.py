@@ -1,8 +1,10 @@
 """Optimisers (SGD, LARS, Adam/AdamW) and the linear warm-up + cosine learning-rate schedule."""
+
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -29,8 +31,14 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, peak_lr: float
     return final_lr + (peak_lr - final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], name: str, lr: float, momentum: float = 0.9,
-                    weight_decay: float = 0.0, **_: Any) -> torch.optim.Optimizer:
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter],
+    name: str,
+    lr: float,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    **_: Any,
+) -> torch.optim.Optimizer:
     """``sgd`` | ``lars`` | ``adam`` | ``adamw`` at learning rate ``lr`` (the schedule overwrites it per step)."""
     params = list(params)
     if name == "sgd":

@@ -12,6 +12,7 @@ Config (plain dict, see ``conf/pretrain.yaml`` and ``conf/ssl/``)::
 
 Learning rate per step: ``warmup_cosine(t, T, W, scaled_lr(lr, batch_size * world_size))``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,6 +39,7 @@ from pipeline.ssl.transforms import TwoViewCollate
 
 log = logging.getLogger(__name__)
 
+
 def build_model(ssl: dict[str, Any], distributed: bool = False) -> nn.Module:
     """SimCLR/SimSiam model (backbone + heads + loss) described by the ``ssl`` config group."""
     options = dict(ssl["backbone"])
@@ -49,14 +51,26 @@ def checkpoint_meta(ssl: dict[str, Any], model: nn.Module, epoch: int, history: 
     """What :func:`pipeline.ssl.load_backbone` and the embed stage need to rebuild and feed the backbone."""
     dim = model.projection_head.layers[0].in_features
     return {
-        "method": ssl["method"], "backbone": dict(ssl["backbone"]), "dim": int(dim),
-        "image_size": int(ssl["image_size"]), "mean": list(ssl["mean"]),
-        "std": list(ssl["std"]), "epoch": epoch, "history": history,
+        "method": ssl["method"],
+        "backbone": dict(ssl["backbone"]),
+        "dim": int(dim),
+        "image_size": int(ssl["image_size"]),
+        "mean": list(ssl["mean"]),
+        "std": list(ssl["std"]),
+        "epoch": epoch,
+        "history": history,
     }
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, view0: torch.Tensor, view1: torch.Tensor,
-               lr: float, scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    view0: torch.Tensor,
+    view1: torch.Tensor,
+    lr: float,
+    scaler: torch.amp.GradScaler | None = None,
+    amp_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """One optimisation step at learning rate ``lr``; returns the (detached) loss."""
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -119,12 +133,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, int(train["epochs"])):
         _maybe_die(train, epoch, rank)
         model.train()
-        collate = TwoViewCollate(ssl["augment"], int(ssl["image_size"]), ssl["mean"],
-                                 ssl["std"], seed=int(config["seed"]), epoch=epoch)
+        collate = TwoViewCollate(
+            ssl["augment"], int(ssl["image_size"]), ssl["mean"], ssl["std"], seed=int(config["seed"]), epoch=epoch
+        )
         batches = shard.iter_torch_batches(
-            batch_size=batch_size, collate_fn=collate, drop_last=True, prefetch_batches=int(train["prefetch_batches"]),
+            batch_size=batch_size,
+            collate_fn=collate,
+            drop_last=True,
+            prefetch_batches=int(train["prefetch_batches"]),
             local_shuffle_buffer_size=int(train["local_shuffle_buffer"]) or None,
-            local_shuffle_seed=int(config["seed"]) * 1000 + epoch * world + rank if train["local_shuffle_buffer"] else None,
+            local_shuffle_seed=int(config["seed"]) * 1000 + epoch * world + rank
+            if train["local_shuffle_buffer"]
+            else None,
         )
         loss_sum, steps, lr = torch.zeros((), device=device), 0, 0.0
         start = time.perf_counter()
@@ -142,9 +162,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             torch.distributed.all_reduce(loss_sum)
             loss_sum /= world
         metrics = {
-            "epoch": epoch + 1, "loss": float(loss_sum) / steps, "lr": lr, "steps": steps,
-            "images_per_s": world * steps * batch_size / elapsed, "epoch_time_s": elapsed,
-            "rejected": collate.rejected, "resumed_from_epoch": start_epoch,
+            "epoch": epoch + 1,
+            "loss": float(loss_sum) / steps,
+            "lr": lr,
+            "steps": steps,
+            "images_per_s": world * steps * batch_size / elapsed,
+            "epoch_time_s": elapsed,
+            "rejected": collate.rejected,
+            "resumed_from_epoch": start_epoch,
         }
         history.append(metrics)
         bar.update(loss=round(metrics["loss"], 4), images_per_s=round(metrics["images_per_s"], 1))
@@ -167,7 +192,9 @@ def _maybe_die(train: dict[str, Any], epoch: int, rank: int) -> None:
     if rank == 0 and spec and int(spec["epoch"]) == epoch and not os.path.exists(spec["marker"]):
         with open(spec["marker"], "w") as fh:
             fh.write(f"killed after epoch {epoch}\n")
-        time.sleep(float(spec.get("delay_s", 0)))  # a real death comes mid-epoch, after Ray Train polled the last report
+        time.sleep(
+            float(spec.get("delay_s", 0))
+        )  # a real death comes mid-epoch, after Ray Train polled the last report
         os._exit(1)
 
 
@@ -234,19 +261,25 @@ def pretrain(config: dict[str, Any], dataset, export_dir: str | None = None) -> 
         raise ValueError(f"{rows} readable images are too few for {world} worker(s) x batch_size {batch_size}")
     run_dir = config.get("run_dir")
     storage = train["storage_path"] or os.path.join(run_dir or ".", str(PRETRAIN_RAY))
-    loop_config = {**config, "train": train, "steps_per_epoch": steps,
-                   "run_dir": _absolute(run_dir) if run_dir else None}
+    loop_config = {
+        **config,
+        "train": train,
+        "steps_per_epoch": steps,
+        "run_dir": _absolute(run_dir) if run_dir else None,
+    }
     backend = train["backend"] or ("nccl" if train["use_gpu"] else "gloo")
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend=backend),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=world, use_gpu=bool(train["use_gpu"]),
+            num_workers=world,
+            use_gpu=bool(train["use_gpu"]),
             resources_per_worker={"CPU": float(train["cpus_per_worker"]), **({"GPU": 1} if train["use_gpu"] else {})},
         ),
         run_config=ray.train.RunConfig(
-            storage_path=_absolute(storage), name=train["name"],
+            storage_path=_absolute(storage),
+            name=train["name"],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=int(train["checkpoints_to_keep"])),
             # a dead or unhealthy worker restarts the group from the latest epoch checkpoint
             failure_config=ray.train.FailureConfig(max_failures=int(train["max_failures"])),
@@ -267,8 +300,9 @@ def pretrain(config: dict[str, Any], dataset, export_dir: str | None = None) -> 
     return PretrainResult(checkpoint=target, history=meta["history"])
 
 
-def run_pretrain(run, input_cfg: dict[str, Any], ssl: dict[str, Any], train: dict[str, Any], seed: int = 0,
-                 force: bool = False) -> dict[str, Any]:
+def run_pretrain(
+    run, input_cfg: dict[str, Any], ssl: dict[str, Any], train: dict[str, Any], seed: int = 0, force: bool = False
+) -> dict[str, Any]:
     """The ``pretrain`` step of a run directory (``strata pretrain`` and ``strata curate`` call this).
 
     Skipped when it finished with the same config and input files; otherwise trains (resuming
@@ -280,7 +314,9 @@ def run_pretrain(run, input_cfg: dict[str, Any], ssl: dict[str, Any], train: dic
     from pipeline.io.sources import InputConfig, read_images
     from pipeline.rundir import INPUT
 
-    config = copy.deepcopy({"ssl": ssl, "train": train, "seed": int(seed), "input": {k: v for k, v in input_cfg.items() if k != "path"}})
+    config = copy.deepcopy(
+        {"ssl": ssl, "train": train, "seed": int(seed), "input": {k: v for k, v in input_cfg.items() if k != "path"}}
+    )
     inputs = {INPUT: input_fingerprint(InputConfig.from_dict(input_cfg).resolved_path)}
     with run.step("pretrain", config, inputs, force=force) as step:
         if step.skipped:

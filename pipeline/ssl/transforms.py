@@ -5,12 +5,14 @@ arguments. The satellite preset turns on horizontal flip, vertical flip and a 90
 each with p=0.5, which together draw uniformly from the 8 symmetries of the square (overhead
 imagery has no "up"), and turns grayscale off (colour separates fields, water and roofs).
 """
+
 from __future__ import annotations
 
 import random
 import threading
 import zlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,8 +25,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _RNG_LOCK = threading.Lock()
 
 
-def build_two_view_transform(augment: dict[str, Any], image_size: int,
-                             mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+def build_two_view_transform(
+    augment: dict[str, Any], image_size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+):
     """lightly ``SimCLRTransform`` / ``SimSiamTransform`` producing two normalised ``(3, S, S)`` views.
 
     ``augment`` = ``{"kind": "simclr" | "simsiam", **lightly keyword arguments}``.
@@ -61,8 +64,15 @@ class TwoViewCollate:
     size, which the distributed all-gather needs) and counted in ``self.rejected``.
     """
 
-    def __init__(self, augment: dict[str, Any], image_size: int, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, seed: int = 0, epoch: int = 0):
+    def __init__(
+        self,
+        augment: dict[str, Any],
+        image_size: int,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        seed: int = 0,
+        epoch: int = 0,
+    ):
         self.transform = build_two_view_transform(augment, image_size, mean, std)
         self.image_size = image_size
         self.seed, self.epoch = seed, epoch

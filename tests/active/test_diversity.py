@@ -1,4 +1,5 @@
 """Diversity methods against hand-worked cases and brute force."""
+
 from __future__ import annotations
 
 import itertools

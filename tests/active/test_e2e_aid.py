@@ -1,4 +1,5 @@
 """End to end on real AID images: embed a subset, run the oracle loop, export the labeled set."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +20,10 @@ CLASSES = ["Center", "Church", "Commercial", "Industrial", "Park", "Resort", "Sc
 @pytest.fixture(scope="module")
 def aid_subset(datasets_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """40 images of each of 8 AID classes (320 images) as one Parquet file."""
-    tables = [pq.read_table(p, columns=["id", "label", "image"]) for p in sorted((datasets_dir / "aid150").glob("part-*.parquet"))]
+    tables = [
+        pq.read_table(p, columns=["id", "label", "image"])
+        for p in sorted((datasets_dir / "aid150").glob("part-*.parquet"))
+    ]
     table = pa.concat_tables(tables)
     keep = []
     for c in CLASSES:
@@ -39,15 +43,28 @@ def test_oracle_run_on_aid_improves_and_stops_at_budget(aid_subset: Path, tmp_pa
 
     run = RunDir(str(tmp_path / "run"))
     subset = pq.read_table(aid_subset)
-    x = Embedder({"backbone": "efficientnet_lite0", "image_size": 160, "batch_size": 32}).embed_bytes(subset.column("image").to_pylist())
-    write_parquet_atomic(pa.table({"id": subset.column("id"), "uri": [f"{aid_subset}#{i}" for i in range(subset.num_rows)],
-                                   "label": subset.column("label"), "embedding": embeddings_to_arrow(x)}),
-                         run.path("embeddings", "part-00000.parquet"))
+    x = Embedder({"backbone": "efficientnet_lite0", "image_size": 160, "batch_size": 32}).embed_bytes(
+        subset.column("image").to_pylist()
+    )
+    write_parquet_atomic(
+        pa.table(
+            {
+                "id": subset.column("id"),
+                "uri": [f"{aid_subset}#{i}" for i in range(subset.num_rows)],
+                "label": subset.column("label"),
+                "embedding": embeddings_to_arrow(x),
+            }
+        ),
+        run.path("embeddings", "part-00000.parquet"),
+    )
     starter = "School/school_1.jpg"
     cfg = {
         "active": {"budget": 0.3, "batch_size": 12, "n_neighbors": 4, "n_random": 4, "strategy": "least_confidence"},
-        "starter": {"id": starter}, "labeler": {"kind": "oracle"}, "oracle": {"column": "label", "positive": "School"},
-        "export": {"imagefolder": "copy"}, "seed": 0,
+        "starter": {"id": starter},
+        "labeler": {"kind": "oracle"},
+        "oracle": {"column": "label", "positive": "School"},
+        "export": {"imagefolder": "copy"},
+        "seed": 0,
     }
     ids = pq.read_table(aid_subset, columns=["id"]).column("id").to_pylist()
     if starter not in ids:

@@ -1,4 +1,5 @@
 """Evaluation protocol: one row per (variant, class, starter), summaries, the evaluate-active job."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,10 @@ def _pool(n: int = 900, seed: int = 0):
 
 def test_protocol_rows_and_summary() -> None:
     x, lab = _pool()
-    variants = {v: ActiveConfig.from_dict({"strategy": v, "budget": 0.1, "batch_size": 16, "n_neighbors": 16, "n_random": 8})
-                for v in ("random", "least_confidence")}
+    variants = {
+        v: ActiveConfig.from_dict({"strategy": v, "budget": 0.1, "batch_size": 16, "n_neighbors": 16, "n_random": 8})
+        for v in ("random", "least_confidence")
+    }
     runs = protocol_runs(x, lab, variants, n_starters=2, seed=0)
     assert runs.num_rows == 3 * 2 * 2
     assert set(runs.column("class").to_pylist()) == {"c0", "c1", "c2"}
@@ -41,10 +44,18 @@ def test_evaluate_active_job_library(tmp_path) -> None:
     x, lab = _pool(600)
     run = RunDir(str(tmp_path / "run"))
     ids = [f"i{i}" for i in range(len(x))]
-    write_parquet_atomic(pa.table({"id": ids, "uri": ids, "label": lab.tolist(), "embedding": embeddings_to_arrow(x)}),
-                         run.path("embeddings", "part-00000.parquet"))
-    cfg = {"active": {"budget": 0.1, "batch_size": 16, "n_neighbors": 16, "n_random": 8}, "label_column": "label",
-           "n_starters": 1, "classes": ["c0", "c2"], "seed": 0, "variants": {"lc": {"strategy": "least_confidence"}}}
+    write_parquet_atomic(
+        pa.table({"id": ids, "uri": ids, "label": lab.tolist(), "embedding": embeddings_to_arrow(x)}),
+        run.path("embeddings", "part-00000.parquet"),
+    )
+    cfg = {
+        "active": {"budget": 0.1, "batch_size": 16, "n_neighbors": 16, "n_random": 8},
+        "label_column": "label",
+        "n_starters": 1,
+        "classes": ["c0", "c2"],
+        "seed": 0,
+        "variants": {"lc": {"strategy": "least_confidence"}},
+    }
     summary = evaluate_run(run, cfg)
     assert summary["n_pool"] == 600 and summary["variants"][0]["runs"] == 2
     assert run.is_done("evaluate_active")

@@ -1,4 +1,5 @@
 """Classifier heads: logistic regression against scikit-learn, warm start, standardisation, MLP."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """labeler=human: the loop queues each batch in the swipe labeler and a simulated person answers over HTTP."""
+
 from __future__ import annotations
 
 import socket
@@ -49,13 +50,26 @@ def test_human_mode_through_the_labeler_api(tmp_path) -> None:
     x = (centers[lab] + rng.normal(size=(400, 8))).astype(np.float32)
     ids = [f"img{i:03d}" for i in range(400)]
     run = RunDir(str(tmp_path / "run"))
-    write_parquet_atomic(pa.table({"id": ids, "uri": [str(tmp_path / f"{i}.jpg") for i in ids], "label": [f"c{v}" for v in lab],
-                                   "embedding": embeddings_to_arrow(x)}), run.path("embeddings", "part-00000.parquet"))
+    write_parquet_atomic(
+        pa.table(
+            {
+                "id": ids,
+                "uri": [str(tmp_path / f"{i}.jpg") for i in ids],
+                "label": [f"c{v}" for v in lab],
+                "embedding": embeddings_to_arrow(x),
+            }
+        ),
+        run.path("embeddings", "part-00000.parquet"),
+    )
     port = _free_port()
-    cfg = {"active": {"budget": 0.15, "batch_size": 10, "n_neighbors": 10, "n_random": 5},
-           "starter": {"id": ids[int(np.flatnonzero(lab == 2)[0])]},
-           "labeler": {"kind": "human", "serve": True, "port": port, "timeout_s": 1.0, "synchronous": "NORMAL"},
-           "oracle": {"column": "label", "positive": "c2"}, "export": {"imagefolder": "none"}, "seed": 0}
+    cfg = {
+        "active": {"budget": 0.15, "batch_size": 10, "n_neighbors": 10, "n_random": 5},
+        "starter": {"id": ids[int(np.flatnonzero(lab == 2)[0])]},
+        "labeler": {"kind": "human", "serve": True, "port": port, "timeout_s": 1.0, "synchronous": "NORMAL"},
+        "oracle": {"column": "label", "positive": "c2"},
+        "export": {"imagefolder": "none"},
+        "seed": 0,
+    }
     # Nobody is labeling: the seed batch times out (a resumable stop, not a hang or a stdin prompt).
     with pytest.raises(LabelTimeout, match="rerun"):
         run_active(run, cfg)

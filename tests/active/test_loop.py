@@ -1,4 +1,5 @@
 """The loop: budget stop, convergence stop, crash-and-resume equals an uninterrupted run, outputs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,7 +39,9 @@ class CrashingOracle(OracleLabeler):
 def test_stops_exactly_at_budget(diversity: str) -> None:
     x, lab = _blobs()
     truth = lab == 2
-    cfg = ActiveConfig.from_dict({"budget": 0.1, "batch_size": 30, "n_neighbors": 20, "n_random": 10, "diversity": diversity})
+    cfg = ActiveConfig.from_dict(
+        {"budget": 0.1, "batch_size": 30, "n_neighbors": 20, "n_random": 10, "diversity": diversity}
+    )
     res = run_loop(x, OracleLabeler(truth), cfg, starter_rows=[int(np.flatnonzero(truth)[0])], truth=truth)
     assert res.stop_reason == "budget"
     assert len(res.state.rows) == 200 and len(np.unique(res.state.rows)) == 200
@@ -61,14 +64,18 @@ def test_crash_mid_round_resumes_to_the_same_result(tmp_path) -> None:
     x, lab = _blobs(seed=3)
     truth = lab == 1
     starter = [int(np.flatnonzero(truth)[3])]
-    cfg = ActiveConfig.from_dict({"budget": 0.12, "batch_size": 25, "strategy": "gaussian", "diversity": "clustering", "seed": 4})
+    cfg = ActiveConfig.from_dict(
+        {"budget": 0.12, "batch_size": 25, "strategy": "gaussian", "diversity": "clustering", "seed": 4}
+    )
     reference = run_loop(x, OracleLabeler(truth), cfg, starter_rows=starter, truth=truth)
 
     run = RunDir(str(tmp_path / "run"))
     oracle = CrashingOracle(truth, crash_at="active-round-0003")
     with pytest.raises(KeyboardInterrupt):
         run_loop(x, oracle, cfg, starter_rows=starter, truth=truth, checkpoint=RunDirCheckpoint(run, "fingerprint-1"))
-    resumed = run_loop(x, oracle, cfg, starter_rows=starter, truth=truth, checkpoint=RunDirCheckpoint(run, "fingerprint-1"))
+    resumed = run_loop(
+        x, oracle, cfg, starter_rows=starter, truth=truth, checkpoint=RunDirCheckpoint(run, "fingerprint-1")
+    )
     np.testing.assert_array_equal(resumed.state.rows, reference.state.rows)
     np.testing.assert_array_equal(resumed.state.labels, reference.state.labels)
     np.testing.assert_allclose(resumed.probs, reference.probs, atol=1e-6)
@@ -101,12 +108,25 @@ def test_job_outputs_on_synthetic_run(tmp_path) -> None:
     x, lab = _blobs(n=800)
     run = RunDir(str(tmp_path / "run"))
     ids = [f"img{i:04d}" for i in range(len(x))]
-    write_parquet_atomic(pa.table({"id": ids, "uri": [f"/nonexistent/{i}.jpg" for i in ids],
-                                   "label": [f"c{v}" for v in lab], "embedding": embeddings_to_arrow(x)}),
-                         run.path("embeddings", "part-00000.parquet"))
-    cfg = {"active": {"budget": 0.2, "batch_size": 16, "n_neighbors": 16, "n_random": 8},
-           "starter": {"id": ids[int(np.flatnonzero(lab == 3)[0])]}, "labeler": {"kind": "oracle"},
-           "oracle": {"column": "label", "positive": "c3"}, "export": {"imagefolder": "none"}, "seed": 1}
+    write_parquet_atomic(
+        pa.table(
+            {
+                "id": ids,
+                "uri": [f"/nonexistent/{i}.jpg" for i in ids],
+                "label": [f"c{v}" for v in lab],
+                "embedding": embeddings_to_arrow(x),
+            }
+        ),
+        run.path("embeddings", "part-00000.parquet"),
+    )
+    cfg = {
+        "active": {"budget": 0.2, "batch_size": 16, "n_neighbors": 16, "n_random": 8},
+        "starter": {"id": ids[int(np.flatnonzero(lab == 3)[0])]},
+        "labeler": {"kind": "oracle"},
+        "oracle": {"column": "label", "positive": "c3"},
+        "export": {"imagefolder": "none"},
+        "seed": 1,
+    }
     summary = run_active(run, cfg)
     assert summary["n_pool"] == 800 and summary["n_labeled"] == 160 and summary["labeling_effort"] == pytest.approx(0.2)
     assert {"positives_retrieved", "false_positive_rate", "f1", "rounds"} <= set(summary)

@@ -1,4 +1,5 @@
 """Seed set: exactly n_neighbors nearest neighbours + n_random random rows, no duplicates."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Selection strategies against hand-computed values on tiny inputs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,12 +26,15 @@ def test_multiclass_scores_differ() -> None:
     assert np.argmax(least_confidence(q)) == 2 and np.argmax(margin(q)) == 1
 
 
-@pytest.mark.parametrize(("strategy", "expected"), [
-    ("least_confidence", [1, 3, 2, 0, 4]),
-    ("margin", [1, 3, 2, 0, 4]),
-    ("entropy", [1, 3, 2, 0, 4]),
-    ("positive", [0, 3, 1, 2, 4]),
-])
+@pytest.mark.parametrize(
+    ("strategy", "expected"),
+    [
+        ("least_confidence", [1, 3, 2, 0, 4]),
+        ("margin", [1, 3, 2, 0, 4]),
+        ("entropy", [1, 3, 2, 0, 4]),
+        ("positive", [0, 3, 1, 2, 4]),
+    ],
+)
 def test_priority_order(strategy: str, expected: list[int]) -> None:
     u = priority(strategy, P, np.random.default_rng(0))
     assert top_k(u, 5).tolist() == expected
@@ -43,7 +47,9 @@ def test_top_k_ties_go_to_lower_position() -> None:
 
 
 def test_gaussian_weights_and_sampling() -> None:
-    np.testing.assert_allclose(gaussian_weights(np.array([0.5, 0.6, 0.3]), sigma=0.1), [1.0, np.exp(-0.5), np.exp(-2.0)], rtol=1e-5)
+    np.testing.assert_allclose(
+        gaussian_weights(np.array([0.5, 0.6, 0.3]), sigma=0.1), [1.0, np.exp(-0.5), np.exp(-2.0)], rtol=1e-5
+    )
     p = np.array([0.5] * 50 + [0.99] * 950)
     picks = np.concatenate([top_k(priority("gaussian", p, np.random.default_rng(s)), 20) for s in range(20)])
     # 50 images with weight 1 vs 950 with weight exp(-0.49^2/0.02) ~ 6e-6: the sample is all from the first 50

@@ -1,5 +1,6 @@
 """Helpers for the multi-node and fault-tolerance tests: real UC Merced subsets, small curate
 settings, and process handling limited to processes this test session started."""
+
 from __future__ import annotations
 
 import os
@@ -10,9 +11,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pyarrow.parquet as pq
 import pytest
@@ -141,8 +142,14 @@ def node_ports() -> list[str]:
     """Free ports for every per-node Ray server. The defaults (the dashboard agent's 52365 above
     all) are taken by other Ray instances on a shared machine; a dashboard agent that cannot bind
     never reports its port and the raylet aborts ("timed out during startup")."""
-    names = ("node-manager-port", "object-manager-port", "metrics-export-port", "dashboard-agent-listen-port",
-             "dashboard-agent-grpc-port", "runtime-env-agent-port")
+    names = (
+        "node-manager-port",
+        "object-manager-port",
+        "metrics-export-port",
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "runtime-env-agent-port",
+    )
     return [f"--{name}={free_port()}" for name in names]
 
 
@@ -152,7 +159,7 @@ def start_node(cmd: list[str], env: dict, log: Path, temp_dir: str, joined: Call
     for _ in range(ATTEMPTS):
         with open(log, "a") as fh:
             proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: joined() or proc.poll() is not None, 300, 1.0, "ray node")
+        wait_for(lambda proc=proc: joined() or proc.poll() is not None, 300, 1.0, "ray node")
         if proc.poll() is None:
             return proc
         kill_pids(processes_mentioning(temp_dir))
@@ -194,9 +201,20 @@ def ray_head(tmp_path_factory):
     # the job subprocesses) connect without one
     env = {**os.environ, **NO_AUTH, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
-    cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-           f"--port={port}", "--num-cpus=2", "--object-store-memory=300000000", "--include-dashboard=false",
-           f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dir}", *node_ports()]
+    cmd = [
+        str(Path(sys.executable).with_name("ray")),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--port={port}",
+        "--num-cpus=2",
+        "--object-store-memory=300000000",
+        "--include-dashboard=false",
+        f"--ray-client-server-port={free_port()}",
+        f"--temp-dir={temp_dir}",
+        *node_ports(),
+    ]
     log = tmp_path_factory.mktemp("ray-head") / "head.log"
     proc = start_node(cmd, env, log, temp_dir, lambda: "Ray runtime started" in log.read_text())
     try:

@@ -1,4 +1,5 @@
 """`cluster.yaml` and `cluster.local.yaml` are valid `ray up` configurations (Ray's own schema)."""
+
 from __future__ import annotations
 
 import copy

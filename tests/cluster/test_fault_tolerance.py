@@ -5,6 +5,7 @@ Processes are killed with SIGKILL (a crash, not a clean shutdown), and only proc
 session started: the session's own Ray node (`ray start --head` on free ports, see conftest) and
 the job subprocesses; Ray workers are found among the descendants of that node's process.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,16 @@ import pytest
 from pipeline.curate import run_curate
 from pipeline.io.tables import read_embeddings
 from pipeline.rundir import RunDir
-from tests.cluster.conftest import FAULT_SETTINGS, NO_AUTH, REPO, curate_config, descendants, kill_pids, wait_for, write_subset
+from tests.cluster.conftest import (
+    FAULT_SETTINGS,
+    NO_AUTH,
+    REPO,
+    curate_config,
+    descendants,
+    kill_pids,
+    wait_for,
+    write_subset,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -41,14 +51,18 @@ def reference(ray_connected, ray_session, subset, tmp_path_factory) -> Path:
 
 
 def _ray_workers(root_pid: int, *names: str) -> list[int]:
-    return sorted(p for p, cmd in descendants(root_pid).items() if cmd.startswith("ray::") and any(n in cmd for n in names))
+    return sorted(
+        p for p, cmd in descendants(root_pid).items() if cmd.startswith("ray::") and any(n in cmd for n in names)
+    )
 
 
 def _assert_same_result(run_dir: Path, reference: Path) -> None:
     assert pq.read_table(run_dir / "manifest.parquet").equals(pq.read_table(reference / "manifest.parquet"))
 
 
-def test_killed_embedding_actor_is_restarted_and_the_result_is_unchanged(ray_connected, ray_session, subset, reference, tmp_path):
+def test_killed_embedding_actor_is_restarted_and_the_result_is_unchanged(
+    ray_connected, ray_session, subset, reference, tmp_path
+):
     run_dir = tmp_path / "run"
     state: dict = {}
 
@@ -56,7 +70,9 @@ def test_killed_embedding_actor_is_restarted_and_the_result_is_unchanged(ray_con
         try:
             # after the first embedded block is written, while later batches are still queued
             wait_for(lambda: list((run_dir / "_tmp").rglob("*.parquet")), 600, what="first embedded block")
-            pids = wait_for(lambda: _ray_workers(ray_connected.pid, "EmbedStage", "MapWorker"), 60, what="embedding actor")
+            pids = wait_for(
+                lambda: _ray_workers(ray_connected.pid, "EmbedStage", "MapWorker"), 60, what="embedding actor"
+            )
             state["embed_finished_first"] = (run_dir / "_markers" / "embed.json").exists()
             kill_pids(pids[:1])
             state["killed"] = pids[0]
@@ -80,7 +96,9 @@ def test_killed_embedding_actor_is_restarted_and_the_result_is_unchanged(ray_con
     _assert_same_result(run_dir, reference)
 
 
-def test_killed_kmeans_actor_is_restarted_and_the_step_recomputed(ray_connected, ray_session, subset, reference, tmp_path):
+def test_killed_kmeans_actor_is_restarted_and_the_step_recomputed(
+    ray_connected, ray_session, subset, reference, tmp_path
+):
     """SIGKILL one k-means shard actor while level 1 is iterating: Ray restarts it (reloading its
     shard), the driver restores the shards' state and recomputes the interrupted step; the run
     completes with the undisturbed result, and finished steps are not recomputed."""
@@ -145,7 +163,9 @@ def test_killed_driver_resumes_from_the_last_finished_step(ray_head, subset, ref
     assert not (run_dir / "manifest.parquet").exists()
     embedded_at = embed_marker.stat().st_mtime_ns
 
-    rerun = subprocess.run(_job_command(subset, run_dir), cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    rerun = subprocess.run(
+        _job_command(subset, run_dir), cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
     output = rerun.stdout + rerun.stderr
     assert rerun.returncode == 0, output[-3000:]
     assert "embed: already done" in output

@@ -5,6 +5,7 @@ The head (1 CPU, dashboard + job server) and a worker node (1 CPU, custom resour
 and ports, with token authentication (Ray's default) using a token made for this test. Teardown
 stops exactly those processes (never `ray stop`, which would stop every Ray on the machine).
 """
+
 from __future__ import annotations
 
 import os
@@ -56,22 +57,54 @@ def two_node_cluster(tmp_path_factory):
     tag = uuid.uuid4().hex[:6]
     temp_dirs = [f"/tmp/rt-h{tag}", f"/tmp/rt-w{tag}"]
     port, dashboard = free_port(), free_port()
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    env = {
+        **os.environ,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+    }
     env.pop("RAY_ADDRESS", None)
     ray = str(Path(sys.executable).with_name("ray"))
     logs = tmp_path_factory.mktemp("ray-logs")
-    head_cmd = [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
-                "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-                f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dirs[0]}", *node_ports()]
-    worker_cmd = [sys.executable, "-c", JOIN_ON_LOOPBACK, "start", "--block", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-                  '--resources={"worker_node": 1}', f"--temp-dir={temp_dirs[1]}", *node_ports()]
+    head_cmd = [
+        ray,
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--port={port}",
+        "--num-cpus=1",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}",
+        f"--ray-client-server-port={free_port()}",
+        f"--temp-dir={temp_dirs[0]}",
+        *node_ports(),
+    ]
+    worker_cmd = [
+        sys.executable,
+        "-c",
+        JOIN_ON_LOOPBACK,
+        "start",
+        "--block",
+        f"--address=127.0.0.1:{port}",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=1",
+        '--resources={"worker_node": 1}',
+        f"--temp-dir={temp_dirs[1]}",
+        *node_ports(),
+    ]
     procs: list[subprocess.Popen] = []
     url = f"http://127.0.0.1:{dashboard}"
     headers = {"Authorization": f"Bearer {token}"}
     try:
-        procs.append(start_node(head_cmd, env, logs / "head.log", temp_dirs[0], lambda: _alive_nodes(url, headers) >= 1))
-        procs.append(start_node(worker_cmd, env, logs / "worker.log", temp_dirs[1], lambda: _alive_nodes(url, headers) >= 2))
+        procs.append(
+            start_node(head_cmd, env, logs / "head.log", temp_dirs[0], lambda: _alive_nodes(url, headers) >= 1)
+        )
+        procs.append(
+            start_node(worker_cmd, env, logs / "worker.log", temp_dirs[1], lambda: _alive_nodes(url, headers) >= 2)
+        )
         yield url, headers, temp_dirs
     finally:
         stop_nodes(procs, temp_dirs)
@@ -105,12 +138,27 @@ def test_curate_job_on_two_nodes(two_node_cluster, datasets_dir, tmp_path):
     # one 1-CPU k-means shard actor per node: the level-1 work must use both nodes. One embedding
     # actor (0.5 CPU): with two, each 1-CPU node keeps only 0.5 CPU free and the 1-CPU read tasks
     # never fit (resource fragmentation; Ray Data waits forever).
-    entrypoint = " ".join([sys.executable, "-m", "jobs.curate", f"input.path={subset}", f"run_dir={run_dir}", *settings,
-                           "embed.pool_size=1", "kmeans.cpus_per_actor=1", "sample.target_size=20", "report.enabled=true"])
+    entrypoint = " ".join(
+        [
+            sys.executable,
+            "-m",
+            "jobs.curate",
+            f"input.path={subset}",
+            f"run_dir={run_dir}",
+            *settings,
+            "embed.pool_size=1",
+            "kmeans.cpus_per_actor=1",
+            "sample.target_size=20",
+            "report.enabled=true",
+        ]
+    )
     client = JobSubmissionClient(url, headers=headers)
     job_id = client.submit_job(
         entrypoint=entrypoint,
-        runtime_env={"working_dir": str(REPO), "excludes": [".git", ".venv", "benchmarks/.cache", "data", "docs", "runs"]},
+        runtime_env={
+            "working_dir": str(REPO),
+            "excludes": [".git", ".venv", "benchmarks/.cache", "data", "docs", "runs"],
+        },
     )
     terminal = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
     status = wait_for(lambda: (s := client.get_job_status(job_id)) in terminal and s, 1200, 2.0, "job to finish")
@@ -129,7 +177,10 @@ def test_curate_job_on_two_nodes(two_node_cluster, datasets_dir, tmp_path):
     assert cards["selected"] == 20 and cards["unique_selected"] == manifest.num_rows
     assert 'id="clusters"' in html and 'id="gallery"' in html
 
-    actors = _get(url, headers, "/api/v0/actors?limit=1000&detail=true&filter_keys=class_name"
-                                "&filter_predicates=%3D&filter_values=Shard")
+    actors = _get(
+        url,
+        headers,
+        "/api/v0/actors?limit=1000&detail=true&filter_keys=class_name&filter_predicates=%3D&filter_values=Shard",
+    )
     shards = actors["data"]["result"]["result"]
     assert len({a["node_id"] for a in shards}) == 2, shards

@@ -1,4 +1,5 @@
 """Partial outputs are never mistaken for finished ones: staged names, markers written last."""
+
 from __future__ import annotations
 
 import subprocess

@@ -1,4 +1,5 @@
 """k-center greedy against a brute-force reference; stratified and per-cluster radius bounds."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -107,8 +108,10 @@ def test_bad_input():
 def test_picks_distinct_and_sized(n, frac, seed):
     x = blobs(n, d=3, seed=seed)
     k = int(frac * n)
-    for idx, _ in (k_center_greedy(x, k, start="random", seed=seed),
-                   stratified_k_center(x, k, sample_size=8, resample_every=3, seed=seed)):
+    for idx, _ in (
+        k_center_greedy(x, k, start="random", seed=seed),
+        stratified_k_center(x, k, sample_size=8, resample_every=3, seed=seed),
+    ):
         assert len(idx) == k and len(np.unique(idx)) == k
         assert ((idx >= 0) & (idx < n)).all()
 
@@ -129,8 +132,9 @@ def test_stratified_pure_random_candidates_is_weaker_on_outliers():
     x = blobs(4000, d=16, m=10, seed=4)
     x[:8] += 60 * np.random.default_rng(0).normal(size=(8, 16)).astype(np.float32)
     _, guided = stratified_k_center(x, 100, sample_size=128, resample_every=32, radius_sample=None)
-    _, uniform = stratified_k_center(x, 100, sample_size=128, resample_every=32, random_fraction=1.0,
-                                     bound_centers=0, radius_sample=None)
+    _, uniform = stratified_k_center(
+        x, 100, sample_size=128, resample_every=32, random_fraction=1.0, bound_centers=0, radius_sample=None
+    )
     assert guided < uniform
 
 

@@ -1,4 +1,5 @@
 """Dedup: exact hash groups, semantic leader grouping against brute force, accounting, run step."""
+
 from __future__ import annotations
 
 import io
@@ -141,15 +142,16 @@ def test_run_dedup_writes_outputs_and_resumes(tmp_path):
     x[5] = x[7]
     ids = [f"id{i}" for i in range(len(x))]
     run = RunDir(str(tmp_path / "run"))
-    write_parquet_atomic(pa.table({"id": ids, "uri": uris, "embedding": embeddings_to_arrow(x)}),
-                         run.path("embeddings", "part-00000.parquet"))
+    write_parquet_atomic(
+        pa.table({"id": ids, "uri": uris, "embedding": embeddings_to_arrow(x)}),
+        run.path("embeddings", "part-00000.parquet"),
+    )
     counts = run_dedup(run, {"enabled": True, "eps": 0.03, "points_per_cluster": 100})
     import pyarrow.parquet as pq
 
     dups = pq.read_table(run.path("dedup", "duplicates.parquet")).to_pylist()
     kept = pq.read_table(run.path("dedup", "kept.parquet")).column("id").to_pylist()
-    assert counts == {"input": 330, "kept": len(kept), "duplicates": len(dups), "exact": 1,
-                      "semantic": len(dups) - 1}
+    assert counts == {"input": 330, "kept": len(kept), "duplicates": len(dups), "exact": 1, "semantic": len(dups) - 1}
     assert sorted(kept + [d["id"] for d in dups]) == sorted(ids)
     exact = [d for d in dups if d["kind"] == "exact"]
     assert {exact[0]["id"], exact[0]["kept_id"]} == {"id5", "id7"}

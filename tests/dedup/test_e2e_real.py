@@ -4,6 +4,7 @@ The embeddings table is built here from the real JPEGs (8x8 RGB thumbnails as fe
 test needs no model download or Ray); uris use the Parquet-row form the input reader writes
 (``part-00000.parquet#<row>``), so exact dedup loads and hashes the real image bytes.
 """
+
 from __future__ import annotations
 
 import io
@@ -45,12 +46,17 @@ def run(datasets_dir, tmp_path_factory) -> RunDir:
     images = table.column("image").to_pylist()
     x = np.stack([thumb(images[r]) for r in rows])
     run = RunDir(str(tmp_path_factory.mktemp("run")))
-    write_parquet_atomic(pa.table({
-        "id": table.column("id").take(pa.array(rows)),
-        "embedding": embeddings_to_arrow(x),
-        "uri": pa.array([f"{path}#{r}" for r in rows]),
-        "label": pa.array(labels[rows]),
-    }), run.path("embeddings", "part-00000.parquet"))
+    write_parquet_atomic(
+        pa.table(
+            {
+                "id": table.column("id").take(pa.array(rows)),
+                "embedding": embeddings_to_arrow(x),
+                "uri": pa.array([f"{path}#{r}" for r in rows]),
+                "label": pa.array(labels[rows]),
+            }
+        ),
+        run.path("embeddings", "part-00000.parquet"),
+    )
     return run
 
 
@@ -62,13 +68,19 @@ def test_dedup_then_coreset(run):
     ids = table.column("id").to_pylist()
     assert counts["input"] == len(ids) == counts["kept"] + counts["duplicates"]
     assert sorted(kept + dups.column("id").to_pylist()) == sorted(ids)
-    exact = {frozenset(p) for p, k in zip(zip(dups.column("id").to_pylist(), dups.column("kept_id").to_pylist()),
-                                           dups.column("kind").to_pylist()) if k == "exact"}
+    exact = {
+        frozenset(p)
+        for p, k in zip(
+            zip(dups.column("id").to_pylist(), dups.column("kept_id").to_pylist()), dups.column("kind").to_pylist()
+        )
+        if k == "exact"
+    }
     # Pixel-identical in the original data (README of the shared datasets).
     assert frozenset({"airplane/airplane01.tif", "airplane/airplane02.tif"}) in exact
 
-    out = run_coreset(run, {"method": "per_cluster", "fraction": 0.1, "seed": 0,
-                            "per_cluster": {"points_per_cluster": 60}})
+    out = run_coreset(
+        run, {"method": "per_cluster", "fraction": 0.1, "seed": 0, "per_cluster": {"points_per_cluster": 60}}
+    )
     manifest = pq.read_table(run.path("coreset", "manifest.parquet"))
     assert out["selected"] == manifest.num_rows == round(0.1 * counts["kept"])
     for col in ("id", "uri", "level_1", "distance", "multiplicity", "label"):

@@ -1,4 +1,5 @@
 """End-to-end: `strata curate` on real UC Merced images with bad files mixed in."""
+
 from __future__ import annotations
 
 import os
@@ -101,19 +102,37 @@ def test_curate_contract_resume_and_determinism(ray_session, messy_input, tmp_pa
 def test_strata_cli_runs_the_curate_job(messy_input, tmp_path):
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
     strata = Path(sys.executable).with_name("strata")
-    cmd = [str(strata), "curate", f"input.path={messy_input}", f"run_dir={tmp_path / 'cli'}", *SMALL, "ray.num_cpus=2", "ray.object_store_memory=300000000"]
+    cmd = [
+        str(strata),
+        "curate",
+        f"input.path={messy_input}",
+        f"run_dir={tmp_path / 'cli'}",
+        *SMALL,
+        "ray.num_cpus=2",
+        "ray.object_store_memory=300000000",
+    ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"manifest: {tmp_path / 'cli' / 'manifest.parquet'}" in out.stdout
     manifest = pq.read_table(tmp_path / "cli" / "manifest.parquet")
-    assert manifest.num_rows == sum(manifest.column("multiplicity").to_pylist()) == 40  # sample.target_size, multiplier 1
+    assert (
+        manifest.num_rows == sum(manifest.column("multiplicity").to_pylist()) == 40
+    )  # sample.target_size, multiplier 1
 
 
 def test_curate_with_pretraining_embeds_with_the_ssl_backbone(ray_session, messy_input, tmp_path):
     run_dir = tmp_path / "ssl"
-    cfg = _config(messy_input, run_dir, "pretrain.enabled=true", "pretrain.train.epochs=1", "pretrain.train.batch_size=16",
-                  "pretrain.train.max_steps_per_epoch=2", "pretrain.ssl.image_size=32", "pretrain.train.cpus_per_worker=0.5",
-                  "dedup.enabled=false")  # two SGD steps give near-identical features: nothing to dedup against
+    cfg = _config(
+        messy_input,
+        run_dir,
+        "pretrain.enabled=true",
+        "pretrain.train.epochs=1",
+        "pretrain.train.batch_size=16",
+        "pretrain.train.max_steps_per_epoch=2",
+        "pretrain.ssl.image_size=32",
+        "pretrain.train.cpus_per_worker=0.5",
+        "dedup.enabled=false",
+    )  # two SGD steps give near-identical features: nothing to dedup against
     run = RunDir(str(run_dir))
     run_curate(run, cfg)
     checkpoint = run.path(PRETRAIN_CHECKPOINT)

@@ -1,4 +1,5 @@
 """The step contract on real images: a changed input recomputes its dependents, a copied run does not."""
+
 from __future__ import annotations
 
 import json
@@ -14,15 +15,23 @@ from pipeline.curate import run_curate
 from pipeline.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL = ["embed.image_size=64", "kmeans.n_clusters=[8,3]", "kmeans.sample_size=[4,2]", "kmeans.n_resampling_steps=[1,1]",
-         "sample.target_size=24", "report.enabled=true"]
+SMALL = [
+    "embed.image_size=64",
+    "kmeans.n_clusters=[8,3]",
+    "kmeans.sample_size=[4,2]",
+    "kmeans.n_resampling_steps=[1,1]",
+    "sample.target_size=24",
+    "report.enabled=true",
+]
 PER_CLASS = 12
 
 
 def _folder(root: Path, datasets_dir: Path, classes: list[str]) -> Path:
     table = pq.read_table(datasets_dir / "ucmerced", columns=["id", "label", "image"])
     for label in classes:
-        rows = [r for r in table.filter(table.column("label").to_numpy(zero_copy_only=False) == label).to_pylist()][:PER_CLASS]
+        rows = [r for r in table.filter(table.column("label").to_numpy(zero_copy_only=False) == label).to_pylist()][
+            :PER_CLASS
+        ]
         (root / label).mkdir(parents=True)
         for r in rows:
             (root / label / Path(r["id"]).name).write_bytes(r["image"])
@@ -42,8 +51,10 @@ def _finished(run_dir: Path) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, datasets_dir) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("inputs")
-    return (_folder(root / "A", datasets_dir, ["harbor", "forest", "river"]),
-            _folder(root / "B", datasets_dir, ["beach", "airplane", "golfcourse"]))
+    return (
+        _folder(root / "A", datasets_dir, ["harbor", "forest", "river"]),
+        _folder(root / "B", datasets_dir, ["beach", "airplane", "golfcourse"]),
+    )
 
 
 def test_changed_input_never_serves_outputs_of_the_old_one(ray_session, inputs, tmp_path):

@@ -13,7 +13,11 @@ SMALL = {"image_size": 64, "batch_size": 4}
 
 @pytest.fixture(scope="module")
 def jpegs(datasets_dir):
-    return pq.read_table(datasets_dir / "ucmerced" / "part-00000.parquet", columns=["image"]).column("image").to_pylist()[:6]
+    return (
+        pq.read_table(datasets_dir / "ucmerced" / "part-00000.parquet", columns=["image"])
+        .column("image")
+        .to_pylist()[:6]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +68,15 @@ def test_stage_rejects_bad_rows_and_keeps_converted_ones(jpegs):
     cases = bad_inputs(jpegs[0])
     names = ["good.jpg", *cases]
     data = [jpegs[0], *(v[0] for v in cases.values())]
-    batch = pa.table({
-        "id": names,
-        "uri": names,
-        "image": pa.array(data, pa.binary()),
-        "_read_error": pa.array([None] * (len(names) - 1) + ["unreadable file: permission denied"], pa.string()),
-        "label": ["x"] * len(names),
-    })
+    batch = pa.table(
+        {
+            "id": names,
+            "uri": names,
+            "image": pa.array(data, pa.binary()),
+            "_read_error": pa.array([None] * (len(names) - 1) + ["unreadable file: permission denied"], pa.string()),
+            "label": ["x"] * len(names),
+        }
+    )
     out = EmbedStage({**SMALL, "max_pixels": 1_000_000})(batch)
     assert out.column_names == ["id", "uri", "label", "pixel_hash", "embedding", "reject_reason"]
     reasons = dict(zip(out.column("id").to_pylist(), out.column("reject_reason").to_pylist()))
@@ -91,7 +97,13 @@ def test_pixel_hash_matches_identical_pixels_only(jpegs):
 
     png = io.BytesIO()
     Image.open(io.BytesIO(jpegs[0])).save(png, format="PNG")  # same pixels, other container
-    batch = pa.table({"id": ["a", "b", "c"], "uri": ["a", "b", "c"], "image": pa.array([jpegs[0], png.getvalue(), jpegs[1]], pa.binary())})
+    batch = pa.table(
+        {
+            "id": ["a", "b", "c"],
+            "uri": ["a", "b", "c"],
+            "image": pa.array([jpegs[0], png.getvalue(), jpegs[1]], pa.binary()),
+        }
+    )
     hashes = EmbedStage(SMALL)(batch).column("pixel_hash").to_pylist()
     assert hashes[0] == hashes[1] != hashes[2]
 
@@ -107,7 +119,9 @@ def test_pool_stages_normalises_each_stage_then_the_whole():
     torch.testing.assert_close(out, expected)
 
 
-@pytest.mark.parametrize("name, dim", [("efficientnet_lite0", 40 + 80 + 112 + 192 + 320), ("resnet18", 128 + 256 + 512)])
+@pytest.mark.parametrize(
+    "name, dim", [("efficientnet_lite0", 40 + 80 + 112 + 192 + 320), ("resnet18", 128 + 256 + 512)]
+)
 def test_stage_features_concatenate_unit_norm_stages(name, dim, jpegs):
     backbone = build_backbone(name, features="stages")
     emb = Embedder({**SMALL, "backbone": name, "features": "stages"}, backbone=backbone)

@@ -1,4 +1,5 @@
 """Real AID scenes: multi-scale stage features separate confusable urban classes better than the last layer."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,7 +16,9 @@ CLASSES = ["Center", "Church", "Commercial", "Industrial", "Park", "Resort", "Sc
 @pytest.fixture(scope="module")
 def confusable(datasets_dir):
     """The first 40 images of each of 8 confusable AID classes: (JPEG bytes, labels)."""
-    table = pa.concat_tables([pq.read_table(p, columns=["label", "image"]) for p in sorted((datasets_dir / "aid150").glob("part-*.parquet"))])
+    table = pa.concat_tables(
+        [pq.read_table(p, columns=["label", "image"]) for p in sorted((datasets_dir / "aid150").glob("part-*.parquet"))]
+    )
     rows = np.concatenate([np.flatnonzero(np.asarray(pc.equal(table.column("label"), c)))[:40] for c in CLASSES])
     sub = table.take(rows)
     return sub.column("image").to_pylist(), np.asarray(sub.column("label").to_pylist())

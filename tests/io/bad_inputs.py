@@ -1,4 +1,5 @@
 """Real images from ../shared/datasets turned into every kind of bad input the readers must handle."""
+
 from __future__ import annotations
 
 import io

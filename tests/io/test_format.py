@@ -1,4 +1,5 @@
 """`input.format` forces how a path is read, overriding what the file names suggest."""
+
 from __future__ import annotations
 
 import io

@@ -202,7 +202,9 @@ def test_embed_step_counts_every_file_once_through_ray(ray_session, tmp_path, re
     (tmp_path / "outside.jpg").write_bytes(real_rows[5]["image"])
     (root / "link.jpg").symlink_to(tmp_path / "outside.jpg")
     run = RunDir(str(tmp_path / "run"))
-    counts = run_embed(run, {"path": str(root)}, {"backbone": "resnet18", "image_size": 32, "pool_size": 1, "batch_size": 8})
+    counts = run_embed(
+        run, {"path": str(root)}, {"backbone": "resnet18", "image_size": 32, "pool_size": 1, "batch_size": 8}
+    )
     assert (counts["read"], counts["kept"], counts["rejected"]) == (6, 3, 3)
     assert counts["reject_reasons"] == {"invalid-name": 2, "outside-input": 1}
     rejects = pq.read_table(run.path("rejects.parquet")).to_pylist()

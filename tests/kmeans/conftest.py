@@ -1,4 +1,5 @@
 """Synthetic embeddings tables in a run directory, for the k-means and sampling tests."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,12 +23,14 @@ def write_embeddings(run: RunDir, x: np.ndarray, labels: np.ndarray, n_files: in
     ids = [f"img{i:05d}" for i in range(len(x))]
     bounds = np.linspace(0, len(x), n_files + 1).astype(int)
     for f, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-        table = pa.table({
-            "id": ids[a:b],
-            "embedding": embeddings_to_arrow(x[a:b]),
-            "uri": [f"mem://{i}" for i in ids[a:b]],
-            "label": [f"class{int(v)}" for v in labels[a:b]],
-        })
+        table = pa.table(
+            {
+                "id": ids[a:b],
+                "embedding": embeddings_to_arrow(x[a:b]),
+                "uri": [f"mem://{i}" for i in ids[a:b]],
+                "label": [f"class{int(v)}" for v in labels[a:b]],
+            }
+        )
         write_parquet_atomic(table, run.path("embeddings", f"part-{f:05d}.parquet"), row_group_size=97)
     return ids
 

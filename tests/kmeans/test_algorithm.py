@@ -1,4 +1,5 @@
 """Single-process and sharded k-means against brute-force numpy, faiss.Kmeans and sklearn."""
+
 from __future__ import annotations
 
 import faiss
@@ -123,8 +124,15 @@ def test_resampling_spreads_centroids_out_of_a_dense_region():
 def test_hierarchical_levels_are_consistent_and_shard_independent(make_blobs):
     x, _ = make_blobs(1500, 8, 15, spread=0.8)
     for strategy in ("closest", "random"):
-        cfg = {"n_clusters": [30, 6], "n_iters": 8, "n_resampling_steps": [2, 2], "sample_size": [5, 3],
-               "resampling_strategy": strategy, "metric": "cosine", "n_splits": [3, 1]}
+        cfg = {
+            "n_clusters": [30, 6],
+            "n_iters": 8,
+            "n_resampling_steps": [2, 2],
+            "sample_size": [5, 3],
+            "resampling_strategy": strategy,
+            "metric": "cosine",
+            "n_splits": [3, 1],
+        }
         one = hierarchical_kmeans(x, cfg)
         three = hierarchical_kmeans(x, cfg, n_shards=3)
         for a, b in zip(one, three):
@@ -209,10 +217,24 @@ def test_web_scale_preset_resolves_and_runs_at_small_size(make_blobs):
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         shipped = to_dict(compose("cluster", overrides=["kmeans=web_scale"]).kmeans)
-        small = to_dict(compose("cluster", overrides=[
-            "kmeans=web_scale", "kmeans.n_clusters=[40,12,6,3]", "kmeans.n_splits=[4,1,1,1]", "kmeans.n_iters=5",
-            "kmeans.n_resampling_steps=2", "kmeans.sample_size=[4,3,2,2]", "kmeans.use_gpu=false", "kmeans.in_process=true",
-            "kmeans.chunk_mb=8", "kmeans.threads_per_actor=1", "kmeans.split_tasks=2"]).kmeans)
+        small = to_dict(
+            compose(
+                "cluster",
+                overrides=[
+                    "kmeans=web_scale",
+                    "kmeans.n_clusters=[40,12,6,3]",
+                    "kmeans.n_splits=[4,1,1,1]",
+                    "kmeans.n_iters=5",
+                    "kmeans.n_resampling_steps=2",
+                    "kmeans.sample_size=[4,3,2,2]",
+                    "kmeans.use_gpu=false",
+                    "kmeans.in_process=true",
+                    "kmeans.chunk_mb=8",
+                    "kmeans.threads_per_actor=1",
+                    "kmeans.split_tasks=2",
+                ],
+            ).kmeans
+        )
     assert shipped["n_clusters"] == [10_000_000, 500_000, 50_000, 10_000] and shipped["n_splits"][0] > 1
     assert shipped["resampling_strategy"] == small["resampling_strategy"] == ["random", "closest", "closest", "closest"]
     assert small["metric"] == "cosine" and small["init"] == shipped["init"]

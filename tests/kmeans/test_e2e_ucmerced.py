@@ -1,4 +1,5 @@
 """End to end on real data: UC Merced images -> Embedder -> `cluster` + `sample` configs -> manifest."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,12 +43,20 @@ def test_cluster_and_sample_ucmerced(ray_session, datasets_dir, tmp_path):
     x = Embedder({"backbone": "efficientnet_lite0", "batch_size": 32}).embed_bytes(subset.column("image").to_pylist())
     run = RunDir(str(tmp_path / "run"))
     write_parquet_atomic(
-        pa.table({"id": subset.column("id"), "embedding": embeddings_to_arrow(x),
-                  "uri": [f"ucmerced://{i}" for i in subset.column("id").to_pylist()], "label": subset.column("label")}),
+        pa.table(
+            {
+                "id": subset.column("id"),
+                "embedding": embeddings_to_arrow(x),
+                "uri": [f"ucmerced://{i}" for i in subset.column("id").to_pylist()],
+                "label": subset.column("label"),
+            }
+        ),
         run.path("embeddings", "part-00000.parquet"),
     )
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        ccfg = compose("cluster", overrides=["kmeans.n_clusters=[42,21]", "kmeans.sample_size=[4,2]", "kmeans.n_actors=2"])
+        ccfg = compose(
+            "cluster", overrides=["kmeans.n_clusters=[42,21]", "kmeans.sample_size=[4,2]", "kmeans.n_actors=2"]
+        )
         scfg = compose("sample", overrides=[f"sample.target_size={TARGET}"])
     assert ccfg.kmeans.metric == "cosine" and len(ccfg.kmeans.n_iters) == 2
     summary = run_cluster(run, to_dict(ccfg.kmeans), seed=int(ccfg.seed))

@@ -1,4 +1,5 @@
 """The cluster step writes its per-step progress to ``<run_dir>/progress.log`` (followable with tail -f)."""
+
 from __future__ import annotations
 
 import re
@@ -6,8 +7,14 @@ import re
 from pipeline.kmeans import run_cluster
 from pipeline.progress import read_log
 
-CFG = {"n_clusters": [12, 4], "n_iters": [4, 4], "n_resampling_steps": [2, 1], "sample_size": [6, 3],
-       "metric": "cosine", "in_process": True}
+CFG = {
+    "n_clusters": [12, 4],
+    "n_iters": [4, 4],
+    "n_resampling_steps": [2, 1],
+    "sample_size": [6, 3],
+    "metric": "cosine",
+    "in_process": True,
+}
 
 
 def test_cluster_step_writes_progress_log(blob_run):

@@ -1,4 +1,5 @@
 """run_cluster on Ray actors: distributed == single actor, dedup filter, outputs, resume."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,8 @@ import pyarrow as pa
 import pytest
 
 import pipeline.kmeans.run as kmeans_run
-from pipeline.io.tables import write_parquet_atomic
 from pipeline.artifacts import load_levels, load_point_ids
+from pipeline.io.tables import write_parquet_atomic
 from pipeline.kmeans import hierarchical_kmeans, run_cluster
 from pipeline.rundir import RunDir
 
@@ -65,7 +66,7 @@ def test_actors_match_single_actor_and_in_process(backend, tmp_path, blob_run):
     lv1 = distributed[0]
     assert sorted(lv1["sorted_clusters"]) == list(range(1200))
     for c in range(24):
-        seg = lv1["sorted_distances"][lv1["offsets"][c]:lv1["offsets"][c + 1]]
+        seg = lv1["sorted_distances"][lv1["offsets"][c] : lv1["offsets"][c + 1]]
         assert np.all(np.diff(seg) >= 0)
     assert run_cluster(run, {**CFG, **backend, "n_actors": 3})["skipped"] is True
 

@@ -1,4 +1,5 @@
 """Fixtures: 60 small generated JPEG files (no real dataset needed), and a fresh label store per test."""
+
 from __future__ import annotations
 
 import shutil

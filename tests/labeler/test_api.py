@@ -1,4 +1,5 @@
 """HTTP API against a real server on 127.0.0.1: labels, undo, leases, export, auth, bad input."""
+
 from __future__ import annotations
 
 import io
@@ -86,9 +87,17 @@ def test_token_required_when_shared(store: LabelStore):
     with serve(store.path, share=True, host="127.0.0.1") as shared:
         assert shared.token and shared.share_url.endswith(f"/?token={shared.token}")
         anon = httpx.Client(base_url=shared.url)
-        for method, path in [("GET", "/"), ("GET", "/static/app.js"), ("GET", "/api/config"),
-                             ("GET", "/api/progress"), ("GET", "/api/labels"), ("GET", "/api/image?id=x"),
-                             ("POST", "/api/next"), ("POST", "/api/label"), ("POST", "/api/undo")]:
+        for method, path in [
+            ("GET", "/"),
+            ("GET", "/static/app.js"),
+            ("GET", "/api/config"),
+            ("GET", "/api/progress"),
+            ("GET", "/api/labels"),
+            ("GET", "/api/image?id=x"),
+            ("POST", "/api/next"),
+            ("POST", "/api/label"),
+            ("POST", "/api/undo"),
+        ]:
             assert anon.request(method, path).status_code == 401, path
             assert anon.request(method, path, headers={"Authorization": "Bearer nope"}).status_code == 403, path
         assert anon.get("/login").status_code == 200
@@ -129,8 +138,13 @@ def test_bad_input_and_path_traversal(server, store: LabelStore):
     secret.write_bytes(Path(store.uri(ok["id"])).read_bytes())
     for probe in [str(secret), "../" * 8 + "etc/passwd", "/etc/passwd", "file:///etc/passwd", ok["id"] + "/../x"]:
         assert http.get("/api/image", params={"id": probe}).status_code == 404, probe
-    for probe in ["/static/../store.py", "/static/%2e%2e%2fstore.py", "/static/..%2F..%2Fpipeline%2Flabeler%2Fstore.py",
-                  "/static/index.html/../app.py", "/static/store.py"]:
+    for probe in [
+        "/static/../store.py",
+        "/static/%2e%2e%2fstore.py",
+        "/static/..%2F..%2Fpipeline%2Flabeler%2Fstore.py",
+        "/static/index.html/../app.py",
+        "/static/store.py",
+    ]:
         r = http.get(probe)
         assert r.status_code == 404 and b"sqlite" not in r.content, probe
     assert http.get("/api/image", params={"id": ok["id"]}).status_code == 200

@@ -1,4 +1,5 @@
 """The labeling page in real headless Chromium (Playwright): keys, undo, a touch swipe, two labelers."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,7 +31,9 @@ def open_labeler(browser, url: str, name: str, **context_args):
     page.fill("#name-input", name)
     page.click("#name-form button[type=submit]")
     page.wait_for_function("document.getElementById('item-id').textContent.length > 0")
-    page.wait_for_function("document.getElementById('image').complete && document.getElementById('image').naturalWidth > 0")
+    page.wait_for_function(
+        "document.getElementById('image').complete && document.getElementById('image').naturalWidth > 0"
+    )
     return context, page
 
 
@@ -98,8 +101,9 @@ def test_touch_swipe_labels(browser, store: LabelStore):
             wait_labeled(page, len(expected))
         item = shown(page)
         swipe(20, 15)  # too short: the card snaps back and nothing is labeled
-        page.wait_for_function("(c => !c.classList.contains('dragging') && c.style.transform === '')"
-                               "(document.getElementById('card'))")
+        page.wait_for_function(
+            "(c => !c.classList.contains('dragging') && c.style.transform === '')(document.getElementById('card'))"
+        )
         assert shown(page) == item
         # a full swipe after it labels this same item and nothing else: had the short swipe sent a
         # label, it would have gone first (to this item) and the full swipe to the next one

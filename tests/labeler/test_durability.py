@@ -1,4 +1,5 @@
 """SIGKILL the server in the middle of a labeling session; every acknowledged label survives once."""
+
 from __future__ import annotations
 
 import threading
@@ -58,8 +59,9 @@ def test_sigkill_mid_session_keeps_every_acknowledged_label(tmp_path: Path, imag
     pending: dict[str, dict[str, tuple[str, str]]] = {}
     lock = threading.Lock()
     stop = threading.Event()
-    threads = [threading.Thread(target=_labeler, args=(f"labeler{k}", url_of, acked, pending, stop, lock))
-               for k in range(4)]
+    threads = [
+        threading.Thread(target=_labeler, args=(f"labeler{k}", url_of, acked, pending, stop, lock)) for k in range(4)
+    ]
     for t in threads:
         t.start()
     while len(acked) < KILL_AFTER:

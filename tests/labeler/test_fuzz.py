@@ -1,5 +1,6 @@
 """Property test: random JSON, random bytes and random form fields at every endpoint of the labeler
 never get a 5xx (FastAPI TestClient, loopback Host, with and without a token)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +15,17 @@ from pipeline.labeler import LabelStore
 from pipeline.labeler.app import LabelerSettings, create_app
 
 POSTS = ["/api/next", "/api/label", "/api/undo", "/api/release", "/login"]
-GETS = ["/", "/login", "/api/config", "/api/progress", "/api/labels", "/api/image", "/static/app.js", "/static/x", "/favicon.ico"]
+GETS = [
+    "/",
+    "/login",
+    "/api/config",
+    "/api/progress",
+    "/api/labels",
+    "/api/image",
+    "/static/app.js",
+    "/static/x",
+    "/favicon.ico",
+]
 FIELDS = ["annotator", "n", "id", "label", "request_id", "ids", "token", "batch"]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=30),
@@ -23,7 +34,9 @@ json_values = st.recursive(
 )
 field_values = st.one_of(json_values, st.sampled_from(["alice", "bob", "positive", "maybe", "request-0001", "[" * 60]))
 bodies = st.dictionaries(st.sampled_from(FIELDS), field_values, max_size=5)
-FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 @pytest.fixture(scope="module", params=[None, "fuzz-token-123456"], ids=["open", "token"])
@@ -39,7 +52,10 @@ def client(request, image_files, tmp_path_factory):
 
 
 def _ok(r) -> None:
-    assert r.status_code < 500 or (r.status_code == 502 and "could not be read" in r.text), (r.status_code, r.text[:500])
+    assert r.status_code < 500 or (r.status_code == 502 and "could not be read" in r.text), (
+        r.status_code,
+        r.text[:500],
+    )
 
 
 @FUZZ
@@ -49,8 +65,13 @@ def test_json_bodies(client, path, body):
 
 
 @FUZZ
-@given(path=st.sampled_from(POSTS), data=st.binary(max_size=2000),
-       ctype=st.sampled_from(["application/json", "multipart/form-data; boundary=xyz", "application/x-www-form-urlencoded", ""]))
+@given(
+    path=st.sampled_from(POSTS),
+    data=st.binary(max_size=2000),
+    ctype=st.sampled_from(
+        ["application/json", "multipart/form-data; boundary=xyz", "application/x-www-form-urlencoded", ""]
+    ),
+)
 def test_random_bytes(client, path, data, ctype):
     _ok(client.post(path, content=data, headers={"content-type": ctype}))
 
@@ -62,7 +83,10 @@ def test_form_fields(client, path, fields):
 
 
 @FUZZ
-@given(path=st.sampled_from(GETS), params=st.dictionaries(st.sampled_from(["id", "batch", "token"]), st.text(max_size=40), max_size=3),
-       session=st.one_of(st.none(), st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=300)))
+@given(
+    path=st.sampled_from(GETS),
+    params=st.dictionaries(st.sampled_from(["id", "batch", "token"]), st.text(max_size=40), max_size=3),
+    session=st.one_of(st.none(), st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=300)),
+)
 def test_get_endpoints(client, path, params, session):
     _ok(client.get(path, params=params, headers={} if session is None else {"x-strata-session": session}))

@@ -1,4 +1,5 @@
 """Annotator names are owned by sessions; lease quota; name limit; Host allowlist; token beyond loopback."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,8 +23,12 @@ def test_nobody_else_can_undo_label_or_release_as_alice(server, store: LabelStor
         ids = alice.next(3)
         alice.label(ids[0], "positive")
         mallory = httpx.Client(base_url=server.url)
-        for path, body in [("/api/undo", {}), ("/api/release", {}), ("/api/next", {"n": 2}),
-                           ("/api/label", {"id": ids[1], "label": "negative"})]:
+        for path, body in [
+            ("/api/undo", {}),
+            ("/api/release", {}),
+            ("/api/next", {"n": 2}),
+            ("/api/label", {"id": ids[1], "label": "negative"}),
+        ]:
             r = mallory.post(path, json={"annotator": "alice", **body})
             assert r.status_code == 403 and "another labeler session" in r.json()["detail"], path
         forged = mallory.post("/api/undo", json={"annotator": "alice"}, headers={"x-strata-session": "guess"})
@@ -40,7 +45,9 @@ def test_lease_quota_and_name_limit(store: LabelStore):
     with serve(store.path, settings=settings) as server, httpx.Client(base_url=server.url) as greedy:
         first = greedy.post("/api/next", json={"annotator": "g0", "n": 64}).json()["items"]
         assert len(first) == 5
-        assert [i["id"] for i in greedy.post("/api/next", json={"annotator": "g0", "n": 64}).json()["items"]] == [i["id"] for i in first]
+        assert [i["id"] for i in greedy.post("/api/next", json={"annotator": "g0", "n": 64}).json()["items"]] == [
+            i["id"] for i in first
+        ]
         held = 5
         for name in ("g1", "g2", "g3", "g4"):
             r = greedy.post("/api/next", json={"annotator": name, "n": 64})

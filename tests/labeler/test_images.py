@@ -1,4 +1,5 @@
 """What the server sends a browser: small JPEGs untouched, everything else a bounded JPEG."""
+
 from __future__ import annotations
 
 import io

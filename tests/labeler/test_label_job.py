@@ -1,4 +1,5 @@
 """End to end on real data: `strata label` config -> queue from a manifest -> label over HTTP -> export."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """Label store: event log semantics, derived current labels, leases, idempotency, validation."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -128,8 +129,17 @@ def test_enqueue_keeps_order_and_marks_labeled(store: LabelStore, image_files, t
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=st.lists(st.tuples(st.sampled_from(["label", "undo"]), st.integers(0, 1), st.integers(0, 5),
-                              st.sampled_from(["positive", "negative", "unsure"])), max_size=40))
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["label", "undo"]),
+            st.integers(0, 1),
+            st.integers(0, 5),
+            st.sampled_from(["positive", "negative", "unsure"]),
+        ),
+        max_size=40,
+    )
+)
 def test_current_matches_log_replay(tmp_path_factory, image_files, ops):
     """Property: the maintained ``current`` table equals a replay of the log and a full rebuild."""
     ids, uris = image_files

@@ -1,4 +1,5 @@
 """A small finished run directory built in-process (no Ray): blobs of very different sizes."""
+
 from __future__ import annotations
 
 import io
@@ -57,15 +58,32 @@ def build_run(root: Path, *, with_manifest: bool = True, missing_image: str | No
     (root / "run" / "embeddings").mkdir(parents=True)
     pq.write_table(table.slice(0, 50), root / "run" / "embeddings" / "part-00000.parquet")
     pq.write_table(table.slice(50), root / "run" / "embeddings" / "part-00001.parquet")
-    write_parquet_atomic(pa.table({"id": ["bad/1.jpg", "bad/2.txt", "bad/3.jpg"], "uri": ["a", "b", "c"],
-                                   "reason": ["corrupt or truncated: x", "not an image", "corrupt or truncated: y"]}),
-                         run.path("rejects.parquet"))
+    write_parquet_atomic(
+        pa.table(
+            {
+                "id": ["bad/1.jpg", "bad/2.txt", "bad/3.jpg"],
+                "uri": ["a", "b", "c"],
+                "reason": ["corrupt or truncated: x", "not an image", "corrupt or truncated: y"],
+            }
+        ),
+        run.path("rejects.parquet"),
+    )
     (root / "run" / "dedup").mkdir()
-    write_parquet_atomic(pa.table({"id": ["forest/000.png", "forest/001.png"]}), run.path("dedup", "duplicates.parquet"))
-    run.update_run_json(timings={"embed": 12.5, "dedup": 1.25, "cluster": 3.0, "sample": 0.5},
-                        counts={"embed": {"read": len(ids) + 3, "kept": len(ids), "rejected": 3}})
-    kcfg = {"n_clusters": [6, 2], "n_iters": [10, 10], "n_resampling_steps": [1, 0], "sample_size": [3, 2],
-            "metric": "l2", "n_actors": 0}
+    write_parquet_atomic(
+        pa.table({"id": ["forest/000.png", "forest/001.png"]}), run.path("dedup", "duplicates.parquet")
+    )
+    run.update_run_json(
+        timings={"embed": 12.5, "dedup": 1.25, "cluster": 3.0, "sample": 0.5},
+        counts={"embed": {"read": len(ids) + 3, "kept": len(ids), "rejected": 3}},
+    )
+    kcfg = {
+        "n_clusters": [6, 2],
+        "n_iters": [10, 10],
+        "n_resampling_steps": [1, 0],
+        "sample_size": [3, 2],
+        "metric": "l2",
+        "n_actors": 0,
+    }
     run_cluster(run, kcfg, seed=0)
     if with_manifest:
         run_sample(run, {"target_size": 24, "strategy": "closest", "multiplier": 1}, seed=0)

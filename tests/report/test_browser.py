@@ -1,4 +1,5 @@
 """The report renders offline in headless Chromium: no network request, every thumbnail decodes."""
+
 from __future__ import annotations
 
 from pathlib import Path

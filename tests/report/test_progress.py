@@ -1,4 +1,5 @@
 """Progress/ETA reporter: the ETA formula, rate limiting, the run directory's progress.log."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """The run report: numbers against the run directory, self-containment, atomic write, SVG helpers."""
+
 from __future__ import annotations
 
 import base64
@@ -85,7 +86,7 @@ def test_gallery_largest_and_smallest_clusters(finished_run):
     _, levels = load_levels(finished_run)
     for g in data.gallery:
         assert len(g.thumbs) == min(4, g.size)
-        members = levels[0].sorted_clusters[levels[0].offsets[g.cluster]: levels[0].offsets[g.cluster + 1]]
+        members = levels[0].sorted_clusters[levels[0].offsets[g.cluster] : levels[0].offsets[g.cluster + 1]]
         assert np.all(levels[0].assignments[members] == g.cluster)
         for t in g.thumbs:
             if t.src is None:
@@ -106,7 +107,9 @@ def test_label_balance_and_entropy(finished_run):
     data = gather(finished_run, {})
     manifest = pq.read_table(finished_run.path("manifest.parquet")).to_pandas()
     assert {k: v[0] for k, v in data.labels.items()} == BLOBS
-    assert {k: v[1] for k, v in data.labels.items() if v[1]} == manifest.groupby("label")["multiplicity"].sum().to_dict()
+    assert {k: v[1] for k, v in data.labels.items() if v[1]} == manifest.groupby("label")[
+        "multiplicity"
+    ].sum().to_dict()
     counts = np.array([5, 0, 20, 3])
     assert normalized_entropy(counts) == pytest.approx(entropy(counts) / math.log(4))
     assert normalized_entropy(np.array([7, 7, 7])) == pytest.approx(1.0)
@@ -149,24 +152,41 @@ def test_partial_run_and_active_rounds(tmp_path):
     """An active run without clusters/manifest still gets a report, with its round curves."""
     run = RunDir(str(tmp_path / "active"))
     # the columns pipeline/active writes (oracle metrics only when an oracle exists)
-    rounds = pa.table({"round": [0, 1, 2, 3], "n_labeled": [10, 20, 30, 40], "n_positive_labeled": [3, 9, 17, 22],
-                       "labeling_effort": [0.01, 0.02, 0.03, 0.04], "f1": [None, 0.41, 0.55, 0.62],
-                       "recall": [0.1, 0.3, 0.5, 0.6], "changed_share": [None, None, None, None],
-                       "note": ["a", "b", "c", "d"], "extra_score": [1.0, 2.0, 3.0, 4.0]})
+    rounds = pa.table(
+        {
+            "round": [0, 1, 2, 3],
+            "n_labeled": [10, 20, 30, 40],
+            "n_positive_labeled": [3, 9, 17, 22],
+            "labeling_effort": [0.01, 0.02, 0.03, 0.04],
+            "f1": [None, 0.41, 0.55, 0.62],
+            "recall": [0.1, 0.3, 0.5, 0.6],
+            "changed_share": [None, None, None, None],
+            "note": ["a", "b", "c", "d"],
+            "extra_score": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
     run.fs.makedirs(run.local("active"), exist_ok=True)
     pq.write_table(rounds, run.local("active", "rounds.parquet"))
     run.update_run_json(timings={"active": 4.0})
     html = render(gather(run, {}))
     assert 'id="active"' in html and 'id="clusters"' not in html and 'id="gallery"' not in html
     titles = [t.split("</h3>")[0] for t in html.split('id="active"')[1].split("<h3>")[1:]]
-    assert titles == ["Positives found (labeled positive)", "Labeled fraction", "Labeled images", "Oracle metrics", "extra_score"]
+    assert titles == [
+        "Positives found (labeled positive)",
+        "Labeled fraction",
+        "Labeled images",
+        "Oracle metrics",
+        "extra_score",
+    ]
     # f1 + recall share one chart; the all-null and the text column are left out
     assert html.count("<polyline") == 6
 
 
 def test_parquet_uris_resolve_rows_across_row_groups(tmp_path):
     blobs = [bytes([i]) * (i + 1) for i in range(10)]
-    pq.write_table(pa.table({"id": [str(i) for i in range(10)], "image": blobs}), tmp_path / "x.parquet", row_group_size=4)
+    pq.write_table(
+        pa.table({"id": [str(i) for i in range(10)], "image": blobs}), tmp_path / "x.parquet", row_group_size=4
+    )
     uris = [f"{tmp_path / 'x.parquet'}#{i}" for i in (9, 0, 5, 12)]
     got = load_many_bytes(uris)
     assert got[uris[0]] == blobs[9] and got[uris[1]] == blobs[0] and got[uris[2]] == blobs[5]

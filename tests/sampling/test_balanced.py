@@ -1,4 +1,5 @@
 """Hierarchical balanced sampling on random hierarchies: exact size, caps, no duplicates."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,7 +43,7 @@ def balanced_siblings(budget: np.ndarray, capacity: np.ndarray) -> bool:
 )
 def test_hierarchical_sampling_properties(seed, n, ks, frac, strategy, multiplier):
     rng = np.random.default_rng(seed)
-    ks = sorted({min(k * 4 ** i, n // 2) for i, k in enumerate(ks)}, reverse=True)
+    ks = sorted({min(k * 4**i, n // 2) for i, k in enumerate(ks)}, reverse=True)
     levels = random_hierarchy(rng, n, ks)
     target = int(frac * n * multiplier)
     sel = hierarchical_balanced_sampling(levels, target, strategy=strategy, multiplier=multiplier, rng=seed)
@@ -50,13 +51,13 @@ def test_hierarchical_sampling_properties(seed, n, ks, frac, strategy, multiplie
     assert len(np.unique(sel.indices)) == len(sel.indices)
     assert np.all(sel.multiplicity >= 1) and np.all(sel.multiplicity <= multiplier)
     counts = points_per_cluster(levels)
-    for lv, level in enumerate(levels):
+    for lv in range(len(levels)):
         budget = sel.budgets[lv]
         assert np.all(budget <= multiplier * counts[lv])
         if lv + 1 < len(levels):  # each parent's budget is water-filled over its children
             parent = levels[lv + 1]
             for c in range(len(parent.offsets) - 1):
-                kids = parent.sorted_clusters[parent.offsets[c]:parent.offsets[c + 1]]
+                kids = parent.sorted_clusters[parent.offsets[c] : parent.offsets[c + 1]]
                 assert budget[kids].sum() == sel.budgets[lv + 1][c]
                 assert balanced_siblings(budget[kids], multiplier * counts[lv][kids])
         else:
@@ -99,7 +100,9 @@ def test_balanced_beats_random_on_imbalanced_blobs():
     mu = rng.normal(size=(len(sizes), 8)) * 6
     labels = np.repeat(np.arange(len(sizes)), sizes)
     x = (mu[labels] + rng.normal(size=(len(labels), 8))).astype(np.float32)
-    levels = hierarchical_kmeans(x, {"n_clusters": [40, 8], "n_iters": 10, "n_resampling_steps": [3, 2], "sample_size": [5, 3]})
+    levels = hierarchical_kmeans(
+        x, {"n_clusters": [40, 8], "n_iters": 10, "n_resampling_steps": [3, 2], "sample_size": [5, 3]}
+    )
     sel = hierarchical_balanced_sampling(levels, 300, rng=0)
     curated = np.bincount(labels[sel.indices], minlength=len(sizes))
     random = np.bincount(labels[rng.choice(len(labels), 300, replace=False)], minlength=len(sizes))

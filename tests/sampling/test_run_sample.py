@@ -1,4 +1,5 @@
 """run_sample: manifest.parquet from a finished clustering (in-process shards, no Ray needed)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.io.tables import embeddings_to_arrow, write_parquet_atomic
 from pipeline.artifacts import load_levels
+from pipeline.io.tables import embeddings_to_arrow, write_parquet_atomic
 from pipeline.kmeans import run_cluster
 from pipeline.rundir import RunDir
 from pipeline.sampling import run_sample
@@ -22,8 +23,15 @@ def clustered_run(tmp_path) -> RunDir:
     run = RunDir(str(tmp_path / "run"))
     ids = [f"p{i}" for i in range(len(x))]
     write_parquet_atomic(
-        pa.table({"id": ids, "embedding": embeddings_to_arrow(x), "uri": [f"file:///{i}.jpg" for i in ids],
-                  "label": [f"c{v}" for v in labels], "date": ["2024-01-01"] * len(x)}),
+        pa.table(
+            {
+                "id": ids,
+                "embedding": embeddings_to_arrow(x),
+                "uri": [f"file:///{i}.jpg" for i in ids],
+                "label": [f"c{v}" for v in labels],
+                "date": ["2024-01-01"] * len(x),
+            }
+        ),
         run.path("embeddings", "part-00000.parquet"),
     )
     cfg = {"n_clusters": [20, 4], "n_iters": 8, "n_resampling_steps": [2, 1], "sample_size": [4, 2], "in_process": True}
@@ -47,7 +55,9 @@ def test_manifest_columns_and_counts(clustered_run):
     np.testing.assert_array_equal(table.column("level_1").to_numpy(), levels[0].assignments[idx])
     np.testing.assert_array_equal(table.column("level_2").to_numpy(), levels[1].assignments[levels[0].assignments[idx]])
     # every class of the long tail is represented; the head class is capped
-    counts = {c: n for c, n in zip(*np.unique(table.column("label").to_numpy(zero_copy_only=False), return_counts=True))}
+    counts = {
+        c: n for c, n in zip(*np.unique(table.column("label").to_numpy(zero_copy_only=False), return_counts=True))
+    }
     assert len(counts) == 5 and counts["c0"] < 60
     assert run_sample(run, {"target_size": 100, "strategy": "closest", "multiplier": 1, "seed": 1})["skipped"]
 

@@ -1,4 +1,5 @@
 """Water-filling allocation: exact budgets, caps, balance (hypothesis properties)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Fixtures: a few real images from ../shared/datasets and a local WMTS server cut from them."""
+
 from __future__ import annotations
 
 import sys

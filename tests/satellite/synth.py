@@ -1,12 +1,14 @@
 """Synthetic satellite defects painted over real images: clouds and swath-gap stripes."""
+
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
 
 
-def paint_clouds(rgb: np.ndarray, rng: np.random.Generator, coverage: float = 0.3,
-                 softness: float = 0.08, scale: float = 12.0) -> tuple[np.ndarray, np.ndarray]:
+def paint_clouds(
+    rgb: np.ndarray, rng: np.random.Generator, coverage: float = 0.3, softness: float = 0.08, scale: float = 12.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Blend soft-edged white cloud blobs covering ~``coverage`` of the image.
 
     Returns ``(cloudy image, alpha (H, W) in [0, 1])``; alpha is 1 inside thick cloud.
@@ -21,8 +23,9 @@ def paint_clouds(rgb: np.ndarray, rng: np.random.Generator, coverage: float = 0.
     return np.clip(np.rint(out), 0, 255).astype(np.uint8), alpha
 
 
-def paint_stripes(rgb: np.ndarray, rng: np.random.Generator, n: int = 2, width: tuple[int, int] = (6, 16),
-                  fill_value: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def paint_stripes(
+    rgb: np.ndarray, rng: np.random.Generator, n: int = 2, width: tuple[int, int] = (6, 16), fill_value: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Paint ``n`` slanted constant-``fill_value`` stripes (swath gaps); returns ``(image, mask)``."""
     h, w = rgb.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w]

@@ -1,4 +1,5 @@
 """Cloud masks and cloud-free composites: reference math on tiny stacks, synthetic clouds on real images."""
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -10,11 +11,17 @@ from pipeline.satellite.stages import CloudMaskStage
 
 
 def test_cloud_mask_thresholds_by_hand():
-    px = np.array([[[250, 250, 248],    # white cloud
-                    [200, 190, 120],    # bright sand: W = (.078+.039+.118)/.667 = .35 > .15
-                    [100, 100, 100],    # grey, too dark
-                    [230, 215, 200]]],  # m = .84, W = (.059+0+.059)/.843 = .14 < .15 -> cloud
-                   dtype=np.uint8)
+    px = np.array(
+        [
+            [
+                [250, 250, 248],  # white cloud
+                [200, 190, 120],  # bright sand: W = (.078+.039+.118)/.667 = .35 > .15
+                [100, 100, 100],  # grey, too dark
+                [230, 215, 200],
+            ]
+        ],  # m = .84, W = (.059+0+.059)/.843 = .14 < .15 -> cloud
+        dtype=np.uint8,
+    )
     assert cloud_mask(px, dilate=0).tolist() == [[True, False, False, True]]
 
 
@@ -57,8 +64,16 @@ def test_composite_table_groups_by_location(real_images):
     rows = []
     for loc, clean in (("L0", real_images[2]), ("L1", real_images[3])):
         for d in range(4):
-            rows.append({"id": f"{loc}/{d}", "location": loc, "date": f"2020-01-0{d + 1}", "product": "P",
-                         "image": encode_array(paint_clouds(clean, rng)[0], "png"), "lat_min": 1.0})
+            rows.append(
+                {
+                    "id": f"{loc}/{d}",
+                    "location": loc,
+                    "date": f"2020-01-0{d + 1}",
+                    "product": "P",
+                    "image": encode_array(paint_clouds(clean, rng)[0], "png"),
+                    "lat_min": 1.0,
+                }
+            )
     out = composite_table(pa.Table.from_pylist(rows[::-1]))
     assert out.column("id").to_pylist() == ["L0/composite", "L1/composite"]
     assert out.column("date").to_pylist() == ["2020-01-01/2020-01-04"] * 2

@@ -1,4 +1,5 @@
 """The downloader against a local WMTS server with faults: retries, failures, resume, composites."""
+
 import os
 import zlib
 
@@ -20,7 +21,14 @@ TILES = TileSpec(width=64, height=64, overlap=0, boundary="shift")
 
 def _client(server, **kw):
     # generous for a loaded machine; a "slow" fault is held until the server stops, so it always times out
-    args = {"timeout_s": 3.0, "retries": 3, "backoff_s": 0.01, "backoff_max_s": 0.05, "concurrency": 4, "tile_size": 512}
+    args = {
+        "timeout_s": 3.0,
+        "retries": 3,
+        "backoff_s": 0.01,
+        "backoff_max_s": 0.05,
+        "concurrency": 4,
+        "tile_size": 512,
+    }
     return WMTSClient(server.base_url, **{**args, **kw})
 
 
@@ -30,8 +38,10 @@ def _expected_scene(server, date):
     mosaic = np.zeros((2 * 512, 2 * 512, 3), np.uint8)
     for r in (71, 72):
         for c in (159, 160):
-            mosaic[(r - 71) * 512:(r - 70) * 512, (c - 159) * 512:(c - 158) * 512] = decode_rgb_array(server.tile_bytes(date, 8, r, c))
-    return mosaic[win.y0 - 71 * 512:win.y1 - 71 * 512, win.x0 - 159 * 512:win.x1 - 159 * 512], win
+            mosaic[(r - 71) * 512 : (r - 70) * 512, (c - 159) * 512 : (c - 158) * 512] = decode_rgb_array(
+                server.tile_bytes(date, 8, r, c)
+            )
+    return mosaic[win.y0 - 71 * 512 : win.y1 - 71 * 512, win.x0 - 159 * 512 : win.x1 - 159 * 512], win
 
 
 def _path(date, row, col):
@@ -41,8 +51,10 @@ def _path(date, row, col):
 def test_download_with_faults_and_resume(wmts_server, tmp_path):
     d1, d2 = date_range("2021-03-01", "2021-03-02")
     wmts_server.faults = {
-        _path(d1, 71, 159): ["500", "500"], _path(d1, 71, 160): ["slow"],
-        _path(d1, 72, 159): ["truncate"], _path(d1, 72, 160): ["garbage"],
+        _path(d1, 71, 159): ["500", "500"],
+        _path(d1, 71, 160): ["slow"],
+        _path(d1, 72, 159): ["truncate"],
+        _path(d1, 72, 160): ["garbage"],
         _path(d2, 72, 160): ["500"] * 50,  # never recovers within the retries
     }
     run = RunDir(str(tmp_path / "run"))
@@ -51,7 +63,10 @@ def test_download_with_faults_and_resume(wmts_server, tmp_path):
     summary = download_scenes(_client(wmts_server), LAYER, [d1, d2], BBOX, **kw)
 
     assert summary["source_tiles"]["fetched"] == 7 and summary["source_tiles"]["failed"] == 1
-    assert summary["failed_tiles"][0][0].endswith("/default/2021-03-02/250m/8/72/160.jpg") and "HTTP 500" in summary["failed_tiles"][0][1]
+    assert (
+        summary["failed_tiles"][0][0].endswith("/default/2021-03-02/250m/8/72/160.jpg")
+        and "HTTP 500" in summary["failed_tiles"][0][1]
+    )
     assert wmts_server.requests[_path(d2, 72, 160)] == 4  # 1 + 3 retries
     assert not os.path.exists(os.path.join(cache, _path(d2, 72, 160)))
     for root, _, files in os.walk(cache):  # nothing broken was ever written as a tile
@@ -65,7 +80,7 @@ def test_download_with_faults_and_resume(wmts_server, tmp_path):
     assert rows1.num_rows == 9  # 3 x 3 windows of 64 px with shift over ~182 px
     for r in rows1.to_pylist():
         y, x = r["pixel_y"] - win.y0, r["pixel_x"] - win.x0
-        np.testing.assert_array_equal(decode_rgb_array(r["image"]), scene[y:y + 64, x:x + 64])
+        np.testing.assert_array_equal(decode_rgb_array(r["image"]), scene[y : y + 64, x : x + 64])
         assert r["lat_max"] - r["lat_min"] == pytest.approx(64 * 0.5625 / 256)
         p = 0.5625 / 256  # the scene snaps outwards to whole pixels
         assert BBOX.lat_min - p <= r["lat_min"] and r["lat_max"] <= BBOX.lat_max + p
@@ -118,8 +133,17 @@ def test_gap_fill_and_composite_over_downloads(real_images, tmp_path):
         dates = date_range("2021-06-01", "2021-06-05")
         run = RunDir(str(tmp_path / "run"))
         out = str(tmp_path / "images")
-        download_scenes(_client(server, timeout_s=10), LAYER, dates, BBOX, output=out, cache_dir=str(tmp_path / "cache"),
-                        level=8, tiles=TILES, run=run)
+        download_scenes(
+            _client(server, timeout_s=10),
+            LAYER,
+            dates,
+            BBOX,
+            output=out,
+            cache_dir=str(tmp_path / "cache"),
+            level=8,
+            tiles=TILES,
+            run=run,
+        )
         table = read_shards(out)
         assert table.num_rows == 45
         gap = np.array(table.column("gap_filled_fraction").to_pylist())
@@ -134,11 +158,13 @@ def test_gap_fill_and_composite_over_downloads(real_images, tmp_path):
         errors, input_errors = [], []
         for r in comp.to_pylist():
             y, x = r["pixel_y"] - win.y0, r["pixel_x"] - win.x0
-            truth = clean[y:y + 64, x:x + 64].astype(float)
+            truth = clean[y : y + 64, x : x + 64].astype(float)
             errors.append(np.abs(decode_rgb_array(r["image"]) - truth).mean())
         for r in table.to_pylist():
             y, x = r["pixel_y"] - win.y0, r["pixel_x"] - win.x0
-            input_errors.append(np.abs(decode_rgb_array(r["image"]) - clean[y:y + 64, x:x + 64].astype(float)).mean())
+            input_errors.append(
+                np.abs(decode_rgb_array(r["image"]) - clean[y : y + 64, x : x + 64].astype(float)).mean()
+            )
         # JPEG (q95) round trips on the server side are part of the error budget
         assert np.mean(errors) < 4.0 and np.mean(errors) < 0.15 * np.mean(input_errors), (errors, np.mean(input_errors))
         before = run.marker("composite")["finished_at"]

@@ -1,4 +1,5 @@
 """Swath-gap detection and fill: exactness on tiny arrays, synthetic stripes on real images."""
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -34,8 +35,8 @@ def test_nearest_fill_matches_brute_force():
 
 def test_detection_keeps_small_dark_objects():
     img = np.full((50, 50, 3), 120, np.uint8)
-    img[5:9, 5:9] = 0           # 16 px dark object: below min_area, not a gap
-    img[30:34, :] = 2           # stripe within tolerance of the fill value
+    img[5:9, 5:9] = 0  # 16 px dark object: below min_area, not a gap
+    img[30:34, :] = 2  # stripe within tolerance of the fill value
     mask = nodata_mask(img, min_area=64, dilate=0)
     assert not mask[5:9, 5:9].any() and mask[30:34].all() and mask.sum() == 4 * 50
 
@@ -50,8 +51,8 @@ def test_stripes_on_real_images(real_images, lossy):
         striped, truth = paint_stripes(clean, rng)
         src = decode_rgb_array(encode_array(striped, "jpeg", 90)) if lossy else striped
         mask = nodata_mask(src, dilate=1 if lossy else 0)
-        assert mask[truth].mean() >= 0.999                      # every gap pixel found
-        assert (mask & ~truth).sum() <= 0.5 * truth.sum()        # at most a 1-px rim (dilation) besides
+        assert mask[truth].mean() >= 0.999  # every gap pixel found
+        assert (mask & ~truth).sum() <= 0.5 * truth.sum()  # at most a 1-px rim (dilation) besides
         if not lossy:
             assert (mask == truth).mean() > 0.995  # dark real pixels touching a stripe may join it
         filled, fraction = gap_fill(src, dilate=1 if lossy else 0)

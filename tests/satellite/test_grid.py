@@ -1,11 +1,14 @@
 """Tile-grid math against hand-computed GIBS grids."""
+
 import numpy as np
 import pytest
 
 from pipeline.satellite.grid import BBox, make_grid, pixel_window, tile_bounds, tile_range
 
 
-@pytest.mark.parametrize("level, shape", [(0, (1, 2)), (1, (2, 3)), (2, (3, 5)), (3, (5, 10)), (6, (40, 80)), (8, (160, 320))])
+@pytest.mark.parametrize(
+    "level, shape", [(0, (1, 2)), (1, (2, 3)), (2, (3, 5)), (3, (5, 10)), (6, (40, 80)), (8, (160, 320))]
+)
 def test_geographic_matrix_shapes(level, shape):
     assert make_grid("epsg4326", "250m").matrix_shape(level) == shape
 

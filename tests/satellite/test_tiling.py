@@ -1,4 +1,5 @@
 """Tiling windows and patch cutting."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -34,7 +35,7 @@ def test_axis_starts_properties(n, size, data):
         else:
             covered = np.zeros(n, bool)
             for a in s:
-                covered[a:a + size] = True
+                covered[a : a + size] = True
             assert covered.all()
             if policy == "shift" and n >= size:
                 assert np.all(s + size <= n)

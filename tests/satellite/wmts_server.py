@@ -7,6 +7,7 @@ per-date clouds or gaps on it. ``faults[relpath]`` is a list of actions consumed
 ``slow_s`` expires, however loaded the machine), ``"truncate"`` (announce the full length, send half,
 close), ``"garbage"`` (200 with non-image bytes)); once exhausted the tile is served normally.
 """
+
 from __future__ import annotations
 
 import io
@@ -20,9 +21,14 @@ from PIL import Image
 
 
 class WMTSServer:
-    def __init__(self, images: list[np.ndarray], tile_size: int = 512, quality: int = 95,
-                 defect: Callable[[str, int, int, int, np.ndarray], np.ndarray] | None = None,
-                 slow_s: float = 1.5):
+    def __init__(
+        self,
+        images: list[np.ndarray],
+        tile_size: int = 512,
+        quality: int = 95,
+        defect: Callable[[str, int, int, int, np.ndarray], np.ndarray] | None = None,
+        slow_s: float = 1.5,
+    ):
         self.images = [np.asarray(Image.fromarray(im).resize((tile_size, tile_size), Image.BILINEAR)) for im in images]
         self.tile_size, self.quality, self.defect, self.slow_s = tile_size, quality, defect, slow_s
         self.faults: dict[str, list[str]] = {}

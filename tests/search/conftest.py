@@ -1,4 +1,5 @@
 """Search tests: one FAISS thread (OpenMP spin-waiting on a shared 2-core machine is pathological)."""
+
 from __future__ import annotations
 
 import faiss
@@ -23,9 +24,18 @@ class ColorGridEmbedder:
         import numpy as np
         from PIL import Image
 
-        return np.stack(
-            [np.asarray(im.convert("RGB").resize((4, 4), Image.Resampling.BOX), dtype=np.float32).reshape(-1) / 255.0 - 0.5 for im in images]
-        ).astype(np.float32) if images else np.zeros((0, 48), np.float32)
+        return (
+            np.stack(
+                [
+                    np.asarray(im.convert("RGB").resize((4, 4), Image.Resampling.BOX), dtype=np.float32).reshape(-1)
+                    / 255.0
+                    - 0.5
+                    for im in images
+                ]
+            ).astype(np.float32)
+            if images
+            else np.zeros((0, 48), np.float32)
+        )
 
 
 def synthetic_images(n: int, seed: int = 0, size: int = 64):
@@ -45,7 +55,6 @@ def synthetic_images(n: int, seed: int = 0, size: int = 64):
 @pytest.fixture(scope="module")
 def image_service(tmp_path_factory):
     """A SearchService over 60 synthetic PNG images on disk (uri = file path), ColorGridEmbedder."""
-    import numpy as np
     import pyarrow as pa
 
     from pipeline.io.sources import load_image_bytes

@@ -1,4 +1,5 @@
 """HTTP API against a real uvicorn server on 127.0.0.1 (upload, id, vector, filters, thumbnails, bad input)."""
+
 from __future__ import annotations
 
 import base64
@@ -82,7 +83,11 @@ def test_json_search_by_id_vector_and_base64(client, image_service):
         ({"json": {"image_base64": "***"}}, 400, "base64"),
         ({"files": {"image": ("x.jpg", b"not an image at all", "image/jpeg")}}, 400, "not an image"),
         ({"files": {"image": ("x.jpg", b"", "image/jpeg")}, "data": {"k": "3"}}, 400, "empty"),
-        ({"files": {"image": ("x.png", b"\x89PNG\r\n", "image/png")}, "data": {"filters": "{bad json"}}, 400, "not valid JSON"),
+        (
+            {"files": {"image": ("x.png", b"\x89PNG\r\n", "image/png")}, "data": {"filters": "{bad json"}},
+            400,
+            "not valid JSON",
+        ),
         ({"content": b"id=1", "headers": {"content-type": "text/plain"}}, 415, "application/json"),
         ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
     ],

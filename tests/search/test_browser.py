@@ -1,4 +1,5 @@
 """The search page in headless Chromium: upload an image, see the grid of results, click to re-query."""
+
 from __future__ import annotations
 
 import shutil
@@ -41,7 +42,9 @@ def test_upload_shows_result_grid_with_thumbnails(page, image_service, tmp_path)
     assert "score 1.0000" in hits.nth(0).locator(".score").inner_text()
     assert "results in" in page.inner_text("#status")
     # thumbnails were fetched by id and decoded by the browser
-    page.wait_for_function("Array.from(document.querySelectorAll('#results img')).every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(
+        "Array.from(document.querySelectorAll('#results img')).every(i => i.complete && i.naturalWidth > 0)"
+    )
 
     # clicking a result searches by its id; a filter limits the label
     page.fill("#filters", '{"label": "river"}')

@@ -1,5 +1,6 @@
 """Property test: random JSON, random bytes and random form fields at every endpoint of the search
 server never get a 5xx (FastAPI TestClient, loopback Host)."""
+
 from __future__ import annotations
 
 import json
@@ -20,11 +21,14 @@ json_values = st.recursive(
     max_leaves=30,
 )
 field_values = st.one_of(
-    json_values, st.sampled_from(["forest/im007.png", "2x2", "16x16,16x16", "1x1,2x2,3x3", "0x0", "[" * 40, "{}"]),
+    json_values,
+    st.sampled_from(["forest/im007.png", "2x2", "16x16,16x16", "1x1,2x2,3x3", "0x0", "[" * 40, "{}"]),
     st.lists(st.floats(-2, 2, allow_nan=False), min_size=48, max_size=48),
 )
 search_bodies = st.dictionaries(st.sampled_from(FIELDS), field_values, max_size=5)
-FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,23 +50,41 @@ def test_json_bodies(client, body):
 
 
 @FUZZ
-@given(data=st.binary(max_size=2000), ctype=st.sampled_from(["application/json", "multipart/form-data; boundary=xyz",
-                                                               "multipart/form-data", "application/x-www-form-urlencoded", "image/png", ""]))
+@given(
+    data=st.binary(max_size=2000),
+    ctype=st.sampled_from(
+        [
+            "application/json",
+            "multipart/form-data; boundary=xyz",
+            "multipart/form-data",
+            "application/x-www-form-urlencoded",
+            "image/png",
+            "",
+        ]
+    ),
+)
 def test_random_bytes(client, data, ctype):
     _ok(client.post("/search", content=data, headers={"content-type": ctype}))
 
 
 @FUZZ
-@given(fields=st.dictionaries(st.sampled_from(FIELDS), st.one_of(field_values.map(json.dumps), st.text(max_size=40)), max_size=5),
-       image=st.one_of(st.none(), st.binary(max_size=300), st.just(b"png")))
+@given(
+    fields=st.dictionaries(
+        st.sampled_from(FIELDS), st.one_of(field_values.map(json.dumps), st.text(max_size=40)), max_size=5
+    ),
+    image=st.one_of(st.none(), st.binary(max_size=300), st.just(b"png")),
+)
 def test_form_fields(client, fields, image):
     files = None if image is None else {"image": ("q.png", client.png if image == b"png" else image, "image/png")}
     _ok(client.post("/search", data=fields, files=files))
 
 
 @FUZZ
-@given(path=st.text(max_size=40), size=st.one_of(st.none(), st.integers(-5, 5000), st.text(max_size=5)),
-       extra=st.sampled_from(["/healthz", "/", "/docs", "/openapi.json", "/search"]))
+@given(
+    path=st.text(max_size=40),
+    size=st.one_of(st.none(), st.integers(-5, 5000), st.text(max_size=5)),
+    extra=st.sampled_from(["/healthz", "/", "/docs", "/openapi.json", "/search"]),
+)
 def test_get_endpoints(client, path, size, extra):
     params = {} if size is None else {"size": size}
     _ok(client.get("/images/" + quote(path, safe="/"), params=params))

@@ -1,4 +1,5 @@
 """SearchIndex: exact search vs brute force, ANN recall, partitions + filters, persistence, streaming build."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -70,8 +71,14 @@ def test_ivf_with_all_cells_probed_is_exact(data):
     np.testing.assert_allclose(scores, ref_scores, rtol=1e-4, atol=1e-2)
 
 
-@pytest.mark.parametrize("kind,extra", [("ivf_flat", {"nlist": 32, "nprobe": 8}), ("hnsw", {"hnsw_m": 16, "ef_search": 64}),
-                                        ("ivf_pq", {"nlist": 8, "nprobe": 8, "pq_m": 24, "pq_nbits": 4})])
+@pytest.mark.parametrize(
+    "kind,extra",
+    [
+        ("ivf_flat", {"nlist": 32, "nprobe": 8}),
+        ("hnsw", {"hnsw_m": 16, "ef_search": 64}),
+        ("ivf_pq", {"nlist": 8, "nprobe": 8, "pq_m": 24, "pq_nbits": 4}),
+    ],
+)
 def test_approximate_indexes_have_high_recall(data, kind, extra):
     x, meta, q = data
     index = SearchIndex.build(x, cfg={"kind": kind, **extra}, meta=meta)
@@ -109,7 +116,9 @@ def test_filters_return_only_matching_rows_and_match_brute_force(data):
 
 def test_partitioned_ivf_skips_partitions_and_filters_inside(data):
     x, meta, q = data
-    index = SearchIndex.build(x, cfg={"kind": "ivf_flat", "nlist": 4, "nprobe": 4, "partition_by": ["product"]}, meta=meta)
+    index = SearchIndex.build(
+        x, cfg={"kind": "ivf_flat", "nlist": 4, "nprobe": 4, "partition_by": ["product"]}, meta=meta
+    )
     assert sorted(p.key["product"] for p in index.partitions) == ["L8", "S1", "S2"]
     assert all(p.kind == "ivf_flat" for p in index.partitions)
     ids, scores = index.search(q, 5, filters={"product": "S2", "cloud": {"gt": 0.9}})
@@ -205,7 +214,9 @@ def _write_embeddings(folder, x, meta, shards=3):
     folder.mkdir(parents=True, exist_ok=True)
     bounds = np.linspace(0, len(x), shards + 1).astype(int)
     for s in range(shards):
-        part = meta.slice(bounds[s], bounds[s + 1] - bounds[s]).append_column("embedding", embeddings_to_arrow(x[bounds[s] : bounds[s + 1]]))
+        part = meta.slice(bounds[s], bounds[s + 1] - bounds[s]).append_column(
+            "embedding", embeddings_to_arrow(x[bounds[s] : bounds[s + 1]])
+        )
         pq.write_table(part, folder / f"part-{s:05d}.parquet")
 
 
@@ -231,7 +242,9 @@ def test_build_rejects_bad_input(data):
     with pytest.raises(ValueError, match="unknown index config"):
         IndexConfig.from_dict({"nprob": 3})
     with pytest.raises(ValueError, match="divide"):
-        SearchIndex.build(np.resize(x, (20000, 24)), ids=[str(i) for i in range(20000)], cfg={"kind": "ivf_pq", "pq_m": 5})
+        SearchIndex.build(
+            np.resize(x, (20000, 24)), ids=[str(i) for i in range(20000)], cfg={"kind": "ivf_pq", "pq_m": 5}
+        )
     index = SearchIndex.build(x[:10], ids=[str(i) for i in range(10)])
     with pytest.raises(ValueError, match="shape"):
         index.search(np.zeros((1, 3)), 2)

@@ -1,5 +1,6 @@
 """The search server's bounds: tiles, query pixels, body size, JSON depth, worker pool, time limit,
 client disconnect, Host allowlist, token beyond loopback, no server paths, offline /docs."""
+
 from __future__ import annotations
 
 import io
@@ -45,7 +46,12 @@ class StubService:
             if cancelled():
                 self.cancelled_seen.set()
                 raise RuntimeError("stopped")
-        return {"results": [{"rank": 0, "id": "a", "score": 1.0, "uri": "/srv/secret/a.png"}], "k": 1, "took_ms": 0.0, "query": {}}
+        return {
+            "results": [{"rank": 0, "id": "a", "score": 1.0, "uri": "/srv/secret/a.png"}],
+            "k": 1,
+            "took_ms": 0.0,
+            "query": {},
+        }
 
     def check_query(self, **_):
         return 0
@@ -125,7 +131,9 @@ def test_work_pool_admits_workers_plus_queue_and_runs_cheap_jobs_first():
 
 def test_request_time_limit_stops_the_query():
     service = StubService()
-    with TestClient(create_app(service, ServeSettings.defaults(request_timeout_s=0.3)), base_url="http://127.0.0.1") as c:
+    with TestClient(
+        create_app(service, ServeSettings.defaults(request_timeout_s=0.3)), base_url="http://127.0.0.1"
+    ) as c:
         r = c.post("/search", json={"id": "a"})
     assert r.status_code == 503 and "request_timeout_s" in r.json()["detail"]
     assert service.cancelled_seen.wait(5)
@@ -135,7 +143,11 @@ def test_client_disconnect_abandons_the_query():
     import uvicorn
 
     service = StubService()
-    server = uvicorn.Server(uvicorn.Config(create_app(service, ServeSettings.defaults()), host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(service, ServeSettings.defaults()), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -144,8 +156,11 @@ def test_client_disconnect_abandons_the_query():
     try:
         body = b'{"id": "a"}'
         with socket.create_connection(("127.0.0.1", port)) as s:
-            s.sendall(b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            s.sendall(
+                b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
             assert service.started.wait(5)
         assert service.cancelled_seen.wait(5)  # well before request_timeout_s
     finally:
@@ -160,7 +175,10 @@ def test_host_header_allowlist(image_service):
         assert r.status_code == 421 and "allowed_hosts" in r.json()["detail"]
         assert c.get("/healthz", headers={"host": "localhost:8000"}).status_code == 200
         assert c.get("/healthz", headers={"host": "[::1]:8000"}).status_code == 200
-    with TestClient(create_app(image_service, ServeSettings.defaults(allowed_hosts=["search.example.org"])), base_url="http://search.example.org") as c:
+    with TestClient(
+        create_app(image_service, ServeSettings.defaults(allowed_hosts=["search.example.org"])),
+        base_url="http://search.example.org",
+    ) as c:
         assert c.get("/healthz").status_code == 200
 
 
@@ -185,7 +203,9 @@ def test_hits_carry_ids_not_server_paths(image_service):
     with _client(image_service) as c:
         hits = c.post("/search", json={"id": ID, "k": 3}).json()["results"]
         assert hits and all("uri" not in h for h in hits)
-        assert "/" not in json.dumps(hits).replace(ID, "").replace("forest/", "").replace("river/", "").replace("field/", "")
+        assert "/" not in json.dumps(hits).replace(ID, "").replace("forest/", "").replace("river/", "").replace(
+            "field/", ""
+        )
     with _client(image_service, expose_uri=True) as c:
         assert all(h["uri"].startswith("/") for h in c.post("/search", json={"id": ID, "k": 3}).json()["results"])
 

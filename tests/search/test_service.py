@@ -1,4 +1,5 @@
 """Tile grids, bucket voting and the query service (image / id / vector, tiles, thumbnails)."""
+
 from __future__ import annotations
 
 import io
@@ -64,7 +65,11 @@ def test_query_by_image_id_and_vector_agree(image_service):
     by_vector = service.search(vector=vector.tolist(), k=5)
     assert by_image["results"][0]["id"] == "forest/im007.png"
     assert by_image["results"][0]["score"] == pytest.approx(1.0, abs=1e-5)
-    assert [r["id"] for r in by_id["results"]] == [r["id"] for r in by_image["results"]] == [r["id"] for r in by_vector["results"]]
+    assert (
+        [r["id"] for r in by_id["results"]]
+        == [r["id"] for r in by_image["results"]]
+        == [r["id"] for r in by_vector["results"]]
+    )
     assert {"rank", "id", "score", "uri", "label", "date"} <= set(by_id["results"][0])
 
 

@@ -1,5 +1,6 @@
 """Ray Train end to end on real AID images: 2 CPU workers (gloo, DDP, NT-Xent gathered across
 workers), checkpoint every epoch, resume from the latest checkpoint, embed stage on the result."""
+
 from __future__ import annotations
 
 import json
@@ -18,12 +19,25 @@ def _config(tmp_path, method: str, epochs: int) -> dict:
     from tests.conftest import REPO
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("pretrain", overrides=[
-            f"ssl={method}", "ssl/augment=satellite", "ssl.image_size=32", "ssl.backbone.width=8",
-            "ssl.backbone.blocks_per_stage=1", "ssl.head.hidden_dim=32", "ssl.head.output_dim=16",
-            f"train.epochs={epochs}", "train.batch_size=8", "train.num_workers=2", "train.cpus_per_worker=0.5",
-            "train.max_steps_per_epoch=2", "train.warmup_epochs=0", f"run_dir={tmp_path / 'run'}",
-        ])
+        cfg = compose(
+            "pretrain",
+            overrides=[
+                f"ssl={method}",
+                "ssl/augment=satellite",
+                "ssl.image_size=32",
+                "ssl.backbone.width=8",
+                "ssl.backbone.blocks_per_stage=1",
+                "ssl.head.hidden_dim=32",
+                "ssl.head.output_dim=16",
+                f"train.epochs={epochs}",
+                "train.batch_size=8",
+                "train.num_workers=2",
+                "train.cpus_per_worker=0.5",
+                "train.max_steps_per_epoch=2",
+                "train.warmup_epochs=0",
+                f"run_dir={tmp_path / 'run'}",
+            ],
+        )
     return {"ssl": to_dict(cfg.ssl), "train": to_dict(cfg.train), "seed": 0, "run_dir": str(tmp_path / "run")}
 
 
@@ -67,7 +81,9 @@ def test_two_workers_train_checkpoint_resume_and_embed(ray_session, datasets_dir
 
     module, dim, meta = load_backbone(second["checkpoint"])
     assert (dim, meta["image_size"], meta["method"], meta["epoch"]) == (64, 32, "simclr", 2)
-    stage = EmbedStage({"backbone": "ssl", "checkpoint": second["checkpoint"], "l2_normalize": False, "pixel_hash": False})
+    stage = EmbedStage(
+        {"backbone": "ssl", "checkpoint": second["checkpoint"], "l2_normalize": False, "pixel_hash": False}
+    )
     rows = next(iter_images(input_cfg)).slice(0, 4)
     out = stage(rows)
     x = arrow_to_embeddings(out.column("embedding"))

@@ -1,5 +1,6 @@
 """Unit tests of the SSL building blocks: schedule, backbones, losses vs references, training
 steps, augmentation collate and checkpoint round trip (no Ray)."""
+
 from __future__ import annotations
 
 import io
@@ -16,10 +17,18 @@ from pipeline.ssl.train import build_model, checkpoint_meta, train_step
 from pipeline.ssl.transforms import TwoViewCollate, batch_seed
 
 SSL = {
-    "simclr": {"method": "simclr", "image_size": 32, "backbone": {"name": "small_cnn", "width": 8, "blocks_per_stage": 1},
-               "head": {"hidden_dim": 32, "output_dim": 16, "temperature": 0.5}},
-    "simsiam": {"method": "simsiam", "image_size": 32, "backbone": {"name": "small_cnn", "width": 8, "blocks_per_stage": 1},
-                "head": {"hidden_dim": 32, "output_dim": 16, "prediction_hidden_dim": 8}},
+    "simclr": {
+        "method": "simclr",
+        "image_size": 32,
+        "backbone": {"name": "small_cnn", "width": 8, "blocks_per_stage": 1},
+        "head": {"hidden_dim": 32, "output_dim": 16, "temperature": 0.5},
+    },
+    "simsiam": {
+        "method": "simsiam",
+        "image_size": 32,
+        "backbone": {"name": "small_cnn", "width": 8, "blocks_per_stage": 1},
+        "head": {"hidden_dim": 32, "output_dim": 16, "prediction_hidden_dim": 8},
+    },
 }
 
 
@@ -31,7 +40,7 @@ def test_warmup_cosine_matches_formula():
     assert lrs[warm] == pytest.approx(peak)
     t = 55
     assert lrs[t] == pytest.approx(0.5 * peak * (1 + math.cos(math.pi * (t - warm) / (total - warm))))
-    assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1:]))
+    assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1 :]))
     assert scaled_lr(0.3, 512) == pytest.approx(0.6)
     with pytest.raises(ValueError):
         warmup_cosine(0, 0, 0, 1.0)
@@ -139,10 +148,19 @@ def _jpeg(color: tuple[int, int, int], size: int = 48) -> bytes:
 
 
 def test_two_view_collate_is_seeded_and_replaces_bad_images():
-    augment = {"kind": "simclr", "min_scale": 0.2, "random_gray_scale": 0.0, "gaussian_blur": 0.0,
-               "vf_prob": 0.5, "rr_prob": 0.5, "rr_degrees": None}
-    batch = {"id": np.array(["a", "b", "c"], dtype=object),
-             "image": np.array([_jpeg((255, 0, 0)), b"not an image", _jpeg((0, 0, 255))], dtype=object)}
+    augment = {
+        "kind": "simclr",
+        "min_scale": 0.2,
+        "random_gray_scale": 0.0,
+        "gaussian_blur": 0.0,
+        "vf_prob": 0.5,
+        "rr_prob": 0.5,
+        "rr_degrees": None,
+    }
+    batch = {
+        "id": np.array(["a", "b", "c"], dtype=object),
+        "image": np.array([_jpeg((255, 0, 0)), b"not an image", _jpeg((0, 0, 255))], dtype=object),
+    }
     collate = TwoViewCollate(augment, 24, mean=[0.5] * 3, std=[0.5] * 3, seed=1, epoch=0)
     v0, v1 = collate(batch)
     assert v0.shape == v1.shape == (3, 3, 24, 24) and collate.rejected == 1
