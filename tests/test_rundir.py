@@ -139,3 +139,18 @@ def test_no_artifact_path_is_spelled_outside_the_run_directory_modules():
                     ):
                         offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {arg.value!r}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_run_synced_through_object_storage_resumes_without_recomputing():
+    """fsspec run directories (memory:// here, s3:// in production): a synced copy skips its steps."""
+    import fsspec
+
+    first = RunDir("memory://bucket/runs/a")
+    _step(first, "embed", {"checkpoint": first.path("pretrain", "checkpoint")}, {INPUT: "A"})
+    _step(first, "cluster", {"k": 4}, [EMBEDDINGS])
+    fs = fsspec.filesystem("memory")
+    fs.copy("/bucket/runs/a", "/bucket/synced/b", recursive=True)
+    copy = RunDir("memory://bucket/synced/b")
+    assert not _step(copy, "embed", {"checkpoint": copy.path("pretrain", "checkpoint")}, {INPUT: "A"})
+    assert not _step(copy, "cluster", {"k": 4}, [EMBEDDINGS])
+    assert _step(copy, "cluster", {"k": 5}, [EMBEDDINGS])

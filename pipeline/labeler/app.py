@@ -30,7 +30,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Form, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -63,10 +63,10 @@ _SECURITY_HEADERS = {
 class LabelerSettings:
     """What the app serves: how long leases last, how large images are, who may enter."""
 
-    lease_seconds: float = 300.0
-    prefetch: int = 4
-    thumbnail_max_side: int = 768
-    cache_items: int = 512
+    lease_seconds: float = field(default_factory=lambda: _yaml("lease_seconds"))
+    prefetch: int = field(default_factory=lambda: _yaml("prefetch"))
+    thumbnail_max_side: int = field(default_factory=lambda: _yaml("thumbnail_max_side"))
+    cache_items: int = field(default_factory=lambda: _yaml("cache_items"))
     token: str | None = None
     title: str = "Strata swipe labeler"
     host: str = "127.0.0.1"  # the bind address (set by server.serve): decides the Host check
@@ -233,10 +233,8 @@ def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> Fa
         ids = store.lease(body.annotator, body.n, settings.lease_seconds, max_held=settings.max_leased)
         return {"items": [{"id": i} for i in ids], "progress": store.progress().as_dict()}
 
-    @app.post("/api/label")
-    def label(body: LabelBody, request: Request) -> dict:
-        own(request, body.annotator)
-        event, duplicate = store.label(body.id, body.label, body.annotator, body.request_id)
+    def labeled(event: Any, duplicate: bool) -> dict:
+        """The answer to a label or an undo: the event and the store's progress."""
         return {
             "seq": event.seq,
             "id": event.id,
@@ -245,20 +243,18 @@ def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> Fa
             "progress": store.progress().as_dict(),
         }
 
+    @app.post("/api/label")
+    def label(body: LabelBody, request: Request) -> dict:
+        own(request, body.annotator)
+        return labeled(*store.label(body.id, body.label, body.annotator, body.request_id))
+
     @app.post("/api/undo")
     def undo(body: UndoBody, request: Request) -> dict:
         own(request, body.annotator)
         result = store.undo(body.annotator, body.request_id, settings.lease_seconds)
         if result is None:
             raise LabelError("nothing to undo", status=404)
-        event, duplicate = result
-        return {
-            "seq": event.seq,
-            "id": event.id,
-            "label": event.label,
-            "duplicate": duplicate,
-            "progress": store.progress().as_dict(),
-        }
+        return labeled(*result)
 
     @app.post("/api/release")
     def release(body: ReleaseBody, request: Request) -> dict:

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.config import load_group, schema
 from pipeline.io.tables import write_parquet_atomic
 from pipeline.rundir import INPUT, RunDir, input_fingerprint
 from pipeline.satellite.catalogue import Layer
@@ -37,27 +38,31 @@ from pipeline.satellite.tiling import cut_tiles, tile_windows
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@schema("download", key="tiles")
 class TileSpec:
-    """Training tiles: size, overlap, boundary policy (drop/pad/shift), encoding."""
+    """Training tiles: size, overlap, boundary policy (drop/pad/shift), encoding (``conf/download.yaml`` ``tiles``)."""
 
-    width: int = 256
-    height: int = 256
-    overlap: int = 0
-    boundary: str = "shift"
-    format: str = "png"
-    quality: int = 95
-    pad_value: int = 0
+    width: int
+    height: int
+    overlap: int
+    boundary: str
+    format: str
+    quality: int
+    pad_value: int
+
+
+def _download_defaults(key: str) -> dict[str, Any]:
+    values = load_group("download")[key]
+    return {k: v for k, v in values.items() if k != "enabled"}
 
 
 @dataclass
 class Preprocess:
-    """Scene preprocessing in the downloader: gap fill (``None`` disables) and cloud-mask thresholds."""
+    """Scene preprocessing in the downloader: gap fill (``None`` disables) and cloud-mask thresholds
+    (defaults: ``conf/download.yaml`` ``gap_fill`` and ``cloud``)."""
 
-    gap_fill: dict[str, Any] | None = field(
-        default_factory=lambda: {"fill_value": 0, "tolerance": 8, "min_area": 64, "dilate": 1, "method": "linear"}
-    )
-    cloud: dict[str, Any] = field(default_factory=lambda: {"brightness": 0.75, "whiteness": 0.15, "dilate": 2})
+    gap_fill: dict[str, Any] | None = field(default_factory=lambda: _download_defaults("gap_fill"))
+    cloud: dict[str, Any] = field(default_factory=lambda: _download_defaults("cloud"))
 
 
 def scene_requests(layer: Layer, grid: TileGrid, window: PixelWindow, date: str) -> list[TileRequest]:
