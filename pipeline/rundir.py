@@ -140,7 +140,7 @@ class RunDir:
         if self.is_done(step):
             return self.marker(step).get("fingerprint")
         source = EXTERNAL_SOURCES.get(step)
-        if source and self.exists(source) and not self.fs.exists(self._marker(step)):  # never a half-recomputed output
+        if source and self.exists(source) and not self.fs.exists(self._running(step)):  # never a half-recomputed output
             return "external-" + input_fingerprint(self.path(source))
         return None
 
@@ -175,6 +175,10 @@ class RunDir:
     # ---- markers -------------------------------------------------------------------------------
     def _marker(self, step: str) -> str:
         return self.local("_markers", f"{step}.json")
+
+    def _running(self, step: str) -> str:
+        """Written when a step starts (re)computing, removed when it finishes: a crash leaves it."""
+        return self.local("_markers", f"{step}.running")
 
     def is_done(self, step: str, config: Any = None) -> bool:
         """True when ``step``'s marker exists (and, when ``config`` is given, has its fingerprint).
@@ -286,8 +290,9 @@ class Step:
                 return self
             changed = "force=true" if self.force else _what_changed(previous.get("inputs") or {}, self.inputs)
             log.info("%s: recomputing (%s)", self.name, changed)
-        # Until it finishes, the step's outputs are neither done nor adoptable as external inputs.
-        run.write_json(run._marker(self.name), {"step": self.name, "running_since": time.time()}, local=True)
+        # Until it finishes, the step is not done and its outputs are not adoptable as external inputs.
+        run.clear(self.name)
+        run.write_json(run._running(self.name), {"step": self.name, "running_since": time.time()}, local=True)
         log.info("== %s", self.name)
         return self
 
@@ -306,6 +311,7 @@ class Step:
         }
         self.run.update_run_json(timings={self.name: seconds}, counts={self.name: result})
         self.run.write_json(self.run._marker(self.name), payload, local=True)
+        self.run.fs.rm(self.run._running(self.name))
         return False
 
     def sub_fingerprint(self, **config: Any) -> dict:

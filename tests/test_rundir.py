@@ -154,3 +154,17 @@ def test_run_synced_through_object_storage_resumes_without_recomputing():
     assert not _step(copy, "embed", {"checkpoint": copy.path("pretrain", "checkpoint")}, {INPUT: "A"})
     assert not _step(copy, "cluster", {"k": 4}, [EMBEDDINGS])
     assert _step(copy, "cluster", {"k": 5}, [EMBEDDINGS])
+
+
+def test_embeddings_from_elsewhere_are_an_input_until_a_recompute_crashes(tmp_path):
+    run = RunDir(str(tmp_path))
+    (tmp_path / "embeddings").mkdir()
+    (tmp_path / "embeddings" / "part-00000.parquet").write_bytes(b"x")
+    assert run.has(EMBEDDINGS) and run.input_fingerprints([EMBEDDINGS])["embed"].startswith("external-")
+    with pytest.raises(RuntimeError):
+        with run.step("embed", {}, {INPUT: "A"}):
+            raise RuntimeError("crash while rewriting embeddings/")
+    assert not run.has(EMBEDDINGS)  # half-rewritten outputs are never served
+    with run.step("embed", {}, {INPUT: "A"}) as step:
+        step.result = {"kept": 1}
+    assert run.is_done("embed") and not (tmp_path / "_markers" / "embed.running").exists()

@@ -93,7 +93,7 @@ def test_dedup_then_coreset(run):
     # independent reference: max over kept rows of the L2 distance to the nearest selected row;
     # per_cluster reports a bound (each row's distance to its own cluster's picks), so at least that
     assert brute_force_radius(x[keep_rows], picked) <= out["covering_radius"] * (1 + 1e-5)
-    assert run.read_json("run.json")["coreset"]["covering_radius"] == out["covering_radius"]
+    assert run.read_json("run.json")["counts"]["coreset"]["covering_radius"] == out["covering_radius"]
     exact_out = run_coreset(run, {"method": "exact", "fraction": 0.1, "seed": 0})
     manifest = pq.read_table(run.path("coreset", "manifest.parquet"))
     assert manifest.column("coreset_rank").to_pylist() == list(range(manifest.num_rows))
