@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 RUN_ROOT = "<run_dir>"
 INPUT = "input"  # input-fingerprint key of the input collection's listing (not a step)
-_BOOKKEEPING = ("step", "fingerprint", "inputs", "finished_at", "seconds")
+_BOOKKEEPING = ("step", "fingerprint", "inputs", "finished_at", "step_seconds")
 
 
 def fingerprint(obj: Any, root: str | None = None) -> str:
@@ -306,7 +306,7 @@ class Step:
             "fingerprint": self.fingerprint,
             "inputs": self.inputs,
             "finished_at": time.time(),
-            "seconds": seconds,
+            "step_seconds": seconds,
             **result,
         }
         self.run.update_run_json(timings={self.name: seconds}, counts={self.name: result})

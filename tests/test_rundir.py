@@ -28,7 +28,7 @@ def test_step_skips_on_same_config_and_reruns_on_change_or_force(tmp_path):
     assert _step(run, "embed", {"a": 2}, {INPUT: "y"})  # input changed
     assert _step(run, "embed", {"a": 2}, {INPUT: "y"}, force=True)
     marker = run.marker("embed")
-    assert marker["n"] == 1 and marker["inputs"] == {INPUT: "y"} and "seconds" in marker
+    assert marker["n"] == 1 and marker["inputs"] == {INPUT: "y"} and "step_seconds" in marker
     assert json.loads((tmp_path / "r" / "run.json").read_text())["counts"]["embed"] == {"n": 1}
 
 

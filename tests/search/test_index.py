@@ -261,12 +261,13 @@ def test_build_run_index_marker_and_resume(tmp_path, data):
     assert first["n"] == 500 and run.is_done("index")
     loaded = SearchIndex.load(run.path("index"))
     assert loaded.info["embed"] == {"backbone": "efficientnet_lite0"}
-    again = build_run_index(run, {"kind": "flat"})
-    assert again["finished_at"] == first["finished_at"]  # skipped
+    built_at = run.marker("index")["finished_at"]
+    assert build_run_index(run, {"kind": "flat"}) == first and run.marker("index")["finished_at"] == built_at  # skipped
     rebuilt = build_run_index(run, {"kind": "hnsw"})
-    assert rebuilt["finished_at"] > first["finished_at"] and rebuilt["kinds"] == ["hnsw"]
-    forced = build_run_index(run, {"kind": "hnsw"}, force=True)
-    assert forced["finished_at"] > rebuilt["finished_at"]
+    assert run.marker("index")["finished_at"] > built_at and rebuilt["kinds"] == ["hnsw"]
+    rebuilt_at = run.marker("index")["finished_at"]
+    build_run_index(run, {"kind": "hnsw"}, force=True)
+    assert run.marker("index")["finished_at"] > rebuilt_at
 
 
 @settings(max_examples=25, deadline=None)
