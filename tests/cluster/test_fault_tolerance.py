@@ -168,6 +168,6 @@ def test_killed_driver_resumes_from_the_last_finished_step(ray_head, subset, ref
     )
     output = rerun.stdout + rerun.stderr
     assert rerun.returncode == 0, output[-3000:]
-    assert "embed: already done" in output
+    assert "embed: finished before with the same config and inputs; skipping" in output
     assert embed_marker.stat().st_mtime_ns == embedded_at
     _assert_same_result(run_dir, reference)
