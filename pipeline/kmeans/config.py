@@ -11,6 +11,33 @@ from pipeline.config import check_keys, load_group, schema
 METRICS = ("l2", "cosine")
 STRATEGIES = ("closest", "random")
 INITS = ("kmeans++", "random")
+AUTO = "auto"
+# Level-1 points per cluster: 5 up to 10,000 points (BENCHMARKS.md, "Balance on AID": pool/5 met
+# the long-tail and redundancy targets where pool/15 missed), then growing as n^0.24 so that
+# Vo et al.'s 743M-image run gets their ~74 points per cluster (10M level-1 clusters).
+AUTO_POINTS_PER_CLUSTER = 5
+AUTO_SMALL_POOL = 10_000
+AUTO_GROWTH = 0.24
+AUTO_LEVEL_RATIO = 5  # each upper level has 1/5 the clusters of the one below (measured: k2 = k1/5)
+AUTO_LEVELS = ((1_000_000, 2), (100_000_000, 3))  # (pool below, levels); 4 levels above
+NOMINAL_POOL = 10_000  # pool size used to check an ``auto`` config before the data is known
+
+
+def auto_n_clusters(n_points: int) -> list[int]:
+    """Per-level cluster counts for a pool of ``n_points`` (``kmeans.n_clusters: auto``).
+
+    Level 1 gets ``n / p`` clusters with ``p = 5`` points per cluster up to 10,000 points and
+    ``p = 5 (n / 10^4)^0.24`` above (1M points: ~66,000 clusters of ~15); every upper level 1/5 of
+    the one below; 2 levels below 1M points, 3 below 100M, 4 above. Levels that would have fewer
+    than 2 clusters are dropped (at least one level is kept).
+    """
+    n = max(int(n_points), 1)
+    p = AUTO_POINTS_PER_CLUSTER * max(1.0, n / AUTO_SMALL_POOL) ** AUTO_GROWTH
+    n_levels = next((lv for below, lv in AUTO_LEVELS if n < below), 4)
+    ks = [max(1, round(n / p))]
+    while len(ks) < n_levels and ks[-1] // AUTO_LEVEL_RATIO >= 2:
+        ks.append(ks[-1] // AUTO_LEVEL_RATIO)
+    return ks
 
 
 @dataclass(frozen=True)
@@ -58,12 +85,22 @@ class KMeansConfig:
     seed: int = 0  # the job's seed (set by the job, not by this group)
 
     @classmethod
-    def from_dict(cls, cfg: dict[str, Any], seed: int | None = None) -> KMeansConfig:
-        """Build from a config dict whose per-level keys are lists (scalars are broadcast)."""
+    def from_dict(cls, cfg: dict[str, Any], seed: int | None = None, n_points: int | None = None) -> KMeansConfig:
+        """Build from a config dict whose per-level keys are lists (scalars are broadcast).
+
+        ``n_clusters: auto`` is resolved by :func:`auto_n_clusters` for ``n_points`` (a nominal
+        10,000 when unknown, to check the rest of the config); its per-level lists are then cut to
+        the number of levels chosen or extended with their last entry.
+        """
         cfg = dict(cfg)
         if "n_clusters" not in cfg:
             raise ValueError("kmeans config needs n_clusters (one entry per level)")
         check_keys(cfg, {f.name for f in fields(cls)} - {"levels"}, "kmeans")
+        auto = cfg["n_clusters"] == AUTO
+        if auto:
+            cfg["n_clusters"] = auto_n_clusters(NOMINAL_POOL if n_points is None else n_points)
+        elif isinstance(cfg["n_clusters"], str):
+            raise ValueError(f"kmeans.n_clusters must be {AUTO!r} or a list of integers, got {cfg['n_clusters']!r}")
         n_levels = len(cfg["n_clusters"]) if isinstance(cfg["n_clusters"], Sequence) else 1
         defaults = load_group("kmeans/default")
         per_level: dict[str, list] = {}
@@ -73,6 +110,8 @@ class KMeansConfig:
             else:
                 value = defaults[key] if len(defaults[key]) == n_levels else defaults[key][0]
             values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value] * n_levels
+            if auto and values:
+                values = (values + values[-1:] * n_levels)[:n_levels]
             if len(values) != n_levels:
                 raise ValueError(f"kmeans.{key} has {len(values)} entries, expected one per level ({n_levels})")
             per_level[key] = values

@@ -25,6 +25,7 @@ from typing import Any
 
 import fsspec
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.artifacts import (
@@ -32,18 +33,22 @@ from pipeline.artifacts import (
     EMBEDDINGS,
     clear_cluster_points,
     cluster_points_part,
+    duplicate_ids,
     embedding_files,
     load_step,
     save_step,
     write_clusters_json,
 )
 from pipeline.kmeans.algorithm import LocalGroup, RayGroup, ShardLost
+from pipeline.kmeans.config import AUTO, auto_n_clusters
 from pipeline.kmeans.hierarchical import KMeansConfig, fit_level, gather_level
 from pipeline.kmeans.shard import Shard, ShardSource
 from pipeline.progress import Progress
 from pipeline.rundir import RunDir, Step
 
 log = logging.getLogger(__name__)
+
+MIN_POINTS_PER_CLUSTER = 3
 
 
 def _step_name(level: int, step: int) -> str:
@@ -122,15 +127,70 @@ def run_cluster(
     Level 1 runs on Ray actors holding contiguous shards read by the actors themselves; upper
     levels cluster the (small) centroid sets in-process. Returns counts and timings.
     """
-    kc = KMeansConfig.from_dict(dict(cfg), seed=seed)
     if drop_duplicates is None:
         drop_duplicates = run.is_current(DUPLICATES)
+    files = embedding_files(run)
+    n_points = sum(row_counts(files)) - (len(duplicate_ids(run)) if drop_duplicates else 0)
+    kc = KMeansConfig.from_dict(dict(cfg), seed=seed, n_points=n_points)
+    if cfg.get("n_clusters") == AUTO:
+        log.info("kmeans.n_clusters=auto: %s clusters per level for %d points", list(kc.n_clusters), n_points)
+    warnings = check_sizes(kc, n_points, embedding_dim(files[0]), _n_actors(kc)) if files and n_points else []
     inputs = [EMBEDDINGS, *([DUPLICATES] if drop_duplicates else [])]
     with run.step("cluster", kc.algorithm_fingerprint(len(kc.levels)), inputs, force=force) as step:
         if step.skipped:
             return {**step.result, "skipped": True}
-        step.result = _fit_levels(run, kc, step, drop_duplicates)
+        auto = cfg.get("n_clusters") == AUTO
+        step.result = {**_fit_levels(run, kc, step, drop_duplicates), "n_clusters_auto": auto, "warnings": warnings}
     return step.result
+
+
+def embedding_dim(path: str) -> int:
+    """Width of the ``embedding`` column of one embeddings file (schema, else its first row)."""
+    with fsspec.open(path, "rb") as fh:
+        pf = pq.ParquetFile(fh)
+        field = pf.schema_arrow.field("embedding")
+        if pa.types.is_fixed_size_list(field.type):
+            return int(field.type.list_size)
+        first = next(pf.iter_batches(batch_size=1, columns=["embedding"]), None)
+        return 0 if first is None or not first.num_rows else len(first.column(0)[0])
+
+
+def check_sizes(kc: KMeansConfig, n_points: int, dim: int, n_actors: int) -> list[str]:
+    """Warn (and return the warnings) when level-1 clusters average fewer than
+    ``MIN_POINTS_PER_CLUSTER`` points, or one actor's rows + centroids exceed its share of memory."""
+    warnings = []
+    k1 = kc.levels[0].n_clusters
+    if n_points / k1 < MIN_POINTS_PER_CLUSTER:
+        warnings.append(
+            f"kmeans level 1: {k1} clusters for {n_points} points ({n_points / k1:.1f} per cluster): "
+            f"clusters this small make balanced sampling close to random; kmeans.n_clusters=auto picks "
+            f"{auto_n_clusters(n_points)}"
+        )
+    need = (n_points / max(n_actors, 1) + k1) * dim * 4 + kc.chunk_mb * 2**20
+    share = _memory_bytes() / max(n_actors, 1)
+    if need > share:
+        warnings.append(
+            f"kmeans level 1: one of {n_actors} actors needs ~{need / 2**30:.1f} GiB (rows + {k1} centroids of "
+            f"{dim} floats) but has ~{share / 2**30:.1f} GiB: use more actors/machines, fewer clusters, or "
+            f"split mode (kmeans.n_splits)"
+        )
+    for w in warnings:
+        log.warning(w)
+    return warnings
+
+
+def _memory_bytes() -> float:
+    """Memory Ray may schedule (the whole cluster), else this machine's physical memory."""
+    import os
+
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return float(ray.cluster_resources().get("memory", 0)) or float("inf")
+    except ImportError:
+        pass
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def _fit_levels(run: RunDir, kc: KMeansConfig, step: Step, drop_duplicates: bool) -> dict[str, Any]:
