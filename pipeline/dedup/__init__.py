@@ -1,10 +1,15 @@
-"""Near-duplicate removal: exact (decoded-pixel hash) and semantic (cosine >= 1 - eps in k-means clusters).
+"""Duplicate removal: exact (decoded-pixel hash), near-duplicate copies (D4 pHash + crop registration,
+threshold calibrated per collection) and, optionally, semantic redundancy (cosine >= 1 - eps in
+k-means clusters).
 
 Public API:
 
-- :func:`pixel_hash`, :class:`PixelHashStage` (hashing.py): content hash, usable inside the embed pipeline;
-- :func:`exact_duplicates`, :func:`semantic_duplicates`, :func:`leader_groups`, :func:`keep_priority`
-  (semantic.py): pure functions on arrays;
+- :func:`pixel_hash`, :class:`PixelHashStage`, :func:`image_signatures` (hashing.py): per-image keys;
+- :func:`d4_phash`, :func:`grey_grid` (perceptual.py): the D4-invariant perceptual hash;
+- :func:`candidate_pairs`, :func:`copy_distances` (copies.py): copy candidates and their distances;
+- :func:`synthetic_copy`, :func:`choose_threshold` (calibration.py): per-collection threshold;
+- :func:`exact_duplicates`, :func:`semantic_duplicates`, :func:`leader_groups`, :func:`leaders_from_pairs`,
+  :func:`keep_priority` (semantic.py): pure functions on arrays;
 - :func:`find_duplicates`, :func:`run_dedup` (run.py): the ``strata dedup`` step on a run directory.
 """
 
@@ -14,12 +19,23 @@ _EXPORTS = {
     "dedup_config": "config",
     "PIXEL_HASH": "hashing",
     "PixelHashStage": "hashing",
+    "Signatures": "hashing",
+    "image_signatures": "hashing",
     "pixel_hash": "hashing",
+    "d4_phash": "perceptual",
+    "grey_grid": "perceptual",
+    "candidate_pairs": "copies",
+    "copy_distances": "copies",
+    "choose_threshold": "calibration",
+    "synthetic_copy": "calibration",
+    "Duplicates": "run",
+    "KINDS": "run",
     "find_duplicates": "run",
     "run_dedup": "run",
     "exact_duplicates": "semantic",
     "keep_priority": "semantic",
     "leader_groups": "semantic",
+    "leaders_from_pairs": "semantic",
     "semantic_duplicates": "semantic",
 }
 __all__ = list(_EXPORTS)

@@ -6,7 +6,7 @@ from typing import Any
 
 from pipeline.config import with_defaults
 
-KEEP_RULES = ("centroid", "first", "random")
+KEEP_RULES = ("largest", "centroid", "first", "random")
 
 
 def dedup_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -17,4 +17,13 @@ def dedup_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"dedup.keep must be one of {KEEP_RULES}, got {c['keep']!r}")
     if not 0 <= float(c["eps"]) <= 2:
         raise ValueError(f"dedup.eps must be a cosine distance in [0, 2], got {c['eps']}")
+    cp = c["copies"]
+    if cp["threshold"] is not None and not 0 <= int(cp["threshold"]) <= 64:
+        raise ValueError(f"dedup.copies.threshold must be null or bits in [0, 64], got {cp['threshold']}")
+    if not 0 <= int(cp["min_threshold"]) <= int(cp["max_threshold"]) <= 64:
+        raise ValueError(
+            f"dedup.copies needs 0 <= min_threshold <= max_threshold <= 64, got {cp['min_threshold']}, {cp['max_threshold']}"
+        )
+    if not 0 <= float(cp["max_false_match"]) <= 1:
+        raise ValueError(f"dedup.copies.max_false_match must be a share in [0, 1], got {cp['max_false_match']}")
     return c

@@ -1,16 +1,23 @@
-"""Exact duplicates: a content hash of the decoded pixels, so re-containered copies (same pixels,
-other bytes: PNG vs lossless re-save, stripped metadata) match, and byte-identical files match."""
+"""What dedup computes from the decoded pixels, in one decode per image.
+
+Exact duplicates: a content hash of the decoded pixels, so re-containered copies (same pixels,
+other bytes: PNG vs lossless re-save, stripped metadata) match, and byte-identical files match.
+Near-duplicates: the grey grid pHash works on (:mod:`pipeline.dedup.perceptual`) and the pixel
+count (``keep: largest``)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.dedup.perceptual import GRID, grey_grid
 from pipeline.io.images import RejectedImage, decode_rgb, pixel_digest
 from pipeline.stage import Stage
 
@@ -69,3 +76,42 @@ class PixelHashStage(Stage):
         else:
             raise KeyError(f"stage {self.name!r} needs an 'image' or 'uri' column; got {batch.column_names}")
         return batch.append_column(PIXEL_HASH, pa.array([pixel_hash(d) for d in data], pa.string()))
+
+
+@dataclass
+class Signatures:
+    """Per image: ``digests`` (pixel hash, None if undecodable), ``grids`` (N, GRID, GRID) uint8 grey
+    grids and ``pixels`` (N,) int64 width x height (0 if undecodable)."""
+
+    digests: list[str | None]
+    grids: np.ndarray
+    pixels: np.ndarray
+
+
+def image_signatures(data: Sequence[bytes | None]) -> Signatures:
+    """Decode each image once and take its pixel hash, grey grid and pixel count."""
+    digests: list[str | None] = []
+    grids = np.zeros((len(data), GRID, GRID), dtype=np.uint8)
+    pixels = np.zeros(len(data), dtype=np.int64)
+    for r, blob in enumerate(data):
+        try:
+            img = decode_rgb(blob)
+        except RejectedImage:
+            digests.append(None)
+            continue
+        digests.append(pixel_digest(img))
+        grids[r] = grey_grid(img)
+        pixels[r] = img.width * img.height
+    return Signatures(digests, grids, pixels)
+
+
+def uri_signatures(uris: Sequence[str], *, chunk: int = 4096) -> Signatures:
+    """:func:`image_signatures` of the images at ``uris``, loaded ``chunk`` at a time."""
+    parts = [image_signatures(load_images(uris[a : a + chunk])) for a in range(0, len(uris), chunk)]
+    if not parts:
+        return image_signatures([])
+    return Signatures(
+        [d for p in parts for d in p.digests],
+        np.concatenate([p.grids for p in parts]),
+        np.concatenate([p.pixels for p in parts]),
+    )

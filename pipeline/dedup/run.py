@@ -1,8 +1,16 @@
-"""``strata dedup``: exact + semantic near-duplicate removal over a run's embeddings.
+"""``strata dedup``: exact duplicates, near-duplicates (copies) and, optionally, semantic redundancy.
 
 Reads ``<run>/embeddings``, writes ``<run>/dedup/duplicates.parquet`` (``id``, ``kept_id``,
-``similarity``, ``kind`` in {exact, semantic}) and ``<run>/dedup/kept.parquet`` (``id``): every
-input id is in exactly one of them. ``pipeline.kmeans.run_cluster`` drops the duplicate ids.
+``similarity``, ``kind`` in {exact, near_duplicate, semantic}, ``distance``) and
+``<run>/dedup/kept.parquet`` (``id``): every input id is in exactly one of them, every ``kept_id``
+is kept. ``pipeline.kmeans.run_cluster`` drops the duplicate ids.
+
+- exact: identical decoded pixels (``similarity`` 1, ``distance`` 0);
+- near_duplicate: the same picture re-encoded, resized, cropped, flipped, rotated or colour-shifted
+  (:mod:`pipeline.dedup.copies`): ``distance`` = copy distance in pHash bits, ``similarity`` =
+  1 - distance / 64; the threshold is calibrated on the collection (:mod:`pipeline.dedup.calibration`);
+- semantic (off by default): different photos with alike embeddings (:mod:`pipeline.dedup.semantic`),
+  ``similarity`` = cosine, ``distance`` = 1 - cosine.
 """
 
 from __future__ import annotations
@@ -10,97 +18,208 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
 from pipeline.artifacts import EMBEDDINGS, read_run_embeddings, write_dedup
 from pipeline.dedup.config import dedup_config
-from pipeline.dedup.hashing import PIXEL_HASH, PixelHashStage
-from pipeline.dedup.semantic import exact_duplicates, keep_priority, semantic_duplicates
+from pipeline.dedup.hashing import PIXEL_HASH, Signatures, image_signatures, load_images, uri_signatures
+from pipeline.dedup.semantic import exact_duplicates, keep_priority, leaders_from_pairs, semantic_duplicates
 from pipeline.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-COUNTS = ("input", "kept", "duplicates", "exact", "semantic")
+KINDS = ("kept", "exact", "near_duplicate", "semantic")  # kind codes 0..3
+COUNTS = ("input", "kept", "duplicates", *KINDS[1:])
+
+
+@dataclass
+class Duplicates:
+    """Per row: ``kept_of`` (N,) int64 representative row (itself when kept), ``similarity`` and
+    ``distance`` (N,) float32 to it, ``kind`` (N,) int8 index into :data:`KINDS`; ``calibration``:
+    how the copy threshold was set (None when near_duplicate is off)."""
+
+    kept_of: np.ndarray
+    similarity: np.ndarray
+    distance: np.ndarray
+    kind: np.ndarray
+    calibration: dict | None = field(default=None)
+
+
+def _remove(out: Duplicates, rows: np.ndarray, local_kept: np.ndarray, sim: np.ndarray, dist: np.ndarray, code: int):
+    """Record a stage's removals over the subset ``rows``; rows that pointed at a newly removed row
+    follow it to its keeper (and take its kind), so every representative stays a kept row."""
+    removed = local_kept != np.arange(len(rows))
+    r = rows[removed]
+    out.kept_of[r], out.similarity[r], out.distance[r], out.kind[r] = rows[local_kept[removed]], sim[removed], dist[removed], code  # fmt: skip
+    moved = np.flatnonzero((out.kind > 0) & (out.kind != code) & (out.kind[out.kept_of] == code))
+    keeper = out.kept_of[moved]
+    out.similarity[moved], out.distance[moved], out.kind[moved] = out.similarity[keeper], out.distance[keeper], code
+    out.kept_of[moved] = out.kept_of[keeper]
+
+
+def near_duplicates(
+    sig: Signatures, priority: np.ndarray, cfg: dict, load: Callable[[np.ndarray], Sequence[bytes | None]] | None
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Copies among the rows of ``sig`` (all decodable), grouped greedily in ``priority`` order.
+
+    Args:
+        cfg: ``dedup.copies`` settings.
+        load: encoded bytes of the given rows, for the calibration's synthetic copies (needed when
+            ``cfg["threshold"]`` is None).
+
+    Returns:
+        (kept_of (n,) int64 local row of the representative, distance (n,) int64 to it, calibration).
+    """
+    from pipeline.dedup.calibration import KINDS as COPY_KINDS
+    from pipeline.dedup.calibration import choose_threshold, synthetic_copy
+    from pipeline.dedup.copies import candidate_pairs, copy_distances, nearest_distance
+    from pipeline.dedup.perceptual import d4_phash
+    from pipeline.io.images import decode_rgb
+
+    n = len(sig.grids)
+    fixed = cfg["threshold"]
+    radius = int(cfg["max_threshold"] if fixed is None else fixed)
+    hashes = d4_phash(sig.grids)
+    t0 = time.perf_counter()
+    i, j = candidate_pairs(hashes, sig.grids, radius, int(cfg["neighbours"]))
+    dist = copy_distances(hashes, sig.grids, i, j)
+    calibration: dict = {"candidate_pairs": int(len(i)), "pairs_s": round(time.perf_counter() - t0, 2)}
+    if fixed is not None:
+        calibration.update(threshold=int(fixed), calibrated=False)
+    else:
+        if load is None:
+            raise ValueError("calibrating dedup.copies.threshold needs the images; or set dedup.copies.threshold")
+        rng = np.random.default_rng(int(cfg["seed"]))
+        sample = np.sort(rng.choice(n, size=min(int(cfg["calibration_sample"]), n), replace=False))
+        kinds = np.array([COPY_KINDS[k % len(COPY_KINDS)] for k in range(len(sample))])
+        blobs = [synthetic_copy(decode_rgb(b), k, rng) for b, k in zip(load(sample), kinds)]
+        copies = image_signatures(blobs)
+        grids = np.concatenate([sig.grids, copies.grids])
+        copy_d = copy_distances(
+            np.concatenate([hashes, d4_phash(copies.grids)]), grids, sample, n + np.arange(len(sample))
+        )
+        est = choose_threshold(
+            copy_d,
+            nearest_distance(n, i, j, dist),
+            min_threshold=int(cfg["min_threshold"]),
+            max_threshold=int(cfg["max_threshold"]),
+            max_false_match=float(cfg["max_false_match"]),
+        )
+        by_kind = {k: round(float((copy_d[kinds == k] <= est["threshold"]).mean()), 3) for k in COPY_KINDS}
+        calibration.update(calibrated=True, sample=int(len(sample)), **est, recall_by_kind=by_kind)
+    link = dist <= calibration["threshold"]
+    i, j, d = i[link], j[link], dist[link]
+    # leader grouping runs in priority order: rank r holds row order[r]
+    order = np.argsort(priority, kind="stable")
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    a, b = np.minimum(rank[i], rank[j]), np.maximum(rank[i], rank[j])
+    kept_rank, sim = leaders_from_pairs(n, a, b, -d.astype(np.float32))
+    kept_of = order[kept_rank[rank]]
+    return kept_of, np.where(kept_of == np.arange(n), 0, -sim[rank]).astype(np.int64), calibration
 
 
 def find_duplicates(
-    x: np.ndarray, hashes: list[str | None] | None, cfg: dict
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Exact then semantic duplicates of (N, D) ``x``.
+    x: np.ndarray | None,
+    cfg: dict,
+    *,
+    pixel_hashes: Sequence[str | None] | None = None,
+    signatures: Signatures | None = None,
+    load: Callable[[np.ndarray], Sequence[bytes | None]] | None = None,
+) -> Duplicates:
+    """Exact, then near-duplicate, then (when enabled) semantic duplicates.
 
-    Returns:
-        (kept_of (N,) int64 representative row (itself when kept), similarity (N,) float32,
-         kind (N,) int8: 0 kept, 1 exact, 2 semantic).
+    Args:
+        x: (N, D) embeddings (used by ``semantic`` and ``keep: centroid`` only; may be None otherwise).
+        pixel_hashes: (N,) exact keys; default ``signatures.digests``.
+        signatures: decoded-pixel signatures (:func:`pipeline.dedup.hashing.image_signatures`), needed by
+            near_duplicate and ``keep: largest`` (without them, largest keeps input order).
+        load: encoded bytes of given rows, for the copy calibration.
     """
     c = dedup_config(cfg)
-    n = len(x)
-    kept_of = np.arange(n, dtype=np.int64)
-    similarity = np.ones(n, dtype=np.float32)
-    kind = np.zeros(n, dtype=np.int8)
+    n = len(x) if x is not None else len(signatures.grids) if signatures is not None else len(pixel_hashes or [])
+    out = Duplicates(
+        np.arange(n, dtype=np.int64), np.ones(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.int8)
+    )
     if n == 0:
-        return kept_of, similarity, kind
-    from pipeline.kmeans import kmeans
+        return out
+    assignments = distances = None
+    if c["semantic"] or c["keep"] == "centroid":
+        from pipeline.kmeans import kmeans
 
-    k = c["n_clusters"] or max(1, math.ceil(n / c["points_per_cluster"]))
-    k = min(int(k), n)
-    # kmeans normalises its input in place for the cosine metric: hand it a copy.
-    _, assignments, distances = kmeans(np.array(x, dtype=np.float32), k, c["n_iters"], metric="cosine", seed=c["seed"])
-    priority = keep_priority(n, c["keep"], centroid_distance=distances, seed=c["seed"])
+        k = min(int(c["n_clusters"] or max(1, math.ceil(n / c["points_per_cluster"]))), n)
+        # kmeans normalises its input in place for the cosine metric: hand it a copy.
+        _, assignments, distances = kmeans(np.array(x, np.float32), k, c["n_iters"], metric="cosine", seed=c["seed"])
+    pixels = signatures.pixels if signatures is not None else None
+    priority = keep_priority(n, c["keep"], centroid_distance=distances, pixels=pixels, seed=c["seed"])
+    hashes = pixel_hashes if pixel_hashes is not None else signatures.digests if signatures is not None else None
     if c["exact"] and hashes is not None:
-        dup, kept = exact_duplicates(hashes, priority)
-        kept_of[dup], kind[dup] = kept, 1
+        dup, kept = exact_duplicates(list(hashes), priority)
+        out.kept_of[dup], out.kind[dup] = kept, 1
+    if c["near_duplicate"]:
+        if signatures is None:
+            raise ValueError("near_duplicate dedup needs the images' signatures (decoded pixels)")
+        rest = np.flatnonzero((out.kind == 0) & (signatures.pixels > 0))
+        sub = Signatures([signatures.digests[r] for r in rest], signatures.grids[rest], signatures.pixels[rest])
+        local_kept, dist, out.calibration = near_duplicates(
+            sub, priority[rest], {**c["copies"], "seed": c["seed"]}, None if load is None else lambda r: load(rest[r])
+        )
+        _remove(out, rest, local_kept, 1 - dist / 64.0, dist.astype(np.float32), 2)
     if c["semantic"]:
-        rest = np.flatnonzero(kind == 0)
-        local_kept, local_sim = semantic_duplicates(
+        rest = np.flatnonzero(out.kind == 0)
+        local_kept, sim = semantic_duplicates(
             x[rest], assignments[rest], float(c["eps"]), priority[rest], block=c["block"]
         )
-        removed = local_kept != np.arange(len(rest))
-        kept_of[rest[removed]] = rest[local_kept[removed]]
-        similarity[rest[removed]] = local_sim[removed]
-        kind[rest[removed]] = 2
-        # Exact copies whose representative was then removed semantically follow it to its keeper.
-        moved = np.flatnonzero((kind == 1) & (kind[kept_of] == 2))
-        similarity[moved] = similarity[kept_of[moved]]
-        kept_of[moved] = kept_of[kept_of[moved]]
-        kind[moved] = 2
-    return kept_of, similarity, kind
+        _remove(out, rest, local_kept, sim, 1 - sim, 3)
+    return out
 
 
-def compute_pixel_hashes(table: pa.Table) -> list[str | None]:
-    """Pixel hash per row from the ``pixel_hash`` column if present, else by loading ``uri``."""
-    if PIXEL_HASH in table.column_names:
-        return table.column(PIXEL_HASH).to_pylist()
+def signatures_of(table: pa.Table, *, decode: bool) -> tuple[list[str | None] | None, Signatures | None]:
+    """(pixel hashes, signatures) of an embeddings table: the ``pixel_hash`` column when present,
+    and the decoded signatures of ``uri`` when ``decode`` (or when there is no pixel_hash column)."""
+    hashes = table.column(PIXEL_HASH).to_pylist() if PIXEL_HASH in table.column_names else None
+    if not decode and hashes is not None:
+        return hashes, None
     if "uri" not in table.column_names:
-        raise KeyError("exact dedup needs a 'pixel_hash' or 'uri' column in the embeddings table")
-    return PixelHashStage()(table.select(["uri"])).column(PIXEL_HASH).to_pylist()
+        raise KeyError("dedup needs a 'uri' column (or, for exact dedup alone, 'pixel_hash') in the embeddings table")
+    sig = uri_signatures(table.column("uri").to_pylist())
+    return hashes if hashes is not None else sig.digests, sig
 
 
 def run_dedup(run: RunDir, cfg: dict, *, force: bool = False) -> dict:
-    """Find exact and semantic duplicates in ``run``'s embeddings; write ``dedup/``; return ``COUNTS``.
+    """Find duplicates in ``run``'s embeddings; write ``dedup/``; return ``COUNTS``.
 
-    The step's record (marker, run.json) adds timings and the settings that decide the result."""
+    The step's record (marker, run.json) adds timings, the settings that decide the result and the
+    copy calibration (threshold, sample size, estimated recall and false-match rate)."""
     c = dedup_config(cfg)
     with run.step("dedup", c, inputs=[EMBEDDINGS], force=force) as step:
         if step.skipped:
             return {k: step.result[k] for k in COUNTS}
         t0 = time.perf_counter()
         table, x = read_run_embeddings(run)
-        hashes = compute_pixel_hashes(table) if c["exact"] else None
-        t_hash = time.perf_counter() - t0
-        kept_of, similarity, kind = find_duplicates(x, hashes, c)
+        need = c["exact"] or c["near_duplicate"]
+        hashes, sig = signatures_of(table, decode=c["near_duplicate"]) if need else (None, None)
+        t_decode = time.perf_counter() - t0
+        uris = table.column("uri").to_pylist() if "uri" in table.column_names else []
+        found = find_duplicates(
+            x, c, pixel_hashes=hashes, signatures=sig, load=lambda rows: load_images([uris[r] for r in rows])
+        )
         ids = table.column("id").combine_chunks()
-        dup = np.flatnonzero(kind > 0)
-        kept = np.flatnonzero(kind == 0)
-        if len(kept) + len(dup) != len(ids) or (kind[kept_of[dup]] != 0).any():
+        dup = np.flatnonzero(found.kind > 0)
+        kept = np.flatnonzero(found.kind == 0)
+        if len(kept) + len(dup) != len(ids) or (found.kind[found.kept_of[dup]] != 0).any():
             raise AssertionError("dedup accounting broken: every row must be kept or point at a kept row")
         duplicates = pa.table(
             {
                 "id": ids.take(pa.array(dup)),
-                "kept_id": ids.take(pa.array(kept_of[dup])),
-                "similarity": pa.array(similarity[dup], pa.float32()),
-                "kind": pa.array(np.where(kind[dup] == 1, "exact", "semantic").tolist(), pa.string()),
+                "kept_id": ids.take(pa.array(found.kept_of[dup])),
+                "similarity": pa.array(found.similarity[dup], pa.float32()),
+                "kind": pa.array([KINDS[k] for k in found.kind[dup]], pa.string()),
+                "distance": pa.array(found.distance[dup], pa.float32()),
             }
         )
         write_dedup(run, duplicates, pa.table({"id": ids.take(pa.array(kept))}))
@@ -108,15 +227,15 @@ def run_dedup(run: RunDir, cfg: dict, *, force: bool = False) -> dict:
             "input": len(ids),
             "kept": int(len(kept)),
             "duplicates": int(len(dup)),
-            "exact": int((kind == 1).sum()),
-            "semantic": int((kind == 2).sum()),
+            **{name: int((found.kind == code).sum()) for code, name in enumerate(KINDS) if code},
         }
         step.result = {
             **counts,
-            "hash_s": round(t_hash, 2),
+            "decode_s": round(t_decode, 2),
             "total_s": round(time.perf_counter() - t0, 2),
-            "eps": c["eps"],
             "keep": c["keep"],
+            "copies": found.calibration,
+            "semantic_eps": c["eps"] if c["semantic"] else None,
         }
-        log.info("dedup: %s", counts)
+        log.info("dedup: %s; copies: %s", counts, found.calibration)
     return counts

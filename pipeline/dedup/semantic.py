@@ -1,4 +1,5 @@
-"""Duplicate grouping: exact (equal hashes) and semantic (cosine >= 1 - eps inside k-means clusters).
+"""Duplicate grouping: exact (equal hashes), greedy leaders from linked pairs, and semantic redundancy
+(cosine >= 1 - eps inside k-means clusters).
 
 Semantic rule (greedy leader clustering, per cluster, in keep-priority order): a point is kept
 unless a point *kept before it* has cosine similarity ``>= 1 - eps``; a removed point is a
@@ -6,8 +7,8 @@ duplicate of its most similar kept point. So every kept pair has similarity ``< 
 removed point is within ``eps`` of its ``kept_id`` (no chains of removals through removed points,
 unlike thresholding the max similarity to all earlier points as SemDeDup does).
 
-Keep priority: ``centroid`` (closest to the cluster centroid first, the most typical copy),
-``first`` (input order) or ``random`` (seeded).
+Keep priority (shared with the other kinds): ``largest`` (most pixels first), ``centroid`` (closest
+to the cluster centroid first, the most typical copy), ``first`` (input order) or ``random`` (seeded).
 """
 
 from __future__ import annotations
@@ -38,8 +39,23 @@ def exact_duplicates(hashes: list[str | None], priority: np.ndarray) -> tuple[np
     return np.asarray(dup, dtype=np.int64), np.asarray(kept, dtype=np.int64)
 
 
-def keep_priority(n: int, rule: str, *, centroid_distance: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
-    """(N,) float ranks: lower is kept first."""
+def keep_priority(
+    n: int,
+    rule: str,
+    *,
+    centroid_distance: np.ndarray | None = None,
+    pixels: np.ndarray | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """(N,) float ranks: lower is kept first. ``largest``: most ``pixels`` first, then input order
+    (input order alone without pixel counts)."""
+    if rule == "largest":
+        if pixels is None:
+            return np.arange(n, dtype=np.float64)
+        order = np.lexsort((np.arange(n), -np.asarray(pixels, dtype=np.int64)))
+        ranks = np.empty(n, dtype=np.float64)
+        ranks[order] = np.arange(n)
+        return ranks
     if rule == "centroid":
         if centroid_distance is None:
             raise ValueError("keep='centroid' needs the distance of each point to its centroid")
@@ -66,34 +82,29 @@ def _similar_pairs(xn: torch.Tensor, threshold: float, block: int) -> tuple[np.n
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(sims)
 
 
-def leader_groups(xn: np.ndarray, threshold: float, *, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy leader clustering of rows already sorted by keep priority (see module doc).
+def leaders_from_pairs(n: int, i: np.ndarray, j: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy leader clustering of ``n`` rows in priority order (row 0 first) from their linked pairs.
 
     Args:
-        xn: (n, D) L2-normalised rows in priority order.
-        threshold: similarity ``1 - eps``.
+        i, j: (P,) int64 linked pairs with ``i < j`` (``i`` comes first in priority order).
+        s: (P,) similarity of each pair (higher is more alike).
 
     Returns:
-        (kept_of (n,) int64: own index when kept, else the index of its kept row;
-         similarity (n,) float32 to that row, 1 for kept rows).
+        (kept_of (n,) int64: own index when kept, else the index of its most similar kept, earlier
+         linked row; similarity (n,) float32 to that row, 1 for kept rows).
     """
-    n = len(xn)
     kept_of = np.arange(n, dtype=np.int64)
     similarity = np.ones(n, dtype=np.float32)
-    if n < 2:
-        return kept_of, similarity
-    i, j, s = _similar_pairs(torch.as_tensor(np.ascontiguousarray(xn, dtype=np.float32)), threshold, block)
     if not len(i):
         return kept_of, similarity
     order = np.lexsort((j, i))
     i, j, s = i[order], j[order], s[order]
     starts = np.searchsorted(i, np.arange(n + 1))
     removed = np.zeros(n, dtype=bool)
-    for row in np.unique(i):  # priority order; only rows with similar later rows matter
+    for row in np.unique(i):  # priority order; only rows with linked later rows matter
         if removed[row]:
             continue
-        nb = j[starts[row] : starts[row + 1]]
-        removed[nb] = True
+        removed[j[starts[row] : starts[row + 1]]] = True
     # Each removed row joins its most similar kept, earlier row.
     valid = ~removed[i] & removed[j]
     i, j, s = i[valid], j[valid], s[valid]
@@ -102,6 +113,24 @@ def leader_groups(xn: np.ndarray, threshold: float, *, block: int = 4096) -> tup
     kept_of[j[best][first]] = i[best][first]
     similarity[j[best][first]] = s[best][first]
     return kept_of, similarity
+
+
+def leader_groups(xn: np.ndarray, threshold: float, *, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy leader clustering of rows already sorted by keep priority (see module doc).
+
+    Args:
+        xn: (n, D) L2-normalised rows in priority order.
+        threshold: similarity ``1 - eps``.
+
+    Returns:
+        (kept_of, similarity) as :func:`leaders_from_pairs`.
+    """
+    n = len(xn)
+    if n < 2:
+        return leaders_from_pairs(n, *(np.zeros(0, np.int64),) * 2, np.zeros(0, np.float32))
+    return leaders_from_pairs(
+        n, *_similar_pairs(torch.as_tensor(np.ascontiguousarray(xn, dtype=np.float32)), threshold, block)
+    )
 
 
 def semantic_duplicates(

@@ -2,9 +2,10 @@
 
 ``write_report(run, cfg)`` reads whatever the run directory holds (see :mod:`pipeline.report.data`)
 and renders counts, stage timings, cluster-size distributions per level before/after balanced
-sampling, a thumbnail gallery of the largest and smallest clusters, label balance, active-learning
+sampling, a thumbnail gallery of the largest and smallest clusters, removed duplicates next to
+the image kept in their place (kind, distance), label balance, active-learning
 curves and the progress log tail. Options (``cfg["report"]``): ``gallery_clusters`` (3),
-``thumbs_per_cluster`` (6), ``thumb_size`` (112 px), ``progress_lines`` (30).
+``thumbs_per_cluster`` (6), ``duplicate_pairs`` (12), ``thumb_size`` (112 px), ``progress_lines`` (30).
 """
 
 from __future__ import annotations

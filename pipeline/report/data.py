@@ -1,7 +1,7 @@
 """Everything the run report shows, read from a run directory (each section optional).
 
 Sources: ``run.json`` (config, timings, counts), ``embeddings/`` (kept rows, carried ``label``),
-``rejects.parquet``, ``dedup/duplicates.parquet``, ``clusters/`` (hierarchical k-means levels),
+``rejects.parquet``, ``dedup/duplicates.parquet`` (counts; removed/kept pairs), ``clusters/`` (hierarchical k-means levels),
 ``manifest.parquet`` (selection with ``multiplicity``), ``active/rounds.parquet`` and
 ``progress.log``. Only small columns are read (ids, uris, labels, cluster ids); embeddings never are.
 """
@@ -63,6 +63,17 @@ class GalleryCluster:
 
 
 @dataclass
+class DuplicatePair:
+    """A removed image next to the image kept in its place."""
+
+    removed: Thumb
+    kept: Thumb
+    kind: str  # exact | near_duplicate | semantic
+    similarity: float | None
+    distance: float | None  # pHash bits (near_duplicate), 1 - cosine (semantic), 0 (exact)
+
+
+@dataclass
 class ReportData:
     root: str
     config: dict[str, Any] = field(default_factory=dict)
@@ -71,6 +82,7 @@ class ReportData:
     reject_reasons: dict[str, int] = field(default_factory=dict)
     levels: list[LevelSizes] = field(default_factory=list)
     gallery: list[GalleryCluster] = field(default_factory=list)
+    duplicate_pairs: list[DuplicatePair] = field(default_factory=list)
     labels: dict[str, tuple[int, int]] | None = None  # label -> (items before, selected after)
     active: pa.Table | None = None
     progress: list[str] = field(default_factory=list)
@@ -225,6 +237,51 @@ def load_many_bytes(uris: list[str]) -> dict[str, bytes | Exception]:
     return out
 
 
+def _thumbs(run: RunDir, ids: list[str], thumb_size: int) -> dict[str, Thumb]:
+    """Inline JPEG thumbnail of each of ``ids`` (a note instead when the image cannot be loaded)."""
+    from pipeline.io.images import thumbnail_jpeg
+
+    uris = _id_to_uri(run, ids)
+    images = load_many_bytes(sorted(set(uris.values())))
+    out = {}
+    for image_id in ids:
+        data = images.get(uris.get(image_id, ""), KeyError("no uri"))
+        try:
+            if isinstance(data, Exception):
+                raise data
+            src = "data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(data, thumb_size)).decode()
+            out[image_id] = Thumb(image_id, src)
+        except Exception as exc:  # noqa: BLE001 - show the gap instead of failing the report
+            out[image_id] = Thumb(image_id, None, f"{type(exc).__name__}: {exc}"[:120])
+    return out
+
+
+def gather_duplicate_pairs(run: RunDir, n_pairs: int, thumb_size: int) -> list[DuplicatePair]:
+    """Up to ``n_pairs`` removed images next to their kept image, shared out over the kinds; within a
+    kind the largest distances first (the pairs nearest the threshold are the ones worth checking)."""
+    if n_pairs <= 0 or not run.is_current(DUPLICATES):
+        return []
+    dups = _read_parquet(run.path(DUPLICATES), ["id", "kept_id", "kind", "similarity", "distance"])
+    if not {"id", "kept_id", "kind"} <= set(dups.column_names) or not dups.num_rows:
+        return []
+    rows = dups.to_pylist()
+    by_kind: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_kind[str(r["kind"])].append(r)
+    for kind_rows in by_kind.values():
+        kind_rows.sort(key=lambda r: (-(r.get("distance") or 0.0), r["id"]))
+    picked: list[dict] = []
+    while len(picked) < min(n_pairs, len(rows)):  # round robin over the kinds
+        for kind in sorted(by_kind):
+            if by_kind[kind] and len(picked) < n_pairs:
+                picked.append(by_kind[kind].pop(0))
+    thumbs = _thumbs(run, sorted({r[k] for r in picked for k in ("id", "kept_id")}), thumb_size)
+    return [
+        DuplicatePair(thumbs[r["id"]], thumbs[r["kept_id"]], str(r["kind"]), r.get("similarity"), r.get("distance"))
+        for r in picked
+    ]
+
+
 def gather_gallery(
     run: RunDir, levels: list[Any], n_clusters: int, per_cluster: int, thumb_size: int
 ) -> list[GalleryCluster]:
@@ -232,8 +289,6 @@ def gather_gallery(
     closest to their centroid each, as inline JPEG thumbnails."""
     if not levels or n_clusters <= 0 or per_cluster <= 0:
         return []
-    from pipeline.io.images import thumbnail_jpeg
-
     level = levels[0]
     sizes = np.diff(level.offsets)
     non_empty = np.flatnonzero(sizes > 0)
@@ -246,21 +301,8 @@ def gather_gallery(
         c: level.sorted_clusters[level.offsets[c] : level.offsets[c] + min(per_cluster, sizes[c])] for _, c in picks
     }
     ids = {c: [point_ids[int(i)].as_py() for i in idx] for c, idx in members.items()}
-    uris = _id_to_uri(run, [i for v in ids.values() for i in v])
-    images = load_many_bytes(sorted(set(uris.values())))
-    gallery = []
-    for kind, c in picks:
-        thumbs = []
-        for image_id in ids[c]:
-            data = images.get(uris.get(image_id, ""), KeyError("no uri"))
-            try:
-                if isinstance(data, Exception):
-                    raise data
-                src = "data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(data, thumb_size)).decode()
-                thumbs.append(Thumb(image_id, src))
-            except Exception as exc:  # noqa: BLE001 - show the gap instead of failing the report
-                thumbs.append(Thumb(image_id, None, f"{type(exc).__name__}: {exc}"[:120]))
-        gallery.append(GalleryCluster(kind, c, int(sizes[c]), thumbs))
+    thumbs = _thumbs(run, sorted({i for v in ids.values() for i in v}), thumb_size)
+    gallery = [GalleryCluster(kind, c, int(sizes[c]), [thumbs[i] for i in ids[c]]) for kind, c in picks]
     return gallery
 
 
@@ -301,6 +343,9 @@ def gather(run: RunDir, cfg: dict | None = None) -> ReportData:
         int(opts.get("gallery_clusters", 3)),
         int(opts.get("thumbs_per_cluster", 6)),
         int(opts.get("thumb_size", 112)),
+    )
+    data.duplicate_pairs = gather_duplicate_pairs(
+        run, int(opts.get("duplicate_pairs", 12)), int(opts.get("thumb_size", 112))
     )
     data.labels = gather_labels(run, manifest)
     if run.exists(ACTIVE_ROUNDS):

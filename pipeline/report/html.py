@@ -30,6 +30,8 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .gallery img{width:112px;height:112px;object-fit:cover;border-radius:4px;display:block;background:#ddd}
 .gallery figcaption{font-size:10px;color:#5b6672;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .missing{width:112px;height:112px;background:#eee;border-radius:4px;font-size:10px;color:#a33;padding:4px;box-sizing:border-box;overflow:hidden}
+.pairs{display:flex;flex-wrap:wrap;gap:14px}.pair{border:1px solid #e1e4e8;border-radius:6px;padding:6px}
+.pair .gallery{margin:0}.pair p{margin:2px 0 0;font-size:11px;color:#5b6672}
 pre{background:#f2f4f6;padding:8px;overflow:auto;font-size:11px;max-height:260px}
 .chart{max-width:100%;height:auto}
 """
@@ -149,6 +151,9 @@ def render(data: ReportData, generated: dt.datetime | None = None) -> str:
         body += '<p class="muted">Level-1 clusters; members closest to the centroid first.</p>'
         out.append(_section("Largest and smallest clusters", body, "gallery"))
 
+    if data.duplicate_pairs:
+        out.append(_section("Duplicates removed (removed | kept)", _pairs_body(data), "duplicates"))
+
     if data.labels:
         names = list(data.labels)
         before = np.array([data.labels[n][0] for n in names], dtype=np.float64)
@@ -183,6 +188,40 @@ def render(data: ReportData, generated: dt.datetime | None = None) -> str:
         )
     out.append("</main></body></html>")
     return "".join(out)
+
+
+def _figure(t: Any) -> str:
+    if t.src:
+        return f'<figure><img src="{t.src}" alt="{escape(t.id)}"><figcaption title="{escape(t.id)}">{escape(t.id)}</figcaption></figure>'
+    return f'<figure><div class="missing">{escape(t.note)}</div><figcaption>{escape(t.id)}</figcaption></figure>'
+
+
+def _pairs_body(data: ReportData) -> str:
+    """Each removed image next to the image kept in its place, with kind and distance."""
+    cells = []
+    for p in data.duplicate_pairs:
+        measure = []
+        if p.distance is not None:
+            unit = (
+                " bits (pHash, of 64)"
+                if p.kind == "near_duplicate"
+                else " (1 - cosine)"
+                if p.kind == "semantic"
+                else ""
+            )
+            measure.append(f"distance {p.distance:.3g}{unit}")
+        if p.similarity is not None:
+            measure.append(f"similarity {p.similarity:.3f}")
+        cells.append(
+            f'<div class="pair"><div class="gallery">{_figure(p.removed)}{_figure(p.kept)}</div>'
+            f"<p><b>{escape(p.kind)}</b> · {escape(', '.join(measure))}</p></div>"
+        )
+    return (
+        f'<div class="pairs">{"".join(cells)}</div><p class="muted">Left: removed; right: kept in its place. '
+        "Per kind, the pairs farthest apart first: the ones closest to the threshold. exact = same pixels; "
+        "near_duplicate = the same picture re-encoded, resized, cropped, flipped, rotated or colour-shifted; "
+        "semantic = different photos with alike embeddings (dedup.semantic).</p>"
+    )
 
 
 ACTIVE_CHARTS = (  # (title, columns of active/rounds.parquet, values are fractions)

@@ -1,4 +1,5 @@
-"""Dedup: exact hash groups, semantic leader grouping against brute force, accounting, run step."""
+"""Dedup: exact hash groups, semantic leader grouping against brute force, accounting, run step
+(semantic mode; copies: test_copies.py)."""
 
 from __future__ import annotations
 
@@ -120,7 +121,9 @@ def test_accounting(n, n_exact, seed):
     rng = np.random.default_rng(seed)
     x = unit(rng.normal(size=(n, 4))).astype(np.float32)
     hashes = [str(h) for h in rng.integers(0, max(1, n - n_exact), size=n)]
-    kept_of, sim, kind = find_duplicates(x, hashes, {"eps": 0.05, "points_per_cluster": 20, "seed": seed})
+    cfg = {"eps": 0.05, "points_per_cluster": 20, "seed": seed, "semantic": True, "near_duplicate": False}
+    found = find_duplicates(x, cfg, pixel_hashes=hashes)
+    kept_of, kind = found.kept_of, found.kind
     kept = kind == 0
     assert (kept_of[kept] == np.flatnonzero(kept)).all()
     assert kept[kept_of].all()  # every duplicate points at a kept row
@@ -146,15 +149,25 @@ def test_run_dedup_writes_outputs_and_resumes(tmp_path):
         pa.table({"id": ids, "uri": uris, "embedding": embeddings_to_arrow(x)}),
         run.path("embeddings", "part-00000.parquet"),
     )
-    counts = run_dedup(run, {"enabled": True, "eps": 0.03, "points_per_cluster": 100})
+    cfg = {"eps": 0.03, "points_per_cluster": 100, "semantic": True, "near_duplicate": False}
+    counts = run_dedup(run, {"enabled": True, **cfg})
     import pyarrow.parquet as pq
 
     dups = pq.read_table(run.path("dedup", "duplicates.parquet")).to_pylist()
     kept = pq.read_table(run.path("dedup", "kept.parquet")).column("id").to_pylist()
-    assert counts == {"input": 330, "kept": len(kept), "duplicates": len(dups), "exact": 1, "semantic": len(dups) - 1}
+    assert counts == {
+        "input": 330,
+        "kept": len(kept),
+        "duplicates": len(dups),
+        "exact": 1,
+        "near_duplicate": 0,
+        "semantic": len(dups) - 1,
+    }
     assert sorted(kept + [d["id"] for d in dups]) == sorted(ids)
     exact = [d for d in dups if d["kind"] == "exact"]
     assert {exact[0]["id"], exact[0]["kept_id"]} == {"id5", "id7"}
-    assert run_dedup(run, {"eps": 0.03, "points_per_cluster": 100}) == counts  # resumed from marker
+    semantic = [d for d in dups if d["kind"] == "semantic"]
+    assert all(d["distance"] == pytest.approx(1 - d["similarity"]) and d["similarity"] >= 0.97 for d in semantic)
+    assert run_dedup(run, cfg) == counts  # resumed from marker
     with pytest.raises(ValueError, match=r"dedup\.epsilon: did you mean dedup\.eps"):
         run_dedup(run, {"epsilon": 0.1})
