@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from jobs._common import job_help, validate
 from pipeline.config import CONF_DIR, ConfigError, load_group, schema, with_defaults
@@ -79,6 +80,20 @@ def test_validation_names_the_key_and_the_fix(overrides, message):
     with pytest.raises(ConfigError) as err:
         validate("curate", overrides)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("job", "overrides"),
+    [
+        ("serve", ["max_upload_mb=0.5", "limits.max_body_mb=1.5", "limits.request_timeout_s=2.5"]),
+        ("pretrain", ["train.cpus_per_worker=0.5"]),
+        ("curate", ["embed=gpu", "embed.cpus_per_actor=1.5"]),
+    ],
+)
+def test_sizes_seconds_and_cpu_shares_may_be_fractions(job, overrides):
+    cfg = validate(job, overrides)
+    for key, value in (o.split("=") for o in overrides if "." in o.split("=")[0]):
+        assert OmegaConf.select(cfg, key) == float(value)
 
 
 def test_validation_requires_finished_steps_in_the_run_dir(tmp_path):
