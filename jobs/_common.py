@@ -291,17 +291,19 @@ def yaml_comment(config_name: str, key: str) -> str:
 def init_ray(cfg: DictConfig) -> None:
     """Connect to a cluster (``RAY_ADDRESS`` / ``ray.address``) or start a local single-node Ray."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    rc = cfg.ray
+    address = rc.address or os.environ.get("RAY_ADDRESS")
+    local = not address or address == "local"
+    if local:  # Ray reads this when imported: a local Ray binds 127.0.0.1, not the machine's network address
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if ray.is_initialized():
         return
-    rc = cfg.ray
-    address = rc.address or os.environ.get("RAY_ADDRESS")
-    if address and address != "local":
+    if not local:
         ray.init(address=address, log_to_driver=rc.log_to_driver)
         log.info("connected to Ray cluster at %s: %s", address, ray.cluster_resources())
         return
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     kwargs: dict[str, Any] = {
         "address": "local",
         "include_dashboard": rc.include_dashboard,
