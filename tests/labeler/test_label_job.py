@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import threading
+import urllib.parse
 from pathlib import Path
 
+import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -15,7 +17,9 @@ from PIL import Image
 
 from pipeline.labeler import LabelClient
 from pipeline.labeler.job import run_label_job
+from pipeline.labeler.server import lan_address
 from pipeline.rundir import RunDir
+from tests.processes import free_port, listen_addresses, start_job, stop, wait_http, wait_line
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -67,3 +71,52 @@ def test_label_job_on_ucmerced_manifest(tmp_path: Path, datasets_dir: Path):
     for f in files["positive"]:  # Parquet rows cannot be linked: their bytes are copied
         assert not f.is_symlink() and Image.open(f).format == "JPEG"
     assert run.marker("label_export")["labeled"] == 12
+
+
+@pytest.mark.slow
+def test_label_job_process_with_share_binds_all_interfaces_behind_a_token(tmp_path: Path, image_files):
+    """`strata label share=true` as a process: all interfaces, a LAN link with a random token that
+    every request needs; it stops by itself once the queue is labeled and exports the labels."""
+    ids, uris = image_files
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    pq.write_table(pa.table({"id": ids[:8], "uri": uris[:8], "level_1": [0] * 8}), run_dir / "manifest.parquet")
+    port = free_port()
+    log = tmp_path / "label.log"
+    proc = start_job(
+        "label",
+        f"run_dir={run_dir}",
+        "share=true",
+        f"port={port}",
+        "queue.limit=4",
+        "stop_when_done=true",
+        "export.imagefolder=copy",
+        log=log,
+    )
+    try:
+        assert wait_http(f"http://127.0.0.1:{port}/api/progress", proc, log).status_code == 401
+        assert listen_addresses(port) == {"0.0.0.0"}
+        share = wait_line(log, "Share on your network: ", proc)[0]
+        link = urllib.parse.urlsplit(share.split(": ", 1)[1])
+        token = urllib.parse.parse_qs(link.query)["token"][0]
+        assert link.hostname == lan_address() and link.port == port and len(token) >= 24
+        url = f"http://{link.hostname}:{port}"
+        assert httpx.get(f"{url}/api/progress", timeout=10).status_code == 401
+        assert httpx.get(f"{url}/api/progress", headers={"Authorization": "Bearer nope"}, timeout=10).status_code == 403
+        labeled = {}
+        with LabelClient(url, "alice", token=token) as alice:
+            while batch := alice.next(4):
+                for item_id in batch:
+                    labeled[item_id] = "positive" if len(labeled) % 2 else "negative"
+                    alice.label(item_id, labeled[item_id])
+        assert proc.wait(60) == 0, log.read_text()[-3000:]  # stop_when_done: exits on its own
+    finally:
+        stop(proc)
+    table = pq.read_table(run_dir / "labels" / "labels.parquet")
+    assert dict(zip(table.column("id").to_pylist(), table.column("label").to_pylist())) == labeled
+    assert len(labeled) == 4 and set(labeled) <= set(ids[:8])
+    tree = run_dir / "labels" / "imagefolder"
+    assert [len(list((tree / label).iterdir())) for label in ("positive", "negative")] == [2, 2]
+    for path in run_dir.rglob("*"):  # the token is printed, never written to the run (run.json, logs)
+        if path.is_file() and path.suffix != ".sqlite":
+            assert token.encode() not in path.read_bytes(), path
