@@ -12,6 +12,7 @@ from pipeline.active.config import ActiveConfig
 from pipeline.active.evaluate import evaluate_run, protocol_runs, summarize
 from pipeline.io.tables import embeddings_to_arrow, write_parquet_atomic
 from pipeline.rundir import RunDir
+from tests.processes import run_job
 
 
 def _pool(n: int = 900, seed: int = 0):
@@ -67,3 +68,35 @@ def test_evaluate_active_job_library(tmp_path) -> None:
     assert run.read_json("evaluate_active/summary.json") == summary
     for measure in ("labeling_effort", "positives_retrieved", "false_positive_rate", "f1"):
         assert summary["variants"][0][measure] == pytest.approx(runs[measure].mean())
+
+
+@pytest.mark.slow
+def test_evaluate_active_job_as_a_process(tmp_path) -> None:
+    """`strata evaluate-active` on a run that holds embeddings (so no Ray): the protocol's files."""
+    x, lab = _pool(300, seed=2)
+    run = RunDir(str(tmp_path / "run"))
+    ids = [f"i{i}" for i in range(len(x))]
+    write_parquet_atomic(
+        pa.table({"id": ids, "uri": ids, "label": lab.tolist(), "embedding": embeddings_to_arrow(x)}),
+        run.path("embeddings", "part-00000.parquet"),
+    )
+    out = run_job(
+        "evaluate-active",
+        f"run_dir={run.root}",
+        "n_starters=2",
+        "classes=[c1]",
+        "budget=0.2",
+        "active.n_neighbors=10",
+        "active.n_random=5",
+        "active.batch_size=10",
+        "~variants",
+        "+variants={lc: {strategy: least_confidence}, random: {strategy: random}}",
+    )
+    assert f"runs: {run.path('evaluate_active', 'runs.parquet')}" in out
+    runs = pq.read_table(run.path("evaluate_active", "runs.parquet")).to_pandas()
+    assert sorted(runs["variant"]) == ["lc", "lc", "random", "random"] and set(runs["class"]) == {"c1"}
+    np.testing.assert_allclose(runs["labeling_effort"], 0.2)
+    assert all(lab[int(s[1:])] == "c1" for s in runs["starter"])
+    summary = run.read_json("evaluate_active/summary.json")
+    assert summary["n_pool"] == 300 and [v["variant"] for v in summary["variants"]] == ["lc", "random"]
+    assert run.read_json("run.json")["config"]["n_starters"] == 2
