@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from pipeline.artifacts import PRETRAIN_CHECKPOINT
+from pipeline.artifacts import PRETRAIN_CHECKPOINT, load_levels
 from pipeline.curate import run_curate
 from pipeline.rundir import RunDir
 from tests.io.bad_inputs import bad_inputs
@@ -99,25 +102,71 @@ def test_curate_contract_resume_and_determinism(ray_session, messy_input, tmp_pa
     assert not _manifest(third).equals(manifest)
 
 
-def test_strata_cli_runs_the_curate_job(messy_input, tmp_path):
+@pytest.fixture(scope="module")
+def cli_run(messy_input, tmp_path_factory) -> tuple[Path, str]:
+    """`strata curate` run as a process on the messy input: (run_dir, stdout)."""
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
     strata = Path(sys.executable).with_name("strata")
+    run_dir = tmp_path_factory.mktemp("cli") / "cli"
     cmd = [
         str(strata),
         "curate",
         f"input.path={messy_input}",
-        f"run_dir={tmp_path / 'cli'}",
+        f"run_dir={run_dir}",
         *SMALL,
         "ray.num_cpus=2",
         "ray.object_store_memory=300000000",
     ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert f"manifest: {tmp_path / 'cli' / 'manifest.parquet'}" in out.stdout
-    manifest = pq.read_table(tmp_path / "cli" / "manifest.parquet")
+    return run_dir, out.stdout
+
+
+def test_strata_cli_runs_the_curate_job(cli_run):
+    run_dir, stdout = cli_run
+    assert f"manifest: {run_dir / 'manifest.parquet'}" in stdout
+    manifest = pq.read_table(run_dir / "manifest.parquet")
     assert (
         manifest.num_rows == sum(manifest.column("multiplicity").to_pylist()) == 40
     )  # sample.target_size, multiplier 1
+
+
+def test_report_of_the_cli_run_shows_its_real_counts_and_cluster_sizes(cli_run):
+    run_dir, stdout = cli_run
+    assert f"report:   {run_dir / 'report.html'}" in stdout
+    html = (run_dir / "report.html").read_text()
+    counts = json.loads((run_dir / "run.json").read_text())["counts"]
+    cards = {k: int(v.replace(",", "")) for k, v in re.findall(r'id="count-(\w+)"><b>([\d,]+)</b>', html)}
+    embed, dedup, cluster, sample = (counts[k] for k in ("embed", "dedup", "cluster", "sample"))
+    # 21 classes x 5 good images + 9 bad files, 4 of them undecodable (test_curate_contract_resume_and_determinism)
+    assert cards["read"] == embed["read"] == 21 * PER_CLASS + 9
+    assert cards["rejected"] == embed["rejected"] == 4
+    assert (
+        cards["read"] - cards["rejected"]
+        == embed["kept"]
+        == pq.ParquetDataset(run_dir / "embeddings").read(columns=["id"]).num_rows
+    )
+    assert cards["deduplicated"] == dedup["duplicates"] == embed["kept"] - dedup["kept"]
+    assert cards["clustered"] == cluster["n_points"] == dedup["kept"]
+    assert cards["selected"] == sample["n_selected"] == 40
+    assert cards["unique_selected"] == sample["n_rows"] == pq.read_metadata(run_dir / "manifest.parquet").num_rows
+
+    # one rank-size chart per level: its title holds the cluster count, its caption the largest and
+    # smallest cluster, and the "before sampling" curve has one point per non-empty cluster
+    section = html[html.index('<section id="clusters">') :]
+    section = section[: section.index("</section>")]
+    _, levels = load_levels(RunDir(str(run_dir)))
+    charts = section.split("<h3>")[1:]
+    assert len(charts) == len(levels) == len(cluster["levels"]) == 2
+    cluster_of_point = np.arange(cluster["n_points"])
+    for chart, level, recorded in zip(charts, levels, cluster["levels"]):
+        cluster_of_point = level.assignments[cluster_of_point]  # sizes in images at every level
+        sizes = np.bincount(cluster_of_point, minlength=recorded["n_clusters"])
+        assert chart.startswith(f"Level {recorded['level']}: {recorded['n_clusters']} clusters</h3><svg")
+        assert f"largest {int(sizes.max()):,}, smallest {int(sizes.min()):,}" in chart
+        before = re.search(r'<polyline points="([^"]*)"[^>]*><title>before sampling</title>', chart).group(1)
+        assert len(before.split()) == recorded["non_empty"] == int((sizes > 0).sum())
+        assert "<title>after sampling</title>" in chart
 
 
 def test_curate_with_pretraining_embeds_with_the_ssl_backbone(ray_session, messy_input, tmp_path):
