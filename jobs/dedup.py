@@ -15,7 +15,16 @@ from pipeline.artifacts import EMBEDDINGS
 @strata_job(
     "dedup",
     requires=[EMBEDDINGS],
-    main_keys=("run_dir", "dedup.exact", "dedup.semantic", "dedup.eps", "dedup.keep", "force"),
+    main_keys=(
+        "run_dir",
+        "dedup.exact",
+        "dedup.near_duplicate",
+        "dedup.copies.threshold",
+        "dedup.semantic",
+        "dedup.eps",
+        "dedup.keep",
+        "force",
+    ),
 )
 def main(cfg: DictConfig) -> None:
     from pipeline.dedup import run_dedup

@@ -84,6 +84,14 @@ def _config_rows(cfg: dict) -> list[tuple[str, Any]]:
     return [(k, get(k)) for k in keys if get(k) is not None]
 
 
+def _resolved(key: str, value: Any, data: ReportData) -> str:
+    """What an ``auto`` setting resolved to in this run (the chosen k per level)."""
+    if key == "kmeans.n_clusters" and value == "auto" and data.levels:
+        chosen = [len(lv.before) for lv in data.levels]
+        return f" &rarr; {escape(json.dumps(chosen))} <span class=muted>(chosen from the pool size)</span>"
+    return ""
+
+
 def _section(title: str, body: str, sid: str) -> str:
     return f'<section id="{sid}"><h2>{escape(title)}</h2>{body}</section>'
 
@@ -174,7 +182,8 @@ def render(data: ReportData, generated: dt.datetime | None = None) -> str:
 
     if data.config:
         rows = "".join(
-            f"<tr><td>{escape(k)}</td><td>{escape(json.dumps(v))}</td></tr>" for k, v in _config_rows(data.config)
+            f"<tr><td>{escape(k)}</td><td>{escape(json.dumps(v))}{_resolved(k, v, data)}</td></tr>"
+            for k, v in _config_rows(data.config)
         )
         if rows:
             out.append(

@@ -76,6 +76,15 @@ def test_cluster_sizes_before_and_after_sampling(finished_run):
         assert np.all(after[data.levels[lv - 1].before == 0] == 0)
 
 
+def test_auto_k_shows_the_chosen_clusters_per_level(finished_run):
+    _, levels = load_levels(finished_run)
+    chosen = [len(lv.offsets) - 1 for lv in levels]
+    html = render(gather(finished_run, {"kmeans": {"n_clusters": "auto"}}))
+    assert f"&quot;auto&quot; &rarr; {chosen}" in html
+    explicit = render(gather(finished_run, {"kmeans": {"n_clusters": chosen}}))
+    assert "&rarr;" not in explicit and "chosen from the pool size" not in explicit
+
+
 def test_gallery_largest_and_smallest_clusters(finished_run):
     data = gather(finished_run, {"report": {"gallery_clusters": 2, "thumbs_per_cluster": 4, "thumb_size": 40}})
     sizes = data.levels[0].before
