@@ -2,6 +2,9 @@
 
     [pretrain] -> embed -> [dedup] -> cluster -> sample -> [report]
 
+With ``input.format=embeddings`` the embed step imports vectors made elsewhere (any modality) and
+the later steps run on them unchanged; dedup keeps to what needs no pixels.
+
 Each step skips itself when it finished before with the same config and the same inputs (see
 :meth:`pipeline.rundir.RunDir.step`), so rerunning a command resumes after the last finished step,
 a changed input or setting recomputes exactly the steps that depend on it, and ``force``
@@ -16,6 +19,7 @@ from typing import Any
 from pipeline.artifacts import CLUSTERS, DUPLICATES, EMBEDDINGS, MANIFEST
 from pipeline.dedup import run_dedup
 from pipeline.embed import run_embed
+from pipeline.io.embeddings import is_embeddings_input
 from pipeline.kmeans import run_cluster
 from pipeline.report import write_report
 from pipeline.rundir import RunDir
@@ -44,6 +48,8 @@ def run_curate(run: RunDir, cfg: dict, *, force: bool = False) -> dict[str, Any]
     seed = int(cfg["seed"])
     counts: dict[str, Any] = {}
     embed_cfg = dict(cfg["embed"])
+    if cfg["pretrain"]["enabled"] and is_embeddings_input(cfg["input"]):
+        raise ValueError("pretrain.enabled=true trains on images; input.format=embeddings has none")
     if cfg["pretrain"]["enabled"]:
         from pipeline.ssl import run_pretrain  # torch + Ray Train: imported only when used
 

@@ -11,6 +11,10 @@ is kept. ``pipeline.kmeans.run_cluster`` drops the duplicate ids.
   1 - distance / 64; the threshold is calibrated on the collection (:mod:`pipeline.dedup.calibration`);
 - semantic (off by default): different photos with alike embeddings (:mod:`pipeline.dedup.semantic`),
   ``similarity`` = cosine, ``distance`` = 1 - cosine.
+
+Embeddings made elsewhere without a ``uri`` column (``input.format=embeddings``, any modality) have
+no pixels: exact then means bit-identical vectors, near_duplicate is skipped with the reason recorded
+(``skipped`` in the step's counts), and semantic works as usual.
 """
 
 from __future__ import annotations
@@ -190,6 +194,14 @@ def signatures_of(table: pa.Table, *, decode: bool) -> tuple[list[str | None] | 
     return hashes if hashes is not None else sig.digests, sig
 
 
+def vector_keys(x: np.ndarray) -> list[int]:
+    """(N,) exact-duplicate keys of embedding rows: equal keys <=> bit-identical float32 vectors
+    (the exact kind when there are no pixels to compare)."""
+    rows = np.ascontiguousarray(x, dtype=np.float32)
+    _, keys = np.unique(rows.view(np.dtype((np.void, rows.shape[1] * 4))).ravel(), return_inverse=True)
+    return keys.ravel().tolist()
+
+
 def run_dedup(run: RunDir, cfg: dict, *, force: bool = False) -> dict:
     """Find duplicates in ``run``'s embeddings; write ``dedup/``; return ``COUNTS``.
 
@@ -201,8 +213,18 @@ def run_dedup(run: RunDir, cfg: dict, *, force: bool = False) -> dict:
             return {k: step.result[k] for k in COUNTS}
         t0 = time.perf_counter()
         table, x = read_run_embeddings(run)
+        skipped: dict[str, str] = {}
+        images = "uri" in table.column_names or PIXEL_HASH in table.column_names
+        if not images and c["near_duplicate"]:  # embeddings made elsewhere, without pictures
+            skipped["near_duplicate"] = (
+                "no images: the embeddings have no 'uri' column (copy detection compares pixels)"
+            )
+            c = {**c, "near_duplicate": False}
         need = c["exact"] or c["near_duplicate"]
-        hashes, sig = signatures_of(table, decode=c["near_duplicate"]) if need else (None, None)
+        if images:
+            hashes, sig = signatures_of(table, decode=c["near_duplicate"]) if need else (None, None)
+        else:
+            hashes, sig = (vector_keys(x) if c["exact"] else None), None
         t_decode = time.perf_counter() - t0
         uris = table.column("uri").to_pylist() if "uri" in table.column_names else []
         found = find_duplicates(
@@ -236,6 +258,8 @@ def run_dedup(run: RunDir, cfg: dict, *, force: bool = False) -> dict:
             "keep": c["keep"],
             "copies": found.calibration,
             "semantic_eps": c["eps"] if c["semantic"] else None,
+            "exact_by": ("pixels" if images else "embedding") if c["exact"] else None,
+            "skipped": skipped,
         }
         log.info("dedup: %s; copies: %s", counts, found.calibration)
     return counts

@@ -114,9 +114,15 @@ def run_embed(
 
     Every input row ends in exactly one of the two (``kept + rejected == read``). Skipped when the
     ``embed`` step finished with the same input files (listing) and the same input/embed config.
+    Embeddings made elsewhere (``input.format=embeddings``) are imported instead (:mod:`.imported`).
     """
     import ray
 
+    from pipeline.embed.imported import import_embeddings
+    from pipeline.io.embeddings import is_embeddings_input
+
+    if is_embeddings_input(input_cfg):
+        return import_embeddings(run, input_cfg, force=force)
     input_config = InputConfig.from_dict(input_cfg)
     config = {
         "input": {k: v for k, v in input_cfg.items() if k != "path"},

@@ -51,9 +51,11 @@ class InputConfig:
     """Where the images are and how to read them; every default is in ``conf/input/default.yaml``."""
 
     path: str | None  # folder, Parquet file/folder/glob, tar shard(s); None = bundled sample
-    format: str  # auto | folder | parquet | tar
+    format: str  # auto | folder | parquet | tar | embeddings
     image_column: str
     id_column: str
+    embedding_column: str  # embeddings input: the vector column
+    id_path: str | None  # embeddings input from .npy: the ids (.npy or one per line)
     label_from_folder: bool  # folder trees: first folder below the root -> ``label``
     columns: list[str] | None  # carried columns (None = all but the image column)
     limit: int | None  # read at most this many rows (debugging, tests)
@@ -110,6 +112,8 @@ def _format_of_file(p: str) -> str:
         return "parquet"
     if p.endswith((".tar", ".tar.gz", ".tgz")):
         return "tar"
+    if p.endswith(".npy"):
+        return "embeddings"
     return "folder"
 
 
@@ -184,7 +188,7 @@ def list_units(cfg: InputConfig) -> pa.Table:
             for f in files
         ]
     else:
-        raise ValueError(f"unknown input.format {fmt!r}: use auto, folder, parquet or tar")
+        raise ValueError(f"unknown input.format {fmt!r}: use auto, folder, parquet, tar or embeddings")
     if not units:
         raise ValueError(f"no input found at {path!r}")
     return pa.Table.from_pylist(units, schema=UNIT_SCHEMA)

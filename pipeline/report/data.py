@@ -242,6 +242,8 @@ def _thumbs(run: RunDir, ids: list[str], thumb_size: int) -> dict[str, Thumb]:
     from pipeline.io.images import thumbnail_jpeg
 
     uris = _id_to_uri(run, ids)
+    if not uris:  # embeddings made elsewhere (text, audio...): no pictures, the ids are shown alone
+        return {i: Thumb(i, None, "no image (embeddings input)") for i in ids}
     images = load_many_bytes(sorted(set(uris.values())))
     out = {}
     for image_id in ids:
