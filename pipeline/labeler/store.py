@@ -5,9 +5,11 @@ Tables (one ``labels.sqlite`` per run, usually ``<run_dir>/labels/labels.sqlite`
     meta(key, value)                          labels allowed, schema version
     catalog(id, uri)                          every image that may be shown, by id
     queue(id, batch, seq, done)               ids to label, in order; done = has a current label
-    events(seq, id, label, annotator, timestamp, undone, undoes, request_id)
+    events(seq, id, label, annotator, timestamp, undone, undoes, request_id, page)
                                               append-only (UPDATE/DELETE raise); an undo is a new
-                                              row with undone=1 and undoes=<seq it cancels>
+                                              row with undone=1 and undoes=<seq it cancels>; the
+                                              labels of one grid page (and their undos) share
+                                              ``page``, so a page is labeled and undone as a whole
     current(id, seq, label, annotator, timestamp)
                                               derived: per id, the latest label event not
                                               cancelled by an undo; updated in the same
@@ -15,6 +17,8 @@ Tables (one ``labels.sqlite`` per run, usually ``<run_dir>/labels/labels.sqlite`
     leases(id, annotator, expires)            who holds an image now; expired rows are ignored
     annotators(name, key_hash, created)       which session key owns an annotator name (the app
                                               claims a name for the first session that uses it)
+    guesses(id, label)                        the label a grid page pre-marks an id with (a
+                                              model's prediction); ids without one get a default
 
 Every write is one ``BEGIN IMMEDIATE`` transaction, so a label acknowledged to a client is on disk
 (``synchronous=FULL`` by default) and survives a SIGKILL of the server. A client-chosen
@@ -31,7 +35,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 BINARY_LABELS: tuple[str, ...] = ("positive", "negative", "unsure")
@@ -56,7 +60,8 @@ CREATE TABLE IF NOT EXISTS events (
     timestamp REAL NOT NULL,
     undone INTEGER NOT NULL DEFAULT 0,
     undoes INTEGER REFERENCES events(seq),
-    request_id TEXT UNIQUE
+    request_id TEXT UNIQUE,
+    page TEXT
 );
 CREATE INDEX IF NOT EXISTS events_id ON events(id, seq);
 CREATE INDEX IF NOT EXISTS events_annotator ON events(annotator, seq);
@@ -83,7 +88,10 @@ CREATE TABLE IF NOT EXISTS annotators (
     key_hash TEXT NOT NULL,
     created REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS guesses (id TEXT PRIMARY KEY, label TEXT NOT NULL) WITHOUT ROWID;
 """
+# Stores created before grid pages have no ``events.page`` column: added on open (a NULL page).
+_PAGE_INDEX = "CREATE INDEX IF NOT EXISTS events_page ON events(page) WHERE page IS NOT NULL"
 
 # Latest label event of one id that no undo event cancels: the definition of "current label".
 _LATEST_LIVE = """
@@ -114,6 +122,7 @@ class LabelEvent:
     undone: bool
     undoes: int | None
     request_id: str | None
+    page: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +164,10 @@ class LabelStore:
         self._write_lock = threading.Lock()
         with self._write_lock:
             self._conn().executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+        with self._write() as db:
+            if "page" not in {r[1] for r in db.execute("PRAGMA table_info(events)")}:
+                db.execute("ALTER TABLE events ADD COLUMN page TEXT")
+            db.execute(_PAGE_INDEX)
         self.labels = self._init_labels(labels)
 
     # ---- connections ------------------------------------------------------------------------
@@ -281,12 +294,16 @@ class LabelStore:
         lease_seconds: float = 300.0,
         now: float | None = None,
         max_held: int | None = None,
+        similar: Callable[[str, list[str]], list[str]] | None = None,
+        window: int = 1024,
     ) -> list[str]:
         """Up to ``n`` unlabeled queued ids held for ``annotator`` until ``now + lease_seconds``.
 
         Ids this annotator already holds come first (a reloaded page gets them back), then open
         queue ids in queue order that nobody else holds. Leases are renewed on every call.
         ``max_held``: the annotator never holds more than this many ids at once (lease quota).
+        ``similar(anchor, candidates)``: ranks the next ``window`` open ids by likeness to the
+        page's first id (a grid page of similar images; see ``pipeline.labeler.grid``).
         """
         _check_annotator(annotator)
         if n < 1:
@@ -295,33 +312,29 @@ class LabelStore:
         expires = now + lease_seconds
         with self._write() as db:
             db.execute("DELETE FROM leases WHERE expires <= ?", (now,))
-            holding = db.execute(
-                "SELECT COUNT(*) FROM leases l JOIN queue q ON q.id = l.id WHERE l.annotator = ? AND q.done = 0",
-                (annotator,),
-            ).fetchone()[0]
-            held = [
+            holding = [
                 r[0]
                 for r in db.execute(
                     "SELECT l.id FROM leases l JOIN queue q ON q.id = l.id "
-                    "WHERE l.annotator = ? AND q.done = 0 ORDER BY q.seq LIMIT ?",
-                    (annotator, n),
+                    "WHERE l.annotator = ? AND q.done = 0 ORDER BY q.seq",
+                    (annotator,),
                 )
             ]
-            fresh = (
-                [
+            ids = holding[:n]
+            room = n - len(ids) if max_held is None else min(n - len(ids), max_held - len(holding))
+            if room > 0:
+                fresh = [
                     r[0]
                     for r in db.execute(
                         "SELECT q.id FROM queue q WHERE q.done = 0 "
                         "AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.id = q.id) ORDER BY q.seq LIMIT ?",
-                        (n - len(held),),
+                        (room if similar is None else max(room, window),),
                     )
                 ]
-                if len(held) < n and (max_held is None or holding < max_held)
-                else []
-            )
-            if max_held is not None:
-                fresh = fresh[: max(0, max_held - holding)]
-            ids = held + fresh
+                if similar is not None and fresh:
+                    anchor = ids[0] if ids else fresh.pop(0)
+                    fresh = ([] if ids else [anchor]) + similar(anchor, fresh)
+                ids += fresh[:room]
             db.executemany("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", ((i, annotator, expires) for i in ids))
         return ids
 
@@ -361,23 +374,42 @@ class LabelStore:
                     if prior.id != item_id or prior.undone:
                         raise LabelError(f"request_id {request_id!r} was used for another request", status=409)
                     return prior, True
-            if db.execute("SELECT 1 FROM queue WHERE id = ?", (item_id,)).fetchone() is None:
-                raise LabelError(f"id {item_id!r} is not in the labeling queue", status=404)
-            holder = db.execute("SELECT annotator FROM leases WHERE id = ? AND expires > ?", (item_id, now)).fetchone()
-            if holder is not None and holder[0] != annotator:
-                raise LabelError(f"id {item_id!r} is held by another labeler", status=409)
-            if db.execute("SELECT 1 FROM current WHERE id = ?", (item_id,)).fetchone() is not None:
-                raise LabelError(f"id {item_id!r} already has a label (undo it first)", status=409)
-            cur = db.execute(
-                "INSERT INTO events (id, label, annotator, timestamp, undone, undoes, request_id) "
-                "VALUES (?, ?, ?, ?, 0, NULL, ?)",
-                (item_id, label, annotator, now, request_id),
-            )
-            seq = cur.lastrowid
-            db.execute("INSERT OR REPLACE INTO current VALUES (?, ?, ?, ?, ?)", (item_id, seq, label, annotator, now))
-            db.execute("UPDATE queue SET done = 1 WHERE id = ?", (item_id,))
-            db.execute("DELETE FROM leases WHERE id = ?", (item_id,))
+            seq = _append_label(db, item_id, label, annotator, now, request_id, None)
         return LabelEvent(seq, item_id, label, annotator, now, False, None, request_id), False
+
+    def label_page(
+        self, labels: Mapping[str, str], annotator: str, page: str, now: float | None = None
+    ) -> tuple[list[LabelEvent], bool]:
+        """Record a whole grid page ``{id: label}`` in one transaction (all or none). Returns (events, duplicate).
+
+        ``page`` is a client-chosen key shared by the page's events: a retry with the same key
+        returns the first events (``duplicate``); a key whose page was undone is refused (409).
+        Each id is checked as in :meth:`label`.
+        """
+        _check_annotator(annotator)
+        if not page or len(page) > 64:
+            raise LabelError(f"page must be a 1-64 character key, got {page!r}", status=422)
+        if not labels:
+            raise LabelError("a page needs at least one label", status=422)
+        bad = sorted({v for v in labels.values() if v not in self.labels})
+        if bad:
+            raise LabelError(f"unknown label {bad[0]!r}; allowed: {list(self.labels)}", status=422)
+        now = time.time() if now is None else now
+        with self._write() as db:
+            prior = [_to_event(r) for r in db.execute(f"SELECT {_EVENT_COLS} FROM events WHERE page = ?", (page,))]
+            if prior:
+                if (
+                    any(e.undone for e in prior)
+                    or {e.id for e in prior} != set(labels)
+                    or prior[0].annotator != annotator
+                ):
+                    raise LabelError(f"page {page!r} was used for another request or undone", status=409)
+                return prior, True
+            events = []
+            for item_id, label in labels.items():
+                seq = _append_label(db, item_id, label, annotator, now, None, page)
+                events.append(LabelEvent(seq, item_id, label, annotator, now, False, None, None, page))
+        return events, False
 
     def undo(
         self,
@@ -408,14 +440,72 @@ class LabelStore:
             if row is None:
                 return None
             target, item_id, label = row
-            cur = db.execute(
-                "INSERT INTO events (id, label, annotator, timestamp, undone, undoes, request_id) "
-                "VALUES (?, ?, ?, ?, 1, ?, ?)",
-                (item_id, label, annotator, now, target, request_id),
+            seq = _append_undo(db, target, item_id, label, annotator, now, request_id, None, lease_seconds)
+        return LabelEvent(seq, item_id, label, annotator, now, True, target, request_id), False
+
+    def undo_page(
+        self,
+        annotator: str,
+        request_id: str | None = None,
+        lease_seconds: float = 300.0,
+        now: float | None = None,
+    ) -> tuple[list[LabelEvent], bool] | None:
+        """Cancel ``annotator``'s most recent live page (or single label) as a whole.
+
+        Appends one undo event per label of that page (sharing its ``page`` key; the first
+        carries ``request_id``), gives the ids back to the annotator under a lease and returns
+        (the undo events, duplicate); None when there is nothing left to undo.
+        """
+        _check_annotator(annotator)
+        now = time.time() if now is None else now
+        with self._write() as db:
+            if request_id is not None:
+                prior = _event_by_request(db, request_id)
+                if prior is not None:
+                    if not prior.undone:
+                        raise LabelError(f"request_id {request_id!r} was used for another request", status=409)
+                    if prior.page is None:
+                        return [prior], True
+                    rows = db.execute(
+                        f"SELECT {_EVENT_COLS} FROM events WHERE page = ? AND undone = 1 ORDER BY seq", (prior.page,)
+                    )
+                    return [_to_event(r) for r in rows], True
+            live = (
+                "SELECT e.seq, e.id, e.label, e.page FROM events e WHERE e.annotator = ? AND e.undone = 0 "
+                "AND NOT EXISTS (SELECT 1 FROM events u WHERE u.undoes = e.seq)"
             )
-            _refresh_current(db, item_id)
-            db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (item_id, annotator, now + lease_seconds))
-        return LabelEvent(cur.lastrowid, item_id, label, annotator, now, True, target, request_id), False
+            last = db.execute(f"{live} ORDER BY e.seq DESC LIMIT 1", (annotator,)).fetchone()
+            if last is None:
+                return None
+            page = last[3]
+            rows = (
+                [last[:3]] if page is None else db.execute(f"{live} AND e.page = ? ORDER BY e.seq", (annotator, page))
+            )
+            events = []
+            for k, (target, item_id, label) in enumerate(list(rows)):
+                rid = request_id if k == 0 else None
+                seq = _append_undo(db, target, item_id, label, annotator, now, rid, page, lease_seconds)
+                events.append(LabelEvent(seq, item_id, label, annotator, now, True, target, rid, page))
+        return events, False
+
+    def set_guesses(self, guesses: Mapping[str, str]) -> int:
+        """Pre-mark ids on grid pages with these labels (a model's predictions). Returns ids set."""
+        bad = sorted({v for v in guesses.values() if v not in self.labels})
+        if bad:
+            raise ValueError(f"guess {bad[0]!r} is not a label of this store: {list(self.labels)}")
+        with self._write() as db:
+            db.executemany("INSERT OR REPLACE INTO guesses VALUES (?, ?)", ((str(k), v) for k, v in guesses.items()))
+        return len(guesses)
+
+    def guesses(self, ids: Iterable[str]) -> dict[str, str]:
+        """``id -> guessed label`` for the ids that have one."""
+        db = self._conn()
+        out: dict[str, str] = {}
+        for item_id in ids:
+            row = db.execute("SELECT label FROM guesses WHERE id = ?", (item_id,)).fetchone()
+            if row is not None:
+                out[item_id] = row[0]
+        return out
 
     # ---- reading ----------------------------------------------------------------------------------
     def current_labels(self, ids: Iterable[str] | None = None) -> dict[str, str]:
@@ -490,17 +580,67 @@ class LabelStore:
             return db.execute("SELECT COUNT(*) FROM current").fetchone()[0]
 
 
-_EVENT_COLS = "seq, id, label, annotator, timestamp, undone, undoes, request_id"
+_EVENT_COLS = "seq, id, label, annotator, timestamp, undone, undoes, request_id, page"
 
 
 def _to_event(row: tuple) -> LabelEvent:
-    seq, item_id, label, annotator, ts, undone, undoes, request_id = row
-    return LabelEvent(seq, item_id, label, annotator, ts, bool(undone), undoes, request_id)
+    seq, item_id, label, annotator, ts, undone, undoes, request_id, page = row
+    return LabelEvent(seq, item_id, label, annotator, ts, bool(undone), undoes, request_id, page)
 
 
 def _event_by_request(db: sqlite3.Connection, request_id: str) -> LabelEvent | None:
     row = db.execute(f"SELECT {_EVENT_COLS} FROM events WHERE request_id = ?", (request_id,)).fetchone()
     return None if row is None else _to_event(row)
+
+
+def _append_label(
+    db: sqlite3.Connection,
+    item_id: str,
+    label: str,
+    annotator: str,
+    now: float,
+    request_id: str | None,
+    page: str | None,
+) -> int:
+    """Check that ``annotator`` may label queued ``item_id`` now, append the event, update derived rows."""
+    if db.execute("SELECT 1 FROM queue WHERE id = ?", (item_id,)).fetchone() is None:
+        raise LabelError(f"id {item_id!r} is not in the labeling queue", status=404)
+    holder = db.execute("SELECT annotator FROM leases WHERE id = ? AND expires > ?", (item_id, now)).fetchone()
+    if holder is not None and holder[0] != annotator:
+        raise LabelError(f"id {item_id!r} is held by another labeler", status=409)
+    if db.execute("SELECT 1 FROM current WHERE id = ?", (item_id,)).fetchone() is not None:
+        raise LabelError(f"id {item_id!r} already has a label (undo it first)", status=409)
+    seq = db.execute(
+        "INSERT INTO events (id, label, annotator, timestamp, undone, undoes, request_id, page) "
+        "VALUES (?, ?, ?, ?, 0, NULL, ?, ?)",
+        (item_id, label, annotator, now, request_id, page),
+    ).lastrowid
+    db.execute("INSERT OR REPLACE INTO current VALUES (?, ?, ?, ?, ?)", (item_id, seq, label, annotator, now))
+    db.execute("UPDATE queue SET done = 1 WHERE id = ?", (item_id,))
+    db.execute("DELETE FROM leases WHERE id = ?", (item_id,))
+    return seq
+
+
+def _append_undo(
+    db: sqlite3.Connection,
+    target: int,
+    item_id: str,
+    label: str,
+    annotator: str,
+    now: float,
+    request_id: str | None,
+    page: str | None,
+    lease_seconds: float,
+) -> int:
+    """Append the event cancelling ``target``, re-derive the id, lease it back to ``annotator``."""
+    seq = db.execute(
+        "INSERT INTO events (id, label, annotator, timestamp, undone, undoes, request_id, page) "
+        "VALUES (?, ?, ?, ?, 1, ?, ?, ?)",
+        (item_id, label, annotator, now, target, request_id, page),
+    ).lastrowid
+    _refresh_current(db, item_id)
+    db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (item_id, annotator, now + lease_seconds))
+    return seq
 
 
 def _refresh_current(db: sqlite3.Connection, item_id: str) -> None:
