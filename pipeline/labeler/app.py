@@ -9,6 +9,10 @@ Routes (all but ``/login`` need the access token when one is set; 401 without it
     POST /api/label        {annotator, id, label, request_id?}
     POST /api/undo         {annotator, request_id?} -> the id given back
     POST /api/release      {annotator, ids?} -> leases returned to the queue
+    POST /api/page         {annotator, n?} -> a grid page: up to n similar leased items, each
+                           with the label it is pre-marked with (``guess``)
+    POST /api/page/label   {annotator, labels: {id: label}, request_id} -> the page, all or none
+    POST /api/page/undo    {annotator, request_id?} -> the last page's ids and labels, undone
     GET  /api/image?id=    JPEG thumbnail of a catalog id (never a path)
     GET  /api/labels       current labels as JSON
 
@@ -39,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.config import load_group
+from pipeline.labeler.grid import ranker_for_run
 from pipeline.labeler.images import ThumbnailCache
 from pipeline.labeler.store import LabelError, LabelStore
 from pipeline.security import host_allowed, is_loopback
@@ -74,6 +79,26 @@ class LabelerSettings:
     max_leased: int = field(default_factory=lambda: _yaml("max_leased"))
     max_annotators: int = field(default_factory=lambda: _yaml("max_annotators"))
     max_body_kb: int = field(default_factory=lambda: _yaml("max_body_kb"))
+    prompt: str | None = field(default_factory=lambda: _yaml("prompt"))
+    reference: str | None = field(default_factory=lambda: _yaml("reference"))
+    show_ids: bool = field(default_factory=lambda: _yaml("show_ids"))
+    mode: str = field(default_factory=lambda: _yaml("mode"))
+    grid_size: int = field(default_factory=lambda: _yaml("grid_size"))
+    grid_guess: str | None = field(default_factory=lambda: _yaml("grid_guess"))
+    neighbours_from: str | None = None  # a run directory: its embeddings (or clusters) group grid pages
+
+    def check(self, labels: Sequence[str]) -> None:
+        """Raise ``ValueError`` (one line, naming the setting) for settings the app cannot serve."""
+        if self.mode not in ("single", "grid"):
+            raise ValueError(f"labeler.mode must be single or grid, got {self.mode!r}")
+        if not 1 <= self.grid_size <= min(64, self.max_leased):
+            raise ValueError(
+                f"labeler.grid_size must be 1..{min(64, self.max_leased)} (labeler.max_leased), got {self.grid_size}"
+            )
+        if self.grid_guess is not None and self.grid_guess not in labels:
+            raise ValueError(f"labeler.grid_guess {self.grid_guess!r} is not one of the labels {list(labels)}")
+        if self.prompt is not None and len(self.prompt) > 300:
+            raise ValueError(f"labeler.prompt is {len(self.prompt)} characters, at most 300")
 
 
 def _yaml(key: str):
@@ -102,6 +127,19 @@ class UndoBody(_Body):
     request_id: str | None = _REQUEST_ID
 
 
+class PageBody(_Body):
+    annotator: str = _ANNOTATOR
+    n: int | None = Field(default=None, ge=1, le=64)
+
+
+class PageLabelBody(_Body):
+    annotator: str = _ANNOTATOR
+    labels: dict[Annotated[str, _ID], Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        min_length=1, max_length=64
+    )
+    request_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+
 class ReleaseBody(_Body):
     annotator: str = _ANNOTATOR
     ids: list[Annotated[str, _ID]] | None = Field(default=None, max_length=1024)
@@ -126,11 +164,13 @@ def key_bindings(labels: Sequence[str]) -> dict[str, str]:
 def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> FastAPI:
     """The FastAPI app labeling ``store``'s queue (run it with uvicorn, see ``server.serve``)."""
     settings = settings or LabelerSettings()
+    settings.check(store.labels)
     if settings.token is None and not is_loopback(settings.host):
         raise ValueError(
             f"serving on {settings.host!r} (beyond loopback) requires a token: pipeline.security.access_token makes one"
         )
     cache = ThumbnailCache(store.uri, settings.thumbnail_max_side, settings.cache_items)
+    similar = ranker_for_run(settings.neighbours_from) if settings.neighbours_from else None
     app = FastAPI(title=settings.title, docs_url=None, redoc_url=None, openapi_url=None)
     token = settings.token
     pages = {name: _static(name) for name in ("index.html", "login.html")}
@@ -217,6 +257,11 @@ def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> Fa
             "prefetch": settings.prefetch,
             "lease_seconds": settings.lease_seconds,
             "title": settings.title,
+            "prompt": settings.prompt,
+            "reference": settings.reference,
+            "show_ids": settings.show_ids,
+            "mode": settings.mode,
+            "grid_size": settings.grid_size,
         }
 
     @app.get("/api/progress")
@@ -255,6 +300,43 @@ def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> Fa
         if result is None:
             raise LabelError("nothing to undo", status=404)
         return labeled(*result)
+
+    @app.post("/api/page")
+    def page(body: PageBody, request: Request) -> dict:
+        n = body.n or settings.grid_size
+        if n > settings.max_leased:
+            raise LabelError(f"a page holds at most {settings.max_leased} images (labeler.max_leased), asked {n}", 422)
+        own(request, body.annotator)
+        ids = store.lease(body.annotator, n, settings.lease_seconds, max_held=settings.max_leased, similar=similar)
+        guesses = store.guesses(ids)
+        return {
+            "items": [{"id": i, "guess": guesses.get(i, settings.grid_guess or store.labels[0])} for i in ids],
+            "progress": store.progress().as_dict(),
+        }
+
+    @app.post("/api/page/label")
+    def page_label(body: PageLabelBody, request: Request) -> dict:
+        own(request, body.annotator)
+        events, duplicate = store.label_page(body.labels, body.annotator, body.request_id)
+        return {
+            "page": body.request_id,
+            "n": len(events),
+            "duplicate": duplicate,
+            "progress": store.progress().as_dict(),
+        }
+
+    @app.post("/api/page/undo")
+    def page_undo(body: UndoBody, request: Request) -> dict:
+        own(request, body.annotator)
+        result = store.undo_page(body.annotator, body.request_id, settings.lease_seconds)
+        if result is None:
+            raise LabelError("nothing to undo", status=404)
+        events, duplicate = result
+        return {
+            "items": [{"id": e.id, "guess": e.label} for e in events],
+            "duplicate": duplicate,
+            "progress": store.progress().as_dict(),
+        }
 
     @app.post("/api/release")
     def release(body: ReleaseBody, request: Request) -> dict:

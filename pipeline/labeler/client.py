@@ -42,6 +42,18 @@ class LabelClient:
         """Cancel this annotator's latest label; returns ``{"id": ..., "label": ...}``."""
         return self._post("/api/undo", request_id=request_id or uuid.uuid4().hex)
 
+    def page(self, n: int | None = None) -> list[dict]:
+        """Lease a grid page: ``[{"id", "guess"}]`` of similar images (``labeler.grid_size`` by default)."""
+        return self._post("/api/page", **({} if n is None else {"n": n}))["items"]
+
+    def label_page(self, labels: dict[str, str], request_id: str | None = None) -> dict:
+        """Label a whole page ``{id: label}`` at once; a retry with the same ``request_id`` counts once."""
+        return self._post("/api/page/label", labels=labels, request_id=request_id or uuid.uuid4().hex)
+
+    def undo_page(self, request_id: str | None = None) -> list[dict]:
+        """Cancel this annotator's latest page (or single label); returns its ``[{"id", "guess"}]``."""
+        return self._post("/api/page/undo", request_id=request_id or uuid.uuid4().hex)["items"]
+
     def release(self, ids: list[str] | None = None) -> int:
         return int(self._post("/api/release", ids=ids)["released"])
 

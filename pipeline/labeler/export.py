@@ -35,6 +35,7 @@ EVENTS_SCHEMA = pa.schema(
         ("timestamp", pa.timestamp("us", tz="UTC")),
         ("undone", pa.bool_()),
         ("undoes", pa.int64()),
+        ("page", pa.string()),
     ]
 )
 
@@ -80,6 +81,7 @@ def events_table(store: LabelStore) -> pa.Table:
             "timestamp": pa.array([int(e.timestamp * 1e6) for e in ev], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
             "undone": [e.undone for e in ev],
             "undoes": pa.array([e.undoes for e in ev], pa.int64()),
+            "page": pa.array([e.page for e in ev], pa.string()),
         },
         schema=EVENTS_SCHEMA,
     )

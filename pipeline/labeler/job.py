@@ -103,11 +103,21 @@ def settings_from(labeler_cfg: dict[str, Any]) -> LabelerSettings:
         "max_leased",
         "max_annotators",
         "max_body_kb",
+        "prompt",
+        "reference",
+        "show_ids",
+        "mode",
+        "grid_size",
+        "grid_guess",
     )
     return LabelerSettings(**{k: labeler_cfg[k] for k in keys if labeler_cfg.get(k) is not None})
 
 
-def start_server(store: LabelStore, labeler_cfg: dict[str, Any]) -> LabelServer:
+def start_server(store: LabelStore, labeler_cfg: dict[str, Any], run: RunDir | None = None) -> LabelServer:
+    """Serve ``store``; in grid mode ``run``'s embeddings (or clusters) group a page's images."""
+    settings = settings_from(labeler_cfg)
+    if settings.mode == "grid" and run is not None:
+        settings.neighbours_from = run.root
     return serve(
         store.path,
         labels=store.labels,
@@ -115,7 +125,7 @@ def start_server(store: LabelStore, labeler_cfg: dict[str, Any]) -> LabelServer:
         port=int(labeler_cfg.get("port") or 0),
         share=bool(labeler_cfg.get("share")),
         token=labeler_cfg.get("token"),
-        settings=settings_from(labeler_cfg),
+        settings=settings,
         synchronous=labeler_cfg["synchronous"],
     )
 
@@ -137,7 +147,7 @@ def run_label_job(
     prepare_queue(run, store, cfg["queue"], seed=int(cfg["seed"]), force=force)
     if action == "prepare":
         return store.progress().as_dict()["by_label"]
-    server = start_server(store, cfg["labeler"])
+    server = start_server(store, cfg["labeler"], run)
     print(f"Strata labeler: {server.url}" + (f"  (token {server.token})" if server.token else ""), flush=True)
     if server.share_url:
         print(f"Share on your network: {server.share_url}", flush=True)

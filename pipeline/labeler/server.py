@@ -133,6 +133,7 @@ def serve(
         token = secrets.token_urlsafe(18)
     settings = dataclasses.replace(settings or LabelerSettings(), token=token, host=host)
     store = LabelStore(db, labels=labels, synchronous=synchronous)  # creates the file, checks labels
+    settings.check(store.labels)
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     local_host = "127.0.0.1" if host in ("0.0.0.0", "") else host

@@ -478,11 +478,9 @@ class LabelStore:
             if last is None:
                 return None
             page = last[3]
-            rows = (
-                [last[:3]] if page is None else db.execute(f"{live} AND e.page = ? ORDER BY e.seq", (annotator, page))
-            )
+            rows = [last] if page is None else db.execute(f"{live} AND e.page = ? ORDER BY e.seq", (annotator, page))
             events = []
-            for k, (target, item_id, label) in enumerate(list(rows)):
+            for k, (target, item_id, label, _) in enumerate(list(rows)):
                 rid = request_id if k == 0 else None
                 seq = _append_undo(db, target, item_id, label, annotator, now, rid, page, lease_seconds)
                 events.append(LabelEvent(seq, item_id, label, annotator, now, True, target, rid, page))
