@@ -2,10 +2,13 @@
 
 ``write_report(run, cfg)`` reads whatever the run directory holds (see :mod:`pipeline.report.data`)
 and renders counts, stage timings, cluster-size distributions per level before/after balanced
-sampling, a thumbnail gallery of the largest and smallest clusters, removed duplicates next to
-the image kept in their place (kind, distance), label balance, active-learning
-curves and the progress log tail. Options (``cfg["report"]``): ``gallery_clusters`` (3),
-``thumbs_per_cluster`` (6), ``duplicate_pairs`` (12), ``thumb_size`` (112 px), ``progress_lines`` (30).
+sampling, every level-1 cluster as a collapsible thumbnail gallery (largest first, with its
+selected count and most frequent label), removed duplicates next to the image kept in their place
+(kind, distance), balance before/after (cluster sizes and labels, each with a sentence computed
+from the data on what changed and why), the chosen k per level, active-learning curves and the
+progress log tail. Options (``cfg["report"]``): ``thumbs_per_cluster`` (24), ``max_thumbs`` (1200,
+water-filled over the clusters), ``max_clusters`` (500), ``duplicate_pairs`` (12), ``thumb_size``
+(96 px), ``progress_lines`` (30).
 """
 
 from __future__ import annotations

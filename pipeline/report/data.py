@@ -34,6 +34,7 @@ from pipeline.artifacts import (
 )
 from pipeline.io.tables import list_parquet_files
 from pipeline.rundir import RunDir
+from pipeline.sampling.water_filling import water_filling
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,27 @@ class Thumb:
 
 @dataclass
 class GalleryCluster:
-    kind: str  # "largest" | "smallest"
+    """One level-1 cluster of the cluster browser: its members closest to the centroid first."""
+
     cluster: int  # level-1 cluster id
     size: int
+    selected: int | None  # selected items (counting multiplicity), None without a manifest
     thumbs: list[Thumb]
+    top_label: tuple[str, float] | None = None  # most frequent carried label and its share
+
+
+@dataclass
+class LabelBalance:
+    """Label shares before / after balanced sampling and how the level-1 clusters split each label.
+
+    ``footprint[l] = sum_c n_lc / n_c``: the number of level-1 clusters label ``l`` fills, counting
+    each cluster by the label's share of it. If every cluster gave the selection the same number of
+    items, label ``l`` would make up ``footprint[l] / K`` of it (``K`` non-empty clusters).
+    """
+
+    counts: dict[str, tuple[int, int]]  # label -> (kept input items, selected items)
+    footprint: dict[str, float] | None = None
+    n_clusters: int = 0
 
 
 @dataclass
@@ -82,8 +100,9 @@ class ReportData:
     reject_reasons: dict[str, int] = field(default_factory=dict)
     levels: list[LevelSizes] = field(default_factory=list)
     gallery: list[GalleryCluster] = field(default_factory=list)
+    gallery_hidden: int = 0  # non-empty clusters left out of the browser (``max_clusters``)
     duplicate_pairs: list[DuplicatePair] = field(default_factory=list)
-    labels: dict[str, tuple[int, int]] | None = None  # label -> (items before, selected after)
+    labels: LabelBalance | None = None
     active: pa.Table | None = None
     progress: list[str] = field(default_factory=list)
 
@@ -251,7 +270,7 @@ def _thumbs(run: RunDir, ids: list[str], thumb_size: int) -> dict[str, Thumb]:
         try:
             if isinstance(data, Exception):
                 raise data
-            src = "data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(data, thumb_size)).decode()
+            src = "data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(data, thumb_size, quality=75)).decode()
             out[image_id] = Thumb(image_id, src)
         except Exception as exc:  # noqa: BLE001 - show the gap instead of failing the report
             out[image_id] = Thumb(image_id, None, f"{type(exc).__name__}: {exc}"[:120])
@@ -284,32 +303,84 @@ def gather_duplicate_pairs(run: RunDir, n_pairs: int, thumb_size: int) -> list[D
     ]
 
 
+def label_of_points(run: RunDir, point_ids: pa.ChunkedArray) -> tuple[list[str], np.ndarray] | None:
+    """(label names, (n_points,) label code per level-1 item, -1 where unknown) from the embeddings'
+    carried ``label`` column; None when there is none."""
+    if not run.exists(EMBEDDINGS):
+        return None
+    emb = _read_parquet(run.path(EMBEDDINGS), ["id", "label"])
+    if "label" not in emb.column_names or not emb.num_rows:
+        return None
+    where = pc.index_in(point_ids, value_set=emb.column("id").combine_chunks())
+    labels = pc.take(emb.column("label").combine_chunks().cast(pa.string()), where)
+    enc = pc.dictionary_encode(labels.combine_chunks() if isinstance(labels, pa.ChunkedArray) else labels)
+    codes = np.asarray(pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return [str(v) for v in enc.dictionary.to_pylist()], codes
+
+
+def label_cluster_counts(codes: np.ndarray, clusters: np.ndarray, n_labels: int, k: int) -> np.ndarray:
+    """(n_labels, k) items of each label in each cluster (items without a label left out)."""
+    known = codes >= 0
+    return np.bincount(codes[known] * k + clusters[known], minlength=n_labels * k).reshape(n_labels, k)
+
+
 def gather_gallery(
-    run: RunDir, levels: list[Any], n_clusters: int, per_cluster: int, thumb_size: int
-) -> list[GalleryCluster]:
-    """The ``n_clusters`` largest and smallest non-empty level-1 clusters, ``per_cluster`` members
-    closest to their centroid each, as inline JPEG thumbnails."""
-    if not levels or n_clusters <= 0 or per_cluster <= 0:
-        return []
+    run: RunDir,
+    levels: list[Any],
+    selected: np.ndarray | None,
+    per_cluster: int,
+    max_thumbs: int,
+    max_clusters: int,
+    thumb_size: int,
+    point_labels: tuple[list[str], np.ndarray] | None = None,
+) -> tuple[list[GalleryCluster], int]:
+    """Every non-empty level-1 cluster, largest first (at most ``max_clusters``; also returns how
+    many were left out), each with up to ``per_cluster`` members closest to its centroid as inline
+    JPEG thumbnails. The ``max_thumbs`` budget is water-filled over the clusters (small clusters
+    shown whole, the others equally), so the page stays a few MB whatever the run's size.
+    ``point_labels``: :func:`label_of_points`, to name each cluster's most frequent label."""
+    if not levels or max_clusters <= 0:
+        return [], 0
     level = levels[0]
     sizes = np.diff(level.offsets)
     non_empty = np.flatnonzero(sizes > 0)
     order = non_empty[np.lexsort((non_empty, -sizes[non_empty]))]  # largest first, ties by id
-    largest = order[:n_clusters]
-    smallest = [c for c in order[::-1][:n_clusters] if c not in set(largest.tolist())]
-    picks = [("largest", int(c)) for c in largest] + [("smallest", int(c)) for c in smallest]
+    shown, hidden = order[:max_clusters], max(0, len(order) - max_clusters)
+    caps = np.minimum(sizes[shown], max(per_cluster, 0))
+    n_thumbs = water_filling(caps, min(int(caps.sum()), max(max_thumbs, 0)), np.random.default_rng(0))
     point_ids = load_point_ids(run).column("id")
-    members = {
-        c: level.sorted_clusters[level.offsets[c] : level.offsets[c] + min(per_cluster, sizes[c])] for _, c in picks
-    }
+    members = {int(c): level.sorted_clusters[level.offsets[c] : level.offsets[c] + n] for c, n in zip(shown, n_thumbs)}
     ids = {c: [point_ids[int(i)].as_py() for i in idx] for c, idx in members.items()}
     thumbs = _thumbs(run, sorted({i for v in ids.values() for i in v}), thumb_size)
-    gallery = [GalleryCluster(kind, c, int(sizes[c]), [thumbs[i] for i in ids[c]]) for kind, c in picks]
-    return gallery
+    top: dict[int, tuple[str, float]] = {}
+    if point_labels is not None:
+        names, codes = point_labels
+        counts = label_cluster_counts(codes, np.asarray(level.assignments), len(names), len(sizes))
+        best = counts.argmax(axis=0)
+        for c in members:
+            if counts[:, c].sum():
+                top[c] = (names[best[c]], float(counts[best[c], c] / counts[:, c].sum()))
+    gallery = [
+        GalleryCluster(
+            c,
+            int(sizes[c]),
+            None if selected is None else int(selected[c]),
+            [thumbs[i] for i in ids[c]],
+            top.get(c),
+        )
+        for c in members
+    ]
+    return gallery, hidden
 
 
-def gather_labels(run: RunDir, manifest: pa.Table | None) -> dict[str, tuple[int, int]] | None:
-    """label -> (kept input items, selected items counting multiplicity) when a ``label`` column exists."""
+def gather_labels(
+    run: RunDir,
+    manifest: pa.Table | None,
+    levels: list[Any],
+    point_labels: tuple[list[str], np.ndarray] | None = None,
+) -> LabelBalance | None:
+    """Label shares of the kept input and of the selection (counting multiplicity), and each label's
+    level-1 cluster footprint (see :class:`LabelBalance`), when a ``label`` column exists."""
     if manifest is None or "label" not in manifest.column_names or not run.exists(EMBEDDINGS):
         return None
     before = _read_parquet(run.path(EMBEDDINGS), ["label"])
@@ -326,7 +397,16 @@ def gather_labels(run: RunDir, manifest: pa.Table | None) -> dict[str, tuple[int
     )
     for label, m in zip(manifest.column("label").to_pylist(), mult):
         counts[str(label)][1] += int(m)
-    return {k: (v[0], v[1]) for k, v in sorted(counts.items())}
+    balance = LabelBalance({k: (v[0], v[1]) for k, v in sorted(counts.items())})
+    if levels and point_labels is not None:
+        names, codes = point_labels
+        k = len(levels[0].offsets) - 1
+        n_lc = label_cluster_counts(codes, np.asarray(levels[0].assignments), len(names), k)
+        n_c = n_lc.sum(axis=0)
+        footprint = (n_lc[:, n_c > 0] / n_c[n_c > 0]).sum(axis=1)
+        balance.footprint = {name: float(f) for name, f in zip(names, footprint)}
+        balance.n_clusters = int((n_c > 0).sum())
+    return balance
 
 
 def gather(run: RunDir, cfg: dict | None = None) -> ReportData:
@@ -339,17 +419,20 @@ def gather(run: RunDir, cfg: dict | None = None) -> ReportData:
     data = ReportData(root=run.root, config=config, timings=dict(run_json.get("timings") or {}))
     data.counts, data.reject_reasons = gather_counts(run, run_json)
     data.levels, levels, manifest = gather_levels(run)
-    data.gallery = gather_gallery(
+    thumb_size = int(opts.get("thumb_size", 96))
+    point_labels = label_of_points(run, load_point_ids(run).column("id")) if levels else None
+    data.gallery, data.gallery_hidden = gather_gallery(
         run,
         levels,
-        int(opts.get("gallery_clusters", 3)),
-        int(opts.get("thumbs_per_cluster", 6)),
-        int(opts.get("thumb_size", 112)),
+        data.levels[0].after if data.levels else None,
+        int(opts.get("thumbs_per_cluster", 24)),
+        int(opts.get("max_thumbs", 1200)),
+        int(opts.get("max_clusters", 500)),
+        thumb_size,
+        point_labels,
     )
-    data.duplicate_pairs = gather_duplicate_pairs(
-        run, int(opts.get("duplicate_pairs", 12)), int(opts.get("thumb_size", 112))
-    )
-    data.labels = gather_labels(run, manifest)
+    data.duplicate_pairs = gather_duplicate_pairs(run, int(opts.get("duplicate_pairs", 12)), thumb_size)
+    data.labels = gather_labels(run, manifest, levels, point_labels)
     if run.exists(ACTIVE_ROUNDS):
         data.active = _read_parquet(run.path(ACTIVE_ROUNDS))
     data.progress = read_log(run, last=int(opts.get("progress_lines", 30)))

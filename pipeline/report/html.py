@@ -26,10 +26,12 @@ h2{font-size:17px;margin:0 0 10px}h3{font-size:14px;margin:12px 0 6px}
 .row{display:flex;flex-wrap:wrap;gap:16px}.muted{color:#5b6672;font-size:12px}
 table{border-collapse:collapse;font-size:12px}td,th{border-bottom:1px solid #eceef1;padding:3px 10px;text-align:left}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
-.gallery{display:flex;flex-wrap:wrap;gap:6px;margin-bottom:6px}.gallery figure{margin:0;width:112px}
-.gallery img{width:112px;height:112px;object-fit:cover;border-radius:4px;display:block;background:#ddd}
-.gallery figcaption{font-size:10px;color:#5b6672;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.missing{width:112px;height:112px;background:#eee;border-radius:4px;font-size:10px;color:#a33;padding:4px;box-sizing:border-box;overflow:hidden}
+.gallery{display:flex;flex-wrap:wrap;gap:6px;margin:6px 0}.gallery figure{margin:0;width:96px}
+.gallery img{width:96px;height:96px;object-fit:cover;border-radius:4px;display:block;background:#ddd}
+.gallery figcaption{font-size:10px;line-height:1.25;color:#5b6672;overflow-wrap:anywhere}
+details{border-top:1px solid #eceef1;padding:3px 0}summary{cursor:pointer;font-size:13px}
+summary .muted{margin-left:6px}p.why{margin:6px 0;max-width:820px}
+.missing{width:96px;height:96px;background:#eee;border-radius:4px;font-size:10px;color:#a33;padding:4px;box-sizing:border-box;overflow:hidden}
 .pairs{display:flex;flex-wrap:wrap;gap:14px}.pair{border:1px solid #e1e4e8;border-radius:6px;padding:6px}
 .pair .gallery{margin:0}.pair p{margin:2px 0 0;font-size:11px;color:#5b6672}
 pre{background:#f2f4f6;padding:8px;overflow:auto;font-size:11px;max-height:260px}
@@ -147,35 +149,14 @@ def render(data: ReportData, generated: dt.datetime | None = None) -> str:
         )
 
     if data.gallery:
-        body = ""
-        for g in data.gallery:
-            figs = "".join(
-                f'<figure><img src="{t.src}" alt="{escape(t.id)}"><figcaption title="{escape(t.id)}">{escape(t.id)}</figcaption></figure>'
-                if t.src
-                else f'<figure><div class="missing">{escape(t.note)}</div><figcaption>{escape(t.id)}</figcaption></figure>'
-                for t in g.thumbs
-            )
-            body += f'<h3>{g.kind.capitalize()} cluster {g.cluster} ({g.size:,} images)</h3><div class="gallery">{figs}</div>'
-        body += '<p class="muted">Level-1 clusters; members closest to the centroid first.</p>'
-        out.append(_section("Largest and smallest clusters", body, "gallery"))
+        out.append(_section("Clusters (level 1)", _cluster_browser(data), "gallery"))
 
     if data.duplicate_pairs:
         out.append(_section("Duplicates removed (removed | kept)", _pairs_body(data), "duplicates"))
 
-    if data.labels:
-        names = list(data.labels)
-        before = np.array([data.labels[n][0] for n in names], dtype=np.float64)
-        after = np.array([data.labels[n][1] for n in names], dtype=np.float64)
-        frac = {
-            "before (input)": before / max(before.sum(), 1) * 100,
-            "after (selection)": after / max(after.sum(), 1) * 100,
-        }
-        chart = hbar_chart(names, frac, unit="%", bar=8, value_fmt="{:.1f}")
-        body = (
-            f'{chart}<p class="muted">share of each label; normalised entropy H/ln C (1 = uniform): '
-            f"before {normalized_entropy(before):.3f}, after {normalized_entropy(after):.3f}</p>"
-        )
-        out.append(_section("Label balance", body, "labels"))
+    balance = _balance_body(data)
+    if balance:
+        out.append(_section("Balance before / after sampling", balance, "labels"))
 
     if data.active is not None and data.active.num_rows:
         out.append(_section("Active learning rounds", _active_body(data), "active"))
@@ -203,6 +184,130 @@ def _figure(t: Any) -> str:
     if t.src:
         return f'<figure><img src="{t.src}" alt="{escape(t.id)}"><figcaption title="{escape(t.id)}">{escape(t.id)}</figcaption></figure>'
     return f'<figure><div class="missing">{escape(t.note)}</div><figcaption>{escape(t.id)}</figcaption></figure>'
+
+
+def _cluster_browser(data: ReportData, open_first: int = 3) -> str:
+    """Every level-1 cluster as a collapsible gallery, largest first (the first ``open_first`` open)."""
+    rows = []
+    for i, g in enumerate(data.gallery):
+        facts = [f"{g.size:,} images"]
+        if g.selected is not None:
+            facts.append(f"{g.selected:,} selected")
+        if g.top_label is not None:
+            facts.append(f"mostly {escape(g.top_label[0])} ({g.top_label[1]:.0%})")
+        shown = (
+            f"{len(g.thumbs)} of {g.size:,} shown, closest to the centroid first"
+            if g.thumbs
+            else "no thumbnails left in the budget (report.max_thumbs)"
+        )
+        rows.append(
+            f'<details{" open" if i < open_first else ""} id="cluster-{g.cluster}"><summary><b>Cluster {g.cluster}</b>'
+            f'<span class="muted">{" · ".join(facts)}</span></summary>'
+            f'<div class="gallery">{"".join(_figure(t) for t in g.thumbs)}</div><p class="muted">{shown}</p></details>'
+        )
+    hidden = (
+        f" {data.gallery_hidden:,} smaller clusters are not listed (report.max_clusters)."
+        if data.gallery_hidden
+        else ""
+    )
+    return (
+        f'<p class="muted">{len(data.gallery):,} clusters, largest first; click one to open or close it. '
+        f"Thumbnails: up to report.thumbs_per_cluster per cluster and report.max_thumbs in all, shared out "
+        f"so that small clusters are shown whole.{hidden}</p>" + "".join(rows)
+    )
+
+
+def cluster_balance_sentence(lv: Any) -> str:
+    """What balanced sampling did to one level's cluster sizes, computed from ``lv.before``/``lv.after``."""
+    had = lv.before > 0
+    before, after = lv.before[had], lv.after[had]
+    whole = int((after >= before).sum())
+    cut = int((after < before).sum())
+    picked = after[after > 0]
+
+    def spread(x: np.ndarray, unit: str = "") -> str:
+        return f"{int(x.min()):,} to {int(x.max()):,}{unit} (largest/smallest {x.max() / max(x.min(), 1):.1f}x)"
+
+    text = (
+        f"Level {lv.level}: {len(before):,} clusters of {spread(before, ' images')}, normalised size entropy "
+        f"{normalized_entropy(before):.3f}; the selection takes {spread(picked) if len(picked) else 'nothing'} "
+        f"from each, entropy {normalized_entropy(after):.3f}. "
+    )
+    if cut and whole:
+        text += f"{whole:,} small clusters were taken whole and the {cut:,} larger ones cut down to an equal share."
+    elif cut:
+        text += (
+            f"Every cluster was cut down to an equal share{'' if len(picked) == len(before) else ' (some to none)'}."
+        )
+    else:
+        text += "Every cluster was taken whole (the target is at least the pool)."
+    return text
+
+
+def label_balance_sentence(balance: Any) -> str:
+    """Why the label entropy moved, from the labels' shares and their level-1 cluster footprints."""
+    names = list(balance.counts)
+    before = np.array([balance.counts[n][0] for n in names], dtype=np.float64)
+    after = np.array([balance.counts[n][1] for n in names], dtype=np.float64)
+    h0, h1 = normalized_entropy(before), normalized_entropy(after)
+    if not (math.isfinite(h0) and math.isfinite(h1)):
+        return ""
+    move = "rose" if h1 > h0 + 5e-4 else "fell" if h1 < h0 - 5e-4 else "stayed"
+    text = (
+        f"Label entropy {move} from {h0:.3f} to {h1:.3f}" if move != "stayed" else f"Label entropy stayed at {h1:.3f}"
+    )
+    if not balance.footprint or after.sum() <= 0:
+        return text + "."
+    p0, p1 = before / max(before.sum(), 1), after / after.sum()
+    fp = np.array([balance.footprint.get(n, 0.0) for n in names])
+    predicted = fp / max(balance.n_clusters, 1)
+    gain = p1 - p0
+    up, down = int(np.argmax(gain)), int(np.argmin(gain))
+
+    def one(i: int) -> str:
+        return (
+            f"<b>{escape(names[i])}</b> fills {fp[i]:.1f} clusters (pool {p0[i]:.1%}, selection {p1[i]:.1%}, "
+            f"{predicted[i]:.1%} if every cluster gave the same)"
+        )
+
+    text += (
+        f". Balanced sampling evens out the {balance.n_clusters:,} level-1 clusters, not the labels (it never reads "
+        f"them), so a label's share of the selection follows how many clusters it fills (a cluster counts by the "
+        f"label's share of it): {one(up)}, while {one(down)}."
+    )
+    if len(names) >= 3 and predicted.std() > 0 and p1.std() > 0:
+        text += f" Across labels, the share predicted from the clusters and the actual share correlate (r = {np.corrcoef(predicted, p1)[0, 1]:.2f})."
+    if move == "fell" and h0 >= 0.99:
+        text += (
+            " The pool was already balanced by label; k-means splits the labels into unequal numbers of "
+            "clusters, so evening out the clusters moves the selection away from that balance."
+        )
+    elif move == "rose":
+        text += " Over-represented labels crowd into a few large clusters, which balancing cut down."
+    return text
+
+
+def _balance_body(data: ReportData) -> str:
+    """Cluster-size and label balance before / after sampling, each with a sentence on why."""
+    parts = [
+        f'<p class="why">{cluster_balance_sentence(lv)}</p>'
+        for lv in data.levels[:1] + data.levels[1:][-1:]
+        if lv.after is not None
+    ]
+    if data.labels:
+        names = list(data.labels.counts)
+        before = np.array([data.labels.counts[n][0] for n in names], dtype=np.float64)
+        after = np.array([data.labels.counts[n][1] for n in names], dtype=np.float64)
+        frac = {
+            "before (input)": before / max(before.sum(), 1) * 100,
+            "after (selection)": after / max(after.sum(), 1) * 100,
+        }
+        parts.append(
+            f'<h3>Labels (carried column, never used for curation)</h3><p class="why">{label_balance_sentence(data.labels)}</p>'
+            + hbar_chart(names, frac, unit="%", bar=8, value_fmt="{:.1f}")
+            + '<p class="muted">share of each label; normalised entropy H/ln C (1 = uniform)</p>'
+        )
+    return "".join(parts)
 
 
 def _pairs_body(data: ReportData) -> str:

@@ -10,16 +10,17 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from scipy.stats import entropy
 
-from pipeline.artifacts import load_levels
+from pipeline.artifacts import load_levels, load_point_ids
 from pipeline.report import write_report
-from pipeline.report.data import gather, load_many_bytes
-from pipeline.report.html import normalized_entropy, render
+from pipeline.report.data import LabelBalance, LevelSizes, gather, load_many_bytes
+from pipeline.report.html import cluster_balance_sentence, label_balance_sentence, normalized_entropy, render
 from pipeline.report.svg import hbar_chart, line_chart, log_ticks, nice_ticks, rank_size_chart
 from pipeline.rundir import RunDir
 from tests.report.conftest import BLOBS, build_run
@@ -85,47 +86,106 @@ def test_auto_k_shows_the_chosen_clusters_per_level(finished_run):
     assert "&rarr;" not in explicit and "chosen from the pool size" not in explicit
 
 
-def test_gallery_largest_and_smallest_clusters(finished_run):
-    data = gather(finished_run, {"report": {"gallery_clusters": 2, "thumbs_per_cluster": 4, "thumb_size": 40}})
-    sizes = data.levels[0].before
-    largest = [g for g in data.gallery if g.kind == "largest"]
-    smallest = [g for g in data.gallery if g.kind == "smallest"]
-    assert [g.size for g in largest] == sorted(sizes[sizes > 0])[::-1][:2]
-    assert [g.size for g in smallest] == sorted(sizes[sizes > 0])[:2]
+def test_cluster_browser_lists_every_cluster_within_the_thumbnail_budget(finished_run):
+    opts = {"thumbs_per_cluster": 4, "max_thumbs": 10, "thumb_size": 40}
+    data = gather(finished_run, {"report": opts})
     _, levels = load_levels(finished_run)
+    sizes = np.diff(levels[0].offsets)
+    shown = [g.cluster for g in data.gallery]
+    assert sorted(shown) == np.flatnonzero(sizes > 0).tolist() and data.gallery_hidden == 0
+    assert [g.size for g in data.gallery] == sorted(sizes[sizes > 0].tolist(), reverse=True)
+    # the budget is water-filled: capped at 4 per cluster, 10 in all, counts differ by at most 1
+    counts = np.array([len(g.thumbs) for g in data.gallery])
+    caps = np.minimum([g.size for g in data.gallery], 4)
+    assert counts.sum() == min(10, caps.sum()) and np.all(counts <= caps)
+    assert counts[counts < caps].max(initial=0) >= counts.max() - 1
+    point_ids = load_point_ids(finished_run).column("id").to_pylist()
+    manifest = pq.read_table(finished_run.path("manifest.parquet")).to_pandas()
+    selected = manifest.groupby("level_1")["multiplicity"].sum()
     for g in data.gallery:
-        assert len(g.thumbs) == min(4, g.size)
-        members = levels[0].sorted_clusters[levels[0].offsets[g.cluster] : levels[0].offsets[g.cluster + 1]]
-        assert np.all(levels[0].assignments[members] == g.cluster)
+        start = levels[0].offsets[g.cluster]
+        closest = [point_ids[i] for i in levels[0].sorted_clusters[start : start + len(g.thumbs)]]
+        assert [t.id for t in g.thumbs] == closest  # closest to the centroid first
+        assert g.selected == selected.get(g.cluster, 0)
+        labels = [i.split("/")[0] for i in point_ids if levels[0].assignments[point_ids.index(i)] == g.cluster]
+        top = max(set(labels), key=labels.count)
+        assert g.top_label == (top, pytest.approx(labels.count(top) / len(labels)))
         for t in g.thumbs:
             if t.src is None:
                 continue
             img = Image.open(io.BytesIO(base64.b64decode(t.src.split(",", 1)[1])))
             assert img.format == "JPEG" and max(img.size) <= 40
+    capped = gather(finished_run, {"report": {**opts, "max_clusters": 2}})
+    assert [g.cluster for g in capped.gallery] == shown[:2] and capped.gallery_hidden == len(shown) - 2
+    html = render(capped)
+    assert html.count("<details") == 2 and f"{len(shown) - 2} smaller clusters are not listed" in html
+
+
+def test_cluster_browser_html_every_cluster_collapsible_with_full_captions(finished_run):
+    data = gather(finished_run, {"report": {"thumbs_per_cluster": 60, "max_thumbs": 1000}})
+    html = render(data)
+    body = html.split('id="gallery"')[1].split("</section>")[0]
+    for g in data.gallery:
+        assert f'id="cluster-{g.cluster}"><summary><b>Cluster {g.cluster}</b>' in body
+        assert f"{g.size:,} images" in body
+    assert body.count("<details") == len(data.gallery) and body.count("<details open") == min(3, len(data.gallery))
+    assert body.count("<img") == sum(1 for g in data.gallery for t in g.thumbs if t.src)
+    assert sum(len(g.thumbs) for g in data.gallery) == sum(BLOBS.values()) - 2  # every clustered image, once
+    caption_css = html.split(".gallery figcaption{")[1].split("}")[0]
+    assert "nowrap" not in caption_css and "ellipsis" not in caption_css
 
 
 def test_missing_image_becomes_a_placeholder(tmp_path):
     run = build_run(tmp_path, missing_image="runway/000.png")
-    data = gather(run, {"report": {"gallery_clusters": 6, "thumbs_per_cluster": 60}})
+    data = gather(run, {"report": {"thumbs_per_cluster": 60, "max_thumbs": 1000}})
     thumbs = {t.id: t for g in data.gallery for t in g.thumbs}
     assert thumbs["runway/000.png"].src is None and "FileNotFoundError" in thumbs["runway/000.png"].note
     assert thumbs["runway/001.png"].src.startswith("data:image/jpeg;base64,")
 
 
-def test_label_balance_and_entropy(finished_run):
+def test_label_balance_entropy_and_cluster_footprint(finished_run):
     data = gather(finished_run, {})
     manifest = pq.read_table(finished_run.path("manifest.parquet")).to_pandas()
-    assert {k: v[0] for k, v in data.labels.items()} == BLOBS
-    assert {k: v[1] for k, v in data.labels.items() if v[1]} == manifest.groupby("label")[
-        "multiplicity"
-    ].sum().to_dict()
-    counts = np.array([5, 0, 20, 3])
-    assert normalized_entropy(counts) == pytest.approx(entropy(counts) / math.log(4))
+    counts = data.labels.counts
+    assert {k: v[0] for k, v in counts.items()} == BLOBS
+    assert {k: v[1] for k, v in counts.items() if v[1]} == manifest.groupby("label")["multiplicity"].sum().to_dict()
+    c = np.array([5, 0, 20, 3])
+    assert normalized_entropy(c) == pytest.approx(entropy(c) / math.log(4))
     assert normalized_entropy(np.array([7, 7, 7])) == pytest.approx(1.0)
     # balanced sampling flattens the label distribution of unbalanced blobs
-    before = np.array([v[0] for v in data.labels.values()])
-    after = np.array([v[1] for v in data.labels.values()])
+    before = np.array([v[0] for v in counts.values()])
+    after = np.array([v[1] for v in counts.values()])
     assert normalized_entropy(after) > normalized_entropy(before)
+    # footprint = sum over clusters of the label's share of the cluster, against a pandas crosstab
+    _, levels = load_levels(finished_run)
+    ids = load_point_ids(finished_run).column("id").to_pylist()
+    points = pd.DataFrame({"label": [i.split("/")[0] for i in ids], "cluster": levels[0].assignments})
+    share = pd.crosstab(points.label, points.cluster, normalize="columns")
+    assert data.labels.footprint == pytest.approx(share.sum(axis=1).to_dict())
+    assert data.labels.n_clusters == points.cluster.nunique()
+    assert sum(data.labels.footprint.values()) == pytest.approx(data.labels.n_clusters)
+
+
+def test_balance_sentences_are_computed_from_the_data():
+    # a label-balanced pool whose labels k-means split into 6, 3 and 1 clusters of equal size
+    balance = LabelBalance(
+        {"a": (100, 36), "b": (100, 18), "c": (100, 6)}, footprint={"a": 6.0, "b": 3.0, "c": 1.0}, n_clusters=10
+    )
+    text = label_balance_sentence(balance)
+    h1 = normalized_entropy(np.array([36, 18, 6]))
+    assert text.startswith(f"Label entropy fell from 1.000 to {h1:.3f}")
+    assert "<b>a</b> fills 6.0 clusters (pool 33.3%, selection 60.0%, 60.0% if every cluster gave the same)" in text
+    assert "<b>c</b> fills 1.0 clusters (pool 33.3%, selection 10.0%, 10.0%" in text
+    assert "(r = 1.00)" in text and "already balanced" in text
+    skewed = LabelBalance({"a": (90, 10), "b": (10, 10)}, footprint={"a": 1.0, "b": 1.0}, n_clusters=2)
+    text = label_balance_sentence(skewed)
+    assert "rose" in text and "already balanced" not in text and "crowd into a few large clusters" in text
+    assert label_balance_sentence(LabelBalance({"a": (5, 2), "b": (5, 2)})) == "Label entropy stayed at 1.000."
+    level = LevelSizes(1, before=np.array([40, 10, 3, 0]), after=np.array([8, 8, 3, 0]))
+    text = cluster_balance_sentence(level)
+    assert text.startswith("Level 1: 3 clusters of 3 to 40 images (largest/smallest 13.3x)")
+    assert "takes 3 to 8 (largest/smallest 2.7x) from each" in text
+    assert "1 small clusters were taken whole and the 2 larger ones cut down to an equal share" in text
 
 
 def test_report_is_self_contained_and_written_atomically(finished_run):
