@@ -40,7 +40,8 @@ from PIL import Image, ImageEnhance, ImageOps
 from benchmarks.common import CACHE, DATASETS, REPO, machine
 from benchmarks.ssl_knn import embed, init_local_ray, knn_accuracy
 
-ARMS = ("curated", "random", "whole pool")
+ARMS = ("curated", "random", "whole pool", "random init")
+"""``random init``: the same backbone untrained (no images seen): the floor every pretrained arm must beat."""
 
 
 def load_aid() -> pa.Table:
@@ -194,6 +195,17 @@ def pretrain_on(
     return module, meta, time.perf_counter() - t0, epochs * steps * batch
 
 
+def untrained(meta: dict | None, seed: int) -> tuple[Any, dict, float, int]:
+    """The arms' backbone with its random initialisation (seeded), no pretraining; same tuple as pretrain_on."""
+    from pipeline.ssl.backbones import build_ssl_backbone
+
+    assert meta is not None, "random init is evaluated after a pretrained arm (it reuses its meta)"
+    options = dict(meta["backbone"])
+    torch.manual_seed(seed)
+    module, _ = build_ssl_backbone(options.pop("name"), **options)
+    return module.eval(), meta, 0.0, 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
@@ -209,7 +221,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--out", default=str(CACHE / "downstream"))
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {', '.join(ARMS)}")
     args = parser.parse_args()
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if unknown := sorted(set(arms) - set(ARMS)):
+        parser.error(f"unknown arms {unknown}: choose from {', '.join(ARMS)}")
+    if arms == ["random init"]:
+        parser.error("random init needs a pretrained arm too (it reuses its input normalisation)")
     start = time.perf_counter()
 
     table = load_aid()
@@ -241,17 +259,22 @@ def main() -> None:
     records = []
     for seed in range(args.seeds):
         chosen = {
-            "curated": curate_subset(pool_path, size, seed, f"{args.out}/curate"),
+            "curated": curate_subset(pool_path, size, seed, f"{args.out}/curate") if "curated" in arms else None,
             "random": np.random.default_rng(seed).choice(pool_ids, size, replace=False),
             "whole pool": pool_ids,
+            "random init": pool_ids,
         }
-        for arm in ARMS:
+        meta: dict | None = None
+        for arm in sorted(arms, key=lambda a: a == "random init"):  # random init last: reuses a meta
             ids = chosen[arm]
             rows = pool.take(pa.array(by_id[np.searchsorted(pool_ids[by_id], ids)]))
             row_labels = np.asarray(rows.column("label").to_pylist())
             _, counts = np.unique(row_labels, return_counts=True)
             p = counts / counts.sum()
-            module, meta, secs, seen = pretrain_on(rows, args.seen, seed, args, f"{args.out}/ssl-{seed}")
+            if arm == "random init":
+                module, meta, secs, seen = untrained(meta, seed)
+            else:
+                module, meta, secs, seen = pretrain_on(rows, args.seen, seed, args, f"{args.out}/ssl-{seed}")
             px, tx = embed(module, meta, probe_images), embed(module, meta, test_images)
             knn_acc = knn_accuracy(px, probe_y, tx, test_y)
             knn_tail = knn_accuracy(px, probe_y, tx[tail_mask], test_y[tail_mask])
@@ -275,7 +298,7 @@ def main() -> None:
     print(f"\n{machine()}\ntotal {time.perf_counter() - start:.0f} s; tail classes: {tail}\n")
     print("| arm | images | copies | norm. label entropy | kNN | kNN tail | linear | linear tail | pretrain s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for arm in ARMS:
+    for arm in [a for a in ARMS if a in arms]:
         rs = [r for r in records if r["arm"] == arm]
 
         def ms(key: str, rs: list = rs, pct: bool = True) -> str:
