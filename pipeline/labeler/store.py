@@ -133,9 +133,16 @@ class Progress:
     labeled: int
     leased: int
     by_label: dict[str, int]
+    status: str | None = None  # a line from the process feeding the queue (e.g. active: estimated recall)
 
     def as_dict(self) -> dict:
-        return {"queued": self.queued, "labeled": self.labeled, "leased": self.leased, "by_label": self.by_label}
+        return {
+            "queued": self.queued,
+            "labeled": self.labeled,
+            "leased": self.leased,
+            "by_label": self.by_label,
+            "status": self.status,
+        }
 
 
 class LabelStore:
@@ -549,7 +556,21 @@ class LabelStore:
                 f"SELECT c.label, COUNT(*) FROM current c JOIN queue q ON q.id = c.id {where} GROUP BY c.label", args
             )
         )
-        return Progress(int(queued), int(labeled), int(leased), {k: int(by_label.get(k, 0)) for k in self.labels})
+        status = db.execute("SELECT value FROM meta WHERE key = 'status'").fetchone()
+        return Progress(
+            int(queued),
+            int(labeled),
+            int(leased),
+            {k: int(by_label.get(k, 0)) for k in self.labels},
+            None if status is None else status[0],
+        )
+
+    def set_status(self, line: str | None) -> None:
+        """The line shown next to the labeler's progress (None clears it)."""
+        with self._write() as db:
+            db.execute("DELETE FROM meta WHERE key = 'status'")
+            if line:
+                db.execute("INSERT INTO meta VALUES ('status', ?)", (str(line)[:200],))
 
     def wait_for_labels(self, ids: Sequence[str], timeout: float, poll_s: float = 0.25) -> dict[str, str]:
         """Block until every id in ``ids`` has a live label or ``timeout`` seconds pass.

@@ -70,7 +70,7 @@ function toast(message) {
 function showProgress(p) {
   if (!p) return;
   const parts = Object.entries(p.by_label).map(([k, v]) => `${k} ${v}`).join(" · ");
-  $("progress").textContent = `${p.labeled} / ${p.queued} labeled`;
+  $("progress").textContent = `${p.labeled} / ${p.queued} labeled` + (p.status ? ` · ${p.status}` : "");
   $("progress").title = parts;
   $("progress").dataset.labeled = p.labeled;
 }
