@@ -26,6 +26,8 @@ class Layer:
     format: str = "jpg"
     start_date: str | None = None
     description: str = ""
+    end_date: str | None = None
+    url_suffix: str | None = None  # tile path after ``{base_url}/{layer}/`` (from the capabilities' ResourceURL)
 
     def __post_init__(self) -> None:
         if self.format not in ("jpg", "jpeg", "png"):
@@ -79,7 +81,8 @@ CATALOGUE: dict[str, Layer] = {
 def get_layer(
     name: str, overrides: Mapping[str, Any] | None = None, catalogue: Mapping[str, Layer] | None = None
 ) -> Layer:
-    """Catalogue entry ``name`` with ``overrides`` applied; unknown names need ``tile_matrix_set`` etc. in overrides."""
+    """Entry ``name`` of ``catalogue`` (default: the built-in one) with ``overrides`` applied; names
+    in neither need ``tile_matrix_set`` etc. in overrides."""
     catalogue = CATALOGUE if catalogue is None else catalogue
     fields = {f.name for f in dataclasses.fields(Layer)}
     extra = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -90,8 +93,9 @@ def get_layer(
         return dataclasses.replace(catalogue[name], **{k: v for k, v in extra.items() if k != "name"})
     if "tile_matrix_set" not in extra:
         raise KeyError(
-            f"layer {name!r} is not in the built-in catalogue ({sorted(catalogue)}); "
-            "give its tile_matrix_set (and format, projection) explicitly"
+            f"layer {name!r} is not in the GIBS capabilities nor the built-in catalogue; "
+            "`strata download action=list download.search=<words>` lists the layers, or give its "
+            "tile_matrix_set (and format, projection) in download.layer_overrides"
         )
     return Layer(**{**extra, "name": name})
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import load_group, schema
@@ -31,7 +32,7 @@ from pipeline.satellite.catalogue import Layer
 from pipeline.satellite.codec import decode_rgb_array, encode_array
 from pipeline.satellite.composite import cloud_mask
 from pipeline.satellite.gapfill import fill_gaps, nodata_mask
-from pipeline.satellite.gibs import TileRequest, WMTSClient
+from pipeline.satellite.gibs import URL_TEMPLATE, TileRequest, WMTSClient
 from pipeline.satellite.grid import BBox, PixelWindow, TileGrid, make_grid, pixel_window, tile_range, window_bounds
 from pipeline.satellite.tiling import cut_tiles, tile_windows
 
@@ -316,12 +317,61 @@ def composite_shards(
     return step.result
 
 
-def run_download(cfg: dict[str, Any], run: RunDir, force: bool = False) -> dict[str, Any]:
-    """The ``strata download`` job from its resolved config dict (see ``conf/download.yaml``)."""
-    from pipeline.satellite.catalogue import date_range, get_layer
+def resolve_layer(src: dict[str, Any]) -> Layer:
+    """The layer ``download.layer`` names: from the GIBS capabilities when they can be read (cached,
+    see ``download.capabilities``), else the built-in catalogue; ``layer_overrides`` applied."""
+    from pipeline.satellite.catalogue import CATALOGUE, get_layer
+
+    overrides = src.get("layer_overrides") or {}
+    caps = None
+    if src["capabilities"]["enabled"]:
+        caps = try_capabilities(src, overrides.get("projection") or src["projection"])
+    catalogue = CATALOGUE
+    if caps is not None and src["layer"] in caps.layers:
+        catalogue = {src["layer"]: caps.to_layer(src["layer"])}
+    return get_layer(src["layer"], overrides, catalogue)
+
+
+def try_capabilities(src: dict[str, Any], projection: str):
+    """The endpoint's capabilities, or None (with a warning) when they cannot be read."""
+    from pipeline.satellite.capabilities import capabilities_url, load_capabilities
+
+    cap = src["capabilities"]
+    try:
+        return load_capabilities(
+            capabilities_url(src["base_url"], projection),
+            cap["cache_dir"],
+            max_age_hours=float(cap["max_age_hours"]),
+            timeout_s=float(src["timeout_s"]),
+            projection=projection,
+        )
+    except RuntimeError as exc:
+        log.warning("%s; falling back to the built-in catalogue", exc)
+        return None
+
+
+def list_layers(cfg: dict[str, Any]) -> str:
+    """``strata download action=list``: the layers matching ``download.search`` as a text table."""
+    from pipeline.satellite.capabilities import catalogue_capabilities, format_listing
 
     src = cfg["download"]
-    layer = get_layer(src["layer"], src.get("layer_overrides"))
+    caps = try_capabilities(src, src["projection"]) if src["capabilities"]["enabled"] else None
+    source = "GIBS capabilities" if caps is not None else "built-in catalogue (capabilities unavailable)"
+    caps = caps or catalogue_capabilities()
+    found = caps.search(src.get("search"))
+    return f"{len(found)} of {len(caps.layers)} layers ({source}):\n" + format_listing(caps, found)
+
+
+def run_download(cfg: dict[str, Any], run: RunDir, force: bool = False) -> dict[str, Any]:
+    """The ``strata download`` job from its resolved config dict (see ``conf/download.yaml``)."""
+    from pipeline.satellite.animate import check_encoder
+    from pipeline.satellite.catalogue import date_range
+
+    src = cfg["download"]
+    animate = cfg.get("animate")
+    if animate:
+        check_encoder(animate)
+    layer = resolve_layer(src)
     client = WMTSClient(
         src["base_url"].format(projection=layer.projection),
         timeout_s=src["timeout_s"],
@@ -330,9 +380,12 @@ def run_download(cfg: dict[str, Any], run: RunDir, force: bool = False) -> dict[
         backoff_max_s=src["backoff_max_s"],
         concurrency=src["concurrency"],
         tile_size=make_grid(layer.projection, layer.tile_matrix_set).tile_size,
+        url_template="{base_url}/{layer}/" + layer.url_suffix if layer.url_suffix else URL_TEMPLATE,
         seed=int(cfg["seed"]),
     )
-    dates = date_range(src["dates"]["start"], src["dates"].get("end"), int(src["dates"]["step_days"]))
+    dates = covered_dates(
+        layer, date_range(src["dates"]["start"], src["dates"].get("end"), int(src["dates"]["step_days"]))
+    )
     gap = dict(cfg.get("gap_fill") or {})
     pre = Preprocess(
         gap_fill=({k: v for k, v in gap.items() if k != "enabled"} if gap.pop("enabled", True) else None),
@@ -368,4 +421,30 @@ def run_download(cfg: dict[str, Any], run: RunDir, force: bool = False) -> dict[
             run=run,
             force=force,
         )
+    if animate:
+        from pipeline.satellite.animate import animate_locations
+
+        anim = cfg["animation"]
+        rows = read_shards(cfg["output"], columns=["location", "date", "image"])
+        rows = rows.filter(pc.is_in(rows.column("date"), pa.array(dates)))
+        paths = animate_locations(rows, anim["output"], animate, fps=float(anim["fps"]), label=bool(anim["label"]))
+        summary["animations"] = {"format": animate, "count": len(paths), "output": anim["output"]}
+        run.update_run_json(download=summary)
     return summary
+
+
+def covered_dates(layer: Layer, dates: list[str]) -> list[str]:
+    """``dates`` inside the layer's coverage (a warning names those left out); a static layer (no
+    ``{date}`` in its tile URL) has one image, so only the first date is kept."""
+    if layer.url_suffix is not None and "{date}" not in layer.url_suffix:
+        log.warning("layer %s has no time dimension: downloading it once (date label %s)", layer.name, dates[0])
+        return dates[:1]
+    lo, hi = layer.start_date or "0000", layer.end_date or "9999"
+    kept = [d for d in dates if lo <= d <= hi]
+    if not kept:
+        raise ValueError(
+            f"no requested date lies in {layer.name}'s coverage {lo}..{hi} (dates {dates[0]}..{dates[-1]})"
+        )
+    if len(kept) < len(dates):
+        log.warning("%d dates outside %s..%s of %s are skipped", len(dates) - len(kept), lo, hi, layer.name)
+    return kept

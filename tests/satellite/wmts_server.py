@@ -6,6 +6,8 @@ per-date clouds or gaps on it. ``faults[relpath]`` is a list of actions consumed
 (``"500"``, ``"slow"`` (answer only after ``stop()`` or ``slow_s``, so any client timeout below
 ``slow_s`` expires, however loaded the machine), ``"truncate"`` (announce the full length, send half,
 close), ``"garbage"`` (200 with non-image bytes)); once exhausted the tile is served normally.
+``capabilities`` (bytes), when set, is served at ``.../1.0.0/WMTSCapabilities.xml`` (requests counted
+under ``"capabilities"``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class WMTSServer:
         self.images = [np.asarray(Image.fromarray(im).resize((tile_size, tile_size), Image.BILINEAR)) for im in images]
         self.tile_size, self.quality, self.defect, self.slow_s = tile_size, quality, defect, slow_s
         self.faults: dict[str, list[str]] = {}
+        self.capabilities: bytes | None = None
         self.requests: Counter[str] = Counter()
         self._cache: dict[tuple, bytes] = {}
         self._lock = threading.Lock()
@@ -81,6 +84,14 @@ class WMTSServer:
 
             def do_GET(self) -> None:
                 parts = self.path.split("?")[0].strip("/").split("/")
+                if parts[-2:] == ["1.0.0", "WMTSCapabilities.xml"] and server.capabilities is not None:
+                    server._next_fault("capabilities")
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(server.capabilities)))
+                    self.end_headers()
+                    self.wfile.write(server.capabilities)
+                    return
                 # wmts/epsg4326/best/{layer}/default/{date}/{tms}/{level}/{row}/{col}.jpg
                 try:
                     layer, _, date, tms, level, row, last = parts[3:]
