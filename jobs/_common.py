@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -78,16 +79,26 @@ def strata_job(config_name: str, *, requires: Iterable[Artifact] = (), main_keys
 
         @functools.wraps(fn)
         def task(cfg: DictConfig) -> Any:
+            from pipeline.progress import configure_logging
+
             _redact_hydra_outputs()
+            configure_logging(verbose=bool(cfg.get("verbose", False)))
+            _JOB.clear()
+            _JOB.update(job=job, started_at=_utc_now(), t0=time.monotonic())
             try:
-                return fn(cfg)
-            except (KeyboardInterrupt, SystemExit):
+                result = fn(cfg)
+            except (KeyboardInterrupt, SystemExit) as exc:
+                failed = not isinstance(exc, SystemExit) or exc.code not in (0, None)
+                _record_job_end(f"{type(exc).__name__}: {exc}".rstrip(": ") if failed else None)
                 raise
             except Exception as exc:  # noqa: BLE001 - one line for the user; the traceback with STRATA_DEBUG=1
+                _record_job_end(f"{type(exc).__name__}: {exc}")
                 if _debug():
                     raise
                 log.debug("job failed", exc_info=True)
                 _fail(job, f"{type(exc).__name__}: {exc}", code=1)
+            _record_job_end(None)
+            return result
 
         hydra_main = hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")(task)
 
@@ -298,6 +309,9 @@ def init_ray(cfg: DictConfig) -> None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
+    # Ray Data's own progress block (every operator, every few seconds in `ray job logs`) only with
+    # verbose=true: Strata's one-line progress covers the long steps.
+    ray.data.DataContext.get_current().enable_progress_bars = bool(cfg.get("verbose", False))
     if ray.is_initialized():
         return
     if not local:
@@ -313,8 +327,42 @@ def init_ray(cfg: DictConfig) -> None:
         if rc.get(key) is not None:
             kwargs[key] = int(rc[key]) if key == "object_store_memory" else rc[key]
     _avoid_taken_agent_port()
-    ray.init(**kwargs)
+    start_local_ray(ray.init, kwargs)
     log.info("started local Ray: %s", ray.cluster_resources())
+
+
+class LocalRayError(RuntimeError):
+    """A local Ray could not start; the message says why and how to fix it."""
+
+
+LOCAL_RAY_ATTEMPTS = 2
+
+
+def start_local_ray(init: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """``init(**kwargs)``, retried once when the node times out during startup.
+
+    Ray 2.60's raylet aborts when its dashboard agent has not reported its ports within 15 s: on a
+    busy machine (the agent is slow to import) or when another Ray holds a port it needs. The second
+    attempt usually finds the imports cached; if it fails too, one line says what to do.
+    """
+    import ray
+
+    for attempt in range(1, LOCAL_RAY_ATTEMPTS + 1):
+        try:
+            init(**kwargs)
+            return
+        except Exception as exc:  # noqa: BLE001 - Ray raises a plain Exception for a startup timeout
+            if "timed out during startup" not in str(exc):
+                raise
+            ray.shutdown()
+            if attempt == LOCAL_RAY_ATTEMPTS:
+                raise LocalRayError(
+                    f"the local Ray did not start ({attempt} attempts): its raylet gave up waiting for its dashboard "
+                    "agent, because this machine is busy or another Ray on it holds a port this one needs; "
+                    "join the running Ray instead (ray.address=auto or RAY_ADDRESS=<host>:<port>) or retry when "
+                    "the machine is idle (details: /tmp/ray/session_latest/logs/raylet.err)"
+                ) from exc
+            log.warning("the local Ray timed out during startup (busy machine or a taken port); retrying once")
 
 
 def _avoid_taken_agent_port() -> None:
@@ -368,15 +416,84 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def code_version() -> dict[str, Any]:
+    """Strata's package version and, when the code is a git checkout, its commit and whether the
+    tracked files differ from it (a job submitted with ``--working-dir`` usually has no ``.git``)."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        out: dict[str, Any] = {"version": version("strata")}
+    except PackageNotFoundError:
+        out = {"version": None}
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD") if os.path.exists(os.path.join(repo, ".git")) else None
+    out["git_commit"] = commit
+    out["git_dirty"] = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
+    return out
+
+
+# The running job (name, start) and the run directory it opened: run.json gets its end and status.
+_JOB: dict[str, Any] = {}
+
+
+def _utc_now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _record_job_end(error: str | None) -> None:
+    """``finished_at``, ``seconds``, ``status`` (succeeded / failed) and ``error`` (its first line)
+    into run.json of the run directory this job opened (none opened: nothing to record)."""
+    run = _JOB.pop("run", None)
+    if run is None:
+        return
+    try:
+        run.update_run_json(
+            finished_at=_utc_now(),
+            seconds=round(time.monotonic() - _JOB["t0"], 2),
+            status="failed" if error else "succeeded",
+            error=(error.strip().splitlines() or ["failed"])[0] if error else None,
+        )
+    except Exception:  # noqa: BLE001 - the job's own outcome matters more than its record
+        log.warning("could not record the job's status in %s", run.path(RUN_JSON), exc_info=_debug())
+
+
 def open_run_dir(cfg: DictConfig) -> RunDir:
-    """The run directory named by ``run_dir=``, with the resolved config (secrets masked), seed and
-    versions in ``run.json``."""
+    """The run directory named by ``run_dir=``, with the resolved config (secrets masked), seed,
+    versions, this job's name, start time, code version and host in ``run.json`` (its end time and
+    status are added when the job ends)."""
+    import socket
+
     run = RunDir(str(cfg.run_dir))
     from pipeline.security import redact
 
+    job = {k: _JOB.get(k) for k in ("job", "started_at")}
+    if not job["started_at"]:  # called outside a strata job (a library user, a test)
+        job["started_at"] = _utc_now()
     run.update_run_json(
-        config=redact(OmegaConf.to_container(cfg, resolve=True)), seed=cfg.get("seed"), versions=package_versions()
+        config=redact(OmegaConf.to_container(cfg, resolve=True)),
+        seed=cfg.get("seed"),
+        versions=package_versions(),
+        **job,
+        finished_at=None,
+        seconds=None,
+        status="running",
+        error=None,
+        code=code_version(),
+        host=socket.gethostname(),
     )
+    if _JOB:
+        _JOB["run"] = run
     return run
 
 

@@ -168,3 +168,51 @@ def test_embeddings_from_elsewhere_are_an_input_until_a_recompute_crashes(tmp_pa
     with run.step("embed", {}, {INPUT: "A"}) as step:
         step.result = {"kept": 1}
     assert run.is_done("embed") and not (tmp_path / "_markers" / "embed.running").exists()
+
+
+def _run_job_in_process(monkeypatch, run_dir: Path, body) -> int:
+    """A strata job (the ``sample`` config, no Ray) whose work is ``body(run)``; its exit code."""
+    import sys
+
+    from jobs._common import open_run_dir, strata_job
+
+    @strata_job("sample")
+    def main(cfg):
+        body(open_run_dir(cfg))
+
+    monkeypatch.setattr(sys, "argv", ["strata-sample", f"run_dir={run_dir}"])
+    try:
+        main()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_run_json_records_start_end_status_code_version_and_host(tmp_path, monkeypatch):
+    import socket
+    from datetime import datetime
+
+    seen: dict = {}
+    assert _run_job_in_process(monkeypatch, tmp_path / "ok", lambda run: seen.update(run.read_json("run.json"))) == 0
+    assert seen["status"] == "running" and seen["finished_at"] is None  # while the job runs
+    record = json.loads((tmp_path / "ok" / "run.json").read_text())
+    assert record["job"] == "sample" and record["status"] == "succeeded" and record["error"] is None
+    start, end = (datetime.strptime(record[k], "%Y-%m-%dT%H:%M:%SZ") for k in ("started_at", "finished_at"))
+    assert start <= end and record["seconds"] >= 0
+    assert record["host"] == socket.gethostname()
+    head = (REPO / ".git" / "HEAD").read_text().strip()
+    ref = REPO / ".git" / head.removeprefix("ref: ") if head.startswith("ref: ") else None
+    commit = ref.read_text().strip() if ref and ref.exists() else record["code"]["git_commit"]
+    assert record["code"]["git_commit"] == commit and len(commit) == 40
+    assert record["code"]["version"] and isinstance(record["code"]["git_dirty"], bool)
+
+
+def test_run_json_of_a_failed_job_has_the_error_line(tmp_path, monkeypatch, capsys):
+    def fail(run):
+        raise RuntimeError("shard 3 lost\nsecond line of detail")
+
+    assert _run_job_in_process(monkeypatch, tmp_path / "bad", fail) == 1
+    record = json.loads((tmp_path / "bad" / "run.json").read_text())
+    assert record["status"] == "failed" and record["error"] == "RuntimeError: shard 3 lost"
+    assert record["finished_at"] >= record["started_at"]
+    assert "strata sample: error: RuntimeError: shard 3 lost" in capsys.readouterr().err

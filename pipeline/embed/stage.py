@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from typing import Any
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,8 +16,9 @@ import pyarrow.parquet as pq
 from pipeline.artifacts import EMBEDDINGS, PRETRAIN, PRETRAIN_CHECKPOINT, REJECTS, TMP, input_fingerprint
 from pipeline.embed.embedder import EmbedConfig, Embedder
 from pipeline.io.images import RejectedImage
-from pipeline.io.sources import InputConfig, read_images
+from pipeline.io.sources import InputConfig, list_units, read_images
 from pipeline.io.tables import EMBEDDING, embeddings_to_arrow, list_parquet_files
+from pipeline.progress import Progress
 from pipeline.rundir import INPUT, RunDir
 from pipeline.stage import Resources, Stage
 
@@ -143,7 +146,8 @@ def run_embed(
         ds = embed_dataset(read_images(input_config), cfg, preprocess)
         staged = run.path(TMP, f"embed-{uuid.uuid4().hex[:8]}")
         try:
-            ds.write_parquet(staged, ray_remote_args={"num_cpus": 0.25})
+            with _WrittenRows(staged, Progress("embed", count_images(input_config), run=run, unit="img", **_PACE)):
+                ds.write_parquet(staged, ray_remote_args={"num_cpus": 0.25})
             counts = _split_kept_and_rejected(run, staged)
         finally:
             run.fs.rm(run.local(TMP), recursive=True)
@@ -152,6 +156,75 @@ def run_embed(
         step.result = counts
         log.info("embed: %s", counts)
     return counts
+
+
+def count_images(cfg: InputConfig) -> int | None:
+    """Number of images the input holds, from the driver-side listing (None for tar shards,
+    whose members are only known once read)."""
+    units = list_units(cfg)
+    total = 0
+    for kind, names, rows in zip(*(units.column(c).to_pylist() for c in ("kind", "names", "rows"))):
+        if kind == "folder":
+            total += len(names)
+        elif kind == "parquet":
+            total += int(rows.rsplit(":", 1)[1])
+        else:
+            return None
+    return total if cfg.limit is None else min(total, int(cfg.limit))
+
+
+# A redraw every half second on a terminal; a logged line (progress.log, `ray job logs`) every 10 s.
+_PACE = {"min_interval": 0.5, "log_interval": 10.0}
+
+
+class _WrittenRows:
+    """Follows a Ray Data write from the driver: a thread polls the output folder and reports the
+    rows of every finished Parquet file (footer only) to ``bar``; the final line when the write ends.
+
+    Counting what is written (not what an actor embedded) counts every image once, even when Ray
+    Data retries the batches of a lost actor.
+    """
+
+    def __init__(self, folder: str, bar: Progress, poll_seconds: float = 1.0):
+        self.folder, self.bar, self.poll_seconds = folder, bar, poll_seconds
+        self._rows: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="embed-progress", daemon=True)
+
+    def poll(self) -> int:
+        """Rows in the finished files so far (a file still being written is skipped until complete)."""
+        try:
+            files = list_parquet_files(self.folder)
+        except FileNotFoundError:
+            return 0
+        for f in files:
+            if f not in self._rows:
+                try:
+                    with fsspec.open(f, "rb") as fh:
+                        self._rows[f] = pq.ParquetFile(fh).metadata.num_rows
+                except (OSError, pa.ArrowInvalid):
+                    continue
+        return sum(self._rows.values())
+
+    def _report(self) -> None:
+        written = self.poll()
+        if written > self.bar.done:
+            self.bar.update(written - self.bar.done)
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            self._report()
+
+    def __enter__(self) -> _WrittenRows:
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        if exc_type is None:
+            self._report()
+        self.bar.close()
 
 
 def _split_kept_and_rejected(run: RunDir, staged: str) -> dict[str, int]:
