@@ -1,10 +1,11 @@
-"""The labeling page in real headless Chromium (Playwright): keys, undo, a touch swipe, two labelers."""
+"""The labeling page in real headless Chromium (Playwright): keys, undo, a touch swipe, two labelers,
+the prompt and reference, hidden ids, grid pages (flip, confirm, page undo)."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline.labeler import LabelStore, serve
+from pipeline.labeler import LabelerSettings, LabelStore, serve
 
 pytestmark = pytest.mark.browser
 
@@ -20,7 +21,7 @@ def browser(chromium: str):
         b.close()
 
 
-def open_labeler(browser, url: str, name: str, **context_args):
+def open_labeler(browser, url: str, name: str, wait_for: str = "document.body.dataset.current", **context_args):
     """A new browser context (its own storage: a separate labeler) signed in as ``name``.
 
     ``bypass_csp`` lets Playwright evaluate its wait predicates; the page itself needs no eval.
@@ -30,15 +31,17 @@ def open_labeler(browser, url: str, name: str, **context_args):
     page.goto(url)
     page.fill("#name-input", name)
     page.click("#name-form button[type=submit]")
-    page.wait_for_function("document.getElementById('item-id').textContent.length > 0")
-    page.wait_for_function(
-        "document.getElementById('image').complete && document.getElementById('image').naturalWidth > 0"
-    )
+    page.wait_for_function(f"({wait_for} || '').length > 0")
+    if wait_for == "document.body.dataset.current":
+        page.wait_for_function(
+            "document.getElementById('image').complete && document.getElementById('image').naturalWidth > 0"
+        )
     return context, page
 
 
 def shown(page) -> str:
-    return page.text_content("#item-id")
+    """The id on screen (kept in the DOM for tests; ``#item-id`` shows it only with show_ids)."""
+    return page.evaluate("document.body.dataset.current")
 
 
 def wait_labeled(page, n: int) -> None:
@@ -46,7 +49,7 @@ def wait_labeled(page, n: int) -> None:
 
 
 def next_shown(page, previous: str) -> str:
-    page.wait_for_function(f"document.getElementById('item-id').textContent !== {previous!r}")
+    page.wait_for_function(f"document.body.dataset.current !== {previous!r}")
     return shown(page)
 
 
@@ -64,14 +67,14 @@ def test_keys_label_and_undo_restores(browser, store: LabelStore):
         assert page.text_content("#progress").startswith("2 / 60")
 
         page.keyboard.press("Backspace")  # undo brings the last image back
-        page.wait_for_function(f"document.getElementById('item-id').textContent === {second!r}")
+        page.wait_for_function(f"document.body.dataset.current === {second!r}")
         wait_labeled(page, 1)
         assert store.current_labels() == {first: "positive"}
         page.keyboard.press("ArrowDown")
         assert next_shown(page, second) == third  # the image that was next is shown again
         wait_labeled(page, 2)
         page.click("#btn-undo")
-        page.wait_for_function(f"document.getElementById('item-id').textContent === {second!r}")
+        page.wait_for_function(f"document.body.dataset.current === {second!r}")
         page.click("#btn-positive")
         wait_labeled(page, 2)
         assert store.current_labels() == {first: "positive", second: "positive"}
@@ -153,3 +156,66 @@ def test_number_keys_label_a_multiclass_store(browser, tmp_path, image_files):
         next_shown(page, item)
         wait_labeled(page, len(expected) + 1)
         assert multi.current_labels() == {**expected, item: "forest"}
+
+
+def test_prompt_reference_shown_ids_hidden_and_no_empty_message_under_the_name_form(browser, tmp_path, image_files):
+    ids, uris = image_files
+    empty = LabelStore(tmp_path / "empty.sqlite")
+    empty.register(ids, uris)  # nothing queued yet
+    settings = LabelerSettings(prompt="Is this like the reference?", reference=ids[0])
+    with serve(empty.path, settings=settings) as server:
+        context = browser.new_context(viewport={"width": 900, "height": 800}, bypass_csp=True)
+        page = context.new_page()
+        page.goto(server.url)
+        page.wait_for_selector("#name-input", state="visible")
+        assert not page.is_visible("#empty")  # the empty-queue message does not show through the name prompt
+        page.fill("#name-input", "dana")
+        page.click("#name-form button[type=submit]")
+        page.wait_for_selector("#empty", state="visible")
+        assert page.text_content("#prompt") == "Is this like the reference?" and page.is_visible("#prompt")
+        page.wait_for_function("(i => i.complete && i.naturalWidth > 0)(document.getElementById('reference-image'))")
+        assert page.is_visible("#reference")
+        empty.enqueue(ids[1:4])  # queued later: shown by the page's polling
+        page.wait_for_function("(document.body.dataset.current || '').length > 0", timeout=15000)
+        assert shown(page) == ids[1]
+        assert not page.is_visible("#item-id") and ids[1] not in page.inner_text("body")  # ids hidden by default
+    empty.enqueue(ids[4:8])  # dana still holds ids 1-3
+    with serve(empty.path, settings=LabelerSettings(show_ids=True)) as server:
+        _, page = open_labeler(browser, server.url, "erin")
+        assert page.is_visible("#item-id") and page.text_content("#item-id") == shown(page)
+        assert not page.is_visible("#prompt") and not page.is_visible("#reference")
+
+
+def test_grid_page_flip_confirm_and_undo(browser, store: LabelStore, image_files):
+    ids, _ = image_files
+    store.set_guesses({ids[2]: "negative"})
+    with serve(store.path, settings=LabelerSettings(mode="grid", grid_size=6)) as server:
+        _, page = open_labeler(browser, server.url, "frank", wait_for="document.body.dataset.page")
+        first = page.evaluate("document.body.dataset.page").split("\n")
+        assert first == ids[:6] and page.locator(".tile").count() == 6
+        marks = page.eval_on_selector_all(".tile", "ts => ts.map(t => t.dataset.label)")
+        assert marks == ["positive", "positive", "negative", "positive", "positive", "positive"]
+        assert ids[0] not in page.inner_text("body")  # no ids on tiles by default
+        page.locator(".tile").nth(1).click()  # click flips positive -> negative
+        for key in ("ArrowRight", "ArrowRight", "ArrowRight", "ArrowRight", " "):  # focus tile 5 (from tile 2), flip
+            page.keyboard.press(key)
+        page.keyboard.press("Enter")
+        wait_labeled(page, 6)
+        expected = {i: "positive" for i in ids[:6]} | {ids[1]: "negative", ids[2]: "negative", ids[5]: "negative"}
+        assert store.current_labels() == expected
+        page.wait_for_function(f"document.body.dataset.page.split('\\n')[0] === {ids[6]!r}")
+        assert page.evaluate("document.body.dataset.page").split("\n") == ids[6:12]
+
+        page.keyboard.press("Backspace")  # undo: the whole first page comes back, marked as it was sent
+        page.wait_for_function(f"document.body.dataset.page.split('\\n')[0] === {ids[0]!r}")
+        wait_labeled(page, 0)
+        assert store.current_labels() == {}
+        marks = page.eval_on_selector_all(".tile", "ts => ts.map(t => t.dataset.label)")
+        assert dict(zip(ids[:6], marks)) == expected
+        page.click("#btn-all-negative")
+        page.click("#btn-confirm")
+        wait_labeled(page, 6)
+        assert store.current_labels() == dict.fromkeys(ids[:6], "negative")
+        events = store.events()
+        assert len(events) == 18 and sum(e.undone for e in events) == 6 and {e.annotator for e in events} == {"frank"}
+        assert len({e.page for e in events}) == 2
