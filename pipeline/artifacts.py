@@ -8,10 +8,12 @@ as an input (``run.step(..., inputs=[EMBEDDINGS])``) and inherit its fingerprint
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import fsspec
 import numpy as np
@@ -141,12 +143,27 @@ def clear_cluster_points(run: RunDir) -> None:
 
 def save_step(run: RunDir, level: int, step: int, result: LevelResult) -> None:
     """Write one k-means step's arrays atomically (staging folder renamed on success)."""
+
+    def write(files: dict[str, BinaryIO]) -> None:
+        for name, fh in files.items():
+            np.save(fh, getattr(result, name))
+
+    write_step(run, level, step, write)
+
+
+def write_step(run: RunDir, level: int, step: int, write: Callable[[dict[str, BinaryIO]], None]) -> None:
+    """Write one step's ``<name>.npy`` files: ``write`` gets an open file per name of
+    ``CLUSTER_ARRAYS`` (it may stream into them); a staging folder is renamed into place on success."""
     with run.staging(cluster_step_dir(level, step)) as tmp:
         fs, root = fsspec.core.url_to_fs(tmp)
         fs.makedirs(root, exist_ok=True)
-        for name in CLUSTER_ARRAYS:
-            with fs.open(f"{root}/{name}.npy", "wb") as fh:
-                np.save(fh, getattr(result, name))
+        with contextlib.ExitStack() as stack:
+            write({name: stack.enter_context(fs.open(f"{root}/{name}.npy", "wb")) for name in CLUSTER_ARRAYS})
+
+
+def cluster_step_parts(run: RunDir, level: int, step: int) -> str:
+    """Scratch folder (URI) where the k-means shards write their parts of a step before the merge."""
+    return run.path(TMP, f"cluster_parts/level_{level}/step_{step}")
 
 
 def load_step(run: RunDir, level: int, step: int) -> LevelResult:
@@ -157,6 +174,18 @@ def load_step(run: RunDir, level: int, step: int) -> LevelResult:
         with run.fs.open(run.local(cluster_step_dir(level, step), f"{name}.npy"), "rb") as fh:
             arrays[name] = np.load(fh)
     return LevelResult(**arrays)
+
+
+def load_step_centroids(run: RunDir, level: int, step: int) -> tuple[np.ndarray, int]:
+    """(centroids (k, D), number of items clustered) of one step, without reading the N-length arrays."""
+    folder = cluster_step_dir(level, step)
+    with run.fs.open(run.local(folder, "centroids.npy"), "rb") as fh:
+        centroids = np.load(fh)
+    with run.fs.open(run.local(folder, "assignments.npy"), "rb") as fh:
+        major, _ = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, _ = read_header(fh)  # the header only
+    return centroids, int(shape[0])
 
 
 def write_clusters_json(run: RunDir, summary: dict[str, Any]) -> None:

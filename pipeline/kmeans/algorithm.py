@@ -50,6 +50,8 @@ class LocalGroup:
         """In-process shards cannot be lost."""
 
     def close(self) -> None:
+        for s in self.shards:
+            s.close()
         self.shards = []
 
 
@@ -126,6 +128,11 @@ class RayGroup:
                     raise ShardLost(f"shard actor {i} is gone: {exc}") from exc
 
     def close(self) -> None:
+        """Ask every actor to delete its spilled rows (best effort), then kill it."""
+        try:
+            self._ray.get([a.close.remote() for a in self.actors], timeout=60)
+        except Exception:  # noqa: BLE001 - a dead actor has nothing left to clean up here
+            pass
         for a in self.actors:
             self._ray.kill(a)
         self.actors = []
@@ -276,7 +283,9 @@ def kmeans(
     group = LocalGroup([shard])
     centroids, _ = fit_group(group, k, n_iters, init=init, metric=metric, rng=rng, n_local_trials=n_local_trials)
     shard.assign_all(centroids)
-    return centroids, shard.assign.copy(), shard.dist.copy()
+    _, assign, dist = shard.assignments()
+    shard.close()
+    return centroids, assign, dist.copy()
 
 
 def kmeans_plus_plus_init(

@@ -79,6 +79,9 @@ class KMeansConfig:
     threads_per_actor: int
     use_gpu: bool
     chunk_mb: float
+    memory_budget_mb: float | None
+    out_of_core: Any  # true | false | "auto"
+    spill_dir: str | None
     split_tasks: int
     max_actor_restarts: int
     max_step_retries: int
@@ -128,6 +131,10 @@ class KMeansConfig:
             raise ValueError(f"kmeans.metric must be one of {METRICS}, got {self.metric!r}")
         if self.init not in INITS:
             raise ValueError(f"kmeans.init must be one of {INITS}, got {self.init!r}")
+        if self.out_of_core not in (True, False, AUTO):
+            raise ValueError(f"kmeans.out_of_core must be true, false or {AUTO!r}, got {self.out_of_core!r}")
+        if self.memory_budget_mb is not None and not self.memory_budget_mb > 0:
+            raise ValueError(f"kmeans.memory_budget_mb must be > 0 MB or null, got {self.memory_budget_mb!r}")
         for i, lc in enumerate(self.levels, start=1):
             if (
                 lc.n_clusters < 1

@@ -11,6 +11,12 @@ Outputs under ``<run_dir>/clusters/``::
                        sorted_distances.npy (n,) float32
     clusters.json                        levels, final step directory of each, counts
 
+Every shard writes its own part of a finished step (its rows' assignments and distances, and its
+members of every cluster sorted by distance) under ``_tmp/``; the driver sums the k-sized counts
+and streams the parts into the files above (a cluster-batched merge bounded by ``chunk_mb``), so
+no N-length array passes through the driver. Out of core (``kmeans.memory_budget_mb``,
+``kmeans.out_of_core``) the shards stream their rows from a local spill file.
+
 A marker ``cluster/level_<l>/step_<s>`` follows each step's outputs (fingerprint: the algorithm
 settings up to that level and the step's inputs), and ``cluster`` follows ``clusters.json``. A
 rerun loads the last finished step of a level, reassigns the points to its centroids (same
@@ -33,16 +39,24 @@ from pipeline.artifacts import (
     EMBEDDINGS,
     clear_cluster_points,
     cluster_points_part,
+    cluster_step_parts,
     duplicate_ids,
     embedding_files,
-    load_step,
-    save_step,
+    load_step_centroids,
     write_clusters_json,
+    write_step,
 )
 from pipeline.kmeans.algorithm import LocalGroup, RayGroup, ShardLost
 from pipeline.kmeans.config import AUTO, auto_n_clusters
-from pipeline.kmeans.hierarchical import KMeansConfig, fit_level, gather_level
-from pipeline.kmeans.shard import Shard, ShardSource
+from pipeline.kmeans.hierarchical import KMeansConfig, fit_level
+from pipeline.kmeans.shard import (
+    ROW_STATE_BYTES,
+    Shard,
+    ShardSource,
+    npy_header,
+    resolve_out_of_core,
+    write_npy_blocks,
+)
 from pipeline.progress import Progress
 from pipeline.rundir import RunDir, Step
 
@@ -80,11 +94,34 @@ def plan_shards(files: list[str], n_shards: int, drop_ids_path: str | None = Non
     return sources
 
 
+def shard_kwargs(cfg: KMeansConfig, n_rows: int, dim: int) -> dict[str, Any]:
+    """Constructor settings of a shard of ``n_rows`` rows of width ``dim`` (in memory or out of core)."""
+    return dict(
+        metric=cfg.metric,
+        chunk_mb=cfg.chunk_mb,
+        threads=cfg.threads_per_actor,
+        use_gpu=cfg.use_gpu,
+        out_of_core=resolve_out_of_core(cfg.out_of_core, n_rows, dim, cfg.memory_budget_mb),
+        memory_budget_mb=cfg.memory_budget_mb,
+        spill_dir=cfg.spill_dir,
+    )
+
+
+def _source_dim(sources: list[ShardSource]) -> int:
+    piece = next((p for s in sources for p in s.pieces), None)
+    if piece is None:
+        return 0
+    if sources[0].kind == "npy":
+        return int(np.load(piece[0], mmap_mode="r").shape[1])
+    return embedding_dim(piece[0])
+
+
 def start_shards(sources: list[ShardSource], cfg: KMeansConfig):
     """One Ray actor per source (or in-process shards when ``cfg.in_process``), offsets set."""
-    kwargs = dict(metric=cfg.metric, chunk_mb=cfg.chunk_mb, threads=cfg.threads_per_actor, use_gpu=cfg.use_gpu)
+    dim = _source_dim(sources)
+    kwargs = [shard_kwargs(cfg, sum(b - a for _, a, b in s.pieces), dim) for s in sources]
     if cfg.in_process:
-        group: Any = LocalGroup([Shard(source=s, **kwargs) for s in sources])
+        group: Any = LocalGroup([Shard(source=s, **kw) for s, kw in zip(sources, kwargs)])
     else:
         import ray
 
@@ -96,8 +133,84 @@ def start_shards(sources: list[ShardSource], cfg: KMeansConfig):
             max_restarts=cfg.max_actor_restarts,
             max_task_retries=0,
         )(Shard)
-        group = RayGroup([remote.remote(source=s, **kwargs) for s in sources])
+        group = RayGroup([remote.remote(source=s, **kw) for s, kw in zip(sources, kwargs)])
     return group, set_offsets(group)
+
+
+class _NpyPart:
+    """Sequential reader of a 1-D ``.npy`` part written by a shard (fsspec URI)."""
+
+    def __init__(self, uri: str):
+        self.fh = fsspec.open(uri, "rb").open()
+        major, _ = np.lib.format.read_magic(self.fh)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, self.dtype = read_header(self.fh)
+        self.n = int(shape[0])
+
+    def read(self, count: int) -> np.ndarray:
+        return np.frombuffer(self.fh.read(int(count) * self.dtype.itemsize), dtype=self.dtype)
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def save_step_from_shards(
+    run: RunDir, group: Any, level: int, step: int, centroids: np.ndarray, merge_mb: float
+) -> int:
+    """Write a finished step from the shards' parts; returns the number of items.
+
+    Every shard writes its part (:meth:`Shard.write_step_part`) and returns its per-cluster counts
+    ``n_s[c]``; the global offsets are ``cumsum_c sum_s n_s[c]``. ``assignments`` and ``distances``
+    are the parts concatenated in shard order (shards hold contiguous index ranges);
+    ``sorted_clusters`` / ``sorted_distances`` are merged a batch of clusters at a time (at most
+    ``merge_mb`` worth of rows, or one cluster): each shard's slice of the batch is read in order
+    and sorted by (cluster, distance, index), which is exactly :func:`sort_clusters`' order.
+    """
+    k = len(centroids)
+    parts = cluster_step_parts(run, level, step)
+    fs, root = fsspec.core.url_to_fs(parts)
+    fs.makedirs(root, exist_ok=True)
+    prefixes = [f"{parts}/{i:05d}" for i in range(len(group))]
+    got = group.call_each("write_step_part", {i: (p, k) for i, p in enumerate(prefixes)})
+    counts = np.stack([np.asarray(got[i], dtype=np.int64) for i in range(len(group))])
+    local = np.zeros((len(group), k + 1), dtype=np.int64)
+    np.cumsum(counts, axis=1, out=local[:, 1:])
+    offsets = np.concatenate([[0], np.cumsum(counts.sum(axis=0))]).astype(np.int64)
+    n, rows = int(offsets[-1]), max(1, int(merge_mb * 2**20) // 48)
+
+    def write(files: dict) -> None:
+        np.save(files["centroids"], np.asarray(centroids, dtype=np.float32))
+        np.save(files["offsets"], offsets)
+        for name in ("assignments", "distances"):
+            readers = [_NpyPart(f"{p}-{name}.npy") for p in prefixes]
+            write_npy_blocks(
+                files[name],
+                readers[0].dtype if readers else np.int64,
+                n,
+                (r.read(min(rows, r.n - a)) for r in readers for a in range(0, r.n, rows)),
+            )
+            for r in readers:
+                r.close()
+        members = [_NpyPart(f"{p}-sorted_clusters.npy") for p in prefixes]
+        member_dist = [_NpyPart(f"{p}-sorted_distances.npy") for p in prefixes]
+        files["sorted_clusters"].write(npy_header((n,), np.int64))
+        files["sorted_distances"].write(npy_header((n,), np.float32))
+        c0 = 0
+        while c0 < k:
+            c1 = min(k, max(c0 + 1, int(np.searchsorted(offsets, offsets[c0] + rows, side="right")) - 1))
+            idx = np.concatenate([m.read(local[s, c1] - local[s, c0]) for s, m in enumerate(members)])
+            dist = np.concatenate([m.read(local[s, c1] - local[s, c0]) for s, m in enumerate(member_dist)])
+            cl = np.concatenate([np.repeat(np.arange(c0, c1), counts[s, c0:c1]) for s in range(len(group))])
+            order = np.lexsort((idx, dist, cl))
+            files["sorted_clusters"].write(idx[order].tobytes())
+            files["sorted_distances"].write(dist[order].tobytes())
+            c0 = c1
+        for r in members + member_dist:
+            r.close()
+
+    write_step(run, level, step, write)
+    fs.rm(root, recursive=True)
+    return n
 
 
 def set_offsets(group) -> int:
@@ -166,13 +279,16 @@ def check_sizes(kc: KMeansConfig, n_points: int, dim: int, n_actors: int) -> lis
             f"clusters this small make balanced sampling close to random; kmeans.n_clusters=auto picks "
             f"{auto_n_clusters(n_points)}"
         )
-    need = (n_points / max(n_actors, 1) + k1) * dim * 4 + kc.chunk_mb * 2**20
+    rows = n_points / max(n_actors, 1)
+    need = (rows + k1) * dim * 4 + kc.chunk_mb * 2**20
+    if resolve_out_of_core(kc.out_of_core, int(rows), dim, kc.memory_budget_mb):  # rows streamed from disk
+        need = rows * ROW_STATE_BYTES + k1 * dim * 4 + min(kc.chunk_mb * 2**20, kc.memory_budget_mb or float("inf"))
     share = _memory_bytes() / max(n_actors, 1)
     if need > share:
         warnings.append(
             f"kmeans level 1: one of {n_actors} actors needs ~{need / 2**30:.1f} GiB (rows + {k1} centroids of "
             f"{dim} floats) but has ~{share / 2**30:.1f} GiB: use more actors/machines, fewer clusters, or "
-            f"split mode (kmeans.n_splits)"
+            f"split mode (kmeans.n_splits), or out of core (kmeans.memory_budget_mb)"
         )
     for w in warnings:
         log.warning(w)
@@ -214,7 +330,7 @@ def _fit_levels(run: RunDir, kc: KMeansConfig, step: Step, drop_duplicates: bool
             done = 0
             while done < n_steps and run.is_done(_step_name(level, done), {**fp, "step": done}):
                 done += 1
-            ran = n_steps - done
+            ran, spilled = n_steps - done, 0
             if done < n_steps:
                 if level == 1:
                     sources = plan_shards(files, _n_actors(kc), dup)
@@ -222,7 +338,8 @@ def _fit_levels(run: RunDir, kc: KMeansConfig, step: Step, drop_duplicates: bool
                     clear_cluster_points(run)
                     group.call_each("write_ids", {i: (cluster_points_part(run, i),) for i in range(len(group))})
                 else:
-                    group = LocalGroup([Shard(previous, metric=kc.metric, chunk_mb=kc.chunk_mb)])
+                    group = LocalGroup([Shard(previous, **shard_kwargs(kc, *previous.shape))])
+                spilled = int(sum(group.call("spilled")))
                 bar = Progress(f"kmeans/level_{level}", total=n_steps, run=run, unit="step")
                 if done:
                     bar.update(done, resumed_steps=done)
@@ -237,7 +354,7 @@ def _fit_levels(run: RunDir, kc: KMeansConfig, step: Step, drop_duplicates: bool
                     fp: dict = fp,
                     bar: Progress = bar,
                 ) -> None:
-                    save_step(run, level, step, gather_level(group, centroids))
+                    save_step_from_shards(run, group, level, step, centroids, kc.chunk_mb)
                     run.mark_done(
                         _step_name(level, step),
                         {**fp, "step": step},
@@ -250,7 +367,7 @@ def _fit_levels(run: RunDir, kc: KMeansConfig, step: Step, drop_duplicates: bool
                     for attempt in range(kc.max_step_retries + 1):
                         start_centroids = None
                         if done > 0:  # resume: every point assigned to the last finished step's centroids
-                            start_centroids = load_step(run, level, done - 1).centroids
+                            start_centroids = load_step_centroids(run, level, done - 1)[0]
                         try:
                             if attempt:  # restarted shards reloaded their rows; restore the rest of their state
                                 group.wait_alive()
@@ -275,14 +392,14 @@ def _fit_levels(run: RunDir, kc: KMeansConfig, step: Step, drop_duplicates: bool
                             summary["recovered_shard_failures"] += 1
                 group.close()
                 group = None
-            final = load_step(run, level, n_steps - 1)
-            previous = final.centroids
+            previous, n_items = load_step_centroids(run, level, n_steps - 1)
             info = run.marker(_step_name(level, n_steps - 1))
             summary["levels"].append(
                 {
                     "level": level,
                     "n_clusters": lc.n_clusters,
-                    "n_items": int(len(final.assignments)),
+                    "n_items": n_items,
+                    "out_of_core_shards": spilled,
                     "non_empty": int(info.get("non_empty", 0)),
                     "inertia": info.get("inertia"),
                     "final_step": n_steps - 1,

@@ -1,9 +1,13 @@
 """One shard of the data being clustered, and every k-means operation that touches its rows.
 
-A :class:`Shard` holds rows ``x`` (n, D) float32 with global row indices ``offset .. offset+n-1``.
-The driver-side algorithms in :mod:`pipeline.kmeans.algorithm` only ever exchange
-centroid-sized arrays (k x D sums, k counts, a few candidate vectors, k thresholds) with shards,
-so the same class runs in-process (tests, small levels) or as a Ray actor (one per CPU slot/GPU).
+A :class:`Shard` holds rows (n, D) float32 with global row indices ``offset .. offset+n-1``, in
+memory (:class:`MemoryRows`) or, out of core, spilled once to a local ``.npy`` and streamed in
+chunks through one reusable buffer (:class:`SpilledRows`). Every operation walks the rows chunk
+by chunk, so both give the same result. The driver-side algorithms in
+:mod:`pipeline.kmeans.algorithm` only ever exchange centroid-sized arrays (k x D sums, k counts,
+a few candidate vectors, k thresholds) with shards, so the same class runs in-process (tests,
+small levels) or as a Ray actor (one per CPU slot/GPU). A finished step is written by every
+shard as its own part (:meth:`Shard.write_step_part`); no N-length array leaves a shard.
 
 Distances: for ``metric="l2"`` the squared Euclidean distance ``||x - c||^2``; for
 ``metric="cosine"`` rows and centroids are L2-normalised (spherical k-means) and the reported
@@ -13,10 +17,14 @@ sphere equals ``2 (1 - cos)``, so both metrics share one code path.
 
 from __future__ import annotations
 
+import io
+import os
 import resource
-from collections.abc import Sequence
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import faiss
 import numpy as np
@@ -73,21 +81,24 @@ def _npy_shape(path: str) -> tuple[int, int]:
     return tuple(np.load(path, mmap_mode="r").shape)  # type: ignore[return-value]
 
 
-def _read_source(source: ShardSource) -> tuple[np.ndarray, pa.ChunkedArray | None]:
-    """(x float32 (n, D) filled in place, ids or None for ``.npy``); memory stays ~ the rows."""
+def _source_rows(source: ShardSource) -> int:
+    return sum(b - a for _, a, b in source.pieces)
+
+
+def _iter_source(source: ShardSource, npy_rows: int = 65536) -> Iterator[tuple[np.ndarray, pa.Array | None]]:
+    """Blocks ``(rows (b, D) float32, ids or None)`` of ``source`` in order: one Parquet row group
+    (less the dropped ids) or ``npy_rows`` rows of a ``.npy`` at a time."""
     if source.kind == "npy":
-        n = sum(b - a for _, a, b in source.pieces)
-        d = _npy_shape(source.pieces[0][0])[1] if source.pieces else 0
-        x = np.empty((n, d), dtype=np.float32)
-        row = 0
         for f, a, b in source.pieces:
-            _read_npy_rows(f, a, b, x[row : row + b - a])
-            row += b - a
-        return x, None
+            d = _npy_shape(f)[1]
+            for lo in range(a, b, npy_rows):
+                out = np.empty((min(b, lo + npy_rows) - lo, d), dtype=np.float32)
+                _read_npy_rows(f, lo, lo + len(out), out)
+                yield out, None
+        return
     if source.kind != "parquet":
         raise ValueError(f"unknown shard source kind {source.kind!r}")
     import fsspec
-    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -97,9 +108,6 @@ def _read_source(source: ShardSource) -> tuple[np.ndarray, pa.ChunkedArray | Non
     if source.drop_ids_path:
         with fsspec.open(source.drop_ids_path, "rb") as fh:
             drop = pq.read_table(fh, columns=["id"]).column("id").combine_chunks()
-    x: np.ndarray | None = None
-    ids, row = [], 0
-    capacity = sum(b - a for _, a, b in source.pieces)
     for f, start, stop in source.pieces:
         with fsspec.open(f, "rb") as fh:
             pf = pq.ParquetFile(fh)
@@ -107,22 +115,171 @@ def _read_source(source: ShardSource) -> tuple[np.ndarray, pa.ChunkedArray | Non
             for rg in range(pf.metadata.num_row_groups):
                 n_rg = pf.metadata.row_group(rg).num_rows
                 lo, hi = max(start, first), min(stop, first + n_rg)
-                if lo < hi:  # one row group at a time, copied into the preallocated matrix
+                if lo < hi:
                     t = pf.read_row_group(rg, columns=["id", EMBEDDING]).slice(lo - first, hi - lo)
                     if drop is not None and len(drop):
                         t = t.filter(pc.invert(pc.is_in(t.column("id"), value_set=drop)))
-                    emb = arrow_to_embeddings(t.column(EMBEDDING))
-                    if x is None:
-                        x = np.empty((capacity, emb.shape[1]), dtype=np.float32)
-                    x[row : row + len(emb)] = emb
-                    row += len(emb)
-                    ids.append(t.column("id"))
+                    yield arrow_to_embeddings(t.column(EMBEDDING)), t.column("id").combine_chunks()
                 first += n_rg
-    if x is None:
-        return np.zeros((0, 0), dtype=np.float32), None
-    if row < capacity:
-        x.resize((row, x.shape[1]), refcheck=False)  # in-place shrink after dropped duplicates
-    return x, pa.chunked_array([c for col in ids for c in col.chunks], type=pa.string())
+
+
+def _prepare(rows: np.ndarray, metric: str, in_place: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Checked (and, for cosine, L2-normalised) rows and their squared norms ``||x||^2``."""
+    if rows.ndim != 2:
+        raise ValueError(f"shard rows must be 2-D (n, D), got shape {rows.shape}")
+    if not np.isfinite(rows).all():
+        raise ValueError("embeddings contain NaN or inf")
+    if metric == "cosine":
+        norms = np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+        rows = np.divide(rows, norms, out=rows) if in_place and rows.flags.writeable else rows / norms
+    return rows, np.einsum("ij,ij->i", rows, rows)
+
+
+def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+    )
+    return buf.getvalue()
+
+
+def write_npy_blocks(fh: BinaryIO, dtype: Any, n: int, blocks: Iterable[np.ndarray]) -> None:
+    """Write a 1-D ``.npy`` of ``n`` items of ``dtype`` from ``blocks`` (never the whole array at once)."""
+    fh.write(npy_header((n,), dtype))
+    written = 0
+    for block in blocks:
+        fh.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
+        written += len(block)
+    if written != n:
+        raise RuntimeError(f"wrote {written} items to a .npy declared with {n}")
+
+
+def _read_exact(fh: BinaryIO, out: np.ndarray) -> None:
+    view, got = memoryview(out).cast("B"), 0
+    while got < len(view):
+        n = fh.readinto(view[got:])
+        if not n:
+            raise EOFError("spilled rows file is shorter than expected")
+        got += n
+
+
+def _blocks_of(n: int, step: int) -> Iterator[tuple[int, int]]:
+    for a in range(0, n, step):
+        yield a, min(n, a + step)
+
+
+class MemoryRows:
+    """Rows held in memory; :meth:`blocks` yields views."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def dim(self) -> int:
+        return int(self.x.shape[1])
+
+    def blocks(self, step: int) -> Iterator[tuple[int, np.ndarray]]:
+        for a, b in _blocks_of(len(self.x), step):
+            yield a, self.x[a:b]
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        return self.x[np.asarray(positions, dtype=np.int64)]
+
+
+class SpilledRows:
+    """Rows in a local float32 ``.npy``, read in blocks with explicit reads into one reusable buffer.
+
+    Not a memory map: file-backed pages of a map count in the process's RSS. A block yielded by
+    :meth:`blocks` is overwritten by the next one.
+    """
+
+    def __init__(self, path: str, n: int, dim: int, buffer: np.ndarray):
+        self.path, self.n, self._dim, self.buffer = path, int(n), int(dim), buffer
+        with open(path, "rb") as fh:
+            np.lib.format.read_magic(fh)
+            np.lib.format.read_array_header_1_0(fh)
+            self.data_offset = fh.tell()
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def blocks(self, step: int) -> Iterator[tuple[int, np.ndarray]]:
+        step = max(1, min(step, len(self.buffer)))
+        with open(self.path, "rb", buffering=0) as fh:
+            fh.seek(self.data_offset)
+            for a, b in _blocks_of(self.n, step):
+                view = self.buffer[: b - a]
+                _read_exact(fh, view)
+                yield a, view
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        """Rows at ``positions``: one seek per row for a few, else one pass over the file."""
+        positions = np.asarray(positions, dtype=np.int64)
+        out = np.empty((len(positions), self._dim), dtype=np.float32)
+        if len(positions) <= 256:
+            with open(self.path, "rb", buffering=0) as fh:
+                for i, p in enumerate(positions):
+                    fh.seek(self.data_offset + int(p) * self._dim * 4)
+                    _read_exact(fh, out[i])
+            return out
+        order = np.argsort(positions, kind="stable")
+        wanted = positions[order]
+        for a, block in self.blocks(len(self.buffer)):
+            lo, hi = np.searchsorted(wanted, [a, a + len(block)])
+            out[order[lo:hi]] = block[wanted[lo:hi] - a]
+        return out
+
+
+class _SpillWriter:
+    """Appends float32 row blocks to ``<folder>/<name>.npy``; the header is fixed up on close."""
+
+    def __init__(self, path: str, capacity: int):
+        self.path, self.capacity, self.n, self.dim = path, int(capacity), 0, None
+        self.fh = open(path, "wb")  # noqa: SIM115 - closed by finish()
+
+    def append(self, rows: np.ndarray) -> None:
+        if self.dim is None:
+            self.dim = int(rows.shape[1])
+            self.header = npy_header((self.capacity, self.dim), np.float32)
+            self.fh.write(self.header)
+        self.fh.write(np.ascontiguousarray(rows, dtype=np.float32).tobytes())
+        self.n += len(rows)
+
+    def finish(self) -> tuple[int, int]:
+        """(rows written, width); rewrites the header with the final row count."""
+        if self.dim is None:
+            self.dim = 0
+            self.header = npy_header((self.capacity, 0), np.float32)
+            self.fh.write(self.header)
+        header = npy_header((self.n, self.dim), np.float32)
+        if len(header) != len(self.header):  # numpy pads the header so that its first axis can change
+            raise RuntimeError("spill header changed size")
+        self.fh.seek(0)
+        self.fh.write(header)
+        self.fh.close()
+        return self.n, self.dim
+
+
+# Bytes per row of the state an out-of-core shard keeps in memory besides its row blocks: squared
+# norm, assignment (int32), distance, k-means++ D(x), the fit distance, and the sort / sample-key
+# temporaries of one finished step (int64 order, float64 keys, int64 global index).
+ROW_STATE_BYTES = 64
+
+
+def resolve_out_of_core(out_of_core: bool | str, n_rows: int, dim: int, memory_budget_mb: float | None) -> bool:
+    """``kmeans.out_of_core``: true / false, or ``auto``: rows + per-row state exceed the budget."""
+    if out_of_core in (True, False):
+        return bool(out_of_core)
+    if out_of_core != "auto":
+        raise ValueError(f"kmeans.out_of_core must be true, false or 'auto', got {out_of_core!r}")
+    return memory_budget_mb is not None and n_rows * (dim * 4 + ROW_STATE_BYTES) > memory_budget_mb * 2**20
 
 
 class Shard:
@@ -136,6 +293,13 @@ class Shard:
         chunk_mb: memory budget of the temporaries of one chunk of rows.
         threads: FAISS / BLAS threads in this worker.
         use_gpu: put the FAISS centroid index on the GPU when one is present.
+        out_of_core: spill the (normalised) rows once to a local ``.npy`` and stream them in chunks.
+        memory_budget_mb: out-of-core: bytes for chunks + per-row state (``ROW_STATE_BYTES`` a row);
+            the chunk size is ``min(chunk_mb, (budget - n * ROW_STATE_BYTES) / 3)``.
+        spill_dir: local folder for the spilled rows (default: the system's temporary folder).
+
+    Every operation walks the rows in the same chunks in memory and out of core, so both give the
+    same result for the same chunk size.
     """
 
     def __init__(
@@ -148,59 +312,158 @@ class Shard:
         chunk_mb: float = 64.0,
         threads: int = 1,
         use_gpu: bool = False,
+        out_of_core: bool = False,
+        memory_budget_mb: float | None = None,
+        spill_dir: str | None = None,
     ):
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        if x is None and source is None:
+            raise ValueError("Shard needs rows x or a source to read them from")
         self._rss_before = _peak_rss_bytes()
+        self._spill: str | None = None
         self.threads = max(1, int(threads))
         faiss.omp_set_num_threads(self.threads)
-        self.ids = None
-        caller_array = x is not None
-        if x is None:
-            if source is None:
-                raise ValueError("Shard needs rows x or a source to read them from")
-            x, self.ids = _read_source(source)
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.ndim != 2:
-            raise ValueError(f"shard rows must be 2-D (n, D), got shape {x.shape}")
-        if not np.isfinite(x).all():
-            raise ValueError("embeddings contain NaN or inf")
-        if metric == "cosine":
-            norms = np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-            # Rows read by the shard itself are normalised in place; a caller's array is never modified.
-            x = x / norms if caller_array or not x.flags.writeable else np.divide(x, norms, out=x)
-        self.x = x
-        self.sq = np.einsum("ij,ij->i", x, x)
         self.metric = metric
         self.offset = int(offset)
         self.chunk_bytes = int(chunk_mb * 2**20)
+        self.budget = None if memory_budget_mb is None else int(memory_budget_mb * 2**20)
+        self.ids: pa.ChunkedArray | None = None
+        self._ids_path: str | None = None
+        if x is not None:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            if x.ndim != 2:
+                raise ValueError(f"shard rows must be 2-D (n, D), got shape {x.shape}")
+        if out_of_core:
+            self.rows, self.sq = self._spill_rows(x, source, spill_dir)
+        else:
+            self.rows, self.sq = self._load_rows(x, source)
         self.use_gpu = bool(use_gpu) and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
         self._gpu_res = faiss.StandardGpuResources() if self.use_gpu else None
         self.set_active(None)
-        self.assign = np.full(len(x), -1, dtype=np.int64)
-        self.dist = np.zeros(len(x), dtype=np.float32)
+        self.assign = np.full(len(self.rows), -1, dtype=np.int32)
+        self.dist = np.zeros(len(self.rows), dtype=np.float32)
+
+    def _load_rows(self, x: np.ndarray | None, source: ShardSource | None) -> tuple[MemoryRows, np.ndarray]:
+        """In memory: a caller's array is never modified; rows read here are normalised in place."""
+        if x is not None:
+            x, sq = _prepare(x, self.metric, in_place=False)
+            return MemoryRows(x), sq
+        capacity, row, ids = _source_rows(source), 0, []
+        x = None
+        for block, block_ids in _iter_source(source):
+            if x is None:
+                x = np.empty((capacity, block.shape[1]), dtype=np.float32)
+            x[row : row + len(block)] = block
+            row += len(block)
+            if block_ids is not None:
+                ids.append(block_ids)
+        if x is None:
+            x = np.zeros((0, 0), dtype=np.float32)
+        elif row < capacity:
+            x.resize((row, x.shape[1]), refcheck=False)  # in-place shrink after dropped duplicates
+        if source.kind == "parquet":
+            import pyarrow as pa
+
+            self.ids = pa.chunked_array(ids, type=pa.string())
+        x, sq = _prepare(x, self.metric, in_place=True)
+        return MemoryRows(x), sq
+
+    def _spill_rows(
+        self, x: np.ndarray | None, source: ShardSource | None, spill_dir: str | None
+    ) -> tuple[SpilledRows, np.ndarray]:
+        """Out of core: normalise and write the rows block by block to ``<spill>/rows.npy`` once."""
+        self._spill = tempfile.mkdtemp(prefix="strata-kmeans-", dir=spill_dir)
+        capacity = len(x) if x is not None else _source_rows(source)
+        if self.budget is not None:
+            free = self.budget - capacity * ROW_STATE_BYTES
+            if free <= 0:
+                raise ValueError(
+                    f"kmeans.memory_budget_mb={self.budget / 2**20:g} cannot hold the per-row state of {capacity} rows "
+                    f"(~{capacity * ROW_STATE_BYTES / 2**20:.1f} MB): raise it or use more actors"
+                )
+            self.chunk_bytes = min(self.chunk_bytes, free // 3)
+        writer = _SpillWriter(os.path.join(self._spill, "rows.npy"), capacity)
+        sq = np.empty(capacity, dtype=np.float32)
+        ids_writer = None
+        if x is not None:
+            blocks: Iterable = ((x[a:b].copy(), None) for a, b in _blocks_of(len(x), 65536))
+        else:
+            blocks = _iter_source(source)
+        for block, block_ids in blocks:
+            block, block_sq = _prepare(block, self.metric, in_place=True)
+            sq[writer.n : writer.n + len(block)] = block_sq
+            writer.append(block)
+            if block_ids is not None:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                if ids_writer is None:
+                    self._ids_path = os.path.join(self._spill, "ids.parquet")
+                    ids_writer = pq.ParquetWriter(self._ids_path, pa.schema([("id", pa.string())]))
+                ids_writer.write_table(pa.table({"id": block_ids.cast(pa.string())}))
+        if ids_writer is not None:
+            ids_writer.close()
+        n, dim = writer.finish()
+        self._dim = dim
+        buffer = np.empty((self._rows(1), dim), dtype=np.float32)
+        return SpilledRows(writer.path, n, dim, buffer), sq[:n].copy() if n < capacity else sq
+
+    @property
+    def out_of_core(self) -> bool:
+        return isinstance(self.rows, SpilledRows)
+
+    def spilled(self) -> bool:
+        """Whether this shard streams its rows from a spill file (callable on an actor)."""
+        return self.out_of_core
+
+    def close(self) -> None:
+        """Delete the spilled rows (out of core); the shard is unusable afterwards."""
+        if getattr(self, "_spill", None):
+            shutil.rmtree(self._spill, ignore_errors=True)
+            self._spill = None
+
+    def __del__(self) -> None:
+        self.close()
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     def size(self) -> int:
-        return len(self.x)
+        return len(self.rows)
 
     def dim(self) -> int:
-        return int(self.x.shape[1])
+        return self.rows.dim
 
     def set_offset(self, offset: int) -> None:
         self.offset = int(offset)
 
     def write_ids(self, path: str) -> int:
-        """Write ``(index, id)`` of this shard's rows to Parquet at ``path``; returns the row count."""
+        """Write ``(index, id)`` of this shard's rows to Parquet at ``path``; returns the row count.
+
+        Out of core the ids were spilled with the rows and are copied batch by batch.
+        """
+        import fsspec
         import pyarrow as pa
+        import pyarrow.parquet as pq
 
         from pipeline.io.tables import write_parquet_atomic
 
-        if self.ids is None:
+        if self.ids is not None:
+            table = pa.table({"index": np.arange(self.offset, self.offset + len(self.rows)), "id": self.ids})
+            write_parquet_atomic(table, path)
+            return len(self.rows)
+        if self._ids_path is None:
             raise ValueError("this shard has no ids (rows were not read from Parquet)")
-        table = pa.table({"index": np.arange(self.offset, self.offset + len(self.x)), "id": self.ids})
-        write_parquet_atomic(table, path)
-        return len(self.x)
+        fs, p = fsspec.core.url_to_fs(path)
+        fs.makedirs(os.path.dirname(p), exist_ok=True)
+        tmp, row = f"{p}.tmp-{os.getpid()}", self.offset
+        schema = pa.schema([("index", pa.int64()), ("id", pa.string())])
+        with fs.open(tmp, "wb") as fh, pq.ParquetWriter(fh, schema) as writer:
+            for batch in pq.ParquetFile(self._ids_path).iter_batches(batch_size=65536):
+                index = pa.array(np.arange(row, row + batch.num_rows), pa.int64())
+                writer.write_table(pa.table({"index": index, "id": batch.column(0)}, schema=schema))
+                row += batch.num_rows
+        fs.mv(tmp, p)
+        return len(self.rows)
 
     def peak_rss(self) -> tuple[int, int]:
         """(peak RSS bytes of this process before the rows were loaded, peak RSS now)."""
@@ -208,30 +471,50 @@ class Shard:
 
     def _rows(self, width: int) -> int:
         """Rows per chunk so that a chunk's (rows, D + width) float64 temporaries fit the budget."""
-        return max(256, self.chunk_bytes // (8 * (self.x.shape[1] + width + 4)))
+        dim = self.rows.dim if hasattr(self, "rows") else self._dim
+        return max(256, self.chunk_bytes // (8 * (dim + width + 4)))
 
     # ---- active subset (all rows, or a resampling sample) ----------------------------------------
     def set_active(self, local_index: np.ndarray | None) -> int:
-        """Restrict k-means fitting to ``local_index`` rows (None: all rows); returns the count."""
+        """Restrict k-means fitting to ``local_index`` rows (None: all rows); returns the count.
+
+        Out of core the sample is gathered in memory when it fits the budget, else spilled to
+        ``<spill>/active.npy`` in one pass.
+        """
         if local_index is None:
-            self.active, self.xa, self.sqa = None, self.x, self.sq
+            self.active, self.xa, self.sqa = None, self.rows, self.sq
         else:
             self.active = np.asarray(local_index, dtype=np.int64)
-            self.xa, self.sqa = self.x[self.active], self.sq[self.active]
-        self._min_d2 = self._trial_d2 = None
-        self._fit_assign = self._fit_dist = None
+            self.sqa = self.sq[self.active]
+            self.xa = MemoryRows(self.rows.take(self.active)) if self._sample_fits() else self._spill_active()
+        self._min_d2 = self._trial_d2 = self._candidates = None
+        self._fit_dist = None
         return len(self.xa)
+
+    def _sample_fits(self) -> bool:
+        if not self.out_of_core or self.budget is None:
+            return True
+        free = self.budget - len(self.rows) * ROW_STATE_BYTES - 3 * self.chunk_bytes
+        return len(self.active) * self.rows.dim * 4 <= free
+
+    def _spill_active(self) -> SpilledRows:
+        writer = _SpillWriter(os.path.join(self._spill, "active.npy"), len(self.active))
+        for a, block in self.rows.blocks(self._rows(1)):
+            lo, hi = np.searchsorted(self.active, [a, a + len(block)])
+            writer.append(block[self.active[lo:hi] - a])
+        n, dim = writer.finish()
+        return SpilledRows(writer.path, n, dim, self.rows.buffer)
 
     def n_active(self) -> int:
         return len(self.xa)
 
     def _active_global(self) -> np.ndarray:
-        local = np.arange(len(self.x)) if self.active is None else self.active
+        local = np.arange(len(self.rows)) if self.active is None else self.active
         return local + self.offset
 
     def active_rows(self, positions: np.ndarray) -> np.ndarray:
         """Vectors of the active rows at ``positions`` (0-based among active rows)."""
-        return self.xa[np.asarray(positions, dtype=np.int64)]
+        return self.xa.take(np.asarray(positions, dtype=np.int64))
 
     # ---- distances --------------------------------------------------------------------------------
     def _index(self, centroids: np.ndarray) -> faiss.Index:
@@ -242,72 +525,84 @@ class Shard:
         index.add(np.ascontiguousarray(centroids, dtype=np.float32))
         return index
 
-    def _search(self, xs: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest centroid of every row of ``xs``: (assignments int64, distances float32)."""
+    def _search(
+        self, rows: MemoryRows | SpilledRows, centroids: np.ndarray
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """Nearest centroid of every row, chunk by chunk: (start, rows, assignments int64, distances float32)."""
         index = self._index(centroids)
-        assign = np.empty(len(xs), dtype=np.int64)
-        dist = np.empty(len(xs), dtype=np.float32)
-        step = self._rows(len(centroids))
-        for a in range(0, len(xs), step):
-            dd, ii = index.search(xs[a : a + step], 1)
-            assign[a : a + step] = ii[:, 0]
-            dist[a : a + step] = 1.0 - dd[:, 0] if self.metric == "cosine" else np.maximum(dd[:, 0], 0.0)
-        return assign, dist
+        for a, block in rows.blocks(self._rows(len(centroids))):
+            dd, ii = index.search(block, 1)
+            dist = 1.0 - dd[:, 0] if self.metric == "cosine" else np.maximum(dd[:, 0], 0.0)
+            yield a, block, ii[:, 0], dist
 
-    def _sq_dist(self, candidates: np.ndarray) -> np.ndarray:
-        """``||x_i - c_j||^2 = ||x_i||^2 - 2 x_i . c_j + ||c_j||^2`` for active rows, (m, n_active)."""
+    def _sq_dist(self, candidates: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """``||x_i - c_j||^2 = ||x_i||^2 - 2 x_i . c_j + ||c_j||^2`` for active rows, (m, rows) per chunk."""
         c = np.ascontiguousarray(candidates, dtype=np.float32)
-        out = np.empty((len(c), len(self.xa)), dtype=np.float32)
         csq = np.einsum("ij,ij->i", c, c)
-        step = self._rows(len(c))
         # BLAS threads capped like FAISS's: oversubscribed OpenBLAS threads spin (10x slower seen)
         with _THREADPOOLS.limit(limits=self.threads, user_api="blas"):
-            for a in range(0, len(self.xa), step):
-                block = self.sqa[a : a + step][None, :] - 2.0 * (c @ self.xa[a : a + step].T) + csq[:, None]
-                out[:, a : a + step] = np.maximum(block, 0.0)
-        return out
+            for a, block in self.xa.blocks(self._rows(len(c))):
+                d2 = self.sqa[a : a + len(block)][None, :] - 2.0 * (c @ block.T) + csq[:, None]
+                yield a, np.maximum(d2, 0.0)
 
     # ---- k-means++ (min-distances stay here; only scalars and candidate vectors leave) -----------
     def pp_reset(self, first_centre: np.ndarray) -> float:
         """Start k-means++: ``D(x) = ||x - c_1||^2``; returns the local potential ``sum_x D(x)``."""
-        self._min_d2 = self._sq_dist(first_centre[None, :])[0]
+        self._min_d2 = np.empty(len(self.xa), dtype=np.float32)
+        for a, d2 in self._sq_dist(first_centre[None, :]):
+            self._min_d2[a : a + d2.shape[1]] = d2[0]
         return float(self._min_d2.sum(dtype=np.float64))
 
     def pp_pick(self, thresholds: np.ndarray) -> np.ndarray:
         """Candidates for local potential thresholds r: the first row with ``cumsum(D) > r``."""
         cum = np.cumsum(self._min_d2, dtype=np.float64)
         pos = np.minimum(np.searchsorted(cum, thresholds, side="right"), len(cum) - 1)
-        return self.xa[pos]
+        return self.xa.take(pos)
 
     def pp_trial(self, candidates: np.ndarray) -> np.ndarray:
-        """Potential after adding each candidate: ``phi_j = sum_x min(D(x), ||x - c_j||^2)``."""
-        self._trial_d2 = np.minimum(self._sq_dist(candidates), self._min_d2[None, :])
-        return self._trial_d2.sum(axis=1, dtype=np.float64)
+        """Potential after adding each candidate: ``phi_j = sum_x min(D(x), ||x - c_j||^2)``.
+
+        In memory the (m, n) trial distances are kept for :meth:`pp_commit`; out of core only the
+        candidates are, and the chosen one's distances are recomputed chunk by chunk (same values).
+        """
+        keep = not self.out_of_core
+        self._trial_d2 = np.empty((len(candidates), len(self.xa)), dtype=np.float32) if keep else None
+        self._candidates = np.array(candidates, dtype=np.float32)
+        phi = np.zeros(len(candidates), dtype=np.float64)
+        for a, d2 in self._sq_dist(self._candidates):
+            trial = np.minimum(d2, self._min_d2[None, a : a + d2.shape[1]])
+            phi += trial.sum(axis=1, dtype=np.float64)
+            if keep:
+                self._trial_d2[:, a : a + d2.shape[1]] = trial
+        return phi
 
     def pp_commit(self, j: int) -> float:
         """Keep trial candidate ``j`` as the next centre; returns the new local potential."""
-        self._min_d2 = self._trial_d2[j]
-        self._trial_d2 = None
+        if self._trial_d2 is not None:
+            self._min_d2 = self._trial_d2[j]
+        else:
+            for a, d2 in self._sq_dist(self._candidates):
+                np.minimum(d2[j], self._min_d2[a : a + d2.shape[1]], out=self._min_d2[a : a + d2.shape[1]])
+        self._trial_d2 = self._candidates = None
         return float(self._min_d2.sum(dtype=np.float64))
 
     # ---- Lloyd ---------------------------------------------------------------------------------------
     def lloyd_stats(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """Assign active rows; return per-cluster sums (k, D) float64, counts (k,), inertia.
 
-        Sums use a sparse one-hot product ``S = onehot(assign)^T X``, chunked (same result as
+        Sums use a sparse one-hot product ``S = onehot(assign)^T X`` per chunk (same result as
         ``np.add.at`` but ~5x faster; the float64 accumulation keeps shard order irrelevant).
         """
         k = len(centroids)
-        assign, dist = self._search(self.xa, centroids)
-        self._fit_assign, self._fit_dist = assign, dist
-        sums = np.zeros((k, self.xa.shape[1]), dtype=np.float64)
-        step = self._rows(1)
-        for a in range(0, len(self.xa), step):
-            ai = assign[a : a + step]
+        sums = np.zeros((k, self.xa.dim), dtype=np.float64)
+        counts = np.zeros(k, dtype=np.int64)
+        self._fit_dist = np.empty(len(self.xa), dtype=np.float32)
+        for a, block, ai, dist in self._search(self.xa, centroids):
+            self._fit_dist[a : a + len(block)] = dist
             onehot = sp.csr_matrix((np.ones(len(ai)), (ai, np.arange(len(ai)))), shape=(k, len(ai)))
-            sums += onehot @ self.xa[a : a + step].astype(np.float64)
-        counts = np.bincount(assign, minlength=k).astype(np.int64)
-        return sums, counts, float(dist.sum(dtype=np.float64))
+            sums += onehot @ block.astype(np.float64)
+            counts += np.bincount(ai, minlength=k)
+        return sums, counts, float(self._fit_dist.sum(dtype=np.float64))
 
     def farthest(self, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ``m`` active rows farthest from their centroid in the last :meth:`lloyd_stats`.
@@ -316,25 +611,53 @@ class Shard:
         """
         gidx = self._active_global()
         order = np.lexsort((gidx, -self._fit_dist.astype(np.float64)))[:m]
-        return self._fit_dist[order], gidx[order], self.xa[order]
+        return self._fit_dist[order], gidx[order], self.xa.take(order)
 
     # ---- assignment of all rows, resampling sample ------------------------------------------------
     def assign_all(self, centroids: np.ndarray) -> tuple[np.ndarray, float]:
-        """Assign every row (not only active ones); returns (counts (k,), inertia)."""
-        self.assign, self.dist = self._search(self.x, centroids)
-        return np.bincount(self.assign, minlength=len(centroids)).astype(np.int64), float(
-            self.dist.sum(dtype=np.float64)
-        )
+        """Assign every row (not only active ones); returns (counts (k,), inertia).
+
+        Assignments are kept as int32 when ``k < 2^31``.
+        """
+        k = len(centroids)
+        if self.assign.dtype != (dtype := np.int32 if k < 2**31 else np.int64):
+            self.assign = self.assign.astype(dtype)
+        for a, block, ai, dist in self._search(self.rows, centroids):
+            self.assign[a : a + len(block)] = ai
+            self.dist[a : a + len(block)] = dist
+        return np.bincount(self.assign, minlength=k).astype(np.int64), float(self.dist.sum(dtype=np.float64))
 
     def assignments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(global indices, assignments, distances) of every row; called once per finished step."""
-        return np.arange(self.offset, self.offset + len(self.x)), self.assign, self.dist
+        """(global indices, assignments, distances) of every row (in-process API, small data)."""
+        return np.arange(self.offset, self.offset + len(self.rows)), self.assign.astype(np.int64), self.dist
+
+    def write_step_part(self, prefix: str, k: int) -> np.ndarray:
+        """Write this shard's part of a finished step; returns its per-cluster counts (k,).
+
+        Files ``<prefix>-<name>.npy`` (fsspec URI): ``assignments`` (n,) int64 and ``distances``
+        (n,) float32 in row order, ``sorted_clusters`` (n,) int64 global indices sorted by
+        (cluster, distance, index) and ``sorted_distances``; the driver merges the parts.
+        """
+        import fsspec
+
+        n, step = len(self.rows), max(1, self._rows(1))
+        order = np.lexsort((self.dist, self.assign))  # stable: ties keep the smaller index
+        parts = {
+            "assignments": (np.int64, lambda a, b: self.assign[a:b]),
+            "distances": (np.float32, lambda a, b: self.dist[a:b]),
+            "sorted_clusters": (np.int64, lambda a, b: order[a:b] + self.offset),
+            "sorted_distances": (np.float32, lambda a, b: self.dist[order[a:b]]),
+        }
+        for name, (dtype, get) in parts.items():
+            with fsspec.open(f"{prefix}-{name}.npy", "wb") as fh:
+                write_npy_blocks(fh, dtype, n, (get(a, b) for a, b in _blocks_of(n, step)))
+        return np.bincount(self.assign, minlength=k).astype(np.int64)
 
     def _sample_keys(self, strategy: str, seed: int) -> np.ndarray:
         if strategy == "closest":
             return self.dist.astype(np.float64)
         if strategy == "random":
-            return splitmix64_uniform(np.arange(self.offset, self.offset + len(self.x)), seed)
+            return splitmix64_uniform(np.arange(self.offset, self.offset + len(self.rows)), seed)
         raise ValueError(f"resampling_strategy must be 'closest' or 'random', got {strategy!r}")
 
     def sample_candidates(
@@ -346,25 +669,24 @@ class Shard:
         i.e. uniform sampling without replacement). Returns (cluster, key, global index) arrays.
         """
         keys = self._sample_keys(strategy, seed)
-        gidx = np.arange(self.offset, self.offset + len(self.x))
-        order = np.lexsort((gidx, keys, self.assign))
+        order = np.lexsort((keys, self.assign))  # stable: ties keep the smaller index
         a_sorted = self.assign[order]
         starts = np.searchsorted(a_sorted, a_sorted, side="left")
         keep = order[np.arange(len(order)) - starts < per_cluster]
-        return self.assign[keep], keys[keep], gidx[keep]
+        return self.assign[keep].astype(np.int64), keys[keep], keep + self.offset
 
     def select_sample(self, thr_key: np.ndarray, thr_index: np.ndarray, strategy: str, seed: int) -> int:
         """Activate rows with ``(key, index) <= (thr_key[c], thr_index[c])`` of their cluster c."""
         keys = self._sample_keys(strategy, seed)
-        gidx = np.arange(self.offset, self.offset + len(self.x))
+        gidx = np.arange(self.offset, self.offset + len(self.rows))
         tk, ti = thr_key[self.assign], thr_index[self.assign]
         mask = (keys < tk) | ((keys == tk) & (gidx <= ti))
         return self.set_active(np.flatnonzero(mask))
 
     def members(self, clusters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(assignments, vectors) of the rows currently assigned to any of ``clusters`` (split mode)."""
-        mask = np.isin(self.assign, clusters)
-        return self.assign[mask], self.x[mask]
+        index = np.flatnonzero(np.isin(self.assign, clusters))
+        return self.assign[index].astype(np.int64), self.rows.take(index)
 
 
 def _peak_rss_bytes() -> int:

@@ -88,18 +88,18 @@ def test_resume_after_crash_between_steps_is_identical(backend, tmp_path, blob_r
 
     crashed = RunDir(str(tmp_path / "crashed"))
     crashed.fs.copy(run.local("embeddings"), crashed.local("embeddings"), recursive=True)
-    real_save = kmeans_run.save_step
+    real_save = kmeans_run.save_step_from_shards
 
-    def save_then_crash(r, level, step, result):
+    def save_then_crash(r, group, level, step, *args):
         if (level, step) == (1, 2):
             raise RuntimeError("simulated crash")
-        real_save(r, level, step, result)
+        return real_save(r, group, level, step, *args)
 
-    monkeypatch.setattr(kmeans_run, "save_step", save_then_crash)
+    monkeypatch.setattr(kmeans_run, "save_step_from_shards", save_then_crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_cluster(crashed, {**CFG, **backend, "n_actors": 2})
     assert crashed.is_done("cluster/level_1/step_1") and not crashed.is_done("cluster/level_1/step_2")
-    monkeypatch.setattr(kmeans_run, "save_step", real_save)
+    monkeypatch.setattr(kmeans_run, "save_step_from_shards", real_save)
     summary = run_cluster(crashed, {**CFG, **backend, "n_actors": 3})  # another worker layout, same result
     assert summary["levels"][0]["steps_run"] == 1
     _assert_same(clean, _arrays(crashed))
