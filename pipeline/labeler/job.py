@@ -113,6 +113,24 @@ def settings_from(labeler_cfg: dict[str, Any]) -> LabelerSettings:
     return LabelerSettings(**{k: labeler_cfg[k] for k in keys if labeler_cfg.get(k) is not None})
 
 
+def starter_reference(store: LabelStore, starter_cfg: dict[str, Any] | None) -> str | None:
+    """The catalog id of the first starter (``strata active``), shown beside each image as the reference.
+
+    ``starter.id`` is a pool id already; a ``starter.image`` path is registered as ``reference/<file name>``.
+    """
+    starter = starter_cfg or {}
+    for key in ("id", "image"):
+        value = starter.get(key)
+        if value:
+            first = str(value if isinstance(value, str) else list(value)[0])
+            if key == "id":
+                return first
+            ref = f"reference/{os.path.basename(first.rstrip('/'))}"
+            store.register([ref], [first])
+            return ref
+    return None
+
+
 def start_server(store: LabelStore, labeler_cfg: dict[str, Any], run: RunDir | None = None) -> LabelServer:
     """Serve ``store``; in grid mode ``run``'s embeddings (or clusters) group a page's images."""
     settings = settings_from(labeler_cfg)

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import numpy as np
+import pyarrow as pa
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
+from pipeline.config import load_group
+from pipeline.io.tables import embeddings_to_arrow, write_parquet_atomic
 from pipeline.labeler import LabelClient, LabelError, LabelerSettings, LabelStore, serve
 from pipeline.labeler.grid import Clusters, Neighbours
+from pipeline.labeler.job import start_server, starter_reference
+from pipeline.rundir import RunDir
 
 from .test_store import _reference_current
 
@@ -131,3 +140,32 @@ def test_bad_grid_settings_are_one_line_errors(store: LabelStore):
         serve(store.path, settings=LabelerSettings(mode="cards"))
     with pytest.raises(ValueError, match="labeler.grid_guess 'yes'"):
         serve(store.path, settings=LabelerSettings(grid_guess="yes"))
+
+
+def test_label_server_groups_grid_pages_by_the_runs_embeddings(tmp_path, image_files):
+    """``start_server(..., run)`` in grid mode: pages from the run's embeddings, on an interleaved queue."""
+    ids, uris = image_files
+    run = RunDir(str(tmp_path / "run"))
+    x = class_vectors(ids).x.astype(np.float32)
+    table = pa.table({"id": ids, "uri": uris, "embedding": embeddings_to_arrow(x)})
+    write_parquet_atomic(table, run.path("embeddings", "part-00000.parquet"))
+    store = LabelStore(tmp_path / "labels.sqlite")
+    store.register(ids, uris)
+    store.enqueue([ids[k + c * 20] for k in range(20) for c in range(3)])
+    cfg = {**load_group("labeler/default"), "port": 0, "mode": "grid", "grid_size": 8, "synchronous": "NORMAL"}
+    with start_server(store, cfg, run) as server, LabelClient(server.url, "gina") as gina:
+        page = [p["id"] for p in gina.page()]
+        assert len(page) == 8 and {i.split("/")[0] for i in page} == {"fields"}
+
+
+def test_strata_active_asks_about_the_starter(tmp_path, image_files):
+    ids, uris = image_files
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose("active", overrides=["labeler=human"]), resolve=True)
+    assert cfg["labeler"]["prompt"] == "Is this like the reference?" and cfg["labeler"]["show_ids"] is False
+    store = LabelStore(tmp_path / "labels.sqlite")
+    store.register(ids, uris)
+    assert starter_reference(store, {"id": [ids[3], ids[4]]}) == ids[3]
+    ref = starter_reference(store, {"image": uris[7]})
+    assert ref == f"reference/{Path(uris[7]).name}" and store.uri(ref) == uris[7]
+    assert starter_reference(store, {}) is None
