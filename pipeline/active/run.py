@@ -135,12 +135,13 @@ def _active_loop(
             raise ValueError("labeler=oracle needs oracle.column=<column> and oracle.positive=<class>")
         labeler = OracleLabeler(truth)
     elif kind == "human":
-        from pipeline.labeler.job import open_store, start_server
+        from pipeline.labeler.job import open_store, start_server, starter_reference
 
         store = open_store(run, labeler_cfg)
         labeler = HumanLabeler(store, ids.tolist(), uris, timeout_s=float(labeler_cfg["timeout_s"]))
         if labeler_cfg["serve"]:
-            server = start_server(store, labeler_cfg)
+            labeler_cfg["reference"] = labeler_cfg.get("reference") or starter_reference(store, cfg.get("starter"))
+            server = start_server(store, labeler_cfg, run)
             print(f"Strata labeler: {server.url}" + (f"  (token {server.token})" if server.token else ""), flush=True)
     else:
         raise ValueError(f"labeler must be 'oracle' or 'human', got {kind!r}")
