@@ -223,3 +223,19 @@ def test_export_help_lists_its_settings(capsys, monkeypatch):
         "export.mode=link",
     ):
         assert key in text, key
+
+
+def test_swipe_labels_get_their_images_from_the_run_embeddings(curated, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "labelled"
+    shutil.copytree(curated / "embeddings", run_dir / "embeddings")
+    ids = pq.read_table(curated / "embeddings", columns=["id"]).column("id").to_pylist()[:5]
+    (run_dir / "labels").mkdir()
+    labels = pa.table({"id": ids, "label": ["positive", "negative", "positive", "unsure", "positive"]})
+    pq.write_table(labels, run_dir / "labels" / "labels.parquet")
+    record = run_export(RunDir(str(run_dir)), str(tmp_path / "out"), _cfg("imagefolder", source="labels"))
+    assert record["classes"] == {"negative": 1, "positive": 3, "unsure": 1} and record["linked"] == 5
+    for i, label in zip(ids, labels.column("label").to_pylist()):
+        (link,) = (tmp_path / "out" / label).glob(sample_key(i) + ".*")
+        assert link.resolve().name == Path(i).name
