@@ -10,7 +10,7 @@ import pytest
 from pipeline.artifacts import load_levels, load_point_ids
 from pipeline.kmeans import run_cluster
 from pipeline.kmeans.algorithm import LocalGroup
-from pipeline.kmeans.hierarchical import KMeansConfig, fit_level, gather_level
+from pipeline.kmeans.hierarchical import KMeansConfig, fit_level, gather_level, sort_clusters
 from pipeline.kmeans.shard import ROW_STATE_BYTES, Shard, SpilledRows, resolve_out_of_core
 from pipeline.rundir import RunDir
 
@@ -138,5 +138,10 @@ def test_run_cluster_out_of_core_matches_in_memory(backend, tmp_path, blob_run):
             np.testing.assert_array_equal(getattr(la, name), getattr(lb, name), err_msg=name)
         np.testing.assert_allclose(lb.centroids, la.centroids, atol=1e-6)
         np.testing.assert_allclose(lb.sorted_distances, la.sorted_distances, atol=1e-6)
+        # the merged parts are the global CSR: clusters by (cluster, distance, index)
+        offsets, members, member_dist = sort_clusters(lb.assignments, lb.distances, len(lb.centroids))
+        np.testing.assert_array_equal(lb.offsets, offsets)
+        np.testing.assert_array_equal(lb.sorted_clusters, members)
+        np.testing.assert_array_equal(lb.sorted_distances, member_dist)
     assert load_point_ids(ooc).equals(load_point_ids(run))
     assert not ooc.exists("_tmp", "cluster_parts", "level_1", "step_0")  # parts are merged, then removed
