@@ -6,7 +6,11 @@ runs as a separate process (``serve(subprocess=True)``) on real UC Merced images
 Reports labels/s and latency percentiles, and checks the store afterwards: every acknowledged label
 recorded exactly once, every queued image labeled once, nothing lost.
 
-    .venv/bin/python benchmarks/labeler_load.py --labelers 20 --images 2100
+``--mode grid``: each labeler instead loops ``POST /api/page`` (a page of ``--grid-size`` images
+ranked by cosine similarity over 1,280-d embeddings, as a run's embeddings would), fetches the
+page's images, flips every 4th guess and sends the page with one ``POST /api/page/label``.
+
+    .venv/bin/python benchmarks/labeler_load.py --labelers 20 --images 2100 [--mode grid]
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.labeler import LabelStore, serve  # noqa: E402
+from pipeline.io.tables import embeddings_to_arrow, write_parquet_atomic  # noqa: E402
+from pipeline.labeler import LabelerSettings, LabelStore, serve  # noqa: E402
 
 LABELS = ("positive", "negative", "unsure")
+RETRIES: list[str] = []  # image GETs retried after the server closed a kept-alive connection
 DATASETS = Path(os.environ.get("STRATA_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 
 
@@ -73,10 +80,59 @@ async def labeler(name: str, url: str, fetch_images: bool, lat: dict[str, list[f
                 acked[rid] = item_id
 
 
+async def grid_labeler(
+    name: str, url: str, fetch_images: bool, lat: dict[str, list[float]], acked: dict[str, str]
+) -> None:
+    """One grid labeler: page, images, flip every 4th guess, confirm; ``acked`` maps page:k -> id.
+
+    Like a browser: at most 6 connections to the server, and an image GET whose kept-alive
+    connection the server closed meanwhile is retried once (idempotent).
+    """
+    limits = httpx.Limits(max_connections=6, max_keepalive_connections=6)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+
+        async def image(item_id: str) -> None:
+            for attempt in range(2):
+                try:
+                    (await http.get("/api/image", params={"id": item_id})).raise_for_status()
+                    return
+                except httpx.RemoteProtocolError:
+                    if attempt:
+                        raise
+                    RETRIES.append(item_id)
+
+        while True:
+            t0 = time.perf_counter()
+            r = await http.post("/api/page", json={"annotator": name})
+            lat["page"].append(time.perf_counter() - t0)
+            r.raise_for_status()
+            items = r.json()["items"]
+            if not items:
+                return
+            if fetch_images:
+                t0 = time.perf_counter()
+                await asyncio.gather(*(image(x["id"]) for x in items))
+                lat["page_images"].append(time.perf_counter() - t0)
+            labels = {x["id"]: ("negative" if k % 4 == 3 else x["guess"]) for k, x in enumerate(items)}
+            rid = uuid.uuid4().hex
+            t0 = time.perf_counter()
+            r = await http.post("/api/page/label", json={"annotator": name, "labels": labels, "request_id": rid})
+            lat["page_label"].append(time.perf_counter() - t0)
+            r.raise_for_status()
+            acked.update({f"{rid}:{item_id}": item_id for item_id in labels})
+
+
+def write_embeddings(run_dir: Path, ids: list[str], paths: list[str], dim: int = 1280) -> None:
+    """Random unit vectors as the run's embeddings: the ranking cost does not depend on their values."""
+    x = np.random.default_rng(0).normal(size=(len(ids), dim)).astype(np.float32)
+    table = pa.table({"id": ids, "uri": paths, "embedding": embeddings_to_arrow(x)})
+    write_parquet_atomic(table, str(run_dir / "embeddings" / "part-00000.parquet"))
+
+
 def check(store_path: str, ids: list[str], acked: dict[str, str]) -> dict[str, int]:
     """Lost / duplicated labels: compare what clients were told with the event log."""
     events = LabelStore(store_path).events()
-    by_request = {e.request_id: e.id for e in events}
+    by_request = {e.request_id or f"{e.page}:{e.id}": e.id for e in events}
     labeled = [e.id for e in events]
     return {
         "events": len(events),
@@ -88,19 +144,38 @@ def check(store_path: str, ids: list[str], acked: dict[str, str]) -> dict[str, i
 
 
 def run_once(
-    n_labelers: int, ids: list[str], paths: list[str], fetch_images: bool, synchronous: str, tmp: Path
+    n_labelers: int,
+    ids: list[str],
+    paths: list[str],
+    fetch_images: bool,
+    synchronous: str,
+    tmp: Path,
+    mode: str = "single",
+    grid_size: int = 12,
 ) -> dict:
     db = tmp / f"labels-{synchronous}-{uuid.uuid4().hex[:6]}.sqlite"
     store = LabelStore(db, synchronous=synchronous)
     store.register(ids, paths)
     store.enqueue(ids)
-    lat: dict[str, list[float]] = {"next": [], "image": [], "label": []}
+    lat: dict[str, list[float]] = {
+        "next": [],
+        "image": [],
+        "label": [],
+        "page": [],
+        "page_images": [],
+        "page_label": [],
+    }
     acked: dict[str, str] = {}
-    with serve(db, subprocess=True, synchronous=synchronous) as server:
+    settings = None
+    if mode == "grid":
+        write_embeddings(tmp / "run", ids, paths)
+        settings = LabelerSettings(mode="grid", grid_size=grid_size, neighbours_from=str(tmp / "run"))
+    worker = grid_labeler if mode == "grid" else labeler
+    with serve(db, subprocess=True, synchronous=synchronous, settings=settings) as server:
 
         async def main() -> None:
             await asyncio.gather(
-                *(labeler(f"sim{k:02d}", server.url, fetch_images, lat, acked) for k in range(n_labelers))
+                *(worker(f"sim{k:02d}", server.url, fetch_images, lat, acked) for k in range(n_labelers))
             )
 
         t0 = time.perf_counter()
@@ -108,11 +183,14 @@ def run_once(
         wall = time.perf_counter() - t0
     result = {
         "labelers": n_labelers,
+        "mode": mode if mode == "single" else f"grid{grid_size}",
         "images": len(ids),
         "fetch_images": fetch_images,
         "synchronous": synchronous,
         "wall_s": round(wall, 2),
         "labels_per_s": round(len(acked) / wall, 1),
+        "image_retries": len(RETRIES),
+        **({"pages_per_s": round(len(lat["page_label"]) / wall, 2)} if mode == "grid" else {}),
         **check(str(db), ids, acked),
     }
     for kind, xs in lat.items():
@@ -129,12 +207,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2100)
     parser.add_argument("--no-images", action="store_true", help="label only, no image downloads")
     parser.add_argument("--synchronous", nargs="+", default=["FULL"], help="SQLite sync levels to compare")
+    parser.add_argument("--mode", choices=["single", "grid"], default="single")
+    parser.add_argument("--grid-size", type=int, default=12, help="images per grid page")
     parser.add_argument("--out", default=None, help="append JSON lines here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         ids, paths = write_images(Path(tmp) / "images", args.images)
         for sync in args.synchronous:
-            result = run_once(args.labelers, ids, paths, not args.no_images, sync, Path(tmp))
+            result = run_once(args.labelers, ids, paths, not args.no_images, sync, Path(tmp), args.mode, args.grid_size)
             print(json.dumps(result), flush=True)
             if args.out:
                 with open(args.out, "a") as fh:
