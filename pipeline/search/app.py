@@ -3,7 +3,11 @@
 - ``POST /search``: JSON ``{"id" | "vector" | "image_base64", "k", "filters", "tiles"}`` or a
   multipart form (``image`` file, same other fields; ``vector``/``filters`` as JSON text);
 - ``GET /images/{id}``: JPEG thumbnail of an indexed image, looked up by id only (never by path);
-- ``GET /healthz``: index summary; ``GET /``: the search page; ``/docs``: the API described in a
+- ``GET /items?offset=&limit=&filters=``: one page of indexed ids with their carried columns
+  (``limit`` at most ``limits.max_page``): the page's landing gallery;
+- ``GET /filters``: distinct values of every filterable column (at most ``limits.max_filter_values``
+  each), for the page's filter dropdowns;
+- ``GET /healthz``: index summary (and what a score means); ``GET /``: the search page; ``/docs``: the API described in a
   self-contained page (no script from a CDN: it works offline), ``/openapi.json``.
 
 Bad requests get a 4xx with ``{"detail": "<message>"}``; a message about a limit names it.
@@ -84,6 +88,8 @@ class ServeSettings:
     max_upload_bytes: int
     max_body_bytes: int
     max_json_depth: int
+    max_page: int
+    max_filter_values: int
     workers: int
     queue: int
     request_timeout_s: float
@@ -102,6 +108,8 @@ class ServeSettings:
             max_upload_bytes=int(float(cfg["max_upload_mb"]) * 2**20),
             max_body_bytes=int(float(limits["max_body_mb"]) * 2**20),
             max_json_depth=int(limits["max_json_depth"]),
+            max_page=int(limits["max_page"]),
+            max_filter_values=int(limits["max_filter_values"]),
             workers=int(limits["workers"]),
             queue=int(limits["queue"]),
             request_timeout_s=float(limits["request_timeout_s"]),
@@ -419,6 +427,36 @@ def create_app(service: SearchService, settings: ServeSettings | None = None, ti
             log.warning("thumbnail of %r unavailable: %s", image_id, exc)
             raise HTTPException(404, f"image for id {image_id!r} is unavailable") from None
         return Response(content=data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get(
+        "/items",
+        summary="One page of indexed ids (and carried columns), in index order",
+        responses={400: {"description": "bad page or filters"}},
+    )
+    async def items(
+        request: Request,
+        offset: int = Query(0, ge=0, description="rows to skip"),
+        limit: int = Query(48, ge=1, description="rows per page (at most serve limits.max_page)"),
+        filters: str | None = Query(
+            None, description='JSON object of conditions, as in POST /search, e.g. {"label": "forest"}'
+        ),
+    ) -> dict:
+        if limit > settings.max_page:
+            raise HTTPException(
+                400, f"limit {limit} is above {settings.max_page} rows per page (serve limits.max_page)"
+            )
+        conditions = None if not filters else _json(filters, "query parameter 'filters'", settings.max_json_depth)
+        if conditions is not None and not isinstance(conditions, dict):
+            raise HTTPException(400, "query parameter 'filters' must be a JSON object")
+        try:
+            return await run_bounded(request, lambda _: service.items(offset, limit, conditions), cost=0)
+        except QueryError as exc:
+            raise HTTPException(400, str(exc)) from None
+
+    @app.get("/filters", summary="Distinct values of every filterable carried column")
+    async def filter_choices(request: Request) -> dict:
+        values = await run_bounded(request, lambda _: service.filter_values(settings.max_filter_values), cost=0)
+        return {"columns": values, "max_values": settings.max_filter_values}
 
     @app.get("/healthz", summary="Liveness and index summary")
     async def healthz() -> dict:

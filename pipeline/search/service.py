@@ -18,11 +18,12 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 
 from pipeline.artifacts import INDEX, RUN_JSON
 from pipeline.rundir import RunDir
-from pipeline.search.filters import Filters
+from pipeline.search.filters import Filters, filter_mask, filter_values
 from pipeline.search.index import SearchIndex
 from pipeline.search.tiles import bucket_vote, cut_tiles, parse_tiles, vote_weights
 
@@ -125,6 +126,7 @@ class SearchService:
         self.max_k = int(max_k)
         self.limits = limits
         self._thumbnail = functools.lru_cache(maxsize=thumbnail_cache)(self._make_thumbnail)
+        self._filter_values: tuple[int, dict] | None = None
 
     @classmethod
     def from_run(
@@ -240,7 +242,8 @@ class SearchService:
                 rows, scores = rows[0], scores[0]
             else:
                 tile_rows, tile_scores = self.index.search_rows(vectors, int(per_tile_k or k), filters)
-                rows, scores = bucket_vote(tile_rows, vote_weights(tile_scores, self.index.cfg.metric), k)
+                rows, votes = bucket_vote(tile_rows, vote_weights(tile_scores, self.index.cfg.metric), k)
+                scores = votes / len(vectors)  # mean over tiles: on the scale of one tile's score
         except ValueError as exc:  # FilterError and shape errors
             raise QueryError(str(exc)) from None
         return {
@@ -338,8 +341,54 @@ class SearchService:
 
         return thumbnail_jpeg(self.image_bytes(id), side)
 
+    # ---- browsing ------------------------------------------------------------------------------
+    @property
+    def filterable_columns(self) -> list[str]:
+        """Carried columns a query may filter on (not ``id``, not the server-side ``uri``)."""
+        return [c for c in self.index.meta.column_names if c not in ("id", "uri")]
+
+    def items(self, offset: int = 0, limit: int = 48, filters: Filters | None = None) -> dict:
+        """One page of indexed rows in index order (``id`` and carried columns, never ``uri``):
+        ``{"items": [...], "total": rows matching filters, "offset", "limit"}``."""
+        if offset < 0 or limit < 1:
+            raise QueryError(f"offset must be >= 0 and limit >= 1, got offset={offset}, limit={limit}")
+        meta = self.index.meta.select(["id", *self.filterable_columns])
+        try:
+            mask = filter_mask(meta, filters)
+        except ValueError as exc:
+            raise QueryError(str(exc)) from None
+        rows = np.arange(meta.num_rows) if mask is None else np.flatnonzero(mask)
+        page = meta.take(pa.array(rows[offset : offset + limit])).to_pylist()
+        return {"items": page, "total": len(rows), "offset": offset, "limit": limit}
+
+    def filter_values(self, max_values: int = 100) -> dict[str, dict[str, Any]]:
+        """Distinct values of every filterable column (see :func:`pipeline.search.filters.filter_values`); cached."""
+        key = int(max_values)
+        if self._filter_values is None or self._filter_values[0] != key:
+            self._filter_values = (key, filter_values(self.index.meta, self.filterable_columns, key))
+        return self._filter_values[1]
+
     def describe(self) -> dict:
-        return {**self.index.describe(), "image_queries": self.can_embed}
+        return {**self.index.describe(), "image_queries": self.can_embed, "score": self.score_meaning()}
+
+    def score_meaning(self) -> str:
+        """What a hit's ``score`` is for this index (shown by the search page)."""
+        cfg = self.index.cfg
+        if cfg.metric == "ip":
+            whole = (
+                "cosine similarity of the two embeddings (1: same direction, 0: unrelated, -1: opposite)"
+                if cfg.normalize
+                else "inner product of the two embeddings (not normalised: no fixed range)"
+            )
+        else:
+            whole = "minus the squared L2 distance of the two embeddings (0: identical)"
+        tiled = (
+            "1 / (1 + L2 distance)" if cfg.metric != "ip" else "cosine similarity" if cfg.normalize else "inner product"
+        )
+        return (
+            f"score = {whole}. With tiles, score = the mean over the query's tiles of each tile's {tiled} with the "
+            "image, counting 0 for a tile whose own top results missed it."
+        )
 
 
 def _check_header(data: bytes, limits: QueryLimits) -> None:

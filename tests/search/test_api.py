@@ -107,6 +107,33 @@ def test_thumbnails_by_id_only(client):
     assert client.get("/images/forest/im007.png", params={"size": 5}).status_code == 422
 
 
+def test_items_endpoint_pages_are_bounded_and_filterable(client, image_service):
+    page = client.get("/items", params={"offset": 10, "limit": 5}).json()
+    assert page["total"] == 60 and [r["id"] for r in page["items"]] == list(image_service.index.ids[10:15])
+    assert all("uri" not in r for r in page["items"])
+    forest = client.get("/items", params={"limit": 200, "filters": json.dumps({"label": ["forest"]})}).json()
+    assert forest["total"] == 20 and {r["label"] for r in forest["items"]} == {"forest"}
+    too_many = client.get("/items", params={"limit": 201})
+    assert too_many.status_code == 400 and "limits.max_page" in too_many.json()["detail"]
+    bad = client.get("/items", params={"filters": json.dumps({"label": "lake"})})
+    assert bad.status_code == 400 and "unknown value 'lake'" in bad.json()["detail"]
+    assert client.get("/items", params={"filters": "[1]"}).status_code == 400
+    assert client.get("/items", params={"offset": -1}).status_code == 422
+
+
+def test_filters_endpoint_lists_values_of_carried_columns(client):
+    body = client.get("/filters").json()
+    assert body["max_values"] == 100
+    assert body["columns"]["label"]["values"] == ["field", "forest", "river"]
+    assert body["columns"]["date"]["n_distinct"] == 12 and "uri" not in body["columns"]
+
+
+def test_unknown_filter_value_is_a_clear_400(client):
+    r = client.post("/search", json={"id": "forest/im007.png", "filters": {"label": "lake"}})
+    assert r.status_code == 400
+    assert r.json()["detail"].startswith("unknown value 'lake' for filter column 'label': no row has it; values: [")
+
+
 def test_search_page_is_served(client):
     r = client.get("/")
     assert r.status_code == 200 and "Strata similarity search" in r.text and 'id="file"' in r.text

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pipeline.io.tables import embeddings_to_arrow
 from pipeline.rundir import RunDir
 from pipeline.search import IndexConfig, SearchIndex, build_run_index
-from pipeline.search.filters import FilterError, filter_mask
+from pipeline.search.filters import FilterError, filter_mask, filter_values
 from pipeline.search.index import merge_topk, partition_rows
 
 
@@ -131,7 +131,7 @@ def test_partitioned_ivf_skips_partitions_and_filters_inside(data):
 def test_filter_with_no_match_and_more_k_than_rows(data):
     x, meta, q = data
     index = SearchIndex.build(x, cfg={"kind": "flat"}, meta=meta)
-    ids, scores = index.search(q[:2], 5, filters={"product": "nope"})
+    ids, scores = index.search(q[:2], 5, filters={"product": "S1", "cloud": {"gt": 2.0}})
     assert (ids == None).all() and np.isneginf(scores).all()  # noqa: E711
     small = SearchIndex.build(x[:3], ids=["a", "b", "c"])
     ids, scores = small.search(x[:1], 5)
@@ -150,6 +150,29 @@ def test_filter_errors(data):
     with pytest.raises(FilterError, match="does not fit column"):
         filter_mask(meta, {"date": {"gte": "not-a-date"}})
     assert filter_mask(meta, None) is None
+    for unknown in (
+        {"product": "S9"},
+        {"product": ["S1", "S9"]},
+        {"product": {"eq": "S9"}},
+        {"product": {"in": ["S9"]}},
+    ):
+        with pytest.raises(
+            FilterError, match=r"unknown value 'S9' for filter column 'product': no row has it; values: \["
+        ):
+            filter_mask(meta, unknown)
+    assert filter_mask(meta, {"product": {"ne": "S9"}}).all()  # absent values are fine where they exclude
+    assert filter_mask(meta, {"product": {"not_in": ["S9"]}}).all()
+
+
+def test_filter_values_lists_distinct_values_capped(data):
+    _, meta, _ = data
+    got = filter_values(meta, ["product", "date", "cloud"], max_values=100)
+    assert got["product"] == {"type": "string", "n_distinct": 3, "values": ["L8", "S1", "S2"], "min": "L8", "max": "S2"}
+    dates = meta.column("date").to_pylist()
+    assert got["date"]["n_distinct"] == len(set(dates)) > 100 and got["date"]["values"] is None
+    assert (got["date"]["min"], got["date"]["max"]) == (min(dates), max(dates))
+    assert got["cloud"]["values"] is None and got["cloud"]["max"] == max(meta.column("cloud").to_pylist())
+    assert filter_values(meta, ["product"], max_values=2)["product"]["values"] is None
 
 
 def test_filter_mask_against_python_reference(data):
@@ -283,8 +306,12 @@ def test_property_filtered_results_match_and_are_sorted(n, k, seed, partitioned,
     x = rng.normal(size=(n, 6)).astype(np.float32)
     meta = pa.table({"id": [str(i) for i in range(n)], "g": rng.choice(["a", "b", "c"], n)})
     index = SearchIndex.build(x, cfg={"kind": "flat", "partition_by": ["g"] if partitioned else []}, meta=meta)
-    rows, scores = index.search_rows(x[:2], k, filters={"g": values})
     mask = np.isin(meta.column("g").to_numpy(zero_copy_only=False), values)
+    if not set(values) <= set(meta.column("g").to_pylist()):
+        with pytest.raises(FilterError, match="unknown value"):
+            index.search_rows(x[:2], k, filters={"g": values})
+        return
+    rows, scores = index.search_rows(x[:2], k, filters={"g": values})
     found = rows[rows >= 0]
     assert mask[found].all()
     assert (rows >= 0).sum(axis=1).tolist() == [min(k, int(mask.sum()))] * 2

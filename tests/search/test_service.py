@@ -95,6 +95,44 @@ def test_tile_search_finds_the_four_images_of_a_mosaic(image_service):
     assert by_id_tiles["results"][0]["id"] == service.index.ids[3]
 
 
+def test_tile_scores_are_the_mean_tile_similarity(image_service):
+    """A tiled hit's score is the mean over tiles of each tile's cosine (0 where a tile missed it),
+    so it stays on the cosine scale: the old sum over 4 tiles reached ~4."""
+    service = image_service
+    mosaic = Image.new("RGB", (128, 128))
+    for slot, i in enumerate([3, 3, 3, 3]):  # four copies: every tile finds image 3 at cosine ~1
+        mosaic.paste(service.test_images[i], ((slot % 2) * 64, (slot // 2) * 64))
+    out = service.search(image=mosaic, k=6, tiles="2x2")
+    assert out["results"][0]["id"] == service.index.ids[3]
+    assert out["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    tiles = cut_tiles(mosaic, [(2, 2)])
+    rows, scores = service.index.search_rows(service.embed_images(tiles), 6)
+    reference = defaultdict(float)
+    for r, sc in zip(rows.ravel(), scores.ravel()):
+        reference[service.index.ids[r]] += sc / 4
+    for hit in out["results"]:
+        assert hit["score"] == pytest.approx(reference[hit["id"]], abs=1e-5) and -1 <= hit["score"] <= 1 + 1e-6
+    assert "mean over the query's tiles" in service.describe()["score"] and "cosine" in service.describe()["score"]
+
+
+def test_items_pages_through_the_index_with_filters(image_service):
+    service = image_service
+    first = service.items(0, 25)
+    assert first["total"] == 60 and [r["id"] for r in first["items"]] == list(service.index.ids[:25])
+    assert set(first["items"][0]) == {"id", "label", "date"}  # the server-side uri is never listed
+    last = service.items(50, 25)
+    assert [r["id"] for r in last["items"]] == list(service.index.ids[50:])
+    rivers = service.items(0, 100, {"label": "river"})
+    assert rivers["total"] == 20 and {r["label"] for r in rivers["items"]} == {"river"}
+    with pytest.raises(QueryError, match="unknown value 'lake' for filter column 'label'"):
+        service.items(0, 10, {"label": "lake"})
+    with pytest.raises(QueryError, match="offset"):
+        service.items(-1, 10)
+    values = service.filter_values(100)
+    assert set(values) == {"label", "date"} and values["label"]["values"] == ["field", "forest", "river"]
+    assert len(values["date"]["values"]) == 12
+
+
 def test_bad_queries(image_service):
     service = image_service
     with pytest.raises(QueryError, match="exactly one"):
@@ -109,6 +147,8 @@ def test_bad_queries(image_service):
         service.search(image=b"definitely not an image")
     with pytest.raises(QueryError, match="unknown filter column"):
         service.search(id="forest/im007.png", filters={"nope": 1})
+    with pytest.raises(QueryError, match="unknown value 'lake' for filter column 'label': no row has it"):
+        service.search(id="forest/im007.png", filters={"label": "lake"})
     with pytest.raises(QueryError, match="tiles"):
         service.search(vector=[0.1] * 48, tiles="2x2")
     with pytest.raises(UnknownIdError):
