@@ -10,7 +10,8 @@
 L2-normalised, concatenated and scaled by ``1/sqrt(stages)``; 744-d for EfficientNet-Lite0,
 896 / 3584-d for ResNet-18 / 50, ``12 w`` for an SSL ``SmallCNN`` of width ``w``). Mid-level
 stages describe texture and layout, which transfer to aerial scenes better than the
-ImageNet-specific last layer (BENCHMARKS.md, active labeling).
+ImageNet-specific last layer (BENCHMARKS.md, active labeling). ``projection`` (``ssl`` only; set by
+``embed.reduce=head``): the checkpoint's trained projection head on top of the backbone.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-FEATURES = ("head", "stages")
-Features = Literal["head", "stages"]
+FEATURES = ("head", "stages", "projection")
+Features = Literal["head", "stages", "projection"]
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,8 @@ def build_backbone(
     """Build the feature extractor ``name`` pooling ``features`` (see module docstring), in eval mode on the CPU."""
     if features not in FEATURES:
         raise ValueError(f"embed.features must be one of {FEATURES}, got {features!r}")
+    if features == "projection" and name != "ssl":
+        raise ValueError("embed.features=projection (embed.reduce=head) needs embed=ssl")
     if name == "efficientnet_lite0":
         backbone = _efficientnet_lite0(checkpoint, features)
     elif name in ("resnet18", "resnet50"):
@@ -169,7 +172,7 @@ def build_backbone(
             raise ValueError("embed.backbone=ssl needs embed.checkpoint=<path of a strata pretrain checkpoint>")
         from pipeline.ssl import load_backbone
 
-        module, dim, meta = load_backbone(checkpoint)
+        module, dim, meta = load_backbone(checkpoint, projection_head=features == "projection")
         if features == "stages":
             module = stage_features(module)
             dim = module.dim

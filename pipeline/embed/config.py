@@ -25,7 +25,21 @@ class EmbedConfig:
     pool_size: int
     cpus_per_actor: float
     gpus_per_actor: float
+    dim: int | None  # output width (pipeline.embed.reduce)
+    reduce: str
+    store: str | None  # SSL model store (pipeline.ssl.store)
+    resolution: str | None
     pixel_hash: bool = True  # internal: add a `pixel_hash` column (exact-duplicate key)
+
+    def __post_init__(self) -> None:
+        if self.reduce not in ("pca", "head"):
+            raise ValueError(f"embed.reduce={self.reduce}: choose pca or head")
+        if self.dim is not None and (not isinstance(self.dim, int) or self.dim < 1):
+            raise ValueError(f"embed.dim={self.dim}: a positive integer, or null for the backbone's full width")
+        if self.reduce == "head" and self.dim is not None and self.backbone != "ssl":
+            raise ValueError("embed.reduce=head needs embed=ssl (a checkpoint with a trained projection head)")
+        if self.reduce == "head" and self.dim is not None:
+            self.features = "projection"  # the backbone's features through the trained projection head
 
     @classmethod
     def from_dict(cls, cfg: dict | None) -> EmbedConfig:

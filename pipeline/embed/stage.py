@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from pipeline.artifacts import EMBEDDINGS, PRETRAIN, PRETRAIN_CHECKPOINT, REJECTS, TMP, input_fingerprint
 from pipeline.embed.embedder import EmbedConfig, Embedder
+from pipeline.embed.reduce import reduce_run_embeddings
 from pipeline.io.images import RejectedImage
 from pipeline.io.sources import InputConfig, list_units, read_images
 from pipeline.io.tables import EMBEDDING, embeddings_to_arrow, list_parquet_files
@@ -126,6 +127,9 @@ def run_embed(
 
     if is_embeddings_input(input_cfg):
         return import_embeddings(run, input_cfg, force=force)
+    from pipeline.ssl.store import resolve_store_checkpoint
+
+    embed_cfg = resolve_store_checkpoint(embed_cfg, input_cfg, log)  # embed.store: checkpoint at the input's resolution
     input_config = InputConfig.from_dict(input_cfg)
     config = {
         "input": {k: v for k, v in input_cfg.items() if k != "path"},
@@ -149,6 +153,7 @@ def run_embed(
             with _WrittenRows(staged, Progress("embed", count_images(input_config), run=run, unit="img", **_PACE)):
                 ds.write_parquet(staged, ray_remote_args={"num_cpus": 0.25})
             counts = _split_kept_and_rejected(run, staged)
+            counts.update(reduce_run_embeddings(run, cfg))  # embed.dim
         finally:
             run.fs.rm(run.local(TMP), recursive=True)
         counts["seconds"] = round(time.time() - t0, 2)

@@ -53,8 +53,9 @@ def read_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return state, meta
 
 
-def load_backbone(path: str) -> tuple[nn.Module, int, dict[str, Any]]:
-    """The pretrained backbone without heads, in eval mode on the CPU: ``(module, dim, meta)``.
+def load_backbone(path: str, projection_head: bool = False) -> tuple[nn.Module, int, dict[str, Any]]:
+    """The pretrained backbone without heads (or followed by its trained projection head when
+    ``projection_head``), in eval mode on the CPU: ``(module, dim, meta)``.
 
     ``module`` maps a ``(B, 3, H, W)`` batch normalised with ``meta["mean"]``/``meta["std"]`` (at
     ``meta["image_size"]`` px, as in training) to ``(B, dim)`` features.
@@ -66,5 +67,19 @@ def load_backbone(path: str) -> tuple[nn.Module, int, dict[str, Any]]:
     module.load_state_dict(weights, strict=True)
     if dim != meta.get("dim", dim):
         raise ValueError(f"{path}: backbone dim {dim} differs from the recorded {meta['dim']}")
+    if projection_head:
+        if "head" not in meta:
+            raise ValueError(
+                f"{path}: the checkpoint does not record its head settings; pretrain again to embed through its head"
+            )
+        from pipeline.ssl.methods import build_ssl_model
+
+        model = build_ssl_model(meta["method"], module, dim, meta["head"])
+        head_state = {
+            k.removeprefix("projection_head."): v for k, v in state["model"].items() if k.startswith("projection_head.")
+        }
+        model.projection_head.load_state_dict(head_state, strict=True)
+        module = nn.Sequential(module, model.projection_head)
+        dim = int(meta["head"]["output_dim"])
     module.eval()
     return module, dim, meta

@@ -38,6 +38,7 @@ from pipeline.ssl.optim import build_optimizer, scaled_lr, warmup_cosine
 from pipeline.ssl.transforms import TwoViewCollate
 
 log = logging.getLogger(__name__)
+STORE_KEYS = ("store", "resolution", "product")  # model-store registration settings of the ssl group
 
 
 def build_model(ssl: dict[str, Any], distributed: bool = False) -> nn.Module:
@@ -54,6 +55,7 @@ def checkpoint_meta(ssl: dict[str, Any], model: nn.Module, epoch: int, history: 
         "method": ssl["method"],
         "backbone": dict(ssl["backbone"]),
         "dim": int(dim),
+        "head": dict(ssl.get("head") or {}),
         "image_size": int(ssl["image_size"]),
         "mean": list(ssl["mean"]),
         "std": list(ssl["std"]),
@@ -314,6 +316,8 @@ def run_pretrain(
     from pipeline.io.sources import InputConfig, read_images
     from pipeline.rundir import INPUT
 
+    registry = {k: ssl.get(k) for k in STORE_KEYS}
+    ssl = {k: v for k, v in ssl.items() if k not in STORE_KEYS}  # where it is registered does not change training
     config = copy.deepcopy(
         {"ssl": ssl, "train": train, "seed": int(seed), "input": {k: v for k, v in input_cfg.items() if k != "path"}}
     )
@@ -325,4 +329,22 @@ def run_pretrain(
         result = pretrain(train_config, read_images(input_cfg), export_dir=run.local(PRETRAIN_CHECKPOINT))
         last = result.history[-1]
         step.result = {"epochs": last["epoch"], "loss": last["loss"], "images_per_s": last["images_per_s"]}
-    return {**step.result, "checkpoint": run.path(PRETRAIN_CHECKPOINT)}
+    info = {**step.result, "checkpoint": run.path(PRETRAIN_CHECKPOINT)}
+    if registry["store"]:
+        info["store_entry"] = register_in_store(run.local(PRETRAIN_CHECKPOINT), input_cfg, registry, run.root)
+    return info
+
+
+def register_in_store(checkpoint: str, input_cfg: dict[str, Any], registry: dict[str, Any], run_dir: str) -> dict:
+    """Register ``checkpoint`` in ``registry["store"]`` keyed by the input's resolution and product
+    (given, or read from the input's ``resolution``/``product`` columns); logged and returned."""
+    from pipeline.ssl.store import input_resolution, register
+
+    resolution, product = registry.get("resolution"), registry.get("product")
+    if resolution is None or product is None:
+        found_resolution, found_product = input_resolution(input_cfg)
+        resolution = found_resolution if resolution is None else resolution
+        product = found_product if product is None else product
+    entry = register(registry["store"], checkpoint, resolution=resolution, product=product, extra={"run_dir": run_dir})
+    log.info("pretrain: registered %s in model store %s", entry["key"], registry["store"])
+    return entry
