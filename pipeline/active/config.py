@@ -20,6 +20,35 @@ class ScaleConfig:
     sample_size: int  # stratified k-center candidate sample
 
 
+@schema("active/default", "active", key="stop")
+class StopConfig:
+    """A random audit each round -> estimated recall with an interval -> optional stop (``stopping.py``)."""
+
+    audit_size: int
+    uniform_share: float
+    window: int | None
+    confidence: float
+    recall: float | None
+    rule: str
+
+    def validate(self) -> None:
+        if self.audit_size < 0:
+            raise ValueError(f"stop.audit_size must be >= 0, got {self.audit_size}")
+        if not 0 < self.uniform_share <= 1:
+            raise ValueError(f"stop.uniform_share must be in (0, 1], got {self.uniform_share}")
+        if self.window is not None and self.window < 1:
+            raise ValueError(f"stop.window must be >= 1 or null, got {self.window}")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"stop.confidence must be in (0, 1), got {self.confidence}")
+        if self.rule not in ("lower", "point"):
+            raise ValueError(f"stop.rule must be lower or point, got {self.rule!r}")
+        if self.recall is not None:
+            if not 0 < self.recall <= 1:
+                raise ValueError(f"stop.recall must be in (0, 1] or null, got {self.recall}")
+            if self.audit_size == 0:
+                raise ValueError("stop.recall needs stop.audit_size > 0 (the estimate comes from the audit)")
+
+
 @schema("active/default", "active")
 class ActiveConfig:
     """The loop's settings (``conf/active/default.yaml``: defaults and docs there)."""
@@ -40,6 +69,7 @@ class ActiveConfig:
     threshold: float
     head: dict[str, Any]
     scale: ScaleConfig = field(default_factory=lambda: ScaleConfig())
+    stop: StopConfig = field(default_factory=lambda: StopConfig())
     seed: int = 0  # the job's seed (set by the job, not by this group)
 
     @classmethod
@@ -51,6 +81,12 @@ class ActiveConfig:
             raise ValueError(f"unknown active config keys {unknown}; known: {sorted(known)}")
         if isinstance(cfg.get("scale"), dict):
             cfg["scale"] = ScaleConfig(**cfg["scale"])
+        if isinstance(cfg.get("stop"), dict):
+            stop = {**asdict(StopConfig()), **cfg["stop"]}
+            bad = sorted(set(stop) - {f.name for f in fields(StopConfig)})
+            if bad:
+                raise ValueError(f"unknown active.stop keys {bad}; known: {sorted(asdict(StopConfig()))}")
+            cfg["stop"] = StopConfig(**stop)
         if cfg.get("head") is not None:
             cfg["head"] = {**cls().head, **dict(cfg["head"])}
         out = cls(**cfg)
@@ -72,6 +108,7 @@ class ActiveConfig:
             raise ValueError(f"min_change must be in [0, 1), got {self.min_change}")
         if self.scale.enabled and not 0 < self.scale.fraction <= 1:
             raise ValueError(f"scale.fraction must be in (0, 1], got {self.scale.fraction}")
+        self.stop.validate()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -83,7 +83,7 @@ def summarize(runs: pa.Table, reach: float = 0.92) -> list[dict[str, Any]]:
     for name in dict.fromkeys(variant.tolist()):
         m = variant == name
         row = {"variant": name, "runs": int(m.sum())}
-        row.update({k: float(cols[k][m].mean()) for k in MEASURES})
+        row.update({k: float(np.nanmean(cols[k][m])) for k in MEASURES})
         row[f"share_retrieved_ge_{reach}"] = float((cols["positives_retrieved"][m] >= reach).mean())
         out.append(row)
     return out
@@ -94,7 +94,9 @@ def per_class(runs: pa.Table, variant: str) -> list[dict[str, Any]]:
     t = runs.filter(pc.equal(runs.column("variant"), variant))
     cls = np.asarray(t.column("class").to_pylist(), dtype=str)
     cols = {k: np.asarray(t.column(k).to_pylist(), dtype=float) for k in MEASURES}
-    return [{"class": c, **{k: float(cols[k][cls == c].mean()) for k in MEASURES}} for c in dict.fromkeys(cls.tolist())]
+    return [
+        {"class": c, **{k: float(np.nanmean(cols[k][cls == c])) for k in MEASURES}} for c in dict.fromkeys(cls.tolist())
+    ]
 
 
 def evaluate_run(run, cfg: dict[str, Any], *, force: bool = False) -> dict[str, Any]:

@@ -1,9 +1,12 @@
 """The active-labeling loop: seed set, then rounds of train head -> score pool -> select -> label.
 
     round 0   label the seed set (starters' nearest neighbours + random images)
-    round r   fit the head on every labeled image (warm start), score the pool, stop if the labeled
-              share reached the budget or fewer than ``min_change`` predictions flipped, else pick
-              ``batch_size`` unlabeled images (strategy, then diversity) and label them
+    round r   fit the head on every labeled image (warm start), score the pool, estimate recall from
+              the audits so far (``stop.audit_size > 0``), stop if the labeled share reached the
+              budget, fewer than ``min_change`` predictions flipped or the estimated recall reached
+              ``stop.recall``, else pick ``batch_size`` unlabeled images (strategy, then diversity)
+              plus ``stop.audit_size`` random audit draws (:mod:`pipeline.active.stopping`) and
+              label them together
 
 State is checkpointed after every labeled batch (and the picked batch before it is sent to the
 labeler), so a crash anywhere resumes at the same round with the same picks. Randomness of round
@@ -26,6 +29,7 @@ from pipeline.active.heads import Head, build_head
 from pipeline.active.labelers import Labeler
 from pipeline.active.metrics import run_metrics
 from pipeline.active.seed import pool_index, seed_set
+from pipeline.active.stopping import RECALL_FIELDS, draw_audit, estimate_recall
 from pipeline.active.strategies import priority, top_k
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,9 @@ class LoopState:
     predicted: np.ndarray | None = None  # (N,) bool predictions of the last head
     history: list[dict[str, Any]] = field(default_factory=list)
     subsample: np.ndarray | None = None  # scale.enabled: the scored coreset rows
+    audit_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (A,) audit draws
+    audit_q: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))  # (A,) their draw probabilities
+    audit_round: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # (A,) round of each draw
 
 
 class Checkpoint(Protocol):
@@ -50,6 +57,8 @@ class Checkpoint(Protocol):
     def save(self, state: LoopState) -> None: ...
     def load_pending(self, round: int) -> np.ndarray | None: ...
     def save_pending(self, round: int, rows: np.ndarray) -> None: ...
+    def load_audit(self, round: int) -> tuple[np.ndarray, np.ndarray] | None: ...
+    def save_audit(self, round: int, rows: np.ndarray, q: np.ndarray) -> None: ...
 
 
 @dataclass
@@ -161,6 +170,18 @@ def run_loop(
             "train_seconds": round(t1 - t0, 4),
             "score_seconds": round(t2 - t1, 4),
         }
+        estimate = estimate_recall(
+            state.rows,
+            state.labels,
+            state.label_round,
+            state.audit_rows,
+            state.audit_q,
+            state.audit_round,
+            confidence=cfg.stop.confidence,
+            window=cfg.stop.window,
+        )
+        if cfg.stop.audit_size > 0:
+            record.update(estimate.as_record() if estimate is not None else dict.fromkeys(RECALL_FIELDS))
         if truth is not None:
             full = predicted if scored is None else head.predict_proba(x) >= cfg.threshold
             record.update(run_metrics(truth, state.rows, state.labels, full))
@@ -171,6 +192,10 @@ def run_loop(
             stop = "converged"
         elif cfg.max_rounds is not None and state.round >= cfg.max_rounds:
             stop = "max_rounds"
+        elif cfg.stop.recall is not None and estimate is not None:
+            reached = estimate.recall_lo if cfg.stop.rule == "lower" else estimate.recall_est
+            if reached is not None and reached >= cfg.stop.recall:
+                stop = "recall"
         if stop is not None:
             record["select_seconds"] = 0.0
             state.history.append(record)
@@ -185,15 +210,24 @@ def run_loop(
 
         k = min(cfg.batch_size, budget_n - n_labeled)
         pending = checkpoint.load_pending(r) if checkpoint is not None else None
+        audit = checkpoint.load_audit(r) if checkpoint is not None and pending is not None else None
         if pending is None:
-            pending = select_batch(x, probs, state, cfg, k, rng, scored=scored, head=head, index=index)
+            batch = select_batch(x, probs, state, cfg, k, rng, scored=scored, head=head, index=index)
+            audit = _audit(n, probs, scored, state, batch, min(cfg.stop.audit_size, budget_n - n_labeled - k), cfg, r)
+            pending = np.concatenate([batch, np.setdiff1d(np.unique(audit[0]), batch)])
             if checkpoint is not None:
+                checkpoint.save_audit(r, *audit)
                 checkpoint.save_pending(r, pending)
+        elif audit is None:
+            audit = (np.zeros(0, np.int64), np.zeros(0, np.float64))
         record["select_seconds"] = round(time.perf_counter() - t2, 4)
         new_labels = np.asarray(labeler.label(pending, [ids[i] for i in pending], _batch_name(r)), np.int8)
         state.rows = np.concatenate([state.rows, pending])
         state.labels = np.concatenate([state.labels, new_labels])
         state.label_round = np.concatenate([state.label_round, np.full(len(pending), r, np.int32)])
+        state.audit_rows = np.concatenate([state.audit_rows, audit[0]])
+        state.audit_q = np.concatenate([state.audit_q, audit[1]])
+        state.audit_round = np.concatenate([state.audit_round, np.full(len(audit[0]), r, np.int32)])
         state.round = r
         state.head, state.predicted = head.state(), predicted
         state.history.append(record)
@@ -251,6 +285,33 @@ def select_batch(
         n_clusters=cfg.n_clusters,
     )
     return cand[picks].astype(np.int64)
+
+
+def _audit(
+    n: int,
+    probs: np.ndarray,
+    scored: np.ndarray | None,
+    state: LoopState,
+    batch: np.ndarray,
+    m: int,
+    cfg: ActiveConfig,
+    r: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Round ``r``'s audit draws (rows, probabilities) from the pool left unlabeled by ``state`` and ``batch``.
+
+    Scores come from the round's head; with ``scale.enabled`` unscored rows get the uniform share only.
+    Its own generator (``[seed, r, 1]``), so the audit never shifts the batch's randomness.
+    """
+    if m <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+    scores = np.full(n, np.nan)
+    scores[np.arange(n) if scored is None else scored] = probs
+    unlabeled = np.ones(n, dtype=bool)
+    unlabeled[state.rows] = False
+    unlabeled[batch] = False
+    rows = np.flatnonzero(unlabeled)
+    rng = np.random.default_rng([cfg.seed, r, 1])
+    return draw_audit(rows, scores[rows], m, cfg.stop.uniform_share, rng)
 
 
 def _scored_coreset(x: np.ndarray, cfg: ActiveConfig) -> np.ndarray:

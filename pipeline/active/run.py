@@ -4,8 +4,10 @@ Outputs under ``<run_dir>/active/``:
 
 - ``labels.parquet``: ``id, uri, label (positive|negative|unsure), source (human|model), score, round``:
   every human label plus every unlabeled image the final head scores ``>= threshold``;
-- ``rounds.parquet``: one row per round (labeled counts, changed share, timings, and with an
-  oracle ``labeling_effort, positives_retrieved, false_positive_rate, f1, precision, recall``);
+- ``rounds.parquet``: one row per round (labeled counts, changed share, timings; with ``stop.audit_size``
+  the estimated recall of the labeled set ``recall_est, recall_lo, recall_hi``, ``remaining_*`` and the
+  audit counts; with an oracle ``labeling_effort, positives_retrieved, false_positive_rate, f1,
+  precision, recall, recall_labeled``);
 - ``head.npz`` (final head weights), ``summary.json``, ``imagefolder/<label>/`` (``export.imagefolder``).
 """
 
@@ -27,6 +29,7 @@ from pipeline.active.labelers import HumanLabeler, OracleLabeler
 from pipeline.active.loop import LoopResult, run_loop
 from pipeline.active.metrics import run_metrics
 from pipeline.active.state import RunDirCheckpoint
+from pipeline.active.stopping import RECALL_FIELDS
 from pipeline.artifacts import (
     ACTIVE_HEAD,
     ACTIVE_IMAGEFOLDER,
@@ -129,7 +132,7 @@ def _active_loop(
                 f"oracle.column={oracle_cfg['column']!r} is not a column of the embeddings: {table.column_names}"
             )
         truth = OracleLabeler.from_column(table.column(oracle_cfg["column"]).to_pylist(), oracle_cfg["positive"]).truth
-    server = None
+    server = store = None
     if kind == "oracle":
         if truth is None:
             raise ValueError("labeler=oracle needs oracle.column=<column> and oracle.positive=<class>")
@@ -151,7 +154,10 @@ def _active_loop(
 
     def on_round(record: dict[str, Any]) -> None:
         log.debug("active round %d: %s", record["round"], record)
-        bar.update(**{k: record[k] for k in shown if k in record})
+        line = recall_line(record, loop_cfg.stop.recall)
+        bar.update(**{k: record[k] for k in shown if k in record}, **({"recall_est": line} if line else {}))
+        if store is not None and line:
+            store.set_status(f"recall {line}")
 
     try:
         with Progress("active/rounds", total=rounds, run=run, unit="round") as bar:
@@ -170,6 +176,14 @@ def _active_loop(
         if server is not None:
             server.stop()
     return write_outputs(run, result, ids, uris, truth, cfg)
+
+
+def recall_line(record: dict[str, Any], target: float | None) -> str | None:
+    """``≈0.87 [0.71, 0.95] (stop at 0.95)`` from a round's estimate (None when there is none yet)."""
+    if record.get("recall_est") is None:
+        return None
+    line = f"≈{record['recall_est']:.2f} [{record['recall_lo']:.2f}, {record['recall_hi']:.2f}]"
+    return line + (f" (stop at {target:.2f})" if target is not None else "")
 
 
 def write_outputs(
@@ -211,9 +225,21 @@ def write_outputs(
         "n_human_positive": int((state.labels == 1).sum()),
         "n_model_positive": int(len(model_rows)),
     }
+    # Without an oracle the head's recall is unknown (null), never 0; the audit estimates the labeled set's.
+    summary["recall"] = None
     if truth is not None:
         m = run_metrics(truth, state.rows, state.labels, result.predicted)
-        summary.update({k: m[k] for k in ("positives_retrieved", "false_positive_rate", "f1", "precision", "recall")})
+        keys = ("positives_retrieved", "false_positive_rate", "f1", "precision", "recall", "recall_labeled")
+        summary.update({k: m[k] for k in keys})
+    last = state.history[-1] if state.history else {}
+    if "recall_est" in last:
+        summary.update({k: last[k] for k in RECALL_FIELDS})
+        summary["stop_recall"] = cfg["active"].get("stop", {}).get("recall")
+        summary["audit_rounds"] = [
+            {"round": h["round"], **{k: h[k] for k in RECALL_FIELDS}}
+            for h in state.history
+            if h["recall_est"] is not None
+        ]
     mode = cfg["export"]["imagefolder"]
     if mode and mode != "none":
         summary["imagefolder"] = export_imagefolder(run, table, mode)

@@ -1,8 +1,9 @@
 """Round-by-round checkpoints of the loop in ``<run_dir>/active/state/``.
 
-``state.npz`` (labeled rows, labels, rounds, head weights, last predictions, history as JSON) is
-replaced atomically after every labeled batch; ``pending-<round>.npy`` holds a batch picked but
-not yet fully labeled, so a resumed run asks for exactly the same images.
+``state.npz`` (labeled rows, labels, rounds, head weights, last predictions, audit draws, history as
+JSON) is replaced atomically after every labeled batch; ``pending-<round>.npy`` holds a batch picked
+but not yet fully labeled (with ``audit-<round>.npz``, its audit draws), so a resumed run asks for
+exactly the same images.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class RunDirCheckpoint:
             arrays["n_predicted"] = np.array(len(state.predicted))
         if state.subsample is not None:
             arrays["subsample"] = state.subsample
+        arrays.update(audit_rows=state.audit_rows, audit_q=state.audit_q, audit_round=state.audit_round)
         arrays.update({f"head.{k}": np.asarray(v) for k, v in state.head.items()})
         buf = io.BytesIO()
         np.savez(buf, **arrays)
@@ -85,6 +87,7 @@ class RunDirCheckpoint:
                 predicted=predicted,
                 history=json.loads(str(z["history"])),
                 subsample=z["subsample"] if "subsample" in z else None,
+                **{k: z[k] for k in ("audit_rows", "audit_q", "audit_round") if k in z},
             )
 
     def save_pending(self, round: int, rows: np.ndarray) -> None:
@@ -95,3 +98,16 @@ class RunDirCheckpoint:
     def load_pending(self, round: int) -> np.ndarray | None:
         data = self._read(f"pending-{round:04d}.npy")
         return None if data is None else np.load(io.BytesIO(data))
+
+    def save_audit(self, round: int, rows: np.ndarray, q: np.ndarray) -> None:
+        """The round's audit draws, written before its pending batch (which holds their distinct rows)."""
+        buf = io.BytesIO()
+        np.savez(buf, rows=np.asarray(rows, np.int64), q=np.asarray(q, np.float64))
+        self._write(f"audit-{round:04d}.npz", buf.getvalue())
+
+    def load_audit(self, round: int) -> tuple[np.ndarray, np.ndarray] | None:
+        data = self._read(f"audit-{round:04d}.npz")
+        if data is None:
+            return None
+        with np.load(io.BytesIO(data)) as z:
+            return z["rows"], z["q"]
