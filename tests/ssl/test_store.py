@@ -79,7 +79,7 @@ def test_nearest_resolution_choice(checkpoint, tmp_path):
     best, why = select(store, "500m")  # 500 m is 2x from 250 m and 2x from 1 km: equal on a log scale...
     assert best["resolution"] in ("250m", "1km")
     assert select(store, "300m")[0]["resolution"] == "250m"
-    assert select(store, "700m")[0]["resolution"] == "1km"  # log-nearest (|log 700/1000| < |log 700/250|)
+    assert select(store, "550m")[0]["resolution"] == "1km"  # log-nearest (|log 550/1000| < |log 550/250|)
     best, why = select(store, 30)
     assert best["resolution"] == "31.25m"
     assert "nearest to the input's 30 (30 m/px)" in why and "others: 1km, 250m" in why
@@ -116,3 +116,16 @@ def test_embed_store_picks_by_the_input_resolution_column(checkpoint, tmp_path, 
     with pytest.raises(ValueError, match="use it with embed=ssl"):
         resolve_store_checkpoint({**embed, "backbone": "resnet18"}, {"path": str(tiles)})
     assert resolve_store_checkpoint({"backbone": "ssl", "store": None}, {}) == {"backbone": "ssl", "store": None}
+
+
+def test_pretrain_registers_with_the_input_columns(checkpoint, tmp_path):
+    from pipeline.ssl.train import register_in_store
+
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "resolution": ["250m"], "product": ["VIIRS"]}), tiles / "p.parquet")
+    registry = {"store": str(tmp_path / "store"), "resolution": None, "product": None}
+    entry = register_in_store(checkpoint, {"path": str(tiles)}, registry, "runs/x")
+    assert (entry["key"], entry["resolution_m"], entry["run_dir"]) == ("simclr-VIIRS-250m", 250.0, "runs/x")
+    entry = register_in_store(checkpoint, {"path": str(tiles)}, {**registry, "resolution": "1km"}, "runs/x")
+    assert entry["key"] == "simclr-VIIRS-1km" and len(read_index(registry["store"])) == 2
