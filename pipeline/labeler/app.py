@@ -91,7 +91,7 @@ class LabelerSettings:
         """Raise ``ValueError`` (one line, naming the setting) for settings the app cannot serve."""
         if self.mode not in ("single", "grid"):
             raise ValueError(f"labeler.mode must be single or grid, got {self.mode!r}")
-        if not 1 <= self.grid_size <= min(64, self.max_leased):
+        if self.mode == "grid" and not 1 <= self.grid_size <= min(64, self.max_leased):
             raise ValueError(
                 f"labeler.grid_size must be 1..{min(64, self.max_leased)} (labeler.max_leased), got {self.grid_size}"
             )

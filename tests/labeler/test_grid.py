@@ -135,7 +135,7 @@ def test_page_api_guesses_bounds_and_identity(store: LabelStore, image_files):
 
 def test_bad_grid_settings_are_one_line_errors(store: LabelStore):
     with pytest.raises(ValueError, match="labeler.grid_size must be 1..16"):
-        serve(store.path, settings=LabelerSettings(grid_size=40))
+        serve(store.path, settings=LabelerSettings(mode="grid", grid_size=40))
     with pytest.raises(ValueError, match="labeler.mode must be single or grid"):
         serve(store.path, settings=LabelerSettings(mode="cards"))
     with pytest.raises(ValueError, match="labeler.grid_guess 'yes'"):
