@@ -222,8 +222,16 @@ class ProgressLogHandler(logging.StreamHandler):
                 live._redraw()
 
 
-# Libraries whose INFO records read like problems to a user ("Loading faiss with AVX2 support.").
-QUIET_LOGGERS = ("faiss", "faiss.loader", "ray.data._internal.progress", "httpx", "urllib3", "PIL")
+# Libraries whose records read like problems to a user, and the least level shown unless verbose:
+# "Loading faiss with AVX2 support." (INFO), Ray Data's "Progress bars disabled" (WARNING).
+QUIET_LOGGERS = {
+    "faiss": logging.WARNING,
+    "faiss.loader": logging.WARNING,
+    "httpx": logging.WARNING,
+    "urllib3": logging.WARNING,
+    "PIL": logging.WARNING,
+    "ray.data._internal.progress": logging.ERROR,
+}
 
 
 def configure_logging(verbose: bool = False) -> None:
@@ -237,8 +245,8 @@ def configure_logging(verbose: bool = False) -> None:
             routed.setFormatter(handler.formatter)
             routed.filters = list(handler.filters)
             root.handlers[i] = routed
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else level)
 
 
 def track(items: Iterable[T], name: str, total: int | None = None, **kwargs: Any) -> Iterator[T]:

@@ -92,7 +92,8 @@ def test_tty_redraws_often_but_progress_log_gets_a_line_per_log_interval(tmp_pat
 
 def test_configure_logging_routes_console_handlers_and_quiets_library_info(tmp_path):
     root = logging.getLogger()
-    saved = root.handlers[:], root.level, logging.getLogger("faiss.loader").level
+    quiet = ("faiss.loader", "ray.data._internal.progress")
+    saved = root.handlers[:], root.level, [logging.getLogger(name).level for name in quiet]
     console, file = logging.StreamHandler(io.StringIO()), logging.FileHandler(tmp_path / "job.log")
     root.handlers[:] = [console, file]
     root.setLevel(logging.INFO)
@@ -101,16 +102,18 @@ def test_configure_logging_routes_console_handlers_and_quiets_library_info(tmp_p
         assert isinstance(root.handlers[0], ProgressLogHandler) and root.handlers[0].stream is console.stream
         assert root.handlers[1] is file
         logging.getLogger("faiss.loader").info("Loading faiss with AVX2 support.")
+        logging.getLogger("ray.data._internal.progress").warning("Progress bars disabled. To enable, ...")
         logging.getLogger("strata").info("started local Ray")
         shown = root.handlers[0].stream.getvalue()
-        assert "started local Ray" in shown and "Loading faiss" not in shown
+        assert "started local Ray" in shown and "Loading faiss" not in shown and "Progress bars" not in shown
         configure_logging(verbose=True)
         logging.getLogger("faiss.loader").info("Loading faiss with AVX2 support.")
         assert "Loading faiss" in root.handlers[0].stream.getvalue()
     finally:
         file.close()
         root.handlers[:], root.level = saved[0], saved[1]
-        logging.getLogger("faiss.loader").setLevel(saved[2])
+        for name, level in zip(quiet, saved[2]):
+            logging.getLogger(name).setLevel(level)
 
 
 def test_embed_progress_counts_the_rows_of_finished_output_files(tmp_path):
