@@ -208,3 +208,19 @@ def test_rerun_skips_and_a_changed_input_file_recomputes_from_the_import(text_ta
     assert counts["dedup"]["exact"] == 0
     marker = json.loads((run_dir / "_markers" / "sample.json").read_text())
     assert marker["finished_at"] > before["sample"]
+
+
+@pytest.mark.slow
+def test_the_curated_text_exports_as_jsonl_and_refuses_image_formats(curated, tmp_path):
+    from pipeline.config import load_group
+    from pipeline.export import ExportConfig, run_export
+
+    run_dir, _ = curated
+    export = load_group("export")["export"]
+    run = RunDir(str(run_dir))
+    record = run_export(run, str(tmp_path / "text"), ExportConfig.from_job("jsonl", "curated", export))
+    lines = [json.loads(line) for line in (tmp_path / "text" / "manifest.jsonl").read_text().splitlines()]
+    assert len(lines) == record["samples"] == TARGET
+    assert all(isinstance(r["doc_id"], int) and r["id"] == str(r["doc_id"]) and r["text"] for r in lines)
+    with pytest.raises(ValueError, match="needs images.*use format=jsonl"):
+        run_export(run, str(tmp_path / "img"), ExportConfig.from_job("imagefolder", "curated", export))
