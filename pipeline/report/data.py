@@ -71,12 +71,14 @@ class LabelBalance:
     """Label shares before / after balanced sampling and how the level-1 clusters split each label.
 
     ``footprint[l] = sum_c n_lc / n_c``: the number of level-1 clusters label ``l`` fills, counting
-    each cluster by the label's share of it. If every cluster gave the selection the same number of
-    items, label ``l`` would make up ``footprint[l] / K`` of it (``K`` non-empty clusters).
+    each cluster by the label's share of it. ``predicted[l] = sum_c a_c n_lc / n_c / sum_c a_c``
+    with ``a_c`` the items selected from cluster ``c``: the label's share if each cluster's
+    selection had the cluster's label mix, i.e. what the per-cluster counts alone explain.
     """
 
     counts: dict[str, tuple[int, int]]  # label -> (kept input items, selected items)
     footprint: dict[str, float] | None = None
+    predicted: dict[str, float] | None = None
     n_clusters: int = 0
 
 
@@ -378,6 +380,7 @@ def gather_labels(
     manifest: pa.Table | None,
     levels: list[Any],
     point_labels: tuple[list[str], np.ndarray] | None = None,
+    selected: np.ndarray | None = None,
 ) -> LabelBalance | None:
     """Label shares of the kept input and of the selection (counting multiplicity), and each label's
     level-1 cluster footprint (see :class:`LabelBalance`), when a ``label`` column exists."""
@@ -405,6 +408,10 @@ def gather_labels(
         n_c = n_lc.sum(axis=0)
         footprint = (n_lc[:, n_c > 0] / n_c[n_c > 0]).sum(axis=1)
         balance.footprint = {name: float(f) for name, f in zip(names, footprint)}
+        if selected is not None and selected.sum() > 0:
+            mix = n_lc[:, n_c > 0] / n_c[n_c > 0]
+            predicted = mix @ selected[n_c > 0] / selected[n_c > 0].sum()
+            balance.predicted = {name: float(p) for name, p in zip(names, predicted)}
         balance.n_clusters = int((n_c > 0).sum())
     return balance
 
@@ -432,7 +439,7 @@ def gather(run: RunDir, cfg: dict | None = None) -> ReportData:
         point_labels,
     )
     data.duplicate_pairs = gather_duplicate_pairs(run, int(opts.get("duplicate_pairs", 12)), thumb_size)
-    data.labels = gather_labels(run, manifest, levels, point_labels)
+    data.labels = gather_labels(run, manifest, levels, point_labels, data.levels[0].after if data.levels else None)
     if run.exists(ACTIVE_ROUNDS):
         data.active = _read_parquet(run.path(ACTIVE_ROUNDS))
     data.progress = read_log(run, last=int(opts.get("progress_lines", 30)))

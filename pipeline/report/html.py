@@ -148,15 +148,15 @@ def render(data: ReportData, generated: dt.datetime | None = None) -> str:
             _section("Cluster sizes per level (log scale)", f'<div class="row">{"".join(charts)}</div>', "clusters")
         )
 
-    if data.gallery:
-        out.append(_section("Clusters (level 1)", _cluster_browser(data), "gallery"))
+    balance = _balance_body(data)
+    if balance:
+        out.append(_section("Balance before / after sampling", balance, "labels"))
 
     if data.duplicate_pairs:
         out.append(_section("Duplicates removed (removed | kept)", _pairs_body(data), "duplicates"))
 
-    balance = _balance_body(data)
-    if balance:
-        out.append(_section("Balance before / after sampling", balance, "labels"))
+    if data.gallery:
+        out.append(_section("Clusters (level 1)", _cluster_browser(data), "gallery"))
 
     if data.active is not None and data.active.num_rows:
         out.append(_section("Active learning rounds", _active_body(data), "active"))
@@ -260,23 +260,24 @@ def label_balance_sentence(balance: Any) -> str:
         return text + "."
     p0, p1 = before / max(before.sum(), 1), after / after.sum()
     fp = np.array([balance.footprint.get(n, 0.0) for n in names])
-    predicted = fp / max(balance.n_clusters, 1)
+    predicted = None if not balance.predicted else np.array([balance.predicted.get(n, 0.0) for n in names])
     gain = p1 - p0
     up, down = int(np.argmax(gain)), int(np.argmin(gain))
 
     def one(i: int) -> str:
-        return (
-            f"<b>{escape(names[i])}</b> fills {fp[i]:.1f} clusters (pool {p0[i]:.1%}, selection {p1[i]:.1%}, "
-            f"{predicted[i]:.1%} if every cluster gave the same)"
-        )
+        guess = "" if predicted is None else f"; its clusters' selected counts predict {predicted[i]:.1%}"
+        return f"<b>{escape(names[i])}</b> fills {fp[i]:.1f} of them (pool {p0[i]:.1%}, selection {p1[i]:.1%}{guess})"
 
     text += (
-        f". Balanced sampling evens out the {balance.n_clusters:,} level-1 clusters, not the labels (it never reads "
-        f"them), so a label's share of the selection follows how many clusters it fills (a cluster counts by the "
-        f"label's share of it): {one(up)}, while {one(down)}."
+        f". Balanced sampling evens out clusters, not labels (it never reads them), and k-means splits the labels "
+        f"over the {balance.n_clusters:,} level-1 clusters unevenly (a cluster counts by the label's share of it): "
+        f"{one(up)}, while {one(down)}."
     )
-    if len(names) >= 3 and predicted.std() > 0 and p1.std() > 0:
-        text += f" Across labels, the share predicted from the clusters and the actual share correlate (r = {np.corrcoef(predicted, p1)[0, 1]:.2f})."
+    if predicted is not None and len(names) >= 3 and predicted.std() > 0 and p1.std() > 0:
+        text += (
+            " Over all labels, the shares predicted from the clusters (each cluster's selection having the "
+            f"cluster's label mix) and the actual shares correlate at r = {np.corrcoef(predicted, p1)[0, 1]:.2f}."
+        )
     if move == "fell" and h0 >= 0.99:
         text += (
             " The pool was already balanced by label; k-means splits the labels into unequal numbers of "
@@ -342,6 +343,9 @@ ACTIVE_CHARTS = (  # (title, columns of active/rounds.parquet, values are fracti
     ("Positives found (labeled positive)", ("n_positive_labeled",), False),
     ("Labeled fraction", ("labeling_effort",), True),
     ("Labeled images", ("n_labeled",), False),
+    ("Estimated recall of the labeled set (audit)", ("recall_est", "recall_lo", "recall_hi", "recall_labeled"), True),
+    ("Positives estimated still unlabeled", ("remaining_est", "remaining_lo", "remaining_hi"), False),
+    ("Audit labels (random sample)", ("audit_labeled", "audit_positive"), False),
     ("Oracle metrics", ("f1", "precision", "recall", "positives_retrieved", "false_positive_rate"), True),
     ("Share of predictions changed", ("changed_share",), True),
     ("Seconds per round", ("train_seconds", "score_seconds", "select_seconds"), False),
@@ -376,6 +380,23 @@ def _active_body(data: ReportData) -> str:
             x, series, ylabel="" if len(series) > 1 else next(iter(series)), y_range=(0.0, 1.0) if fractions else None
         )
         charts.append(f"<div><h3>{escape(title)}</h3>{chart}</div>")
-    return (
+    body = (
         f'<div class="row">{"".join(charts)}</div>' if charts else '<p class="muted">no numeric per-round columns</p>'
+    )
+    return _recall_sentence(table) + body
+
+
+def _recall_sentence(table: pa.Table) -> str:
+    """Where the audit puts the labeled set's recall after the last round (``strata active stop.audit_size``)."""
+    if "recall_est" not in table.column_names:
+        return ""
+    cols = ["round", "recall_est", "recall_lo", "recall_hi", "audit_labeled", "audit_positive"]
+    rows = [r for r in table.select(cols).to_pylist() if r["recall_est"] is not None]
+    if not rows:
+        return ""
+    r = rows[-1]
+    return (
+        f"<p>After round {r['round']} the labeled set holds an estimated <b>{r['recall_est']:.0%}</b> of the "
+        f"pool's positives (interval {r['recall_lo']:.0%} to {r['recall_hi']:.0%}), from {r['audit_labeled']} "
+        f"random audit labels ({r['audit_positive']} positive).</p>"
     )

@@ -91,5 +91,6 @@ def build_run(root: Path, *, with_manifest: bool = True, missing_image: str | No
 
 
 @pytest.fixture(scope="session")
-def finished_run(tmp_path_factory) -> RunDir:
+def finished_run(tmp_path_factory, ray_session) -> RunDir:
+    """(k-means fits on Ray actors: the session's Ray.)"""
     return build_run(tmp_path_factory.mktemp("report"), missing_image="runway/005.png")

@@ -135,7 +135,7 @@ def test_cluster_browser_html_every_cluster_collapsible_with_full_captions(finis
     assert "nowrap" not in caption_css and "ellipsis" not in caption_css
 
 
-def test_missing_image_becomes_a_placeholder(tmp_path):
+def test_missing_image_becomes_a_placeholder(tmp_path, ray_session):
     run = build_run(tmp_path, missing_image="runway/000.png")
     data = gather(run, {"report": {"thumbs_per_cluster": 60, "max_thumbs": 1000}})
     thumbs = {t.id: t for g in data.gallery for t in g.thumbs}
@@ -164,19 +164,31 @@ def test_label_balance_entropy_and_cluster_footprint(finished_run):
     assert data.labels.footprint == pytest.approx(share.sum(axis=1).to_dict())
     assert data.labels.n_clusters == points.cluster.nunique()
     assert sum(data.labels.footprint.values()) == pytest.approx(data.labels.n_clusters)
+    selected = manifest.groupby("level_1")["multiplicity"].sum().reindex(share.columns, fill_value=0)
+    predicted = (share * selected).sum(axis=1) / selected.sum()
+    assert data.labels.predicted == pytest.approx(predicted.to_dict())
 
 
 def test_balance_sentences_are_computed_from_the_data():
     # a label-balanced pool whose labels k-means split into 6, 3 and 1 clusters of equal size
     balance = LabelBalance(
-        {"a": (100, 36), "b": (100, 18), "c": (100, 6)}, footprint={"a": 6.0, "b": 3.0, "c": 1.0}, n_clusters=10
+        {"a": (100, 36), "b": (100, 18), "c": (100, 6)},
+        footprint={"a": 6.0, "b": 3.0, "c": 1.0},
+        predicted={"a": 0.55, "b": 0.3, "c": 0.15},
+        n_clusters=10,
     )
     text = label_balance_sentence(balance)
     h1 = normalized_entropy(np.array([36, 18, 6]))
     assert text.startswith(f"Label entropy fell from 1.000 to {h1:.3f}")
-    assert "<b>a</b> fills 6.0 clusters (pool 33.3%, selection 60.0%, 60.0% if every cluster gave the same)" in text
-    assert "<b>c</b> fills 1.0 clusters (pool 33.3%, selection 10.0%, 10.0%" in text
-    assert "(r = 1.00)" in text and "already balanced" in text
+    assert "over the 10 level-1 clusters" in text
+    assert (
+        "<b>a</b> fills 6.0 of them (pool 33.3%, selection 60.0%; its clusters' selected counts predict 55.0%)" in text
+    )
+    assert (
+        "<b>c</b> fills 1.0 of them (pool 33.3%, selection 10.0%; its clusters' selected counts predict 15.0%)" in text
+    )
+    r = np.corrcoef([0.55, 0.3, 0.15], [0.6, 0.3, 0.1])[0, 1]
+    assert f"correlate at r = {r:.2f}" in text and "already balanced" in text
     skewed = LabelBalance({"a": (90, 10), "b": (10, 10)}, footprint={"a": 1.0, "b": 1.0}, n_clusters=2)
     text = label_balance_sentence(skewed)
     assert "rose" in text and "already balanced" not in text and "crowd into a few large clusters" in text
