@@ -175,6 +175,13 @@ def test_summary_fields_and_recall_unknown_without_oracle(tmp_path) -> None:
     assert summary["stop_recall"] == 0.99 and summary["audit_labeled"] > 0
     assert [r["round"] for r in summary["audit_rounds"]] == list(range(1, res.state.round + 1))
     assert summary["audit_rounds"][-1]["recall_est"] == summary["recall_est"]
+    from pipeline.report import gather, render
+
+    html = render(gather(RunDir(str(tmp_path / "run")), {}))
+    assert "Estimated recall of the labeled set (audit)" in html
+    assert (
+        f"After round {res.state.round} the labeled set holds an estimated <b>{summary['recall_est']:.0%}</b>" in html
+    )
     line = recall_line(res.state.history[-1], 0.99)
     assert line.startswith("≈") and "stop at 0.99" in line and recall_line({"recall_est": None}, 0.9) is None
 
