@@ -181,9 +181,10 @@ def render(data: ReportData, generated: dt.datetime | None = None) -> str:
 
 
 def _figure(t: Any) -> str:
+    caption = escape(t.id).replace("/", "/<wbr>")  # long ids wrap after a folder first, else anywhere
     if t.src:
-        return f'<figure><img src="{t.src}" alt="{escape(t.id)}"><figcaption title="{escape(t.id)}">{escape(t.id)}</figcaption></figure>'
-    return f'<figure><div class="missing">{escape(t.note)}</div><figcaption>{escape(t.id)}</figcaption></figure>'
+        return f'<figure><img src="{t.src}" alt="{escape(t.id)}"><figcaption title="{escape(t.id)}">{caption}</figcaption></figure>'
+    return f'<figure><div class="missing">{escape(t.note)}</div><figcaption>{caption}</figcaption></figure>'
 
 
 def _cluster_browser(data: ReportData, open_first: int = 3) -> str:
