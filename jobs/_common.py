@@ -357,10 +357,11 @@ def start_local_ray(init: Callable[..., Any], kwargs: dict[str, Any]) -> None:
             ray.shutdown()
             if attempt == LOCAL_RAY_ATTEMPTS:
                 raise LocalRayError(
-                    f"the local Ray did not start ({attempt} attempts): its raylet gave up waiting for its dashboard "
-                    "agent, because this machine is busy or another Ray on it holds a port this one needs; "
-                    "join the running Ray instead (ray.address=auto or RAY_ADDRESS=<host>:<port>) or retry when "
-                    "the machine is idle (details: /tmp/ray/session_latest/logs/raylet.err)"
+                    f"the local Ray did not start ({attempt} attempts, 'timed out during startup'): this machine is "
+                    "too busy for Ray's fixed start-up deadlines (15 s for the dashboard agent), or another Ray on it "
+                    "holds a port this one needs; join the running Ray instead (ray.address=auto or "
+                    "RAY_ADDRESS=<host>:<port>) or retry when the machine is idle (details: "
+                    "/tmp/ray/session_latest/logs/raylet.err)"
                 ) from exc
             log.warning("the local Ray timed out during startup (busy machine or a taken port); retrying once")
 
