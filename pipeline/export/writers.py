@@ -35,6 +35,14 @@ def image_extension(data: bytes) -> str:
         return _PIL_EXT.get(im.format or "", ".img")
 
 
+def _checked_extension(data: bytes) -> tuple[str | None, str | None]:
+    """(extension, None) of image bytes, or (None, error) when they are not an image PIL can read."""
+    try:
+        return image_extension(data), None
+    except Exception as exc:  # noqa: BLE001 - recorded per sample, the export goes on
+        return None, f"not an image: {type(exc).__name__}: {exc}"[:200]
+
+
 def _local_file(uri: str) -> str | None:
     path = uri[7:] if uri.startswith("file://") else uri
     return path if "://" not in path and "#" not in path and os.path.isfile(path) else None
@@ -89,6 +97,7 @@ def write_imagefolder(
         fs.makedirs(f"{out}/{c}", exist_ok=True)
     for i, path, data, error in iter_images([uris[r] for r in rows], link):
         r = int(rows[i])
+        ext, error = (None, error) if error or path else _checked_extension(data)
         if error:
             counts["failed"].append({"id": table.column("id")[r].as_py(), "error": error})
             continue
@@ -96,7 +105,7 @@ def write_imagefolder(
             os.symlink(os.path.abspath(path), f"{out}/{classes[r]}/{keys[i]}{os.path.splitext(path)[1].lower()}")
             counts["linked"] += 1
         else:
-            with fs.open(f"{out}/{classes[r]}/{keys[i]}{image_extension(data)}", "wb") as fh:
+            with fs.open(f"{out}/{classes[r]}/{keys[i]}{ext}", "wb") as fh:
                 fh.write(data)
             counts["copied"] += 1
         per_class[classes[r]] += 1
@@ -116,6 +125,7 @@ def write_webdataset(
     try:
         for i, _, data, error in iter_images([uris[r] for r in rows], link=False):
             r = int(rows[i])
+            ext, error = (None, error) if error else _checked_extension(data)
             if error:
                 failed.append({"id": records[r]["id"], "error": error})
                 continue
@@ -127,7 +137,7 @@ def write_webdataset(
                 handle = fs.open(f"{out}/{shards[-1]}", "wb")
                 tar = tarfile.open(fileobj=handle, mode="w|")
             for name, payload in (
-                (keys[i] + image_extension(data), data),
+                (keys[i] + ext, data),
                 (keys[i] + ".json", _dumps(records[r]).encode()),
             ):
                 info = tarfile.TarInfo(name)

@@ -187,6 +187,8 @@ def list_units(cfg: InputConfig) -> pa.Table:
             {"kind": "tar", "file": prefix + f, "root": prefix + root, "rows": "", "names": None, "offset": 0}
             for f in files
         ]
+    elif fmt == "embeddings":
+        raise ValueError(f"input.path={path} holds embeddings (input.format=embeddings), and this step needs images")
     else:
         raise ValueError(f"unknown input.format {fmt!r}: use auto, folder, parquet, tar or embeddings")
     if not units:

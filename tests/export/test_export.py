@@ -239,3 +239,20 @@ def test_swipe_labels_get_their_images_from_the_run_embeddings(curated, tmp_path
     for i, label in zip(ids, labels.column("label").to_pylist()):
         (link,) = (tmp_path / "out" / label).glob(sample_key(i) + ".*")
         assert link.resolve().name == Path(i).name
+
+
+def test_unreadable_and_non_image_rows_are_recorded_and_the_rest_exported(tmp_path, datasets_dir):
+    image = pq.read_table(datasets_dir / "ucmerced", columns=["image"]).column("image")[0].as_py()
+    (tmp_path / "ok.tif").write_bytes(image)
+    (tmp_path / "note.txt").write_text("not an image")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    uris = [str(tmp_path / "ok.tif"), str(tmp_path / "note.txt"), str(tmp_path / "gone.jpg")]
+    pq.write_table(
+        pa.table({"id": ["ok", "note", "gone"], "uri": uris, "level_1": [0, 0, 1]}), run_dir / "manifest.parquet"
+    )
+    for fmt in ("webdataset", "imagefolder"):
+        record = run_export(RunDir(str(run_dir)), str(tmp_path / fmt), _cfg(fmt, mode="copy"))
+        assert record["copied"] == 1 and [f["id"] for f in record["failed"]] == ["note", "gone"], record
+        assert "not an image" in record["failed"][0]["error"]
+        assert json.loads((tmp_path / fmt / "export.json").read_text())["failed"] == record["failed"]
