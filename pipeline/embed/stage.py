@@ -129,7 +129,9 @@ def run_embed(
         return import_embeddings(run, input_cfg, force=force)
     from pipeline.ssl.store import resolve_store_checkpoint
 
-    embed_cfg = resolve_store_checkpoint(embed_cfg, input_cfg, log)  # embed.store: checkpoint at the input's resolution
+    embed_cfg = resolve_store_checkpoint(
+        embed_cfg, input_cfg, log, run
+    )  # embed.store: checkpoint at the input's resolution
     input_config = InputConfig.from_dict(input_cfg)
     config = {
         "input": {k: v for k, v in input_cfg.items() if k != "path"},

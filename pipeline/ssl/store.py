@@ -200,8 +200,11 @@ def input_resolution(input_cfg: dict[str, Any]) -> tuple[str | None, str | None]
     return next(iter(values["resolution"])), (next(iter(product)) if len(product) == 1 else None)
 
 
-def resolve_store_checkpoint(embed_cfg: dict[str, Any], input_cfg: dict[str, Any], log=None) -> dict[str, Any]:
-    """``embed_cfg`` with ``checkpoint`` set from ``embed.store`` (``embed=ssl``); unchanged otherwise."""
+def resolve_store_checkpoint(
+    embed_cfg: dict[str, Any], input_cfg: dict[str, Any], log=None, run=None
+) -> dict[str, Any]:
+    """``embed_cfg`` with ``checkpoint`` set from ``embed.store`` (``embed=ssl``); unchanged otherwise.
+    The choice and its reason are logged and, with ``run``, recorded in ``run.json`` (``model_store``)."""
     store = embed_cfg.get("store")
     if not store:
         return embed_cfg
@@ -215,4 +218,11 @@ def resolve_store_checkpoint(embed_cfg: dict[str, Any], input_cfg: dict[str, Any
     entry, reason = select(store, resolution, product=product)
     if log is not None:
         log.info("embed.store: %s", reason)
-    return {**embed_cfg, "checkpoint": checkpoint_path(store, entry), "store_choice": reason}
+    if run is not None:
+        run.update_run_json(model_store={"store": store, "key": entry["key"], "reason": reason})
+    # the entry's registration time in the step config: a model registered again re-embeds
+    return {
+        **embed_cfg,
+        "checkpoint": checkpoint_path(store, entry),
+        "store_entry": f"{entry['key']}@{entry['registered_at']}",
+    }
