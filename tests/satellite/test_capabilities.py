@@ -155,3 +155,26 @@ def test_listed_layer_downloads_without_overrides_and_animates(wmts_server, tmp_
         frame = np.asarray(gif.convert("RGB"))
     label = frame[:16]  # the date label: white text on a black box
     assert (label.min(axis=-1) >= 200).sum() >= 20 and (label.max(axis=-1) <= 16).sum() >= 50
+
+
+def test_download_falls_back_to_the_built_in_catalogue(wmts_server, tmp_path, caplog):
+    """No capabilities (the server answers 400): a catalogue layer still downloads, with a warning."""
+    cfg = _cfg(
+        _overrides(
+            wmts_server,
+            tmp_path,
+            "download.layer=VIIRS_SNPP_CorrectedReflectance_TrueColor",
+            "download.level=8",
+            "download.dates.start=2021-05-01",
+            "download.dates.end=2021-05-01",
+            "download.bbox={lat_min: 8.8, lat_max: 9.2, lon_min: -0.2, lon_max: 0.2}",
+            "download.timeout_s=10",
+            "tiles.width=64",
+            "tiles.height=64",
+        )
+    )
+    summary = run_download(cfg, RunDir(cfg["run_dir"]))
+    assert summary["source_tiles"]["fetched"] == 4 and "animations" not in summary
+    assert "falling back to the built-in catalogue" in caplog.text
+    with pytest.raises(KeyError, match="action=list"):
+        run_download({**cfg, "download": {**cfg["download"], "layer": "NOT_A_LAYER"}}, RunDir(cfg["run_dir"]))
