@@ -2,7 +2,9 @@
 images, on Ray Train (resumes from the last epoch checkpoint).
 
 Reads input.path. Writes run_dir/pretrain/checkpoint (use with `strata embed embed=ssl
-embed.checkpoint=...`), pretrain/ray/ (epoch checkpoints) and pretrain/metrics.json.
+embed.checkpoint=...`), pretrain/ray/ (epoch checkpoints) and pretrain/metrics.json; with
+ssl.store=<folder or URI>, registers the checkpoint there by resolution/product/method (then
+`strata embed embed=ssl embed.store=...` picks the one trained nearest the input's resolution).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ log = logging.getLogger("strata.pretrain")
         "train.batch_size",
         "train.num_workers",
         "train.use_gpu",
+        "ssl.store",
         "seed",
     ),
 )
