@@ -86,7 +86,7 @@ async def grid_labeler(
     """One grid labeler: page, images, flip every 4th guess, confirm; ``acked`` maps page:k -> id.
 
     Like a browser: at most 6 connections to the server, and an image GET whose kept-alive
-    connection the server closed meanwhile is retried once (idempotent).
+    connection the server closed meanwhile (uvicorn closes idle ones after 5 s) is retried once.
     """
     limits = httpx.Limits(max_connections=6, max_keepalive_connections=6)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
@@ -96,7 +96,7 @@ async def grid_labeler(
                 try:
                     (await http.get("/api/image", params={"id": item_id})).raise_for_status()
                     return
-                except httpx.RemoteProtocolError:
+                except (httpx.RemoteProtocolError, httpx.ReadError):
                     if attempt:
                         raise
                     RETRIES.append(item_id)
