@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.report import write_report
+from pipeline.report.data import gather
 from pipeline.rundir import RunDir
 
 pytestmark = pytest.mark.browser
@@ -35,6 +36,12 @@ def render_in_chromium(chromium: str, report: Path, screenshot: Path | None = No
                     images: [...document.images].map(i => [i.complete, i.naturalWidth]),
                     svgs: [...document.querySelectorAll('svg')].map(s => s.getBoundingClientRect().width),
                     cards: Object.fromEntries([...document.querySelectorAll('.card')].map(c => [c.id, c.querySelector('b').textContent])),
+                    details: [...document.querySelectorAll('#gallery details')].map(d => d.open),
+                    // a caption shows its whole id: nothing clipped, no ellipsis
+                    captions: [...document.querySelectorAll('details[open] figcaption')].map(f => [
+                        f.textContent, f.scrollWidth <= f.clientWidth + 1 && f.scrollHeight <= f.clientHeight + 1,
+                        getComputedStyle(f).textOverflow]),
+                    why: [...document.querySelectorAll('#labels p.why')].map(p => p.textContent),
                 })"""
             )
             if screenshot is not None:
@@ -56,4 +63,10 @@ def test_report_renders_offline_in_chromium(chromium, finished_run: RunDir, tmp_
     assert info["images"] and all(done and w > 0 for done, w in info["images"])
     assert len(info["svgs"]) >= 4 and all(w > 100 for w in info["svgs"])
     assert info["cards"]["count-rejected"] == "3" and info["cards"]["count-selected"] == "24"
+    # every cluster is listed and collapsible; the first three are open, their captions whole
+    n_clusters = int((gather(finished_run, {}).levels[0].before > 0).sum())
+    assert len(info["details"]) == n_clusters and info["details"][:3] == [True] * min(3, n_clusters)
+    assert not any(info["details"][3:])
+    assert info["captions"] and all(fits and overflow != "ellipsis" for _, fits, overflow in info["captions"])
+    assert any(text.startswith("Label entropy") and "level-1 clusters" in text for text in info["why"])
     assert shot.stat().st_size > 20_000
