@@ -96,6 +96,18 @@ def test_embed_dedup_cluster_sample_coreset_as_processes(embedded, session_ray):
     assert set(coreset.column("id").to_pylist()) <= set(kept)
 
 
+def test_embed_progress_and_run_record(embedded):
+    """The embed step's progress (images done / total, rate, ETA) is in progress.log; run.json holds
+    the last job's status, times, code version and host; no FAISS loader lines in the jobs' logs."""
+    lines = [line for line in read_log(RunDir(str(embedded))) if " embed " in line]
+    assert lines and " embed 24/24 img (100%) " in lines[-1] and " img/s" in lines[-1], lines
+    record = RunDir(str(embedded)).read_json("run.json")
+    assert record["status"] == "succeeded" and record["error"] is None and record["finished_at"] >= record["started_at"]
+    assert record["job"] in {"embed", "dedup", "cluster", "sample", "coreset"} and record["host"] and record["code"]
+    job_logs = "".join(p.read_text() for p in (embedded / "logs").rglob("*.log"))
+    assert "[strata" in job_logs and "Loading faiss" not in job_logs
+
+
 @pytest.fixture(scope="module")
 def active_run(images, session_ray, tmp_path_factory) -> Path:
     """`strata active` on a fresh run directory (it embeds the pool itself), from an image file."""
