@@ -129,3 +129,47 @@ def test_pretrain_registers_with_the_input_columns(checkpoint, tmp_path):
     assert (entry["key"], entry["resolution_m"], entry["run_dir"]) == ("simclr-VIIRS-250m", 250.0, "runs/x")
     entry = register_in_store(checkpoint, {"path": str(tiles)}, {**registry, "resolution": "1km"}, "runs/x")
     assert entry["key"] == "simclr-VIIRS-1km" and len(read_index(registry["store"])) == 2
+
+
+@pytest.mark.slow
+def test_embed_step_with_store_and_dim_through_ray(ray_session, checkpoint, tmp_path):
+    """`run_embed` (Ray Data) on GIBS-like Parquet tiles: the store's 1 km checkpoint is chosen from
+    the `resolution` column and recorded, and embed.dim=4 reduces the written embeddings."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.embed.stage import run_embed
+    from pipeline.rundir import RunDir
+
+    store = str(tmp_path / "store")
+    for res in ("250m", "1km"):
+        register(store, checkpoint, resolution=res, product="P")
+    rng = np.random.default_rng(0)
+    blobs = []
+    for _ in range(12):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(buf, format="PNG")
+        blobs.append(buf.getvalue())
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    pq.write_table(
+        pa.table(
+            {"id": [f"t{i}" for i in range(12)], "image": blobs, "resolution": ["1km"] * 12, "product": ["P"] * 12}
+        ),
+        tiles / "part-0.parquet",
+    )
+    run = RunDir(str(tmp_path / "run"))
+    embed = {"backbone": "ssl", "store": store, "dim": 4, "pool_size": 1, "batch_size": 8}
+    counts = run_embed(run, {"path": str(tiles)}, embed)
+    assert counts["kept"] == 12 and counts["dim"] == 4 and counts["reduction"]["from"] == 64
+    recorded = run.read_json("run.json")
+    assert (
+        recorded["model_store"]["key"] == "simclr-P-1km"
+        and "nearest to the input's 1km" in recorded["model_store"]["reason"]
+    )
+    table = pq.read_table(run.path("embeddings"))
+    assert (
+        table.schema.field("embedding").type.list_size == 4 and table.column("resolution").to_pylist() == ["1km"] * 12
+    )
