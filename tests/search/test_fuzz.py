@@ -83,9 +83,27 @@ def test_form_fields(client, fields, image):
 @given(
     path=st.text(max_size=40),
     size=st.one_of(st.none(), st.integers(-5, 5000), st.text(max_size=5)),
-    extra=st.sampled_from(["/healthz", "/", "/docs", "/openapi.json", "/search"]),
+    extra=st.sampled_from(["/healthz", "/", "/docs", "/openapi.json", "/search", "/filters", "/items"]),
 )
 def test_get_endpoints(client, path, size, extra):
     params = {} if size is None else {"size": size}
     _ok(client.get("/images/" + quote(path, safe="/"), params=params))
     _ok(client.get(extra, params=params))
+
+
+@FUZZ
+@given(
+    offset=st.one_of(st.none(), st.integers(-5, 10**20), st.text(max_size=5)),
+    limit=st.one_of(st.none(), st.integers(-5, 500), st.text(max_size=5)),
+    filters=st.one_of(
+        st.none(),
+        st.text(max_size=40),
+        json_values.map(lambda v: json.dumps(v, allow_nan=True)),
+        st.dictionaries(st.sampled_from(["label", "date", "uri", "id", "nope"]), json_values, max_size=3).map(
+            json.dumps
+        ),
+    ),
+)
+def test_items_pages(client, offset, limit, filters):
+    params = {k: v for k, v in (("offset", offset), ("limit", limit), ("filters", filters)) if v is not None}
+    _ok(client.get("/items", params=params))
