@@ -11,10 +11,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from pipeline.artifacts import cluster_points_part, save_step, write_clusters_json
 from pipeline.config import load_group
 from pipeline.io.tables import embeddings_to_arrow, write_parquet_atomic
+from pipeline.kmeans.hierarchical import LevelResult
 from pipeline.labeler import LabelClient, LabelError, LabelerSettings, LabelStore, serve
-from pipeline.labeler.grid import Clusters, Neighbours
+from pipeline.labeler.grid import Clusters, Neighbours, ranker_for_run
 from pipeline.labeler.job import start_server, starter_reference
 from pipeline.rundir import RunDir
 
@@ -169,3 +171,18 @@ def test_strata_active_asks_about_the_starter(tmp_path, image_files):
     ref = starter_reference(store, {"image": uris[7]})
     assert ref == f"reference/{Path(uris[7]).name}" and store.uri(ref) == uris[7]
     assert starter_reference(store, {}) is None
+
+
+def test_runs_without_embeddings_group_pages_by_level_1_cluster(tmp_path, image_files):
+    ids, _ = image_files
+    run = RunDir(str(tmp_path / "run"))
+    assert ranker_for_run(run.root) is None  # neither embeddings nor clusters: queue order
+    assignments = np.array([k % 3 for k in range(len(ids))])  # deliberately not the class folders
+    order = np.argsort(assignments, kind="stable")
+    offsets = np.searchsorted(assignments[order], np.arange(4))
+    zeros = np.zeros(len(ids), np.float32)
+    save_step(run, 1, 0, LevelResult(np.zeros((3, 2), np.float32), assignments, zeros, offsets, order, zeros))
+    write_clusters_json(run, {"levels": [{"level": 1, "final_step": 0}]})
+    write_parquet_atomic(pa.table({"index": list(range(len(ids))), "id": ids}), cluster_points_part(run, 0))
+    ranked = ranker_for_run(run.root)(ids[0], ids[1:10])
+    assert ranked == [ids[3], ids[6], ids[9], ids[1], ids[2], ids[4], ids[5], ids[7], ids[8]]
