@@ -126,6 +126,10 @@ def run_embed(
     from pipeline.io.embeddings import is_embeddings_input
 
     if is_embeddings_input(input_cfg):
+        if embed_cfg.get("dim") is not None:
+            raise ValueError(
+                "embed.dim reduces embeddings made here from images; input.format=embeddings keeps its width"
+            )
         return import_embeddings(run, input_cfg, force=force)
     from pipeline.ssl.store import resolve_store_checkpoint
 

@@ -115,3 +115,11 @@ def test_ssl_projection_head_as_the_reduction(tmp_path):
     wrong = EmbedConfig.from_dict({"backbone": "ssl", "checkpoint": "x", "dim": 8, "reduce": "head"})
     with pytest.raises(ValueError, match="projection head outputs 16"):
         reduce_run_embeddings(run, wrong)
+
+
+def test_dim_with_imported_embeddings_is_a_clear_error(tmp_path):
+    from pipeline.embed.stage import run_embed
+
+    run = RunDir(str(tmp_path / "run"))
+    with pytest.raises(ValueError, match="input.format=embeddings keeps its width"):
+        run_embed(run, {"path": str(tmp_path), "format": "embeddings"}, {"dim": 8})
