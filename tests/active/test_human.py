@@ -63,7 +63,7 @@ def test_human_mode_through_the_labeler_api(tmp_path) -> None:
     )
     port = _free_port()
     cfg = {
-        "active": {"budget": 0.15, "batch_size": 10, "n_neighbors": 10, "n_random": 5},
+        "active": {"budget": 0.15, "batch_size": 10, "n_neighbors": 10, "n_random": 5, "stop": {"audit_size": 4}},
         "starter": {"id": ids[int(np.flatnonzero(lab == 2)[0])]},
         "labeler": {"kind": "human", "serve": True, "port": port, "timeout_s": 1.0, "synchronous": "NORMAL"},
         "oracle": {"column": "label", "positive": "c2"},
@@ -92,4 +92,6 @@ def test_human_mode_through_the_labeler_api(tmp_path) -> None:
     assert sorted(answered) == sorted(r["id"] for r in human if r["id"] != starter)
     store = LabelStore(run.local("labels", "labels.sqlite"))
     assert store.progress().queued == 59 and store.progress().labeled == 59
+    # the labeler's progress bar carries the audit's estimated recall of the last round
+    assert summary["recall_est"] is not None and store.progress().status.startswith("recall ≈")
     assert summary["positives_retrieved"] > 0.9
