@@ -14,7 +14,16 @@ from hypothesis import strategies as st
 from pipeline.labeler import LabelStore
 from pipeline.labeler.app import LabelerSettings, create_app
 
-POSTS = ["/api/next", "/api/label", "/api/undo", "/api/release", "/login"]
+POSTS = [
+    "/api/next",
+    "/api/label",
+    "/api/undo",
+    "/api/release",
+    "/api/page",
+    "/api/page/label",
+    "/api/page/undo",
+    "/login",
+]
 GETS = [
     "/",
     "/login",
@@ -26,7 +35,8 @@ GETS = [
     "/static/x",
     "/favicon.ico",
 ]
-FIELDS = ["annotator", "n", "id", "label", "request_id", "ids", "token", "batch"]
+QUEUED = [f"{c}/{c}{k:02d}.jpg" for c in ("fields", "roofs", "water") for k in range(20)]  # conftest's ids
+FIELDS = ["annotator", "n", "id", "label", "labels", "request_id", "ids", "token", "batch"]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=30),
     lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=10), inner, max_size=6),
@@ -90,3 +100,19 @@ def test_form_fields(client, path, fields):
 )
 def test_get_endpoints(client, path, params, session):
     _ok(client.get(path, params=params, headers={} if session is None else {"x-strata-session": session}))
+
+
+@FUZZ
+@given(
+    labels=st.dictionaries(
+        st.one_of(st.text(max_size=40), st.sampled_from(QUEUED)),
+        st.sampled_from(["positive", "negative", "maybe", ""]),
+        max_size=8,
+    ),
+    request_id=st.sampled_from(["page-000001", "page-000002", "x"]),
+)
+def test_page_label_bodies(client, labels, request_id):
+    """Well-formed page requests with arbitrary ids and labels (the store's checks, not the schema's)."""
+    body = {"annotator": "fuzzer", "labels": labels, "request_id": request_id}
+    _ok(client.post("/api/page/label", json=body, headers={"x-strata-session": "fuzz-session"}))
+    _ok(client.post("/api/page/undo", json={"annotator": "fuzzer"}, headers={"x-strata-session": "fuzz-session"}))
