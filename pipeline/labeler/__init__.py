@@ -5,6 +5,10 @@ store = LabelStore("runs/x/labels/labels.sqlite")          # positive / negative
 store.register(ids, uris); store.enqueue(batch_ids, batch="round-1")
 with serve(store.path) as server:                           # server.url, server.stop()
     labels = store.wait_for_labels(batch_ids, timeout=600)  # {id: label}
+
+Grid mode (``LabelerSettings(mode="grid", neighbours_from=run_dir)``): pages of similar images,
+pre-marked with ``store.set_guesses({id: label})`` or ``grid_guess``; ``store.label_page`` /
+``store.undo_page`` write and cancel a whole page (``LabelClient.page``, ``label_page``, ``undo_page``).
 """
 
 from pipeline.labeler.app import LabelerSettings, create_app
