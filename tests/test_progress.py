@@ -174,3 +174,20 @@ def test_a_local_ray_that_cannot_start_says_why_in_one_line_after_one_retry(monk
 
     with pytest.raises(ValueError, match="num_cpus"):  # anything else is not retried nor reworded
         start_local_ray(other_failure, {})
+
+
+def test_ray_data_progress_block_only_with_verbose(monkeypatch):
+    import ray
+    from omegaconf import OmegaConf
+
+    from jobs._common import init_ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)  # the settings, not a Ray start
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.enable_progress_bars
+    try:
+        for verbose in (True, False):
+            init_ray(OmegaConf.create({"verbose": verbose, "ray": {"address": None, "log_to_driver": True}}))
+            assert ctx.enable_progress_bars is verbose
+    finally:
+        ctx.enable_progress_bars = saved
