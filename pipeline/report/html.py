@@ -30,7 +30,7 @@ td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .gallery img{width:96px;height:96px;object-fit:cover;border-radius:4px;display:block;background:#ddd}
 .gallery figcaption{font-size:10px;line-height:1.25;color:#5b6672;overflow-wrap:anywhere}
 details{border-top:1px solid #eceef1;padding:3px 0}summary{cursor:pointer;font-size:13px}
-summary .muted{margin-left:6px}p.why{margin:6px 0;max-width:820px}
+summary .muted{margin-left:6px}p.why{margin:6px 0;max-width:820px}p.ids{font-size:11px;margin:4px 0;overflow-wrap:anywhere}
 .missing{width:96px;height:96px;background:#eee;border-radius:4px;font-size:10px;color:#a33;padding:4px;box-sizing:border-box;overflow:hidden}
 .pairs{display:flex;flex-wrap:wrap;gap:14px}.pair{border:1px solid #e1e4e8;border-radius:6px;padding:6px}
 .pair .gallery{margin:0}.pair p{margin:2px 0 0;font-size:11px;color:#5b6672}
@@ -201,10 +201,14 @@ def _cluster_browser(data: ReportData, open_first: int = 3) -> str:
             if g.thumbs
             else "no thumbnails left in the budget (report.max_thumbs)"
         )
+        if g.thumbs and not any(t.src for t in g.thumbs):  # nothing to picture (e.g. embeddings input): the ids
+            members = f'<p class="ids">{escape(" · ".join(t.id for t in g.thumbs))}</p>'
+            shown += f"; {escape(g.thumbs[0].note)}"
+        else:
+            members = f'<div class="gallery">{"".join(_figure(t) for t in g.thumbs)}</div>'
         rows.append(
             f'<details{" open" if i < open_first else ""} id="cluster-{g.cluster}"><summary><b>Cluster {g.cluster}</b>'
-            f'<span class="muted">{" · ".join(facts)}</span></summary>'
-            f'<div class="gallery">{"".join(_figure(t) for t in g.thumbs)}</div><p class="muted">{shown}</p></details>'
+            f'<span class="muted">{" · ".join(facts)}</span></summary>{members}<p class="muted">{shown}</p></details>'
         )
     hidden = (
         f" {data.gallery_hidden:,} smaller clusters are not listed (report.max_clusters)."

@@ -19,7 +19,7 @@ from scipy.stats import entropy
 
 from pipeline.artifacts import load_levels, load_point_ids
 from pipeline.report import write_report
-from pipeline.report.data import LabelBalance, LevelSizes, gather, load_many_bytes
+from pipeline.report.data import LabelBalance, LevelSizes, Thumb, gather, load_many_bytes
 from pipeline.report.html import cluster_balance_sentence, label_balance_sentence, normalized_entropy, render
 from pipeline.report.svg import hbar_chart, line_chart, log_ticks, nice_ticks, rank_size_chart
 from pipeline.rundir import RunDir
@@ -133,6 +133,16 @@ def test_cluster_browser_html_every_cluster_collapsible_with_full_captions(finis
     assert sum(len(g.thumbs) for g in data.gallery) == sum(BLOBS.values()) - 2  # every clustered image, once
     caption_css = html.split(".gallery figcaption{")[1].split("}")[0]
     assert "nowrap" not in caption_css and "ellipsis" not in caption_css
+
+
+def test_clusters_without_any_picture_list_their_ids(finished_run):
+    data = gather(finished_run, {"report": {"thumbs_per_cluster": 3}})
+    for g in data.gallery:
+        g.thumbs = [Thumb(t.id, None, "no image (embeddings input)") for t in g.thumbs]
+    body = render(data).split('id="gallery"')[1]
+    first = data.gallery[0]
+    assert f'<p class="ids">{" · ".join(t.id for t in first.thumbs)}</p>' in body
+    assert "<figure>" not in body and "3 of" in body and "; no image (embeddings input)" in body
 
 
 def test_missing_image_becomes_a_placeholder(tmp_path, ray_session):
