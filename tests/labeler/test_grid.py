@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import httpx
@@ -186,3 +187,23 @@ def test_runs_without_embeddings_group_pages_by_level_1_cluster(tmp_path, image_
     write_parquet_atomic(pa.table({"index": list(range(len(ids))), "id": ids}), cluster_points_part(run, 0))
     ranked = ranker_for_run(run.root)(ids[0], ids[1:10])
     assert ranked == [ids[3], ids[6], ids[9], ids[1], ids[2], ids[4], ids[5], ids[7], ids[8]]
+
+
+def test_a_store_made_before_grid_pages_gains_the_page_column(tmp_path, image_files):
+    ids, uris = image_files
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, label TEXT NOT NULL, "
+        "annotator TEXT NOT NULL, timestamp REAL NOT NULL, undone INTEGER NOT NULL DEFAULT 0, "
+        "undoes INTEGER REFERENCES events(seq), request_id TEXT UNIQUE);"
+        f"INSERT INTO events (id, label, annotator, timestamp) VALUES ('{ids[0]}', 'positive', 'alice', 1.0);"
+    )
+    old.close()
+    store = LabelStore(path)
+    store.register(ids, uris)
+    store.enqueue(ids)
+    assert [(e.id, e.page) for e in store.events()] == [(ids[0], None)]
+    assert store.rebuild_current() == 1 and store.current_labels() == {ids[0]: "positive"}
+    store.label_page({ids[1]: "negative"}, "alice", page="page-0001")
+    assert store.current_labels() == {ids[0]: "positive", ids[1]: "negative"}
