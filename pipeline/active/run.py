@@ -149,7 +149,8 @@ def _active_loop(
     else:
         raise ValueError(f"labeler must be 'oracle' or 'human', got {kind!r}")
     seed_n = loop_cfg.n_neighbors + loop_cfg.n_random
-    rounds = loop_cfg.max_rounds or 1 + max(0, math.ceil((loop_cfg.budget * len(ids) - seed_n) / loop_cfg.batch_size))
+    per_round = loop_cfg.batch_size + loop_cfg.stop.audit_size  # audits spend the budget too
+    rounds = loop_cfg.max_rounds or 1 + max(0, math.ceil((loop_cfg.budget * len(ids) - seed_n) / per_round))
     shown = ("n_labeled", "n_positive_labeled", "positives_retrieved", "f1")
 
     def on_round(record: dict[str, Any]) -> None:
