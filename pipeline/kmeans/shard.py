@@ -498,6 +498,8 @@ class Shard:
         return len(self.active) * self.rows.dim * 4 <= free
 
     def _spill_active(self) -> SpilledRows:
+        if np.any(np.diff(self.active) <= 0):
+            raise ValueError("an active subset spilled to disk must be strictly increasing row indices")
         writer = _SpillWriter(os.path.join(self._spill, "active.npy"), len(self.active))
         for a, block in self.rows.blocks(self._rows(1)):
             lo, hi = np.searchsorted(self.active, [a, a + len(block)])

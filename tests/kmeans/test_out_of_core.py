@@ -65,6 +65,8 @@ def test_tiny_budget_gives_the_in_memory_result(make_blobs, metric, strategy, n_
     if budget_mb < 0.1:
         shards[0].select_sample(np.full(20, np.inf), np.full(20, 10**9), "closest", 0)  # every row: too big
         assert isinstance(shards[0].xa, SpilledRows)
+        with pytest.raises(ValueError, match="strictly increasing"):
+            shards[0].set_active(np.arange(len(shards[0].rows))[::-1])
     spill = shards[0]._spill
     assert os.path.exists(os.path.join(spill, "rows.npy"))
     LocalGroup(shards).close()
