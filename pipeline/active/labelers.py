@@ -19,7 +19,11 @@ POSITIVE, NEGATIVE, UNSURE = 1, 0, -1
 
 class Labeler(Protocol):
     def label(self, rows: np.ndarray, ids: Sequence[str], batch: str) -> np.ndarray:
-        """int8 labels (1 / 0 / -1) of pool ``rows`` (ids ``ids``), asked as batch ``batch``."""
+        """int8 labels (1 / 0 / -1) of pool ``rows`` (ids ``ids``), asked as batch ``batch``.
+
+        A labeler may also have ``guess(ids, positive)``: the loop calls it with the head's current
+        call for each id just before :meth:`label` (the swipe labeler pre-marks grid pages with it).
+        """
 
 
 class OracleLabeler:
@@ -71,6 +75,11 @@ class HumanLabeler:
         self.store.register(list(map(str, ids)), list(map(str, uris)))
         self.timeout_s, self.poll_s = float(timeout_s), float(poll_s)
         self.positive_label, self.negative_label = positive_label, negative_label
+
+    def guess(self, ids: Sequence[str], positive: np.ndarray) -> int:
+        """Pre-mark ``ids`` on the labeler's grid pages with the head's call (``positive`` bool per id)."""
+        marks = np.where(np.asarray(positive, dtype=bool), self.positive_label, self.negative_label)
+        return self.store.set_guesses(dict(zip(map(str, ids), marks.tolist())))
 
     def label(self, rows: np.ndarray, ids: Sequence[str], batch: str) -> np.ndarray:
         ids = [str(i) for i in ids]

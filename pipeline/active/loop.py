@@ -221,6 +221,8 @@ def run_loop(
         elif audit is None:
             audit = (np.zeros(0, np.int64), np.zeros(0, np.float64))
         record["select_seconds"] = round(time.perf_counter() - t2, 4)
+        if (guess := getattr(labeler, "guess", None)) is not None:  # grid pages pre-marked with the head's call
+            guess([ids[i] for i in pending], head.predict_proba(x[pending]) >= cfg.threshold)
         new_labels = np.asarray(labeler.label(pending, [ids[i] for i in pending], _batch_name(r)), np.int8)
         state.rows = np.concatenate([state.rows, pending])
         state.labels = np.concatenate([state.labels, new_labels])

@@ -137,3 +137,45 @@ def test_job_outputs_on_synthetic_run(tmp_path) -> None:
     rounds = pq.read_table(run.path("active", "rounds.parquet"))
     assert rounds.num_rows == summary["rounds"] + 1
     assert run_active(run, cfg) == summary  # done marker: the rerun is a no-op
+
+
+class GuessRecordingOracle(OracleLabeler):
+    """Oracle that records the head's guesses the loop hands it before each batch."""
+
+    def __init__(self, truth: np.ndarray):
+        super().__init__(truth)
+        self.guessed: list[tuple[list[str], np.ndarray]] = []
+        self.asked: list[list[str]] = []
+
+    def guess(self, ids, positive):
+        self.guessed.append((list(ids), np.asarray(positive, dtype=bool)))
+
+    def label(self, rows, ids, batch):
+        self.asked.append(list(ids))
+        return super().label(rows, ids, batch)
+
+
+def test_labeler_gets_the_heads_guess_for_every_batch_before_labeling() -> None:
+    x, lab = _blobs()
+    truth = lab == 3
+    labeler = GuessRecordingOracle(truth)
+    cfg = ActiveConfig.from_dict({"budget": 0.1, "batch_size": 30})
+    ids = [f"i{i}" for i in range(len(x))]
+    res = run_loop(x, labeler, cfg, ids=ids, starter_rows=[int(np.flatnonzero(truth)[0])])
+    # every batch after the seed (no head yet) was preceded by the head's guess for exactly its ids
+    assert len(labeler.guessed) == len(labeler.asked) - 1 >= 3
+    assert [g[0] for g in labeler.guessed] == labeler.asked[1:]
+    # once the head is trained its guesses are mostly right on what it is asked about
+    rows = np.array([int(i[1:]) for i in labeler.asked[-1]])
+    assert (labeler.guessed[-1][1] == truth[rows]).mean() > 0.8
+    assert res.stop_reason == "budget"
+
+
+def test_human_labeler_guess_premarks_the_store(tmp_path) -> None:
+    from pipeline.active.labelers import HumanLabeler
+    from pipeline.labeler import LabelStore
+
+    store = LabelStore(str(tmp_path / "labels.sqlite"), labels=["positive", "negative"])
+    human = HumanLabeler(store, ["a", "b", "c"], ["/a.jpg", "/b.jpg", "/c.jpg"])
+    assert human.guess(["a", "c"], np.array([True, False])) == 2
+    assert store.guesses(["a", "b", "c"]) == {"a": "positive", "c": "negative"}
