@@ -245,8 +245,9 @@ def _write_embeddings(folder, x, meta, shards=3):
 
 def test_streaming_build_equals_in_memory_build(tmp_path, data):
     x, meta, q = data
-    _write_embeddings(tmp_path / "emb", x, meta)
     cfg = {"kind": "ivf_flat", "nlist": 8, "nprobe": 3, "partition_by": ["product"], "seed": 3}
+    hashed = meta.append_column("pixel_hash", pa.array([f"h{i % 7}" for i in range(len(meta))]))
+    _write_embeddings(tmp_path / "emb", x, hashed)  # dedup's internal hash is not a searchable column
     streamed = SearchIndex.from_embeddings(str(tmp_path / "emb"), cfg, batch_rows=257)
     in_memory = SearchIndex.build(x, cfg=cfg, meta=meta)
     assert streamed.meta.equals(meta)
