@@ -50,6 +50,15 @@ sys.exit(cli.main())
 """
 
 
+def bare_python(folder: Path) -> Path:
+    """``folder`` with a ``python`` that lacks the project's packages (the base interpreter without
+    site-packages): the ``python`` a fresh machine's ``PATH`` finds, put first on the nodes' ``PATH``."""
+    shim = folder / "python"
+    shim.write_text(f'#!/bin/sh\nexec {sys._base_executable} -S "$@"\n')
+    shim.chmod(0o755)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def two_node_cluster(tmp_path_factory):
     """(dashboard URL, auth headers, temp dirs); both nodes stopped by PID afterwards."""
@@ -65,6 +74,7 @@ def two_node_cluster(tmp_path_factory):
         "RAY_AUTH_TOKEN": token,
     }
     env.pop("RAY_ADDRESS", None)
+    env["PATH"] = f"{bare_python(tmp_path_factory.mktemp('bin'))}:{env.get('PATH', '')}"
     ray = str(Path(sys.executable).with_name("ray"))
     logs = tmp_path_factory.mktemp("ray-logs")
     head_cmd = [
@@ -184,3 +194,33 @@ def test_curate_job_on_two_nodes(two_node_cluster, datasets_dir, tmp_path):
     )
     shards = actors["data"]["result"]["result"]
     assert len({a["node_id"] for a in shards}) == 2, shards
+
+
+def test_submit_example_names_the_interpreter(two_node_cluster):
+    """docs/cluster.md's submit command as written (`ray job submit --working-dir . -- <venv>/bin/python
+    -m jobs...`) runs on a head whose `PATH` finds a `python` without the project's packages; the
+    bare `python` entrypoint fails there the way a fresh machine fails."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    url, headers, _ = two_node_cluster
+    token = headers["Authorization"].removeprefix("Bearer ")
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    ray = str(Path(sys.executable).with_name("ray"))
+    venv_python = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").is_dir() else sys.executable
+    submit = [ray, "job", "submit", f"--address={url}", "--working-dir", "."]
+    named = subprocess.run(
+        [*submit, "--", venv_python, "-m", "jobs.sample", "--help"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert named.returncode == 0 and "strata sample [key=value ...]" in named.stdout, named.stdout[-3000:]
+
+    client = JobSubmissionClient(url, headers=headers)
+    bare = client.submit_job(entrypoint="python -m jobs.sample --help", runtime_env={"working_dir": str(REPO)})
+    terminal = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+    status = wait_for(lambda: (s := client.get_job_status(bare)) in terminal and s, 300, 1.0, "bare-python job")
+    assert status == JobStatus.FAILED and "ModuleNotFoundError" in client.get_job_logs(bare)
