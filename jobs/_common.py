@@ -312,6 +312,9 @@ def init_ray(cfg: DictConfig) -> None:
     # Ray Data's own progress block (every operator, every few seconds in `ray job logs`) only with
     # verbose=true: Strata's one-line progress covers the long steps.
     ray.data.DataContext.get_current().enable_progress_bars = bool(cfg.get("verbose", False))
+    from pipeline.progress import configure_logging
+
+    configure_logging(verbose=bool(cfg.get("verbose", False)))  # Ray's and Ray Data's own console handlers
     if ray.is_initialized():
         return
     if not local:

@@ -208,18 +208,28 @@ _terminal = threading.RLock()  # one writer at a time on the terminal: progress 
 _live: Progress | None = None  # the progress whose line is currently drawn in place on a TTY
 
 
+def _above_progress(emit: Callable[[logging.LogRecord], None]) -> Callable[[logging.LogRecord], None]:
+    """``emit`` that clears the in-place progress line first and redraws it after the record."""
+
+    def write(record: logging.LogRecord) -> None:
+        with _terminal:
+            live = _live
+            if live is not None:
+                live._clear()
+            emit(record)
+            if live is not None:
+                live._redraw()
+
+    write.above_progress = True  # type: ignore[attr-defined]
+    return write
+
+
 class ProgressLogHandler(logging.StreamHandler):
     """A console log handler that never writes into the in-place progress line: it clears the
     line, writes the record on its own line, then redraws the progress line below it."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        with _terminal:
-            live = _live
-            if live is not None:
-                live._clear()
-            super().emit(record)
-            if live is not None:
-                live._redraw()
+        _above_progress(super().emit)(record)
 
 
 # Libraries whose records read like problems to a user, and the least level shown unless verbose:
@@ -234,8 +244,13 @@ QUIET_LOGGERS = {
 }
 
 
+# Loggers that write to the console with handlers of their own (not through the root logger).
+OWN_CONSOLE_LOGGERS = ("ray", "ray.data")
+
+
 def configure_logging(verbose: bool = False) -> None:
-    """Route the console log handlers through :class:`ProgressLogHandler` and, unless ``verbose``,
+    """Route the console log handlers through :class:`ProgressLogHandler` (Ray's and Ray Data's own
+    console handlers too, once they exist: call again after importing them) and, unless ``verbose``,
     keep libraries' INFO records (``QUIET_LOGGERS``) off the console. Idempotent."""
     root = logging.getLogger()
     for i, handler in enumerate(root.handlers):
@@ -245,6 +260,11 @@ def configure_logging(verbose: bool = False) -> None:
             routed.setFormatter(handler.formatter)
             routed.filters = list(handler.filters)
             root.handlers[i] = routed
+    for name in OWN_CONSOLE_LOGGERS:
+        for handler in logging.getLogger(name).handlers:
+            console = isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+            if console and not getattr(handler.emit, "above_progress", False):
+                handler.emit = _above_progress(handler.emit)  # type: ignore[method-assign]
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else level)
 

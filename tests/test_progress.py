@@ -191,3 +191,30 @@ def test_ray_data_progress_block_only_with_verbose(monkeypatch):
             assert ctx.enable_progress_bars is verbose
     finally:
         ctx.enable_progress_bars = saved
+
+
+def test_ray_s_own_console_handlers_also_write_above_the_progress_line(monkeypatch):
+    import pipeline.progress as progress
+
+    class PlainHandler(logging.StreamHandler):  # like Ray's PlainRayHandler: its own logger, no propagation
+        pass
+
+    clock, term = Clock(), Terminal()
+    logger = logging.getLogger("strata.test_progress.ray_like")
+    handler = PlainHandler(term)
+    logger.addHandler(handler)
+    logger.propagate = False
+    monkeypatch.setattr(progress, "OWN_CONSOLE_LOGGERS", (logger.name,))
+    try:
+        configure_logging()
+        configure_logging()  # idempotent: wrapped once
+        with Progress("embed", 84, unit="img", stream=term, min_interval=0.0, clock=clock) as bar:
+            clock.t = 1.0
+            bar.update(72)
+            logger.warning("Dataset execution finished in 22.91 seconds")
+            bar.update(12)
+    finally:
+        logger.removeHandler(handler)
+    screen = term.screen()
+    assert screen[0] == "Dataset execution finished in 22.91 seconds"
+    assert screen[1].startswith("embed 84/84 img (100%)")
