@@ -103,7 +103,7 @@ def test_budget_resolution_and_errors(make_blobs):
         KMeansConfig.from_dict({"n_clusters": [4], "out_of_core": "sometimes"})
 
 
-@pytest.fixture(params=["in_process", "ray"])
+@pytest.fixture(params=["in_process", pytest.param("ray", marks=pytest.mark.slow)])
 def backend(request) -> dict:
     if request.param == "ray":
         request.getfixturevalue("ray_session")
