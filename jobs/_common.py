@@ -244,6 +244,14 @@ def validate(config_name: str, overrides: list[str], requires: Iterable[Artifact
         fs, local = fsspec.core.url_to_fs(str(path))
         if not any(ch in local for ch in "*?[") and not fs.exists(local):
             raise ConfigError(f"input.path={path}: no such file or folder")
+        if resolved["input"].get("format") == "embeddings":  # columns and types from the schemas alone
+            from pipeline.io.embeddings import check_embeddings_input
+            from pipeline.io.sources import InputConfig
+
+            try:
+                check_embeddings_input(InputConfig.from_dict(resolved["input"]))
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ConfigError(str(exc.args[0]) if exc.args else str(exc)) from exc
     run = RunDir(str(resolved["run_dir"]))
     for artifact in requires:
         if not run.has(artifact):

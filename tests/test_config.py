@@ -82,6 +82,20 @@ def test_validation_names_the_key_and_the_fix(overrides, message):
     assert message in str(err.value)
 
 
+def test_embeddings_input_columns_are_checked_before_any_work(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"doc_id": np.arange(4), "vector": pa.array(np.ones((4, 3), np.float32).tolist())})
+    pq.write_table(table, tmp_path / "emb.parquet")
+    base = ["input.format=embeddings", f"input.path={tmp_path / 'emb.parquet'}", f"run_dir={tmp_path / 'run'}"]
+    with pytest.raises(ConfigError, match="did you mean"):
+        validate("curate", [*base, "input.id_column=doc_id", "input.embedding_column=vectr"])
+    assert not (tmp_path / "run").exists()
+    validate("curate", [*base, "input.id_column=doc_id", "input.embedding_column=vector"])
+
+
 @pytest.mark.parametrize(
     ("job", "overrides"),
     [
