@@ -8,7 +8,12 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
+import fsspec
+import pyarrow.parquet as pq
+
 from pipeline.artifacts import EMBEDDINGS, INDEX, INDEX_CONFIG, input_fingerprint
+from pipeline.io.tables import list_parquet_files
+from pipeline.progress import Progress
 from pipeline.rundir import INPUT, RunDir
 from pipeline.search.index import IndexConfig, SearchIndex
 from pipeline.search.service import embed_config_of
@@ -38,7 +43,9 @@ def build_run_index(
             return step.result
         step.skipped = False  # outputs gone under a finished marker: rebuild
         t0 = time.perf_counter()
-        index = SearchIndex.from_embeddings(source or run.path(EMBEDDINGS), cfg, batch_rows=batch_rows)
+        path = source or run.path(EMBEDDINGS)
+        with Progress("index", embedding_rows(path), run=run, unit="rows", log_interval=10.0) as bar:
+            index = SearchIndex.from_embeddings(path, cfg, batch_rows=batch_rows, progress=bar)
         index.info["embed"] = embed_config_of(run)
         index.info["source"] = source or str(EMBEDDINGS)
         with run.staging(INDEX) as tmp:
@@ -54,4 +61,18 @@ def build_run_index(
     return step.result
 
 
-__all__ = ["build_run_index", "STEP"]
+def embedding_rows(path: str) -> int | None:
+    """Rows of the embeddings table at ``path``, from the Parquet footers (None when there is none:
+    the build then reports the missing table itself)."""
+    try:
+        files = list_parquet_files(path)
+    except FileNotFoundError:
+        return None
+    rows = 0
+    for f in files:
+        with fsspec.open(f, "rb") as fh:
+            rows += pq.ParquetFile(fh).metadata.num_rows
+    return rows or None
+
+
+__all__ = ["build_run_index", "embedding_rows", "STEP"]

@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import fsspec
@@ -40,6 +40,9 @@ from pipeline.dedup.hashing import PIXEL_HASH
 from pipeline.io.tables import EMBEDDING, iter_embedding_batches, list_parquet_files
 from pipeline.search.config import KINDS, IndexConfig  # noqa: F401 - re-exported
 from pipeline.search.filters import Filters, filter_mask
+
+if TYPE_CHECKING:
+    from pipeline.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -180,12 +183,17 @@ class SearchIndex:
 
     @classmethod
     def from_embeddings(
-        cls, path: str | Sequence[str], cfg: IndexConfig | Mapping[str, Any] | None = None, batch_rows: int = 65536
+        cls,
+        path: str | Sequence[str],
+        cfg: IndexConfig | Mapping[str, Any] | None = None,
+        batch_rows: int = 65536,
+        progress: Progress | None = None,
     ) -> SearchIndex:
         """Stream an embeddings table (``id``, ``embedding``, carried columns) into an index.
 
         Two streamed passes over the vectors (training sample, then adds; one when every partition
-        is exact); only metadata columns are held in memory.
+        is exact); only metadata columns are held in memory. ``progress`` counts the rows added, one
+        update per batch.
         """
         cfg = cfg if isinstance(cfg, IndexConfig) else IndexConfig.from_dict(cfg)
         files = list_parquet_files(path)
@@ -213,11 +221,16 @@ class SearchIndex:
             for _, x in iter_embedding_batches(files, batch_rows=batch_rows, columns=()):
                 yield x
 
-        return cls._build(meta, batches, dim, cfg)
+        return cls._build(meta, batches, dim, cfg, progress)
 
     @classmethod
     def _build(
-        cls, meta: pa.Table, batches: Callable[[], Iterable[np.ndarray]], dim: int, cfg: IndexConfig
+        cls,
+        meta: pa.Table,
+        batches: Callable[[], Iterable[np.ndarray]],
+        dim: int,
+        cfg: IndexConfig,
+        progress: Progress | None = None,
     ) -> SearchIndex:
         t0 = time.perf_counter()
         n = meta.num_rows
@@ -276,6 +289,8 @@ class SearchIndex:
                 for p in np.unique(owners):
                     partitions[p].index.add(x[owners == p])
             offset += len(x)
+            if progress is not None:
+                progress.update(len(x))
         if offset != n:
             raise ValueError(f"embedding stream has {offset} rows but metadata has {n}")
         for part in partitions:

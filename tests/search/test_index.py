@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.io.tables import embeddings_to_arrow
+from pipeline.progress import read_log
 from pipeline.rundir import RunDir
 from pipeline.search import IndexConfig, SearchIndex, build_run_index
 from pipeline.search.filters import FilterError, filter_mask, filter_values
@@ -292,6 +293,16 @@ def test_build_run_index_marker_and_resume(tmp_path, data):
     rebuilt_at = run.marker("index")["finished_at"]
     build_run_index(run, {"kind": "hnsw"}, force=True)
     assert run.marker("index")["finished_at"] > rebuilt_at
+
+
+def test_build_run_index_reports_rows_added_to_progress_log(tmp_path, data):
+    x, meta, _ = data
+    run = RunDir(str(tmp_path / "run"))
+    _write_embeddings(tmp_path / "run" / "embeddings", x[:500], meta.slice(0, 500))
+    build_run_index(run, {"kind": "flat"}, batch_rows=128)
+    lines = [line.split(" ", 1)[1] for line in read_log(run)]  # drop the timestamp
+    assert lines[0].startswith("index 128/500 rows (26%)")  # first batch added; total from the footers
+    assert lines[-1].startswith("index 500/500 rows (100%)") and "eta 0.0s" in lines[-1]
 
 
 @settings(max_examples=25, deadline=None)
