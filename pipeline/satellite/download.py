@@ -27,12 +27,13 @@ import pyarrow.parquet as pq
 
 from pipeline.config import load_group, schema
 from pipeline.io.tables import write_parquet_atomic
+from pipeline.progress import Progress
 from pipeline.rundir import INPUT, RunDir, input_fingerprint
 from pipeline.satellite.catalogue import Layer
 from pipeline.satellite.codec import decode_rgb_array, encode_array
 from pipeline.satellite.composite import cloud_mask
 from pipeline.satellite.gapfill import fill_gaps, nodata_mask
-from pipeline.satellite.gibs import URL_TEMPLATE, TileRequest, WMTSClient
+from pipeline.satellite.gibs import URL_TEMPLATE, DownloadReport, TileRequest, WMTSClient
 from pipeline.satellite.grid import BBox, PixelWindow, TileGrid, make_grid, pixel_window, tile_range, window_bounds
 from pipeline.satellite.tiling import cut_tiles, tile_windows
 
@@ -180,6 +181,26 @@ def _write_date_shards(table: pa.Table, output: str, layer: str, date: str, shar
     return paths
 
 
+def fetch_tiles(
+    client: WMTSClient, requests: list[TileRequest], cache_dir: str, *, run: RunDir | None = None
+) -> DownloadReport:
+    """:meth:`WMTSClient.download` of ``requests`` a chunk at a time, reporting the tiles done (fetched,
+    cached or failed) of the total to a :class:`Progress` (``download``, in ``tiles``; appended to
+    ``run``'s ``progress.log``)."""
+    todo = list(dict.fromkeys(requests))  # de-duplicated, order kept
+    chunk = max(64, 8 * client.concurrency)
+    report = DownloadReport()
+    with Progress("download", len(todo), run=run, unit="tiles", log_interval=10.0) as bar:
+        for start in range(0, len(todo), chunk):
+            part = client.download(todo[start : start + chunk], cache_dir)
+            report.fetched += part.fetched
+            report.cached += part.cached
+            report.failed += part.failed
+            report.attempts += part.attempts
+            bar.update(len(part.fetched) + len(part.cached) + len(part.failed), fetched=len(report.fetched), cached=len(report.cached), failed=len(report.failed))  # fmt: skip
+    return report
+
+
 def download_scenes(
     client: WMTSClient,
     layer: Layer,
@@ -222,7 +243,7 @@ def download_scenes(
 
     pending = [d for d in dates if force or run is None or not run.is_done(step(d), settings)]
     requests = {d: scene_requests(layer, grid, window, d) for d in pending}
-    report = client.download([r for d in pending for r in requests[d]], cache_dir)
+    report = fetch_tiles(client, [r for d in pending for r in requests[d]], cache_dir, run=run)
     failed_urls = [(client.url(req), reason) for req, reason in report.failed]
     per_date: dict[str, dict[str, Any]] = {}
     for date in pending:

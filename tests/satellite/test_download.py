@@ -7,11 +7,19 @@ import numpy as np
 import pytest
 from synth import paint_clouds, paint_stripes
 
+from pipeline.progress import read_log
 from pipeline.rundir import RunDir
 from pipeline.satellite.catalogue import Layer, date_range
 from pipeline.satellite.codec import decode_rgb_array
-from pipeline.satellite.download import Preprocess, TileSpec, composite_shards, download_scenes, read_shards
-from pipeline.satellite.gibs import TileRequest, WMTSClient
+from pipeline.satellite.download import (
+    Preprocess,
+    TileSpec,
+    composite_shards,
+    download_scenes,
+    fetch_tiles,
+    read_shards,
+)
+from pipeline.satellite.gibs import DownloadReport, TileRequest, WMTSClient
 from pipeline.satellite.grid import BBox, make_grid, pixel_window
 
 LAYER = Layer("TEST_TrueColor", "250m", format="jpg")
@@ -63,6 +71,9 @@ def test_download_with_faults_and_resume(wmts_server, tmp_path):
     summary = download_scenes(_client(wmts_server), LAYER, [d1, d2], BBOX, **kw)
 
     assert summary["source_tiles"]["fetched"] == 7 and summary["source_tiles"]["failed"] == 1
+    # every source tile (fetched or failed) counted in progress.log's final line
+    assert read_log(run)[-1].split(" ", 1)[1].startswith("download 8/8 tiles (100%)")
+    assert read_log(run)[-1].endswith("fetched=7 cached=0 failed=1")
     assert (
         summary["failed_tiles"][0][0].endswith("/default/2021-03-02/250m/8/72/160.jpg")
         and "HTTP 500" in summary["failed_tiles"][0][1]
@@ -98,6 +109,7 @@ def test_download_with_faults_and_resume(wmts_server, tmp_path):
     again = download_scenes(_client(wmts_server), LAYER, [d1, d2], BBOX, **kw)
     assert again["skipped_dates"] == [d1]
     assert again["source_tiles"] == {"fetched": 1, "cached": 3, "failed": 0, "attempts": 1}
+    assert read_log(run)[-1].split(" ", 1)[1].startswith("download 4/4 tiles (100%)")  # the pending date only
     changed = {k for k, v in wmts_server.requests.items() if before.get(k) != v}
     assert changed == {_path(d2, 72, 160)}
     table = read_shards(out)
@@ -172,3 +184,25 @@ def test_gap_fill_and_composite_over_downloads(real_images, tmp_path):
         assert run.marker("composite")["finished_at"] == before
     finally:
         server.stop()
+
+
+def test_fetch_tiles_reports_each_chunk_to_progress_log(tmp_path):
+    class Client:
+        concurrency = 1  # chunks of 64 tiles
+
+        def __init__(self) -> None:
+            self.calls: list[int] = []
+
+        def download(self, requests, cache_dir):
+            self.calls.append(len(requests))
+            return DownloadReport(
+                fetched=list(requests[1:]), failed=[(requests[0], "HTTP 500")], attempts=len(requests)
+            )
+
+    client, run = Client(), RunDir(str(tmp_path / "run"))
+    reqs = [TileRequest("layer", "2021-03-01", "250m", 8, 0, c) for c in range(100)]
+    report = fetch_tiles(client, reqs + reqs[:5], str(tmp_path / "cache"), run=run)  # repeats fetched once
+    assert client.calls == [64, 36] and len(report.fetched) == 98 and len(report.failed) == 2
+    lines = [line.split(" ", 1)[1] for line in read_log(run)]
+    assert lines[0].startswith("download 64/100 tiles (64%)") and lines[0].endswith("fetched=63 cached=0 failed=1")
+    assert lines[-1].startswith("download 100/100 tiles (100%)") and report.attempts == 100
