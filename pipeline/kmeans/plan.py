@@ -1,0 +1,355 @@
+"""Capacity plan of hierarchical k-means: memory per shard actor, actors, and time per level.
+
+The model follows :class:`pipeline.kmeans.shard.Shard` and :mod:`pipeline.kmeans.hierarchical`:
+
+- **Memory of one level-1 actor** holding ``r = N / actors`` rows of width ``D``:
+  in memory ``r (4 D + ROW_BYTES_IN_MEMORY + 4 t) + 3 C + 16 k D + s 4 D / actors + B``
+  (rows, per-row arrays, the ``t = 2 + ln k`` k-means++ trial distances kept per row, chunk
+  temporaries ``C = chunk_mb``, centroids / index / float64 sums, the resampling sample, the
+  process baseline ``B``); out of core ``r ROW_STATE_BYTES + 3 C' + 16 k D + B`` with
+  ``C' = min(C, (budget - r ROW_STATE_BYTES) / 3)`` (the rows stay in the spill file).
+- **Time of a level** on ``n`` points: step 0 runs k-means++ (``k t`` candidate passes) and
+  ``iters`` Lloyd passes on all points, every resampling step the same on ``k sample_size``
+  points, and every step one full reassignment: ``flops = 2 D k [n (iters + 1) + R (k s iters + n)]``
+  for Lloyd at the measured Lloyd rate, ``2 D k t (n + R k s)`` for k-means++ at its measured rate
+  (split mode: coarse ``k / n_splits`` on all points, then ``n_splits`` per coarse cluster),
+  plus ``3 k`` Ray round trips of k-means++ when the level runs on actors.
+- Level 1 runs on the actors (one per CPU, or per GPU with ``use_gpu``); upper levels cluster
+  the previous level's centroids in the driver (on one GPU with ``use_gpu``).
+
+Throughputs come from :func:`calibrate` (seconds on this machine), stored as JSON; the GPU rate
+and the Ray round trip are assumed constants unless the calibration file says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.kmeans.config import KMeansConfig
+from pipeline.kmeans.run import MIN_POINTS_PER_CLUSTER, row_counts
+from pipeline.kmeans.shard import ROW_STATE_BYTES
+
+# In memory, per row besides the row itself: squared norm, assignment (int32), distance, fit
+# distance, k-means++ D(x) (float32 each) and the sort temporaries of a finished step (int64
+# order, float64 keys, int64 global index).
+ROW_BYTES_IN_MEMORY = 5 * 4 + 24
+# Assumed, not measured here (no GPU on the dev VM): FAISS flat search on one A100/H100-class GPU
+# in float32, about half of its fp32 peak; and one Ray actor round trip on a cluster.
+ASSUMED_GPU_GFLOPS = 20_000.0
+ASSUMED_RAY_CALL_S = 0.002
+DEFAULT_CALIBRATION = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "strata" / "calibration.json"
+
+
+def input_size(path: str, column: str = "embedding") -> tuple[int, int]:
+    """(rows, width) of embeddings in a ``.npy`` (header) or Parquet files (footers and schema)."""
+    import fsspec
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.io.tables import list_parquet_files
+
+    if str(path).endswith(".npy"):
+        with fsspec.open(path, "rb") as fh:
+            major, _ = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape = read(fh)[0]
+        if len(shape) != 2:
+            raise ValueError(f"input.path={path}: expected an (N, D) array, got shape {shape}")
+        return int(shape[0]), int(shape[1])
+    files = list_parquet_files(path)
+    if not files:
+        raise ValueError(f"input.path={path}: no Parquet files")
+    with fsspec.open(files[0], "rb") as fh:
+        pf = pq.ParquetFile(fh)
+        if column not in pf.schema_arrow.names:
+            raise ValueError(f"input.path={path}: no column {column!r} (has {pf.schema_arrow.names})")
+        kind = pf.schema_arrow.field(column).type
+        if pa.types.is_fixed_size_list(kind):
+            dim = int(kind.list_size)
+        else:
+            first = next(pf.iter_batches(batch_size=1, columns=[column]), None)
+            dim = 0 if first is None or not first.num_rows else len(first.column(0)[0])
+    return int(sum(row_counts(files))), dim
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Homogeneous nodes: CPUs, GPUs and memory (GiB) per node."""
+
+    nodes: int
+    cpus: float
+    gpus: float
+    memory_gb: float
+    source: str = "given"
+
+    @classmethod
+    def from_ray(cls) -> Resources:
+        """The connected Ray cluster's totals, split evenly over its alive nodes."""
+        import ray
+
+        total = ray.cluster_resources()
+        nodes = max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
+        return cls(
+            nodes,
+            total.get("CPU", 0) / nodes,
+            total.get("GPU", 0) / nodes,
+            total.get("memory", 0) / nodes / 2**30,
+            "ray.cluster_resources()",
+        )
+
+    @classmethod
+    def this_machine(cls) -> Resources:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        return cls(1, float(os.cpu_count() or 1), 0.0, mem, "this machine")
+
+
+@dataclass
+class Calibration:
+    """Measured throughputs of one thread at width ``dim`` (GFLOP/s), and the assumed constants."""
+
+    dim: int
+    lloyd_gflops_per_thread: float
+    kmeanspp_gflops_per_thread: float
+    baseline_mb: float
+    gpu_gflops: float = ASSUMED_GPU_GFLOPS
+    gpu_assumed: bool = True
+    ray_call_s: float = ASSUMED_RAY_CALL_S
+    measured: dict[str, Any] = field(default_factory=dict)
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def calibrate(dim: int, k: int = 256, flops: float = 50_000 * 64 * 256 * 2, seed: int = 0) -> Calibration:
+    """Time one :meth:`Shard.lloyd_stats` (k=256) and one k-means++ (k=32) on one thread.
+
+    Rows ``n = flops / (2 D k)`` (50,000 at D=64), at least 2,000: a few seconds at most.
+    """
+    from pipeline.kmeans.algorithm import LocalGroup, kmeans_plus_plus
+    from pipeline.kmeans.shard import Shard
+
+    baseline = _rss_mb()
+    n = max(2_000, int(flops / (2 * dim * k)))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, dim), dtype=np.float32)
+    shard = Shard(x, metric="l2", threads=1)
+    centroids = x[rng.choice(n, k, replace=False)]
+    shard.lloyd_stats(centroids)  # warm-up: first touch, FAISS buffers
+    best = math.inf
+    for _ in range(2):
+        t0 = time.perf_counter()
+        shard.lloyd_stats(centroids)
+        best = min(best, time.perf_counter() - t0)
+    k_pp = 32
+    trials = 2 + int(math.log(k_pp))
+    t0 = time.perf_counter()
+    kmeans_plus_plus(LocalGroup([shard]), k_pp, np.random.default_rng(seed))
+    t_pp = time.perf_counter() - t0
+    return Calibration(
+        dim=dim,
+        lloyd_gflops_per_thread=2 * n * dim * k / best / 1e9,
+        kmeanspp_gflops_per_thread=2 * n * dim * k_pp * trials / t_pp / 1e9,
+        baseline_mb=baseline,
+        measured={"n": n, "k": k, "lloyd_s": best, "kmeanspp_k": k_pp, "kmeanspp_s": t_pp, "at": time.time()},
+    )
+
+
+def load_calibration(path: str | Path, dim: int, recalibrate: bool = False) -> tuple[Calibration, bool]:
+    """The stored calibration for width ``dim`` from the JSON at ``path`` (keyed by width), else a
+    fresh one, stored there. Returns (calibration, whether it was measured now)."""
+    path = Path(path).expanduser()
+    stored: dict[str, Any] = {}
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"plan.calibration={path}: not JSON ({exc}); delete it to recalibrate") from exc
+    if not recalibrate and str(dim) in stored:
+        return Calibration(**stored[str(dim)]), False
+    cal = calibrate(dim)
+    stored[str(dim)] = asdict(cal)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(stored, indent=1))
+    tmp.replace(path)
+    return cal, True
+
+
+@dataclass(frozen=True)
+class LevelPlan:
+    level: int
+    k: int
+    n_points: int
+    actors: int  # 0: in the driver
+    rows_per_actor: int
+    memory_per_actor: float  # bytes
+    out_of_core: bool
+    seconds: float
+    gflop: float
+
+    @property
+    def points_per_cluster(self) -> float:
+        return self.n_points / self.k
+
+
+@dataclass
+class Plan:
+    n_points: int
+    dim: int
+    resources: Resources
+    levels: list[LevelPlan]
+    warnings: list[str]
+    device: str  # "cpu" | "gpu"
+
+    @property
+    def seconds(self) -> float:
+        return sum(lv.seconds for lv in self.levels)
+
+
+def n_actors(kc: KMeansConfig, res: Resources) -> int:
+    """Level-1 actors as :func:`pipeline.kmeans.run._n_actors`: ``kmeans.n_actors``, else one per
+    CPU (per GPU with ``use_gpu``) of the whole cluster."""
+    if kc.n_actors:
+        return int(kc.n_actors)
+    return max(1, int(res.nodes * (res.gpus if kc.use_gpu else res.cpus)))
+
+
+def actor_memory(kc: KMeansConfig, rows: int, dim: int, k: int, sample_rows: int) -> tuple[float, bool]:
+    """(bytes, out of core) of one shard holding ``rows`` rows; ``sample_rows``: its resampling sample."""
+    from pipeline.kmeans.shard import resolve_out_of_core
+
+    # a chunk holds >= 256 rows of (rows, D + k) float64 temporaries (Shard._rows)
+    chunk = max(kc.chunk_mb * 2**20, 256 * 8 * (dim + k + 4))
+    centroid_bytes = 16 * k * dim  # centroids + FAISS index (float32) + float64 sums
+    ooc = resolve_out_of_core(kc.out_of_core, rows, dim, kc.memory_budget_mb)
+    if ooc:
+        if kc.memory_budget_mb is not None:
+            chunk = min(chunk, max(0.0, (kc.memory_budget_mb * 2**20 - rows * ROW_STATE_BYTES) / 3))
+        return rows * ROW_STATE_BYTES + 3 * chunk + centroid_bytes, True
+    trials = kc.n_local_trials or 2 + int(math.log(max(k, 1)))
+    per_row = 4 * dim + ROW_BYTES_IN_MEMORY + 4 * trials
+    return rows * per_row + 3 * chunk + centroid_bytes + sample_rows * dim * 4, False
+
+
+def level_flops(n: int, dim: int, k: int, iters: int, resampling: int, sample: int, splits: int, trials: int):
+    """(Lloyd flops, k-means++ flops, k-means++ centres picked) of one level (module docstring)."""
+    s = min(n, k * sample)
+    if splits > 1:
+        coarse = math.ceil(k / splits)
+        lloyd0 = 2 * dim * n * (coarse + splits) * iters
+        pp0, centres = 2 * dim * n * (coarse + splits) * trials, coarse
+    else:
+        lloyd0, pp0, centres = 2 * dim * n * k * iters, 2 * dim * n * k * trials, k
+    lloyd = lloyd0 + 2 * dim * k * ((resampling + 1) * n + resampling * s * iters)
+    pp = pp0 + 2 * dim * k * trials * resampling * s
+    return float(lloyd), float(pp), centres + resampling * k
+
+
+def plan_kmeans(kc: KMeansConfig, n_points: int, dim: int, res: Resources, cal: Calibration) -> Plan:
+    """Predict memory per actor, actors and time of every level; warnings for runs that would not fit."""
+    gpu = bool(kc.use_gpu) and res.gpus > 0
+    actors = n_actors(kc, res)
+    node_bytes = res.memory_gb * 2**30
+    baseline = cal.baseline_mb * 2**20
+    levels, warnings = [], []
+    n = n_points
+    for i, lc in enumerate(kc.levels, start=1):
+        k = lc.n_clusters
+        trials = 0 if kc.init == "random" else kc.n_local_trials or 2 + int(math.log(max(k, 1)))
+        on_actors = i == 1 and not kc.in_process
+        shards = actors if i == 1 else 1
+        rows = math.ceil(n / shards)
+        sample_rows = math.ceil(min(n, k * lc.sample_size) / shards) if lc.n_resampling_steps else 0
+        mem, ooc = actor_memory(kc, rows, dim, k, sample_rows)
+        mem += baseline
+        lloyd, pp, centres = level_flops(
+            n, dim, k, lc.n_iters, lc.n_resampling_steps, lc.sample_size, lc.n_splits, trials
+        )
+        if gpu:  # the driver of a GPU run holds a GPU too (use_gpu reaches the upper levels' shard)
+            rate_lloyd = rate_pp = cal.gpu_gflops * 1e9 * shards
+        else:
+            threads = min(shards * kc.threads_per_actor, res.nodes * res.cpus) if on_actors else kc.threads_per_actor
+            rate_lloyd = cal.lloyd_gflops_per_thread * 1e9 * max(threads, 1)
+            rate_pp = cal.kmeanspp_gflops_per_thread * 1e9 * max(threads, 1)
+        seconds = lloyd / rate_lloyd + pp / rate_pp + (3 * centres * cal.ray_call_s if on_actors else 0.0)
+        levels.append(LevelPlan(i, k, n, shards if on_actors else 0, rows, mem, ooc, seconds, (lloyd + pp) / 1e9))
+        if n / k < MIN_POINTS_PER_CLUSTER:
+            warnings.append(
+                f"level {i}: {k} clusters for {n} points ({n / k:.1f} per cluster, < {MIN_POINTS_PER_CLUSTER}): "
+                f"too few points per cluster; use fewer clusters (kmeans.n_clusters=auto)"
+            )
+        per_node = math.ceil(shards / res.nodes) if on_actors else 1
+        where = "an actor" if on_actors else "the driver"
+        if mem > node_bytes:
+            warnings.append(
+                f"level {i}: {where} needs {_size(mem)} but a node has {_size(node_bytes)}: use more actors, "
+                f"out of core (kmeans.memory_budget_mb) or split mode (kmeans.n_splits)"
+            )
+        elif per_node * mem > node_bytes:
+            warnings.append(
+                f"level {i}: {per_node} actors per node need {_size(per_node * mem)} but a node has "
+                f"{_size(node_bytes)}: use more nodes or out of core (kmeans.memory_budget_mb)"
+            )
+        n = k
+    return Plan(n_points, dim, res, levels, warnings, "gpu" if gpu else "cpu")
+
+
+def _size(b: float) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if b >= scale:
+            return f"{b / scale:.1f} {unit}"
+    return f"{b / 2**10:.0f} KiB"
+
+
+def _duration(s: float) -> str:
+    if s >= 3600:
+        return f"{s / 3600:.1f} h"
+    if s >= 60:
+        return f"{s / 60:.1f} min"
+    return f"{s:.1f} s"
+
+
+def format_plan(plan: Plan, cal: Calibration) -> str:
+    """The plan as a text table, its assumptions, and one line per warning."""
+    r = plan.resources
+    head = (
+        f"k-means plan: N={plan.n_points:,} D={plan.dim} on {r.nodes} node(s) x {r.cpus:g} CPU, {r.gpus:g} GPU, "
+        f"{r.memory_gb:.0f} GiB ({r.source}); level 1 on {plan.device.upper()}"
+    )
+    rows = [("level", "k", "points/cluster", "mem/actor", "actors", "mode", "GFLOP", "time")]
+    for lv in plan.levels:
+        rows.append(
+            (
+                str(lv.level),
+                f"{lv.k:,}",
+                f"{lv.points_per_cluster:,.1f}",
+                _size(lv.memory_per_actor),
+                f"{lv.actors:,}" if lv.actors else "driver",
+                "out-of-core" if lv.out_of_core else "in-memory",
+                f"{lv.gflop:,.0f}",
+                _duration(lv.seconds),
+            )
+        )
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    table = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
+    gpu = f"GPU {cal.gpu_gflops:,.0f} GFLOP/s ({'assumed' if cal.gpu_assumed else 'measured'})"
+    notes = (
+        f"total {_duration(plan.seconds)}; throughput per thread (measured, D={cal.dim}): Lloyd "
+        f"{cal.lloyd_gflops_per_thread:.1f}, k-means++ {cal.kmeanspp_gflops_per_thread:.1f} GFLOP/s; {gpu}; "
+        f"Ray round trip {cal.ray_call_s * 1e3:g} ms (assumed)"
+    )
+    return "\n".join([head, *table, notes, *(f"WARNING: {w}" for w in plan.warnings)])
