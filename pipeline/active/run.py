@@ -17,6 +17,7 @@ import logging
 import math
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import fsspec
@@ -39,6 +40,7 @@ from pipeline.artifacts import (
     EMBEDDINGS,
     read_run_embeddings,
 )
+from pipeline.embed.reduce import query_transform
 from pipeline.io.tables import write_parquet_atomic
 from pipeline.progress import Progress
 from pipeline.rundir import RunDir, Step
@@ -58,9 +60,15 @@ def ensure_embeddings(run: RunDir, cfg: dict[str, Any]) -> None:
 
 
 def starter_rows_and_vectors(
-    cfg: dict[str, Any], ids: np.ndarray, embed_cfg: dict, dim: int
+    cfg: dict[str, Any],
+    ids: np.ndarray,
+    embed_cfg: dict,
+    dim: int,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """``starter.id`` (one id or a list) -> pool rows; ``starter.image`` (path(s)) -> embedded vectors."""
+    """``starter.id`` (one id or a list) -> pool rows; ``starter.image`` (path(s)) -> embedded vectors,
+    mapped into the pool's space by ``transform`` (``pipeline.embed.reduce.query_transform``: the
+    run's ``embed.dim`` reduction)."""
     starter = cfg.get("starter") or {}
     want = starter.get("id")
     want = [] if want is None else [want] if isinstance(want, (str, int)) else list(want)
@@ -77,6 +85,8 @@ def starter_rows_and_vectors(
         from pipeline.io.sources import load_image_bytes
 
         vectors = Embedder(embed_cfg).embed_bytes([load_image_bytes(p) for p in paths])
+        if transform is not None:
+            vectors = transform(vectors)
         if vectors.shape[1] != dim:
             raise ValueError(
                 f"starter images embed to dimension {vectors.shape[1]}, the run's embeddings have {dim}; "
@@ -117,7 +127,8 @@ def _active_loop(
     table, x = read_run_embeddings(run)
     ids = np.asarray(table.column("id").to_pylist(), dtype=str)
     uris = table.column("uri").to_pylist() if "uri" in table.column_names else [""] * len(ids)
-    rows, vectors = starter_rows_and_vectors(cfg, ids, embed_cfg or dict(cfg.get("embed") or {}), x.shape[1])
+    transform = query_transform(run, dim=x.shape[1]) if (cfg.get("starter") or {}).get("image") else None
+    rows, vectors = starter_rows_and_vectors(cfg, ids, embed_cfg or dict(cfg.get("embed") or {}), x.shape[1], transform)
 
     checkpoint = RunDirCheckpoint(run, step.fingerprint)
     if step.force:

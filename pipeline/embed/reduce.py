@@ -5,7 +5,8 @@ components ``W`` (dim, D) = the eigenvectors of ``C`` with the ``dim`` largest e
 so that its largest-magnitude coordinate is positive, for reproducible outputs); reduced embeddings
 ``Y = (X - mu) W^T``, L2-normalised again when ``embed.l2_normalize``. The fit uses at most
 ``FIT_ROWS`` rows drawn uniformly (seeded). ``W`` and ``mu`` are kept in ``embeddings/_pca.npz`` so
-a query can be projected the same way; the choice is recorded in the ``embed`` step result
+a query can be projected the same way (:func:`query_transform`, used by ``strata search``/``serve``
+and ``strata active``'s starter images); the choice is recorded in the ``embed`` step result
 (``run.json`` counts) and in each part's Parquet metadata (``strata.reduction``).
 
 ``embed.reduce=head`` (``embed=ssl`` only) embeds with the checkpoint's trained projection head
@@ -16,9 +17,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -124,14 +128,60 @@ def reduce_run_embeddings(run: RunDir, cfg: EmbedConfig, seed: int = 0) -> dict[
     return {"dim": dim, "reduction": record}
 
 
-def read_reduction(run: RunDir) -> PCA | None:
-    """The PCA that ``reduce_run_embeddings`` fitted for ``run`` (None when there is none)."""
-    path = f"{run.path(EMBEDDINGS)}/{PCA_FILE}"
-    if not run.fs.exists(path):
+def _load_pca(fs, path: str) -> PCA | None:
+    if not fs.exists(path):
         return None
-    with run.fs.open(path, "rb") as fh:
+    with fs.open(path, "rb") as fh:
         z = np.load(io.BytesIO(fh.read()))
         return PCA(z["mean"], z["components"], z["explained_variance_ratio"])
+
+
+def read_reduction(run: RunDir) -> PCA | None:
+    """The PCA that ``reduce_run_embeddings`` fitted for ``run`` (None when there is none)."""
+    return _load_pca(run.fs, f"{run.path(EMBEDDINGS)}/{PCA_FILE}")
+
+
+def query_transform(source: RunDir | str, dim: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """The map from a query's embeddings (N, D) to the space of the embeddings at ``source`` (a run,
+    or an embeddings folder/URI): PCA-reduced like the pool when the parts record ``method: pca``
+    (centre, project, re-normalise as recorded), unchanged when D already is the stored width (no
+    reduction, or ``embed.reduce=head``, whose embedder already outputs the projection); any other
+    width is a one-line ``ValueError``. ``dim``: the expected width when ``source`` holds no parts."""
+    if isinstance(source, RunDir):
+        fs, root = source.fs, source.path(EMBEDDINGS)
+    else:
+        fs, root = fsspec.core.url_to_fs(str(source))
+    files = (
+        sorted(f for f in fs.find(root) if f.endswith(".parquet") and not os.path.basename(f).startswith((".", "_")))
+        if fs.isdir(root)
+        else []
+    )
+    width, record, pca = dim, None, None
+    if files:
+        with fs.open(files[0], "rb") as fh:
+            schema = pq.read_schema(fh)
+        kind = schema.field(EMBEDDING).type if EMBEDDING in schema.names else None
+        width = kind.list_size if kind is not None and pa.types.is_fixed_size_list(kind) else dim
+        record = embeddings_metadata(schema)
+    if record and record.get("method") == "pca":
+        pca = _load_pca(fs, f"{root}/{PCA_FILE}")
+        if pca is None:
+            raise FileNotFoundError(f"{root} records a PCA reduction but has no {PCA_FILE} to project queries with")
+    l2 = bool(record and record.get("l2_normalize"))
+
+    def transform(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        if width is None or width <= 0 or x.shape[1] == width:
+            return x
+        if pca is not None and x.shape[1] == pca.components.shape[1]:
+            return pca.transform(x, l2)
+        via = f" (PCA from {pca.components.shape[1]})" if pca is not None else ""
+        raise ValueError(
+            f"query embeddings are {x.shape[1]}-d but the run's embeddings are {width}-d{via}; "
+            "embed queries with the embed config the run was made with"
+        )
+
+    return transform
 
 
 def embeddings_metadata(table_or_schema: pa.Table | pa.Schema) -> dict[str, Any] | None:

@@ -1,7 +1,8 @@
 """Query front-end shared by ``strata search`` and ``strata serve``: image / id / vector -> top-k.
 
 Image queries are embedded with the run's own embedder (backbone and preprocessing recorded at
-embedding time, copied into the index's ``config.json``), optionally as a tile grid merged by
+embedding time, copied into the index's ``config.json``) and projected like the pool when the run
+was made with ``embed.dim`` (:func:`pipeline.embed.reduce.query_transform`), optionally as a tile grid merged by
 bucket voting (:mod:`pipeline.search.tiles`). Thumbnails are looked up by id only: id -> ``uri``
 from the index metadata -> bytes via ``pipeline.io.sources.load_image_bytes``.
 """
@@ -21,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from pipeline.artifacts import INDEX, RUN_JSON
+from pipeline.artifacts import EMBEDDINGS, INDEX, RUN_JSON
 from pipeline.rundir import RunDir
 from pipeline.search.filters import Filters, filter_mask, filter_values
 from pipeline.search.index import SearchIndex
@@ -114,11 +115,14 @@ class SearchService:
         max_k: int = 1000,
         thumbnail_cache: int = 2048,
         limits: QueryLimits | None = None,
+        query_transform: Callable[[np.ndarray], np.ndarray] | None = None,
     ):
         """``limits``: bounds on the work of one query (servers); None leaves queries unbounded
-        (the operator's own ``strata search``)."""
+        (the operator's own ``strata search``). ``query_transform``: maps the embedder's output to
+        the index's space (``pipeline.embed.reduce.query_transform``, for runs made with ``embed.dim``)."""
         self.index = index
         self._embedder_factory = embedder_factory
+        self._query_transform = query_transform
         self._embedder = None
         self._embed_lock = threading.Lock()
         self._image_loader = image_loader
@@ -142,8 +146,12 @@ class SearchService:
         run = run_dir if isinstance(run_dir, RunDir) else RunDir(str(run_dir))
         index = SearchIndex.load(run.path(INDEX), nprobe=nprobe, ef_search=ef_search, use_gpu=use_gpu)
         embed_cfg = index.info.get("embed") or embed_config_of(run)
-        factory = None
+        factory = transform = None
         if embed_cfg is not None:
+            from pipeline.embed.reduce import query_transform
+
+            source = index.info.get("source")
+            transform = query_transform(run if source in (None, str(EMBEDDINGS)) else source, dim=index.dim)
             embed_cfg = {**embed_cfg, **(embed_overrides or {})}
 
             def factory() -> Any:
@@ -155,6 +163,7 @@ class SearchService:
             log.warning("run %s records no embed config: image queries are disabled", run.root)
         from pipeline.io.sources import load_image_bytes
 
+        kwargs.setdefault("query_transform", transform)
         return cls(index, embedder_factory=factory, image_loader=load_image_bytes, **kwargs)
 
     # ---- embedding -----------------------------------------------------------------------------
@@ -186,7 +195,15 @@ class SearchService:
             _check(cancelled)
             with self._embed_lock:
                 parts.append(np.asarray(embedder.embed_pil(list(images[start : start + chunk])), dtype=np.float32))
-        return np.concatenate(parts) if parts else np.zeros((0, self.index.dim), np.float32)
+        if not parts:
+            return np.zeros((0, self.index.dim), np.float32)
+        vectors = np.concatenate(parts)
+        if self._query_transform is not None:
+            try:
+                vectors = self._query_transform(vectors)
+            except ValueError as exc:
+                raise QueryError(str(exc)) from exc
+        return vectors
 
     # ---- queries -------------------------------------------------------------------------------
     def search(

@@ -11,7 +11,13 @@ import torch
 
 from pipeline.artifacts import EMBEDDINGS
 from pipeline.embed.config import EmbedConfig
-from pipeline.embed.reduce import embeddings_metadata, fit_pca, read_reduction, reduce_run_embeddings
+from pipeline.embed.reduce import (
+    embeddings_metadata,
+    fit_pca,
+    query_transform,
+    read_reduction,
+    reduce_run_embeddings,
+)
 from pipeline.io.tables import embeddings_to_arrow
 from pipeline.rundir import RunDir
 
@@ -75,6 +81,10 @@ def test_run_embeddings_reduced_in_place_and_recorded(tmp_path):
     np.testing.assert_allclose(np.abs(got), np.abs(ref), atol=1e-3)
     # the fitted projection is kept, so a query embedding can be projected the same way
     np.testing.assert_allclose(read_reduction(run).transform(x[:5]), got[:5], atol=1e-5)
+    for source in (run, run.path(EMBEDDINGS)):  # the query path: full-width queries land on the stored rows
+        np.testing.assert_allclose(query_transform(source)(x[:5]), got[:5], atol=1e-5)
+    with pytest.raises(ValueError, match=r"query embeddings are 7-d but the run's embeddings are 4-d \(PCA from 24\)"):
+        query_transform(run)(x[:2, :7])
     assert reduce_run_embeddings(run, EmbedConfig.from_dict({})) == {}  # embed.dim=null: untouched
 
 
@@ -112,6 +122,11 @@ def test_ssl_projection_head_as_the_reduction(tmp_path):
         assert torch.allclose(backbone.module(x), model.projection_head(model.backbone(x)), atol=1e-5)
     run = _write_run(tmp_path, np.random.default_rng(0).normal(size=(10, 16)).astype(np.float32), parts=1)
     assert reduce_run_embeddings(run, cfg)["reduction"]["method"] == "head"
+    # queries: the embedder built from the recorded config already outputs the projection, kept as is
+    q = np.random.default_rng(1).normal(size=(2, 16)).astype(np.float32)
+    np.testing.assert_array_equal(query_transform(run)(q), q)
+    with pytest.raises(ValueError, match="query embeddings are 8-d but the run's embeddings are 16-d;"):
+        query_transform(run)(q[:, :8])
     wrong = EmbedConfig.from_dict({"backbone": "ssl", "checkpoint": "x", "dim": 8, "reduce": "head"})
     with pytest.raises(ValueError, match="projection head outputs 16"):
         reduce_run_embeddings(run, wrong)
