@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -122,6 +123,7 @@ def side(args: argparse.Namespace, out_of_core: bool) -> dict:
         out["n_items_level_1"] = n_items
     finally:
         group.close()
+        shutil.rmtree(run.root, ignore_errors=True)
     out["peak_rss_driver_mb"] = round(vm_hwm() / 2**20, 1)
     out["peak_rss_actors_mb"] = round(sum(actor_rss) / 2**20, 1)
     out["peak_rss_total_mb"] = round(out["peak_rss_driver_mb"] + out["peak_rss_actors_mb"], 1)
