@@ -32,12 +32,40 @@ from pipeline.artifacts import EMBEDDINGS, read_run_embeddings, write_dedup
 from pipeline.dedup.config import dedup_config
 from pipeline.dedup.hashing import PIXEL_HASH, Signatures, image_signatures, load_images, uri_signatures
 from pipeline.dedup.semantic import exact_duplicates, keep_priority, leaders_from_pairs, semantic_duplicates
+from pipeline.progress import Progress
 from pipeline.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 KINDS = ("kept", "exact", "near_duplicate", "semantic")  # kind codes 0..3
 COUNTS = ("input", "kept", "duplicates", *KINDS[1:])
+HASH_CHUNK = 4096  # images decoded and hashed between two progress updates
+SEMANTIC_BATCH_ROWS = 65536  # rows (whole clusters) compared between two progress updates
+
+
+def _progress(name: str, total: int, run: RunDir | None) -> Progress:
+    """A pass's progress in images, appended to ``run``'s ``progress.log`` (silent without a run)."""
+    return Progress(name, total, run=run, unit="img", log_interval=10.0, **({} if run else {"stream": None}))
+
+
+def semantic_in_batches(
+    x: np.ndarray, assignments: np.ndarray, eps: float, priority: np.ndarray, *, block: int, bar: Progress
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`semantic_duplicates` over batches of whole clusters (about ``SEMANTIC_BATCH_ROWS`` rows
+    each; pairs are only compared inside a cluster, so the result is the same), reporting the rows
+    done to ``bar`` after each batch."""
+    n = len(x)
+    kept_of, similarity = np.arange(n, dtype=np.int64), np.ones(n, dtype=np.float32)
+    order = np.argsort(assignments, kind="stable")
+    bounds = np.flatnonzero(np.diff(assignments[order])) + 1
+    starts = np.concatenate([[0], bounds])  # cut at the first cluster start past each batch's size
+    at = np.searchsorted(starts, np.arange(SEMANTIC_BATCH_ROWS, n, SEMANTIC_BATCH_ROWS))
+    for members in np.split(order, np.unique(starts[at[at < len(starts)]])):
+        rows = np.sort(members)
+        local_kept, local_sim = semantic_duplicates(x[rows], assignments[rows], eps, priority[rows], block=block)
+        kept_of[rows], similarity[rows] = rows[local_kept], local_sim
+        bar.update(len(rows))
+    return kept_of, similarity
 
 
 @dataclass
@@ -134,6 +162,7 @@ def find_duplicates(
     pixel_hashes: Sequence[str | None] | None = None,
     signatures: Signatures | None = None,
     load: Callable[[np.ndarray], Sequence[bytes | None]] | None = None,
+    run: RunDir | None = None,
 ) -> Duplicates:
     """Exact, then near-duplicate, then (when enabled) semantic duplicates.
 
@@ -143,6 +172,7 @@ def find_duplicates(
         signatures: decoded-pixel signatures (:func:`pipeline.dedup.hashing.image_signatures`), needed by
             near_duplicate and ``keep: largest`` (without them, largest keeps input order).
         load: encoded bytes of given rows, for the copy calibration.
+        run: run whose ``progress.log`` receives the copy and semantic passes' progress (``img``).
     """
     c = dedup_config(cfg)
     n = len(x) if x is not None else len(signatures.grids) if signatures is not None else len(pixel_hashes or [])
@@ -169,28 +199,51 @@ def find_duplicates(
             raise ValueError("near_duplicate dedup needs the images' signatures (decoded pixels)")
         rest = np.flatnonzero((out.kind == 0) & (signatures.pixels > 0))
         sub = Signatures([signatures.digests[r] for r in rest], signatures.grids[rest], signatures.pixels[rest])
-        local_kept, dist, out.calibration = near_duplicates(
-            sub, priority[rest], {**c["copies"], "seed": c["seed"]}, None if load is None else lambda r: load(rest[r])
-        )
+        with _progress("dedup/copies", len(rest), run) as bar:
+            local_kept, dist, out.calibration = near_duplicates(
+                sub,
+                priority[rest],
+                {**c["copies"], "seed": c["seed"]},
+                None if load is None else lambda r: load(rest[r]),
+            )
+            bar.update(len(rest), threshold=out.calibration["threshold"])
         _remove(out, rest, local_kept, 1 - dist / 64.0, dist.astype(np.float32), 2)
     if c["semantic"]:
         rest = np.flatnonzero(out.kind == 0)
-        local_kept, sim = semantic_duplicates(
-            x[rest], assignments[rest], float(c["eps"]), priority[rest], block=c["block"]
-        )
+        with _progress("dedup/semantic", len(rest), run) as bar:
+            local_kept, sim = semantic_in_batches(
+                x[rest], assignments[rest], float(c["eps"]), priority[rest], block=c["block"], bar=bar
+            )
         _remove(out, rest, local_kept, sim, 1 - sim, 3)
     return out
 
 
-def signatures_of(table: pa.Table, *, decode: bool) -> tuple[list[str | None] | None, Signatures | None]:
+def signatures_of(
+    table: pa.Table, *, decode: bool, run: RunDir | None = None
+) -> tuple[list[str | None] | None, Signatures | None]:
     """(pixel hashes, signatures) of an embeddings table: the ``pixel_hash`` column when present,
-    and the decoded signatures of ``uri`` when ``decode`` (or when there is no pixel_hash column)."""
+    and the decoded signatures of ``uri`` when ``decode`` (or when there is no pixel_hash column),
+    decoded ``HASH_CHUNK`` images at a time with their progress (``dedup/hash``) in ``run``'s log."""
     hashes = table.column(PIXEL_HASH).to_pylist() if PIXEL_HASH in table.column_names else None
     if not decode and hashes is not None:
         return hashes, None
     if "uri" not in table.column_names:
         raise KeyError("dedup needs a 'uri' column (or, for exact dedup alone, 'pixel_hash') in the embeddings table")
-    sig = uri_signatures(table.column("uri").to_pylist())
+    uris = table.column("uri").to_pylist()
+    parts = []
+    with _progress("dedup/hash", len(uris), run) as bar:
+        for a in range(0, len(uris), HASH_CHUNK):
+            parts.append(uri_signatures(uris[a : a + HASH_CHUNK]))
+            bar.update(len(parts[-1].digests))
+    sig = (
+        Signatures(
+            [d for p in parts for d in p.digests],
+            np.concatenate([p.grids for p in parts]),
+            np.concatenate([p.pixels for p in parts]),
+        )
+        if parts
+        else image_signatures([])
+    )
     return hashes if hashes is not None else sig.digests, sig
 
 
@@ -222,13 +275,13 @@ def run_dedup(run: RunDir, cfg: dict, *, force: bool = False) -> dict:
             c = {**c, "near_duplicate": False}
         need = c["exact"] or c["near_duplicate"]
         if images:
-            hashes, sig = signatures_of(table, decode=c["near_duplicate"]) if need else (None, None)
+            hashes, sig = signatures_of(table, decode=c["near_duplicate"], run=run) if need else (None, None)
         else:
             hashes, sig = (vector_keys(x) if c["exact"] else None), None
         t_decode = time.perf_counter() - t0
         uris = table.column("uri").to_pylist() if "uri" in table.column_names else []
         found = find_duplicates(
-            x, c, pixel_hashes=hashes, signatures=sig, load=lambda rows: load_images([uris[r] for r in rows])
+            x, c, pixel_hashes=hashes, signatures=sig, load=lambda rows: load_images([uris[r] for r in rows]), run=run
         )
         ids = table.column("id").combine_chunks()
         dup = np.flatnonzero(found.kind > 0)

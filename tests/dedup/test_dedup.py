@@ -23,7 +23,10 @@ from pipeline.dedup import (
     run_dedup,
     semantic_duplicates,
 )
+from pipeline.dedup import run as dedup_run
+from pipeline.dedup.run import semantic_in_batches
 from pipeline.io.tables import embeddings_to_arrow, write_parquet_atomic
+from pipeline.progress import Progress, read_log
 from pipeline.rundir import RunDir
 
 torch.set_num_threads(1)
@@ -131,7 +134,23 @@ def test_accounting(n, n_exact, seed):
     assert len({hashes[i] for i in np.flatnonzero(kept)}) == kept.sum()  # no exact copy survives
 
 
-def test_run_dedup_writes_outputs_and_resumes(tmp_path):
+def test_semantic_in_batches_of_whole_clusters_matches_one_pass(monkeypatch):
+    x, src = with_copies(300, 60, seed=4)
+    base = np.random.default_rng(1).integers(0, 9, 300)
+    assignments = np.concatenate([base, base[src]])  # a copy in its original's cluster
+    priority = np.random.default_rng(2).permutation(len(x)).astype(np.float64)
+    whole = semantic_duplicates(x, assignments, 0.05, priority)
+    monkeypatch.setattr(dedup_run, "SEMANTIC_BATCH_ROWS", 70)
+    bar = Progress("dedup/semantic", len(x), stream=None)
+    batched = semantic_in_batches(x, assignments, 0.05, priority, block=4096, bar=bar)
+    np.testing.assert_array_equal(batched[0], whole[0])
+    np.testing.assert_array_equal(batched[1], whole[1])
+    assert bar.done == len(x) and (whole[0] != np.arange(len(x))).sum() == 60
+
+
+def test_run_dedup_writes_outputs_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setattr(dedup_run, "HASH_CHUNK", 100)
+    monkeypatch.setattr(dedup_run, "SEMANTIC_BATCH_ROWS", 50)
     x, src = with_copies(300, 30, seed=2)
     rng = np.random.default_rng(0)
     imgs = [rng.integers(0, 255, (4, 4, 3), dtype=np.uint8) for _ in range(len(x))]
@@ -168,6 +187,13 @@ def test_run_dedup_writes_outputs_and_resumes(tmp_path):
     assert {exact[0]["id"], exact[0]["kept_id"]} == {"id5", "id7"}
     semantic = [d for d in dups if d["kind"] == "semantic"]
     assert all(d["distance"] == pytest.approx(1 - d["similarity"]) and d["similarity"] >= 0.97 for d in semantic)
+    # each pass's progress in progress.log: per chunk of images hashed, per batch of clusters compared
+    lines = [line.split(" ", 1)[1] for line in read_log(run)]
+    hashing = [line for line in lines if line.startswith("dedup/hash ")]
+    assert hashing[0].startswith("dedup/hash 100/330 img (30%)") and hashing[-1].startswith("dedup/hash 330/330 img")
+    semantic = [line for line in lines if line.startswith("dedup/semantic ")]
+    assert semantic[-1].startswith("dedup/semantic 329/329 img (100%)")  # all but the exact duplicate
+    assert semantic[0].split()[1] != "329/329"  # the first batch of clusters was reported on its own
     assert run_dedup(run, cfg) == counts  # resumed from marker
     with pytest.raises(ValueError, match=r"dedup\.epsilon: did you mean dedup\.eps"):
         run_dedup(run, {"epsilon": 0.1})

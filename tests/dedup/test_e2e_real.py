@@ -19,6 +19,7 @@ from PIL import Image
 from pipeline.coreset import run_coreset
 from pipeline.dedup import run_dedup
 from pipeline.io.tables import embeddings_to_arrow, read_embeddings, write_parquet_atomic
+from pipeline.progress import read_log
 from pipeline.report.data import gather_duplicate_pairs
 from pipeline.report.html import _pairs_body
 from pipeline.rundir import RunDir
@@ -84,6 +85,12 @@ def test_dedup_then_coreset(run):
     )
     # 300 images: one matched pair is 0.7%, so the target may be out of reach: then the lowest threshold
     assert record["recall_estimate"] >= 0.9 and (record["false_match_rate"] <= 0.005 or record["threshold"] == 4)
+    # the hashing and copy-detection passes' final lines in progress.log (the copy pass: all but exact copies)
+    lines = [line.split(" ", 1)[1] for line in read_log(run)]
+    n = len(ids)
+    assert any(line.startswith(f"dedup/hash {n}/{n} img (100%)") for line in lines)
+    m = n - counts["exact"]
+    assert any(line.startswith(f"dedup/copies {m}/{m} img (100%)") for line in lines)
     near = [d for d in dups.to_pylist() if d["kind"] == "near_duplicate"]
     assert all(d["distance"] <= record["threshold"] and d["similarity"] == 1 - d["distance"] / 64 for d in near)
 
