@@ -3,11 +3,12 @@
 The model follows :class:`pipeline.kmeans.shard.Shard` and :mod:`pipeline.kmeans.hierarchical`:
 
 - **Memory of one level-1 actor** holding ``r = N / actors`` rows of width ``D``:
-  in memory ``r (4 D + ROW_BYTES_IN_MEMORY + 4 t) + 3 C + 16 k D + s 4 D / actors + B``
+  in memory ``r (4 D + ROW_BYTES_IN_MEMORY + 4 t) + C + 16 k D + s 4 D / actors + B``
   (rows, per-row arrays, the ``t = 2 + ln k`` k-means++ trial distances kept per row, chunk
-  temporaries ``C = chunk_mb``, centroids / index / float64 sums, the resampling sample, the
-  process baseline ``B``); out of core ``r ROW_STATE_BYTES + 3 C' + 16 k D + B`` with
-  ``C' = min(C, (budget - r ROW_STATE_BYTES) / 3)`` (the rows stay in the spill file).
+  temporaries ``C`` (:func:`chunk_temporaries`), centroids / index / float64 sums, the resampling sample, the
+  process baseline ``B``); out of core ``r ROW_STATE_BYTES + C' + 16 k D + B`` with ``C'`` the
+  temporaries and read buffer of chunks of ``min(chunk_mb, (budget - r ROW_STATE_BYTES) / 3)``
+  (the rows stay in the spill file).
 - **Time of a level** on ``n`` points: step 0 runs k-means++ (``k t`` candidate passes) and
   ``iters`` Lloyd passes on all points, every resampling step the same on ``k sample_size``
   points, and every step one full reassignment: ``flops = 2 D k [n (iters + 1) + R (k s iters + n)]``
@@ -228,21 +229,37 @@ def n_actors(kc: KMeansConfig, res: Resources) -> int:
     return max(1, int(res.nodes * (res.gpus if kc.use_gpu else res.cpus)))
 
 
+def chunk_temporaries(chunk_bytes: float, rows: int, dim: int, k: int, trials: int, out_of_core: bool = False) -> float:
+    """Peak temporaries of one chunk: ``b_w = clip(chunk_bytes / (8 (D + w + 4)), 256, rows)`` rows for
+    width ``w`` (:meth:`Shard._rows`); Lloyd converts its block to float64 (``8 D b_k``) while FAISS
+    tiles distances 4096 x min(k, 1024) float32; k-means++ keeps 3 (trials, b) float32 arrays.
+    ``out_of_core``: plus the read buffer of ``b_1`` rows (``4 D b_1``)."""
+
+    def block(width: int) -> int:
+        return int(min(max(chunk_bytes // (8 * (dim + width + 4)), 256), max(rows, 1)))
+
+    lloyd = 8 * dim * block(k) + 4 * 4096 * min(k, 1024)
+    kmeanspp = 3 * 4 * trials * block(trials)
+    return max(lloyd, kmeanspp) + (4 * dim * block(1) if out_of_core else 0)
+
+
 def actor_memory(kc: KMeansConfig, rows: int, dim: int, k: int, sample_rows: int) -> tuple[float, bool]:
     """(bytes, out of core) of one shard holding ``rows`` rows; ``sample_rows``: its resampling sample."""
     from pipeline.kmeans.shard import resolve_out_of_core
 
-    # a chunk holds >= 256 rows of (rows, D + k) float64 temporaries (Shard._rows)
-    chunk = max(kc.chunk_mb * 2**20, 256 * 8 * (dim + k + 4))
+    trials = kc.n_local_trials or 2 + int(math.log(max(k, 1)))
+    chunk = chunk_temporaries(kc.chunk_mb * 2**20, rows, dim, k, trials)
     centroid_bytes = 16 * k * dim  # centroids + FAISS index (float32) + float64 sums
     ooc = resolve_out_of_core(kc.out_of_core, rows, dim, kc.memory_budget_mb)
     if ooc:
-        if kc.memory_budget_mb is not None:
-            chunk = min(chunk, max(0.0, (kc.memory_budget_mb * 2**20 - rows * ROW_STATE_BYTES) / 3))
-        return rows * ROW_STATE_BYTES + 3 * chunk + centroid_bytes, True
-    trials = kc.n_local_trials or 2 + int(math.log(max(k, 1)))
+        if kc.memory_budget_mb is not None:  # Shard: chunk_bytes = min(chunk_mb, free / 3)
+            free = max(0.0, (kc.memory_budget_mb * 2**20 - rows * ROW_STATE_BYTES) / 3)
+            chunk = chunk_temporaries(min(kc.chunk_mb * 2**20, free), rows, dim, k, trials, True)
+        else:
+            chunk = chunk_temporaries(kc.chunk_mb * 2**20, rows, dim, k, trials, True)
+        return rows * ROW_STATE_BYTES + chunk + centroid_bytes, True
     per_row = 4 * dim + ROW_BYTES_IN_MEMORY + 4 * trials
-    return rows * per_row + 3 * chunk + centroid_bytes + sample_rows * dim * 4, False
+    return rows * per_row + chunk + centroid_bytes + sample_rows * dim * 4, False
 
 
 def level_flops(n: int, dim: int, k: int, iters: int, resampling: int, sample: int, splits: int, trials: int):

@@ -30,11 +30,17 @@ def test_actor_count_and_memory_in_memory_by_hand():
     lv1 = plan.levels[0]
     assert lv1.actors == 8 and lv1.rows_per_actor == 10_000  # one actor per CPU of 2 x 4
     trials = 2 + int(math.log(100))  # 6
-    by_hand = 10_000 * (64 * 4 + 44 + 4 * trials) + 3 * 2**20 + 16 * 100 * 64 + 100 * 2**20
+    # chunks of 1 MiB // (8 (64 + 100 + 4)) = 780 rows: float64 block + FAISS's 4096 x 100 distance tile
+    chunk = 8 * 64 * 780 + 4 * 4096 * 100
+    by_hand = 10_000 * (64 * 4 + 44 + 4 * trials) + chunk + 16 * 100 * 64 + 100 * 2**20
     assert lv1.memory_per_actor == pytest.approx(by_hand)
     assert not lv1.out_of_core
     assert plan.levels[1].actors == 0 and plan.levels[1].n_points == 100  # level 2 in the driver
     assert not plan.warnings
+    few = P.plan_kmeans(kmeans(chunk_mb=64.0), 8_000, 64, NODE, CAL).levels[0]  # 1,000 rows: one chunk
+    assert few.memory_per_actor == pytest.approx(
+        1_000 * (64 * 4 + 44 + 4 * trials) + 8 * 64 * 1_000 + 4 * 4096 * 100 + 16 * 100 * 64 + 100 * 2**20
+    )
 
 
 def test_actor_memory_out_of_core_under_budget_by_hand():
@@ -42,8 +48,10 @@ def test_actor_memory_out_of_core_under_budget_by_hand():
     plan = P.plan_kmeans(kc, 80_000, 64, NODE, CAL)
     lv1 = plan.levels[0]
     assert lv1.actors == 4 and lv1.out_of_core
-    chunk = (2 * 2**20 - 20_000 * 64) / 3  # the budget less the per-row state, in 3 chunk buffers
-    assert lv1.memory_per_actor == pytest.approx(20_000 * 64 + 3 * chunk + 16 * 100 * 64 + 100 * 2**20)
+    # chunk bytes: (2 MiB - 20,000 x 64 B of per-row state) / 3 = 272,384: Lloyd blocks of 256 rows
+    # (the minimum), a read buffer of 272,384 // (8 x 69) = 493 rows
+    chunk = 8 * 64 * 256 + 4 * 4096 * 100 + 4 * 64 * 493
+    assert lv1.memory_per_actor == pytest.approx(20_000 * 64 + chunk + 16 * 100 * 64 + 100 * 2**20)
 
 
 def test_time_is_flops_over_measured_throughput():
@@ -63,9 +71,9 @@ def test_warnings_for_small_clusters_and_node_memory():
     assert len(small.warnings) == 1 and "level 1: 100 clusters for 200 points" in small.warnings[0]
     big = P.plan_kmeans(kmeans(), 10**9, 1024, NODE, CAL)  # 125M rows x 4 KB per actor
     assert any("level 1: an actor needs" in w and "a node has 16.0 GiB" in w for w in big.warnings)
-    crowded = P.plan_kmeans(kmeans(), 16_000_000, 64, NODE, CAL)  # 2M rows: 0.7 GiB each, 4 per node fit
+    crowded = P.plan_kmeans(kmeans(), 32_000_000, 64, NODE, CAL)  # 4M rows: 1.5 GiB each, 4 per node fit
     assert not crowded.warnings
-    crowded = P.plan_kmeans(kmeans(), 16_000_000, 64, P.Resources(1, 64, 0, 16), CAL)  # 64 x 0.35 GiB
+    crowded = P.plan_kmeans(kmeans(), 32_000_000, 64, P.Resources(1, 64, 0, 16), CAL)  # 64 x 0.33 GiB
     assert any("64 actors per node need" in w for w in crowded.warnings)
     text = P.format_plan(big, CAL)
     assert "WARNING: level 1: an actor needs" in text and "(assumed)" in text
