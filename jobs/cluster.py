@@ -28,9 +28,13 @@ from pipeline.artifacts import EMBEDDINGS
 )
 def main(cfg: DictConfig) -> None:
     from pipeline.kmeans import run_cluster
+    from pipeline.kmeans.plan import plan_for_run
 
     init_ray(cfg)
-    summary = run_cluster(open_run_dir(cfg), to_dict(cfg.kmeans), force=bool(cfg.force), seed=int(cfg.seed))
+    run = open_run_dir(cfg)
+    if plan := plan_for_run(run, to_dict(cfg.kmeans), int(cfg.seed)):  # with a stored `strata plan` calibration
+        log.info("%s", plan)
+    summary = run_cluster(run, to_dict(cfg.kmeans), force=bool(cfg.force), seed=int(cfg.seed))
     log.info("clusters: %s", summary)
 
 

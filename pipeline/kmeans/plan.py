@@ -302,7 +302,7 @@ def plan_kmeans(kc: KMeansConfig, n_points: int, dim: int, res: Resources, cal: 
             threads = min(shards * kc.threads_per_actor, res.nodes * res.cpus) if on_actors else kc.threads_per_actor
             rate_lloyd = cal.lloyd_gflops_per_thread * 1e9 * max(threads, 1)
             rate_pp = cal.kmeanspp_gflops_per_thread * 1e9 * max(threads, 1)
-        seconds = lloyd / rate_lloyd + pp / rate_pp + (3 * centres * cal.ray_call_s if on_actors else 0.0)
+        seconds = lloyd / rate_lloyd + pp / rate_pp + (3 * centres * cal.ray_call_s if on_actors and trials else 0.0)
         levels.append(LevelPlan(i, k, n, shards if on_actors else 0, rows, mem, ooc, seconds, (lloyd + pp) / 1e9))
         if n / k < MIN_POINTS_PER_CLUSTER:
             warnings.append(
@@ -357,7 +357,7 @@ def format_plan(plan: Plan, cal: Calibration) -> str:
                 _size(lv.memory_per_actor),
                 f"{lv.actors:,}" if lv.actors else "driver",
                 "out-of-core" if lv.out_of_core else "in-memory",
-                f"{lv.gflop:,.0f}",
+                f"{lv.gflop:,.0f}" if lv.gflop >= 10 else f"{lv.gflop:.2g}",
                 _duration(lv.seconds),
             )
         )
@@ -370,3 +370,25 @@ def format_plan(plan: Plan, cal: Calibration) -> str:
         f"Ray round trip {cal.ray_call_s * 1e3:g} ms (assumed)"
     )
     return "\n".join([head, *table, notes, *(f"WARNING: {w}" for w in plan.warnings)])
+
+
+def plan_for_run(run: Any, kmeans_cfg: dict, seed: int, calibration: str | Path = DEFAULT_CALIBRATION) -> str | None:
+    """The plan of ``strata cluster`` on a run's embeddings (N from the footers, before dedup), or
+    None when no calibration is stored for their width (the cluster job never calibrates)."""
+    from pipeline.artifacts import embedding_files
+    from pipeline.kmeans.run import embedding_dim
+
+    files = embedding_files(run)
+    if not files:
+        return None
+    n, dim = int(sum(row_counts(files))), embedding_dim(files[0])
+    path = Path(calibration).expanduser()
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    if str(dim) not in stored or n < 1:
+        return None
+    import ray
+
+    res = Resources.from_ray() if ray.is_initialized() else Resources.this_machine()
+    cal = Calibration(**stored[str(dim)])
+    kc = KMeansConfig.from_dict(dict(kmeans_cfg), seed=seed, n_points=n)
+    return format_plan(plan_kmeans(kc, n, dim, res, cal), cal)

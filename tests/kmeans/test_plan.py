@@ -136,3 +136,18 @@ def test_plan_job_bad_input_is_one_line(tmp_path):
         timeout=120,
     )
     assert proc.returncode != 0 and "needs plan.n and plan.dim" in proc.stderr
+
+
+def test_plan_for_run_uses_a_stored_calibration_only(blob_run, tmp_path):
+    run, _, _ = blob_run  # 1,200 rows of width 16
+    path = tmp_path / "cal.json"
+    assert P.plan_for_run(run, {"n_clusters": [40, 8]}, 0, path) is None  # nothing stored: no calibration here
+    path.write_text(json.dumps({"16": {**P.asdict(CAL), "dim": 16}}))
+    text = P.plan_for_run(run, {"n_clusters": [40, 8]}, 0, path)
+    assert "N=1,200 D=16" in text and "30.0" in text  # 1,200 / 40 points per cluster
+
+
+def test_random_init_has_no_kmeanspp_work_or_round_trips():
+    plan = P.plan_kmeans(kmeans(init="random"), 80_000, 64, NODE, CAL)
+    lloyd = 2 * 64 * 80_000 * 100 * 20 + 2 * 64 * 100 * 80_000
+    assert plan.levels[0].seconds == pytest.approx(lloyd / (8 * 10e9))
