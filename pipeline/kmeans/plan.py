@@ -247,7 +247,7 @@ def actor_memory(kc: KMeansConfig, rows: int, dim: int, k: int, sample_rows: int
     """(bytes, out of core) of one shard holding ``rows`` rows; ``sample_rows``: its resampling sample."""
     from pipeline.kmeans.shard import resolve_out_of_core
 
-    trials = kc.n_local_trials or 2 + int(math.log(max(k, 1)))
+    trials = 0 if kc.init == "random" else kc.n_local_trials or 2 + int(math.log(max(k, 1)))
     chunk = chunk_temporaries(kc.chunk_mb * 2**20, rows, dim, k, trials)
     centroid_bytes = 16 * k * dim  # centroids + FAISS index (float32) + float64 sums
     ooc = resolve_out_of_core(kc.out_of_core, rows, dim, kc.memory_budget_mb)

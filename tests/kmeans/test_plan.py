@@ -151,3 +151,8 @@ def test_random_init_has_no_kmeanspp_work_or_round_trips():
     plan = P.plan_kmeans(kmeans(init="random"), 80_000, 64, NODE, CAL)
     lloyd = 2 * 64 * 80_000 * 100 * 20 + 2 * 64 * 100 * 80_000
     assert plan.levels[0].seconds == pytest.approx(lloyd / (8 * 10e9))
+    chunk = 8 * 64 * 780 + 4 * 4096 * 100  # as in memory with k-means++, less its per-row trial distances
+    by_hand = 10_000 * (64 * 4 + 44) + chunk + 16 * 100 * 64 + 100 * 2**20
+    assert (
+        P.plan_kmeans(kmeans(init="random", chunk_mb=1.0), 80_000, 64, NODE, CAL).levels[0].memory_per_actor == by_hand
+    )
