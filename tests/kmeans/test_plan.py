@@ -103,6 +103,7 @@ def test_input_size_from_parquet_footers_and_npy(tmp_path):
         P.input_size(str(tmp_path / "p0.parquet"))
 
 
+@pytest.mark.slow  # two job processes, ~8 s under load
 def test_plan_job_as_a_process_without_ray(tmp_path):
     cal = tmp_path / "cal.json"
     cal.write_text(json.dumps({"1024": {**P.asdict(CAL), "dim": 1024}}))
