@@ -157,3 +157,11 @@ def test_random_init_has_no_kmeanspp_work_or_round_trips():
     assert (
         P.plan_kmeans(kmeans(init="random", chunk_mb=1.0), 80_000, 64, NODE, CAL).levels[0].memory_per_actor == by_hand
     )
+
+
+def test_resources_from_the_connected_ray(ray_session):
+    res = P.Resources.from_ray()
+    total = ray_session.cluster_resources()
+    assert res.nodes == 1 and res.cpus == total["CPU"] and res.gpus == total.get("GPU", 0)
+    assert res.memory_gb == pytest.approx(total["memory"] / 2**30)
+    assert P.n_actors(kmeans(), res) == int(total["CPU"])  # as pipeline.kmeans.run._n_actors
