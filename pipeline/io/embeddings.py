@@ -38,6 +38,14 @@ BATCH_ROWS = 65536
 FLOAT_TYPES = ("halffloat", "float", "double")
 
 
+_REJECT_REASONS = (
+    None,
+    "nan-embedding: the vector holds NaN or inf",
+    "missing-embedding: no vector in input.embedding_column",
+    "missing-id: no value in input.id_column",
+)
+
+
 def is_embeddings_input(cfg: dict | InputConfig) -> bool:
     """Whether ``cfg`` reads embeddings rather than images (``input.format=embeddings`` or a ``.npy`` path)."""
     cfg = cfg if isinstance(cfg, InputConfig) else InputConfig.from_dict(cfg)
@@ -209,12 +217,9 @@ def iter_embeddings(cfg: InputConfig, spec: EmbeddingsInput) -> Iterator[tuple[p
             x[ok] = flat.astype(np.float32).reshape(-1, dim)  # null elements became NaN
         finite = np.isfinite(x).all(axis=1)
         null_id = pc.is_null(ids).to_numpy(zero_copy_only=False)
-        reasons = np.full(t.num_rows, None, dtype=object)
-        reasons[~finite] = "nan-embedding: the vector holds NaN or inf"
-        reasons[null_vec] = "missing-embedding: no vector in input.embedding_column"
-        reasons[null_id] = "missing-id: no value in input.id_column"
-        rejected = np.flatnonzero(reasons != None)  # noqa: E711 - elementwise on an object array
-        good = np.flatnonzero(reasons == None)  # noqa: E711
+        code = np.zeros(t.num_rows, np.int8)  # index into _REJECT_REASONS (0: kept); later checks win
+        code[~finite], code[null_vec], code[null_id] = 1, 2, 3
+        rejected, good = np.flatnonzero(code), np.flatnonzero(code == 0)
         rel = os.path.basename(f)
         bad_ids = [ids[int(r)].as_py() or f"{rel}#{start + int(r)}" for r in rejected]
         uri = t.column("uri") if "uri" in t.column_names else pa.nulls(t.num_rows, pa.string())
@@ -222,7 +227,7 @@ def iter_embeddings(cfg: InputConfig, spec: EmbeddingsInput) -> Iterator[tuple[p
             {
                 "id": pa.array(bad_ids, pa.string()),
                 "uri": pc.take(uri, pa.array(rejected, pa.int64())).cast(pa.string()),
-                "reason": pa.array(reasons[rejected].tolist(), pa.string()),
+                "reason": pa.array([_REJECT_REASONS[c] for c in code[rejected]], pa.string()),
             }
         )
         take = pa.array(good, pa.int64())

@@ -83,8 +83,8 @@ def animate_locations(
     if fps <= 0:
         raise ValueError(f"animation.fps must be > 0, got {fps}")
     os.makedirs(output, exist_ok=True)
-    locations = np.asarray(table.column("location").to_pylist(), dtype=object)
-    dates = np.asarray(table.column("date").to_pylist(), dtype=object)
+    locations = table.column("location").cast(pa.string()).to_numpy(zero_copy_only=False).astype(str)
+    dates = table.column("date").cast(pa.string()).to_numpy(zero_copy_only=False).astype(str)
     images = table.column("image")
     order = np.lexsort((dates, locations))
     starts = np.flatnonzero(np.r_[True, locations[order][1:] != locations[order][:-1]])
