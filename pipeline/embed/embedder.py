@@ -11,6 +11,7 @@ from PIL import Image
 from pipeline.embed.backbones import Backbone, build_backbone
 from pipeline.embed.config import EmbedConfig
 from pipeline.io.images import decode_rgb, pixel_digest
+from pipeline.malloc import keep_freed_memory
 
 
 def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -40,6 +41,8 @@ class Embedder:
         if self.cfg.num_threads:
             torch.set_num_threads(int(self.cfg.num_threads))
         self.device = resolve_device(self.cfg.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # activations reused per batch instead of mmap'd anew (pipeline.malloc)
         if self.cfg.tta not in TTA_VIEWS:
             raise ValueError(f"embed.tta must be one of {sorted(TTA_VIEWS)}, got {self.cfg.tta!r}")
         self.views = TTA_VIEWS[self.cfg.tta]

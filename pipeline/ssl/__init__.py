@@ -1,29 +1,25 @@
-"""Self-supervised pretraining (SimCLR, SimSiam) on Ray Train; checkpoints feed the embed stage."""
+"""Self-supervised pretraining (SimCLR, SimSiam) on Ray Train; checkpoints feed the embed stage.
 
-from pipeline.ssl.backbones import SmallCNN, build_ssl_backbone
-from pipeline.ssl.checkpoint import load_backbone, read_checkpoint, save_checkpoint
-from pipeline.ssl.methods import SimCLR, SimSiam, build_ssl_model
+Exports load on first use (:mod:`pipeline.lazy`): the embed step reads the model store and
+checkpoints without importing lightly, torchvision or Ray Train.
+"""
 
-__all__ = [
-    "SimCLR",
-    "SimSiam",
-    "SmallCNN",
-    "build_ssl_backbone",
-    "build_ssl_model",
-    "load_backbone",
-    "read_checkpoint",
-    "save_checkpoint",
-    "pretrain",
-    "run_pretrain",
-    "PretrainResult",
-    "build_model",
-]
+from pipeline.lazy import lazy_exports
 
-
-def __getattr__(name: str):
-    # The Ray-dependent driver is imported lazily so load_backbone stays light for the embed stage.
-    if name in ("pretrain", "run_pretrain", "PretrainResult", "build_model", "train_loop_per_worker"):
-        from pipeline.ssl import train
-
-        return getattr(train, name)
-    raise AttributeError(name)
+_EXPORTS = {
+    "SmallCNN": "backbones",
+    "build_ssl_backbone": "backbones",
+    "load_backbone": "checkpoint",
+    "read_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "SimCLR": "methods",
+    "SimSiam": "methods",
+    "build_ssl_model": "methods",
+    "pretrain": "train",
+    "run_pretrain": "train",
+    "PretrainResult": "train",
+    "build_model": "train",
+    "train_loop_per_worker": "train",
+}
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
