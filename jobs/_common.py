@@ -307,14 +307,30 @@ def yaml_comment(config_name: str, key: str) -> str:
 
 
 # ---- running ---------------------------------------------------------------------------------
-def init_ray(cfg: DictConfig) -> None:
-    """Connect to a cluster (``RAY_ADDRESS`` / ``ray.address``) or start a local single-node Ray."""
+def init_ray(cfg: DictConfig, *, lazy: bool = False) -> None:
+    """Connect to a cluster (``RAY_ADDRESS`` / ``ray.address``) or start a local single-node Ray.
+
+    ``lazy``: a local Ray is only registered here (:func:`pipeline.engine.set_ray_starter`) and
+    starts when the first step needs it, so small runs whose steps all run in process skip it.
+    """
+    from pipeline import engine
+
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     rc = cfg.ray
     address = rc.address or os.environ.get("RAY_ADDRESS")
     local = not address or address == "local"
+    engine.set_cluster(not local)
     if local:  # Ray reads this when imported: a local Ray binds 127.0.0.1, not the machine's network address
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        if lazy and not engine.ray_running():
+            engine.set_ray_starter(lambda: _init_ray_now(cfg, address))
+            return
+    _init_ray_now(cfg, address)
+
+
+def _init_ray_now(cfg: DictConfig, address: str | None) -> None:
+    rc = cfg.ray
+    local = not address or address == "local"
     import ray
 
     # Ray Data's own progress block (every operator, every few seconds in `ray job logs`) only with

@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> None:
     from pipeline.kmeans import run_cluster
     from pipeline.kmeans.plan import plan_for_run
 
-    init_ray(cfg)
+    init_ray(cfg, lazy=True)  # small inputs run in process: no Ray start-up
     run = open_run_dir(cfg)
     if plan := plan_for_run(run, to_dict(cfg.kmeans), int(cfg.seed)):  # with a stored `strata plan` calibration
         log.info("%s", plan)

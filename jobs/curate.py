@@ -36,7 +36,7 @@ from pipeline.artifacts import MANIFEST, REPORT, RUN_JSON
 def main(cfg: DictConfig) -> None:
     from pipeline.curate import run_curate
 
-    init_ray(cfg)
+    init_ray(cfg, lazy=True)  # small inputs run in process: no Ray start-up
     run = open_run_dir(cfg)
     counts = run_curate(run, to_dict(cfg), force=cfg.force)
     print(f"manifest: {run.path(MANIFEST)}  ({counts['sample'].get('n_rows', '?')} rows)")

@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> None:
     from pipeline.curate import preprocess_specs
     from pipeline.embed import run_embed
 
-    init_ray(cfg)
+    init_ray(cfg, lazy=True)  # small inputs run in process: no Ray start-up
     run = open_run_dir(cfg)
     counts = run_embed(
         run,

@@ -29,9 +29,15 @@ class EmbedConfig:
     reduce: str
     store: str | None  # SSL model store (pipeline.ssl.store)
     resolution: str | None
+    engine: str  # auto | ray | local (pipeline.engine)
+    local_max_images: int
     pixel_hash: bool = True  # internal: add a `pixel_hash` column (exact-duplicate key)
 
     def __post_init__(self) -> None:
+        if self.engine not in ("auto", "ray", "local"):
+            raise ValueError(f"embed.engine={self.engine}: choose auto, ray or local")
+        if not isinstance(self.local_max_images, int) or self.local_max_images < 0:
+            raise ValueError(f"embed.local_max_images={self.local_max_images}: a count of images (0: never local)")
         if self.reduce not in ("pca", "head"):
             raise ValueError(f"embed.reduce={self.reduce}: choose pca or head")
         if self.dim is not None and (not isinstance(self.dim, int) or self.dim < 1):

@@ -16,8 +16,9 @@ import pyarrow.parquet as pq
 from pipeline.artifacts import EMBEDDINGS, PRETRAIN, PRETRAIN_CHECKPOINT, REJECTS, TMP, input_fingerprint
 from pipeline.embed.embedder import EmbedConfig, Embedder
 from pipeline.embed.reduce import reduce_run_embeddings
+from pipeline.engine import choose_engine, ensure_ray
 from pipeline.io.images import RejectedImage
-from pipeline.io.sources import InputConfig, list_units, read_images
+from pipeline.io.sources import InputConfig, iter_images, list_units, read_images
 from pipeline.io.tables import EMBEDDING, embeddings_to_arrow, list_parquet_files
 from pipeline.progress import Progress
 from pipeline.rundir import INPUT, RunDir
@@ -119,9 +120,9 @@ def run_embed(
     Every input row ends in exactly one of the two (``kept + rejected == read``). Skipped when the
     ``embed`` step finished with the same input files (listing) and the same input/embed config.
     Embeddings made elsewhere (``input.format=embeddings``) are imported instead (:mod:`.imported`).
+    ``embed.engine`` picks Ray Data or this process (:func:`embed_local`, small inputs): same rows,
+    same order, same vectors.
     """
-    import ray
-
     from pipeline.embed.imported import import_embeddings
     from pipeline.io.embeddings import is_embeddings_input
 
@@ -151,22 +152,73 @@ def run_embed(
             return step.result
         cfg = EmbedConfig.from_dict(embed_cfg)
         t0 = time.time()
-        ctx = ray.data.DataContext.get_current()
-        ctx.execution_options.preserve_order = True  # same input -> same row order -> same manifest
-        ds = embed_dataset(read_images(input_config), cfg, preprocess)
+        n_images = count_images(input_config)
+        engine = choose_engine(cfg.engine, n_images, cfg.local_max_images, what="embed")
+        log.info("embed: %s images on %s", "?" if n_images is None else n_images, _ENGINE_NAMES[engine])
         staged = run.path(TMP, f"embed-{uuid.uuid4().hex[:8]}")
+        bar = Progress("embed", n_images, run=run, unit="img", **_PACE)
         try:
-            with _WrittenRows(staged, Progress("embed", count_images(input_config), run=run, unit="img", **_PACE)):
-                ds.write_parquet(staged, ray_remote_args={"num_cpus": 0.25})
+            if engine == "local":
+                embed_local(input_config, cfg, staged, bar, preprocess)
+            else:
+                ensure_ray()
+                import ray
+
+                ctx = ray.data.DataContext.get_current()
+                ctx.execution_options.preserve_order = True  # same input -> same row order -> same manifest
+                ds = embed_dataset(read_images(input_config), cfg, preprocess)
+                with _WrittenRows(staged, bar):
+                    ds.write_parquet(staged, ray_remote_args={"num_cpus": 0.25})
             counts = _split_kept_and_rejected(run, staged)
             counts.update(reduce_run_embeddings(run, cfg))  # embed.dim
         finally:
             run.fs.rm(run.local(TMP), recursive=True)
+        counts["engine"] = engine
         counts["seconds"] = round(time.time() - t0, 2)
         counts["images_per_second"] = round(counts["read"] / max(counts["seconds"], 1e-9), 2)
         step.result = counts
         log.info("embed: %s", counts)
     return counts
+
+
+_ENGINE_NAMES = {"local": "this process (embed.engine=local)", "ray": "Ray Data actors (embed.engine=ray)"}
+
+
+def local_threads(cfg: EmbedConfig) -> int:
+    """Torch threads of the in-process path: the Ray path's total (``pool_size x num_threads``)."""
+    return max(1, int(cfg.pool_size) * max(1, int(cfg.num_threads or 1)))
+
+
+def embed_local(
+    input_config: InputConfig,
+    cfg: EmbedConfig,
+    out_dir: str,
+    bar: Progress,
+    preprocess: list[tuple[type, dict]] | None = None,
+) -> int:
+    """The embed stage in this process: the same reader units, batches and :class:`EmbedStage` as
+    the Ray path, one Parquet file per read unit (in input order) under ``out_dir``; returns rows."""
+    import torch
+
+    from pipeline.io.tables import write_parquet_atomic
+
+    threads = local_threads(cfg)
+    stage = EmbedStage(EmbedConfig.from_dict({**vars(cfg), "num_threads": threads}), preprocess)
+    previous = torch.get_num_threads()
+    rows = 0
+    try:
+        for i, unit in enumerate(iter_images(input_config)):
+            parts = []
+            for j in range(0, unit.num_rows, cfg.batch_size):
+                parts.append(stage(unit.slice(j, cfg.batch_size)))
+                bar.update(parts[-1].num_rows)
+            table = pa.concat_tables(parts)
+            write_parquet_atomic(table, f"{out_dir}/part-{i:06d}.parquet")
+            rows += table.num_rows
+    finally:
+        torch.set_num_threads(previous)
+        bar.close()
+    return rows
 
 
 def count_images(cfg: InputConfig) -> int | None:

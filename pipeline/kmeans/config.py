@@ -74,7 +74,7 @@ class KMeansConfig:
     init: str
     n_local_trials: int | None
     n_actors: int | None
-    in_process: bool
+    in_process: Any  # true | false | "auto" (resolved by pipeline.kmeans.run.resolve_in_process)
     cpus_per_actor: float
     threads_per_actor: int
     use_gpu: bool
@@ -131,6 +131,8 @@ class KMeansConfig:
             raise ValueError(f"kmeans.metric must be one of {METRICS}, got {self.metric!r}")
         if self.init not in INITS:
             raise ValueError(f"kmeans.init must be one of {INITS}, got {self.init!r}")
+        if self.in_process not in (True, False, AUTO):
+            raise ValueError(f"kmeans.in_process must be true, false or {AUTO!r}, got {self.in_process!r}")
         if self.out_of_core not in (True, False, AUTO):
             raise ValueError(f"kmeans.out_of_core must be true, false or {AUTO!r}, got {self.out_of_core!r}")
         if self.memory_budget_mb is not None and not self.memory_budget_mb > 0:

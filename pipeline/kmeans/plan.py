@@ -278,6 +278,9 @@ def level_flops(n: int, dim: int, k: int, iters: int, resampling: int, sample: i
 
 def plan_kmeans(kc: KMeansConfig, n_points: int, dim: int, res: Resources, cal: Calibration) -> Plan:
     """Predict memory per actor, actors and time of every level; warnings for runs that would not fit."""
+    from pipeline.kmeans.run import resolve_in_process
+
+    kc = resolve_in_process(kc, n_points, dim)  # in_process=auto: small level 1s run in the driver
     gpu = bool(kc.use_gpu) and res.gpus > 0
     actors = n_actors(kc, res)
     node_bytes = res.memory_gb * 2**30
@@ -386,9 +389,9 @@ def plan_for_run(run: Any, kmeans_cfg: dict, seed: int, calibration: str | Path 
     stored = json.loads(path.read_text()) if path.exists() else {}
     if str(dim) not in stored or n < 1:
         return None
-    import ray
+    from pipeline.engine import ray_running
 
-    res = Resources.from_ray() if ray.is_initialized() else Resources.this_machine()
+    res = Resources.from_ray() if ray_running() else Resources.this_machine()
     cal = Calibration(**stored[str(dim)])
     kc = KMeansConfig.from_dict(dict(kmeans_cfg), seed=seed, n_points=n)
     return format_plan(plan_kmeans(kc, n, dim, res, cal), cal)

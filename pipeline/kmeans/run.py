@@ -46,6 +46,7 @@ from pipeline.artifacts import (
     write_clusters_json,
     write_step,
 )
+from pipeline.engine import ensure_ray, on_cluster, ray_running
 from pipeline.kmeans.algorithm import LocalGroup, RayGroup, ShardLost
 from pipeline.kmeans.config import AUTO, auto_n_clusters
 from pipeline.kmeans.hierarchical import KMeansConfig, fit_level
@@ -224,10 +225,38 @@ def set_offsets(group) -> int:
 def _n_actors(cfg: KMeansConfig) -> int:
     if cfg.n_actors:
         return int(cfg.n_actors)
+    if not ray_running():  # the shards a local Ray would get (one per CPU): same layout, same numbers
+        import os
+
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     import ray
 
-    res = ray.cluster_resources() if ray.is_initialized() else {}
-    return max(1, int(res.get("GPU" if cfg.use_gpu else "CPU", 1)))
+    return max(1, int(ray.cluster_resources().get("GPU" if cfg.use_gpu else "CPU", 1)))
+
+
+# ``in_process: auto`` keeps level 1 in the driver when its work is below ~2e11 flops (about 8 s of
+# one core here: what starting the shard actors and importing FAISS in them costs) and its rows fit
+# in 1 GiB; larger levels, and jobs on a cluster, use the actors.
+AUTO_IN_PROCESS_FLOP = 2e11
+AUTO_IN_PROCESS_BYTES = 1 << 30
+
+
+def resolve_in_process(kc: KMeansConfig, n_points: int, dim: int) -> KMeansConfig:
+    """``kc`` with ``in_process`` decided (``auto`` -> true/false by the size of level 1)."""
+    import dataclasses
+    import math
+
+    from pipeline.kmeans.plan import level_flops
+
+    if kc.in_process in (True, False):
+        return kc
+    lc = kc.levels[0]
+    trials = 0 if kc.init == "random" else kc.n_local_trials or 2 + int(math.log(max(lc.n_clusters, 1)))
+    lloyd, pp, _ = level_flops(
+        n_points, dim, lc.n_clusters, lc.n_iters, lc.n_resampling_steps, lc.sample_size, lc.n_splits, trials
+    )
+    small = lloyd + pp <= AUTO_IN_PROCESS_FLOP and n_points * dim * 4 <= AUTO_IN_PROCESS_BYTES
+    return dataclasses.replace(kc, in_process=bool(small and not on_cluster()))
 
 
 def run_cluster(
@@ -247,7 +276,12 @@ def run_cluster(
     kc = KMeansConfig.from_dict(dict(cfg), seed=seed, n_points=n_points)
     if cfg.get("n_clusters") == AUTO:
         log.info("kmeans.n_clusters=auto: %s clusters per level for %d points", list(kc.n_clusters), n_points)
-    warnings = check_sizes(kc, n_points, embedding_dim(files[0]), _n_actors(kc)) if files and n_points else []
+    dim = embedding_dim(files[0]) if files else 0
+    kc = resolve_in_process(kc, n_points, dim)
+    if not kc.in_process:
+        ensure_ray()
+    log.info("kmeans level 1: %s", "in this process" if kc.in_process else "on Ray actors")
+    warnings = check_sizes(kc, n_points, dim, _n_actors(kc)) if files and n_points else []
     inputs = [EMBEDDINGS, *([DUPLICATES] if drop_duplicates else [])]
     with run.step("cluster", kc.algorithm_fingerprint(len(kc.levels)), inputs, force=force) as step:
         if step.skipped:

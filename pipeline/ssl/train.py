@@ -30,6 +30,8 @@ from torch import nn
 
 from pipeline.artifacts import PRETRAIN_METRICS, PRETRAIN_RAY
 from pipeline.config import with_defaults
+from pipeline.engine import ensure_ray
+from pipeline.malloc import keep_freed_memory
 from pipeline.progress import Progress
 from pipeline.ssl.backbones import build_ssl_backbone
 from pipeline.ssl.checkpoint import read_checkpoint, save_checkpoint
@@ -96,6 +98,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     ssl, train = config["ssl"], with_defaults("trainer/default", config["train"], passthrough=("die_after_epoch",))
     torch.set_num_threads(int(train["torch_threads"]))
+    keep_freed_memory()  # the same activations every step: no page faults per step (pipeline.malloc)
     ctx = ray.train.get_context()
     world, rank = ctx.get_world_size(), ctx.get_world_rank()
     device = rtt.get_device()
@@ -326,6 +329,7 @@ def run_pretrain(
         if step.skipped:
             return {**step.result, "checkpoint": run.path(PRETRAIN_CHECKPOINT)}
         train_config = {"ssl": ssl, "train": train, "seed": int(seed), "run_dir": run.root}
+        ensure_ray()  # Ray Train: a job that deferred its local Ray starts it now
         result = pretrain(train_config, read_images(input_cfg), export_dir=run.local(PRETRAIN_CHECKPOINT))
         last = result.history[-1]
         step.result = {"epochs": last["epoch"], "loss": last["loss"], "images_per_s": last["images_per_s"]}

@@ -37,6 +37,8 @@ FAULT_SETTINGS = [
     "kmeans.sample_size=[4,2]",
     "kmeans.n_actors=2",
     "sample.target_size=30",
+    "embed.engine=ray",  # these tests are about Ray's actors: small inputs would otherwise run in process
+    "kmeans.in_process=false",
 ]
 
 

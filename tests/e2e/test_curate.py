@@ -119,12 +119,41 @@ def cli_run(messy_input, tmp_path_factory) -> tuple[Path, str]:
     ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "started local Ray" not in out.stderr  # a small input: no step needed Ray
     return run_dir, out.stdout
+
+
+def _embeddings(run_dir: Path) -> pa.Table:
+    return pa.concat_tables(pq.read_table(f) for f in sorted((run_dir / "embeddings").glob("*.parquet")))
+
+
+@pytest.mark.slow
+def test_in_process_and_ray_engines_write_the_same_run(ray_session, messy_input, tmp_path):
+    """Small inputs embed and cluster in process (pipeline.engine); the Ray path gives the same run."""
+    runs = {}
+    for name, extra in {
+        "local": ("embed.engine=local", "kmeans.in_process=true"),
+        "ray": ("embed.engine=ray", "kmeans.in_process=false"),
+    }.items():
+        run_dir = tmp_path / name
+        counts = run_curate(RunDir(str(run_dir)), _config(messy_input, run_dir, *extra))
+        assert counts["embed"]["engine"] == name
+        runs[name] = run_dir
+    local, ray_run = runs["local"], runs["ray"]
+    assert _embeddings(local).equals(_embeddings(ray_run))  # same rows, order and vectors, bit for bit
+    assert pq.read_table(local / "rejects.parquet").equals(pq.read_table(ray_run / "rejects.parquet"))
+    assert pq.read_table(local / "dedup" / "duplicates.parquet").equals(
+        pq.read_table(ray_run / "dedup" / "duplicates.parquet")
+    )
+    assert _manifest(local).equals(_manifest(ray_run))
 
 
 def test_strata_cli_runs_the_curate_job(cli_run):
     run_dir, stdout = cli_run
     assert f"manifest: {run_dir / 'manifest.parquet'}" in stdout
+    # 114 files: embedded and clustered in the job's own process (Ray never started: cli_run)
+    counts = json.loads((run_dir / "run.json").read_text())["counts"]
+    assert counts["embed"]["engine"] == "local"
     manifest = pq.read_table(run_dir / "manifest.parquet")
     assert (
         manifest.num_rows == sum(manifest.column("multiplicity").to_pylist()) == 40

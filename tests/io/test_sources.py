@@ -186,9 +186,12 @@ def test_embed_accounts_for_every_refused_name(tmp_path, real_rows):
     assert reasons == ["invalid-name", "kept", "outside-input"]
 
 
-@pytest.mark.slow
-def test_embed_step_counts_every_file_once_through_ray(ray_session, tmp_path, real_rows):
-    """``run_embed`` on a folder with awkward names: ``read == kept + rejected``, reasons in rejects.parquet."""
+@pytest.mark.parametrize("engine", ["local", pytest.param("ray", marks=pytest.mark.slow)])
+def test_embed_step_counts_every_file_once(request, engine, tmp_path, real_rows):
+    """``run_embed`` on a folder with awkward names: ``read == kept + rejected``, reasons in rejects.parquet
+    (in process and through Ray Data)."""
+    if engine == "ray":
+        request.getfixturevalue("ray_session")
     from pipeline.embed.stage import run_embed
     from pipeline.rundir import RunDir
 
@@ -203,8 +206,11 @@ def test_embed_step_counts_every_file_once_through_ray(ray_session, tmp_path, re
     (root / "link.jpg").symlink_to(tmp_path / "outside.jpg")
     run = RunDir(str(tmp_path / "run"))
     counts = run_embed(
-        run, {"path": str(root)}, {"backbone": "resnet18", "image_size": 32, "pool_size": 1, "batch_size": 8}
+        run,
+        {"path": str(root)},
+        {"backbone": "resnet18", "image_size": 32, "pool_size": 1, "batch_size": 8, "engine": engine},
     )
+    assert counts["engine"] == engine
     assert (counts["read"], counts["kept"], counts["rejected"]) == (6, 3, 3)
     assert counts["reject_reasons"] == {"invalid-name": 2, "outside-input": 1}
     rejects = pq.read_table(run.path("rejects.parquet")).to_pylist()

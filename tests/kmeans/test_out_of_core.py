@@ -107,7 +107,7 @@ def test_budget_resolution_and_errors(make_blobs):
 def backend(request) -> dict:
     if request.param == "ray":
         request.getfixturevalue("ray_session")
-        return {}
+        return {"in_process": False}
     return {"in_process": True}
 
 

@@ -21,8 +21,16 @@ NODE = P.Resources(nodes=2, cpus=4, gpus=0, memory_gb=16)
 
 
 def kmeans(**over) -> KMeansConfig:
+    over.setdefault("in_process", False)  # these plans are about the actors' arithmetic
     cfg = dict(n_clusters=[100, 10], n_iters=[20, 10], n_resampling_steps=[0, 0], sample_size=[5, 5], **over)
     return KMeansConfig.from_dict(cfg)
+
+
+def test_in_process_auto_keeps_a_small_level_1_in_the_driver_and_a_large_one_on_actors():
+    small = P.plan_kmeans(kmeans(in_process="auto"), 8_000, 64, NODE, CAL).levels[0]  # ~2e9 flops
+    assert small.actors == 0
+    large = P.plan_kmeans(kmeans(in_process="auto"), 2_000_000, 64, NODE, CAL).levels[0]  # ~5e11 flops
+    assert large.actors == 8
 
 
 def test_actor_count_and_memory_in_memory_by_hand():

@@ -13,6 +13,7 @@ from pipeline.kmeans import hierarchical_kmeans, run_cluster
 from pipeline.rundir import RunDir
 
 CFG = {
+    "in_process": False,  # on Ray actors unless a test says otherwise (auto would keep these in process)
     "n_clusters": [24, 5],
     "n_iters": [6, 6],
     "n_resampling_steps": [2, 1],
@@ -28,7 +29,7 @@ def backend(request) -> dict:
     """Shards on Ray actors, or the same shards inside the test process (no Ray)."""
     if request.param == "ray":
         request.getfixturevalue("ray_session")
-        return {}
+        return {"in_process": False}
     return {"in_process": True}
 
 

@@ -132,8 +132,8 @@ def test_pretrain_registers_with_the_input_columns(checkpoint, tmp_path):
 
 
 @pytest.mark.slow
-def test_embed_step_with_store_and_dim_through_ray(ray_session, checkpoint, tmp_path):
-    """`run_embed` (Ray Data) on GIBS-like Parquet tiles: the store's 1 km checkpoint is chosen from
+def test_embed_step_with_store_and_dim(checkpoint, tmp_path):
+    """`run_embed` (12 tiles: in process) on GIBS-like Parquet tiles: the store's 1 km checkpoint is chosen from
     the `resolution` column and recorded, and embed.dim=4 reduces the written embeddings."""
     import io
 
