@@ -234,10 +234,12 @@ def _n_actors(cfg: KMeansConfig) -> int:
     return max(1, int(ray.cluster_resources().get("GPU" if cfg.use_gpu else "CPU", 1)))
 
 
-# ``in_process: auto`` keeps level 1 in the driver when its work is below ~2e11 flops (about 8 s of
-# one core here: what starting the shard actors and importing FAISS in them costs) and its rows fit
-# in 1 GiB; larger levels, and jobs on a cluster, use the actors.
-AUTO_IN_PROCESS_FLOP = 2e11
+# ``in_process: auto`` keeps level 1 in the driver when its work is below 5e11 flops and its rows fit
+# in 1 GiB; larger levels, and jobs on a cluster, use the actors. In process runs the shards one
+# after another at ~26 GFLOP/s here (5e11: ~20 s); on actors the same work splits over the CPUs
+# but first pays Ray's start (~10 s, unless an earlier step started it) and the actors' (~5 s):
+# the two meet between 2.6e11 (Ray running) and 7.8e11 flops (BENCHMARKS.md, 'Start-up').
+AUTO_IN_PROCESS_FLOP = 5e11
 AUTO_IN_PROCESS_BYTES = 1 << 30
 
 

@@ -29,7 +29,7 @@ def kmeans(**over) -> KMeansConfig:
 def test_in_process_auto_keeps_a_small_level_1_in_the_driver_and_a_large_one_on_actors():
     small = P.plan_kmeans(kmeans(in_process="auto"), 8_000, 64, NODE, CAL).levels[0]  # ~2e9 flops
     assert small.actors == 0
-    large = P.plan_kmeans(kmeans(in_process="auto"), 2_000_000, 64, NODE, CAL).levels[0]  # ~5e11 flops
+    large = P.plan_kmeans(kmeans(in_process="auto"), 4_000_000, 64, NODE, CAL).levels[0]  # ~1e12 flops
     assert large.actors == 8
 
 
