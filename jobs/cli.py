@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pkgutil
 import runpy
 import sys
@@ -31,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module = f"jobs.{job.replace('-', '_')}"
     sys.argv = [f"strata {job}", *rest]
-    runpy.run_module(module, run_name="__main__", alter_sys=True)
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except BrokenPipeError:  # `strata <job> --help | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 

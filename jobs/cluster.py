@@ -1,4 +1,5 @@
-"""strata cluster: hierarchical k-means with resampling of a run's embeddings (Ray actors, one shard each).
+"""strata cluster: hierarchical k-means with resampling of a run's embeddings (Ray actors, one shard each;
+a small level 1 runs in this process: kmeans.in_process=auto).
 
 Reads run_dir/embeddings (and dedup/duplicates.parquet when the run's dedup is current).
 Writes run_dir/clusters/ (CSR arrays per level and resampling step, clusters.json).

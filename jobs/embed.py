@@ -1,4 +1,5 @@
-"""strata embed: read every input image, preprocess it, and embed it with a pretrained backbone on Ray Data.
+"""strata embed: read every input image, preprocess it, and embed it with a pretrained backbone on Ray Data
+(inputs of at most embed.local_max_images images: in this process, without starting Ray).
 
 Reads input.path (folder tree, Parquet or tar shards; default: the bundled sample).
 Writes run_dir/embeddings/ (id, embedding, uri, carried columns) and rejects.parquet (id, uri, reason).
@@ -22,6 +23,7 @@ from pipeline.artifacts import EMBEDDINGS, REJECTS
         "embed.features",
         "embed.tta",
         "embed.device",
+        "embed.engine",
         "embed.pool_size",
         "force",
     ),

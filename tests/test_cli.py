@@ -68,3 +68,18 @@ def test_a_jobs_own_ray_binds_loopback_and_a_cluster_driver_keeps_its_address():
         assert out.returncode == 0, out.stderr
         seen[address] = out.stdout.strip()
     assert seen == {"": "at import: 0", "local": "at import: 0", "10.0.0.5:6379": "at import: None"}
+
+
+def test_help_into_a_closed_pipe_ends_without_a_traceback():
+    """`strata curate --help | head -1`: the reader leaves first; the job must not print a traceback."""
+    import os
+
+    strata = Path(sys.executable).with_name("strata")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads: the first write fails with EPIPE
+    try:
+        out = subprocess.run([str(strata), "curate", "--help"], stdout=write_end, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(write_end)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr and "BrokenPipeError" not in out.stderr
