@@ -178,3 +178,15 @@ def test_stage_features_of_an_ssl_small_cnn(blocks):
     torch.testing.assert_close(out.norm(dim=1), torch.ones(3))
     with pytest.raises(ValueError, match="does not know the stages"):
         stage_features(torch.nn.Linear(2, 2))
+
+
+def test_embed_engine_settings_are_checked():
+    from pipeline.config import load_group
+    from pipeline.embed.config import EmbedConfig
+
+    base = load_group("embed/efficientnet_lite0")
+    assert EmbedConfig.from_dict(base).engine == "auto"
+    with pytest.raises(ValueError, match="embed.engine=spark: choose auto, ray or local"):
+        EmbedConfig.from_dict({**base, "engine": "spark"})
+    with pytest.raises(ValueError, match="embed.local_max_images=-1"):
+        EmbedConfig.from_dict({**base, "local_max_images": -1})

@@ -87,3 +87,22 @@ def test_cluster_step_resolves_auto_from_the_pool_after_dedup(blob_run):
     assert [lv["n_clusters"] for lv in summary["levels"]] == auto_n_clusters(1_000) == [200, 40]
     assert summary["n_points"] == 1_000 and summary["n_clusters_auto"] is True
     assert summary["warnings"] == []
+
+
+def test_in_process_auto_resolves_by_the_size_of_level_1_and_stays_on_actors_on_a_cluster(monkeypatch):
+    from pipeline import engine
+    from pipeline.kmeans.run import AUTO_IN_PROCESS_FLOP, resolve_in_process
+
+    cfg = {**load_group("kmeans/default"), "n_clusters": [100, 10], "n_resampling_steps": [0, 0], "n_iters": [10, 5]}
+    kc = KMeansConfig.from_dict(cfg)
+    assert kc.in_process == "auto"
+    # Lloyd: 2 D n k iters + the final assignment; k-means++: 2 D n k trials (trials = 2 + ln 100 = 6)
+    n_small = int(AUTO_IN_PROCESS_FLOP / (2 * 64 * 100 * (10 + 1 + 6))) - 100
+    assert resolve_in_process(kc, n_small, 64).in_process is True
+    assert resolve_in_process(kc, n_small * 2, 64).in_process is False
+    assert resolve_in_process(kc, 2_000_000, 128).in_process is False  # rows > 1 GiB
+    monkeypatch.setitem(engine._STATE, "cluster", True)
+    assert resolve_in_process(kc, 1_000, 64).in_process is False  # a job on a cluster keeps its actors
+    assert resolve_in_process(KMeansConfig.from_dict({**cfg, "in_process": True}), 10**7, 64).in_process is True
+    with pytest.raises(ValueError, match="kmeans.in_process must be true, false or 'auto'"):
+        KMeansConfig.from_dict({**cfg, "in_process": "maybe"})
