@@ -10,11 +10,8 @@ stay on Ray, whose workers are where the data and the accelerators are.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable
-
-log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "ray", "local")
 

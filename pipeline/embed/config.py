@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from pipeline.config import schema
+from pipeline.engine import ENGINES
 
 
 @schema("embed/efficientnet_lite0")
@@ -34,7 +35,7 @@ class EmbedConfig:
     pixel_hash: bool = True  # internal: add a `pixel_hash` column (exact-duplicate key)
 
     def __post_init__(self) -> None:
-        if self.engine not in ("auto", "ray", "local"):
+        if self.engine not in ENGINES:
             raise ValueError(f"embed.engine={self.engine}: choose auto, ray or local")
         if not isinstance(self.local_max_images, int) or self.local_max_images < 0:
             raise ValueError(f"embed.local_max_images={self.local_max_images}: a count of images (0: never local)")

@@ -247,7 +247,7 @@ def actor_memory(kc: KMeansConfig, rows: int, dim: int, k: int, sample_rows: int
     """(bytes, out of core) of one shard holding ``rows`` rows; ``sample_rows``: its resampling sample."""
     from pipeline.kmeans.shard import resolve_out_of_core
 
-    trials = 0 if kc.init == "random" else kc.n_local_trials or 2 + int(math.log(max(k, 1)))
+    trials = pp_trials(kc, k)
     chunk = chunk_temporaries(kc.chunk_mb * 2**20, rows, dim, k, trials)
     centroid_bytes = 16 * k * dim  # centroids + FAISS index (float32) + float64 sums
     ooc = resolve_out_of_core(kc.out_of_core, rows, dim, kc.memory_budget_mb)
@@ -260,6 +260,12 @@ def actor_memory(kc: KMeansConfig, rows: int, dim: int, k: int, sample_rows: int
         return rows * ROW_STATE_BYTES + chunk + centroid_bytes, True
     per_row = 4 * dim + ROW_BYTES_IN_MEMORY + 4 * trials
     return rows * per_row + chunk + centroid_bytes + sample_rows * dim * 4, False
+
+
+def pp_trials(kc: KMeansConfig, k: int) -> int:
+    """k-means++ candidates per centre as :func:`pipeline.kmeans.algorithm.kmeans_plus_plus` draws
+    them (0 with ``init=random``)."""
+    return 0 if kc.init == "random" else kc.n_local_trials or 2 + int(math.log(max(k, 1)))
 
 
 def level_flops(n: int, dim: int, k: int, iters: int, resampling: int, sample: int, splits: int, trials: int):
@@ -289,7 +295,7 @@ def plan_kmeans(kc: KMeansConfig, n_points: int, dim: int, res: Resources, cal: 
     n = n_points
     for i, lc in enumerate(kc.levels, start=1):
         k = lc.n_clusters
-        trials = 0 if kc.init == "random" else kc.n_local_trials or 2 + int(math.log(max(k, 1)))
+        trials = pp_trials(kc, k)
         on_actors = i == 1 and not kc.in_process
         shards = actors if i == 1 else 1
         rows = math.ceil(n / shards)

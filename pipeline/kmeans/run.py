@@ -246,14 +246,13 @@ AUTO_IN_PROCESS_BYTES = 1 << 30
 def resolve_in_process(kc: KMeansConfig, n_points: int, dim: int) -> KMeansConfig:
     """``kc`` with ``in_process`` decided (``auto`` -> true/false by the size of level 1)."""
     import dataclasses
-    import math
 
-    from pipeline.kmeans.plan import level_flops
+    from pipeline.kmeans.plan import level_flops, pp_trials
 
     if kc.in_process in (True, False):
         return kc
     lc = kc.levels[0]
-    trials = 0 if kc.init == "random" else kc.n_local_trials or 2 + int(math.log(max(lc.n_clusters, 1)))
+    trials = pp_trials(kc, lc.n_clusters)
     lloyd, pp, _ = level_flops(
         n_points, dim, lc.n_clusters, lc.n_iters, lc.n_resampling_steps, lc.sample_size, lc.n_splits, trials
     )
