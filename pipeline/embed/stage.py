@@ -140,7 +140,7 @@ def run_embed(
     input_config = InputConfig.from_dict(input_cfg)
     config = {
         "input": {k: v for k, v in input_cfg.items() if k != "path"},
-        "embed": embed_cfg,
+        "embed": {k: v for k, v in embed_cfg.items() if k not in WHERE_NOT_WHAT},
         "preprocess": [(c.__module__ + "." + c.__name__, k) for c, k in preprocess or []],
     }
     inputs = {INPUT: input_fingerprint(input_config.resolved_path)}
@@ -180,6 +180,10 @@ def run_embed(
         log.info("embed: %s", counts)
     return counts
 
+
+# Settings that choose where the step runs, not what it writes: left out of its fingerprint, so
+# switching engines reuses a finished step (and run directories made before they existed stay valid).
+WHERE_NOT_WHAT = ("engine", "local_max_images")
 
 _ENGINE_NAMES = {"local": "this process (embed.engine=local)", "ray": "Ray Data actors (embed.engine=ray)"}
 

@@ -146,6 +146,10 @@ def test_in_process_and_ray_engines_write_the_same_run(ray_session, messy_input,
         pq.read_table(ray_run / "dedup" / "duplicates.parquet")
     )
     assert _manifest(local).equals(_manifest(ray_run))
+    # where a step ran is not part of its fingerprint: the other engine reuses every finished step
+    markers = {p.name: p.stat().st_mtime for p in (local / "_markers").iterdir()}
+    run_curate(RunDir(str(local)), _config(messy_input, local, "embed.engine=ray", "kmeans.in_process=false"))
+    assert {p.name: p.stat().st_mtime for p in (local / "_markers").iterdir()} == markers
 
 
 def test_strata_cli_runs_the_curate_job(cli_run):
