@@ -50,7 +50,9 @@ PRETRAIN = Artifact("pretrain", "pretrain", "pretrain", "Ray Train checkpoints (
 PRETRAIN_CHECKPOINT = Artifact("pretrain/checkpoint", "pretrain", "pretrain", "exported SSL backbone")
 PRETRAIN_RAY = Artifact("pretrain/ray", "pretrain", "pretrain", "Ray Train run folder (epoch checkpoints)")
 PRETRAIN_METRICS = Artifact("pretrain/metrics.json", "pretrain", "pretrain", "loss and rate per epoch")
-EMBEDDINGS = Artifact("embeddings", "embed", "embed", "part-*.parquet: id, embedding, uri, carried columns")
+EMBEDDINGS = Artifact(
+    "embeddings", "embed", "embed", "part-*.parquet: id, embedding, uri, carried columns, copy signatures"
+)
 REJECTS = Artifact("rejects.parquet", "embed", "embed", "id, uri, reason of every input that was not embedded")
 DEDUP = Artifact("dedup", "dedup", "dedup", "duplicates.parquet and kept.parquet")
 DUPLICATES = Artifact("dedup/duplicates.parquet", "dedup", "dedup", "id, kept_id, similarity, kind")
@@ -92,6 +94,20 @@ DOWNLOAD_COMPOSITE = "composite"  # step name of the satellite composite (its ou
 
 
 # ---- embeddings and dedup ----------------------------------------------------------------------
+# Columns of embeddings/ holding each image's copy signatures, taken by the embed (or import) step
+# from the pixels it decoded and read back by dedup (types and meaning: pipeline.dedup.hashing).
+# They are dedup's, not data about an item: manifests, exports and index metadata leave them out.
+PIXEL_HASH, GREY_GRID, D4_PHASH, PIXEL_COUNT = "pixel_hash", "grey_grid", "d4_phash", "pixel_count"
+SIGNATURE_COLUMNS = (PIXEL_HASH, GREY_GRID, D4_PHASH, PIXEL_COUNT)
+
+
+def carried_columns(names: list[str]) -> list[str]:
+    """The columns of an embeddings table that describe its items: all but the vector and the signatures."""
+    from pipeline.io.tables import EMBEDDING
+
+    return [c for c in names if c != EMBEDDING and c not in SIGNATURE_COLUMNS]
+
+
 def embedding_files(run: RunDir) -> list[str]:
     from pipeline.io.tables import list_parquet_files
 
