@@ -61,7 +61,7 @@ def load_images(uris: Sequence[str]) -> list[bytes | None]:
             continue
         try:
             out[pos] = load_image_bytes(uri)
-        except (OSError, KeyError, ValueError):
+        except Exception:  # noqa: BLE001 - a missing file, an unknown protocol: this image has no bytes
             out[pos] = None
     for base, rows in by_parquet.items():
         try:

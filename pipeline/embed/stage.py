@@ -134,7 +134,7 @@ def run_embed(
             raise ValueError(
                 "embed.dim reduces embeddings made here from images; input.format=embeddings keeps its width"
             )
-        return import_embeddings(run, input_cfg, force=force)
+        return import_embeddings(run, input_cfg, embed_cfg, force=force)
     from pipeline.ssl.store import resolve_store_checkpoint
 
     embed_cfg = resolve_store_checkpoint(
