@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from pipeline.artifacts import EMBEDDINGS, read_run_embeddings, write_dedup
+from pipeline.artifacts import EMBEDDINGS, read_run_embeddings, read_run_signatures, write_dedup
 from pipeline.dedup.config import dedup_config
 from pipeline.dedup.hashing import (
     PIXEL_HASH,
@@ -233,12 +233,16 @@ def signatures_of(
     """(pixel hashes, signatures) of an embeddings table.
 
     The copy signatures the embed (or import) step stored with the embeddings
-    (:data:`pipeline.artifacts.SIGNATURE_COLUMNS`) are read as they are: no image is opened.
-    Embeddings without them (run directories made before they were stored, tables written by other
+    (:data:`pipeline.artifacts.SIGNATURE_COLUMNS`, in ``table`` or, for the same ids in the same
+    order, in ``run``'s embeddings) are read as they are: no image is opened. Embeddings without them (run directories made before they were stored, tables written by other
     tools) fall back to the ``pixel_hash`` column when present, and to decoding ``uri`` when
     ``decode`` (or when there is no pixel_hash column), ``HASH_CHUNK`` images at a time with their
     progress (``dedup/hash``) in ``run``'s log."""
     stored = read_signatures(table)
+    if stored is None and run is not None and "id" in table.column_names:
+        columns = read_run_signatures(run)
+        if columns is not None and columns.column("id").equals(table.column("id")):
+            stored = read_signatures(columns)
     if stored is not None:
         return stored.digests, stored
     hashes = table.column(PIXEL_HASH).to_pylist() if PIXEL_HASH in table.column_names else None

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.artifacts import EMBEDDINGS, SIGNATURE_COLUMNS
+from pipeline.artifacts import EMBEDDINGS, PIXEL_HASH, SIGNATURE_ARRAYS, SIGNATURE_COLUMNS, read_run_embeddings
 from pipeline.config import load_group
 from pipeline.dedup import run_dedup
 from pipeline.dedup.hashing import image_signatures, read_signatures
@@ -123,6 +123,9 @@ def test_dedup_opens_no_image_file_when_signatures_are_present(images, tmp_path,
     np.testing.assert_array_equal(got.grids, want.grids)
     np.testing.assert_array_equal(got.phash, want.phash)
     np.testing.assert_array_equal(got.pixels, want.pixels)
+    # the pixel arrays stay dedup's: the embeddings' columns as the other steps read them leave them out
+    carried, _ = read_run_embeddings(run)
+    assert PIXEL_HASH in carried.column_names and not set(SIGNATURE_ARRAYS) & set(carried.column_names)
 
     # an older run directory (no signature columns): dedup decodes the uris, with a warning
     old = RunDir(str(tmp_path / "old"))
