@@ -12,7 +12,7 @@ process's wall clock, with each step's time from ``run.json``.
     .venv/bin/python -m benchmarks.dedup_scaling prepare --sizes 20000 80000
     flock /tmp/strata-bench.lock .venv/bin/python -m benchmarks.dedup_scaling curate --sizes 20000 80000
     flock /tmp/strata-bench.lock .venv/bin/python /work/shared/tools/growth.py --sizes 10000 20000 40000 -- \
-        .venv/bin/python -m benchmarks.dedup_scaling import --n {n}
+        .venv/bin/python -m benchmarks.dedup_scaling import --n {n} --out import.jsonl
 
 ``import`` times the import step alone (signatures included, ``embed.engine=ray``) on a prepared
 collection, for ``growth.py``.
@@ -168,7 +168,7 @@ def curate(sizes: list[int], side: int, copy_rate: float, seed: int, out: Path |
     return rows
 
 
-def import_only(n: int, side: int, copy_rate: float, seed: int) -> None:
+def import_only(n: int, side: int, copy_rate: float, seed: int, out: Path | None) -> None:
     """The import step alone (copy signatures on Ray), for ``growth.py``."""
     from benchmarks.common import ensure_ray
     from pipeline.config import load_group
@@ -188,11 +188,12 @@ def import_only(n: int, side: int, copy_rate: float, seed: int) -> None:
     }
     t0 = time.perf_counter()
     counts = run_embed(RunDir(str(run_dir)), cfg, {"engine": "ray"})
-    print(
-        json.dumps(
-            {"n": n, "import_s": round(time.perf_counter() - t0, 2), "signatures": counts["signatures"], "load": load()}
-        )
-    )
+    seconds = round(time.perf_counter() - t0, 2)
+    line = json.dumps({"n": n, "import_s": seconds, "signatures": counts["signatures"], "load": load()})
+    print(line)
+    if out:  # growth.py discards stdout: append the line here too
+        with out.open("a") as fh:
+            fh.write(line + "\n")
 
 
 def main() -> None:
@@ -203,7 +204,7 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=48)
     parser.add_argument("--copy-rate", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--out", type=Path, help="curate: JSON of the rows; import: a file to append its line to")
     args = parser.parse_args()
     if args.mode == "prepare":
         for n in args.sizes:
@@ -212,7 +213,7 @@ def main() -> None:
     elif args.mode == "curate":
         curate(args.sizes, args.side, args.copy_rate, args.seed, args.out)
     else:
-        import_only(args.n, args.side, args.copy_rate, args.seed)
+        import_only(args.n, args.side, args.copy_rate, args.seed, args.out)
 
 
 if __name__ == "__main__":

@@ -46,8 +46,8 @@ def import_embeddings(
 
     Columns and types are checked from the schemas before the step starts (one-line ValueError).
     ``read == kept + rejected``; ``id_type`` and ``embedding_type`` record the input's own types;
-    ``signatures`` counts the kept rows whose ``uri`` gave copy signatures and those whose did not
-    (absent without a ``uri`` column). ``embed_cfg``: where the signatures are taken
+    ``signatures`` counts the kept rows whose ``uri`` gave copy signatures and those whose did not,
+    and names where they were taken (absent without a ``uri`` column). ``embed_cfg``: where the signatures are taken
     (``engine``, ``local_max_images``, ``cpus_per_actor``).
     """
     cfg = InputConfig.from_dict(input_cfg)
@@ -154,7 +154,7 @@ class _SignatureTaker:
 
     def close(self) -> dict[str, int]:
         self.bar.close()
-        return {"decoded": self.decoded, "undecodable": self.missing}
+        return {"decoded": self.decoded, "undecodable": self.missing, "engine": self.engine}
 
 
 def _signature_block(block: pa.Table) -> pa.Table:

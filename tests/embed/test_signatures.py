@@ -187,7 +187,7 @@ def test_imported_embeddings_with_uri_carry_signatures_in_process_and_on_ray(
         run = RunDir(str(tmp_path / engine))
         counts = _import(run, path, engine)
         n = len(files)
-        assert counts["kept"] == n + 2 and counts["signatures"] == {"decoded": n, "undecodable": 2}
+        assert counts["kept"] == n + 2 and counts["signatures"] == {"decoded": n, "undecodable": 2, "engine": engine}
         tables[engine] = pq.read_table(run.path(EMBEDDINGS))
     assert tables["local"].equals(tables["ray"])  # same rows, order and signatures on both engines
     table = tables["local"]
