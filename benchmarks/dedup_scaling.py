@@ -14,7 +14,8 @@ process's wall clock, with each step's time from ``run.json``.
     flock /tmp/strata-bench.lock .venv/bin/python /work/shared/tools/growth.py --sizes 10000 20000 40000 -- \
         .venv/bin/python -m benchmarks.dedup_scaling import --n {n} --out import.jsonl
 
-``import`` times the import step alone (signatures included, ``embed.engine=ray``) on a prepared
+``--override dedup.near_duplicate=false`` times everything but the copy search (exact dedup still
+reads the stored pixel hashes). ``import`` times the import step alone (signatures included, ``embed.engine=ray``) on a prepared
 collection, for ``growth.py``.
 """
 
@@ -28,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -118,15 +120,16 @@ def load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def curate(sizes: list[int], side: int, copy_rate: float, seed: int, out: Path | None) -> list[dict]:
+def curate(sizes: list[int], side: int, copy_rate: float, seed: int, out: Path | None, extra: list[str]) -> list[dict]:
     rows = []
     for n in sizes:
         root = prepare(n, side, copy_rate, seed)
-        run_dir = CACHE / f"dedup_scaling-run-{n}"
+        tag = f"-{zlib.crc32(' '.join(extra).encode()):08x}" if extra else ""
+        run_dir = CACHE / f"dedup_scaling-run-{n}{tag}"
         shutil.rmtree(run_dir, ignore_errors=True)
         before = load()
         t0 = time.perf_counter()
-        cmd = [str(REPO / ".venv/bin/strata"), "curate", *_overrides(root, run_dir)]
+        cmd = [str(REPO / ".venv/bin/strata"), "curate", *_overrides(root, run_dir), *extra]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
         wall = time.perf_counter() - t0
         if proc.returncode:
@@ -204,6 +207,9 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=48)
     parser.add_argument("--copy-rate", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--override", nargs="*", default=[], help="curate: extra overrides (dedup.near_duplicate=false)"
+    )
     parser.add_argument("--out", type=Path, help="curate: JSON of the rows; import: a file to append its line to")
     args = parser.parse_args()
     if args.mode == "prepare":
@@ -211,7 +217,7 @@ def main() -> None:
             t0 = time.perf_counter()
             print(prepare(n, args.side, args.copy_rate, args.seed), f"{time.perf_counter() - t0:.0f} s")
     elif args.mode == "curate":
-        curate(args.sizes, args.side, args.copy_rate, args.seed, args.out)
+        curate(args.sizes, args.side, args.copy_rate, args.seed, args.out, args.override)
     else:
         import_only(args.n, args.side, args.copy_rate, args.seed, args.out)
 
