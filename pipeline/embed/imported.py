@@ -47,8 +47,8 @@ def import_embeddings(
     Columns and types are checked from the schemas before the step starts (one-line ValueError).
     ``read == kept + rejected``; ``id_type`` and ``embedding_type`` record the input's own types;
     ``signatures`` counts the kept rows whose ``uri`` gave copy signatures and those whose did not,
-    and names where they were taken (absent without a ``uri`` column). ``embed_cfg``: where the signatures are taken
-    (``engine``, ``local_max_images``, ``cpus_per_actor``).
+    and names where they were taken (absent without a ``uri`` column). ``embed_cfg``: where the
+    signatures are taken (``engine``, ``local_max_images``, ``cpus_per_actor``).
     """
     cfg = InputConfig.from_dict(input_cfg)
     ecfg = EmbedConfig.from_dict(embed_cfg)
@@ -109,7 +109,8 @@ class _SignatureTaker:
     """Adds the copy signatures of the images at ``uri`` to the import's batches: one
     :class:`SignatureStage` per ``SIGNATURE_BLOCK`` uris, in this process or as Ray Data tasks
     (:func:`pipeline.engine.choose_engine` over the input's row count, read from the Parquet
-    footers; each task asks for ``embed.cpus_per_actor``), with the ``embed/signatures`` progress in ``run``'s log."""
+    footers; each task asks for ``embed.cpus_per_actor``), with the ``embed/signatures`` progress
+    in ``run``'s log."""
 
     def __init__(self, run: RunDir, spec: EmbeddingsInput, cfg: InputConfig, ecfg: EmbedConfig):
         total = _parquet_rows(spec.files)
@@ -152,7 +153,7 @@ class _SignatureTaker:
             self.bar.update(batch.num_rows)
         return parts
 
-    def close(self) -> dict[str, int]:
+    def close(self) -> dict[str, int | str]:
         self.bar.close()
         return {"decoded": self.decoded, "undecodable": self.missing, "engine": self.engine}
 
