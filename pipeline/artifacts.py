@@ -50,7 +50,9 @@ PRETRAIN = Artifact("pretrain", "pretrain", "pretrain", "Ray Train checkpoints (
 PRETRAIN_CHECKPOINT = Artifact("pretrain/checkpoint", "pretrain", "pretrain", "exported SSL backbone")
 PRETRAIN_RAY = Artifact("pretrain/ray", "pretrain", "pretrain", "Ray Train run folder (epoch checkpoints)")
 PRETRAIN_METRICS = Artifact("pretrain/metrics.json", "pretrain", "pretrain", "loss and rate per epoch")
-EMBEDDINGS = Artifact("embeddings", "embed", "embed", "part-*.parquet: id, embedding, uri, carried columns")
+EMBEDDINGS = Artifact(
+    "embeddings", "embed", "embed", "part-*.parquet: id, embedding, uri, carried columns, copy signatures"
+)
 REJECTS = Artifact("rejects.parquet", "embed", "embed", "id, uri, reason of every input that was not embedded")
 DEDUP = Artifact("dedup", "dedup", "dedup", "duplicates.parquet and kept.parquet")
 DUPLICATES = Artifact("dedup/duplicates.parquet", "dedup", "dedup", "id, kept_id, similarity, kind")
@@ -92,17 +94,58 @@ DOWNLOAD_COMPOSITE = "composite"  # step name of the satellite composite (its ou
 
 
 # ---- embeddings and dedup ----------------------------------------------------------------------
+# Columns of embeddings/ holding each image's copy signatures, taken by the embed (or import) step
+# from the pixels it decoded and read back by dedup (types and meaning: pipeline.dedup.hashing).
+# The pixel arrays among them are dedup's, not data about an item: readers of the embeddings'
+# columns (manifests, exports, index metadata, read_run_embeddings) leave them out.
+PIXEL_HASH, GREY_GRID, D4_PHASH, PIXEL_COUNT = "pixel_hash", "grey_grid", "d4_phash", "pixel_count"
+SIGNATURE_COLUMNS = (PIXEL_HASH, GREY_GRID, D4_PHASH, PIXEL_COUNT)
+SIGNATURE_ARRAYS = (GREY_GRID, D4_PHASH, PIXEL_COUNT)
+
+
+def carried_columns(names: list[str]) -> list[str]:
+    """The columns of an embeddings table that describe its items: all but the vector and the
+    signature arrays (``pixel_hash``, a short string, travels as it always did)."""
+    from pipeline.io.tables import EMBEDDING
+
+    return [c for c in names if c != EMBEDDING and c not in SIGNATURE_ARRAYS]
+
+
 def embedding_files(run: RunDir) -> list[str]:
     from pipeline.io.tables import list_parquet_files
 
     return list_parquet_files(run.path(EMBEDDINGS))
 
 
+def _embedding_columns(run: RunDir) -> list[str]:
+    files = embedding_files(run)
+    if not files:
+        return []
+    with fsspec.open(files[0], "rb") as fh:
+        return pq.read_schema(fh).names
+
+
 def read_run_embeddings(run: RunDir, columns: list[str] | None = None) -> tuple[pa.Table, np.ndarray]:
-    """(table without the embedding column, (N, D) float32) of the run's embeddings."""
+    """(table of ``columns``, default :func:`carried_columns`, (N, D) float32) of the run's embeddings."""
     from pipeline.io.tables import read_embeddings
 
+    if columns is None:
+        columns = carried_columns(_embedding_columns(run)) or None
     return read_embeddings(run.path(EMBEDDINGS), columns)
+
+
+def read_run_signatures(run: RunDir) -> pa.Table | None:
+    """``id`` and the :data:`SIGNATURE_COLUMNS` of the run's embeddings, rows in
+    :func:`read_run_embeddings` order; None when the embeddings lack any of them."""
+    from pipeline.io.tables import list_parquet_files
+
+    if not set(SIGNATURE_COLUMNS) <= set(_embedding_columns(run)):
+        return None
+    tables = []
+    for f in list_parquet_files(run.path(EMBEDDINGS)):
+        with fsspec.open(f, "rb") as fh:
+            tables.append(pq.read_table(fh, columns=["id", *SIGNATURE_COLUMNS]))
+    return pa.concat_tables(tables)
 
 
 def duplicate_ids(run: RunDir) -> pa.Array:

@@ -4,7 +4,8 @@ k-means clusters).
 
 Public API:
 
-- :func:`pixel_hash`, :class:`PixelHashStage`, :func:`image_signatures` (hashing.py): per-image keys;
+- :func:`pixel_hash`, :class:`SignatureStage`, :func:`image_signatures`, :func:`read_signatures`
+  (hashing.py): per-image keys, stored as columns of the embeddings by the embed step;
 - :func:`d4_phash`, :func:`grey_grid` (perceptual.py): the D4-invariant perceptual hash;
 - :func:`candidate_pairs`, :func:`copy_distances` (copies.py): copy candidates and their distances;
 - :func:`synthetic_copy`, :func:`choose_threshold` (calibration.py): per-collection threshold;
@@ -18,9 +19,10 @@ from pipeline.lazy import lazy_exports
 _EXPORTS = {
     "dedup_config": "config",
     "PIXEL_HASH": "hashing",
-    "PixelHashStage": "hashing",
+    "SignatureStage": "hashing",
     "Signatures": "hashing",
     "image_signatures": "hashing",
+    "read_signatures": "hashing",
     "pixel_hash": "hashing",
     "d4_phash": "perceptual",
     "grey_grid": "perceptual",

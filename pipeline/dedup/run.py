@@ -28,9 +28,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from pipeline.artifacts import EMBEDDINGS, read_run_embeddings, write_dedup
+from pipeline.artifacts import EMBEDDINGS, read_run_embeddings, read_run_signatures, write_dedup
 from pipeline.dedup.config import dedup_config
-from pipeline.dedup.hashing import PIXEL_HASH, Signatures, image_signatures, load_images, uri_signatures
+from pipeline.dedup.hashing import (
+    PIXEL_HASH,
+    SIGNATURE_COLUMNS,
+    Signatures,
+    concat_signatures,
+    image_signatures,
+    load_images,
+    read_signatures,
+    uri_signatures,
+)
 from pipeline.dedup.semantic import exact_duplicates, keep_priority, leaders_from_pairs, semantic_duplicates
 from pipeline.progress import Progress
 from pipeline.rundir import RunDir
@@ -221,29 +230,39 @@ def find_duplicates(
 def signatures_of(
     table: pa.Table, *, decode: bool, run: RunDir | None = None
 ) -> tuple[list[str | None] | None, Signatures | None]:
-    """(pixel hashes, signatures) of an embeddings table: the ``pixel_hash`` column when present,
-    and the decoded signatures of ``uri`` when ``decode`` (or when there is no pixel_hash column),
-    decoded ``HASH_CHUNK`` images at a time with their progress (``dedup/hash``) in ``run``'s log."""
+    """(pixel hashes, signatures) of an embeddings table.
+
+    The copy signatures the embed (or import) step stored with the embeddings
+    (:data:`pipeline.artifacts.SIGNATURE_COLUMNS`, in ``table`` or, for the same ids in the same
+    order, in ``run``'s embeddings) are read as they are: no image is opened. Embeddings without them (run directories made before they were stored, tables written by other
+    tools) fall back to the ``pixel_hash`` column when present, and to decoding ``uri`` when
+    ``decode`` (or when there is no pixel_hash column), ``HASH_CHUNK`` images at a time with their
+    progress (``dedup/hash``) in ``run``'s log."""
+    stored = read_signatures(table)
+    if stored is None and run is not None and "id" in table.column_names:
+        columns = read_run_signatures(run)
+        if columns is not None and columns.column("id").equals(table.column("id")):
+            stored = read_signatures(columns)
+    if stored is not None:
+        return stored.digests, stored
     hashes = table.column(PIXEL_HASH).to_pylist() if PIXEL_HASH in table.column_names else None
     if not decode and hashes is not None:
         return hashes, None
     if "uri" not in table.column_names:
         raise KeyError("dedup needs a 'uri' column (or, for exact dedup alone, 'pixel_hash') in the embeddings table")
     uris = table.column("uri").to_pylist()
+    log.warning(
+        "dedup: the embeddings carry no copy signatures (%s); decoding %d images from 'uri' "
+        "(a fresh embed step stores them: `force=true` or a new run directory)",
+        ", ".join(c for c in SIGNATURE_COLUMNS if c not in table.column_names) or "other types",
+        len(uris),
+    )
     parts = []
     with _progress("dedup/hash", len(uris), run) as bar:
         for a in range(0, len(uris), HASH_CHUNK):
             parts.append(uri_signatures(uris[a : a + HASH_CHUNK]))
             bar.update(len(parts[-1].digests))
-    sig = (
-        Signatures(
-            [d for p in parts for d in p.digests],
-            np.concatenate([p.grids for p in parts]),
-            np.concatenate([p.pixels for p in parts]),
-        )
-        if parts
-        else image_signatures([])
-    )
+    sig = concat_signatures(parts)
     return hashes if hashes is not None else sig.digests, sig
 
 

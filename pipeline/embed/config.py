@@ -32,7 +32,7 @@ class EmbedConfig:
     resolution: str | None
     engine: str  # auto | ray | local (pipeline.engine)
     local_max_images: int
-    pixel_hash: bool = True  # internal: add a `pixel_hash` column (exact-duplicate key)
+    pixel_hash: bool = True  # internal: add the copy-signature columns (pipeline.dedup.hashing)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipeline.dedup.hashing import image_signature
 from pipeline.embed.backbones import Backbone, build_backbone
 from pipeline.embed.config import EmbedConfig
-from pipeline.io.images import decode_rgb, pixel_digest
+from pipeline.io.images import decode_rgb
 from pipeline.malloc import keep_freed_memory
 
 
@@ -68,10 +69,11 @@ class Embedder:
         """Encoded bytes -> preprocessed array; raises ``RejectedImage`` for bad input."""
         return self.preprocess(decode_rgb(data, max_pixels=self.cfg.max_pixels, draft_size=self.image_size))
 
-    def decode_with_digest(self, data: bytes) -> tuple[np.ndarray, str]:
-        """Like :meth:`decode`, plus the full-resolution pixel digest (``pipeline.io.images.pixel_digest``)."""
+    def decode_with_signature(self, data: bytes) -> tuple[np.ndarray, tuple[str, np.ndarray, int]]:
+        """Like :meth:`decode`, plus the copy signature of the full-resolution image (pixel hash,
+        grey grid, pixel count: :func:`pipeline.dedup.hashing.image_signature`), from the same decode."""
         img = decode_rgb(data, max_pixels=self.cfg.max_pixels)
-        return self.preprocess(img), pixel_digest(img)
+        return self.preprocess(img), image_signature(img)
 
     @torch.inference_mode()
     def embed_arrays(self, pixels: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.artifacts import EMBEDDINGS, PRETRAIN, PRETRAIN_CHECKPOINT, REJECTS, TMP, input_fingerprint
+from pipeline.dedup.hashing import collect_signatures, with_signatures
 from pipeline.embed.embedder import EmbedConfig, Embedder
 from pipeline.embed.reduce import reduce_run_embeddings
 from pipeline.engine import choose_engine, ensure_ray
@@ -27,13 +28,15 @@ from pipeline.stage import Resources, Stage
 log = logging.getLogger(__name__)
 
 REJECT_REASON = "reject_reason"
-PIXEL_HASH = "pixel_hash"
 
 
 class EmbedStage(Stage):
     """Decode + resize + normalise + forward. Input rows: ``id, uri, image, _read_error, *carried``.
-    Output rows: the same minus ``image``/``_read_error``, plus ``pixel_hash`` (when configured), ``embedding``
-    (``fixed_size_list<float32>[D]``; zeros for rejected rows) and ``reject_reason`` (null if kept)."""
+    Output rows: the same minus ``image``/``_read_error``, plus the copy signatures of the decoded
+    image (:data:`pipeline.dedup.hashing.SIGNATURE_COLUMNS`, when ``embed.pixel_hash``; null for
+    rejected rows), ``embedding`` (``fixed_size_list<float32>[D]``; zeros for rejected rows) and
+    ``reject_reason`` (null if kept). The signatures come from the same decode as the embedding,
+    so dedup never decodes the collection again."""
 
     name = "embed"
     inputs = ("id", "uri", "image")
@@ -57,30 +60,30 @@ class EmbedStage(Stage):
             batch.column("_read_error").to_pylist() if "_read_error" in batch.column_names else [None] * len(images)
         )
         reasons: list[str | None] = []
-        digests: list[str | None] = []
+        signatures: list[tuple[str, np.ndarray, int] | None] = []
         pixels = []
         for data, err in zip(images, read_errors):
-            digest = None
+            signature = None
             if err:
                 reasons.append(err)
             else:
                 try:
                     if self.cfg.pixel_hash:
-                        arr, digest = self.embedder.decode_with_digest(data)
+                        arr, signature = self.embedder.decode_with_signature(data)
                     else:
                         arr = self.embedder.decode(data)
                     pixels.append(arr)
                     reasons.append(None)
                 except RejectedImage as exc:
                     reasons.append(exc.reason)
-            digests.append(digest)
+            signatures.append(signature)
         emb = np.zeros((len(images), self.embedder.dim), np.float32)
         if pixels:
             ok = np.array([r is None for r in reasons])
             emb[ok] = self.embedder.embed_arrays(np.stack(pixels))
         out = batch.drop_columns([c for c in ("image", "_read_error") if c in batch.column_names])
         if self.cfg.pixel_hash:
-            out = out.append_column(PIXEL_HASH, pa.array(digests, pa.string()))
+            out = with_signatures(out, collect_signatures(signatures))
         return out.append_column(EMBEDDING, embeddings_to_arrow(emb)).append_column(
             REJECT_REASON, pa.array(reasons, pa.string())
         )
@@ -131,7 +134,7 @@ def run_embed(
             raise ValueError(
                 "embed.dim reduces embeddings made here from images; input.format=embeddings keeps its width"
             )
-        return import_embeddings(run, input_cfg, force=force)
+        return import_embeddings(run, input_cfg, embed_cfg, force=force)
     from pipeline.ssl.store import resolve_store_checkpoint
 
     embed_cfg = resolve_store_checkpoint(

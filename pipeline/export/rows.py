@@ -18,8 +18,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.artifacts import ACTIVE_LABELS, CORESET, EMBEDDINGS, LABEL_FILES, LABELS, MANIFEST, embedding_files
-from pipeline.io.tables import EMBEDDING
+from pipeline.artifacts import (
+    ACTIVE_LABELS,
+    CORESET,
+    EMBEDDINGS,
+    LABEL_FILES,
+    LABELS,
+    MANIFEST,
+    carried_columns,
+    embedding_files,
+)
 from pipeline.rundir import RunDir
 
 SOURCES = {  # source -> (path inside the run, job that writes it)
@@ -81,7 +89,7 @@ def read_source(run: RunDir, source: str) -> pa.Table:
     for f in embedding_files(run):
         with fsspec.open(f, "rb") as fh:
             pf = pq.ParquetFile(fh)
-            cols = [c for c in pf.schema_arrow.names if c == "id" or (c != EMBEDDING and c not in table.column_names)]
+            cols = [c for c in carried_columns(pf.schema_arrow.names) if c == "id" or c not in table.column_names]
             t = pf.read(columns=cols)
         parts.append(t.filter(pc.is_in(t.column("id"), value_set=ids)))
     extra = pa.concat_tables(parts, promote_options="default")

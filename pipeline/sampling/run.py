@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.artifacts import CLUSTERS, MANIFEST, embedding_files, load_levels, load_point_ids
-from pipeline.io.tables import EMBEDDING, write_parquet_atomic
+from pipeline.artifacts import CLUSTERS, MANIFEST, carried_columns, embedding_files, load_levels, load_point_ids
+from pipeline.io.tables import write_parquet_atomic
 from pipeline.rundir import RunDir
 from pipeline.sampling.balanced import hierarchical_balanced_sampling
 from pipeline.sampling.config import sampling_config
@@ -33,7 +33,7 @@ def _carried_columns(run: RunDir, ids: pa.Array) -> pa.Table:
     for f in embedding_files(run):
         with fsspec.open(f, "rb") as fh:
             pf = pq.ParquetFile(fh)
-            cols = [c for c in pf.schema_arrow.names if c != EMBEDDING]
+            cols = carried_columns(pf.schema_arrow.names)
             t = pf.read(columns=cols)
         tables.append(t.filter(pc.is_in(t.column("id"), value_set=ids)))
     return pa.concat_tables(tables, promote_options="default")

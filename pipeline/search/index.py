@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.dedup.hashing import PIXEL_HASH
+from pipeline.artifacts import PIXEL_HASH, carried_columns
 from pipeline.io.tables import EMBEDDING, iter_embedding_batches, list_parquet_files
 from pipeline.search.config import KINDS, IndexConfig  # noqa: F401 - re-exported
 from pipeline.search.filters import Filters, filter_mask
@@ -205,7 +205,7 @@ class SearchIndex:
             raise ValueError(
                 f"{files[0]} is not an embeddings table (needs 'id' and '{EMBEDDING}'), has {schema.names}"
             )
-        meta_cols = [c for c in schema.names if c not in (EMBEDDING, PIXEL_HASH)]  # the hash is internal to dedup
+        meta_cols = [c for c in carried_columns(schema.names) if c != PIXEL_HASH]  # signatures are dedup's
         tables = []
         for f in files:
             with fsspec.open(f, "rb") as fh:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from pipeline.dedup import (
-    PixelHashStage,
+    SignatureStage,
     exact_duplicates,
     find_duplicates,
     keep_priority,
@@ -69,7 +69,7 @@ def test_pixel_hash_matches_pixels_not_bytes():
     assert a != b and pixel_hash(a) == pixel_hash(b)
     assert pixel_hash(_png(arr[:, ::-1].copy())) != pixel_hash(a)
     assert pixel_hash(b"not an image") is None and pixel_hash(None) is None
-    out = PixelHashStage()(pa.table({"image": pa.array([a, b, b"x"], pa.binary())}))
+    out = SignatureStage()(pa.table({"image": pa.array([a, b, b"x"], pa.binary())}))
     assert out.column("pixel_hash").to_pylist() == [pixel_hash(a)] * 2 + [None]
 
 

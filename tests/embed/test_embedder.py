@@ -4,6 +4,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from pipeline.artifacts import SIGNATURE_COLUMNS
+from pipeline.dedup.hashing import image_signatures, read_signatures
 from pipeline.embed import Embedder, EmbedStage, build_backbone
 from pipeline.io.tables import arrow_to_embeddings
 from tests.io.bad_inputs import bad_inputs
@@ -78,7 +80,7 @@ def test_stage_rejects_bad_rows_and_keeps_converted_ones(jpegs):
         }
     )
     out = EmbedStage({**SMALL, "max_pixels": 1_000_000})(batch)
-    assert out.column_names == ["id", "uri", "label", "pixel_hash", "embedding", "reject_reason"]
+    assert out.column_names == ["id", "uri", "label", *SIGNATURE_COLUMNS, "embedding", "reject_reason"]
     reasons = dict(zip(out.column("id").to_pylist(), out.column("reject_reason").to_pylist()))
     expected = {"good.jpg": None, **{k: v[1] for k, v in cases.items()}}
     expected["huge.png"] = "unreadable file"  # the read error wins over decoding
@@ -88,6 +90,16 @@ def test_stage_rejects_bad_rows_and_keeps_converted_ones(jpegs):
     kept = np.array([r is None for r in out.column("reject_reason").to_pylist()])
     np.testing.assert_allclose(np.linalg.norm(x[kept], axis=1), 1.0, rtol=1e-5)
     assert not x[~kept].any()
+    # the copy signatures come from the same full-resolution decode; null for every rejected row
+    sig = read_signatures(out)
+    want = image_signatures([data[r] for r in np.flatnonzero(kept)])
+    assert [sig.digests[r] for r in np.flatnonzero(kept)] == want.digests and kept.sum() >= 2
+    assert all(sig.digests[r] is None for r in np.flatnonzero(~kept))
+    np.testing.assert_array_equal(sig.grids[kept], want.grids)
+    np.testing.assert_array_equal(sig.phash[kept], want.phash)
+    np.testing.assert_array_equal(sig.pixels[kept], want.pixels)
+    assert not sig.pixels[~kept].any()
+    assert all(out.column(c).null_count == (~kept).sum() for c in SIGNATURE_COLUMNS)
 
 
 def test_pixel_hash_matches_identical_pixels_only(jpegs):
