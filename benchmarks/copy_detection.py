@@ -16,8 +16,8 @@ near_duplicate, calibrated):
   (>= 0.90, per kind too); lost = pictures none of whose images is kept (<= 1%).
 
 Collections (>= 2 not aerial): ``digits`` (sklearn's 1,797 8x8 grey digits upscaled to 56 px, JPEG),
-``shapes`` (generated: 1-3 random ellipses / rectangles / triangles on a plain or gradient
-background, 64 px, JPEG), ``tiles`` (sklearn's two sample photos cut into non-overlapping 40 px
+``shapes`` (generated: 3-5 random ellipses / rectangles / triangles of 8-32 px on a plain or
+gradient background, 64 px, JPEG), ``tiles`` (sklearn's two sample photos cut into non-overlapping 40 px
 tiles), ``ucmerced`` and ``aid150`` (aerial, ../shared/datasets).
 
 scale: candidate search + verification on synthetic signatures: ``n`` grey grids made of smooth
@@ -57,6 +57,8 @@ def digits() -> list[bytes]:
 
 
 def shapes(n: int = 2000, side: int = 64, seed: int = 0) -> list[bytes]:
+    """3-5 random ellipses / rectangles / triangles (8-32 px) in random colours on a plain or
+    gradient background: simple objects, each picture its own layout."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
@@ -65,9 +67,10 @@ def shapes(n: int = 2000, side: int = 64, seed: int = 0) -> list[bytes]:
         bg = (c0 * (1 - ramp) + c1 * ramp) * np.ones((side, side, 3))
         im = Image.fromarray(bg.astype(np.uint8))
         draw = ImageDraw.Draw(im)
-        for _ in range(int(rng.integers(1, 4))):
-            x0, y0 = rng.integers(0, side - 12, 2)
-            x1, y1 = x0 + rng.integers(8, side - x0 + 1), y0 + rng.integers(8, side - y0 + 1)
+        for _ in range(int(rng.integers(3, 6))):
+            w, h = rng.integers(8, 33, 2)
+            x0, y0 = rng.integers(0, side - w + 1), rng.integers(0, side - h + 1)
+            x1, y1 = x0 + w, y0 + h
             fill = tuple(int(v) for v in rng.integers(0, 256, 3))
             kind = int(rng.integers(3))
             if kind == 0:
@@ -185,7 +188,7 @@ def synthetic_grids(n: int, copy_share: float = 0.1, seed: int = 0) -> np.ndarra
     return grids
 
 
-def bench_scale(n: int, threshold: float, min_corr: float) -> dict:
+def bench_scale(n: int, threshold: float, min_corr: float, flat_max: int) -> dict:
     from pipeline.dedup.config import dedup_config
     from pipeline.dedup.copies import candidate_pairs, copy_scores, descriptor_correlation
     from pipeline.dedup.perceptual import d4_phash, descriptors
@@ -196,7 +199,7 @@ def bench_scale(n: int, threshold: float, min_corr: float) -> dict:
     hashes = d4_phash(grids)
     desc = descriptors(grids)
     t2 = time.perf_counter()
-    cfg = {**dedup_config({})["copies"], "seed": 0}
+    cfg = {**dedup_config({})["copies"], "seed": 0, "flat_max": flat_max}
     stats: dict = {}
     i, j = candidate_pairs(hashes, desc, cfg, stats)
     t3 = time.perf_counter()
@@ -219,6 +222,7 @@ def bench_scale(n: int, threshold: float, min_corr: float) -> dict:
         "register_min_correlation": min_corr,
         **stats,
         "threshold": threshold,
+        "flat_max": flat_max,
         "copies_linked_share": round(float(copies_found[base:].mean()), 4),
         "machine": machine(),
     }
@@ -232,12 +236,13 @@ if __name__ == "__main__":
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--threshold", type=float, default=0.6)
     ap.add_argument("--min-corr", type=float, default=0.8)
+    ap.add_argument("--flat-max", type=int, default=50_000)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.mode == "quality":
         res = {"machine": machine(), **bench_quality(args.collections, args.size)}
     else:
-        res = bench_scale(args.n, args.threshold, args.min_corr)
+        res = bench_scale(args.n, args.threshold, args.min_corr, args.flat_max)
         print(json.dumps(res), flush=True)
     if args.out:
         with open(args.out, "w") as fh:

@@ -22,7 +22,8 @@ of distinct images removed at ``t`` from the excess over them above the top refe
     F(t) = max(0, R(t) - R(t_90) - m (C(t) - C(t_90))) / (N - m),    t_q = q-quantile of copies
 
 over the recall levels ``q`` of ``recall_levels`` (from 0.9 up), tried in order: ``t*`` is the last
-level before the first with ``F > alpha``. The threshold is always a recall the collection's own
+level before the first whose excess is significantly above ``alpha`` (more than
+``alpha D + 2 sqrt(alpha D)`` images, ``D = N - m``: on a pool of 300 one pair is already 0.7%). The threshold is always a recall the collection's own
 copies reach, never an absolute residual. ``F(t_90) = 0`` by construction, so when the very next
 level already fails, distinct images reach into the copies' range and the collection is unreliable. Counting removals, not images with a close
 neighbour, keeps ``m`` right when an image has many copies (a source with six copies is near one
@@ -36,6 +37,7 @@ default sample.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -52,17 +54,18 @@ def _jpeg(img: Image.Image, quality: int) -> bytes:
 
 
 def synthetic_copy(img: Image.Image, kind: str, rng: np.random.Generator) -> bytes:
-    """A copy of RGB ``img`` as a JPEG file: ``jpeg`` (quality 30-80), ``resize`` (40-90% of the side),
-    ``crop`` (90-98% of each side at a random offset), ``flip`` (left-right or up-down), ``rot90``
-    (90, 180 or 270 degrees), ``colour`` (brightness 0.7-1.3, contrast 0.8-1.25, saturation 0.6-1.4)."""
+    """A copy of RGB ``img`` as a JPEG file, over the ranges the step promises to find (README):
+    ``jpeg`` (quality 20-75), ``resize`` (30-90% of the side), ``crop`` (90-99% of each side at a
+    random offset), ``flip`` (left-right or up-down), ``rot90`` (90, 180 or 270 degrees), ``colour``
+    (brightness 0.6-1.4, contrast 0.8-1.25, saturation 0.5-1.5)."""
     w, h = img.size
     if kind == "jpeg":
-        return _jpeg(img, int(rng.integers(30, 81)))
+        return _jpeg(img, int(rng.integers(20, 76)))
     if kind == "resize":
-        f = rng.uniform(0.4, 0.9)
+        f = rng.uniform(0.3, 0.9)
         img = img.resize((max(8, round(w * f)), max(8, round(h * f))), Image.Resampling.BICUBIC)
     elif kind == "crop":
-        cw, ch = round(w * rng.uniform(0.9, 0.98)), round(h * rng.uniform(0.9, 0.98))
+        cw, ch = round(w * rng.uniform(0.9, 0.99)), round(h * rng.uniform(0.9, 0.99))
         x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
         img = img.crop((x, y, x + cw, y + ch))
     elif kind == "flip":
@@ -70,12 +73,28 @@ def synthetic_copy(img: Image.Image, kind: str, rng: np.random.Generator) -> byt
     elif kind == "rot90":
         img = img.rotate(90 * int(rng.integers(1, 4)), expand=True)
     elif kind == "colour":
-        img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.7, 1.3))
+        img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.6, 1.4))
         img = ImageEnhance.Contrast(img).enhance(rng.uniform(0.8, 1.25))
-        img = ImageEnhance.Color(img).enhance(rng.uniform(0.6, 1.4))
+        img = ImageEnhance.Color(img).enhance(rng.uniform(0.5, 1.5))
     else:
         raise ValueError(f"unknown copy kind {kind!r}; known: {KINDS}")
     return _jpeg(img, 90)
+
+
+def joint_rank(copy_bits: np.ndarray, copy_residual: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The pair score ``s = max(F_bits(bits), F_res(residual))``, ``F_x(v)`` = share of the synthetic
+    copies strictly closer than ``v`` in signal ``x``: each signal on the scale of this collection's
+    own copies, and a pair must look like a copy in both. pHash bits are the sharp signal on
+    textured photos (a JPEG'd aerial scene moves few bits, its residual moves more), the residual
+    on small grey objects (distinct digits lie 2-6 bits apart); the max lets each veto."""
+    cb, cr = np.sort(np.asarray(copy_bits, np.float64)), np.sort(np.asarray(copy_residual, np.float64))
+
+    def score(bits: np.ndarray, residual: np.ndarray) -> np.ndarray:
+        fb = np.searchsorted(cb, np.asarray(bits, np.float64), "left") / max(len(cb), 1)
+        fr = np.searchsorted(cr, np.asarray(residual, np.float64), "left") / max(len(cr), 1)
+        return np.maximum(fb, fr)
+
+    return score
 
 
 def choose_threshold(
@@ -122,7 +141,9 @@ def choose_threshold(
 
     steps = sorted({float(np.quantile(copy_score, float(q), method="inverted_cdf")) for q in recall_levels})
     rates = {t: false_match(t) for t in steps}
-    fails = [k for k, t in enumerate(steps) if rates[t] > max_false_match]
+    distinct = max(n - copies, 1.0)
+    allowed = max_false_match * distinct + 2 * math.sqrt(max_false_match * distinct)  # Poisson: 300 images allow 3.9
+    fails = [k for k, t in enumerate(steps) if rates[t] * distinct > allowed]
     first_fail = fails[0] if fails else len(steps)
     # F(t_90) is 0 by construction; distinct images already removed right above it reach below it too
     threshold = steps[first_fail - 1] if first_fail >= 2 or (first_fail == 1 and len(steps) == 1) else None

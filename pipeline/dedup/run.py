@@ -98,9 +98,11 @@ def near_duplicates(
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Copies among the rows of ``sig`` (all decodable), grouped without chaining in ``priority`` order.
 
-    Candidates (:func:`pipeline.dedup.copies.candidate_pairs`) are verified by their registered
-    residual (:func:`pipeline.dedup.copies.copy_scores`) against a threshold calibrated on synthetic
-    copies (:mod:`pipeline.dedup.calibration`); groups by :func:`pipeline.dedup.grouping.keeper_groups`.
+    Candidates (:func:`pipeline.dedup.copies.candidate_pairs`) are verified by their pHash copy
+    distance and registered residual (:func:`pipeline.dedup.copies.copy_scores`), combined as
+    :func:`pipeline.dedup.calibration.joint_rank` against a threshold calibrated on synthetic copies
+    (:mod:`pipeline.dedup.calibration`); with a fixed ``threshold``, the residual alone is compared.
+    Groups by :func:`pipeline.dedup.grouping.keeper_groups`.
 
     Args:
         cfg: ``dedup.copies`` settings and ``seed``.
@@ -112,7 +114,7 @@ def near_duplicates(
         it, record: threshold, calibration estimates, candidate counts, timings).
     """
     from pipeline.dedup.calibration import KINDS as COPY_KINDS
-    from pipeline.dedup.calibration import choose_threshold, synthetic_copy
+    from pipeline.dedup.calibration import choose_threshold, joint_rank, synthetic_copy
     from pipeline.dedup.copies import candidate_pairs, copy_scores, descriptor_correlation
     from pipeline.dedup.grouping import keeper_groups
     from pipeline.dedup.perceptual import d4_phash, descriptors
@@ -135,14 +137,19 @@ def near_duplicates(
         blobs = [synthetic_copy(decode_rgb(b), k, rng) for b, k in zip(load(sample), kinds)]
         grids = np.concatenate([sig.grids, image_signatures(blobs).grids])
         copies = n + np.arange(len(sample))
-        _, copy_res = copy_scores(np.concatenate([hashes, d4_phash(grids[n:])]), grids, sample, copies)
+        copy_bits, copy_res = copy_scores(np.concatenate([hashes, d4_phash(grids[n:])]), grids, sample, copies)
+        pair_score = joint_rank(copy_bits, copy_res)
+        copy_score = pair_score(copy_bits, copy_res)
         if min_corr is None:
             copy_corr = descriptor_correlation(np.concatenate([desc, descriptors(grids[n:])]), sample, copies)
             min_corr = float(copy_corr.min()) - float(cfg["register_margin"]) if len(copy_corr) else -1.0
+    else:
+        pair_score = lambda bits, res: res  # noqa: E731 (a fixed threshold is a residual)
     min_corr = -1.0 if min_corr is None else float(min_corr)
     register = descriptor_correlation(desc, i, j) >= min_corr
     t2 = time.perf_counter()
     bits, residual = copy_scores(hashes, sig.grids, i, j, register=register)
+    score = pair_score(bits, residual)
     record.update(
         candidate_pairs=int(len(i)),
         registered_pairs=int(register.sum()),
@@ -153,33 +160,34 @@ def near_duplicates(
     asked: dict[tuple[int, int], tuple[int, float]] = {}
 
     def group(limit: float) -> tuple[np.ndarray, np.ndarray]:
-        """keeper_groups with pairs at residual <= limit; pairs verified on demand are scored once."""
+        """keeper_groups with pairs at score <= limit; pairs verified on demand are scored once."""
 
         def verify(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             new = [(int(x), int(y)) for x, y in zip(a, b) if (int(x), int(y)) not in asked]
             if new:
                 na, nb = np.array(new).T
                 reg = descriptor_correlation(desc, na, nb) >= min_corr
-                for x, y, bt, r in zip(na, nb, *copy_scores(hashes, sig.grids, na, nb, register=reg)):
+                nbits, nres = copy_scores(hashes, sig.grids, na, nb, register=reg)
+                for x, y, bt, r in zip(na, nb, nbits, pair_score(nbits, nres)):
                     asked[(int(x), int(y))] = (int(bt), float(r))
             got = np.array([asked[(int(x), int(y))] for x, y in zip(a, b)]).reshape(-1, 2)
             return got[:, 1] <= limit, got[:, 0]
 
-        link = residual <= limit
+        link = score <= limit
         return keeper_groups(n, i[link], j[link], bits[link], priority, verify)
 
     if fixed is not None:
         record.update(threshold=float(fixed), calibrated=False, reliable=True)
     else:
         est = choose_threshold(
-            copy_res,
+            copy_score,
             lambda t: int((group(t)[0] != np.arange(n)).sum()),
             n,
             recall_levels=list(cfg["recall_levels"]),
             max_false_match=float(cfg["max_false_match"]),
         )
         t = est["threshold"] if est["threshold"] is not None else -np.inf
-        by_kind = {k: round(float((copy_res[kinds == k] <= t).mean()), 3) for k in COPY_KINDS}
+        by_kind = {k: round(float((copy_score[kinds == k] <= t).mean()), 3) for k in COPY_KINDS}
         record.update(calibrated=True, sample=int(len(sample)), **est, recall_by_kind=by_kind)
         if not est["reliable"]:
             log.warning(

@@ -22,6 +22,7 @@ from pipeline.dedup import (
     leaders_from_pairs,
     synthetic_copy,
 )
+from pipeline.dedup.calibration import joint_rank
 from pipeline.dedup.copies import band_radius, copy_scores, descriptor_pairs, hamming_pairs
 from pipeline.dedup.grouping import keeper_groups
 from pipeline.dedup.perceptual import d4, descriptors, hamming, phash_bits
@@ -286,3 +287,23 @@ def test_find_duplicates_finds_every_kind_of_synthetic_copy():
     t = found.calibration["threshold"]
     fixed = find_duplicates(None, {"seed": 0, "copies": {"threshold": t}}, signatures=image_signatures(pool))
     np.testing.assert_array_equal(fixed.kept_of, found.kept_of)
+
+
+def test_joint_rank_lets_either_signal_veto():
+    score = joint_rank(np.array([0, 0, 2, 4, 6]), np.array([0.1, 0.2, 0.3, 0.4, 0.5]))
+    np.testing.assert_allclose(score(np.array([0, 6, 0, 8]), np.array([0.1, 0.1, 0.45, 0.05])), [0.0, 0.8, 0.8, 1.0])
+
+
+def test_copy_plan_grows_linearly_past_flat_max():
+    from pipeline.dedup.config import dedup_config
+    from pipeline.dedup.plan import format_copies_plan, plan_copies
+
+    cfg = dedup_config({})["copies"]
+    small, big = plan_copies(10**6, cfg, 2), plan_copies(10**8, cfg, 2)
+    assert small["radius"] == 3 and big["radius"] == 1 and big["index"].startswith("ivf")
+    # hash bands and verification are linear; the IVF kNN grows as N^1.5 (x1000 for x100)
+    assert big["hash_bands_s"] / small["hash_bands_s"] < 150 and big["verify_s"] / small["verify_s"] == pytest.approx(
+        100
+    )
+    assert 500 < big["descriptor_knn_s"] / small["descriptor_knn_s"] < 1500
+    assert "N=100,000,000" in format_copies_plan(big)
