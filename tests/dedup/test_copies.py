@@ -307,3 +307,19 @@ def test_copy_plan_grows_linearly_past_flat_max():
     )
     assert 500 < big["descriptor_knn_s"] / small["descriptor_knn_s"] < 1500
     assert "N=100,000,000" in format_copies_plan(big)
+
+
+def test_report_says_when_copy_detection_is_unreliable():
+    from pipeline.report.html import copy_detection_sentence
+
+    bad = {"calibrated": True, "reliable": False, "threshold": None, "false_match_rate": 0.022}
+    assert "unreliable" in copy_detection_sentence(bad) and "2.2%" in copy_detection_sentence(bad)
+    good = {
+        "calibrated": True,
+        "reliable": True,
+        "sample": 1000,
+        "recall_estimate": 0.98,
+        "false_match_rate": 0.002,
+        "copy_share": 0.1,
+    }
+    assert "recall 98%" in copy_detection_sentence(good) and copy_detection_sentence({"calibrated": False}) == ""
