@@ -132,7 +132,6 @@ def choose_threshold(
     top = float(np.quantile(copy_score, REFERENCE_RECALL, method="inverted_cdf"))
     copies = min(float(removed(top)) / max(recall(top), 1e-9), n)
 
-
     def false_match(t: float) -> float:  # counted from the top reference: m's error enters times C(t) - C(top) only
         excess = float(removed(t)) - removed(top) - copies * (recall(t) - recall(top))
         return max(0.0, excess) / max(n - copies, 1.0)
