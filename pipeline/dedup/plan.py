@@ -10,7 +10,8 @@ The model follows :mod:`pipeline.dedup.copies` term by term (N images, 8 symmetr
 - verification: ``N neighbours`` pairs, ``DIRECT_S`` each, plus ``REGISTER_S`` for the share
   ``registered`` that is registered (crops).
 
-The constants were measured on the 2-core development VM under load (BENCHMARKS.md, issue 27) and
+The constants are rough estimates for the 2-core development VM (BENCHMARKS.md, issue 27: not yet
+validated by a timing under the benchmark lock) and
 are per CPU; the step runs in one process (FAISS and BLAS threads), so the plan divides by one
 node's CPUs, not the cluster's.
 """
@@ -21,7 +22,7 @@ import math
 
 from pipeline.dedup.copies import band_radius
 
-SIG_S = 2.0e-4  # seconds per image: d4_phash + descriptors
+SIG_S = 2.0e-4  # seconds per image: d4_phash + descriptors (rough estimates, not yet validated by a locked timing)
 JOIN_S = 6.0e-8  # seconds per joined pair (64-bit check, numpy)
 FLOPS = 4.0e9  # inner-product flops per second per CPU (FAISS)
 DIRECT_S = 1.5e-5  # seconds per pair: direct scores
