@@ -323,3 +323,27 @@ def test_report_says_when_copy_detection_is_unreliable():
         "copy_share": 0.1,
     }
     assert "recall 98%" in copy_detection_sentence(good) and copy_detection_sentence({"calibrated": False}) == ""
+
+
+@pytest.mark.slow
+def test_copy_heavy_pool_calibrates_and_removes_only_copies():
+    """75% of the pool are copies (6 per source, every transform): the calibration counts them as
+    copies, not as false matches, and every removal is a copy of its own source."""
+    originals = [jpeg(texture(s, 96)) for s in range(40)]
+    rng = np.random.default_rng(1)
+    kinds = ("jpeg", "resize", "crop", "flip", "rot90", "colour")
+    sources = np.repeat(np.arange(20), 6)
+    pool = originals + [
+        synthetic_copy(Image.open(io.BytesIO(originals[s])).convert("RGB"), kinds[k % 6], rng)
+        for k, s in enumerate(sources)
+    ]
+    picture = np.concatenate([np.arange(40), sources])
+    found = find_duplicates(
+        None, {"seed": 0}, signatures=image_signatures(pool), load=lambda rows: [pool[r] for r in rows]
+    )
+    rec = found.calibration
+    assert rec["reliable"] and rec["copy_share"] == pytest.approx(120 / 160, abs=0.08)
+    removed = np.flatnonzero(found.kind > 0)
+    assert (picture[removed] == picture[found.kept_of[removed]]).all()  # precision 1, no chaining across pictures
+    assert (found.kept_of[40:] == found.kept_of[sources]).mean() >= 0.9  # recall
+    assert set(picture[found.kind == 0]) == set(range(40))  # no picture lost
