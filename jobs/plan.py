@@ -41,7 +41,12 @@ def main(cfg: DictConfig) -> None:
     cal, fresh = load_calibration(cfg.plan.calibration or DEFAULT_CALIBRATION, dim, bool(cfg.plan.recalibrate))
     if fresh:
         print(f"calibrated at D={dim} (stored in {cfg.plan.calibration or DEFAULT_CALIBRATION})")
-    print(format_plan(plan_kmeans(kc, n, dim, plan_resources(cfg), cal), cal))
+    res = plan_resources(cfg)
+    print(format_plan(plan_kmeans(kc, n, dim, res, cal), cal))
+    from pipeline.dedup.config import dedup_config
+    from pipeline.dedup.plan import format_copies_plan, plan_copies
+
+    print(format_copies_plan(plan_copies(n, dedup_config({})["copies"], res.cpus)))  # dedup's default copy detection
 
 
 def plan_size(cfg: DictConfig) -> tuple[int, int]:

@@ -1,33 +1,49 @@
-"""Per-collection calibration of the copy threshold from synthetic copies of the pool's own images.
+"""Per-collection calibration of the copy decision from synthetic copies of the pool's own images.
 
-A fixed threshold does not transfer: how far apart distinct images of a collection lie in pHash
-space depends on the collection (texture, size, grey or colour). So the step makes copies of a
-seeded sample of the pool's images with every transform it promises to find (:data:`KINDS`),
-measures their copy distance to their source, and sets the threshold from two distributions:
+A fixed threshold does not transfer: how close distinct images of a collection come depends on the
+collection (texture, size, grey or colour; small grey digits are 2-4 pHash bits apart). So the step
+makes copies of a seeded sample of the pool's images with every transform it promises to find
+(:data:`KINDS`), measures their verification residual to their source
+(:func:`pipeline.dedup.copies.copy_scores`), and sets the threshold from two distributions:
 
-- ``C(t)``: share of synthetic copies at distance ``<= t`` (estimated copy recall);
-- ``n(t)``: number of pool images whose nearest candidate lies at ``<= t``.
+- ``C(t)``: share of synthetic copies at residual ``<= t`` (estimated copy recall);
+- ``R(t)``: number of pool images removed when pairs at ``<= t`` are copies (grouped as the step
+  groups them, :func:`pipeline.dedup.grouping.keeper_groups`: each removed image is verified against
+  the image kept in its place, as a synthetic copy is against its source).
 
-``n(t)`` counts the pool's real copies too. Pairs at ``<= SURE_DISTANCE`` bits are copies on every
-collection measured, so the images that are copies are estimated as ``m = n(SURE) / C(SURE)`` and
-the share of distinct images matched at ``t`` from the excess over them:
+``R(t)`` counts the pool's real copies too. Up to the synthetic copies' 90th-percentile score
+``t_90`` few distinct pairs were seen on the collections measured, so the pool's copies are
+estimated as ``m = R(t_90) / C(t_90)`` (``C(t_90)`` = 0.9: relative error ~ sqrt(0.1 / (0.9
+sample)), 1% for 1,000; copies harder than the synthetic ones make ``m`` low, which errs towards
+keeping) and the share of distinct images removed at ``t`` from the excess over them above
+``t_90`` (so the error of ``m`` enters only times ``C(t) - C(t_90) <= 0.1``):
 
-    F(t) = max(0, n(t) - m C(t)) / (N - m),     t* = max{t in [t_min, t_max], t even : F(t) <= alpha}
+    F(t) = max(0, R(t) - R(t_90) - m (C(t) - C(t_90))) / (N - m),    t_q = q-quantile of copies
 
-(``t_min`` when none qualifies). ``C(t*)`` and ``F(t*)`` go to the step's record (run.json). ``m`` is
-only as good as ``C(SURE)`` from the sample: in a pool made mostly of copies its error (a few
-percent of ``m``) can hide a few distinct matches, and ``t*`` can come out one step high.
+over the recall levels ``q`` of ``recall_levels`` (from 0.9 up), tried in order: ``t*`` is the last
+level before the first whose excess is significantly above ``alpha`` (more than
+``alpha D + 2 sqrt(alpha D)`` images, ``D = N - m``: on a pool of 300 one pair is already 0.7%). The threshold is always a recall the collection's own
+copies reach, never an absolute residual. ``F(t_90) = 0`` by construction, so when the very next
+level already fails, distinct images reach into the copies' range and the collection is unreliable. Counting removals, not images with a close
+neighbour, keeps ``m`` right when an image has many copies (a source with six copies is near one
+of them far more often than one copy is near its source). When even the strictest level removes
+more than ``alpha`` of the distinct images, the collection is declared unreliable
+(``reliable: false`` in run.json and the report) and its near-duplicates are kept. ``m`` is only
+as good as ``C(t_ref)`` from the sample (binomial error ~ sqrt(0.25 / sample)), hence a large
+default sample.
 """
 
 from __future__ import annotations
 
 import io
+import math
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 KINDS = ("jpeg", "resize", "crop", "flip", "rot90", "colour")
-SURE_DISTANCE = 2  # bits of 64: AID and UC Merced hold no distinct pair this close (BENCHMARKS.md)
+REFERENCE_RECALL = 0.9  # t_ref: this quantile of the synthetic copies' scores
 
 
 def _jpeg(img: Image.Image, quality: int) -> bytes:
@@ -37,17 +53,18 @@ def _jpeg(img: Image.Image, quality: int) -> bytes:
 
 
 def synthetic_copy(img: Image.Image, kind: str, rng: np.random.Generator) -> bytes:
-    """A copy of RGB ``img`` as a JPEG file: ``jpeg`` (quality 30-80), ``resize`` (40-90% of the side),
-    ``crop`` (90-98% of each side at a random offset), ``flip`` (left-right or up-down), ``rot90``
-    (90, 180 or 270 degrees), ``colour`` (brightness 0.7-1.3, contrast 0.8-1.25, saturation 0.6-1.4)."""
+    """A copy of RGB ``img`` as a JPEG file, over the ranges the step promises to find (README):
+    ``jpeg`` (quality 20-75), ``resize`` (30-90% of the side), ``crop`` (90-99% of each side at a
+    random offset), ``flip`` (left-right or up-down), ``rot90`` (90, 180 or 270 degrees), ``colour``
+    (brightness 0.6-1.4, contrast 0.8-1.25, saturation 0.5-1.5)."""
     w, h = img.size
     if kind == "jpeg":
-        return _jpeg(img, int(rng.integers(30, 81)))
+        return _jpeg(img, int(rng.integers(20, 76)))
     if kind == "resize":
-        f = rng.uniform(0.4, 0.9)
+        f = rng.uniform(0.3, 0.9)
         img = img.resize((max(8, round(w * f)), max(8, round(h * f))), Image.Resampling.BICUBIC)
     elif kind == "crop":
-        cw, ch = round(w * rng.uniform(0.9, 0.98)), round(h * rng.uniform(0.9, 0.98))
+        cw, ch = round(w * rng.uniform(0.9, 0.99)), round(h * rng.uniform(0.9, 0.99))
         x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
         img = img.crop((x, y, x + cw, y + ch))
     elif kind == "flip":
@@ -55,48 +72,83 @@ def synthetic_copy(img: Image.Image, kind: str, rng: np.random.Generator) -> byt
     elif kind == "rot90":
         img = img.rotate(90 * int(rng.integers(1, 4)), expand=True)
     elif kind == "colour":
-        img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.7, 1.3))
+        img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.6, 1.4))
         img = ImageEnhance.Contrast(img).enhance(rng.uniform(0.8, 1.25))
-        img = ImageEnhance.Color(img).enhance(rng.uniform(0.6, 1.4))
+        img = ImageEnhance.Color(img).enhance(rng.uniform(0.5, 1.5))
     else:
         raise ValueError(f"unknown copy kind {kind!r}; known: {KINDS}")
     return _jpeg(img, 90)
 
 
+def joint_rank(copy_bits: np.ndarray, copy_residual: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The pair score ``s = max(F_bits(bits), F_res(residual))``, ``F_x(v)`` = share of the synthetic
+    copies strictly closer than ``v`` in signal ``x``: each signal on the scale of this collection's
+    own copies, and a pair must look like a copy in both. pHash bits are the sharp signal on
+    textured photos (a JPEG'd aerial scene moves few bits, its residual moves more), the residual
+    on small grey objects (distinct digits lie 2-6 bits apart); the max lets each veto."""
+    cb, cr = np.sort(np.asarray(copy_bits, np.float64)), np.sort(np.asarray(copy_residual, np.float64))
+
+    def score(bits: np.ndarray, residual: np.ndarray) -> np.ndarray:
+        fb = np.searchsorted(cb, np.asarray(bits, np.float64), "left") / max(len(cb), 1)
+        fr = np.searchsorted(cr, np.asarray(residual, np.float64), "left") / max(len(cr), 1)
+        return np.maximum(fb, fr)
+
+    return score
+
+
 def choose_threshold(
-    copy_distance: np.ndarray,
-    nearest: np.ndarray,
+    copy_score: np.ndarray,
+    removed: Callable[[float], int],
+    n: int,
     *,
-    min_threshold: int,
-    max_threshold: int,
+    recall_levels: list[float],
     max_false_match: float,
 ) -> dict:
     """The threshold ``t*`` of the module doc and the estimates behind it.
 
     Args:
-        copy_distance: (m,) distance of each synthetic copy to its source.
-        nearest: (N,) each pool image's smallest distance to another pool image (candidates only).
+        copy_score: (m,) residual of each synthetic copy to its source.
+        removed: ``R(t)``, pool images removed at threshold ``t``.
+        n: pool size N.
 
     Returns:
-        ``threshold``, ``recall_estimate`` = C(t*), ``false_match_rate`` = F(t*), ``copy_share`` = m/N.
+        ``threshold`` (None when unreliable), ``reliable``, ``recall_estimate`` = C(t*),
+        ``false_match_rate`` = F(t*) (at the strictest level when unreliable), ``copy_share`` = m/N.
     """
-    copy_distance, nearest = np.asarray(copy_distance), np.asarray(nearest)
-    n = max(len(nearest), 1)
+    copy_score = np.sort(np.asarray(copy_score, np.float64))
+    n = max(int(n), 1)
+    if not len(copy_score):
+        return {
+            "threshold": None,
+            "reliable": False,
+            "recall_estimate": 0.0,
+            "false_match_rate": None,
+            "copy_share": 0.0,
+        }
 
-    def recall(t: int) -> float:
-        return float((copy_distance <= t).mean()) if len(copy_distance) else 0.0
+    def recall(t: float) -> float:
+        return float(np.searchsorted(copy_score, t, "right")) / len(copy_score)
 
-    sure = recall(SURE_DISTANCE)
-    copies = min(float((nearest <= SURE_DISTANCE).sum()) / sure, n) if sure > 0 else 0.0
+    top = float(np.quantile(copy_score, REFERENCE_RECALL, method="inverted_cdf"))
+    copies = min(float(removed(top)) / max(recall(top), 1e-9), n)
 
-    def false_match(t: int) -> float:
-        return max(0.0, float((nearest <= t).sum()) - copies * recall(t)) / max(n - copies, 1.0)
+    def false_match(t: float) -> float:  # counted from the top reference: m's error enters times C(t) - C(top) only
+        excess = float(removed(t)) - removed(top) - copies * (recall(t) - recall(top))
+        return max(0.0, excess) / max(n - copies, 1.0)
 
-    steps = range(int(min_threshold), int(max_threshold) + 1, 2)
-    threshold = max((t for t in steps if false_match(t) <= max_false_match), default=int(min_threshold))
+    steps = sorted({float(np.quantile(copy_score, float(q), method="inverted_cdf")) for q in recall_levels})
+    rates = {t: false_match(t) for t in steps}
+    distinct = max(n - copies, 1.0)
+    allowed = max_false_match * distinct + 2 * math.sqrt(max_false_match * distinct)  # Poisson: 300 images allow 3.9
+    fails = [k for k, t in enumerate(steps) if rates[t] * distinct > allowed]
+    first_fail = fails[0] if fails else len(steps)
+    # F(t_90) is 0 by construction; distinct images already removed right above it reach below it too
+    threshold = steps[first_fail - 1] if first_fail >= 2 or (first_fail == 1 and len(steps) == 1) else None
+    at = threshold if threshold is not None else steps[min(first_fail, len(steps) - 1)]
     return {
         "threshold": threshold,
-        "recall_estimate": round(recall(threshold), 4),
-        "false_match_rate": round(false_match(threshold), 5),
+        "reliable": threshold is not None,
+        "recall_estimate": round(recall(at), 4) if threshold is not None else 0.0,
+        "false_match_rate": round(rates[at], 5),
         "copy_share": round(copies / n, 4),
     }

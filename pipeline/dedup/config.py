@@ -18,12 +18,16 @@ def dedup_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if not 0 <= float(c["eps"]) <= 2:
         raise ValueError(f"dedup.eps must be a cosine distance in [0, 2], got {c['eps']}")
     cp = c["copies"]
-    if cp["threshold"] is not None and not 0 <= int(cp["threshold"]) <= 64:
-        raise ValueError(f"dedup.copies.threshold must be null or bits in [0, 64], got {cp['threshold']}")
-    if not 0 <= int(cp["min_threshold"]) <= int(cp["max_threshold"]) <= 64:
-        raise ValueError(
-            f"dedup.copies needs 0 <= min_threshold <= max_threshold <= 64, got {cp['min_threshold']}, {cp['max_threshold']}"
-        )
+    if cp["threshold"] is not None and not float(cp["threshold"]) >= 0:
+        raise ValueError(f"dedup.copies.threshold must be null or a residual >= 0, got {cp['threshold']}")
+    levels = list(cp["recall_levels"] or [])
+    if not levels or not all(0 < float(q) <= 1 for q in levels):
+        raise ValueError(f"dedup.copies.recall_levels must be shares in (0, 1], got {cp['recall_levels']}")
+    if not 0 <= int(cp["max_radius"]) <= 64:
+        raise ValueError(f"dedup.copies.max_radius must be bits in [0, 64], got {cp['max_radius']}")
     if not 0 <= float(cp["max_false_match"]) <= 1:
         raise ValueError(f"dedup.copies.max_false_match must be a share in [0, 1], got {cp['max_false_match']}")
+    for key in ("bucket_size", "max_bucket", "nprobe", "flat_max"):
+        if int(cp[key]) < 1:
+            raise ValueError(f"dedup.copies.{key} must be >= 1, got {cp[key]}")
     return c

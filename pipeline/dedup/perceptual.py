@@ -95,28 +95,34 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Windows:
-    """The windows of one grid, enlarged by ``1/s`` for each crop scale: rows of ``unit`` are the
-    centred, unit-norm windows; ``box[r]`` is window r's (x0, y0, side) in the grid's pixels."""
+    """The windows of one grid, enlarged by ``1/sx`` across and ``1/sy`` down for each pair of crop
+    scales (crops need not keep the aspect ratio): rows of ``unit`` are the centred, unit-norm
+    windows; ``box[r]`` is window r's (x0, y0, width, height) in the grid's pixels."""
 
     unit: np.ndarray  # (W, GRID*GRID) float32
-    box: np.ndarray  # (W, 3) float64
+    box: np.ndarray  # (W, 4) float64
 
 
 def windows(grid: np.ndarray) -> Windows:
     units, boxes = [], []
-    for s in CROP_SCALES:
-        side = int(round(GRID / s))
-        up = grid if side == GRID else np.asarray(Image.fromarray(grid).resize((side, side), Image.Resampling.BILINEAR))
-        view = np.lib.stride_tricks.sliding_window_view(up.astype(np.float32), (GRID, GRID))
-        units.append(unit_rows(view.reshape(-1, GRID * GRID)))
-        oy, ox = np.divmod(np.arange(view.shape[0] * view.shape[1]), view.shape[1])
-        scale = GRID / side  # window pixels -> grid pixels
-        boxes.append(np.stack([ox * scale, oy * scale, np.full(len(ox), GRID * scale)], axis=1))
+    sides = [int(round(GRID / s)) for s in CROP_SCALES]
+    for sx in sides:
+        for sy in sides:
+            up = (
+                grid
+                if sx == sy == GRID
+                else np.asarray(Image.fromarray(grid).resize((sx, sy), Image.Resampling.BILINEAR))
+            )
+            view = np.lib.stride_tricks.sliding_window_view(up.astype(np.float32), (GRID, GRID))
+            units.append(unit_rows(view.reshape(-1, GRID * GRID)))
+            oy, ox = np.divmod(np.arange(view.shape[0] * view.shape[1]), view.shape[1])
+            fx, fy = GRID / sx, GRID / sy  # window pixels -> grid pixels
+            boxes.append(np.stack([ox * fx, oy * fy, np.full(len(ox), GRID * fx), np.full(len(ox), GRID * fy)], axis=1))
     return Windows(np.concatenate(units), np.concatenate(boxes))
 
 
 def window_grid(grid: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """(GRID, GRID) uint8: the window ``box`` = (x0, y0, side) of ``grid`` resampled to a grid."""
-    x0, y0, side = (float(v) for v in box)
-    region = Image.fromarray(grid).resize((GRID, GRID), Image.Resampling.LANCZOS, box=(x0, y0, x0 + side, y0 + side))
+    """(GRID, GRID) uint8: the window ``box`` = (x0, y0, width, height) of ``grid`` resampled to a grid."""
+    x0, y0, w, h = (float(v) for v in box)
+    region = Image.fromarray(grid).resize((GRID, GRID), Image.Resampling.LANCZOS, box=(x0, y0, x0 + w, y0 + h))
     return np.asarray(region)

@@ -40,7 +40,7 @@ from pipeline.dedup.hashing import (
     read_signatures,
     uri_signatures,
 )
-from pipeline.dedup.semantic import exact_duplicates, keep_priority, leaders_from_pairs, semantic_duplicates
+from pipeline.dedup.semantic import exact_duplicates, keep_priority, semantic_duplicates
 from pipeline.progress import Progress
 from pipeline.rundir import RunDir
 
@@ -105,63 +105,108 @@ def _remove(out: Duplicates, rows: np.ndarray, local_kept: np.ndarray, sim: np.n
 def near_duplicates(
     sig: Signatures, priority: np.ndarray, cfg: dict, load: Callable[[np.ndarray], Sequence[bytes | None]] | None
 ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Copies among the rows of ``sig`` (all decodable), grouped greedily in ``priority`` order.
+    """Copies among the rows of ``sig`` (all decodable), grouped without chaining in ``priority`` order.
+
+    Candidates (:func:`pipeline.dedup.copies.candidate_pairs`) are verified by their pHash copy
+    distance and registered residual (:func:`pipeline.dedup.copies.copy_scores`), combined as
+    :func:`pipeline.dedup.calibration.joint_rank` against a threshold calibrated on synthetic copies
+    (:mod:`pipeline.dedup.calibration`); with a fixed ``threshold``, the residual alone is compared.
+    Groups by :func:`pipeline.dedup.grouping.keeper_groups`.
 
     Args:
-        cfg: ``dedup.copies`` settings.
+        cfg: ``dedup.copies`` settings and ``seed``.
         load: encoded bytes of the given rows, for the calibration's synthetic copies (needed when
             ``cfg["threshold"]`` is None).
 
     Returns:
-        (kept_of (n,) int64 local row of the representative, distance (n,) int64 to it, calibration).
+        (kept_of (n,) int64 local row of the representative, distance (n,) int64 pHash copy bits to
+        it, record: threshold, calibration estimates, candidate counts, timings).
     """
     from pipeline.dedup.calibration import KINDS as COPY_KINDS
-    from pipeline.dedup.calibration import choose_threshold, synthetic_copy
-    from pipeline.dedup.copies import candidate_pairs, copy_distances, nearest_distance
-    from pipeline.dedup.perceptual import d4_phash
+    from pipeline.dedup.calibration import choose_threshold, joint_rank, synthetic_copy
+    from pipeline.dedup.copies import candidate_pairs, copy_scores, descriptor_correlation
+    from pipeline.dedup.grouping import keeper_groups
+    from pipeline.dedup.perceptual import d4_phash, descriptors
     from pipeline.io.images import decode_rgb
 
     n = len(sig.grids)
     fixed = cfg["threshold"]
-    radius = int(cfg["max_threshold"] if fixed is None else fixed)
-    hashes = d4_phash(sig.grids)
     t0 = time.perf_counter()
-    i, j = candidate_pairs(hashes, sig.grids, radius, int(cfg["neighbours"]))
-    dist = copy_distances(hashes, sig.grids, i, j)
-    calibration: dict = {"candidate_pairs": int(len(i)), "pairs_s": round(time.perf_counter() - t0, 2)}
-    if fixed is not None:
-        calibration.update(threshold=int(fixed), calibrated=False)
-    else:
+    hashes, desc = d4_phash(sig.grids), descriptors(sig.grids)
+    record: dict = {}
+    i, j = candidate_pairs(hashes, desc, cfg, record)
+    t1 = time.perf_counter()
+    min_corr = cfg["register_min_correlation"]
+    if fixed is None:  # synthetic copies: their residuals set the threshold, their descriptors who gets registered
         if load is None:
             raise ValueError("calibrating dedup.copies.threshold needs the images; or set dedup.copies.threshold")
         rng = np.random.default_rng(int(cfg["seed"]))
         sample = np.sort(rng.choice(n, size=min(int(cfg["calibration_sample"]), n), replace=False))
         kinds = np.array([COPY_KINDS[k % len(COPY_KINDS)] for k in range(len(sample))])
         blobs = [synthetic_copy(decode_rgb(b), k, rng) for b, k in zip(load(sample), kinds)]
-        copies = image_signatures(blobs)
-        grids = np.concatenate([sig.grids, copies.grids])
-        copy_d = copy_distances(
-            np.concatenate([hashes, d4_phash(copies.grids)]), grids, sample, n + np.arange(len(sample))
-        )
+        grids = np.concatenate([sig.grids, image_signatures(blobs).grids])
+        copies = n + np.arange(len(sample))
+        copy_bits, copy_res = copy_scores(np.concatenate([hashes, d4_phash(grids[n:])]), grids, sample, copies)
+        pair_score = joint_rank(copy_bits, copy_res)
+        copy_score = pair_score(copy_bits, copy_res)
+        if min_corr is None:
+            copy_corr = descriptor_correlation(np.concatenate([desc, descriptors(grids[n:])]), sample, copies)
+            min_corr = float(copy_corr.min()) - float(cfg["register_margin"]) if len(copy_corr) else -1.0
+    else:
+        pair_score = lambda bits, res: res  # noqa: E731 (a fixed threshold is a residual)
+    min_corr = -1.0 if min_corr is None else float(min_corr)
+    register = descriptor_correlation(desc, i, j) >= min_corr
+    t2 = time.perf_counter()
+    bits, residual = copy_scores(hashes, sig.grids, i, j, register=register)
+    score = pair_score(bits, residual)
+    record.update(
+        candidate_pairs=int(len(i)),
+        registered_pairs=int(register.sum()),
+        register_min_correlation=round(min_corr, 4),
+        search_s=round(t1 - t0, 2),
+        verify_s=round(time.perf_counter() - t2, 2),
+    )
+    asked: dict[tuple[int, int], tuple[int, float]] = {}
+
+    def group(limit: float) -> tuple[np.ndarray, np.ndarray]:
+        """keeper_groups with pairs at score <= limit; pairs verified on demand are scored once."""
+
+        def verify(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            new = [(int(x), int(y)) for x, y in zip(a, b) if (int(x), int(y)) not in asked]
+            if new:
+                na, nb = np.array(new).T
+                reg = descriptor_correlation(desc, na, nb) >= min_corr
+                nbits, nres = copy_scores(hashes, sig.grids, na, nb, register=reg)
+                for x, y, bt, r in zip(na, nb, nbits, pair_score(nbits, nres)):
+                    asked[(int(x), int(y))] = (int(bt), float(r))
+            got = np.array([asked[(int(x), int(y))] for x, y in zip(a, b)]).reshape(-1, 2)
+            return got[:, 1] <= limit, got[:, 0]
+
+        link = score <= limit
+        return keeper_groups(n, i[link], j[link], bits[link], priority, verify)
+
+    if fixed is not None:
+        record.update(threshold=float(fixed), calibrated=False, reliable=True)
+    else:
         est = choose_threshold(
-            copy_d,
-            nearest_distance(n, i, j, dist),
-            min_threshold=int(cfg["min_threshold"]),
-            max_threshold=int(cfg["max_threshold"]),
+            copy_score,
+            lambda t: int((group(t)[0] != np.arange(n)).sum()),
+            n,
+            recall_levels=list(cfg["recall_levels"]),
             max_false_match=float(cfg["max_false_match"]),
         )
-        by_kind = {k: round(float((copy_d[kinds == k] <= est["threshold"]).mean()), 3) for k in COPY_KINDS}
-        calibration.update(calibrated=True, sample=int(len(sample)), **est, recall_by_kind=by_kind)
-    link = dist <= calibration["threshold"]
-    i, j, d = i[link], j[link], dist[link]
-    # leader grouping runs in priority order: rank r holds row order[r]
-    order = np.argsort(priority, kind="stable")
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n)
-    a, b = np.minimum(rank[i], rank[j]), np.maximum(rank[i], rank[j])
-    kept_rank, sim = leaders_from_pairs(n, a, b, -d.astype(np.float32))
-    kept_of = order[kept_rank[rank]]
-    return kept_of, np.where(kept_of == np.arange(n), 0, -sim[rank]).astype(np.int64), calibration
+        t = est["threshold"] if est["threshold"] is not None else -np.inf
+        by_kind = {k: round(float((copy_score[kinds == k] <= t).mean()), 3) for k in COPY_KINDS}
+        record.update(calibrated=True, sample=int(len(sample)), **est, recall_by_kind=by_kind)
+        if not est["reliable"]:
+            log.warning(
+                "dedup: copy detection unreliable on this collection (strictest setting removes %.1f%% of distinct "
+                "images > max_false_match %.1f%%): near-duplicates kept",
+                100 * est["false_match_rate"],
+                100 * float(cfg["max_false_match"]),
+            )
+    kept_of, dist = group(record["threshold"] if record["threshold"] is not None else -np.inf)
+    return kept_of, dist.astype(np.int64), record
 
 
 def find_duplicates(
@@ -215,7 +260,7 @@ def find_duplicates(
                 {**c["copies"], "seed": c["seed"]},
                 None if load is None else lambda r: load(rest[r]),
             )
-            bar.update(len(rest), threshold=out.calibration["threshold"])
+            bar.update(len(rest), threshold=out.calibration["threshold"], reliable=out.calibration["reliable"])
         _remove(out, rest, local_kept, 1 - dist / 64.0, dist.astype(np.float32), 2)
     if c["semantic"]:
         rest = np.flatnonzero(out.kind == 0)

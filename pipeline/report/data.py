@@ -90,7 +90,7 @@ class DuplicatePair:
     kept: Thumb
     kind: str  # exact | near_duplicate | semantic
     similarity: float | None
-    distance: float | None  # pHash bits (near_duplicate), 1 - cosine (semantic), 0 (exact)
+    distance: float | None  # pHash copy bits (near_duplicate), 1 - cosine (semantic), 0 (exact)
 
 
 @dataclass
@@ -104,6 +104,7 @@ class ReportData:
     gallery: list[GalleryCluster] = field(default_factory=list)
     gallery_hidden: int = 0  # non-empty clusters left out of the browser (``max_clusters``)
     duplicate_pairs: list[DuplicatePair] = field(default_factory=list)
+    copy_detection: dict | None = None  # run.json's dedup copies record (threshold, reliable, estimates)
     labels: LabelBalance | None = None
     active: pa.Table | None = None
     progress: list[str] = field(default_factory=list)
@@ -439,6 +440,7 @@ def gather(run: RunDir, cfg: dict | None = None) -> ReportData:
         point_labels,
     )
     data.duplicate_pairs = gather_duplicate_pairs(run, int(opts.get("duplicate_pairs", 12)), thumb_size)
+    data.copy_detection = ((run_json.get("counts") or {}).get("dedup") or {}).get("copies")
     data.labels = gather_labels(run, manifest, levels, point_labels, data.levels[0].after if data.levels else None)
     if run.exists(ACTIVE_ROUNDS):
         data.active = _read_parquet(run.path(ACTIVE_ROUNDS))

@@ -152,8 +152,12 @@ def render(data: ReportData, generated: dt.datetime | None = None) -> str:
     if balance:
         out.append(_section("Balance before / after sampling", balance, "labels"))
 
-    if data.duplicate_pairs:
-        out.append(_section("Duplicates removed (removed | kept)", _pairs_body(data), "duplicates"))
+    copies = copy_detection_sentence(data.copy_detection)
+    if data.duplicate_pairs or copies:
+        body = (f'<p class="why">{escape(copies)}</p>' if copies else "") + (
+            _pairs_body(data) if data.duplicate_pairs else ""
+        )
+        out.append(_section("Duplicates removed (removed | kept)", body, "duplicates"))
 
     if data.gallery:
         out.append(_section("Clusters (level 1)", _cluster_browser(data), "gallery"))
@@ -314,6 +318,23 @@ def _balance_body(data: ReportData) -> str:
             + '<p class="muted">share of each label; normalised entropy H/ln C (1 = uniform)</p>'
         )
     return "".join(parts)
+
+
+def copy_detection_sentence(record: dict | None) -> str:
+    """One sentence on the copy calibration of run.json (empty without one); says so when unreliable."""
+    if not record or not record.get("calibrated"):
+        return ""
+    if not record.get("reliable", True):
+        return (
+            f"Copy detection is unreliable on this collection: even the strictest setting would remove "
+            f"{100 * record.get('false_match_rate', 0):.1f}% of distinct images, so near-duplicates were kept "
+            "(exact duplicates are still removed)."
+        )
+    return (
+        f"Copy detection calibrated on {record.get('sample', 0)} synthetic copies: estimated recall "
+        f"{100 * record.get('recall_estimate', 0):.0f}%, estimated false-match rate "
+        f"{100 * record.get('false_match_rate', 0):.2f}%, estimated copy share {100 * record.get('copy_share', 0):.1f}%."
+    )
 
 
 def _pairs_body(data: ReportData) -> str:
