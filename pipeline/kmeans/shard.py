@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
 
-from pipeline.kmeans.config import METRICS
+from pipeline.kmeans.config import METRICS, CentroidIndex
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -297,6 +297,8 @@ class Shard:
         memory_budget_mb: out-of-core: bytes for chunks + per-row state (``ROW_STATE_BYTES`` a row);
             the chunk size is ``min(chunk_mb, (budget - n * ROW_STATE_BYTES) / 3)``.
         spill_dir: local folder for the spilled rows (default: the system's temporary folder).
+        centroid_index: how the nearest centroid is found (exact flat search, or an HNSW graph over
+            the centroids for large k); default exact.
 
     Every operation walks the rows in the same chunks in memory and out of core, so both give the
     same result for the same chunk size.
@@ -315,6 +317,7 @@ class Shard:
         out_of_core: bool = False,
         memory_budget_mb: float | None = None,
         spill_dir: str | None = None,
+        centroid_index: CentroidIndex | None = None,
     ):
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -325,6 +328,7 @@ class Shard:
         self.threads = max(1, int(threads))
         faiss.omp_set_num_threads(self.threads)
         self.metric = metric
+        self.centroid_index = centroid_index or CentroidIndex()
         self.offset = int(offset)
         self.chunk_bytes = int(chunk_mb * 2**20)
         self.budget = None if memory_budget_mb is None else int(memory_budget_mb * 2**20)
@@ -519,12 +523,30 @@ class Shard:
         return self.xa.take(np.asarray(positions, dtype=np.int64))
 
     # ---- distances --------------------------------------------------------------------------------
-    def _index(self, centroids: np.ndarray) -> faiss.Index:
-        d = centroids.shape[1]
+    def _index(self, centroids: np.ndarray, exact: bool = False) -> faiss.Index:
+        """Flat index over ``centroids`` or, for large k on CPU (:class:`CentroidIndex`), an HNSW graph.
+
+        HNSW insertion runs on one thread: FAISS's parallel insertion makes the graph (and hence the
+        assignment) depend on thread timing; one thread keeps same seed, same result.
+        """
+        k, d = centroids.shape
+        faiss_metric = faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
+        c = np.ascontiguousarray(centroids, dtype=np.float32)
+        ci = self.centroid_index
+        if not exact and ci.uses_hnsw(k, self.use_gpu):
+            index = faiss.IndexHNSWFlat(d, ci.hnsw_m, faiss_metric)
+            index.hnsw.efConstruction = ci.ef_construction
+            index.hnsw.efSearch = ci.ef_search
+            faiss.omp_set_num_threads(1)
+            try:
+                index.add(c)
+            finally:
+                faiss.omp_set_num_threads(self.threads)
+            return index
         index = faiss.IndexFlatIP(d) if self.metric == "cosine" else faiss.IndexFlatL2(d)
         if self.use_gpu:
             index = faiss.index_cpu_to_gpu(self._gpu_res, 0, index)
-        index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+        index.add(c)
         return index
 
     def _search(
@@ -532,8 +554,12 @@ class Shard:
     ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
         """Nearest centroid of every row, chunk by chunk: (start, rows, assignments int64, distances float32)."""
         index = self._index(centroids)
-        for a, block in rows.blocks(self._rows(len(centroids))):
+        hnsw = isinstance(index, faiss.IndexHNSW)
+        width = 1 if hnsw else len(centroids)  # HNSW keeps no (rows, k) distance tile
+        for a, block in rows.blocks(self._rows(width)):
             dd, ii = index.search(block, 1)
+            if hnsw and (lost := ii[:, 0] < 0).any():  # a row the graph search left unmatched: exact
+                dd[lost], ii[lost] = self._index(centroids, exact=True).search(block[lost], 1)
             dist = 1.0 - dd[:, 0] if self.metric == "cosine" else np.maximum(dd[:, 0], 0.0)
             yield a, block, ii[:, 0], dist
 
