@@ -19,9 +19,10 @@ N-length vector ever leaves a shard.
 
 ``init="auto"`` bounds the seeding cost: greedy k-means++ on all ``n`` active rows costs
 ``2 n k t D`` flops (``t`` trials); above ``init_sample_flops`` it runs instead on a uniform sample
-of ``m = max(k, init_sample_flops / (2 k t D))`` rows gathered into the driver (centroid-sized: a
-few times ``k`` rows at most), which also saves the ``3 k`` round trips. At ``k ~ n / 10`` the
-sample shrinks towards ``k`` rows, i.e. towards the random init that ``faiss.Kmeans`` uses.
+of ``m = init_sample_flops / (2 k t D)`` rows gathered into the driver (centroid-sized: a few
+times ``k`` rows at most), which also saves the ``3 k`` round trips. When ``m <= k`` k-means++
+would just pick every sampled row, so the init is then ``k`` uniform rows: the random init that
+``faiss.Kmeans`` uses (large k, where Lloyd from random rows loses little; BENCHMARKS.md).
 
 Every long loop reports through ``progress(phase, done, total, **metrics)`` (``phase``: ``init``
 per centre, ``lloyd`` per iteration) so that a step shows progress and an ETA while it runs.
@@ -229,7 +230,7 @@ def pp_trials(k: int, n_local_trials: int | None) -> int:
 
 def init_sample_size(n: int, k: int, dim: int, trials: int, sample_flops: float) -> int:
     """Rows k-means++ runs on under ``init="auto"``: ``n`` while ``2 n k t D <= F``, else
-    ``max(k, F / (2 k t D))``."""
+    ``F / (2 k t D)``, and ``k`` (random init) when that is not more than ``k``."""
     per_row = 2.0 * k * max(trials, 1) * dim
     return n if n * per_row <= sample_flops else int(min(n, max(k, sample_flops // per_row)))
 
@@ -251,6 +252,8 @@ def sample_kmeans_plus_plus(
     m = init_sample_size(n, k, dim, pp_trials(k, n_local_trials), sample_flops)
     if m >= n:
         return kmeans_plus_plus(group, k, rng, n_local_trials, progress)
+    if m <= k:
+        return random_init(group, k, rng)
     sample = _rows_at(group, np.sort(rng.choice(n, size=m, replace=False)), counts)
     local = LocalGroup([Shard(sample, metric="l2")])  # rows already normalised by their shards
     try:
@@ -268,8 +271,8 @@ def lloyd(
     """
     centroids = np.array(centroids, dtype=np.float32, copy=True)
     inertias: list[float] = []
-    for _ in range(n_iters):
-        stats = group.call("lloyd_stats", centroids)
+    for t in range(n_iters):
+        stats = group.call("lloyd_stats", centroids, t > 0)  # t > 0: the last assignment is a hint
         sums = np.sum([s[0] for s in stats], axis=0)
         counts = np.sum([s[1] for s in stats], axis=0)
         inertias.append(float(sum(s[2] for s in stats)))

@@ -53,9 +53,9 @@ class CentroidIndex:
 
     method: str = "exact"
     auto_min_k: int = 4096
-    hnsw_m: int = 32
+    hnsw_m: int = 16
     ef_construction: int = 40
-    ef_search: int = 32
+    ef_search: int = 16
 
     def uses_hnsw(self, k: int, gpu: bool = False) -> bool:
         if gpu or self.method == "exact":

@@ -284,6 +284,7 @@ def run_cluster(
         ensure_ray()
     log.info("kmeans level 1: %s", "in this process" if kc.in_process else "on Ray actors")
     warnings = check_sizes(kc, n_points, dim, _n_actors(kc)) if files and n_points else []
+    warnings += log_plan(kc, n_points, dim)
     inputs = [EMBEDDINGS, *([DUPLICATES] if drop_duplicates else [])]
     with run.step("cluster", kc.algorithm_fingerprint(len(kc.levels)), inputs, force=force) as step:
         if step.skipped:
@@ -291,6 +292,21 @@ def run_cluster(
         auto = cfg.get("n_clusters") == AUTO
         step.result = {**_fit_levels(run, kc, step, drop_duplicates), "n_clusters_auto": auto, "warnings": warnings}
     return step.result
+
+
+def log_plan(kc: KMeansConfig, n_points: int, dim: int) -> list[str]:
+    """Log the capacity plan before level 1 (:func:`pipeline.kmeans.plan.plan_before_level_1`) and
+    warn in one line when it predicts more than an hour; returns that warning, if any."""
+    from pipeline.kmeans.plan import DEFAULT_CALIBRATION, plan_before_level_1
+
+    got = plan_before_level_1(kc, n_points, dim, DEFAULT_CALIBRATION)
+    if got is None:
+        return []
+    table, warning = got
+    log.info("%s", table)
+    if warning:
+        log.warning("%s", warning)
+    return [warning] if warning else []
 
 
 def embedding_dim(path: str) -> int:
