@@ -238,8 +238,7 @@ def load_calibration(path: str | Path, dim: int, recalibrate: bool = False) -> t
             stored = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"plan.calibration={path}: not JSON ({exc}); delete it to recalibrate") from exc
-    current = str(dim) in stored and stored[str(dim)].get("hnsw_search_s_per_row") is not None
-    if not recalibrate and current:  # calibrations from before the HNSW rates are measured again
+    if not recalibrate and str(dim) in stored:  # one stored before the HNSW rates: estimated (hnsw_seconds)
         return Calibration.from_json(stored[str(dim)]), False
     cal = calibrate(dim)
     stored[str(dim)] = asdict(cal)
@@ -463,7 +462,13 @@ def format_plan(plan: Plan, cal: Calibration) -> str:
     notes = (
         f"total {_duration(plan.seconds)}; throughput per thread (measured, D={cal.dim}): Lloyd "
         f"{cal.lloyd_gflops_per_thread:.1f}, k-means++ {cal.kmeanspp_gflops_per_thread:.1f} GFLOP/s; {gpu}; "
-        f"Ray round trip {cal.ray_call_s * 1e3:g} ms (assumed)"
+        f"Ray round trip {cal.ray_call_s * 1e3:g} ms (assumed); HNSW "
+        + (
+            f"{cal.hnsw_search_s_per_row * 1e6:.0f} us a row, {cal.hnsw_build_s_per_centroid * 1e6:.0f} us a centroid "
+            f"at k={HNSW_CAL_K} (measured)"
+            if cal.hnsw_search_s_per_row is not None and cal.hnsw_build_s_per_centroid is not None
+            else "estimated from the Lloyd rate (strata plan plan.recalibrate=true measures it)"
+        )
     )
     return "\n".join([head, *table, notes, *(f"WARNING: {w}" for w in plan.warnings)])
 
@@ -532,7 +537,7 @@ def plan_before_level_1(
         return None
     path = Path(calibration).expanduser()
     stored = json.loads(path.read_text()) if path.exists() else {}
-    if str(dim) in stored and stored[str(dim)].get("hnsw_search_s_per_row") is not None:
+    if str(dim) in stored:
         cal = Calibration.from_json(stored[str(dim)])
     else:
         lc = kc.levels[0]
