@@ -111,6 +111,40 @@ def quality(args) -> None:
             flush=True,
         )
     print(json.dumps(out))
+    if "aid" in " ".join(domains):
+        aid_entropy(args, conf)
+
+
+def aid_entropy(args, conf: dict) -> None:
+    """Normalised label entropy of a balanced subset (15%) of the AID long-tail pool
+    (benchmarks.balance), default k-means config at the pool's auto k, with exact vs HNSW assignment
+    and k-means++ vs init=auto (HNSW forced: AID's k is below the auto cut-off)."""
+    import pyarrow.compute as pc
+
+    from benchmarks.balance import long_tail_pool, metrics
+    from benchmarks.common import aid_embeddings
+    from pipeline.kmeans import hierarchical_kmeans
+    from pipeline.kmeans.config import auto_n_clusters
+    from pipeline.sampling import hierarchical_balanced_sampling
+
+    table, x = aid_embeddings()
+    names, labels = np.unique(np.asarray(pc.cast(table.column("label"), "string").to_pylist()), return_inverse=True)
+    arms = {
+        "exact, k-means++": {"assign": "exact", "init": "kmeans++"},
+        "hnsw, k-means++": {"assign": "hnsw", "init": "kmeans++"},
+        "hnsw, init=auto": {"assign": "hnsw", "init": "auto"},
+    }
+    print("AID long tail | seed | pool | k | arm | norm. entropy | seconds")
+    for seed in args.seeds:
+        pool = long_tail_pool(x, labels, seed)
+        target = int(round(0.15 * len(pool.labels)))
+        ks = auto_n_clusters(len(pool.labels))
+        for arm, over in arms.items():
+            cfg = {**conf, **over, "n_clusters": ks, "seed": seed, "metric": "cosine"}
+            t = time.perf_counter()
+            sel = hierarchical_balanced_sampling(hierarchical_kmeans(pool.x, cfg), target, strategy="random", rng=seed)
+            m = metrics(pool.labels[sel.indices], pool.n_classes, pool.is_copy[sel.indices])
+            print(f"| {seed} | {len(pool.labels)} | {ks} | {arm} | {m['entropy']:.4f} | {time.perf_counter() - t:.0f}")
 
 
 def faiss_child(path: str, k: int, iters: int, threads: int) -> dict:
@@ -187,6 +221,7 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("quality")
     q.add_argument("--iters", type=int, default=20)
+    q.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     s = sub.add_parser("speed")
     s.add_argument("--n", type=int, nargs="+", default=[25_000, 50_000, 100_000])
     c = sub.add_parser("faiss-child")

@@ -199,6 +199,7 @@ def kmeans_plus_plus(
     if k > n:
         raise ValueError(f"cannot pick {k} centroids from {n} points")
     trials = n_local_trials or 2 + int(math.log(k))
+    progress("init", 0, k)  # the phase starts: its clock (rate, ETA) starts here
     first = _rows_at(group, np.array([rng.integers(n)]), counts)[0]
     centroids = np.empty((k, len(first)), dtype=np.float32)
     centroids[0] = first
@@ -271,6 +272,7 @@ def lloyd(
     """
     centroids = np.array(centroids, dtype=np.float32, copy=True)
     inertias: list[float] = []
+    progress("lloyd", 0, n_iters)
     for t in range(n_iters):
         stats = group.call("lloyd_stats", centroids, t > 0)  # t > 0: the last assignment is a hint
         sums = np.sum([s[0] for s in stats], axis=0)

@@ -101,8 +101,9 @@ def test_progress_advances_inside_every_step(make_blobs):
     for step in (0, 1):
         init = [e for e in events if e[:2] == (step, "init")]
         lloyd = [e for e in events if e[:2] == (step, "lloyd")]
-        assert [e[2] for e in init] == list(range(2, 21)) and all(e[3] == 20 for e in init)  # centre 1 is uniform
-        assert [e[2] for e in lloyd] == [1, 2, 3, 4, 5] and all("inertia" in e[4] for e in lloyd)
+        # the phase's start, then every centre after the (uniform) first one, every iteration
+        assert [e[2] for e in init] == [0, *range(2, 21)] and all(e[3] == 20 for e in init)
+        assert [e[2] for e in lloyd] == [0, 1, 2, 3, 4, 5] and all("inertia" in e[4] for e in lloyd[1:])
 
 
 def test_cluster_step_logs_progress_inside_steps(blob_run):
