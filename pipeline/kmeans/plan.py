@@ -353,12 +353,13 @@ def level_seconds(
     trials = pp_trials(kc, k)
     lloyd, pp, centres = level_flops(n, dim, k, iters, r, lc.sample_size, lc.n_splits, trials)
     calls = 3 * centres * cal.ray_call_s if on_actors and trials else 0.0
-    if gpu:
-        return (lloyd + pp) / (cal.gpu_gflops * 1e9 * threads) + calls, (lloyd + pp) / 1e9
+    gpu_rate = cal.gpu_gflops * 1e9 * threads
     rate_lloyd = cal.lloyd_gflops_per_thread * 1e9 * max(threads, 1)
-    rate_pp = cal.kmeanspp_gflops_per_thread * 1e9
+    rate_pp = gpu_rate if gpu else cal.kmeanspp_gflops_per_thread * 1e9 * max(threads, 1)
     ci, s = kc.centroid_index, min(n, k * lc.sample_size)
-    if lc.n_splits == 1 and ci.uses_hnsw(k):
+    if gpu:
+        assign_s = lloyd / gpu_rate
+    elif lc.n_splits == 1 and ci.uses_hnsw(k):
         rows, passes = n * (iters + 1) + r * (s * iters + n), (r + 1) * (iters + 1)
         assign_s = cal.hnsw_seconds(k, rows, passes, threads, ci.hnsw_m, ci.ef_search)
     else:
@@ -367,12 +368,12 @@ def level_seconds(
         init_s = 0.0
         for m_all in [n] + [s] * r:
             m = init_sample_size(m_all, k, dim, trials, kc.init_sample_flops)
-            flops = 2 * dim * k * trials * m if m > k or m >= m_all else 0.0  # m <= k: random init
-            sampled = m < m_all  # a sample is seeded in the driver, on one thread, without round trips
-            init_s += flops / (rate_pp * (1 if sampled else max(threads, 1)))
-            init_s += 3 * k * cal.ray_call_s if on_actors and not sampled else 0.0
+            if m >= m_all:  # greedy k-means++ on every row, where the rows are
+                init_s += 2 * dim * k * trials * m / rate_pp + (3 * k * cal.ray_call_s if on_actors else 0.0)
+            elif m > k:  # on a sample, in the driver, one CPU thread, no round trips (m <= k: random init)
+                init_s += 2 * dim * k * trials * m / (cal.kmeanspp_gflops_per_thread * 1e9)
     else:
-        init_s = pp / (rate_pp * max(threads, 1)) + calls
+        init_s = pp / rate_pp + calls
     return assign_s + init_s, (lloyd + pp) / 1e9
 
 
