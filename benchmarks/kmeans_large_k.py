@@ -12,7 +12,7 @@ k, 2 OpenMP threads, random init) in a child process, in one invocation; plus th
 prediction of the cluster step for the same N (``strata plan`` validation).
 
     flock /tmp/strata-bench.lock .venv/bin/python -m benchmarks.kmeans_large_k quality
-    flock /tmp/strata-bench.lock .venv/bin/python -m benchmarks.kmeans_large_k speed --n 25000 50000 100000
+    flock /tmp/strata-bench.lock .venv/bin/python -m benchmarks.kmeans_large_k speed --n 30000 60000 100000
 """
 
 from __future__ import annotations
@@ -223,7 +223,7 @@ def main() -> None:
     q.add_argument("--iters", type=int, default=20)
     q.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     s = sub.add_parser("speed")
-    s.add_argument("--n", type=int, nargs="+", default=[25_000, 50_000, 100_000])
+    s.add_argument("--n", type=int, nargs="+", default=[30_000, 60_000, 100_000])
     c = sub.add_parser("faiss-child")
     c.add_argument("path")
     c.add_argument("k", type=int)
