@@ -88,6 +88,9 @@ def quality(args) -> None:
     from pipeline.kmeans.config import CentroidIndex, auto_n_clusters
 
     conf = load_group("kmeans/default")
+    if args.entropy_only:
+        aid_entropy(args, conf)
+        return
     hnsw = CentroidIndex("hnsw", 1, conf["hnsw_m"], conf["hnsw_ef_construction"], conf["hnsw_ef_search"])
     exact = CentroidIndex("exact")
     domains = {"mixture-20k-d128": mixture(20_000), "digits16-10k-d256": digits()}
@@ -222,6 +225,7 @@ def main() -> None:
     q = sub.add_parser("quality")
     q.add_argument("--iters", type=int, default=20)
     q.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    q.add_argument("--entropy-only", action="store_true", help="only the AID label-entropy arms")
     s = sub.add_parser("speed")
     s.add_argument("--n", type=int, nargs="+", default=[30_000, 60_000, 100_000])
     c = sub.add_parser("faiss-child")

@@ -171,3 +171,17 @@ def test_plan_models_hnsw_and_sampled_init():
     scale = math.log(20_000) / math.log(4096)
     by_hand = 21 * 200_000 * 2e-5 * scale / 2 + 21 * 20_000 * 5e-5 * scale
     assert fast.levels[0].seconds == pytest.approx(by_hand)
+
+
+def test_hnsw_lloyd_is_seeded_and_shard_independent(make_blobs):
+    """Same seed, same result on the HNSW path (single-threaded graph insertion), however sharded."""
+    x, _ = make_blobs(1500, 16, 15)
+    ci = CentroidIndex("hnsw", 1, 16, 40, 16)
+
+    def run(bounds: list[int]) -> np.ndarray:
+        shards = [Shard(x[a:b], offset=a, centroid_index=ci, threads=2) for a, b in zip(bounds[:-1], bounds[1:])]
+        return fit_group(LocalGroup(shards), 90, 8, init="auto", rng=np.random.default_rng(5), init_sample_flops=1e6)[0]
+
+    one = run([0, 1500])
+    np.testing.assert_array_equal(one, run([0, 1500]))
+    np.testing.assert_allclose(run([0, 700, 1500]), one, rtol=1e-5, atol=1e-6)
