@@ -29,12 +29,10 @@ from pipeline.artifacts import EMBEDDINGS
 )
 def main(cfg: DictConfig) -> None:
     from pipeline.kmeans import run_cluster
-    from pipeline.kmeans.plan import plan_for_run
 
     init_ray(cfg, lazy=True)  # small inputs run in process: no Ray start-up
     run = open_run_dir(cfg)
-    if plan := plan_for_run(run, to_dict(cfg.kmeans), int(cfg.seed)):  # with a stored `strata plan` calibration
-        log.info("%s", plan)
+    # run_cluster logs the capacity plan before level 1 and warns when it predicts more than an hour
     summary = run_cluster(run, to_dict(cfg.kmeans), force=bool(cfg.force), seed=int(cfg.seed))
     log.info("clusters: %s", summary)
 

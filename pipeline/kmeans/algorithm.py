@@ -16,17 +16,33 @@ thresholds ``r ~ U(0, sum_x D(x))``, the shard owning each threshold returns tha
 vector, every shard returns ``phi_j = sum_x min(D(x), ||x - c_j||^2)`` per candidate, and the
 driver keeps ``argmin_j phi_j``. Three round trips of scalars/candidate vectors per centre; no
 N-length vector ever leaves a shard.
+
+``init="auto"`` bounds the seeding cost: greedy k-means++ on all ``n`` active rows costs
+``2 n k t D`` flops (``t`` trials); above ``init_sample_flops`` it runs instead on a uniform sample
+of ``m = init_sample_flops / (2 k t D)`` rows gathered into the driver (centroid-sized: a few
+times ``k`` rows at most), which also saves the ``3 k`` round trips. When ``m <= k`` k-means++
+would just pick every sampled row, so the init is then ``k`` uniform rows: the random init that
+``faiss.Kmeans`` uses (large k, where Lloyd from random rows loses little; BENCHMARKS.md).
+
+Every long loop reports through ``progress(phase, done, total, **metrics)`` (``phase``: ``init``
+per centre, ``lloyd`` per iteration) so that a step shows progress and an ETA while it runs.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from pipeline.kmeans.shard import Shard
+
+ProgressFn = Callable[..., None]  # progress(phase, done, total, **metrics)
+
+
+def _no_progress(phase: str, done: int, total: int, **metrics: Any) -> None:
+    """Default progress sink: nothing reported."""
 
 
 class LocalGroup:
@@ -165,7 +181,13 @@ def random_init(group, k: int, rng: np.random.Generator) -> np.ndarray:
     return _rows_at(group, rng.choice(n, size=k, replace=False), counts)
 
 
-def kmeans_plus_plus(group, k: int, rng: np.random.Generator, n_local_trials: int | None = None) -> np.ndarray:
+def kmeans_plus_plus(
+    group,
+    k: int,
+    rng: np.random.Generator,
+    n_local_trials: int | None = None,
+    progress: ProgressFn = _no_progress,
+) -> np.ndarray:
     """Greedy k-means++ on a shard group; returns (k, D) float32 centroids.
 
     Centre ``c_1`` is uniform; each next centre is the best of ``n_local_trials`` (default
@@ -177,6 +199,7 @@ def kmeans_plus_plus(group, k: int, rng: np.random.Generator, n_local_trials: in
     if k > n:
         raise ValueError(f"cannot pick {k} centroids from {n} points")
     trials = n_local_trials or 2 + int(math.log(k))
+    progress("init", 0, k)  # the phase starts: its clock (rate, ETA) starts here
     first = _rows_at(group, np.array([rng.integers(n)]), counts)[0]
     centroids = np.empty((k, len(first)), dtype=np.float32)
     centroids[0] = first
@@ -197,18 +220,61 @@ def kmeans_plus_plus(group, k: int, rng: np.random.Generator, n_local_trials: in
         best = int(np.argmin(phi))
         centroids[i] = candidates[best]
         pots = np.asarray(group.call("pp_commit", best))
+        progress("init", i + 1, k)
     return centroids
 
 
-def lloyd(group, centroids: np.ndarray, n_iters: int, metric: str = "l2") -> tuple[np.ndarray, list[float]]:
+def pp_trials(k: int, n_local_trials: int | None) -> int:
+    """k-means++ candidates per centre: ``n_local_trials``, else ``2 + floor(ln k)``."""
+    return n_local_trials or 2 + int(math.log(max(k, 1)))
+
+
+def init_sample_size(n: int, k: int, dim: int, trials: int, sample_flops: float) -> int:
+    """Rows k-means++ runs on under ``init="auto"``: ``n`` while ``2 n k t D <= F``, else
+    ``F / (2 k t D)``, and ``k`` (random init) when that is not more than ``k``."""
+    per_row = 2.0 * k * max(trials, 1) * dim
+    return n if n * per_row <= sample_flops else int(min(n, max(k, sample_flops // per_row)))
+
+
+def sample_kmeans_plus_plus(
+    group,
+    k: int,
+    rng: np.random.Generator,
+    n_local_trials: int | None,
+    sample_flops: float,
+    progress: ProgressFn = _no_progress,
+) -> np.ndarray:
+    """``init="auto"``: greedy k-means++ on all active rows, or on a uniform sample (module docstring)."""
+    counts = _active_counts(group)
+    n = int(counts.sum())
+    if k > n:
+        raise ValueError(f"cannot pick {k} centroids from {n} points")
+    dim = int(group.call("dim")[0])
+    m = init_sample_size(n, k, dim, pp_trials(k, n_local_trials), sample_flops)
+    if m >= n:
+        return kmeans_plus_plus(group, k, rng, n_local_trials, progress)
+    if m <= k:
+        return random_init(group, k, rng)
+    sample = _rows_at(group, np.sort(rng.choice(n, size=m, replace=False)), counts)
+    local = LocalGroup([Shard(sample, metric="l2")])  # rows already normalised by their shards
+    try:
+        return kmeans_plus_plus(local, k, rng, n_local_trials, progress)
+    finally:
+        local.close()
+
+
+def lloyd(
+    group, centroids: np.ndarray, n_iters: int, metric: str = "l2", progress: ProgressFn = _no_progress
+) -> tuple[np.ndarray, list[float]]:
     """``n_iters`` Lloyd iterations from ``centroids`` on the active rows; returns (centroids, inertias).
 
     ``inertias[t]`` is ``sum_x d(x, c_{a(x)})`` of the assignment made in iteration ``t``.
     """
     centroids = np.array(centroids, dtype=np.float32, copy=True)
     inertias: list[float] = []
-    for _ in range(n_iters):
-        stats = group.call("lloyd_stats", centroids)
+    progress("lloyd", 0, n_iters)
+    for t in range(n_iters):
+        stats = group.call("lloyd_stats", centroids, t > 0)  # t > 0: the last assignment is a hint
         sums = np.sum([s[0] for s in stats], axis=0)
         counts = np.sum([s[1] for s in stats], axis=0)
         inertias.append(float(sum(s[2] for s in stats)))
@@ -219,6 +285,7 @@ def lloyd(group, centroids: np.ndarray, n_iters: int, metric: str = "l2") -> tup
             centroids[empty] = _farthest_points(group, len(empty))
         if metric == "cosine":
             centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+        progress("lloyd", len(inertias), n_iters, inertia=inertias[-1])
     return centroids, inertias
 
 
@@ -244,8 +311,11 @@ def fit_group(
     metric: str = "l2",
     rng: np.random.Generator,
     n_local_trials: int | None = None,
+    init_sample_flops: float = math.inf,
+    progress: ProgressFn = _no_progress,
 ) -> tuple[np.ndarray, list[float]]:
-    """Initialise (``kmeans++`` | ``random`` | given (k, D) array) then run Lloyd on the active rows."""
+    """Initialise (``kmeans++`` | ``random`` | ``auto`` | given (k, D) array) then run Lloyd on the
+    active rows."""
     if isinstance(init, np.ndarray):
         if init.shape[0] != k:
             raise ValueError(f"init centroids have {init.shape[0]} rows, expected k={k}")
@@ -253,12 +323,14 @@ def fit_group(
         if metric == "cosine":
             start = start / np.maximum(np.linalg.norm(start, axis=1, keepdims=True), 1e-12)
     elif init == "kmeans++":
-        start = kmeans_plus_plus(group, k, rng, n_local_trials)
+        start = kmeans_plus_plus(group, k, rng, n_local_trials, progress)
+    elif init == "auto":
+        start = sample_kmeans_plus_plus(group, k, rng, n_local_trials, init_sample_flops, progress)
     elif init == "random":
         start = random_init(group, k, rng)
     else:
-        raise ValueError(f"init must be 'kmeans++', 'random' or an array, got {init!r}")
-    return lloyd(group, start, n_iters, metric)
+        raise ValueError(f"init must be 'kmeans++', 'random', 'auto' or an array, got {init!r}")
+    return lloyd(group, start, n_iters, metric, progress)
 
 
 def kmeans(

@@ -10,7 +10,8 @@ from pipeline.config import check_keys, load_group, schema
 
 METRICS = ("l2", "cosine")
 STRATEGIES = ("closest", "random")
-INITS = ("kmeans++", "random")
+INITS = ("kmeans++", "random", "auto")
+ASSIGNS = ("exact", "hnsw", "auto")
 AUTO = "auto"
 # Level-1 points per cluster: 5 up to 10,000 points (BENCHMARKS.md, "Balance on AID": pool/5 met
 # the long-tail and redundancy targets where pool/15 missed), then growing as n^0.24 so that
@@ -38,6 +39,28 @@ def auto_n_clusters(n_points: int) -> list[int]:
     while len(ks) < n_levels and ks[-1] // AUTO_LEVEL_RATIO >= 2:
         ks.append(ks[-1] // AUTO_LEVEL_RATIO)
     return ks
+
+
+@dataclass(frozen=True)
+class CentroidIndex:
+    """How a shard finds each row's nearest centroid (docs: ``conf/kmeans/default.yaml``).
+
+    ``exact``: FAISS flat search, ``k`` distances per row. ``hnsw``: a FAISS HNSW graph over the
+    centroids, rebuilt every Lloyd iteration (single-threaded insertion, so the graph and the result
+    are deterministic), about ``ef_search * M`` distances per row. ``auto``: HNSW when
+    ``k >= auto_min_k`` on CPU; exact for small k and on GPU, where brute force is fastest.
+    """
+
+    method: str = "exact"
+    auto_min_k: int = 4096
+    hnsw_m: int = 16
+    ef_construction: int = 40
+    ef_search: int = 16
+
+    def uses_hnsw(self, k: int, gpu: bool = False) -> bool:
+        if gpu or self.method == "exact":
+            return False
+        return self.method == "hnsw" or k >= self.auto_min_k
 
 
 @dataclass(frozen=True)
@@ -73,6 +96,12 @@ class KMeansConfig:
     metric: str
     init: str
     n_local_trials: int | None
+    init_sample_flops: float
+    assign: str
+    assign_auto_k: int
+    hnsw_m: int
+    hnsw_ef_construction: int
+    hnsw_ef_search: int
     n_actors: int | None
     in_process: Any  # true | false | "auto" (resolved by pipeline.kmeans.run.resolve_in_process)
     cpus_per_actor: float
@@ -131,6 +160,12 @@ class KMeansConfig:
             raise ValueError(f"kmeans.metric must be one of {METRICS}, got {self.metric!r}")
         if self.init not in INITS:
             raise ValueError(f"kmeans.init must be one of {INITS}, got {self.init!r}")
+        if self.assign not in ASSIGNS:
+            raise ValueError(f"kmeans.assign must be one of {ASSIGNS}, got {self.assign!r}")
+        if min(self.assign_auto_k, self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef_search) < 1:
+            raise ValueError("kmeans.assign_auto_k, hnsw_m, hnsw_ef_construction and hnsw_ef_search must be >= 1")
+        if not self.init_sample_flops > 0:
+            raise ValueError(f"kmeans.init_sample_flops must be > 0, got {self.init_sample_flops!r}")
         if self.in_process not in (True, False, AUTO):
             raise ValueError(f"kmeans.in_process must be true, false or {AUTO!r}, got {self.in_process!r}")
         if self.out_of_core not in (True, False, AUTO):
@@ -158,5 +193,13 @@ class KMeansConfig:
             "metric": self.metric,
             "init": self.init,
             "n_local_trials": self.n_local_trials,
+            "init_sample_flops": self.init_sample_flops,
+            "centroid_index": asdict(self.centroid_index),
             "seed": self.seed,
         }
+
+    @property
+    def centroid_index(self) -> CentroidIndex:
+        return CentroidIndex(
+            self.assign, self.assign_auto_k, self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef_search
+        )

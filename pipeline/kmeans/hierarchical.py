@@ -17,6 +17,7 @@ flat member indices, ``sorted_distances``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.kmeans.algorithm import LocalGroup, fit_group, kmeans
+from pipeline.kmeans.algorithm import LocalGroup, ProgressFn, _no_progress, fit_group, kmeans
 from pipeline.kmeans.config import INITS, PER_LEVEL, STRATEGIES, KMeansConfig, LevelConfig  # noqa: F401 - re-exported
 from pipeline.kmeans.shard import Shard
 
@@ -133,7 +134,9 @@ def _split_task(member_refs: list, *args: Any) -> np.ndarray:
     return split_members_kmeans(ray.get(member_refs), *args)
 
 
-def split_kmeans(group, lc: LevelConfig, cfg: KMeansConfig, rng: np.random.Generator) -> np.ndarray:
+def split_kmeans(
+    group, lc: LevelConfig, cfg: KMeansConfig, rng: np.random.Generator, progress: ProgressFn = _no_progress
+) -> np.ndarray:
     """Split mode: coarse k-means into ``ceil(k / n_splits)``, then local k-means per coarse cluster.
 
     On a :class:`~pipeline.kmeans.algorithm.RayGroup` the local k-means run as parallel Ray tasks
@@ -141,9 +144,7 @@ def split_kmeans(group, lc: LevelConfig, cfg: KMeansConfig, rng: np.random.Gener
     """
     k = lc.n_clusters
     coarse_k = math.ceil(k / lc.n_splits)
-    coarse, _ = fit_group(
-        group, coarse_k, lc.n_iters, init=cfg.init, metric=cfg.metric, rng=rng, n_local_trials=cfg.n_local_trials
-    )
+    coarse, _ = fit_group(group, coarse_k, lc.n_iters, **_fit_kwargs(cfg, rng, progress))
     sizes = np.sum([r[0] for r in group.call("assign_all", coarse)], axis=0)
     splits = allocate_splits(sizes, k, lc.n_splits)
     seeds = rng.integers(2**31, size=coarse_k)
@@ -170,6 +171,17 @@ def split_kmeans(group, lc: LevelConfig, cfg: KMeansConfig, rng: np.random.Gener
 StepCallback = Callable[[int, np.ndarray, np.ndarray, float], None]
 
 
+def _fit_kwargs(cfg: KMeansConfig, rng: np.random.Generator, progress: ProgressFn) -> dict[str, Any]:
+    return dict(
+        init=cfg.init,
+        metric=cfg.metric,
+        rng=rng,
+        n_local_trials=cfg.n_local_trials,
+        init_sample_flops=cfg.init_sample_flops,
+        progress=progress,
+    )
+
+
 def fit_level(
     group,
     lc: LevelConfig,
@@ -179,36 +191,36 @@ def fit_level(
     start_step: int = 0,
     centroids: np.ndarray | None = None,
     on_step: StepCallback | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> np.ndarray:
     """Run steps ``start_step .. n_resampling_steps`` of one level; returns the final centroids.
 
     After each step every point is assigned (shard state) and ``on_step(step, centroids,
-    counts, inertia)`` is called, so the caller can persist the step. To resume, pass the
+    counts, inertia)`` is called, so the caller can persist the step. Inside a step,
+    ``progress(step, phase, done, total, **metrics)`` reports the initialisation (per centre) and
+    every Lloyd iteration. To resume, pass the
     centroids of step ``start_step - 1`` after calling ``assign_all`` with them on the group.
     """
     k = lc.n_clusters
     for step in range(start_step, lc.n_resampling_steps + 1):
         rng = np.random.default_rng([cfg.seed, level, step])
+        report = _no_progress if progress is None else functools.partial(progress, step)
         if step == 0:
             group.call("set_active", None)
             n = int(sum(group.call("n_active")))
             if k > n:
                 raise ValueError(f"level {level}: n_clusters={k} exceeds the {n} items to cluster")
             if lc.n_splits > 1:
-                centroids = split_kmeans(group, lc, cfg, rng)
+                centroids = split_kmeans(group, lc, cfg, rng, report)
             else:
-                centroids, _ = fit_group(
-                    group, k, lc.n_iters, init=cfg.init, metric=cfg.metric, rng=rng, n_local_trials=cfg.n_local_trials
-                )
+                centroids, _ = fit_group(group, k, lc.n_iters, **_fit_kwargs(cfg, rng, report))
         else:
             key_seed = int(rng.integers(2**62))
             n_sample = select_resampling_sample(group, k, lc.sample_size, lc.resampling_strategy, key_seed)
             if n_sample < k:  # only when many clusters are empty; keep the previous centroids
                 log.warning("level %d step %d: sample of %d points < k=%d; step skipped", level, step, n_sample, k)
             else:
-                centroids, _ = fit_group(
-                    group, k, lc.n_iters, init=cfg.init, metric=cfg.metric, rng=rng, n_local_trials=cfg.n_local_trials
-                )
+                centroids, _ = fit_group(group, k, lc.n_iters, **_fit_kwargs(cfg, rng, report))
             group.call("set_active", None)
         stats = group.call("assign_all", centroids)
         counts = np.sum([s[0] for s in stats], axis=0)
@@ -240,7 +252,7 @@ def hierarchical_kmeans(x: np.ndarray, cfg: KMeansConfig | dict, *, n_shards: in
         bounds = np.linspace(0, len(data), n_shards + 1 if level == 1 else 2).astype(int)
         group = LocalGroup(
             [
-                Shard(data[a:b], metric=cfg.metric, offset=a, chunk_mb=cfg.chunk_mb)
+                Shard(data[a:b], metric=cfg.metric, offset=a, chunk_mb=cfg.chunk_mb, centroid_index=cfg.centroid_index)
                 for a, b in zip(bounds[:-1], bounds[1:])
             ]
         )

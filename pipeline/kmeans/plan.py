@@ -9,12 +9,16 @@ The model follows :class:`pipeline.kmeans.shard.Shard` and :mod:`pipeline.kmeans
   process baseline ``B``); out of core ``r ROW_STATE_BYTES + C' + 16 k D + B`` with ``C'`` the
   temporaries and read buffer of chunks of ``min(chunk_mb, (budget - r ROW_STATE_BYTES) / 3)``
   (the rows stay in the spill file).
-- **Time of a level** on ``n`` points: step 0 runs k-means++ (``k t`` candidate passes) and
-  ``iters`` Lloyd passes on all points, every resampling step the same on ``k sample_size``
-  points, and every step one full reassignment: ``flops = 2 D k [n (iters + 1) + R (k s iters + n)]``
-  for Lloyd at the measured Lloyd rate, ``2 D k t (n + R k s)`` for k-means++ at its measured rate
-  (split mode: coarse ``k / n_splits`` on all points, then ``n_splits`` per coarse cluster),
-  plus ``3 k`` Ray round trips of k-means++ when the level runs on actors.
+- **Time of a level** on ``n`` points: step 0 seeds with k-means++ and runs ``iters`` Lloyd
+  passes on all points, every resampling step the same on ``s = k sample_size`` points, and every
+  step one full reassignment: ``P = n (iters + 1) + R (s iters + n)`` row assignments in
+  ``I = (R + 1)(iters + 1)`` passes. Exact assignment costs ``2 D k P`` flops at the measured Lloyd
+  rate; HNSW assignment (``kmeans.assign``, large k) costs ``P h(k)`` seconds plus one graph build
+  ``k b(k)`` per pass, with ``h`` and ``b`` measured per row / per centroid at ``k_0 = 4096`` and
+  scaled by ``ln k / ln k_0`` (HNSW's logarithmic search). k-means++ costs ``2 D k t m`` flops on
+  ``m`` rows per step (``init=auto``: ``m`` capped by ``init_sample_flops``; a sample is seeded in
+  the driver on one thread), plus ``3 k`` Ray round trips when it runs on the actors (split mode:
+  coarse ``k / n_splits`` on all points, then ``n_splits`` per coarse cluster).
 - Level 1 runs on the actors (one per CPU, or per GPU with ``use_gpu``); upper levels cluster
   the previous level's centroids in the driver (on one GPU with ``use_gpu``).
 
@@ -29,7 +33,7 @@ import math
 import os
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +44,14 @@ from pipeline.kmeans.run import MIN_POINTS_PER_CLUSTER, row_counts
 from pipeline.kmeans.shard import ROW_STATE_BYTES
 
 # In memory, per row besides the row itself: squared norm, assignment (int32), distance, fit
-# distance, k-means++ D(x) (float32 each) and the sort temporaries of a finished step (int64
-# order, float64 keys, int64 global index).
-ROW_BYTES_IN_MEMORY = 5 * 4 + 24
+# distance, fit assignment (the HNSW hint), k-means++ D(x) (4 bytes each) and the sort temporaries
+# of a finished step (int64 order, float64 keys, int64 global index).
+ROW_BYTES_IN_MEMORY = 6 * 4 + 24
 # Assumed, not measured here (no GPU on the dev VM): FAISS flat search on one A100/H100-class GPU
 # in float32, about half of its fp32 peak; and one Ray actor round trip on a cluster.
 ASSUMED_GPU_GFLOPS = 20_000.0
 ASSUMED_RAY_CALL_S = 0.002
+HNSW_CAL_K = 4096  # centroids of the HNSW calibration
 DEFAULT_CALIBRATION = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "strata" / "calibration.json"
 
 
@@ -125,6 +130,27 @@ class Calibration:
     gpu_assumed: bool = True
     ray_call_s: float = ASSUMED_RAY_CALL_S
     measured: dict[str, Any] = field(default_factory=dict)
+    hnsw_search_s_per_row: float | None = None  # at HNSW_CAL_K centroids, one thread (None: not measured)
+    hnsw_build_s_per_centroid: float | None = None
+
+    @classmethod
+    def from_json(cls, stored: dict[str, Any]) -> Calibration:
+        """From a stored entry, ignoring keys another version of this class wrote."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in stored.items() if k in known})
+
+    def hnsw_seconds(self, k: int, rows: float, passes: float, threads: float, m: int, ef: int) -> float:
+        """HNSW assignment of ``rows`` rows in ``passes`` passes: ``rows h(k) / threads + passes k b(k)``.
+
+        Without a measurement, ``h`` is estimated as ``2 D ef M`` flops at a fifth of the Lloyd rate
+        (graph search is not GEMM) and ``b`` as ``efConstruction / ef`` times that."""
+        scale = math.log(max(k, 2)) / math.log(HNSW_CAL_K)
+        if self.hnsw_search_s_per_row is not None and self.hnsw_build_s_per_centroid is not None:
+            h, b = self.hnsw_search_s_per_row, self.hnsw_build_s_per_centroid
+        else:
+            h = 2 * self.dim * ef * m / (self.lloyd_gflops_per_thread * 1e9 / 5)
+            b = h * 40 / ef
+        return rows * h * scale / max(threads, 1) + passes * k * b * scale
 
 
 def _rss_mb() -> float:
@@ -160,13 +186,46 @@ def calibrate(dim: int, k: int = 256, flops: float = 50_000 * 64 * 256 * 2, seed
     t0 = time.perf_counter()
     kmeans_plus_plus(LocalGroup([shard]), k_pp, np.random.default_rng(seed))
     t_pp = time.perf_counter() - t0
+    build_s, search_s = _time_hnsw(n, dim, rng)
     return Calibration(
         dim=dim,
         lloyd_gflops_per_thread=2 * n * dim * k / best / 1e9,
         kmeanspp_gflops_per_thread=2 * n * dim * k_pp * trials / t_pp / 1e9,
         baseline_mb=baseline,
         measured={"n": n, "k": k, "lloyd_s": best, "kmeanspp_k": k_pp, "kmeanspp_s": t_pp, "at": time.time()},
+        hnsw_search_s_per_row=search_s / n,
+        hnsw_build_s_per_centroid=build_s / HNSW_CAL_K,
     )
+
+
+def _time_hnsw(n: int, dim: int, rng: np.random.Generator) -> tuple[float, float]:
+    """(seconds to build, seconds to search ``n`` rows) of the default HNSW over ``HNSW_CAL_K``
+    centroids on one thread. Data: a mixture of 4,096 Gaussians (unit centres, noise 0.5), centroids
+    drawn from its rows, as in a Lloyd iteration; i.i.d. Gaussian rows would be HNSW's worst case,
+    far from real embeddings (measured: 2x slower)."""
+    import faiss
+
+    from pipeline.config import load_group
+
+    conf = load_group("kmeans/default")
+    mu = rng.standard_normal((4096, dim), dtype=np.float32)
+    x = mu[rng.integers(4096, size=n)] + 0.5 * rng.standard_normal((n, dim), dtype=np.float32)
+    centroids = x[rng.choice(n, HNSW_CAL_K, replace=n < HNSW_CAL_K)]
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        t0 = time.perf_counter()
+        index = faiss.IndexHNSWFlat(dim, int(conf["hnsw_m"]))
+        index.hnsw.efConstruction = int(conf["hnsw_ef_construction"])
+        index.add(np.ascontiguousarray(centroids))
+        build = time.perf_counter() - t0
+        index.hnsw.efSearch = int(conf["hnsw_ef_search"])
+        t0 = time.perf_counter()
+        index.search(x, 1)
+        search = time.perf_counter() - t0
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return build, search
 
 
 def load_calibration(path: str | Path, dim: int, recalibrate: bool = False) -> tuple[Calibration, bool]:
@@ -179,8 +238,8 @@ def load_calibration(path: str | Path, dim: int, recalibrate: bool = False) -> t
             stored = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"plan.calibration={path}: not JSON ({exc}); delete it to recalibrate") from exc
-    if not recalibrate and str(dim) in stored:
-        return Calibration(**stored[str(dim)]), False
+    if not recalibrate and str(dim) in stored:  # one stored before the HNSW rates: estimated (hnsw_seconds)
+        return Calibration.from_json(stored[str(dim)]), False
     cal = calibrate(dim)
     stored[str(dim)] = asdict(cal)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -269,7 +328,8 @@ def pp_trials(kc: KMeansConfig, k: int) -> int:
 
 
 def level_flops(n: int, dim: int, k: int, iters: int, resampling: int, sample: int, splits: int, trials: int):
-    """(Lloyd flops, k-means++ flops, k-means++ centres picked) of one level (module docstring)."""
+    """(Lloyd flops, k-means++ flops, k-means++ centres picked) of one level with exact assignment
+    and k-means++ on all rows (module docstring)."""
     s = min(n, k * sample)
     if splits > 1:
         coarse = math.ceil(k / splits)
@@ -280,6 +340,41 @@ def level_flops(n: int, dim: int, k: int, iters: int, resampling: int, sample: i
     lloyd = lloyd0 + 2 * dim * k * ((resampling + 1) * n + resampling * s * iters)
     pp = pp0 + 2 * dim * k * trials * resampling * s
     return float(lloyd), float(pp), centres + resampling * k
+
+
+def level_seconds(
+    kc: KMeansConfig, lc: Any, n: int, dim: int, cal: Calibration, threads: float, on_actors: bool, gpu: bool
+) -> tuple[float, float]:
+    """(seconds, GFLOP-equivalent) of one level under ``kc`` (module docstring: exact or HNSW
+    assignment, k-means++ on all rows or on a sample); ``threads``: CPU threads working on it."""
+    from pipeline.kmeans.algorithm import init_sample_size
+
+    k, iters, r = lc.n_clusters, lc.n_iters, lc.n_resampling_steps
+    trials = pp_trials(kc, k)
+    lloyd, pp, centres = level_flops(n, dim, k, iters, r, lc.sample_size, lc.n_splits, trials)
+    calls = 3 * centres * cal.ray_call_s if on_actors and trials else 0.0
+    gpu_rate = cal.gpu_gflops * 1e9 * threads
+    rate_lloyd = cal.lloyd_gflops_per_thread * 1e9 * max(threads, 1)
+    rate_pp = gpu_rate if gpu else cal.kmeanspp_gflops_per_thread * 1e9 * max(threads, 1)
+    ci, s = kc.centroid_index, min(n, k * lc.sample_size)
+    if gpu:
+        assign_s = lloyd / gpu_rate
+    elif lc.n_splits == 1 and ci.uses_hnsw(k):
+        rows, passes = n * (iters + 1) + r * (s * iters + n), (r + 1) * (iters + 1)
+        assign_s = cal.hnsw_seconds(k, rows, passes, threads, ci.hnsw_m, ci.ef_search)
+    else:
+        assign_s = lloyd / rate_lloyd
+    if kc.init == "auto" and lc.n_splits == 1 and trials:
+        init_s = 0.0
+        for m_all in [n] + [s] * r:
+            m = init_sample_size(m_all, k, dim, trials, kc.init_sample_flops)
+            if m >= m_all:  # greedy k-means++ on every row, where the rows are
+                init_s += 2 * dim * k * trials * m / rate_pp + (3 * k * cal.ray_call_s if on_actors else 0.0)
+            elif m > k:  # on a sample, in the driver, one CPU thread, no round trips (m <= k: random init)
+                init_s += 2 * dim * k * trials * m / (cal.kmeanspp_gflops_per_thread * 1e9)
+    else:
+        init_s = pp / rate_pp + calls
+    return assign_s + init_s, (lloyd + pp) / 1e9
 
 
 def plan_kmeans(kc: KMeansConfig, n_points: int, dim: int, res: Resources, cal: Calibration) -> Plan:
@@ -295,24 +390,16 @@ def plan_kmeans(kc: KMeansConfig, n_points: int, dim: int, res: Resources, cal: 
     n = n_points
     for i, lc in enumerate(kc.levels, start=1):
         k = lc.n_clusters
-        trials = pp_trials(kc, k)
         on_actors = i == 1 and not kc.in_process
         shards = actors if i == 1 else 1
         rows = math.ceil(n / shards)
         sample_rows = math.ceil(min(n, k * lc.sample_size) / shards) if lc.n_resampling_steps else 0
         mem, ooc = actor_memory(kc, rows, dim, k, sample_rows)
         mem += baseline
-        lloyd, pp, centres = level_flops(
-            n, dim, k, lc.n_iters, lc.n_resampling_steps, lc.sample_size, lc.n_splits, trials
-        )
-        if gpu:  # the driver of a GPU run holds a GPU too (use_gpu reaches the upper levels' shard)
-            rate_lloyd = rate_pp = cal.gpu_gflops * 1e9 * shards
-        else:
-            threads = min(shards * kc.threads_per_actor, res.nodes * res.cpus) if on_actors else kc.threads_per_actor
-            rate_lloyd = cal.lloyd_gflops_per_thread * 1e9 * max(threads, 1)
-            rate_pp = cal.kmeanspp_gflops_per_thread * 1e9 * max(threads, 1)
-        seconds = lloyd / rate_lloyd + pp / rate_pp + (3 * centres * cal.ray_call_s if on_actors and trials else 0.0)
-        levels.append(LevelPlan(i, k, n, shards if on_actors else 0, rows, mem, ooc, seconds, (lloyd + pp) / 1e9))
+        # the driver of a GPU run holds a GPU too (use_gpu reaches the upper levels' shard)
+        threads = min(shards * kc.threads_per_actor, res.nodes * res.cpus) if on_actors else kc.threads_per_actor
+        seconds, gflop = level_seconds(kc, lc, n, dim, cal, shards if gpu else threads, on_actors, gpu)
+        levels.append(LevelPlan(i, k, n, shards if on_actors else 0, rows, mem, ooc, seconds, gflop))
         if n / k < MIN_POINTS_PER_CLUSTER:
             warnings.append(
                 f"level {i}: {k} clusters for {n} points ({n / k:.1f} per cluster, < {MIN_POINTS_PER_CLUSTER}): "
@@ -376,9 +463,93 @@ def format_plan(plan: Plan, cal: Calibration) -> str:
     notes = (
         f"total {_duration(plan.seconds)}; throughput per thread (measured, D={cal.dim}): Lloyd "
         f"{cal.lloyd_gflops_per_thread:.1f}, k-means++ {cal.kmeanspp_gflops_per_thread:.1f} GFLOP/s; {gpu}; "
-        f"Ray round trip {cal.ray_call_s * 1e3:g} ms (assumed)"
+        f"Ray round trip {cal.ray_call_s * 1e3:g} ms (assumed); HNSW "
+        + (
+            f"{cal.hnsw_search_s_per_row * 1e6:.0f} us a row, {cal.hnsw_build_s_per_centroid * 1e6:.0f} us a centroid "
+            f"at k={HNSW_CAL_K} (measured)"
+            if cal.hnsw_search_s_per_row is not None and cal.hnsw_build_s_per_centroid is not None
+            else "estimated from the Lloyd rate (strata plan plan.recalibrate=true measures it)"
+        )
     )
     return "\n".join([head, *table, notes, *(f"WARNING: {w}" for w in plan.warnings)])
+
+
+LONG_RUN_S = 3600.0  # a plan longer than this is warned about before level 1 starts
+
+
+def _scaled(kc: KMeansConfig, factor: float) -> KMeansConfig:
+    """``kc`` with every level's k divided by ``factor`` (at least 2 apart between levels)."""
+    import dataclasses
+
+    ks, levels = [], []
+    for lc in kc.levels:
+        k = max(1, int(lc.n_clusters / factor))
+        k = min(k, ks[-1] - 1) if ks else k
+        if k < 1:
+            break
+        ks.append(k)
+        levels.append(dataclasses.replace(lc, n_clusters=k))
+    return dataclasses.replace(kc, levels=tuple(levels), n_clusters=ks)
+
+
+def long_run_warning(
+    kc: KMeansConfig, n: int, dim: int, res: Resources, cal: Calibration, limit_s: float = LONG_RUN_S
+) -> str | None:
+    """One line when the plan exceeds ``limit_s``, naming settings planned to fit: the coarsest
+    scaling of k by a power of 2, the fewest GPUs (8 a node), the fewest nodes like this one."""
+    import dataclasses
+
+    planned = plan_kmeans(kc, n, dim, res, cal).seconds
+    if planned <= limit_s:
+        return None
+    fits = []
+    for e in range(1, 21):
+        coarse = _scaled(kc, 2**e)
+        if plan_kmeans(coarse, n, dim, res, cal).seconds <= limit_s:
+            fits.append(f"kmeans.n_clusters={list(coarse.n_clusters)}")
+            break
+    gpu_kc = dataclasses.replace(kc, use_gpu=True, n_actors=None)
+    for gpus in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024):
+        nodes = max(1, math.ceil(gpus / 8))
+        gres = dataclasses.replace(res, nodes=nodes, gpus=gpus / nodes, source="planned")
+        if plan_kmeans(gpu_kc, n, dim, gres, cal).seconds <= limit_s:
+            fits.append(f"kmeans.use_gpu=true on {gpus} GPU(s)")
+            break
+    cpu_kc = dataclasses.replace(kc, n_actors=None, in_process=False)
+    for nodes in (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024):
+        if plan_kmeans(cpu_kc, n, dim, dataclasses.replace(res, nodes=nodes, source="planned"), cal).seconds <= limit_s:
+            fits.append(f"{nodes} nodes like this one (ray.address=...)")
+            break
+    advice = " or ".join(fits) if fits else "none of coarser k, GPUs or more nodes within 1024x"
+    return (
+        f"kmeans is planned to take {_duration(planned)} (> {_duration(limit_s)}) for N={n:,} D={dim} at "
+        f"k={list(kc.n_clusters)} on {res.nodes} node(s) x {res.cpus:g} CPU; planned to fit: {advice}"
+    )
+
+
+def plan_before_level_1(
+    kc: KMeansConfig, n: int, dim: int, calibration: str | Path = DEFAULT_CALIBRATION, min_flops: float = 5e11
+) -> tuple[str, str | None] | None:
+    """(plan table, long-run warning or None) that ``run_cluster`` logs before level 1.
+
+    Uses the stored calibration for ``dim``; measures one (a few seconds, stored) only when level 1
+    is large (exact-assignment flops above ``min_flops``), else returns None for small runs."""
+    if n < 1 or dim < 1:
+        return None
+    path = Path(calibration).expanduser()
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    if str(dim) in stored:
+        cal = Calibration.from_json(stored[str(dim)])
+    else:
+        lc = kc.levels[0]
+        flops = level_flops(n, dim, lc.n_clusters, lc.n_iters, lc.n_resampling_steps, lc.sample_size, lc.n_splits, 1)
+        if sum(flops[:2]) < min_flops:
+            return None
+        cal, _ = load_calibration(path, dim)
+    from pipeline.engine import ray_running
+
+    res = Resources.from_ray() if ray_running() else Resources.this_machine()
+    return format_plan(plan_kmeans(kc, n, dim, res, cal), cal), long_run_warning(kc, n, dim, res, cal)
 
 
 def plan_for_run(run: Any, kmeans_cfg: dict, seed: int, calibration: str | Path = DEFAULT_CALIBRATION) -> str | None:
@@ -398,6 +569,6 @@ def plan_for_run(run: Any, kmeans_cfg: dict, seed: int, calibration: str | Path 
     from pipeline.engine import ray_running
 
     res = Resources.from_ray() if ray_running() else Resources.this_machine()
-    cal = Calibration(**stored[str(dim)])
+    cal = Calibration.from_json(stored[str(dim)])
     kc = KMeansConfig.from_dict(dict(kmeans_cfg), seed=seed, n_points=n)
     return format_plan(plan_kmeans(kc, n, dim, res, cal), cal)

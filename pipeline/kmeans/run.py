@@ -105,6 +105,7 @@ def shard_kwargs(cfg: KMeansConfig, n_rows: int, dim: int) -> dict[str, Any]:
         out_of_core=resolve_out_of_core(cfg.out_of_core, n_rows, dim, cfg.memory_budget_mb),
         memory_budget_mb=cfg.memory_budget_mb,
         spill_dir=cfg.spill_dir,
+        centroid_index=cfg.centroid_index,
     )
 
 
@@ -283,6 +284,7 @@ def run_cluster(
         ensure_ray()
     log.info("kmeans level 1: %s", "in this process" if kc.in_process else "on Ray actors")
     warnings = check_sizes(kc, n_points, dim, _n_actors(kc)) if files and n_points else []
+    warnings += log_plan(kc, n_points, dim)
     inputs = [EMBEDDINGS, *([DUPLICATES] if drop_duplicates else [])]
     with run.step("cluster", kc.algorithm_fingerprint(len(kc.levels)), inputs, force=force) as step:
         if step.skipped:
@@ -290,6 +292,21 @@ def run_cluster(
         auto = cfg.get("n_clusters") == AUTO
         step.result = {**_fit_levels(run, kc, step, drop_duplicates), "n_clusters_auto": auto, "warnings": warnings}
     return step.result
+
+
+def log_plan(kc: KMeansConfig, n_points: int, dim: int) -> list[str]:
+    """Log the capacity plan before level 1 (:func:`pipeline.kmeans.plan.plan_before_level_1`) and
+    warn in one line when it predicts more than an hour; returns that warning, if any."""
+    from pipeline.kmeans.plan import DEFAULT_CALIBRATION, plan_before_level_1
+
+    got = plan_before_level_1(kc, n_points, dim, DEFAULT_CALIBRATION)
+    if got is None:
+        return []
+    table, warning = got
+    log.info("%s", table)
+    if warning:
+        log.warning("%s", warning)
+    return [warning] if warning else []
 
 
 def embedding_dim(path: str) -> int:
@@ -344,6 +361,33 @@ def _memory_bytes() -> float:
     return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
+class StepProgress:
+    """Progress inside a step: ``kmeans/level_<l>/step_<s>/init`` (centres seeded) and
+    ``.../lloyd`` (iterations), each with its rate and ETA in ``progress.log`` from the first unit.
+
+    Called as ``progress(step, phase, done, total, **metrics)`` by :func:`fit_level`.
+    """
+
+    def __init__(self, run: RunDir, level: int, log_interval: float = 5.0):
+        self.run, self.level, self.log_interval = run, level, log_interval
+        self.bar: Progress | None = None
+        self.key: tuple[int, str] | None = None
+
+    def __call__(self, step: int, phase: str, done: int, total: int, **metrics: Any) -> None:
+        if (step, phase) != self.key or self.bar is None or done < self.bar.done:
+            self.close()
+            unit = "centre" if phase == "init" else "iter"
+            name = f"kmeans/level_{self.level}/step_{step}/{phase}"
+            self.bar = Progress(name, total=total, run=self.run, unit=unit, log_interval=self.log_interval)
+            self.key = (step, phase)
+        self.bar.update(done - self.bar.done, **{k: round(float(v), 4) for k, v in metrics.items()})
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar, self.key = None, None
+
+
 def _fit_levels(run: RunDir, kc: KMeansConfig, step: Step, drop_duplicates: bool) -> dict[str, Any]:
     """Every level, resuming from the last finished resampling step of each (sub-step markers)."""
     t_start = time.perf_counter()
@@ -376,6 +420,7 @@ def _fit_levels(run: RunDir, kc: KMeansConfig, step: Step, drop_duplicates: bool
                     group = LocalGroup([Shard(previous, **shard_kwargs(kc, *previous.shape))])
                 spilled = int(sum(group.call("spilled")))
                 bar = Progress(f"kmeans/level_{level}", total=n_steps, run=run, unit="step")
+                inner = StepProgress(run, level)
                 if done:
                     bar.update(done, resumed_steps=done)
 
@@ -388,7 +433,9 @@ def _fit_levels(run: RunDir, kc: KMeansConfig, step: Step, drop_duplicates: bool
                     group: Any = group,
                     fp: dict = fp,
                     bar: Progress = bar,
+                    inner: StepProgress = inner,
                 ) -> None:
+                    inner.close()
                     save_step_from_shards(run, group, level, step, centroids, kc.chunk_mb)
                     run.mark_done(
                         _step_name(level, step),
@@ -409,7 +456,16 @@ def _fit_levels(run: RunDir, kc: KMeansConfig, step: Step, drop_duplicates: bool
                                 set_offsets(group)
                             if start_centroids is not None:
                                 group.call("assign_all", start_centroids)
-                            fit_level(group, lc, kc, level, start_step=done, centroids=start_centroids, on_step=on_step)
+                            fit_level(
+                                group,
+                                lc,
+                                kc,
+                                level,
+                                start_step=done,
+                                centroids=start_centroids,
+                                on_step=on_step,
+                                progress=inner,
+                            )
                             break
                         except ShardLost as exc:
                             if attempt == kc.max_step_retries:
@@ -425,6 +481,8 @@ def _fit_levels(run: RunDir, kc: KMeansConfig, step: Step, drop_duplicates: bool
                                 kc.max_step_retries,
                             )
                             summary["recovered_shard_failures"] += 1
+                        finally:
+                            inner.close()
                 group.close()
                 group = None
             previous, n_items = load_step_centroids(run, level, n_steps - 1)

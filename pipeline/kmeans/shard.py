@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
 
-from pipeline.kmeans.config import METRICS
+from pipeline.kmeans.config import METRICS, CentroidIndex
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -297,6 +297,8 @@ class Shard:
         memory_budget_mb: out-of-core: bytes for chunks + per-row state (``ROW_STATE_BYTES`` a row);
             the chunk size is ``min(chunk_mb, (budget - n * ROW_STATE_BYTES) / 3)``.
         spill_dir: local folder for the spilled rows (default: the system's temporary folder).
+        centroid_index: how the nearest centroid is found (exact flat search, or an HNSW graph over
+            the centroids for large k); default exact.
 
     Every operation walks the rows in the same chunks in memory and out of core, so both give the
     same result for the same chunk size.
@@ -315,6 +317,7 @@ class Shard:
         out_of_core: bool = False,
         memory_budget_mb: float | None = None,
         spill_dir: str | None = None,
+        centroid_index: CentroidIndex | None = None,
     ):
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -325,6 +328,7 @@ class Shard:
         self.threads = max(1, int(threads))
         faiss.omp_set_num_threads(self.threads)
         self.metric = metric
+        self.centroid_index = centroid_index or CentroidIndex()
         self.offset = int(offset)
         self.chunk_bytes = int(chunk_mb * 2**20)
         self.budget = None if memory_budget_mb is None else int(memory_budget_mb * 2**20)
@@ -488,7 +492,7 @@ class Shard:
             self.sqa = self.sq[self.active]
             self.xa = MemoryRows(self.rows.take(self.active)) if self._sample_fits() else self._spill_active()
         self._min_d2 = self._trial_d2 = self._candidates = None
-        self._fit_dist = None
+        self._fit_dist = self._fit_assign = None
         return len(self.xa)
 
     def _sample_fits(self) -> bool:
@@ -519,23 +523,65 @@ class Shard:
         return self.xa.take(np.asarray(positions, dtype=np.int64))
 
     # ---- distances --------------------------------------------------------------------------------
-    def _index(self, centroids: np.ndarray) -> faiss.Index:
-        d = centroids.shape[1]
+    def _index(self, centroids: np.ndarray, exact: bool = False) -> faiss.Index:
+        """Flat index over ``centroids`` or, for large k on CPU (:class:`CentroidIndex`), an HNSW graph.
+
+        HNSW insertion runs on one thread: FAISS's parallel insertion makes the graph (and hence the
+        assignment) depend on thread timing; one thread keeps same seed, same result.
+        """
+        k, d = centroids.shape
+        faiss_metric = faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
+        c = np.ascontiguousarray(centroids, dtype=np.float32)
+        ci = self.centroid_index
+        if not exact and ci.uses_hnsw(k, self.use_gpu):
+            index = faiss.IndexHNSWFlat(d, ci.hnsw_m, faiss_metric)
+            index.hnsw.efConstruction = ci.ef_construction
+            index.hnsw.efSearch = ci.ef_search
+            faiss.omp_set_num_threads(1)
+            try:
+                index.add(c)
+            finally:
+                faiss.omp_set_num_threads(self.threads)
+            return index
         index = faiss.IndexFlatIP(d) if self.metric == "cosine" else faiss.IndexFlatL2(d)
         if self.use_gpu:
             index = faiss.index_cpu_to_gpu(self._gpu_res, 0, index)
-        index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+        index.add(c)
         return index
 
     def _search(
-        self, rows: MemoryRows | SpilledRows, centroids: np.ndarray
+        self, rows: MemoryRows | SpilledRows, centroids: np.ndarray, hint: np.ndarray | None = None
     ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
-        """Nearest centroid of every row, chunk by chunk: (start, rows, assignments int64, distances float32)."""
+        """Nearest centroid of every row, chunk by chunk: (start, rows, assignments int64, distances float32).
+
+        ``hint`` (HNSW only): a previous assignment of the same rows to the same centroids (moved);
+        a row keeps its hinted centroid when the graph search returns a farther one, so a missed
+        neighbour never moves a point to a worse cluster than Lloyd's last one: with
+        ``d(x, c) = ||x||^2 - 2 x.c + ||c||^2`` (cosine: ``1 - x.c``) for the hinted ``c``.
+        """
         index = self._index(centroids)
-        for a, block in rows.blocks(self._rows(len(centroids))):
+        hnsw = isinstance(index, faiss.IndexHNSW)
+        width = 1 if hnsw else len(centroids)  # HNSW keeps no (rows, k) distance tile
+        c = np.ascontiguousarray(centroids, dtype=np.float32)
+        for a, block in rows.blocks(self._rows(width)):
             dd, ii = index.search(block, 1)
+            if hnsw and (lost := ii[:, 0] < 0).any():  # a row the graph search left unmatched: exact
+                dd[lost], ii[lost] = self._index(centroids, exact=True).search(block[lost], 1)
             dist = 1.0 - dd[:, 0] if self.metric == "cosine" else np.maximum(dd[:, 0], 0.0)
-            yield a, block, ii[:, 0], dist
+            ai = ii[:, 0]
+            if hnsw and hint is not None:
+                h = hint[a : a + len(block)]
+                dot = np.einsum("ij,ij->i", block, c[h])
+                if self.metric == "cosine":
+                    dh = 1.0 - dot
+                else:
+                    dh = np.maximum(
+                        np.einsum("ij,ij->i", block, block) - 2.0 * dot + np.einsum("ij,ij->i", c[h], c[h]), 0
+                    )
+                better = dh < dist
+                ai = np.where(better, h, ai)
+                dist = np.where(better, dh, dist).astype(np.float32)
+            yield a, block, ai, dist
 
     def _sq_dist(self, candidates: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """``||x_i - c_j||^2 = ||x_i||^2 - 2 x_i . c_j + ||c_j||^2`` for active rows, (m, rows) per chunk."""
@@ -589,21 +635,27 @@ class Shard:
         return float(self._min_d2.sum(dtype=np.float64))
 
     # ---- Lloyd ---------------------------------------------------------------------------------------
-    def lloyd_stats(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    def lloyd_stats(self, centroids: np.ndarray, warm: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
         """Assign active rows; return per-cluster sums (k, D) float64, counts (k,), inertia.
 
+        ``warm``: ``centroids`` are the previous call's, updated (the next Lloyd iteration), so the
+        previous assignment is a hint for an approximate (HNSW) search (:meth:`_search`).
         Sums use a sparse one-hot product ``S = onehot(assign)^T X`` per chunk (same result as
         ``np.add.at`` but ~5x faster; the float64 accumulation keeps shard order irrelevant).
         """
         k = len(centroids)
         sums = np.zeros((k, self.xa.dim), dtype=np.float64)
         counts = np.zeros(k, dtype=np.int64)
+        hint = self._fit_assign if warm and self._fit_assign is not None else None
         self._fit_dist = np.empty(len(self.xa), dtype=np.float32)
-        for a, block, ai, dist in self._search(self.xa, centroids):
+        fit_assign = np.empty(len(self.xa), dtype=np.int32 if k < 2**31 else np.int64)
+        for a, block, ai, dist in self._search(self.xa, centroids, hint):
             self._fit_dist[a : a + len(block)] = dist
+            fit_assign[a : a + len(block)] = ai
             onehot = sp.csr_matrix((np.ones(len(ai)), (ai, np.arange(len(ai)))), shape=(k, len(ai)))
             sums += onehot @ block.astype(np.float64)
             counts += np.bincount(ai, minlength=k)
+        self._fit_assign = fit_assign
         return sums, counts, float(self._fit_dist.sum(dtype=np.float64))
 
     def farthest(self, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -40,14 +40,14 @@ def test_actor_count_and_memory_in_memory_by_hand():
     trials = 2 + int(math.log(100))  # 6
     # chunks of 1 MiB // (8 (64 + 100 + 4)) = 780 rows: float64 block + FAISS's 4096 x 100 distance tile
     chunk = 8 * 64 * 780 + 4 * 4096 * 100
-    by_hand = 10_000 * (64 * 4 + 44 + 4 * trials) + chunk + 16 * 100 * 64 + 100 * 2**20
+    by_hand = 10_000 * (64 * 4 + 48 + 4 * trials) + chunk + 16 * 100 * 64 + 100 * 2**20
     assert lv1.memory_per_actor == pytest.approx(by_hand)
     assert not lv1.out_of_core
     assert plan.levels[1].actors == 0 and plan.levels[1].n_points == 100  # level 2 in the driver
     assert not plan.warnings
     few = P.plan_kmeans(kmeans(chunk_mb=64.0), 8_000, 64, NODE, CAL).levels[0]  # 1,000 rows: one chunk
     assert few.memory_per_actor == pytest.approx(
-        1_000 * (64 * 4 + 44 + 4 * trials) + 8 * 64 * 1_000 + 4 * 4096 * 100 + 16 * 100 * 64 + 100 * 2**20
+        1_000 * (64 * 4 + 48 + 4 * trials) + 8 * 64 * 1_000 + 4 * 4096 * 100 + 16 * 100 * 64 + 100 * 2**20
     )
 
 
@@ -161,7 +161,7 @@ def test_random_init_has_no_kmeanspp_work_or_round_trips():
     lloyd = 2 * 64 * 80_000 * 100 * 20 + 2 * 64 * 100 * 80_000
     assert plan.levels[0].seconds == pytest.approx(lloyd / (8 * 10e9))
     chunk = 8 * 64 * 780 + 4 * 4096 * 100  # as in memory with k-means++, less its per-row trial distances
-    by_hand = 10_000 * (64 * 4 + 44) + chunk + 16 * 100 * 64 + 100 * 2**20
+    by_hand = 10_000 * (64 * 4 + 48) + chunk + 16 * 100 * 64 + 100 * 2**20
     assert (
         P.plan_kmeans(kmeans(init="random", chunk_mb=1.0), 80_000, 64, NODE, CAL).levels[0].memory_per_actor == by_hand
     )
