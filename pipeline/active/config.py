@@ -22,14 +22,16 @@ class ScaleConfig:
 
 @schema("active/default", "active", key="stop")
 class StopConfig:
-    """A random audit each round -> estimated recall with an interval -> optional stop (``stopping.py``)."""
+    """A random audit each round -> estimated recall / precision of the export with intervals -> optional stop."""
 
     audit_size: int
     uniform_share: float
     window: int | None
     confidence: float
     recall: float | None
+    precision: float | None
     rule: str
+    folds: int
 
     def validate(self) -> None:
         if self.audit_size < 0:
@@ -42,11 +44,16 @@ class StopConfig:
             raise ValueError(f"stop.confidence must be in (0, 1), got {self.confidence}")
         if self.rule not in ("lower", "point"):
             raise ValueError(f"stop.rule must be lower or point, got {self.rule!r}")
-        if self.recall is not None:
-            if not 0 < self.recall <= 1:
-                raise ValueError(f"stop.recall must be in (0, 1] or null, got {self.recall}")
+        if self.folds < 2:
+            raise ValueError(f"stop.folds must be >= 2, got {self.folds}")
+        for name in ("recall", "precision"):
+            target = getattr(self, name)
+            if target is None:
+                continue
+            if not 0 < target <= 1:
+                raise ValueError(f"stop.{name} must be in (0, 1] or null, got {target}")
             if self.audit_size == 0:
-                raise ValueError("stop.recall needs stop.audit_size > 0 (the estimate comes from the audit)")
+                raise ValueError(f"stop.{name} needs stop.audit_size > 0 (the estimate comes from the audit)")
 
 
 @schema("active/default", "active")

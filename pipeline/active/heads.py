@@ -58,6 +58,7 @@ class Head:
     """Common part: feature standardisation, chunked scoring, state for resume."""
 
     kind = "head"
+    convex = False  # True: the fit's optimum does not depend on the starting weights
 
     def __init__(self, seed: int = 0, class_weight: ClassWeight | float = "balanced"):
         self.seed = int(seed)
@@ -128,6 +129,7 @@ class LogisticHead(Head):
     """
 
     kind = "logistic"
+    convex = True
 
     def __init__(
         self,

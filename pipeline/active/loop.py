@@ -1,12 +1,14 @@
 """The active-labeling loop: seed set, then rounds of train head -> score pool -> select -> label.
 
     round 0   label the seed set (starters' nearest neighbours + random images)
-    round r   fit the head on every labeled image (warm start), score the pool, estimate recall from
-              the audits so far (``stop.audit_size > 0``), stop if the labeled share reached the
-              budget, fewer than ``min_change`` predictions flipped or the estimated recall reached
-              ``stop.recall``, else pick ``batch_size`` unlabeled images (strategy, then diversity)
-              plus ``stop.audit_size`` random audit draws (:mod:`pipeline.active.stopping`) and
-              label them together
+    round r   fit the head on every labeled image (warm start), score the pool, estimate from the
+              audits so far (``stop.audit_size > 0``) the human-labeled share of the positives and
+              the exported set's recall and model precision (cross-fitted calls of the labeled rows),
+              stop if the labeled share reached the budget, fewer than ``min_change`` predictions
+              flipped or the exported set reached ``stop.recall`` (and ``stop.precision``), else
+              pick ``batch_size`` unlabeled images (strategy, then diversity) plus
+              ``stop.audit_size`` random audit draws (:mod:`pipeline.active.stopping`) and label
+              them together
 
 State is checkpointed after every labeled batch (and the picked batch before it is sent to the
 labeler), so a crash anywhere resumes at the same round with the same picks. Randomness of round
@@ -29,7 +31,15 @@ from pipeline.active.heads import Head, build_head
 from pipeline.active.labelers import Labeler
 from pipeline.active.metrics import run_metrics
 from pipeline.active.seed import pool_index, seed_set
-from pipeline.active.stopping import RECALL_FIELDS, draw_audit, estimate_recall
+from pipeline.active.stopping import (
+    EXPORT_FIELDS,
+    RECALL_FIELDS,
+    ExportEstimate,
+    crossfit_scores,
+    draw_audit,
+    estimate_export,
+    estimate_recall,
+)
 from pipeline.active.strategies import priority, top_k
 
 log = logging.getLogger(__name__)
@@ -180,32 +190,47 @@ def run_loop(
             confidence=cfg.stop.confidence,
             window=cfg.stop.window,
         )
+        full_probs = None
+        if cfg.stop.audit_size > 0 or truth is not None:
+            full_probs = probs if scored is None else head.predict_proba(x)
+        full = None if full_probs is None else full_probs >= cfg.threshold
+        exported = None
         if cfg.stop.audit_size > 0:
+            exported = _estimate_export(
+                x, extra, state, head, full_probs, cfg, rng_folds=np.random.default_rng([cfg.seed, r, 2])
+            )
             record.update(estimate.as_record() if estimate is not None else dict.fromkeys(RECALL_FIELDS))
+            record.update(exported.as_record() if exported is not None else dict.fromkeys(EXPORT_FIELDS))
+            record["crossfit_seconds"] = round(time.perf_counter() - t2, 4)
         if truth is not None:
-            full = predicted if scored is None else head.predict_proba(x) >= cfg.threshold
             record.update(run_metrics(truth, state.rows, state.labels, full))
-        stop = None
+        stop, rule = None, None
         if n_labeled >= budget_n:
             stop = "budget"
         elif cfg.min_change > 0 and changed is not None and changed < cfg.min_change:
             stop = "converged"
         elif cfg.max_rounds is not None and state.round >= cfg.max_rounds:
             stop = "max_rounds"
-        elif cfg.stop.recall is not None and estimate is not None:
-            reached = estimate.recall_lo if cfg.stop.rule == "lower" else estimate.recall_est
-            if reached is not None and reached >= cfg.stop.recall:
-                stop = "recall"
+        elif exported is not None:
+            stop, rule = stop_rule(exported, cfg)
         if stop is not None:
+            record["stop_reason"], record["stop_rule"] = stop, rule
             record["select_seconds"] = 0.0
             state.history.append(record)
             if on_round is not None:
                 on_round(record)
-            full_probs = probs if scored is None else head.predict_proba(x)
+            if full_probs is None:
+                full_probs = probs if scored is None else head.predict_proba(x)
             state.head, state.predicted = head.state(), predicted
             if checkpoint is not None:
                 checkpoint.save(state)
-            log.info("active: stopped (%s) after round %d with %d labeled", stop, state.round, n_labeled)
+            log.info(
+                "active: stopped (%s%s) after round %d with %d labeled",
+                stop,
+                f": {rule}" if rule else "",
+                state.round,
+                n_labeled,
+            )
             return LoopResult(state, head, full_probs, full_probs >= cfg.threshold, stop)
 
         k = min(cfg.batch_size, budget_n - n_labeled)
@@ -220,7 +245,7 @@ def run_loop(
                 checkpoint.save_pending(r, pending)
         elif audit is None:
             audit = (np.zeros(0, np.int64), np.zeros(0, np.float64))
-        record["select_seconds"] = round(time.perf_counter() - t2, 4)
+        record["select_seconds"] = round(time.perf_counter() - t2 - record.get("crossfit_seconds", 0.0), 4)
         if (guess := getattr(labeler, "guess", None)) is not None:  # grid pages pre-marked with the head's call
             guess([ids[i] for i in pending], head.predict_proba(x[pending]) >= cfg.threshold)
         new_labels = np.asarray(labeler.label(pending, [ids[i] for i in pending], _batch_name(r)), np.int8)
@@ -237,6 +262,79 @@ def run_loop(
             on_round(record)
         if checkpoint is not None:
             checkpoint.save(state)
+
+
+def stop_rule(exported: ExportEstimate, cfg: ActiveConfig) -> tuple[str | None, str | None]:
+    """(reason, rule that fired) once every set target of the exported set is reached, else (None, None).
+
+    ``stop.recall`` applies to the exported recall, ``stop.precision`` to the model's precision; ``stop.rule``
+    reads each at its point estimate (``point``) or its interval's lower bound (``lower``).
+    """
+    key = "lo" if cfg.stop.rule == "lower" else "est"
+    targets = {"recall": ("exported_recall", cfg.stop.recall), "precision": ("model_precision", cfg.stop.precision)}
+    checks = []
+    for name, (field_name, target) in targets.items():
+        if target is None:
+            continue
+        value = getattr(exported, f"{field_name}_{key}")
+        if name == "precision" and exported.n_model_positive == 0:
+            value = 1.0  # no model call: nothing in the export is wrong
+        if value is None or value < target:
+            return None, None
+        checks.append((name, f"{field_name}_{key} {value:.3f} >= {target}"))
+    if not checks:
+        return None, None
+    return "+".join(n for n, _ in checks), ", ".join(c for _, c in checks)
+
+
+def _estimate_export(
+    x: np.ndarray,
+    extra: np.ndarray,
+    state: LoopState,
+    head: Head,
+    probs: np.ndarray,
+    cfg: ActiveConfig,
+    rng_folds: np.random.Generator,
+) -> ExportEstimate | None:
+    """The exported set's estimate (:func:`pipeline.active.stopping.estimate_export`) for ``head``, fitted on
+    ``state``'s labels; ``probs`` (N,) its scores over the pool. Rows labeled in the window's rounds get
+    cross-fitted scores (``stop.folds`` heads, each fit without one fold of them; a convex head warm-starts
+    from the fitted one, as its optimum does not depend on the start); the others keep the head's scores."""
+    if not len(state.audit_round):
+        return None
+    audited = np.unique(state.audit_round)
+    first = (audited if cfg.stop.window is None else audited[-cfg.stop.window :])[0]
+    train = state.labels >= 0
+    xt = np.concatenate([x[state.rows[train]], extra])
+    yt = np.concatenate([state.labels[train], np.ones(len(extra), np.int8)])
+    position = np.cumsum(train) - 1  # labeled row -> its training row
+    targets = np.flatnonzero(train & (state.label_round >= first))
+
+    def fit_predict(keep: np.ndarray, held: np.ndarray) -> np.ndarray:
+        fold_head = build_head(cfg.head, seed=cfg.seed)
+        fold_head.mean, fold_head.scale = head.mean, head.scale
+        if fold_head.convex:
+            fold_head.load_state(head.state())
+        fold_head.fit(xt[keep], yt[keep])
+        return fold_head.predict_proba(xt[held])
+
+    labeled_scores = probs[state.rows].astype(np.float64)
+    labeled_scores[targets] = crossfit_scores(fit_predict, len(xt), position[targets], cfg.stop.folds, rng_folds)
+    unlabeled = np.ones(len(x), dtype=bool)
+    unlabeled[state.rows] = False
+    return estimate_export(
+        state.rows,
+        state.labels,
+        state.label_round,
+        labeled_scores,
+        probs[unlabeled],
+        state.audit_rows,
+        state.audit_q,
+        state.audit_round,
+        threshold=cfg.threshold,
+        confidence=cfg.stop.confidence,
+        window=cfg.stop.window,
+    )
 
 
 def select_batch(

@@ -5,9 +5,12 @@ Outputs under ``<run_dir>/active/``:
 - ``labels.parquet``: ``id, uri, label (positive|negative|unsure), source (human|model), score, round``:
   every human label plus every unlabeled image the final head scores ``>= threshold``;
 - ``rounds.parquet``: one row per round (labeled counts, changed share, timings; with ``stop.audit_size``
-  the estimated recall of the labeled set ``recall_est, recall_lo, recall_hi``, ``remaining_*`` and the
-  audit counts; with an oracle ``labeling_effort, positives_retrieved, false_positive_rate, f1,
-  precision, recall, recall_labeled``);
+  the estimated recall of the exported set ``exported_recall_est, _lo, _hi``, the precision of the
+  model's positive calls ``model_precision_est, _lo, _hi``, the share of the positives a person labeled
+  ``labeled_recall_est, _lo, _hi``, ``remaining_*``, ``missed_*``, ``false_calls_*`` and the audit counts;
+  the last round's ``stop_reason`` and ``stop_rule``; with an oracle ``labeling_effort,
+  positives_retrieved`` (the exported set's true recall), ``false_positive_rate, f1, precision, recall,
+  recall_labeled``);
 - ``head.npz`` (final head weights), ``summary.json``, ``imagefolder/<label>/`` (``export.imagefolder``).
 """
 
@@ -30,7 +33,7 @@ from pipeline.active.labelers import HumanLabeler, OracleLabeler
 from pipeline.active.loop import LoopResult, run_loop
 from pipeline.active.metrics import run_metrics
 from pipeline.active.state import RunDirCheckpoint
-from pipeline.active.stopping import RECALL_FIELDS
+from pipeline.active.stopping import EXPORT_FIELDS, RECALL_FIELDS
 from pipeline.artifacts import (
     ACTIVE_HEAD,
     ACTIVE_IMAGEFOLDER,
@@ -166,10 +169,10 @@ def _active_loop(
 
     def on_round(record: dict[str, Any]) -> None:
         log.debug("active round %d: %s", record["round"], record)
-        line = recall_line(record, loop_cfg.stop.recall)
-        bar.update(**{k: record[k] for k in shown if k in record}, **({"recall_est": line} if line else {}))
+        line = recall_line(record, loop_cfg.stop.recall, loop_cfg.stop.precision)
+        bar.update(**{k: record[k] for k in shown if k in record}, **({"estimated": line} if line else {}))
         if store is not None and line:
-            store.set_status(f"recall {line}")
+            store.set_status(line)
 
     try:
         with Progress("active/rounds", total=rounds, run=run, unit="round") as bar:
@@ -190,12 +193,28 @@ def _active_loop(
     return write_outputs(run, result, ids, uris, truth, cfg)
 
 
-def recall_line(record: dict[str, Any], target: float | None) -> str | None:
-    """``≈0.87 [0.71, 0.95] (stop at 0.95)`` from a round's estimate (None when there is none yet)."""
-    if record.get("recall_est") is None:
+def recall_line(record: dict[str, Any], recall: float | None = None, precision: float | None = None) -> str | None:
+    """``exported recall ≈0.96 [0.81, 1.00] · model precision ≈0.97 [0.90, 1.00] · labeled by you ≈0.45
+    (stop at recall 0.95)`` from a round's estimates (None before the first audit)."""
+    if record.get("exported_recall_est") is None:
         return None
-    line = f"≈{record['recall_est']:.2f} [{record['recall_lo']:.2f}, {record['recall_hi']:.2f}]"
-    return line + (f" (stop at {target:.2f})" if target is not None else "")
+
+    def part(name: str, key: str) -> str:
+        if record.get(f"{key}_est") is None:
+            return f"{name} -"
+        return f"{name} ≈{record[f'{key}_est']:.2f} [{record[f'{key}_lo']:.2f}, {record[f'{key}_hi']:.2f}]"
+
+    line = " · ".join(
+        (
+            part("exported recall", "exported_recall"),
+            part("model precision", "model_precision"),
+            f"labeled by you ≈{record['labeled_recall_est']:.2f}"
+            if record.get("labeled_recall_est") is not None
+            else "",
+        )
+    ).rstrip(" ·")
+    targets = [f"{n} {t:.2f}" for n, t in (("recall", recall), ("precision", precision)) if t is not None]
+    return line + (f" (stop at {', '.join(targets)})" if targets else "")
 
 
 def write_outputs(
@@ -244,13 +263,17 @@ def write_outputs(
         keys = ("positives_retrieved", "false_positive_rate", "f1", "precision", "recall", "recall_labeled")
         summary.update({k: m[k] for k in keys})
     last = state.history[-1] if state.history else {}
-    if "recall_est" in last:
-        summary.update({k: last[k] for k in RECALL_FIELDS})
-        summary["stop_recall"] = cfg["active"].get("stop", {}).get("recall")
+    summary["stop_rule"] = last.get("stop_rule")
+    if "exported_recall_est" in last:
+        fields = (*EXPORT_FIELDS, *RECALL_FIELDS)
+        summary.update({k: last.get(k) for k in fields})
+        stop_cfg = cfg["active"].get("stop", {})
+        summary["stop_recall"] = stop_cfg.get("recall")
+        summary["stop_precision"] = stop_cfg.get("precision")
         summary["audit_rounds"] = [
-            {"round": h["round"], **{k: h[k] for k in RECALL_FIELDS}}
+            {"round": h["round"], **{k: h.get(k) for k in fields}}
             for h in state.history
-            if h["recall_est"] is not None
+            if h.get("exported_recall_est") is not None
         ]
     mode = cfg["export"]["imagefolder"]
     if mode and mode != "none":

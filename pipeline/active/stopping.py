@@ -1,36 +1,49 @@
-"""Knowing when to stop: the recall of the labeled set, estimated from a small random audit each round.
+"""Knowing when to stop: the recall and precision of what the user exports, from a small random audit.
 
-Round ``s`` (``s >= 1``): after the active batch ``B_s`` is picked, ``m_s`` audit draws are made with
-replacement from the unlabeled rest ``Q_s`` (``n_s`` rows) with probabilities
+**Audit.** Round ``s`` (``s >= 1``): after the active batch ``B_s`` is picked, ``m_s`` audit draws are
+made with replacement from the unlabeled rest ``Q_s`` (``n_s`` rows) with probabilities
 
     q_i = (1 - u) p_i / sum_{Q_s} p  +  u / n_s          (p: the round's head scores, u = stop.uniform_share)
 
-and labeled together with the batch (the person cannot tell them apart). The Hansen-Hurwitz estimate of
-the positives in ``Q_s`` is unbiased whatever the head, since every ``q_i >= u / n_s > 0``:
+and labeled together with the batch (the person cannot tell them apart). For any per-row value ``f`` the
+Hansen-Hurwitz mean ``T^_s(f) = (1 / m_s) sum_j f_j / q_j`` is unbiased for ``sum_{Q_s} f`` whatever the
+head, since every ``q_i >= u / n_s > 0``. Every row labeled after the draw came from ``Q_s``, so a total over
+the rows still unlabeled at round ``t`` is ``T^_s(f) - sum_{S_s} f`` (``S_s``: round ``s``'s audit rows and
+every row labeled after round ``s``, all labeled, so the sum is exact). The last ``stop.window`` audited
+rounds are averaged with weights ``lambda_s ∝ m_s`` (fixed by the design, so the mean stays unbiased;
+audits of later rounds use better heads, hence the window); rounds are independent given the past, so
+``Var = sum_s lambda_s^2 Var_s``.
 
-    P^_s = (1 / m_s) sum_j z_j,   z_j = y_j / q_j
+**Human-labeled share** (``labeled_recall_*``, :func:`estimate_recall`): ``f = y`` gives ``R^_t``, the
+positives still unlabeled; with ``F`` positives labeled, ``labeled_recall = F / (F + R^)``.
 
-Every positive labeled after the draw came from ``Q_s``, so the positives still unlabeled at round ``t`` are
-exactly ``R_t = P_s - D_{s,t}`` (``D_{s,t}``: positives among round ``s``'s audit rows and among every row
-labeled after round ``s``), and each audited round gives an unbiased ``P^_s - D_{s,t}``. The last
-``stop.window`` audited rounds are averaged with weights ``lambda_s ∝ m_s`` (fixed by the design, so the
-mean stays unbiased; audits of later rounds use better heads, hence the window). Each round's draws are
-independent given the past, so
+**The exported set** (``exported_recall_*``, ``model_precision_*``, :func:`estimate_export`): the user
+gets the ``F`` human positives plus the ``M`` unlabeled rows the final head calls positive (``c_i = 1``,
+``M`` known exactly). With ``FN`` the positives it calls negative and ``FP`` the negatives it calls positive,
 
-    Var(R^_t) = sum_s lambda_s^2 s_s^2 / m_s
+    exported_recall = (F + M - FP) / (F + M - FP + FN),     model_precision = (M - FP) / M
 
-where ``s_s^2`` is the sample variance of the round's ``z`` plus one pseudo-positive (``z = mean 1/q`` of
-its draws; the Agresti-Coull idea), so a round that drew no positive does not claim zero spread. With
-``F`` the positives labeled so far and the normal interval ``[R_lo, R_hi]`` (clipped at 0) at ``confidence``:
+Only the errors are estimated, so a head that is nearly right gives a nearly exact estimate. Point: the
+head's expected errors over the unlabeled rows, ``FN^ = sum_{c=0} p``, ``FP^ = sum_{c=1} (1 - p)``. A design-
+based point (below) is unbiased too, but errors are rare: most windows draw none and it reads 0 (recall 1),
+the rest read ``~n / m`` each, so a single run's error is large; the model's sum is smooth (measured in
+BENCHMARKS.md, issue 30). Interval: the audit's, with ``f = y (1 - c)`` and ``f = (1 - y) c`` (design-
+unbiased whatever the head: ``missed_audit``, ``false_calls_audit``), widened to hold the point. The audit
+rows trained the head, whose in-sample calls are optimistic (a separable fit calls every training positive
+positive, which would put the audit's ``FN`` at 0), so ``c`` of a labeled row is its **cross-fitted** call
+(:func:`crossfit_scores`): the call of a head fit with that row's fold held out, i.e. the call it would
+get unlabeled; unlabeled rows keep the final head's call.
 
-    recall = F / (F + R^),   interval [F / (F + R_hi), F / (F + R_lo)]
-
-Audit labels train the head like any other label: the head only changes later rounds' ``q``, which those
-rounds' weights account for.
+**Intervals.** Each round's sample variance gets one pseudo-draw of the rare event (``z = mean 1/q`` of
+the draws; the Agresti-Coull idea), so a window that drew no error does not claim zero spread. Normal
+intervals ``[lo, hi]`` (clipped at 0) of ``R``, ``FN`` and ``FP`` at ``confidence`` map through the
+monotone formulas above: ``recall in [F / (F + R_hi), F / (F + R_lo)]``, exported recall from
+``(FP_hi, FN_hi)`` to ``(FP_lo, FN_lo)``, precision from ``FP_hi`` to ``FP_lo``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -61,21 +74,99 @@ def draw_audit(
     return unlabeled_rows[pick], q[pick]
 
 
-RECALL_FIELDS = (  # per-round record fields (None before the first audit)
-    "recall_est",
-    "recall_lo",
-    "recall_hi",
+RECALL_FIELDS = (  # per-round record fields of the human-labeled share (None before the first audit)
+    "labeled_recall_est",
+    "labeled_recall_lo",
+    "labeled_recall_hi",
     "remaining_est",
     "remaining_lo",
     "remaining_hi",
     "audit_labeled",
     "audit_positive",
 )
+EXPORT_FIELDS = (  # per-round record fields of the exported set (None before the first audit)
+    "exported_recall_est",
+    "exported_recall_lo",
+    "exported_recall_hi",
+    "model_precision_est",
+    "model_precision_lo",
+    "model_precision_hi",
+    "n_model_positive",
+    "missed_est",
+    "false_calls_est",
+    "missed_audit",
+    "false_calls_audit",
+)
+LEGACY_FIELDS = {  # rounds.parquet / summary.json written before issue 30 -> today's names
+    "recall_est": "labeled_recall_est",
+    "recall_lo": "labeled_recall_lo",
+    "recall_hi": "labeled_recall_hi",
+}
+
+
+@dataclass(frozen=True)
+class WindowTotals:
+    """Audit estimates of ``k`` totals over the rows still unlabeled (each (k,)), and the draws behind them."""
+
+    raw: np.ndarray  # unbiased, may be negative
+    est: np.ndarray  # clipped at 0
+    lo: np.ndarray
+    hi: np.ndarray
+    rounds: int  # audited rounds used (the window)
+    draws: int  # draws in those rounds
+
+
+def window_totals(
+    rows: np.ndarray,
+    values: np.ndarray,
+    label_round: np.ndarray,
+    audit_rows: np.ndarray,
+    audit_q: np.ndarray,
+    audit_round: np.ndarray,
+    *,
+    confidence: float = 0.95,
+    window: int | None = None,
+) -> WindowTotals | None:
+    """``sum_{U_t} f`` for each column of ``values`` (L, k), ``f`` of the labeled ``rows`` (L,) (unique; every
+    audit row among them): the windowed ``T^_s(f) - sum_{S_s} f`` of the module docstring, with normal
+    intervals whose variance holds one pseudo-draw ``mean 1/q`` per column and round. None before any audit."""
+    rows = np.asarray(rows, np.int64)
+    values = np.asarray(values, np.float64).reshape(len(rows), -1)
+    label_round = np.asarray(label_round)
+    audit_rows, audit_q = np.asarray(audit_rows, np.int64), np.asarray(audit_q, np.float64)
+    audit_round = np.asarray(audit_round)
+    if not len(audit_rows):
+        return None
+    order = np.argsort(rows, kind="stable")
+    at = order[np.searchsorted(rows, audit_rows, sorter=order)]  # audit draw -> its labeled row
+    audited = np.unique(audit_round)
+    used = audited if window is None else audited[-window:]
+    k = values.shape[1]
+    draws = np.array([(audit_round == s).sum() for s in used], dtype=np.float64)
+    lam = draws / draws.sum()
+    est, var = np.zeros((len(used), k)), np.zeros((len(used), k))
+    for i, s in enumerate(used):  # a handful of window rounds; each vectorised over its draws
+        mask = audit_round == s
+        z = values[at[mask]] / audit_q[mask, None]
+        labeled_since = (label_round > s) | np.isin(np.arange(len(rows)), at[mask])
+        est[i] = z.mean(axis=0) - values[labeled_since].sum(axis=0)
+        pseudo = np.vstack([z, np.full((1, k), np.mean(1.0 / audit_q[mask]))])
+        var[i] = pseudo.var(axis=0, ddof=1) / len(z)
+    raw = lam @ est
+    half = norm.ppf(0.5 + confidence / 2) * np.sqrt(lam**2 @ var)
+    return WindowTotals(
+        raw=raw,
+        est=np.maximum(raw, 0.0),
+        lo=np.maximum(raw - half, 0.0),
+        hi=np.maximum(raw + half, 0.0),
+        rounds=len(used),
+        draws=int(draws.sum()),
+    )
 
 
 @dataclass(frozen=True)
 class RecallEstimate:
-    """Estimated recall of the labeled set with its interval, and the audit counts behind it."""
+    """Estimated share of the pool's positives already labeled by a person, with its interval and audit counts."""
 
     recall_est: float | None
     recall_lo: float | None
@@ -92,7 +183,12 @@ class RecallEstimate:
 
     def as_record(self) -> dict[str, float | int | None]:
         """The :data:`RECALL_FIELDS` of a round's record."""
-        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items() if k in RECALL_FIELDS}
+        d = {("labeled_" + k if k.startswith("recall") else k): v for k, v in asdict(self).items()}
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items() if k in RECALL_FIELDS}
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return None if den <= 0 else round(min(max(num / den, 0.0), 1.0), 4)
 
 
 def estimate_recall(
@@ -106,51 +202,133 @@ def estimate_recall(
     confidence: float = 0.95,
     window: int | None = None,
 ) -> RecallEstimate | None:
-    """The estimate above from the labeled set (``rows, labels, label_round``, each (L,)) and every audit
-    draw so far (``audit_rows, audit_q, audit_round``, each (A,); every drawn row is among ``rows``).
+    """The human-labeled share above from the labeled set (``rows, labels, label_round``, each (L,)) and every
+    audit draw so far (``audit_rows, audit_q, audit_round``, each (A,); every drawn row is among ``rows``).
     None before the first audited round."""
     rows, labels = np.asarray(rows, np.int64), np.asarray(labels)
-    label_round = np.asarray(label_round)
-    audit_rows, audit_q = np.asarray(audit_rows, np.int64), np.asarray(audit_q, np.float64)
-    audit_round = np.asarray(audit_round)
-    if not len(audit_rows):
+    y = (labels == 1).astype(np.float64)
+    tot = window_totals(rows, y, label_round, audit_rows, audit_q, audit_round, confidence=confidence, window=window)
+    if tot is None:
         return None
-    positive_rows = np.unique(rows[labels == 1])
-    found = len(positive_rows)
-    audited = np.unique(audit_round)
-    used = audited if window is None else audited[-window:]
-    draws = np.array([(audit_round == s).sum() for s in used], dtype=np.float64)
-    lam = draws / draws.sum()
-    est, var = np.zeros(len(used)), np.zeros(len(used))
-    for i, s in enumerate(used):
-        mask = audit_round == s
-        y = np.isin(audit_rows[mask], positive_rows)
-        z = y / audit_q[mask]
-        pseudo = np.append(z, np.mean(1.0 / audit_q[mask]))
-        later = int(((labels == 1) & (label_round > s)).sum())
-        own = int(np.isin(np.unique(audit_rows[mask]), positive_rows).sum())
-        est[i] = z.mean() - own - later
-        var[i] = pseudo.var(ddof=1) / len(z)
-    remaining = float(lam @ est)
-    half = float(norm.ppf(0.5 + confidence / 2) * np.sqrt(lam**2 @ var))
-    lo, hi = max(remaining - half, 0.0), max(remaining + half, 0.0)
-    point = max(remaining, 0.0)
-    uniq = np.unique(audit_rows)
-
-    def recall(r: float) -> float | None:
-        return None if found + r <= 0 else round(found / (found + r), 4)
-
+    found = int(y.sum())
+    uniq = np.unique(np.asarray(audit_rows, np.int64))
+    positive_rows = rows[labels == 1]
+    point, lo, hi = float(tot.est[0]), float(tot.lo[0]), float(tot.hi[0])
     return RecallEstimate(
-        recall_est=recall(point),
-        recall_lo=recall(hi),
-        recall_hi=recall(lo),
+        recall_est=_ratio(found, found + point),
+        recall_lo=_ratio(found, found + hi),
+        recall_hi=_ratio(found, found + lo),
         remaining_est=point,
-        remaining_raw=remaining,
+        remaining_raw=float(tot.raw[0]),
         remaining_lo=lo,
         remaining_hi=hi,
         found=found,
-        audit_rounds=len(used),
-        audit_draws=int(draws.sum()),
+        audit_rounds=tot.rounds,
+        audit_draws=tot.draws,
         audit_labeled=len(uniq),
         audit_positive=int(np.isin(uniq, positive_rows).sum()),
     )
+
+
+@dataclass(frozen=True)
+class ExportEstimate:
+    """Estimated recall of the exported set (human + model positives) and precision of the model's calls."""
+
+    exported_recall_est: float | None
+    exported_recall_lo: float | None
+    exported_recall_hi: float | None
+    model_precision_est: float | None  # None when the model calls nothing
+    model_precision_lo: float | None
+    model_precision_hi: float | None
+    n_model_positive: int  # M: unlabeled rows the head calls positive
+    missed_est: float  # FN: unlabeled positives the head calls negative (the head's expected count)
+    false_calls_est: float  # FP: model calls that are negative (the head's expected count)
+    missed_audit: float  # FN by the audit alone (design-unbiased, unclipped)
+    false_calls_audit: float  # FP by the audit alone
+
+    def as_record(self) -> dict[str, float | int | None]:
+        """The :data:`EXPORT_FIELDS` of a round's record."""
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items() if k in EXPORT_FIELDS}
+
+
+def estimate_export(
+    rows: np.ndarray,
+    labels: np.ndarray,
+    label_round: np.ndarray,
+    labeled_scores: np.ndarray,
+    unlabeled_scores: np.ndarray,
+    audit_rows: np.ndarray,
+    audit_q: np.ndarray,
+    audit_round: np.ndarray,
+    *,
+    threshold: float = 0.5,
+    confidence: float = 0.95,
+    window: int | None = None,
+) -> ExportEstimate | None:
+    """Exported recall and model precision of the module docstring.
+
+    ``labeled_scores`` (L,): the cross-fitted score of each labeled row (rows labeled before the window's
+    rounds are never read); ``unlabeled_scores`` (U,): the final head's scores of the unlabeled rows
+    (``M = #(score >= threshold)``). Point: the head's expected errors ``FN = sum_{U, c=0} p``,
+    ``FP = sum_{U, c=1} (1 - p)``. Interval: the audit's design-based one (valid whatever the head), widened
+    to hold the point. None before the first audited round.
+    """
+    rows, labels = np.asarray(rows, np.int64), np.asarray(labels)
+    y = labels == 1
+    labeled_scores = np.asarray(labeled_scores, np.float64)
+    c = labeled_scores >= threshold
+    values = np.stack([y & ~c, ~y & c], axis=1).astype(np.float64)  # FN, FP per labeled row
+    tot = window_totals(
+        rows, values, label_round, audit_rows, audit_q, audit_round, confidence=confidence, window=window
+    )
+    if tot is None:
+        return None
+    u = np.asarray(unlabeled_scores, np.float64)
+    called = u >= threshold
+    f, m = float(y.sum()), int(called.sum())
+    fn, fp = float(u[~called].sum()), float((1.0 - u[called]).sum())
+    fn_lo, fn_hi = min(tot.lo[0], fn), max(tot.hi[0], fn)
+    fp_lo, fp_hi = min(tot.lo[1], fp), min(max(tot.hi[1], fp), m)
+
+    def recall(fp_: float, fn_: float) -> float | None:
+        return _ratio(f + m - fp_, f + m - fp_ + fn_)
+
+    return ExportEstimate(
+        exported_recall_est=recall(fp, fn),
+        exported_recall_lo=recall(fp_hi, fn_hi),
+        exported_recall_hi=recall(fp_lo, fn_lo),
+        model_precision_est=_ratio(m - fp, m),
+        model_precision_lo=_ratio(m - fp_hi, m),
+        model_precision_hi=_ratio(m - fp_lo, m),
+        n_model_positive=m,
+        missed_est=fn,
+        false_calls_est=fp,
+        missed_audit=float(tot.raw[0]),
+        false_calls_audit=float(tot.raw[1]),
+    )
+
+
+def crossfit_scores(
+    fit_predict: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    n_train: int,
+    targets: np.ndarray,
+    folds: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Out-of-fold scores (T,) of the training rows ``targets`` (indices into the ``n_train`` training rows).
+
+    The targets are split into ``folds`` random folds; ``fit_predict(keep, held)`` fits a head on the training
+    rows ``keep`` (bool (n_train,)) and returns its scores of ``held`` (indices), so every target is scored by
+    a head that never saw its label: ``folds`` fits, each on all but ``1 / folds`` of the targets.
+    """
+    targets = np.asarray(targets, np.int64)
+    out = np.zeros(len(targets), dtype=np.float64)
+    if not len(targets):
+        return out
+    fold = rng.permutation(len(targets)) % max(1, min(folds, len(targets)))
+    for k in np.unique(fold):  # `folds` head fits
+        held = targets[fold == k]
+        keep = np.ones(n_train, dtype=bool)
+        keep[held] = False
+        out[fold == k] = fit_predict(keep, held)
+    return out

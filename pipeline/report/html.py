@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline.active.stopping import LEGACY_FIELDS as LEGACY_ROUND_FIELDS
 from pipeline.report.data import ReportData
 from pipeline.report.svg import hbar_chart, line_chart, rank_size_chart
 
@@ -369,10 +370,29 @@ ACTIVE_CHARTS = (  # (title, columns of active/rounds.parquet, values are fracti
     ("Positives found (labeled positive)", ("n_positive_labeled",), False),
     ("Labeled fraction", ("labeling_effort",), True),
     ("Labeled images", ("n_labeled",), False),
-    ("Estimated recall of the labeled set (audit)", ("recall_est", "recall_lo", "recall_hi", "recall_labeled"), True),
+    (
+        "Estimated recall of the exported set (human + model positives)",
+        ("exported_recall_est", "exported_recall_lo", "exported_recall_hi", "positives_retrieved"),
+        True,
+    ),
+    (
+        "Estimated precision of the model's positive calls",
+        ("model_precision_est", "model_precision_lo", "model_precision_hi", "precision"),
+        True,
+    ),
+    (
+        "Estimated share of the positives labeled by a person (audit)",
+        ("labeled_recall_est", "labeled_recall_lo", "labeled_recall_hi", "recall_labeled"),
+        True,
+    ),
     ("Positives estimated still unlabeled", ("remaining_est", "remaining_lo", "remaining_hi"), False),
+    (
+        "Estimated errors of the model's calls",
+        ("missed_est", "false_calls_est", "missed_audit", "false_calls_audit"),
+        False,
+    ),
     ("Audit labels (random sample)", ("audit_labeled", "audit_positive"), False),
-    ("Oracle metrics", ("f1", "precision", "recall", "positives_retrieved", "false_positive_rate"), True),
+    ("Oracle metrics", ("f1", "recall", "false_positive_rate"), True),
     ("Share of predictions changed", ("changed_share",), True),
     ("Seconds per round", ("train_seconds", "score_seconds", "select_seconds"), False),
 )
@@ -391,6 +411,8 @@ def _active_body(data: ReportData) -> str:
     other oracle metrics (when an oracle exists), then any other numeric column on its own."""
     table = data.active
     assert table is not None
+    # rounds.parquet written before issue 30 named the labeled share recall_est / _lo / _hi
+    table = table.rename_columns([LEGACY_ROUND_FIELDS.get(c, c) for c in table.column_names])
     xcol = "round" if "round" in table.column_names else None
     x = table.column(xcol).to_numpy().astype(np.float64) if xcol else np.arange(table.num_rows, dtype=np.float64)
     groups = [(t, [c for c in cols if c in table.column_names], b) for t, cols, b in ACTIVE_CHARTS]
@@ -413,16 +435,32 @@ def _active_body(data: ReportData) -> str:
 
 
 def _recall_sentence(table: pa.Table) -> str:
-    """Where the audit puts the labeled set's recall after the last round (``strata active stop.audit_size``)."""
-    if "recall_est" not in table.column_names:
+    """What the audit says about the exported set after the last round (``strata active stop.audit_size``)."""
+    if "exported_recall_est" not in table.column_names and "labeled_recall_est" not in table.column_names:
         return ""
-    cols = ["round", "recall_est", "recall_lo", "recall_hi", "audit_labeled", "audit_positive"]
-    rows = [r for r in table.select(cols).to_pylist() if r["recall_est"] is not None]
+    rows = [r for r in table.to_pylist() if r.get("labeled_recall_est") is not None]
     if not rows:
         return ""
     r = rows[-1]
-    return (
-        f"<p>After round {r['round']} the labeled set holds an estimated <b>{r['recall_est']:.0%}</b> of the "
-        f"pool's positives (interval {r['recall_lo']:.0%} to {r['recall_hi']:.0%}), from {r['audit_labeled']} "
-        f"random audit labels ({r['audit_positive']} positive).</p>"
+    out = []
+    if r.get("exported_recall_est") is not None:
+        out.append(
+            f"After round {r['round']} the exported set (human labels plus the model's {r['n_model_positive']} "
+            f"positive calls) holds an estimated <b>{r['exported_recall_est']:.0%}</b> of the pool's positives "
+            f"(interval {r['exported_recall_lo']:.0%} to {r['exported_recall_hi']:.0%})"
+            + (
+                f"; an estimated <b>{r['model_precision_est']:.0%}</b> of the model's calls are right "
+                f"(interval {r['model_precision_lo']:.0%} to {r['model_precision_hi']:.0%})"
+                if r.get("model_precision_est") is not None
+                else ""
+            )
+            + ". "
+        )
+    out.append(
+        f"People labeled an estimated <b>{r['labeled_recall_est']:.0%}</b> of the pool's positives themselves "
+        f"(interval {r['labeled_recall_lo']:.0%} to {r['labeled_recall_hi']:.0%}), from {r['audit_labeled']} "
+        f"random audit labels ({r['audit_positive']} positive)."
     )
+    if r.get("stop_rule"):
+        out.append(f" Stopped: {escape(str(r['stop_rule']))}.")
+    return f"<p>{''.join(out)}</p>"

@@ -92,6 +92,7 @@ def test_human_mode_through_the_labeler_api(tmp_path) -> None:
     assert sorted(answered) == sorted(r["id"] for r in human if r["id"] != starter)
     store = LabelStore(run.local("labels", "labels.sqlite"))
     assert store.progress().queued == 59 and store.progress().labeled == 59
-    # the labeler's progress bar carries the audit's estimated recall of the last round
-    assert summary["recall_est"] is not None and store.progress().status.startswith("recall ≈")
+    # the labeler's progress bar carries the audit's estimates of the last round
+    assert summary["exported_recall_est"] is not None and summary["labeled_recall_est"] is not None
+    assert store.progress().status.startswith("exported recall ≈") and "labeled by you ≈" in store.progress().status
     assert summary["positives_retrieved"] > 0.9
