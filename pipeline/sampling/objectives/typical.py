@@ -26,7 +26,7 @@ def typicality(
     k: int,
     max_reference: int,
     rng: np.random.Generator,
-    block_rows: int = 2048,
+    block_rows: int = 256,
 ) -> np.ndarray:
     """(n,) float64 typicality of every CSR position (inf for a point alone in its cluster)."""
     import torch
