@@ -180,6 +180,7 @@ POOLS = {
     "shapes": {"test": 30, "alpha": 1.0},
 }
 BUDGETS = (1, 3, 10, 30)
+UNIFORM = "uniform random"  # the baseline arm; "random" is the objective (random inside each level-1 cluster)
 MAX_POOL_SHARE = 0.75  # a budget above this share of the pool leaves nothing to choose: reported n/a
 
 
@@ -248,10 +249,8 @@ def arm_picks(pool: Pool, budgets: list[int], seed: int) -> dict[str, dict[int, 
     _, scfg = default_strategy()
     kcfg = KMeansConfig.from_dict(with_defaults("kmeans/default", {}), seed=seed, n_points=len(pool.x))
     levels = hierarchical_kmeans(pool.x.copy(), kcfg)
-    rng = np.random.default_rng(seed)
-    out: dict[str, dict[int, np.ndarray]] = {"random": {}}
+    out: dict[str, dict[int, np.ndarray]] = {}
     for b in budgets:
-        out["random"][b] = rng.choice(len(pool.x), b, replace=False)
         for name in OBJECTIVES:
             settings = scfg["typical"] if name == "typical" else {}
             sel = hierarchical_balanced_sampling(levels, b, strategy=name, rng=seed, x=pool.x, settings=settings)
@@ -278,20 +277,29 @@ def kcenter_picks(pool: Pool, budgets: list[int]) -> dict[int, np.ndarray]:
     return {b: k_center_greedy(pool.x, b, start="farthest_from_mean")[0] for b in budgets}
 
 
-def evaluate(name: str, seeds: int) -> dict:
+def uniform_picks(pool: Pool, budgets: list[int], seed: int) -> dict[int, np.ndarray]:
+    """The baseline: a uniformly random subset of the pool per budget."""
+    rng = np.random.default_rng(seed)
+    return {b: rng.choice(len(pool.x), b, replace=False) for b in budgets}
+
+
+def evaluate(name: str, seeds: int, uniform_only: bool = False) -> dict:
+    """Scores per arm and budget. ``uniform_only``: just the uniform baseline (no k-means)."""
     ids, labels, x = pool_embeddings(name)
     pool = long_tailed_pool(name, ids, labels, x)
     n_classes = len(pool.sizes)
     per_class = [b for b in BUDGETS if b * n_classes <= MAX_POOL_SHARE * len(pool.x)]
     totals = [b * n_classes for b in per_class]
     scores: dict[str, dict[int, list[tuple[float, float]]]] = {}
-    for b, idx in kcenter_picks(pool, totals).items():  # seed-free: scored once (spread 0)
+    for b, idx in ({} if uniform_only else kcenter_picks(pool, totals)).items():  # seed-free: scored once
         scores.setdefault("k-center coreset", {})[b // n_classes] = [probe(pool, idx)]
     for seed in range(seeds):
-        for arm, by_budget in arm_picks(pool, totals, seed).items():
+        arms = {} if uniform_only else arm_picks(pool, totals, seed)
+        for arm, by_budget in {UNIFORM: uniform_picks(pool, totals, seed), **arms}.items():
             for b, idx in by_budget.items():
                 scores.setdefault(arm, {}).setdefault(b // n_classes, []).append(probe(pool, idx))
-    for alias, by_budget in alias_arms(pool, totals).items():
+        print(f"  {name}: seed {seed + 1}/{seeds} done", flush=True)
+    for alias, by_budget in ({} if uniform_only else alias_arms(pool, totals)).items():
         scores[alias] = {b // n_classes: scores[arm][b // n_classes] for b, arm in by_budget.items()}
     table = {
         arm: {
@@ -332,11 +340,11 @@ def print_markdown(res: dict) -> None:
         + " |"
     )
     print("|---" * (1 + 2 * len(b_all)) + "|")
-    rnd = res["arms"]["random"]
+    rnd = res["arms"][UNIFORM]
     for arm, by_b in res["arms"].items():
         cells = [
             f"{by_b[b]['bacc']:.1f} +- {by_b[b]['bacc_std']:.1f}"
-            + ("" if arm == "random" else f" ({by_b[b]['bacc'] - rnd[b]['bacc']:+.1f})")
+            + ("" if arm == UNIFORM else f" ({by_b[b]['bacc'] - rnd[b]['bacc']:+.1f})")
             for b in b_all
         ]
         tails = [f"{by_b[b]['tail']:.1f} +- {by_b[b]['tail_std']:.1f}" for b in b_all]
@@ -377,6 +385,8 @@ def main() -> None:
     ap.add_argument("--ssl", action="store_true", help="print the SSL-regime command for a GPU machine and exit")
     ap.add_argument("--time-objective", help="time one objective's ranking on --n random points and exit")
     ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--uniform-only", action="store_true", help="score only the uniform baseline")
+    ap.add_argument("--merge", nargs="*", default=[], help="earlier --out files whose arms join this run's")
     args = ap.parse_args()
     import torch
     from threadpoolctl import threadpool_limits
@@ -392,7 +402,15 @@ def main() -> None:
     t0 = time.time()
     results = []
     for name in args.pools:
-        results.append(evaluate(name, args.seeds))
+        res = evaluate(name, args.seeds, args.uniform_only)
+        for path in args.merge:
+            for old in json.loads(Path(path).read_text())["results"]:
+                if old["pool"] == name:
+                    res["arms"] = {
+                        **{k: {int(b): v for b, v in a.items()} for k, a in old["arms"].items()},
+                        **res["arms"],
+                    }
+        results.append(res)
         print_markdown(results[-1])
     meta = {"machine": machine(), "seconds": round(time.time() - t0, 1), "date": time.strftime("%Y-%m-%d")}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -66,5 +66,5 @@ def test_curate_runs_every_objective_and_records_it(vectors, tmp_path):
         assert set(manifest.column("label").to_pylist()) == {f"c{i}" for i in range(len(SIZES))}
         report = (run_dir / "report.html").read_text()
         assert f"the selection took <b>{record['objective']}</b>" in report and "Small concepts" in report
-    assert chosen["auto"] == "typical"  # 15 of 328 items: a small budget
+    assert chosen["auto"] == "closest"  # 15 of 328 items (4.6%): at most auto.max_fraction
     assert all(chosen[s] == s for s in CHOICES[:-1])
