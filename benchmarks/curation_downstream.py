@@ -106,8 +106,9 @@ def build_pool(table: pa.Table, rest: np.ndarray, args: argparse.Namespace) -> t
     return pool, sizes
 
 
-def curate_subset(pool_path: str, size: int, seed: int, run_dir: str) -> np.ndarray:
-    """Ids chosen by ``strata curate`` with its defaults (only the input, size, seed and run dir set)."""
+def curate_subset(pool_path: str, size: int, seed: int, run_dir: str, strategy: str | None = None) -> np.ndarray:
+    """Ids chosen by ``strata curate`` with its defaults (only the input, size, seed and run dir set;
+    ``strategy``: a ``sample.strategy`` other than the default)."""
     from hydra import compose, initialize_config_dir
 
     from jobs._common import to_dict
@@ -121,6 +122,7 @@ def curate_subset(pool_path: str, size: int, seed: int, run_dir: str) -> np.ndar
         f"sample.target_size={size}",
         "report.enabled=false",
         "ray.num_cpus=2",
+        *([f"sample.strategy={strategy}"] if strategy else []),
     ]
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = to_dict(compose("curate", overrides=overrides))
@@ -221,6 +223,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--out", default=str(CACHE / "downstream"))
+    parser.add_argument("--strategy", default=None, help="sample.strategy of the curated arm (default: conf's)")
     parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {', '.join(ARMS)}")
     args = parser.parse_args()
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
@@ -259,7 +262,9 @@ def main() -> None:
     records = []
     for seed in range(args.seeds):
         chosen = {
-            "curated": curate_subset(pool_path, size, seed, f"{args.out}/curate") if "curated" in arms else None,
+            "curated": curate_subset(pool_path, size, seed, f"{args.out}/curate", args.strategy)
+            if "curated" in arms
+            else None,
             "random": np.random.default_rng(seed).choice(pool_ids, size, replace=False),
             "whole pool": pool_ids,
             "random init": pool_ids,

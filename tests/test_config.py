@@ -16,7 +16,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_group_defaults_resolve_references_to_the_jobs_top_level_keys():
-    assert load_group("sampling/default") == {"target_size": 500, "strategy": "closest", "multiplier": 1, "seed": 0}
+    sampling = load_group("sampling/default")
+    assert {k: sampling[k] for k in ("target_size", "strategy", "multiplier", "seed")} == {
+        "target_size": 500,
+        "strategy": "auto",
+        "multiplier": 1,
+        "seed": 0,
+    }
     assert load_group("active/default", "active")["budget"] == 0.05  # ${budget} from conf/active.yaml
 
 
@@ -41,6 +47,8 @@ def test_schema_takes_defaults_from_yaml_and_refuses_a_second_copy(tmp_path):
             strategy: str
             multiplier: int
             seed: int
+            typical: dict
+            auto: dict
 
     with pytest.raises(TypeError, match="does not declare"):
 

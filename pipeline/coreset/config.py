@@ -14,6 +14,12 @@ def coreset_config(cfg: dict[str, Any]) -> dict[str, Any]:
     c = with_defaults("coreset/default", cfg)
     if c["method"] not in METHODS:
         raise ValueError(f"coreset.method must be one of {METHODS}, got {c['method']!r}")
+    from pipeline.sampling.objectives import OBJECTIVES
+
+    if c["per_cluster"]["objective"] not in OBJECTIVES:
+        raise ValueError(
+            f"coreset.per_cluster.objective must be one of {tuple(OBJECTIVES)}, got {c['per_cluster']['objective']!r}"
+        )
     if c["size"] is None and not 0 < float(c["fraction"]) <= 1:
         raise ValueError(f"coreset.fraction must be in (0, 1], got {c['fraction']}")
     return c

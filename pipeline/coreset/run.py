@@ -56,14 +56,39 @@ def select_coreset(x: np.ndarray, k: int, cfg: dict) -> tuple[np.ndarray, float,
         pc_cfg = c["per_cluster"]
         n_clusters = min(len(x), pc_cfg["n_clusters"] or max(1, math.ceil(len(x) / pc_cfg["points_per_cluster"])))
         # kmeans normalises its input in place for the cosine metric: hand it a copy.
-        _, assignments, _ = kmeans(
+        _, assignments, distances = kmeans(
             np.array(x, dtype=np.float32), n_clusters, pc_cfg["n_iters"], metric=c["metric"], seed=c["seed"]
         )
+        if pc_cfg["objective"] != "coverage":
+            idx, radius = per_cluster_objective(x, assignments, distances, k, pc_cfg, c["seed"], c["metric"])
+            return idx, radius, assignments, method
         idx, radius, _ = per_cluster_k_center(
             x, assignments, k, allocation=pc_cfg["allocation"], seed=c["seed"], **common
         )
         return idx, radius, assignments, method
     raise ValueError(f"coreset method must be exact, stratified, per_cluster or auto; got {method!r}")
+
+
+def per_cluster_objective(
+    x: np.ndarray, assignments: np.ndarray, distances: np.ndarray, k: int, pc_cfg: dict, seed: int, metric: str
+) -> tuple[np.ndarray, float]:
+    """``k`` points picked inside the clusters by a selection objective of ``pipeline.sampling.objectives``
+    (``per_cluster.objective``), with the same per-cluster budgets as the per-cluster k-center;
+    returns (indices, covering radius of the picks over all points)."""
+    from pipeline.coreset.kcenter import min_distance_to_set
+    from pipeline.coreset.percluster import cluster_budgets
+    from pipeline.kmeans import sort_clusters
+    from pipeline.sampling.objectives import OBJECTIVES
+
+    objective = OBJECTIVES[pc_cfg["objective"]]
+    n_clusters = int(assignments.max()) + 1
+    offsets, items, _ = sort_clusters(assignments, distances, n_clusters)
+    budgets = cluster_budgets(np.diff(offsets), k, allocation=pc_cfg["allocation"], seed=seed)
+    rng = np.random.default_rng(seed)
+    rank = objective.rank(x if objective.needs_embeddings else None, offsets, items, budgets, rng)
+    cluster = np.repeat(np.arange(n_clusters), np.diff(offsets))
+    idx = items[rank < budgets[cluster]]
+    return idx.astype(np.int64), float(min_distance_to_set(x, idx, metric=metric).max())
 
 
 def _levels_for(run: RunDir, ids: pa.Array, x: np.ndarray, assignments: np.ndarray | None) -> dict[str, pa.Array]:

@@ -108,6 +108,7 @@ class ReportData:
     labels: LabelBalance | None = None
     active: pa.Table | None = None
     progress: list[str] = field(default_factory=list)
+    selection: dict[str, Any] = field(default_factory=dict)  # sample step: ``strategy`` asked, ``objective`` run
 
 
 def _read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
@@ -426,6 +427,8 @@ def gather(run: RunDir, cfg: dict | None = None) -> ReportData:
     config = cfg if cfg and set(cfg) - {"report"} else run_json.get("config", {}) or {}
     data = ReportData(root=run.root, config=config, timings=dict(run_json.get("timings") or {}))
     data.counts, data.reject_reasons = gather_counts(run, run_json)
+    sample = (run_json.get("counts") or {}).get("sample") or {}
+    data.selection = {k: sample[k] for k in ("strategy", "objective", "target_size") if k in sample}
     data.levels, levels, manifest = gather_levels(run)
     thumb_size = int(opts.get("thumb_size", 96))
     point_labels = label_of_points(run, load_point_ids(run).column("id")) if levels else None

@@ -92,6 +92,8 @@ def _resolved(key: str, value: Any, data: ReportData) -> str:
     if key == "kmeans.n_clusters" and value == "auto" and data.levels:
         chosen = [len(lv.before) for lv in data.levels]
         return f" &rarr; {escape(json.dumps(chosen))} <span class=muted>(chosen from the pool size)</span>"
+    if key == "sample.strategy" and value == "auto" and data.selection.get("objective"):
+        return f" &rarr; {escape(str(data.selection['objective']))} <span class=muted>(chosen from the budget)</span>"
     return ""
 
 
@@ -298,6 +300,48 @@ def label_balance_sentence(balance: Any) -> str:
     return text
 
 
+def selection_sentence(data: ReportData) -> str:
+    """Which objective chose the points inside each level-1 cluster, and what the selection did to
+    small concepts: the smallest quarter of the top-level clusters (and the rarer half of the labels,
+    when a label column exists) against the expectation for a uniformly random subset of the same size."""
+    objective = data.selection.get("objective")
+    if not objective or not data.levels or data.levels[-1].after is None:
+        return ""
+    from pipeline.sampling.objectives import OBJECTIVES
+
+    strategy = data.selection.get("strategy", objective)
+    how = OBJECTIVES[objective].summary if objective in OBJECTIVES else objective
+    text = f"Inside every level-1 cluster the selection took <b>{escape(str(objective))}</b>: {escape(how)}"
+    if strategy == "auto":
+        text += " (sample.strategy=auto chose it from the budget's share of the pool; README, 'Which objective')"
+    top = data.levels[-1]
+    had = top.before > 0
+    before, after = top.before[had].astype(np.float64), top.after[had].astype(np.float64)
+    n, t = before.sum(), after.sum()
+    if n <= 0 or t <= 0:
+        return text + "."
+    small = before <= np.quantile(before, 0.25)
+    p_random = 1 - np.exp(before[small] * np.log1p(-min(t / n, 1 - 1e-12)))  # P(>= 1 pick) ~ 1-(1-t/N)^n_c
+    text += (
+        f". Small concepts: the {int(small.sum()):,} smallest top-level clusters (at most "
+        f"{int(before[small].max()):,} images each, {before[small].sum() / n:.1%} of the pool) hold "
+        f"{after[small].sum() / t:.1%} of the selection and {int((after[small] > 0).sum()):,} of them got at least one "
+        f"image; a random subset of the same size would give them {before[small].sum() / n:.1%} and reach about "
+        f"{p_random.sum():.0f}."
+    )
+    if data.labels:
+        names = list(data.labels.counts)
+        b = np.array([data.labels.counts[k][0] for k in names], dtype=np.float64)
+        a = np.array([data.labels.counts[k][1] for k in names], dtype=np.float64)
+        if b.sum() > 0 and a.sum() > 0 and len(names) >= 2:
+            rare = np.argsort(b, kind="stable")[: len(names) // 2]
+            text += (
+                f" The rarer half of the labels ({len(rare)} of {len(names)}) is {b[rare].sum() / b.sum():.1%} of the "
+                f"pool and {a[rare].sum() / a.sum():.1%} of the selection; {int((a[rare] == 0).sum())} of them got nothing."
+            )
+    return text
+
+
 def _balance_body(data: ReportData) -> str:
     """Cluster-size and label balance before / after sampling, each with a sentence on why."""
     parts = [
@@ -305,6 +349,9 @@ def _balance_body(data: ReportData) -> str:
         for lv in data.levels[:1] + data.levels[1:][-1:]
         if lv.after is not None
     ]
+    chosen = selection_sentence(data)
+    if chosen:
+        parts.append(f'<h3>Selection objective and small concepts</h3><p class="why">{chosen}</p>')
     if data.labels:
         names = list(data.labels.counts)
         before = np.array([data.labels.counts[n][0] for n in names], dtype=np.float64)

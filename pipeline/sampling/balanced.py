@@ -2,8 +2,9 @@
 
 The budget is allocated top-down: water-filling over the top-level clusters by the number of
 points under each, then, inside every cluster, water-filling of its budget over its children,
-down to level 1, where each cluster's points are picked ``closest`` to the centroid first (the
-CSR order) or ``random``.
+down to level 1, where each cluster's points are taken in the order of a selection objective
+(:mod:`pipeline.sampling.objectives`: ``closest`` to the centroid first, ``random``, ``typical``
+or ``coverage``).
 
 With ``multiplier`` m > 1 a cluster's capacity becomes ``m * size``: small clusters may get
 more than their size, and their points are then repeated; point i of a level-1 cluster with
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.sampling.config import STRATEGIES
+from pipeline.sampling.objectives import OBJECTIVES
 from pipeline.sampling.water_filling import segmented_water_filling, water_filling
 
 
@@ -47,6 +48,8 @@ def hierarchical_balanced_sampling(
     strategy: str = "closest",
     multiplier: int = 1,
     rng: np.random.Generator | int = 0,
+    x: np.ndarray | None = None,
+    settings: dict | None = None,
 ) -> BalancedSelection:
     """Select ``target_size`` items (with multiplicity) balanced over a cluster hierarchy.
 
@@ -55,12 +58,17 @@ def hierarchical_balanced_sampling(
             (CSR of level l's clusters over level l-1's clusters; level 1 over items, members
             sorted by distance to the centroid), e.g. :class:`pipeline.kmeans.LevelResult`.
         target_size: total selection size, counting repeats.
-        strategy: ``closest`` or ``random`` choice of items inside a level-1 cluster.
+        strategy: the selection objective inside a level-1 cluster (a key of ``OBJECTIVES``).
         multiplier: capacity factor; 1 selects every item at most once.
-        rng: seed or generator (remainder draws, random strategy).
+        rng: seed or generator (remainder draws, random and typical objectives).
+        x: (N, D) embeddings by item id, for the objectives that need them (typical, coverage).
+        settings: keyword settings of the objective (``conf/sampling/default.yaml``, e.g. ``typical``).
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"sampling strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy not in OBJECTIVES:
+        raise ValueError(f"sampling strategy must be one of {tuple(OBJECTIVES)}, got {strategy!r}")
+    objective = OBJECTIVES[strategy]
+    if objective.needs_embeddings and x is None:
+        raise ValueError(f"sampling strategy {strategy!r} needs the embeddings (x)")
     if int(multiplier) != multiplier or multiplier < 1:
         raise ValueError(f"multiplier must be a positive integer, got {multiplier!r}")
     if not levels:
@@ -82,12 +90,9 @@ def hierarchical_balanced_sampling(
     offsets, items = levels[0].offsets, levels[0].sorted_clusters
     sizes = np.diff(offsets)
     cluster = np.repeat(np.arange(len(sizes)), sizes)  # cluster of every CSR position
-    if strategy == "closest":
-        rank = np.arange(len(items)) - offsets[cluster]
-    else:
-        order = np.lexsort((rng.random(len(items)), cluster))
-        rank = np.empty(len(items), dtype=np.int64)
-        rank[order] = np.arange(len(items)) - offsets[cluster[order]]
+    rank = objective.rank(
+        x if objective.needs_embeddings else None, offsets, items, budgets[0], rng, **(settings or {})
+    )
     b, n = budgets[0][cluster], sizes[cluster]
     mult = b // n + (rank < b % n)
     keep = mult > 0

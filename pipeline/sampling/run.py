@@ -18,11 +18,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.artifacts import CLUSTERS, MANIFEST, carried_columns, embedding_files, load_levels, load_point_ids
+from pipeline.artifacts import (
+    CLUSTERS,
+    MANIFEST,
+    carried_columns,
+    embedding_files,
+    load_levels,
+    load_point_ids,
+    read_run_embeddings,
+)
 from pipeline.io.tables import write_parquet_atomic
 from pipeline.rundir import RunDir
 from pipeline.sampling.balanced import hierarchical_balanced_sampling
 from pipeline.sampling.config import sampling_config
+from pipeline.sampling.objectives import OBJECTIVES, resolve_objective
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +48,32 @@ def _carried_columns(run: RunDir, ids: pa.Array) -> pa.Table:
     return pa.concat_tables(tables, promote_options="default")
 
 
-def build_manifest(run: RunDir, target_size: int, strategy: str, multiplier: int, seed: int) -> pa.Table:
-    """Select items over the finished clusters of ``run`` and join their embeddings-table columns."""
+def item_embeddings(run: RunDir, point_ids: pa.Table) -> np.ndarray:
+    """(N, D) float32 embeddings of the clustered items, row i = item index i."""
+    table, x = read_run_embeddings(run, ["id"])
+    pos = pc.index_in(point_ids.column("id"), value_set=table.column("id")).to_numpy(zero_copy_only=False)
+    return x[pos.astype(np.int64)]
+
+
+def build_manifest(
+    run: RunDir, target_size: int, strategy: str, multiplier: int, seed: int, settings: dict | None = None
+) -> pa.Table:
+    """Select items over the finished clusters of ``run`` and join their embeddings-table columns.
+
+    ``strategy``: a key of ``OBJECTIVES`` (``auto`` is resolved by the caller); ``settings``: its keywords.
+    """
     _, levels = load_levels(run)
-    sel = hierarchical_balanced_sampling(
-        levels, target_size, strategy=strategy, multiplier=multiplier, rng=np.random.default_rng(seed)
-    )
     point_ids = load_point_ids(run)
+    x = item_embeddings(run, point_ids) if OBJECTIVES[strategy].needs_embeddings else None
+    sel = hierarchical_balanced_sampling(
+        levels,
+        target_size,
+        strategy=strategy,
+        multiplier=multiplier,
+        rng=np.random.default_rng(seed),
+        x=x,
+        settings=settings,
+    )
     ids = point_ids.column("id").take(pa.array(sel.indices))
     columns: dict[str, Any] = {"id": ids}
     cluster = sel.indices
@@ -70,8 +98,9 @@ def build_manifest(run: RunDir, target_size: int, strategy: str, multiplier: int
 def run_sample(run: RunDir, cfg: dict, *, force: bool = False, seed: int | None = None) -> dict:
     """Hierarchical balanced sampling of ``run``'s clusters into the manifest.
 
-    ``cfg``: ``target_size`` (int, counting repeats), ``strategy`` (``closest`` | ``random``),
-    ``multiplier`` (int >= 1), ``seed``. Returns counts and timing.
+    ``cfg``: ``target_size`` (int, counting repeats), ``strategy`` (a selection objective or
+    ``auto``), ``multiplier`` (int >= 1), ``seed``, the objectives' settings. Returns counts and
+    timing, with ``strategy`` (as asked) and ``objective`` (as run: ``auto`` resolved) for run.json.
     """
     cfg = sampling_config(cfg)
     target = int(cfg["target_size"])
@@ -79,13 +108,21 @@ def run_sample(run: RunDir, cfg: dict, *, force: bool = False, seed: int | None 
     multiplier = int(cfg["multiplier"])
     seed = int(cfg["seed"] if seed is None else seed)
     config = {"target_size": target, "strategy": strategy, "multiplier": multiplier, "seed": seed}
+    if strategy not in ("closest", "random"):  # settings that change their picks; the others' runs stay valid
+        config.update(typical=cfg["typical"], auto=cfg["auto"])
     with run.step("sample", config, inputs=[CLUSTERS], force=force) as step:
         if step.skipped:
             return {**step.result, "skipped": True}
         t0 = time.perf_counter()
-        table = build_manifest(run, target, strategy, multiplier, seed)
+        n_items = load_point_ids(run).num_rows
+        objective = resolve_objective(strategy, target, n_items, cfg["auto"])
+        settings = {"typical": cfg["typical"]}.get(objective, {})
+        log.info("sample: objective %s (strategy=%s, %d of %d items)", objective, strategy, target, n_items)
+        table = build_manifest(run, target, objective, multiplier, seed, settings)
         write_parquet_atomic(table, run.path(MANIFEST))
         step.result = {
+            "strategy": strategy,
+            "objective": objective,
             "target_size": target,
             "n_rows": table.num_rows,
             "n_selected": int(pc.sum(table.column("multiplicity")).as_py() or 0),

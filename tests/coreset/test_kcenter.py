@@ -164,3 +164,25 @@ def test_per_cluster_matches_independent_runs(use_ray, request):
     idx, radius, _ = per_cluster_k_center(x, assignments, 60, use_ray=use_ray)
     assert len(np.unique(idx)) == 60
     assert covering_radius(x, idx) <= radius + 1e-4
+
+
+@pytest.mark.parametrize("objective", ["closest", "random", "typical", "coverage"])
+def test_per_cluster_coreset_takes_a_selection_objective(objective):
+    """``per_cluster.objective``: same balanced budgets, the objective's points inside each cluster."""
+    from pipeline.coreset.kcenter import min_distance_to_set
+    from pipeline.coreset.run import select_coreset
+
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(c, 0.3, (n, 4)) for c, n in ((0, 120), (5, 40), (10, 8))]).astype(np.float32)
+    cfg = {"method": "per_cluster", "size": 24, "per_cluster": {"n_clusters": 3, "objective": objective}}
+    idx, radius, assignments, method = select_coreset(x, 24, cfg)
+    assert method == "per_cluster" and len(np.unique(idx)) == 24
+    np.testing.assert_array_equal(np.bincount(assignments[idx], minlength=3), [8, 8, 8])
+    np.testing.assert_allclose(radius, min_distance_to_set(x, idx).max(), rtol=1e-5)
+    if objective == "closest":  # the 8 points nearest each centroid
+        for c in range(3):
+            members = np.flatnonzero(assignments == c)
+            d = np.linalg.norm(x[members] - x[members].mean(0), axis=1)
+            assert set(idx[assignments[idx] == c]) == set(members[np.argsort(d)[:8]])
+    with pytest.raises(ValueError, match="per_cluster.objective"):
+        select_coreset(x, 24, {**cfg, "per_cluster": {"objective": "nearest"}})

@@ -1,0 +1,422 @@
+"""Selection objectives vs random in the labelling-budget regime (issue 32), and an SSL command.
+
+**Labelling-budget regime.** A pool with long-tailed (Zipf) class sizes and a disjoint balanced
+test set are built from a labelled collection; every image is embedded once with the default
+backbone (``conf/embed/efficientnet_lite0.yaml``, 224 px, frozen) and cached under
+``benchmarks/.cache/selection-<pool>/``. For a budget of B images per class (B*C in all) each arm
+picks B*C images of the pool without labels; a multinomial logistic regression (the linear
+probe) is fitted on the picked images with their true labels and scored on the test set:
+
+    balanced accuracy = mean_c recall_c,    tail recall = mean recall over the C/2 smallest pool classes.
+
+Arms: ``random`` (uniform), every selection objective of ``pipeline.sampling.objectives.OBJECTIVES``
+inside the balanced hierarchical sampling that ``strata curate`` runs (its default k-means,
+``pipeline.kmeans`` on the pool), ``k-center`` (``strata coreset``, exact greedy), and ``default``
+(whatever ``conf/sampling/default.yaml`` resolves to, i.e. what a user gets). Mean +- std over
+``--seeds`` seeds (the seed drives k-means, sampling and random draws).
+
+Pools: ``ucmerced`` (21 classes), ``aid`` (AID 150 px, 30 classes), ``digits`` (scikit-learn's
+8x8 grey digits upscaled to 64 px, 10 classes) and ``shapes`` (generated 64 px grey shapes with
+random pose, size, contrast and noise, 10 classes). ::
+
+    .venv/bin/python -m benchmarks.selection_downstream --pools ucmerced aid digits shapes --seeds 10
+
+**SSL regime on a dirty pool** (copies + distractors), for a GPU machine: ``--ssl`` prints the
+ready command (``benchmarks.curation_downstream`` with copies, on the GPU backbone); not run here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, ImageDraw
+
+from benchmarks.common import CACHE, DATASETS, machine
+
+AID_PER_CLASS = 80
+SHAPES = ("circle", "square", "triangle", "pentagon", "hexagon", "star", "cross", "ring", "crescent", "bar")
+
+
+def _png(img: Image.Image) -> bytes:
+    out = io.BytesIO()
+    img.convert("RGB").save(out, format="PNG")
+    return out.getvalue()
+
+
+def digits_table() -> pa.Table:
+    """scikit-learn's 1,797 8x8 grey digits (values 0-16) upscaled to 64 px, as ``id``, ``label``, ``image``."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    imgs = (d.images * (255 / 16)).astype(np.uint8)
+    data = [_png(Image.fromarray(255 - im).resize((64, 64), Image.BILINEAR)) for im in imgs]
+    return pa.table(
+        {
+            "id": [f"digits/{i:05d}" for i in range(len(imgs))],
+            "label": [str(t) for t in d.target],
+            "image": data,
+        }
+    )
+
+
+def _polygon(n: int, r: float, cx: float, cy: float, theta: float, inner: float | None = None) -> list:
+    k = np.arange(2 * n if inner else n)
+    radius = np.where(k % 2 == 1, inner * r, r) if inner else np.full(len(k), r)
+    angle = theta + k * (np.pi / n if inner else 2 * np.pi / n)
+    return list(zip(cx + radius * np.cos(angle), cy + radius * np.sin(angle)))
+
+
+def shape_image(kind: str, rng: np.random.Generator, size: int = 64) -> Image.Image:
+    """One grey ``kind`` shape: random centre, radius 10-24 px, rotation, contrast and pixel noise."""
+    bg = int(rng.integers(0, 256))
+    fg = (bg + int(rng.integers(64, 193))) % 256  # contrast of at least 64 grey levels
+    img = Image.new("L", (size, size), bg)
+    dr = ImageDraw.Draw(img)
+    r = float(rng.uniform(10, 24))
+    cx, cy = (float(v) for v in rng.uniform(r, size - r, 2))
+    th = float(rng.uniform(0, 2 * np.pi))
+    box = (cx - r, cy - r, cx + r, cy + r)
+    if kind == "circle":
+        dr.ellipse(box, fill=fg)
+    elif kind == "ring":
+        dr.ellipse(box, outline=fg, width=max(2, int(r / 4)))
+    elif kind == "crescent":
+        dr.ellipse(box, fill=fg)
+        off = 0.5 * r
+        dr.ellipse(
+            (
+                cx - r + off * np.cos(th),
+                cy - r + off * np.sin(th),
+                cx + r + off * np.cos(th),
+                cy + r + off * np.sin(th),
+            ),
+            fill=bg,
+        )
+    elif kind in ("square", "triangle", "pentagon", "hexagon"):
+        n = {"square": 4, "triangle": 3, "pentagon": 5, "hexagon": 6}[kind]
+        dr.polygon(_polygon(n, r, cx, cy, th), fill=fg)
+    elif kind == "star":
+        dr.polygon(_polygon(5, r, cx, cy, th, inner=0.45), fill=fg)
+    elif kind in ("cross", "bar"):
+        w = r / 3
+        arms = (0.0, np.pi / 2) if kind == "cross" else (0.0,)
+        for a in arms:
+            c, s = np.cos(th + a), np.sin(th + a)
+            pts = [(-r, -w), (r, -w), (r, w), (-r, w)]
+            dr.polygon([(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts], fill=fg)
+    arr = np.asarray(img, dtype=np.float32) + rng.normal(0, rng.uniform(0, 20), (size, size))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def shapes_table(per_class: int = 300, seed: int = 0) -> pa.Table:
+    """``per_class`` generated grey shapes of each of the 10 ``SHAPES`` (``id``, ``label``, ``image``)."""
+    rng = np.random.default_rng(seed)
+    ids, labels, data = [], [], []
+    for kind in SHAPES:
+        for i in range(per_class):
+            ids.append(f"{kind}/{i:05d}")
+            labels.append(kind)
+            data.append(_png(shape_image(kind, rng)))
+    return pa.table({"id": ids, "label": labels, "image": data})
+
+
+def aid_subset_table(per_class: int = AID_PER_CLASS) -> pa.Table:
+    """The first ``per_class`` images of every AID class by ``crc32(id)`` (embedding all 10,000 on
+    two shared cores takes ~20 min; this keeps the benchmark rerunnable)."""
+    table = pa.concat_tables(pq.read_table(p) for p in sorted((DATASETS / "aid150").glob("*.parquet")))
+    ids, labels = table.column("id").to_pylist(), np.asarray(table.column("label").to_pylist())
+    key = np.array([zlib.crc32(i.encode()) for i in ids])
+    rows = [
+        r[np.argsort(key[r], kind="stable")][:per_class]
+        for r in (np.flatnonzero(labels == c) for c in np.unique(labels))
+    ]
+    return table.take(pa.array(np.sort(np.concatenate(rows)))).select(["id", "label", "image"])
+
+
+def source_dir(name: str) -> Path:
+    """Parquet folder of a pool's images (the shared dataset, or built once into the cache)."""
+    if name == "ucmerced":
+        return DATASETS / "ucmerced"
+    out = CACHE / f"selection-{name}-images"
+    if not (out / "part-00000.parquet").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        table = {"digits": digits_table, "shapes": shapes_table, "aid": aid_subset_table}[name]()
+        pq.write_table(table, out / "part-00000.parquet.tmp")
+        (out / "part-00000.parquet.tmp").rename(out / "part-00000.parquet")
+    return out
+
+
+def pool_embeddings(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, labels, (N, D) float32 embeddings) of a pool, embedded once with the default backbone."""
+    from pipeline.config import with_defaults
+    from pipeline.embed import run_embed
+    from pipeline.io.tables import read_embeddings
+    from pipeline.rundir import RunDir
+
+    run = RunDir(str(CACHE / f"selection-{name}"))
+    if not run.exists("_markers", "embed.json"):
+        embed_cfg = with_defaults("embed/efficientnet_lite0", {"engine": "local", "pool_size": 1, "num_threads": 2})
+        run_embed(run, {"path": str(source_dir(name))}, embed_cfg)
+    table, x = read_embeddings(run.path("embeddings"))
+    table_ids = np.asarray(table.column("id").to_pylist())
+    order = np.argsort(table_ids, kind="stable")
+    return table_ids[order], np.asarray(table.column("label").to_pylist())[order], np.asarray(x, np.float32)[order]
+
+
+# per pool: images per class held out for the balanced test set, Zipf exponent of the pool's class sizes
+POOLS = {
+    "ucmerced": {"test": 20, "alpha": 0.5},
+    "aid": {"test": 20, "alpha": 0.5},
+    "digits": {"test": 30, "alpha": 1.0},
+    "shapes": {"test": 30, "alpha": 1.0},
+}
+BUDGETS = (1, 3, 10, 30)
+UNIFORM = "uniform random"  # the baseline arm; "random" is the objective (random inside each level-1 cluster)
+MAX_POOL_SHARE = 0.75  # a budget above this share of the pool leaves nothing to choose: reported n/a
+
+
+@dataclass
+class Pool:
+    x: np.ndarray  # (n, D) pool embeddings
+    y: np.ndarray  # (n,) class ids (hidden from the selection)
+    x_test: np.ndarray
+    y_test: np.ndarray
+    sizes: np.ndarray  # (C,) pool images per class
+    tail: np.ndarray  # the ceil(C/2) classes with the fewest pool images
+
+
+def long_tailed_pool(name: str, ids: np.ndarray, labels: np.ndarray, x: np.ndarray) -> Pool:
+    """Balanced test set (``test`` per class by ``crc32(id)``), then a pool of ``n_r = max(2, floor(m r^-alpha))``
+    images for the class of rank r (seeded class order, m = the smallest class's remaining count)."""
+    spec = POOLS[name]
+    classes, y = np.unique(labels, return_inverse=True)
+    key = np.array([zlib.crc32(i.encode()) for i in ids])
+    by_class = [np.flatnonzero(y == c)[np.argsort(key[y == c], kind="stable")] for c in range(len(classes))]
+    m = min(len(r) for r in by_class) - spec["test"]
+    order = np.random.default_rng(0).permutation(len(classes))
+    sizes = np.empty(len(classes), dtype=np.int64)
+    sizes[order] = np.maximum(2, np.floor(m * np.arange(1, len(classes) + 1, dtype=float) ** -spec["alpha"]))
+    test = np.concatenate([r[: spec["test"]] for r in by_class])
+    pool = np.concatenate([r[spec["test"] : spec["test"] + s] for r, s in zip(by_class, sizes)])
+    tail = np.argsort(sizes, kind="stable")[: (len(classes) + 1) // 2]
+    return Pool(x[pool], y[pool], x[test], y[test], sizes, tail)
+
+
+def probe(pool: Pool, picked: np.ndarray) -> tuple[float, float]:
+    """(balanced accuracy, tail recall) in % of a logistic regression (C=1, L-BFGS) fitted on the
+    picked pool images, features standardised with the pool's (unlabelled) mean and std: on the raw
+    L2-normalised features C=1 regularises so hard that the probe predicts one class."""
+    from sklearn.linear_model import LogisticRegression
+
+    y = pool.y[picked]
+    n_classes = len(pool.sizes)
+    mu, sd = pool.x.mean(0), pool.x.std(0) + 1e-6
+    if len(np.unique(y)) == 1:
+        pred = np.full(len(pool.y_test), y[0])
+    else:
+        clf = LogisticRegression(C=1.0, max_iter=1000).fit((pool.x[picked] - mu) / sd, y)
+        pred = clf.predict((pool.x_test - mu) / sd)
+    hits = np.bincount(pool.y_test, weights=pred == pool.y_test, minlength=n_classes)
+    recall = hits / np.bincount(pool.y_test, minlength=n_classes)
+    return 100 * float(recall.mean()), 100 * float(recall[pool.tail].mean())
+
+
+def default_strategy() -> tuple[str, dict]:
+    """What ``strata curate`` runs by default: ``sample.strategy`` of conf/sampling/default.yaml and its settings."""
+    from pipeline.sampling.config import sampling_config
+
+    c = sampling_config({"seed": 0})
+    return c["strategy"], c
+
+
+def arm_picks(pool: Pool, budgets: list[int], seed: int) -> dict[str, dict[int, np.ndarray]]:
+    """Per arm, per total budget: the picked pool rows (one k-means per seed, shared by the objectives)."""
+    from pipeline.config import with_defaults
+    from pipeline.kmeans import hierarchical_kmeans
+    from pipeline.kmeans.config import KMeansConfig
+    from pipeline.sampling import hierarchical_balanced_sampling
+    from pipeline.sampling.objectives import OBJECTIVES
+
+    _, scfg = default_strategy()
+    kcfg = KMeansConfig.from_dict(with_defaults("kmeans/default", {}), seed=seed, n_points=len(pool.x))
+    levels = hierarchical_kmeans(pool.x.copy(), kcfg)
+    out: dict[str, dict[int, np.ndarray]] = {}
+    for b in budgets:
+        for name in OBJECTIVES:
+            settings = scfg["typical"] if name == "typical" else {}
+            sel = hierarchical_balanced_sampling(levels, b, strategy=name, rng=seed, x=pool.x, settings=settings)
+            out.setdefault(name, {})[b] = sel.indices
+    return out
+
+
+def alias_arms(pool: Pool, budgets: list[int]) -> dict[str, dict[int, str]]:
+    """``auto`` and the default: per budget, the objective arm they run (scored once, reported under both)."""
+    from pipeline.sampling.objectives import resolve_objective
+
+    strategy, scfg = default_strategy()
+    n = len(pool.x)
+    return {
+        "auto": {b: resolve_objective("auto", b, n, scfg["auto"]) for b in budgets},
+        f"default ({strategy})": {b: resolve_objective(strategy, b, n, scfg["auto"]) for b in budgets},
+    }
+
+
+def kcenter_picks(pool: Pool, budgets: list[int]) -> dict[int, np.ndarray]:
+    """``strata coreset`` (exact k-center greedy from the point farthest from the mean: seed-free)."""
+    from pipeline.coreset.kcenter import k_center_greedy
+
+    return {b: k_center_greedy(pool.x, b, start="farthest_from_mean")[0] for b in budgets}
+
+
+def uniform_picks(pool: Pool, budgets: list[int], seed: int) -> dict[int, np.ndarray]:
+    """The baseline: a uniformly random subset of the pool per budget."""
+    rng = np.random.default_rng(seed)
+    return {b: rng.choice(len(pool.x), b, replace=False) for b in budgets}
+
+
+def evaluate(name: str, seeds: int, uniform_only: bool = False) -> dict:
+    """Scores per arm and budget. ``uniform_only``: just the uniform baseline (no k-means)."""
+    ids, labels, x = pool_embeddings(name)
+    pool = long_tailed_pool(name, ids, labels, x)
+    n_classes = len(pool.sizes)
+    per_class = [b for b in BUDGETS if b * n_classes <= MAX_POOL_SHARE * len(pool.x)]
+    totals = [b * n_classes for b in per_class]
+    scores: dict[str, dict[int, list[tuple[float, float]]]] = {}
+    for b, idx in ({} if uniform_only else kcenter_picks(pool, totals)).items():  # seed-free: scored once
+        scores.setdefault("k-center coreset", {})[b // n_classes] = [probe(pool, idx)]
+    for seed in range(seeds):
+        arms = {} if uniform_only else arm_picks(pool, totals, seed)
+        for arm, by_budget in {UNIFORM: uniform_picks(pool, totals, seed), **arms}.items():
+            for b, idx in by_budget.items():
+                scores.setdefault(arm, {}).setdefault(b // n_classes, []).append(probe(pool, idx))
+        print(f"  {name}: seed {seed + 1}/{seeds} done", flush=True)
+    for alias, by_budget in ({} if uniform_only else alias_arms(pool, totals)).items():
+        scores[alias] = {b // n_classes: scores[arm][b // n_classes] for b, arm in by_budget.items()}
+    table = {
+        arm: {
+            b: {
+                "bacc": float(np.mean([s[0] for s in v])),
+                "bacc_std": float(np.std([s[0] for s in v])),
+                "tail": float(np.mean([s[1] for s in v])),
+                "tail_std": float(np.std([s[1] for s in v])),
+            }
+            for b, v in by_b.items()
+        }
+        for arm, by_b in scores.items()
+    }
+    return {
+        "pool": name,
+        "pool_size": int(len(pool.x)),
+        "classes": n_classes,
+        "class_sizes": sorted(pool.sizes.tolist(), reverse=True),
+        "test_size": int(len(pool.x_test)),
+        "budgets_per_class": per_class,
+        "skipped_per_class": [b for b in BUDGETS if b not in per_class],
+        "seeds": seeds,
+        "arms": table,
+    }
+
+
+def print_markdown(res: dict) -> None:
+    print(
+        f"\n#### {res['pool']}: pool {res['pool_size']} images, {res['classes']} classes "
+        f"(sizes {res['class_sizes'][0]}..{res['class_sizes'][-1]}), test {res['test_size']}, {res['seeds']} seeds"
+    )
+    b_all = res["budgets_per_class"]
+    print(
+        "| arm | "
+        + " | ".join(f"{b}/class bal. acc" for b in b_all)
+        + " | "
+        + " | ".join(f"{b}/class tail" for b in b_all)
+        + " |"
+    )
+    print("|---" * (1 + 2 * len(b_all)) + "|")
+    rnd = res["arms"][UNIFORM]
+    for arm, by_b in res["arms"].items():
+        cells = [
+            f"{by_b[b]['bacc']:.1f} +- {by_b[b]['bacc_std']:.1f}"
+            + ("" if arm == UNIFORM else f" ({by_b[b]['bacc'] - rnd[b]['bacc']:+.1f})")
+            for b in b_all
+        ]
+        tails = [f"{by_b[b]['tail']:.1f} +- {by_b[b]['tail_std']:.1f}" for b in b_all]
+        print(f"| {arm} | " + " | ".join(cells) + " | " + " | ".join(tails) + " |")
+    if res["skipped_per_class"]:
+        print(f"n/a: {res['skipped_per_class']} per class exceed {MAX_POOL_SHARE:.0%} of the pool.")
+
+
+SSL_COMMAND = (
+    "for s in closest random typical coverage; do .venv/bin/python -m benchmarks.curation_downstream "
+    "--seeds 3 --strategy $s --max-class 420 --image-size 128 --seen 65536 --out benchmarks/.cache/downstream-$s; done"
+    "  # dirty AID pool (re-encoded copies in 3 head classes), SimCLR per arm: curated / random / whole pool"
+)
+
+
+def time_objective(name: str, n: int, dim: int = 128, per_cluster: int = 15) -> float:
+    """Seconds of one objective's ranking over n random points in clusters of ~``per_cluster``
+    (k-means ``auto`` gives 5-15 per level-1 cluster), budget 2 per cluster: for growth.py."""
+    from pipeline.sampling.objectives import OBJECTIVES
+
+    rng = np.random.default_rng(0)
+    k = max(1, n // per_cluster)
+    assignments = np.r_[np.arange(k), rng.integers(k, size=n - k)]
+    items = np.argsort(assignments, kind="stable")
+    offsets = np.r_[0, np.cumsum(np.bincount(assignments, minlength=k))]
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    obj = OBJECTIVES[name]
+    t0 = time.perf_counter()
+    obj.rank(x if obj.needs_embeddings else None, offsets, items, np.minimum(2, np.diff(offsets)), rng)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pools", nargs="+", default=list(POOLS), choices=list(POOLS))
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--out", default=str(CACHE / "selection_downstream.json"))
+    ap.add_argument("--ssl", action="store_true", help="print the SSL-regime command for a GPU machine and exit")
+    ap.add_argument("--time-objective", help="time one objective's ranking on --n random points and exit")
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--uniform-only", action="store_true", help="score only the uniform baseline")
+    ap.add_argument("--merge", nargs="*", default=[], help="earlier --out files whose arms join this run's")
+    args = ap.parse_args()
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)  # 2 shared cores: threads only contend (a probe fit: 6 s -> 0.5 s)
+    threadpool_limits(1)
+    if args.ssl:
+        print(SSL_COMMAND)
+        return
+    if args.time_objective:
+        print(f"{args.time_objective} n={args.n}: {time_objective(args.time_objective, args.n):.2f} s")
+        return
+    t0 = time.time()
+    results = []
+    for name in args.pools:
+        res = evaluate(name, args.seeds, args.uniform_only)
+        for path in args.merge:
+            for old in json.loads(Path(path).read_text())["results"]:
+                if old["pool"] == name:
+                    res["arms"] = {
+                        **{k: {int(b): v for b, v in a.items()} for k, a in old["arms"].items()},
+                        **res["arms"],
+                    }
+        results.append(res)
+        print_markdown(results[-1])
+    meta = {"machine": machine(), "seconds": round(time.time() - t0, 1), "date": time.strftime("%Y-%m-%d")}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    print(f"\n{meta}")
+
+
+if __name__ == "__main__":
+    main()

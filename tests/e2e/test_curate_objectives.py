@@ -1,0 +1,70 @@
+"""`strata curate` with every selection objective: one run directory, embeddings input (no images),
+so only the sample and report steps recompute when the objective changes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from pipeline.curate import run_curate
+from pipeline.rundir import RunDir
+from pipeline.sampling.objectives import CHOICES
+
+REPO = Path(__file__).resolve().parents[2]
+SIZES = [200, 80, 30, 12, 6]  # hidden long-tailed concepts
+
+
+@pytest.fixture(scope="module")
+def vectors(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(0)
+    concept = np.repeat(np.arange(len(SIZES)), SIZES)
+    x = rng.normal(size=(len(SIZES), 16))[concept] * 3 + rng.normal(size=(len(concept), 16))
+    path = tmp_path_factory.mktemp("vec") / "vectors.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "id": [f"v{i}" for i in range(len(x))],
+                "embedding": pa.array([list(map(float, v)) for v in x], pa.list_(pa.float32())),
+                "label": [f"c{c}" for c in concept],
+            }
+        ),
+        path,
+    )
+    return path
+
+
+@pytest.mark.slow
+def test_curate_runs_every_objective_and_records_it(vectors, tmp_path):
+    run_dir = tmp_path / "run"
+    chosen = {}
+    for strategy in CHOICES:
+        overrides = [
+            f"input.path={vectors}",
+            "input.format=embeddings",
+            f"run_dir={run_dir}",
+            "dedup.enabled=false",
+            "kmeans.n_clusters=[40,8]",
+            "kmeans.in_process=true",
+            "sample.target_size=15",
+            f"sample.strategy={strategy}",
+        ]
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            cfg = OmegaConf.to_container(compose("curate", overrides=overrides), resolve=True)
+        counts = run_curate(RunDir(str(run_dir)), cfg)
+        manifest = pq.read_table(run_dir / "manifest.parquet")
+        assert counts["sample"]["n_selected"] == 15 == manifest.num_rows
+        record = json.loads((run_dir / "run.json").read_text())["counts"]["sample"]
+        assert record["strategy"] == strategy and record["objective"] in CHOICES[:-1]
+        chosen[strategy] = record["objective"]
+        assert set(manifest.column("label").to_pylist()) == {f"c{i}" for i in range(len(SIZES))}
+        report = (run_dir / "report.html").read_text()
+        assert f"the selection took <b>{record['objective']}</b>" in report and "Small concepts" in report
+    assert chosen["auto"] == "closest"  # 15 of 328 items (4.6%): at most auto.max_fraction
+    assert all(chosen[s] == s for s in CHOICES[:-1])
