@@ -29,7 +29,7 @@ from pipeline.rundir import RunDir
 
 N_ORIGINALS = 20
 COPIES = {"exact": 0, "jpeg": 1, "flip": 2, "small": 3}  # copy kind -> original it copies
-FIXED = {"seed": 0, "copies": {"threshold": 8}}  # a fixed threshold: no calibration sample to decode
+FIXED = {"seed": 0, "copies": {"threshold": 1.0}}  # a fixed residual threshold: no calibration sample to decode
 
 
 def _original(seed: int) -> Image.Image:
