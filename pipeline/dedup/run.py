@@ -132,7 +132,8 @@ def near_duplicates(
     n = len(sig.grids)
     fixed = cfg["threshold"]
     t0 = time.perf_counter()
-    hashes, desc = d4_phash(sig.grids), descriptors(sig.grids)
+    hashes = sig.phash if sig.phash is not None else d4_phash(sig.grids)  # stored by the embed step
+    desc = descriptors(sig.grids)
     record: dict = {}
     i, j = candidate_pairs(hashes, desc, cfg, record)
     t1 = time.perf_counter()
@@ -252,7 +253,8 @@ def find_duplicates(
         if signatures is None:
             raise ValueError("near_duplicate dedup needs the images' signatures (decoded pixels)")
         rest = np.flatnonzero((out.kind == 0) & (signatures.pixels > 0))
-        sub = Signatures([signatures.digests[r] for r in rest], signatures.grids[rest], signatures.pixels[rest])
+        phash = None if signatures.phash is None else signatures.phash[rest]
+        sub = Signatures([signatures.digests[r] for r in rest], signatures.grids[rest], signatures.pixels[rest], phash)
         with _progress("dedup/copies", len(rest), run) as bar:
             local_kept, dist, out.calibration = near_duplicates(
                 sub,
