@@ -16,6 +16,26 @@ from pipeline.active.stopping import audit_probabilities, draw_audit, estimate_e
 from pipeline.rundir import RunDir
 
 
+def _label_round(
+    log: dict[str, list], n: int, r: int, priority, audit_score: np.ndarray, k: int, m: int, uniform_share: float, rng
+) -> None:
+    """One simulated round: the k unlabeled rows of highest ``priority(rows)``, then m audit draws from the
+    rest, appended to ``log`` (rows, rnd: labeled rows and their round; a_rows, a_q, a_round: the draws)."""
+    labeled = np.zeros(n, dtype=bool)
+    labeled[log["rows"]] = True
+    unlabeled = np.flatnonzero(~labeled)
+    batch = unlabeled[np.argsort(-priority(unlabeled))[:k]]
+    labeled[batch] = True
+    rest = np.flatnonzero(~labeled)
+    d_rows, d_q = draw_audit(rest, audit_score[rest], m, uniform_share, rng)
+    new = np.concatenate([batch, np.setdiff1d(np.unique(d_rows), batch)])
+    log["rows"] += new.tolist()
+    log["rnd"] += [r] * len(new)
+    log["a_rows"] += d_rows.tolist()
+    log["a_q"] += d_q.tolist()
+    log["a_round"] += [r] * len(d_rows)
+
+
 def _simulated_run(seed: int, rounds: int = 5, n: int = 1000, n_pos: int = 40, k: int = 16, m: int = 12):
     """An active process on a pool with known truth: each round the top-k noisy scores, then m audit
     draws. Yields (true remaining positives, estimate) after every round."""
@@ -23,22 +43,10 @@ def _simulated_run(seed: int, rounds: int = 5, n: int = 1000, n_pos: int = 40, k
     y = np.zeros(n, dtype=bool)
     y[rng.choice(n, n_pos, replace=False)] = True
     score = np.where(y, rng.beta(3, 2, n), rng.beta(1, 12, n))
-    rows, rnd = list(rng.choice(n, 20, replace=False)), [0] * 20
-    a_rows, a_q, a_round = [], [], []
+    log = {"rows": list(rng.choice(n, 20, replace=False)), "rnd": [0] * 20, "a_rows": [], "a_q": [], "a_round": []}
+    rows, rnd, a_rows, a_q, a_round = log["rows"], log["rnd"], log["a_rows"], log["a_q"], log["a_round"]
     for r in range(1, rounds + 1):
-        labeled = np.zeros(n, dtype=bool)
-        labeled[rows] = True
-        unlabeled = np.flatnonzero(~labeled)
-        batch = unlabeled[np.argsort(-(score[unlabeled] + rng.normal(0, 0.1, len(unlabeled))))[:k]]
-        labeled[batch] = True
-        rest = np.flatnonzero(~labeled)
-        d_rows, d_q = draw_audit(rest, score[rest], m, 0.5, rng)
-        new = np.concatenate([batch, np.setdiff1d(np.unique(d_rows), batch)])
-        rows += new.tolist()
-        rnd += [r] * len(new)
-        a_rows += d_rows.tolist()
-        a_q += d_q.tolist()
-        a_round += [r] * len(d_rows)
+        _label_round(log, n, r, lambda u: score[u] + rng.normal(0, 0.1, len(u)), score, k, m, 0.5, rng)
         rr = np.array(rows)
         est = estimate_recall(
             rr, y[rr].astype(np.int8), np.array(rnd), np.array(a_rows), np.array(a_q), np.array(a_round), window=3
@@ -272,22 +280,10 @@ def _simulated_export(seed: int, rounds: int = 4, n: int = 3000, k: int = 24, m:
     logit = np.where(rng.random(n) < 0.06, rng.normal(3.0, 2.0, n), rng.normal(-6.0, 2.0, n))
     p = 1 / (1 + np.exp(-logit))
     y = rng.random(n) < p
-    rows, rnd = list(rng.choice(n, 30, replace=False)), [0] * 30
-    a_rows, a_q, a_round = [], [], []
+    log = {"rows": list(rng.choice(n, 30, replace=False)), "rnd": [0] * 30, "a_rows": [], "a_q": [], "a_round": []}
+    rows, rnd, a_rows, a_q, a_round = log["rows"], log["rnd"], log["a_rows"], log["a_q"], log["a_round"]
     for r in range(1, rounds + 1):
-        labeled = np.zeros(n, dtype=bool)
-        labeled[rows] = True
-        unlabeled = np.flatnonzero(~labeled)
-        batch = unlabeled[np.argsort(-np.abs(p[unlabeled] - 0.5) * -1)[:k]]
-        labeled[batch] = True
-        rest = np.flatnonzero(~labeled)
-        d_rows, d_q = draw_audit(rest, p[rest], m, 0.2, rng)
-        new = np.concatenate([batch, np.setdiff1d(np.unique(d_rows), batch)])
-        rows += new.tolist()
-        rnd += [r] * len(new)
-        a_rows += d_rows.tolist()
-        a_q += d_q.tolist()
-        a_round += [r] * len(d_rows)
+        _label_round(log, n, r, lambda u: -np.abs(p[u] - 0.5), p, k, m, 0.2, rng)  # least confident first
         rr = np.array(rows)
         unl = np.ones(n, dtype=bool)
         unl[rr] = False
