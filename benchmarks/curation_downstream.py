@@ -199,7 +199,7 @@ def pretrain_on(
 
 def untrained(meta: dict | None, seed: int) -> tuple[Any, dict, float, int]:
     """The arms' backbone with its random initialisation (seeded), no pretraining; same tuple as pretrain_on."""
-    from pipeline.ssl.backbones import build_ssl_backbone
+    from pipeline.backbones import build_ssl_backbone
 
     assert meta is not None, "random init is evaluated after a pretrained arm (it reuses its meta)"
     options = dict(meta["backbone"])

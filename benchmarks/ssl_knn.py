@@ -49,8 +49,8 @@ def knn_accuracy(
 
 
 def embed(module: torch.nn.Module, meta: dict, images: list[bytes]) -> np.ndarray:
+    from pipeline.backbones import Backbone
     from pipeline.embed import Embedder
-    from pipeline.embed.backbones import Backbone
 
     backbone = Backbone(
         module.eval(), int(meta["dim"]), tuple(meta["mean"]), tuple(meta["std"]), int(meta["image_size"])
@@ -100,7 +100,8 @@ def main() -> None:
 
     from benchmarks.common import REPO
     from jobs._common import to_dict
-    from pipeline.ssl import build_ssl_backbone, load_backbone, pretrain
+    from pipeline.backbones import build_ssl_backbone
+    from pipeline.ssl import load_backbone, pretrain
 
     overrides = [
         f"ssl={args.method}",

@@ -3,8 +3,6 @@
 from pipeline.lazy import lazy_exports
 
 _EXPORTS = {
-    "Backbone": "backbones",
-    "build_backbone": "backbones",
     "EmbedConfig": "config",
     "Embedder": "embedder",
     "EmbedStage": "stage",

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipeline.backbones import Backbone, build_backbone
 from pipeline.dedup.hashing import image_signature
-from pipeline.embed.backbones import Backbone, build_backbone
 from pipeline.embed.config import EmbedConfig
 from pipeline.io.images import decode_rgb
 from pipeline.malloc import keep_freed_memory

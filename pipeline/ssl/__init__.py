@@ -7,8 +7,6 @@ checkpoints without importing lightly, torchvision or Ray Train.
 from pipeline.lazy import lazy_exports
 
 _EXPORTS = {
-    "SmallCNN": "backbones",
-    "build_ssl_backbone": "backbones",
     "load_backbone": "checkpoint",
     "read_checkpoint": "checkpoint",
     "save_checkpoint": "checkpoint",

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.ssl.backbones import build_ssl_backbone
+from pipeline.backbones import build_ssl_backbone
 
 MODEL_FILE = "model.pt"
 META_FILE = "meta.json"

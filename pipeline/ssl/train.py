@@ -29,11 +29,11 @@ import torch
 from torch import nn
 
 from pipeline.artifacts import PRETRAIN_METRICS, PRETRAIN_RAY
+from pipeline.backbones import build_ssl_backbone
 from pipeline.config import with_defaults
 from pipeline.engine import ensure_ray
 from pipeline.malloc import keep_freed_memory
 from pipeline.progress import Progress
-from pipeline.ssl.backbones import build_ssl_backbone
 from pipeline.ssl.checkpoint import read_checkpoint, save_checkpoint
 from pipeline.ssl.methods import build_ssl_model
 from pipeline.ssl.optim import build_optimizer, scaled_lr, warmup_cosine

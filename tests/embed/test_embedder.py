@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from pipeline.artifacts import SIGNATURE_COLUMNS
+from pipeline.backbones import build_backbone
 from pipeline.dedup.hashing import image_signatures, read_signatures
-from pipeline.embed import Embedder, EmbedStage, build_backbone
+from pipeline.embed import Embedder, EmbedStage
 from pipeline.io.tables import arrow_to_embeddings
 from tests.io.bad_inputs import bad_inputs
 
@@ -48,7 +49,7 @@ def test_pretrained_weights_are_the_shipped_state_dict(embedder):
 
 def test_resnet_checkpoint_round_trip(tmp_path, jpegs):
     torch.manual_seed(0)
-    first = build_backbone("resnet18")
+    first = build_backbone("resnet18", None, "head")
     path = tmp_path / "r18.pt"
     torch.save({f"backbone.{k}": v for k, v in first.module.state_dict().items()}, path)
     a = Embedder(SMALL, backbone=first).embed_bytes(jpegs[:2])
@@ -56,14 +57,14 @@ def test_resnet_checkpoint_round_trip(tmp_path, jpegs):
     np.testing.assert_allclose(a, b, atol=1e-5)
     torch.save({"unrelated": torch.zeros(1)}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not a torchvision resnet18"):
-        build_backbone("resnet18", str(tmp_path / "bad.pt"))
+        build_backbone("resnet18", str(tmp_path / "bad.pt"), "head")
 
 
 def test_unknown_backbones_fail_clearly():
     with pytest.raises(ValueError, match="unknown embed.backbone"):
-        build_backbone("vit_giant")
+        build_backbone("vit_giant", None, "head")
     with pytest.raises(ValueError, match="needs embed.checkpoint"):
-        build_backbone("ssl")
+        build_backbone("ssl", None, "head")
 
 
 def test_stage_rejects_bad_rows_and_keeps_converted_ones(jpegs):
@@ -121,7 +122,7 @@ def test_pixel_hash_matches_identical_pixels_only(jpegs):
 
 
 def test_pool_stages_normalises_each_stage_then_the_whole():
-    from pipeline.embed.backbones import pool_stages
+    from pipeline.backbones.base import pool_stages
 
     a = torch.zeros(1, 2, 2, 2)
     a[0, 0] = 3.0  # pooled (3, 0) -> (1, 0)
@@ -135,7 +136,7 @@ def test_pool_stages_normalises_each_stage_then_the_whole():
     "name, dim", [("efficientnet_lite0", 40 + 80 + 112 + 192 + 320), ("resnet18", 128 + 256 + 512)]
 )
 def test_stage_features_concatenate_unit_norm_stages(name, dim, jpegs):
-    backbone = build_backbone(name, features="stages")
+    backbone = build_backbone(name, None, "stages")
     emb = Embedder({**SMALL, "backbone": name, "features": "stages"}, backbone=backbone)
     assert emb.dim == dim
     x = emb.embed_bytes(jpegs[:3])
@@ -169,13 +170,13 @@ def test_bad_feature_options_fail_clearly():
     with pytest.raises(ValueError, match="embed.tta must be one of"):
         Embedder({**SMALL, "tta": "spin"})
     with pytest.raises(ValueError, match="embed.features must be one of"):
-        build_backbone("efficientnet_lite0", features="middle")
+        build_backbone("efficientnet_lite0", None, "middle")
 
 
 @pytest.mark.parametrize("blocks", [1, 2])
 def test_stage_features_of_an_ssl_small_cnn(blocks):
-    from pipeline.embed.backbones import stage_features
-    from pipeline.ssl import SmallCNN
+    from pipeline.backbones.base import stage_features
+    from pipeline.backbones.small_cnn import SmallCNN
 
     torch.manual_seed(0)
     net = SmallCNN(width=8, blocks_per_stage=blocks).eval()

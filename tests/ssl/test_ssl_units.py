@@ -11,7 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.ssl import SmallCNN, build_ssl_backbone, load_backbone, read_checkpoint, save_checkpoint
+from pipeline.backbones import build_ssl_backbone
+from pipeline.backbones.small_cnn import SmallCNN
+from pipeline.ssl import load_backbone, read_checkpoint, save_checkpoint
 from pipeline.ssl.optim import build_optimizer, scaled_lr, warmup_cosine
 from pipeline.ssl.train import build_model, checkpoint_meta, train_step
 from pipeline.ssl.transforms import TwoViewCollate, batch_seed
@@ -46,7 +48,10 @@ def test_warmup_cosine_matches_formula():
         warmup_cosine(0, 0, 0, 1.0)
 
 
-@pytest.mark.parametrize("name,kwargs,dim", [("small_cnn", {"width": 4}, 32), ("resnet18", {"small_input": True}, 512)])
+@pytest.mark.parametrize(
+    "name,kwargs,dim",
+    [("small_cnn", {"width": 4, "blocks_per_stage": 1}, 32), ("resnet18", {"small_input": True}, 512)],
+)
 def test_backbone_maps_images_to_features(name, kwargs, dim):
     net, d = build_ssl_backbone(name, **kwargs)
     assert d == dim
@@ -107,7 +112,7 @@ def test_unknown_method_and_optimizer_are_rejected():
     with pytest.raises(ValueError, match="method"):
         build_model({**SSL["simclr"], "method": "byol"})
     with pytest.raises(ValueError, match="optimizer"):
-        build_optimizer(SmallCNN(4).parameters(), "rmsprop", lr=0.1)
+        build_optimizer(SmallCNN(4, 1).parameters(), "rmsprop", lr=0.1)
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -129,9 +134,9 @@ def test_checkpoint_round_trip(tmp_path):
     state, meta = read_checkpoint(str(tmp_path / "model.pt"))
     assert meta["history"] == history and state["optimizer"]["state"]
     # the embed step can pool the checkpoint's last two stages instead of its output
-    from pipeline.embed import build_backbone
+    from pipeline.backbones import build_backbone
 
-    stages = build_backbone("ssl", str(tmp_path), features="stages")
+    stages = build_backbone("ssl", str(tmp_path), "stages")
     assert stages.dim == 96 and stages.mean == (0.1, 0.2, 0.3) and stages.image_size == 32
     with torch.no_grad():
         assert stages.module(x).shape == (3, stages.dim)

@@ -1,0 +1,74 @@
+"""Backbone registry: one module per entry in this package, shared by the embed step and SSL pretraining.
+
+An entry is a factory ``(checkpoint, features, **options) -> Backbone`` registered under its name
+with :func:`register` (model: ``pipeline/export/writers.py:WRITERS``). A new backbone is one module
+here, its ``conf/embed/<name>.yaml`` and its test; nothing else names it. Entries are found by
+importing every module of this package once (:func:`registry`); heavy imports (torchvision,
+efficientnet) stay inside the factories, so discovery costs one ``import torch``.
+
+- ``build_backbone`` (embed): weights from ``checkpoint`` (or the entry's own), pooled ``features``.
+- ``build_ssl_backbone`` (pretraining): random init, the plain ``(B, 3, H, W) -> (B, D)`` module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from typing import Any
+
+from pipeline.backbones.base import FEATURES, Backbone, Features
+
+BackboneFactory = Callable[..., Backbone]
+BACKBONES: dict[str, BackboneFactory] = {}
+_discovered = False
+
+
+def register(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
+    """Decorator: add ``factory`` to :data:`BACKBONES` under ``name`` (a name is registered once)."""
+
+    def add(factory: BackboneFactory) -> BackboneFactory:
+        if name in BACKBONES and BACKBONES[name] is not factory:
+            raise ValueError(f"backbone {name!r} is registered twice")
+        BACKBONES[name] = factory
+        return factory
+
+    return add
+
+
+def registry() -> dict[str, BackboneFactory]:
+    """Every registered backbone (imports each module of this package on first call)."""
+    global _discovered
+    if not _discovered:
+        for module in pkgutil.iter_modules(__path__):
+            importlib.import_module(f"{__name__}.{module.name}")
+        _discovered = True
+    return BACKBONES
+
+
+def _factory(name: str, setting: str) -> BackboneFactory:
+    entries = registry()
+    if name not in entries:
+        raise ValueError(f"unknown {setting} {name!r}: use one of {', '.join(sorted(entries))}")
+    return entries[name]
+
+
+def build_backbone(name: str, checkpoint: str | None, features: Features, **options: Any) -> Backbone:
+    """The feature extractor ``name`` pooling ``features`` (``head`` | ``stages`` | ``projection``),
+    in eval mode on the CPU; ``options`` go to the entry (e.g. ``small_input``, ``width``)."""
+    if features not in FEATURES:
+        raise ValueError(f"embed.features must be one of {FEATURES}, got {features!r}")
+    if features == "projection" and name != "ssl":
+        raise ValueError("embed.features=projection (embed.reduce=head) needs embed=ssl")
+    backbone = _factory(name, "embed.backbone")(checkpoint, features, **options)
+    backbone.module.eval()
+    return backbone
+
+
+def build_ssl_backbone(name: str, **options: Any) -> tuple[Any, int]:
+    """``(module, feature_dim)`` of backbone ``name`` with random weights, for pretraining (train mode)."""
+    backbone = _factory(name, "ssl backbone")(None, "head", **options)
+    return backbone.module, backbone.dim
+
+
+__all__ = ["BACKBONES", "Backbone", "build_backbone", "build_ssl_backbone", "register", "registry"]
