@@ -19,6 +19,8 @@ from lightly.loss import NegativeCosineSimilarity, NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead, SimSiamPredictionHead, SimSiamProjectionHead
 from torch import nn
 
+from pipeline.config import load_group
+
 METHODS = ("simclr", "simsiam")
 
 
@@ -31,10 +33,10 @@ class SimCLR(nn.Module):
         self,
         backbone: nn.Module,
         dim: int,
-        hidden_dim: int = 512,
-        output_dim: int = 128,
-        temperature: float = 0.5,
-        gather_distributed: bool = False,
+        hidden_dim: int,
+        output_dim: int,
+        temperature: float,
+        gather_distributed: bool,
     ):
         super().__init__()
         self.backbone = backbone
@@ -56,9 +58,9 @@ class SimSiam(nn.Module):
         self,
         backbone: nn.Module,
         dim: int,
-        hidden_dim: int = 512,
-        output_dim: int = 512,
-        prediction_hidden_dim: int = 128,
+        hidden_dim: int,
+        output_dim: int,
+        prediction_hidden_dim: int,
     ):
         super().__init__()
         self.backbone = backbone
@@ -76,8 +78,11 @@ class SimSiam(nn.Module):
 def build_ssl_model(
     method: str, backbone: nn.Module, dim: int, head: dict[str, Any] | None = None, distributed: bool = False
 ) -> nn.Module:
-    """SimCLR or SimSiam around ``backbone`` (feature dim ``dim``); ``head`` sets head sizes/temperature."""
-    head = dict(head or {})
+    """SimCLR or SimSiam around ``backbone`` (feature dim ``dim``); ``head`` sets head sizes/temperature
+    over ``conf/ssl/<method>.yaml``'s ``head`` (the one place their defaults live)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown ssl method {method!r}: use one of {METHODS}")
+    head = {**load_group(f"ssl/{method}")["head"], **(head or {})}
     if method == "simclr":
         head.pop("prediction_hidden_dim", None)
         return SimCLR(backbone, dim, gather_distributed=distributed, **head)

@@ -35,8 +35,8 @@ def build_optimizer(
     params: Iterable[torch.nn.Parameter],
     name: str,
     lr: float,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
+    momentum: float,
+    weight_decay: float,
     **_: Any,
 ) -> torch.optim.Optimizer:
     """``sgd`` | ``lars`` | ``adam`` | ``adamw`` at learning rate ``lr`` (the schedule overwrites it per step)."""

@@ -17,17 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 # torchvision/lightly transforms draw from the global torch, numpy and random generators; seeding
 # them per batch is only reproducible while one thread at a time applies a transform.
 _RNG_LOCK = threading.Lock()
 
 
-def build_two_view_transform(
-    augment: dict[str, Any], image_size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-):
+def build_two_view_transform(augment: dict[str, Any], image_size: int, mean: Sequence[float], std: Sequence[float]):
     """lightly ``SimCLRTransform`` / ``SimSiamTransform`` producing two normalised ``(3, S, S)`` views.
 
     ``augment`` = ``{"kind": "simclr" | "simsiam", **lightly keyword arguments}``.
@@ -68,8 +63,8 @@ class TwoViewCollate:
         self,
         augment: dict[str, Any],
         image_size: int,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Sequence[float],
+        std: Sequence[float],
         seed: int = 0,
         epoch: int = 0,
     ):

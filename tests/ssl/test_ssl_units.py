@@ -100,7 +100,7 @@ def test_simsiam_loss_is_symmetric_negative_cosine():
 def test_training_step_decreases_loss_on_a_tiny_batch(method):
     torch.manual_seed(0)
     model = build_model(SSL[method])
-    optimizer = build_optimizer(model.parameters(), "adam", lr=1e-3)
+    optimizer = build_optimizer(model.parameters(), "adam", lr=1e-3, momentum=0.9, weight_decay=0.0)
     x = torch.rand(16, 3, 32, 32)
     view0, view1 = x + 0.05 * torch.randn_like(x), x.flip(-1)
     losses = [train_step(model, optimizer, view0, view1, lr=1e-3).item() for _ in range(25)]
@@ -112,14 +112,14 @@ def test_unknown_method_and_optimizer_are_rejected():
     with pytest.raises(ValueError, match="method"):
         build_model({**SSL["simclr"], "method": "byol"})
     with pytest.raises(ValueError, match="optimizer"):
-        build_optimizer(SmallCNN(4, 1).parameters(), "rmsprop", lr=0.1)
+        build_optimizer(SmallCNN(4, 1).parameters(), "rmsprop", lr=0.1, momentum=0.9, weight_decay=0.0)
 
 
 def test_checkpoint_round_trip(tmp_path):
     torch.manual_seed(0)
     ssl = {**SSL["simclr"], "mean": [0.1, 0.2, 0.3], "std": [0.5, 0.5, 0.5]}
     model = build_model(ssl)
-    optimizer = build_optimizer(model.parameters(), "sgd", lr=0.1)
+    optimizer = build_optimizer(model.parameters(), "sgd", lr=0.1, momentum=0.9, weight_decay=0.0)
     train_step(model, optimizer, torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32), lr=0.1)
     history = [{"epoch": 1, "loss": 1.0}]
     save_checkpoint(str(tmp_path), model, checkpoint_meta(ssl, model, 1, history), optimizer)
