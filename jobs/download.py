@@ -24,7 +24,7 @@ from jobs._common import log, open_run_dir, strata_job, to_dict
         "download.dates",
         "download.bbox",
         "output",
-        "tiles.width",
+        "satellite.tiles.width",
         "composite.enabled",
         "animate",
     ),

@@ -40,9 +40,9 @@ from pipeline.satellite.tiling import cut_tiles, tile_windows
 log = logging.getLogger(__name__)
 
 
-@schema("download", key="tiles")
+@schema("satellite/default", key="tiles")
 class TileSpec:
-    """Training tiles: size, overlap, boundary policy (drop/pad/shift), encoding (``conf/download.yaml`` ``tiles``)."""
+    """Training tiles: size, overlap, boundary policy (drop/pad/shift), encoding (``conf/satellite/default.yaml`` ``tiles``)."""
 
     width: int
     height: int
@@ -54,14 +54,14 @@ class TileSpec:
 
 
 def _download_defaults(key: str) -> dict[str, Any]:
-    values = load_group("download")[key]
+    values = load_group("satellite/default")[key]
     return {k: v for k, v in values.items() if k != "enabled"}
 
 
 @dataclass
 class Preprocess:
     """Scene preprocessing in the downloader: gap fill (``None`` disables) and cloud-mask thresholds
-    (defaults: ``conf/download.yaml`` ``gap_fill`` and ``cloud``)."""
+    (defaults: ``conf/satellite/default.yaml`` ``gap_fill`` and ``cloud``)."""
 
     gap_fill: dict[str, Any] | None = field(default_factory=lambda: _download_defaults("gap_fill"))
     cloud: dict[str, Any] = field(default_factory=lambda: _download_defaults("cloud"))
@@ -407,10 +407,11 @@ def run_download(cfg: dict[str, Any], run: RunDir, force: bool = False) -> dict[
     dates = covered_dates(
         layer, date_range(src["dates"]["start"], src["dates"].get("end"), int(src["dates"]["step_days"]))
     )
-    gap = dict(cfg.get("gap_fill") or {})
+    satellite = cfg["satellite"]
+    gap = dict(satellite["gap_fill"])
     pre = Preprocess(
-        gap_fill=({k: v for k, v in gap.items() if k != "enabled"} if gap.pop("enabled", True) else None),
-        cloud=dict(cfg.get("cloud") or {}),
+        gap_fill=({k: v for k, v in gap.items() if k != "enabled"} if gap.pop("enabled") else None),
+        cloud=dict(satellite["cloud"]),
     )
     summary = download_scenes(
         client,
@@ -420,7 +421,7 @@ def run_download(cfg: dict[str, Any], run: RunDir, force: bool = False) -> dict[
         output=cfg["output"],
         cache_dir=src["cache_dir"],
         level=src.get("level"),
-        tiles=TileSpec(**cfg["tiles"]),
+        tiles=TileSpec(**satellite["tiles"]),
         pre=pre,
         run=run,
         shard_rows=int(cfg["shard_rows"]),
@@ -437,7 +438,7 @@ def run_download(cfg: dict[str, Any], run: RunDir, force: bool = False) -> dict[
             method=comp["method"],
             cloud=pre.cloud,
             nodata=nodata,
-            image_format=cfg["tiles"]["format"],
+            image_format=satellite["tiles"]["format"],
             shard_rows=int(cfg["shard_rows"]),
             run=run,
             force=force,

@@ -137,8 +137,8 @@ def test_listed_layer_downloads_without_overrides_and_animates(wmts_server, tmp_
             "download.bbox={lat_min: 8.8, lat_max: 9.2, lon_min: -0.2, lon_max: 0.2}",
             "download.concurrency=4",
             "download.timeout_s=10",
-            "tiles.width=64",
-            "tiles.height=64",
+            "satellite.tiles.width=64",
+            "satellite.tiles.height=64",
             "animate=gif",
         )
     )
@@ -169,8 +169,8 @@ def test_download_falls_back_to_the_built_in_catalogue(wmts_server, tmp_path, ca
             "download.dates.end=2021-05-01",
             "download.bbox={lat_min: 8.8, lat_max: 9.2, lon_min: -0.2, lon_max: 0.2}",
             "download.timeout_s=10",
-            "tiles.width=64",
-            "tiles.height=64",
+            "satellite.tiles.width=64",
+            "satellite.tiles.height=64",
         )
     )
     summary = run_download(cfg, RunDir(cfg["run_dir"]))

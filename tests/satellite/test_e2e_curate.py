@@ -35,8 +35,8 @@ def test_download_job_then_curate(ray_session, wmts_server, tmp_path):
         "download.bbox.lon_max=0.2",
         "download.concurrency=4",
         "download.timeout_s=10",
-        "tiles.width=64",
-        "tiles.height=64",
+        "satellite.tiles.width=64",
+        "satellite.tiles.height=64",
         "composite.enabled=true",
     ]
     proc = subprocess.run(
