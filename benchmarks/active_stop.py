@@ -49,7 +49,7 @@ def aid_subset(n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     if cache.exists():
         with np.load(cache) as z:
             return z["labels"], z["x"]
-    from pipeline.embed import Embedder
+    from pipeline.embed.embedder import Embedder
 
     tables = [
         pq.read_table(p, columns=["label", "image"]) for p in sorted(glob.glob(str(DATASETS / "aid150" / "*.parquet")))
@@ -82,7 +82,7 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     from PIL import Image
     from sklearn.datasets import load_digits
 
-    from pipeline.embed import Embedder
+    from pipeline.embed.embedder import Embedder
 
     d = load_digits()
     images = []

@@ -78,7 +78,7 @@ def near_duplicate_copies(ids: list[str], n_copies: int, seed: int = 0) -> np.nd
     import pyarrow.dataset as ds
     from PIL import Image, ImageOps
 
-    from pipeline.embed import Embedder
+    from pipeline.embed.embedder import Embedder
 
     path = CACHE / f"aid-copies-{len(ids)}x{n_copies}-s{seed}-{IMAGE_SIZE}px.npy"
     if path.exists():

@@ -48,7 +48,7 @@ def dataset_embeddings(
 
     ``features`` / ``tta``: ``embed.features`` / ``embed.tta`` (multi-scale stages, test-time views).
     """
-    from pipeline.embed import run_embed
+    from pipeline.embed.stage import run_embed
     from pipeline.io.tables import read_embeddings
     from pipeline.rundir import RunDir
 

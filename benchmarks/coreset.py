@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from benchmarks.common import CACHE, machine
-from pipeline.coreset import covering_radius, k_center_greedy, per_cluster_k_center, stratified_k_center
+from pipeline.coreset.kcenter import covering_radius, k_center_greedy, stratified_k_center
+from pipeline.coreset.percluster import per_cluster_k_center
 
 
 def label_stats(labels: np.ndarray, idx: np.ndarray) -> dict:

@@ -111,7 +111,7 @@ def curate_subset(pool_path: str, size: int, seed: int, run_dir: str, strategy: 
     ``strategy``: a ``sample.strategy`` other than the default)."""
     from hydra import compose, initialize_config_dir
 
-    from jobs._common import to_dict
+    from jobs._config import to_dict
     from pipeline.curate import run_curate
     from pipeline.rundir import RunDir
 
@@ -167,8 +167,9 @@ def pretrain_on(
     import ray
     from hydra import compose, initialize_config_dir
 
-    from jobs._common import to_dict
-    from pipeline.ssl import load_backbone, pretrain
+    from jobs._config import to_dict
+    from pipeline.ssl.checkpoint import load_backbone
+    from pipeline.ssl.train import pretrain
 
     batch = args.batch_size
     per_epoch = (len(rows) // batch) * batch

@@ -200,7 +200,7 @@ def embed_copies(name: str, sources: list[str], seed: int) -> tuple[np.ndarray, 
     if path.exists():
         z = np.load(path, allow_pickle=False)
         return z["x"], z["hashes"].tolist()
-    from pipeline.embed import Embedder
+    from pipeline.embed.embedder import Embedder
 
     ids, images, _ = dataset("aid150")
     by_id = dict(zip(ids, images))

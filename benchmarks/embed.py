@@ -59,7 +59,8 @@ def plain_loop(input_cfg: dict, embed_cfg: dict, threads: int) -> dict[str, floa
 def ray_data(input_cfg: dict, embed_cfg: dict, threads: int) -> dict[str, float]:
     import ray
 
-    from pipeline.embed import EmbedConfig, embed_dataset
+    from pipeline.embed.config import EmbedConfig
+    from pipeline.embed.stage import embed_dataset
     from pipeline.io.sources import read_images
 
     ray.data.DataContext.get_current().execution_options.preserve_order = True

@@ -23,8 +23,8 @@ import faiss
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.search import SearchIndex, bucket_vote, cut_tiles, parse_tiles
-from pipeline.search.tiles import vote_weights
+from pipeline.search.index import SearchIndex
+from pipeline.search.tiles import bucket_vote, cut_tiles, parse_tiles, vote_weights
 
 
 def latency(index: SearchIndex, queries: np.ndarray, k: int = 10) -> dict:
@@ -165,7 +165,7 @@ AID_BACKBONE, AID_IMAGE_SIZE = "efficientnet_lite0", 160  # must match the cache
 
 def aid(n_queries: int, seed: int) -> dict:
     from benchmarks.common import CACHE, DATASETS, aid_embeddings
-    from pipeline.embed import Embedder
+    from pipeline.embed.embedder import Embedder
     from pipeline.io.images import decode_rgb
 
     table, x = aid_embeddings(AID_BACKBONE, AID_IMAGE_SIZE)

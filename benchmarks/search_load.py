@@ -49,10 +49,11 @@ def serve(port: int) -> None:
     import pyarrow.parquet as pq
     import uvicorn
 
-    from pipeline.embed import Embedder
+    from pipeline.embed.embedder import Embedder
     from pipeline.io.sources import load_image_bytes
-    from pipeline.search import SearchIndex, SearchService
     from pipeline.search.app import create_app
+    from pipeline.search.index import SearchIndex
+    from pipeline.search.service import SearchService
 
     table = pq.read_table(PART, columns=["id", "label"])
     CACHE.mkdir(parents=True, exist_ok=True)

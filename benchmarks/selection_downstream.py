@@ -158,7 +158,7 @@ def source_dir(name: str) -> Path:
 def pool_embeddings(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids, labels, (N, D) float32 embeddings) of a pool, embedded once with the default backbone."""
     from pipeline.config import with_defaults
-    from pipeline.embed import run_embed
+    from pipeline.embed.stage import run_embed
     from pipeline.io.tables import read_embeddings
     from pipeline.rundir import RunDir
 

@@ -50,7 +50,7 @@ def knn_accuracy(
 
 def embed(module: torch.nn.Module, meta: dict, images: list[bytes]) -> np.ndarray:
     from pipeline.backbones import Backbone
-    from pipeline.embed import Embedder
+    from pipeline.embed.embedder import Embedder
 
     backbone = Backbone(
         module.eval(), int(meta["dim"]), tuple(meta["mean"]), tuple(meta["std"]), int(meta["image_size"])
@@ -99,9 +99,10 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
 
     from benchmarks.common import REPO
-    from jobs._common import to_dict
+    from jobs._config import to_dict
     from pipeline.backbones import build_ssl_backbone
-    from pipeline.ssl import load_backbone, pretrain
+    from pipeline.ssl.checkpoint import load_backbone
+    from pipeline.ssl.train import pretrain
 
     overrides = [
         f"ssl={args.method}",

@@ -82,8 +82,8 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
 
     from benchmarks.common import REPO
-    from jobs._common import to_dict
-    from pipeline.ssl import pretrain
+    from jobs._config import to_dict
+    from pipeline.ssl.train import pretrain
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose(

@@ -13,7 +13,10 @@ import sys
 
 from omegaconf import DictConfig
 
-from jobs._common import init_ray, open_run_dir, read_run_json, strata_job, to_dict
+from jobs._common import strata_job
+from jobs._config import to_dict
+from jobs._ray import init_ray
+from jobs._record import open_run_dir, read_run_json
 from pipeline.artifacts import ACTIVE_LABELS, ACTIVE_SUMMARY, EMBEDDINGS
 
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from jobs._common import init_ray, open_run_dir, strata_job, to_dict
+from jobs._common import strata_job
+from jobs._config import to_dict
+from jobs._ray import init_ray
+from jobs._record import open_run_dir
 from pipeline.artifacts import MANIFEST, REPORT, RUN_JSON
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from jobs._common import log, open_run_dir, strata_job, to_dict
+from jobs._common import log, strata_job
+from jobs._config import to_dict
+from jobs._record import open_run_dir
 
 
 @strata_job(

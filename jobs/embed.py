@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from jobs._common import init_ray, open_run_dir, strata_job, to_dict
+from jobs._common import strata_job
+from jobs._config import to_dict
+from jobs._ray import init_ray
+from jobs._record import open_run_dir
 from pipeline.artifacts import EMBEDDINGS, REJECTS
 
 
@@ -29,8 +32,8 @@ from pipeline.artifacts import EMBEDDINGS, REJECTS
     ),
 )
 def main(cfg: DictConfig) -> None:
-    from pipeline.curate import preprocess_specs
-    from pipeline.embed import run_embed
+    from pipeline.embed.stage import run_embed
+    from pipeline.stage import preprocess_specs
 
     init_ray(cfg, lazy=True)  # small inputs run in process: no Ray start-up
     run = open_run_dir(cfg)

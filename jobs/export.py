@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from jobs._common import strata_job, to_dict
+from jobs._common import strata_job
+from jobs._config import to_dict
 
 
 @strata_job(
@@ -28,7 +29,8 @@ from jobs._common import strata_job, to_dict
     ),
 )
 def main(cfg: DictConfig) -> None:
-    from pipeline.export import ExportConfig, run_export
+    from pipeline.export.rows import ExportConfig
+    from pipeline.export.run import run_export
     from pipeline.rundir import RunDir
 
     config = ExportConfig.from_job(str(cfg.format), str(cfg.source), to_dict(cfg.export))

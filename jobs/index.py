@@ -11,7 +11,9 @@ import logging
 
 from omegaconf import DictConfig
 
-from jobs._common import open_run_dir, strata_job, to_dict
+from jobs._common import strata_job
+from jobs._config import to_dict
+from jobs._record import open_run_dir
 from pipeline.artifacts import INDEX
 
 log = logging.getLogger("strata.index")
@@ -32,7 +34,7 @@ log = logging.getLogger("strata.index")
 def main(cfg: DictConfig) -> None:
     import faiss
 
-    from pipeline.search import build_run_index
+    from pipeline.search.build import build_run_index
 
     if cfg.faiss_threads:
         faiss.omp_set_num_threads(int(cfg.faiss_threads))

@@ -11,7 +11,9 @@ import logging
 
 from omegaconf import DictConfig
 
-from jobs._common import open_run_dir, strata_job, to_dict
+from jobs._common import strata_job
+from jobs._config import to_dict
+from jobs._record import open_run_dir
 
 
 @strata_job(

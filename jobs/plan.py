@@ -12,7 +12,8 @@ import os
 
 from omegaconf import DictConfig
 
-from jobs._common import strata_job, to_dict
+from jobs._common import strata_job
+from jobs._config import to_dict
 
 
 @strata_job(
@@ -79,7 +80,7 @@ def plan_resources(cfg: DictConfig):
     from pipeline.kmeans.plan import Resources
 
     if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
-        from jobs._common import init_ray
+        from jobs._ray import init_ray
 
         init_ray(cfg)
         return Resources.from_ray()

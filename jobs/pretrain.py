@@ -13,7 +13,10 @@ import logging
 
 from omegaconf import DictConfig
 
-from jobs._common import init_ray, open_run_dir, strata_job, to_dict
+from jobs._common import strata_job
+from jobs._config import to_dict
+from jobs._ray import init_ray
+from jobs._record import open_run_dir
 
 log = logging.getLogger("strata.pretrain")
 
@@ -35,7 +38,7 @@ log = logging.getLogger("strata.pretrain")
 )
 def main(cfg: DictConfig) -> None:
     init_ray(cfg)
-    from pipeline.ssl import run_pretrain
+    from pipeline.ssl.train import run_pretrain
 
     info = run_pretrain(
         open_run_dir(cfg),

@@ -11,7 +11,8 @@ import logging
 
 from omegaconf import DictConfig
 
-from jobs._common import strata_job, to_dict
+from jobs._common import strata_job
+from jobs._config import to_dict
 from pipeline.artifacts import INDEX
 
 log = logging.getLogger("strata.search")
@@ -45,7 +46,7 @@ def main(cfg: DictConfig) -> None:
     import pyarrow as pa
 
     from pipeline.io.tables import write_parquet_atomic
-    from pipeline.search import SearchService
+    from pipeline.search.service import SearchService
 
     if cfg.faiss_threads:
         faiss.omp_set_num_threads(int(cfg.faiss_threads))

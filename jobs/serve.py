@@ -11,7 +11,8 @@ import logging
 
 from omegaconf import DictConfig
 
-from jobs._common import strata_job, to_dict
+from jobs._common import strata_job
+from jobs._config import to_dict
 from pipeline.artifacts import INDEX
 
 log = logging.getLogger("strata.serve")
@@ -22,8 +23,8 @@ def main(cfg: DictConfig) -> None:
     import faiss
     import uvicorn
 
-    from pipeline.search import SearchService
     from pipeline.search.app import ServeSettings, create_app
+    from pipeline.search.service import SearchService
     from pipeline.security import access_token
 
     if cfg.faiss_threads:

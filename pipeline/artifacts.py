@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import fsspec
@@ -20,26 +19,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.rundir import EXTERNAL_SOURCES, RunDir, input_fingerprint  # noqa: F401 - re-exported
+from pipeline.rundir import EXTERNAL_SOURCES, Artifact, RunDir, input_fingerprint  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from pipeline.kmeans.hierarchical import LevelResult
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """A path inside the run directory, the step that writes it and the job that runs that step."""
-
-    name: str
-    step: str
-    job: str
-    doc: str = ""
-
-    def __str__(self) -> str:
-        return self.name
-
-    def __truediv__(self, child: str) -> str:
-        return f"{self.name}/{child}"
 
 
 RUN_JSON = Artifact("run.json", "", "", "resolved config, seed, versions, counts, timings per step")

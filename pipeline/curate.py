@@ -13,34 +13,17 @@ recomputes everything.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from pipeline.artifacts import CLUSTERS, DUPLICATES, EMBEDDINGS, MANIFEST
 from pipeline.dedup import run_dedup
-from pipeline.embed import run_embed
+from pipeline.embed.stage import run_embed
 from pipeline.io.embeddings import is_embeddings_input
 from pipeline.kmeans import run_cluster
 from pipeline.report import write_report
 from pipeline.rundir import RunDir
 from pipeline.sampling import run_sample
-
-
-def preprocess_specs(stages: list[dict] | None) -> list[tuple[type, dict]]:
-    """``[(StageClass, kwargs)]`` of the enabled ``preprocess.stages`` entries (``cls``, ``kwargs``, ``enabled``).
-
-    ``cls`` is the import path of a :class:`pipeline.stage.Stage` (any package's, so users can add
-    their own image-bytes stages without touching Strata).
-    """
-    specs = []
-    for entry in stages or []:
-        if not entry.get("enabled", True):
-            continue
-        if "cls" not in entry:
-            raise KeyError(f"preprocess stage entry needs 'cls': {entry}")
-        module, _, name = str(entry["cls"]).rpartition(".")
-        specs.append((getattr(importlib.import_module(module), name), dict(entry.get("kwargs") or {})))
-    return specs
+from pipeline.stage import preprocess_specs
 
 
 def run_curate(run: RunDir, cfg: dict, *, force: bool = False) -> dict[str, Any]:
@@ -51,7 +34,7 @@ def run_curate(run: RunDir, cfg: dict, *, force: bool = False) -> dict[str, Any]
     if cfg["pretrain"]["enabled"] and is_embeddings_input(cfg["input"]):
         raise ValueError("pretrain.enabled=true trains on images; input.format=embeddings has none")
     if cfg["pretrain"]["enabled"]:
-        from pipeline.ssl import run_pretrain  # torch + Ray Train: imported only when used
+        from pipeline.ssl.train import run_pretrain
 
         out = counts["pretrain"] = run_pretrain(
             run,

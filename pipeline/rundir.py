@@ -30,20 +30,35 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import fsspec
 
-if TYPE_CHECKING:
-    from pipeline.artifacts import Artifact
+from pipeline.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
 RUN_ROOT = "<run_dir>"
 INPUT = "input"  # input-fingerprint key of the input collection's listing (not a step)
 _BOOKKEEPING = ("step", "fingerprint", "inputs", "finished_at", "step_seconds")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A path inside the run directory, the step that writes it and the job that runs that step."""
+
+    name: str
+    step: str
+    job: str
+    doc: str = ""
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __truediv__(self, child: str) -> str:
+        return f"{self.name}/{child}"
 
 
 def fingerprint(obj: Any, root: str | None = None) -> str:
@@ -213,30 +228,16 @@ class RunDir:
     @contextlib.contextmanager
     def staging(self, *parts: str | Artifact) -> Iterator[str]:
         """Yield a temporary path; on success it is renamed to ``parts`` (replacing any old one)."""
-        final = self.local(*parts)
-        self.fs.makedirs(os.path.dirname(final), exist_ok=True)
-        tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
+        with atomic_path(self.local(*parts), self.fs) as tmp:
             yield self._with_scheme(tmp)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm(tmp, recursive=True)
-            raise
-        if self.fs.exists(final):
-            self.fs.rm(final, recursive=True)
-        self.fs.mv(tmp, final, recursive=True)
 
     def _with_scheme(self, local_path: str) -> str:
         return self.root[: len(self.root) - len(self._root)] + local_path if "://" in self.root else local_path
 
     # ---- run.json ------------------------------------------------------------------------------
     def write_json(self, path: str | Artifact, payload: Any, local: bool = False) -> None:
-        target = str(path) if local else self.local(path)
-        self.fs.makedirs(os.path.dirname(target), exist_ok=True)
-        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
-        with self.fs.open(tmp, "w") as fh:
+        with atomic_path(str(path) if local else self.local(path), self.fs) as tmp, self.fs.open(tmp, "w") as fh:
             json.dump(payload, fh, indent=2, sort_keys=True, default=str)
-        self.fs.mv(tmp, target)
 
     def read_json(self, path: str | Artifact, default: Any = None) -> Any:
         target = self.local(path)

@@ -7,6 +7,7 @@ Heavy state (models, indexes) is built in ``setup()``, once per worker, never in
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -50,3 +51,20 @@ class Stage:
         if absent:
             raise KeyError(f"stage {self.name!r} did not produce columns {absent}")
         return out
+
+
+def preprocess_specs(stages: list[dict] | None) -> list[tuple[type, dict]]:
+    """``[(StageClass, kwargs)]`` of the enabled ``preprocess.stages`` entries (``cls``, ``kwargs``, ``enabled``).
+
+    ``cls`` is the import path of a :class:`Stage` (any package's, so users can add
+    their own image-bytes stages without touching Strata).
+    """
+    specs = []
+    for entry in stages or []:
+        if not entry.get("enabled", True):
+            continue
+        if "cls" not in entry:
+            raise KeyError(f"preprocess stage entry needs 'cls': {entry}")
+        module, _, name = str(entry["cls"]).rpartition(".")
+        specs.append((getattr(importlib.import_module(module), name), dict(entry.get("kwargs") or {})))
+    return specs

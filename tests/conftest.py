@@ -29,7 +29,7 @@ def ray_session():
     """One local Ray instance for the whole test session (2 CPUs, small object store)."""
     import ray
 
-    from jobs._common import _avoid_taken_agent_port
+    from jobs._ray import _avoid_taken_agent_port
 
     _avoid_taken_agent_port()  # another Ray on this machine (a developer's, a benchmark) holds port 52365
     for attempt in range(3):  # a loaded machine can make the raylet miss its start-up deadline

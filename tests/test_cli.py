@@ -39,7 +39,7 @@ def test_active_jobs_default_to_stage_features_and_curation_to_the_last_layer():
 SPY_ON_RAY_IMPORT = """
 import os, sys
 from omegaconf import OmegaConf
-from jobs._common import init_ray
+from jobs._ray import init_ray
 
 class Spy:  # stops at `import ray` and shows the setting Ray reads when imported
     def find_spec(self, name, path=None, target=None):

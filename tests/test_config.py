@@ -9,7 +9,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from jobs._common import job_help, validate
+from jobs._config import job_help, validate
 from pipeline.config import CONF_DIR, ConfigError, load_group, schema, with_defaults
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,7 +159,7 @@ def test_bad_config_fails_fast_in_a_few_lines_and_creates_nothing(tmp_path, args
 def test_run_json_never_holds_a_secret(tmp_path):
     from omegaconf import OmegaConf
 
-    from jobs._common import open_run_dir
+    from jobs._record import open_run_dir
 
     run = open_run_dir(
         OmegaConf.create({"run_dir": str(tmp_path / "r"), "seed": 0, "labeler": {"token": "s3cret", "port": 1}})

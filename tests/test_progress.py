@@ -154,7 +154,7 @@ def test_count_images_from_the_listing(tmp_path, datasets_dir):
 def test_a_local_ray_that_cannot_start_says_why_in_one_line_after_one_retry(monkeypatch):
     import ray
 
-    from jobs._common import LocalRayError, start_local_ray
+    from jobs._ray import LocalRayError, start_local_ray
 
     calls: list[dict] = []
 
@@ -180,7 +180,7 @@ def test_ray_data_progress_block_only_with_verbose(monkeypatch):
     import ray
     from omegaconf import OmegaConf
 
-    from jobs._common import init_ray
+    from jobs._ray import init_ray
 
     monkeypatch.setattr(ray, "is_initialized", lambda: True)  # the settings, not a Ray start
     ctx = ray.data.DataContext.get_current()

@@ -174,7 +174,8 @@ def _run_job_in_process(monkeypatch, run_dir: Path, body) -> int:
     """A strata job (the ``sample`` config, no Ray) whose work is ``body(run)``; its exit code."""
     import sys
 
-    from jobs._common import open_run_dir, strata_job
+    from jobs._common import strata_job
+    from jobs._record import open_run_dir
 
     @strata_job("sample")
     def main(cfg):

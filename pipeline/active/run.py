@@ -57,7 +57,7 @@ def ensure_embeddings(run: RunDir, cfg: dict[str, Any]) -> None:
     """Embed ``input`` (Ray must be up) unless the run already holds embeddings."""
     if run.has(EMBEDDINGS):
         return
-    from pipeline.embed import run_embed
+    from pipeline.embed.stage import run_embed
 
     run_embed(run, dict(cfg["input"]), dict(cfg["embed"]))
 
@@ -84,7 +84,7 @@ def starter_rows_and_vectors(
     paths = [] if paths is None else [paths] if isinstance(paths, str) else list(paths)
     vectors = None
     if paths:
-        from pipeline.embed import Embedder
+        from pipeline.embed.embedder import Embedder
         from pipeline.io.sources import load_image_bytes
 
         vectors = Embedder(embed_cfg).embed_bytes([load_image_bytes(p) for p in paths])

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.search import SearchIndex
+from pipeline.search.index import SearchIndex
 
 
 @dataclass

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.artifacts import EMBEDDINGS
+from pipeline.atomic import atomic_path
 from pipeline.embed.config import EmbedConfig
 from pipeline.io.tables import EMBEDDING, embeddings_to_arrow, list_parquet_files
 from pipeline.rundir import RunDir
@@ -117,10 +118,8 @@ def reduce_run_embeddings(run: RunDir, cfg: EmbedConfig, seed: int = 0) -> dict[
         reduced = pca.transform(column.flatten().to_numpy().reshape(len(column), -1), cfg.l2_normalize)
         table = table.set_column(table.schema.get_field_index(EMBEDDING), EMBEDDING, embeddings_to_arrow(reduced))
         meta = {**(table.schema.metadata or {}), METADATA_KEY: json.dumps(record).encode()}
-        tmp = f"{f}.tmp"
-        with fs.open(tmp, "wb") as fh:
+        with atomic_path(f, fs) as tmp, fs.open(tmp, "wb") as fh:
             pq.write_table(table.replace_schema_metadata(meta), fh)
-        fs.mv(tmp, f)
     buf = io.BytesIO()
     np.savez(buf, mean=pca.mean, components=pca.components, explained_variance_ratio=pca.explained_variance_ratio)
     with fs.open(f"{run.path(EMBEDDINGS)}/{PCA_FILE}", "wb") as fh:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 
 import fsspec
 
+from pipeline.atomic import atomic_path
 from pipeline.export.rows import ExportConfig, export_rows, read_source
 from pipeline.export.writers import NEEDS_IMAGES, WRITERS
 from pipeline.rundir import RunDir
@@ -35,9 +35,8 @@ def run_export(run: RunDir, output: str | None, cfg: ExportConfig, *, force: boo
     if fs.exists(path) and (not fs.isdir(path) or fs.ls(path)) and not force:
         raise FileExistsError(f"output={output} exists and is not empty; force=true replaces it")
     table, rows, keys = export_rows(table, cfg)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    fs.makedirs(tmp, exist_ok=True)
-    try:
+    with atomic_path(path, fs) as tmp:
+        fs.makedirs(tmp, exist_ok=True)
         counts = WRITERS[cfg.format](table, rows, keys, cfg, tmp, fs)
         record = {
             "run_dir": run.root,
@@ -51,12 +50,6 @@ def run_export(run: RunDir, output: str | None, cfg: ExportConfig, *, force: boo
         }
         with fs.open(f"{tmp}/{EXPORT_JSON}", "w") as fh:
             json.dump(record, fh, indent=2, default=str)
-    except BaseException:
-        fs.rm(tmp, recursive=True)
-        raise
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
-    fs.mv(tmp, path, recursive=True)
     if record.get("failed"):
         log.warning("export: %d samples could not be read (listed in %s)", len(record["failed"]), EXPORT_JSON)
     return record

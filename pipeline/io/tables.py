@@ -7,13 +7,14 @@ Embedding tables (``<run_dir>/embeddings/part-*.parquet``) hold one row per kept
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator, Sequence
 
 import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from pipeline.atomic import atomic_path
 
 EMBEDDING = "embedding"
 
@@ -90,13 +91,8 @@ def iter_embedding_batches(
 def write_parquet_atomic(table: pa.Table, path: str, **kwargs) -> None:
     """Write ``table`` to ``path`` via a temporary name and rename, so readers never see a partial file."""
     fs, p = fsspec.core.url_to_fs(path)
-    parent = os.path.dirname(p)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open(tmp, "wb") as fh:
+    with atomic_path(p, fs) as tmp, fs.open(tmp, "wb") as fh:
         pq.write_table(table, fh, **kwargs)
-    fs.mv(tmp, p)
 
 
 def _is_local(path: str) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import threading
 from collections.abc import Callable
@@ -14,6 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline.artifacts import EMBEDDINGS, LABEL_FILES, LABELS, LABELS_DB, MANIFEST, input_fingerprint
+from pipeline.atomic import atomic_path
 from pipeline.labeler.app import LabelerSettings
 from pipeline.labeler.export import export_imagefolder, export_parquet, read_catalog
 from pipeline.labeler.server import LabelServer, serve
@@ -82,12 +82,8 @@ def export_labels(run: RunDir, store: LabelStore, export_cfg: dict[str, Any]) ->
         counts: dict[str, int] = {}
         mode = export_cfg["imagefolder"]
         if mode and mode != "none":
-            final = os.path.join(out, LABEL_FILES["imagefolder"])
-            tmp = f"{final}.tmp-{os.getpid()}"
-            counts = export_imagefolder(store, tmp, mode=mode)
-            if os.path.exists(final):
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            with atomic_path(os.path.join(out, LABEL_FILES["imagefolder"])) as tmp:
+                counts = export_imagefolder(store, tmp, mode=mode)
         step.result = {"labeled": rows, **{f"n_{k}": v for k, v in counts.items()}}
         log.info("exported %d labels to %s", rows, out)
     return {"labeled": rows, **counts}

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw, ImageFont
 
+from pipeline.atomic import atomic_path
 from pipeline.satellite.codec import decode_rgb_array
 
 FORMATS = ("gif", "mp4")
@@ -96,8 +97,7 @@ def animate_locations(
             frames.append(label_frame(rgb, dates[i]) if label else rgb)
         location = str(locations[group[0]])
         path = os.path.join(output, f"{location.replace('/', '_')}.{fmt}")
-        tmp = f"{path}.tmp.{fmt}"
-        (write_gif if fmt == "gif" else write_mp4)(frames, tmp, fps)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=f".{fmt}") as tmp:  # the encoders pick the container by extension
+            (write_gif if fmt == "gif" else write_mp4)(frames, tmp, fps)
         written[location] = path
     return written

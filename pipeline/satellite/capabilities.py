@@ -17,11 +17,11 @@ import logging
 import os
 import re
 import time
-import uuid
 from dataclasses import dataclass
 
 import httpx
 
+from pipeline.atomic import atomic_path
 from pipeline.satellite.catalogue import CATALOGUE, Layer
 
 try:  # hardened parser when installed; the stdlib's expat already refuses external entities
@@ -222,11 +222,8 @@ def load_capabilities(
         log.warning("capabilities fetch failed (%s); using the copy cached %.0f h ago", exc, age_h)
         with open(path, "rb") as fh:
             return parse_capabilities(fh.read(), projection)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write(resp.content)
-    os.replace(tmp, path)
     return caps
 
 

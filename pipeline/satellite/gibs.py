@@ -20,11 +20,11 @@ import os
 import random
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 
 import httpx
 
+from pipeline.atomic import atomic_path
 from pipeline.satellite.codec import decode_rgb_array
 
 log = logging.getLogger(__name__)
@@ -196,8 +196,5 @@ class WMTSClient:
 
 
 def _write_atomic(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write(data)
-    os.replace(tmp, path)

@@ -155,7 +155,7 @@ class SearchService:
             embed_cfg = {**embed_cfg, **(embed_overrides or {})}
 
             def factory() -> Any:
-                from pipeline.embed import Embedder
+                from pipeline.embed.embedder import Embedder
 
                 return Embedder(embed_cfg)
 

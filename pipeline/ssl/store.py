@@ -24,10 +24,11 @@ import math
 import os
 import re
 import tempfile
-import uuid
 from typing import Any
 
 import fsspec
+
+from pipeline.atomic import atomic_path
 
 INDEX = "index.json"
 FORMAT_VERSION = 1
@@ -104,10 +105,8 @@ def register(
         **(extra or {}),
     }
     models = [m for m in read_index(store) if m["key"] != key] + [entry]
-    tmp = f"{root}/.{INDEX}.{uuid.uuid4().hex[:8]}"
-    with fs.open(tmp, "w") as fh:
+    with atomic_path(f"{root}/{INDEX}", fs) as tmp, fs.open(tmp, "w") as fh:
         json.dump({"format_version": FORMAT_VERSION, "models": models}, fh, indent=2, sort_keys=True)
-    fs.mv(tmp, f"{root}/{INDEX}")
     return entry
 
 

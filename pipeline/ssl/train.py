@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from pipeline.artifacts import PRETRAIN_METRICS, PRETRAIN_RAY
+from pipeline.atomic import atomic_path
 from pipeline.backbones import build_ssl_backbone
 from pipeline.config import with_defaults
 from pipeline.engine import ensure_ray
@@ -295,12 +296,8 @@ def pretrain(config: dict[str, Any], dataset, export_dir: str | None = None) -> 
     if result.checkpoint is None:
         raise RuntimeError("pretraining finished without a checkpoint")
     target = export_dir or os.path.join(run_dir or ".", "pretrain", "checkpoint")
-    with result.checkpoint.as_directory() as directory:
-        tmp = f"{target}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
+    with result.checkpoint.as_directory() as directory, atomic_path(target) as tmp:
         shutil.copytree(directory, tmp)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
     _, meta = read_checkpoint(target)
     return PretrainResult(checkpoint=target, history=meta["history"])
 

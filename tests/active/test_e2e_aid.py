@@ -38,7 +38,7 @@ def aid_subset(datasets_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def test_oracle_run_on_aid_improves_and_stops_at_budget(aid_subset: Path, tmp_path: Path) -> None:
     # Embedded with the project's Embedder in-process (no Ray: the shared test machine is often too
     # loaded for a Ray start-up); same columns as the embed stage writes, uris into the Parquet file.
-    from pipeline.embed import Embedder
+    from pipeline.embed.embedder import Embedder
     from pipeline.io.tables import embeddings_to_arrow, write_parquet_atomic
 
     run = RunDir(str(tmp_path / "run"))

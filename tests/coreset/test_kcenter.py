@@ -8,13 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.coreset import (
-    cluster_budgets,
-    covering_radius,
-    k_center_greedy,
-    per_cluster_k_center,
-    stratified_k_center,
-)
+from pipeline.coreset.kcenter import covering_radius, k_center_greedy, stratified_k_center
+from pipeline.coreset.percluster import cluster_budgets, per_cluster_k_center
 
 torch.set_num_threads(1)
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.coreset import run_coreset
+from pipeline.coreset.run import run_coreset
 from pipeline.dedup import run_dedup
 from pipeline.io.tables import embeddings_to_arrow, read_embeddings, write_parquet_atomic
 from pipeline.progress import read_log

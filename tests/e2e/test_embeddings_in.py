@@ -213,7 +213,8 @@ def test_rerun_skips_and_a_changed_input_file_recomputes_from_the_import(text_ta
 @pytest.mark.slow
 def test_the_curated_text_exports_as_jsonl_and_refuses_image_formats(curated, tmp_path):
     from pipeline.config import load_group
-    from pipeline.export import ExportConfig, run_export
+    from pipeline.export.rows import ExportConfig
+    from pipeline.export.run import run_export
 
     run_dir, _ = curated
     export = load_group("export")["export"]

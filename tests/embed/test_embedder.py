@@ -7,7 +7,8 @@ import torch
 from pipeline.artifacts import SIGNATURE_COLUMNS
 from pipeline.backbones import build_backbone
 from pipeline.dedup.hashing import image_signatures, read_signatures
-from pipeline.embed import Embedder, EmbedStage
+from pipeline.embed.embedder import Embedder
+from pipeline.embed.stage import EmbedStage
 from pipeline.io.tables import arrow_to_embeddings
 from tests.io.bad_inputs import bad_inputs
 

@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.embed import Embedder
+from pipeline.embed.embedder import Embedder
 
 CLASSES = ["Center", "Church", "Commercial", "Industrial", "Park", "Resort", "School", "Square"]
 

@@ -99,7 +99,7 @@ def test_bad_settings_fail_in_one_line():
 
 def test_ssl_projection_head_as_the_reduction(tmp_path):
     from pipeline.backbones import build_backbone
-    from pipeline.ssl import save_checkpoint
+    from pipeline.ssl.checkpoint import save_checkpoint
     from pipeline.ssl.train import build_model, checkpoint_meta
 
     torch.manual_seed(0)

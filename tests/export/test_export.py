@@ -26,8 +26,8 @@ from PIL import Image
 
 from pipeline.config import load_group
 from pipeline.curate import run_curate
-from pipeline.export import ExportConfig, run_export
-from pipeline.export.rows import sample_key
+from pipeline.export.rows import ExportConfig, sample_key
+from pipeline.export.run import run_export
 from pipeline.rundir import RunDir
 
 pytestmark = pytest.mark.e2e

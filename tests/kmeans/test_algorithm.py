@@ -212,7 +212,7 @@ def test_web_scale_preset_resolves_and_runs_at_small_size(make_blobs):
     with only the sizes and the hardware shrunk, runs end to end on 800 points."""
     from hydra import compose, initialize_config_dir
 
-    from jobs._common import to_dict
+    from jobs._config import to_dict
     from tests.conftest import REPO
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

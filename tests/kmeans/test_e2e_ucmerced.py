@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from hydra import compose, initialize_config_dir
 
-from jobs._common import to_dict
+from jobs._config import to_dict
 from pipeline.io.tables import embeddings_to_arrow, write_parquet_atomic
 from pipeline.kmeans import run_cluster
 from pipeline.rundir import RunDir
@@ -33,7 +33,7 @@ def label_entropy(counts: np.ndarray) -> np.ndarray:
 
 @pytest.mark.e2e
 def test_cluster_and_sample_ucmerced(ray_session, datasets_dir, tmp_path):
-    from pipeline.embed import Embedder
+    from pipeline.embed.embedder import Embedder
 
     table = ds.dataset(str(datasets_dir / "ucmerced"), format="parquet").to_table(columns=["id", "label", "image"])
     labels = np.asarray(table.column("label").to_pylist())

@@ -58,7 +58,8 @@ def image_service(tmp_path_factory):
     import pyarrow as pa
 
     from pipeline.io.sources import load_image_bytes
-    from pipeline.search import SearchIndex, SearchService
+    from pipeline.search.index import SearchIndex
+    from pipeline.search.service import SearchService
 
     folder = tmp_path_factory.mktemp("images")
     images, labels = synthetic_images(60)

@@ -39,8 +39,8 @@ def _job(name: str, *overrides: str) -> subprocess.CompletedProcess:
 
 
 def test_index_and_search_real_images(tmp_path, datasets_dir):
-    from pipeline.embed import Embedder
-    from pipeline.search import SearchService
+    from pipeline.embed.embedder import Embedder
+    from pipeline.search.service import SearchService
 
     shard = sorted((datasets_dir / "ucmerced").glob("part-*.parquet"))[0]
     rows = list(range(0, pq.ParquetFile(shard).metadata.num_rows, 15))  # ~7 images of each class in the shard

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from pipeline.io.tables import embeddings_to_arrow
 from pipeline.progress import read_log
 from pipeline.rundir import RunDir
-from pipeline.search import IndexConfig, SearchIndex, build_run_index
+from pipeline.search.build import build_run_index
+from pipeline.search.config import IndexConfig
 from pipeline.search.filters import FilterError, filter_mask, filter_values
-from pipeline.search.index import merge_topk, partition_rows
+from pipeline.search.index import SearchIndex, merge_topk, partition_rows
 
 
 def brute_force(x: np.ndarray, q: np.ndarray, k: int, metric: str, normalize: bool, mask: np.ndarray | None = None):

@@ -22,9 +22,9 @@ from tests.search.conftest import synthetic_images
 @pytest.fixture(scope="module")
 def reduced_run(tmp_path_factory):
     """40 synthetic PNGs embedded with a small_cnn SSL checkpoint (full width), reduced to 6-d by PCA, indexed."""
-    from pipeline.embed import Embedder
-    from pipeline.search import build_run_index
-    from pipeline.ssl import save_checkpoint
+    from pipeline.embed.embedder import Embedder
+    from pipeline.search.build import build_run_index
+    from pipeline.ssl.checkpoint import save_checkpoint
     from pipeline.ssl.train import build_model, checkpoint_meta
 
     tmp = tmp_path_factory.mktemp("reduced")
@@ -62,7 +62,7 @@ def reduced_run(tmp_path_factory):
 
 
 def test_uploaded_pool_image_finds_itself(reduced_run):
-    from pipeline.search import SearchService
+    from pipeline.search.service import SearchService
 
     run, images, _, full, _ = reduced_run
     table, stored = read_embeddings(run.path(EMBEDDINGS))

@@ -31,8 +31,8 @@ def _png(image) -> bytes:
 
 @pytest.fixture(scope="module")
 def indexed_run(tmp_path_factory) -> tuple[Path, list[str], list[bytes]]:
-    from pipeline.embed import Embedder
-    from pipeline.search import build_run_index
+    from pipeline.embed.embedder import Embedder
+    from pipeline.search.build import build_run_index
 
     root = tmp_path_factory.mktemp("serve")
     images, labels = synthetic_images(12, seed=3)

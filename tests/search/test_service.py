@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.search import QueryError, UnknownIdError, bucket_vote, cut_tiles, parse_tiles
-from pipeline.search.service import image_to_bytes
-from pipeline.search.tiles import vote_weights
+from pipeline.search.service import QueryError, UnknownIdError, image_to_bytes
+from pipeline.search.tiles import bucket_vote, cut_tiles, parse_tiles, vote_weights
 
 
 def test_parse_tiles():

@@ -36,7 +36,7 @@ def _overrides(tmp_path, method: str, epochs: int) -> list[str]:
 def _config(tmp_path, method: str, epochs: int, *extra: str) -> dict:
     from hydra import compose, initialize_config_dir
 
-    from jobs._common import to_dict
+    from jobs._config import to_dict
     from tests.conftest import REPO
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
@@ -56,7 +56,8 @@ def test_two_workers_train_checkpoint_resume_and_embed(ray_session, datasets_dir
     from pipeline.io.sources import iter_images
     from pipeline.io.tables import arrow_to_embeddings
     from pipeline.rundir import RunDir
-    from pipeline.ssl import load_backbone, read_checkpoint, run_pretrain
+    from pipeline.ssl.checkpoint import load_backbone, read_checkpoint
+    from pipeline.ssl.train import run_pretrain
 
     source = (f"input.path={datasets_dir / 'aid150' / 'part-00001.parquet'}", "input.limit=64")
     input_cfg = _config(tmp_path, "simclr", 1, *source)["input"]  # all input settings, as the job records them
@@ -121,8 +122,8 @@ def test_simsiam_two_workers_report_the_loss_of_their_batches(ray_session, datas
     import pyarrow.parquet as pq
     import ray.data
 
-    from pipeline.ssl import load_backbone, pretrain, read_checkpoint
-    from pipeline.ssl.train import build_model
+    from pipeline.ssl.checkpoint import load_backbone, read_checkpoint
+    from pipeline.ssl.train import build_model, pretrain
     from pipeline.ssl.transforms import TwoViewCollate
 
     image = pq.read_table(datasets_dir / "aid150" / "part-00002.parquet", columns=["image"]).column("image")[0].as_py()
@@ -149,7 +150,8 @@ def test_simsiam_two_workers_report_the_loss_of_their_batches(ray_session, datas
 
 def test_a_killed_worker_restarts_from_the_last_epoch_checkpoint(ray_session, datasets_dir, tmp_path):
     from pipeline.rundir import RunDir
-    from pipeline.ssl import read_checkpoint, run_pretrain
+    from pipeline.ssl.checkpoint import read_checkpoint
+    from pipeline.ssl.train import run_pretrain
 
     input_cfg = {"path": str(datasets_dir / "aid150" / "part-00003.parquet"), "limit": 32}
     cfg = _config(tmp_path, "simclr", 2)

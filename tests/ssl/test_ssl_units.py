@@ -13,7 +13,7 @@ from PIL import Image
 
 from pipeline.backbones import build_ssl_backbone
 from pipeline.backbones.small_cnn import SmallCNN
-from pipeline.ssl import load_backbone, read_checkpoint, save_checkpoint
+from pipeline.ssl.checkpoint import load_backbone, read_checkpoint, save_checkpoint
 from pipeline.ssl.optim import build_optimizer, scaled_lr, warmup_cosine
 from pipeline.ssl.train import build_model, checkpoint_meta, train_step
 from pipeline.ssl.transforms import TwoViewCollate, batch_seed

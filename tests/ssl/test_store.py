@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline.ssl import save_checkpoint
+from pipeline.ssl.checkpoint import save_checkpoint
 from pipeline.ssl.store import (
     checkpoint_path,
     input_resolution,
@@ -64,7 +64,7 @@ def test_register_and_lookup(checkpoint, tmp_path):
     assert json.load(open(tmp_path / "store" / "index.json"))["format_version"] == 1
     path = checkpoint_path(store, again)
     assert (tmp_path / "store" / again["path"] / "model.pt").exists() and path.endswith(again["path"])
-    from pipeline.ssl import load_backbone
+    from pipeline.ssl.checkpoint import load_backbone
 
     _, dim, meta = load_backbone(path)
     assert dim == 64 and meta["method"] == "simclr"
