@@ -31,31 +31,24 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from importlib import resources
-from typing import Annotated, Any
 
-from fastapi import FastAPI, Form, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.config import load_group
+from pipeline.labeler import routes
 from pipeline.labeler.grid import ranker_for_run
 from pipeline.labeler.images import ThumbnailCache
+from pipeline.labeler.routes import COOKIE, SESSION_COOKIE, STATIC_TYPES, Labeler
+from pipeline.labeler.settings import LabelerSettings
 from pipeline.labeler.store import LabelError, LabelStore
 from pipeline.security import host_allowed, is_loopback
 
-COOKIE = "strata_token"
-SESSION_COOKIE = "strata_session"
 SESSION_HEADER = "x-strata-session"
 _SESSION_MAX_AGE = 30 * 24 * 3600
-_ANNOTATOR = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@ -]+$")
-_ID = Field(min_length=1, max_length=1024)
-_REQUEST_ID = Field(default=None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-_STATIC_TYPES = {"app.js": "text/javascript", "app.css": "text/css"}
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -64,101 +57,8 @@ _SECURITY_HEADERS = {
 }
 
 
-@dataclass
-class LabelerSettings:
-    """What the app serves: how long leases last, how large images are, who may enter."""
-
-    lease_seconds: float = field(default_factory=lambda: _yaml("lease_seconds"))
-    prefetch: int = field(default_factory=lambda: _yaml("prefetch"))
-    thumbnail_max_side: int = field(default_factory=lambda: _yaml("thumbnail_max_side"))
-    cache_items: int = field(default_factory=lambda: _yaml("cache_items"))
-    token: str | None = None
-    title: str = "Strata swipe labeler"
-    host: str = "127.0.0.1"  # the bind address (set by server.serve): decides the Host check
-    allowed_hosts: list[str] = field(default_factory=lambda: _yaml("allowed_hosts"))
-    max_leased: int = field(default_factory=lambda: _yaml("max_leased"))
-    max_annotators: int = field(default_factory=lambda: _yaml("max_annotators"))
-    max_body_kb: int = field(default_factory=lambda: _yaml("max_body_kb"))
-    prompt: str | None = field(default_factory=lambda: _yaml("prompt"))
-    reference: str | None = field(default_factory=lambda: _yaml("reference"))
-    show_ids: bool = field(default_factory=lambda: _yaml("show_ids"))
-    mode: str = field(default_factory=lambda: _yaml("mode"))
-    grid_size: int = field(default_factory=lambda: _yaml("grid_size"))
-    grid_guess: str | None = field(default_factory=lambda: _yaml("grid_guess"))
-    neighbours_from: str | None = None  # a run directory: its embeddings (or clusters) group grid pages
-
-    def check(self, labels: Sequence[str]) -> None:
-        """Raise ``ValueError`` (one line, naming the setting) for settings the app cannot serve."""
-        if self.mode not in ("single", "grid"):
-            raise ValueError(f"labeler.mode must be single or grid, got {self.mode!r}")
-        if self.mode == "grid" and not 1 <= self.grid_size <= min(64, self.max_leased):
-            raise ValueError(
-                f"labeler.grid_size must be 1..{min(64, self.max_leased)} (labeler.max_leased), got {self.grid_size}"
-            )
-        if self.grid_guess is not None and self.grid_guess not in labels:
-            raise ValueError(f"labeler.grid_guess {self.grid_guess!r} is not one of the labels {list(labels)}")
-        if self.prompt is not None and len(self.prompt) > 300:
-            raise ValueError(f"labeler.prompt is {len(self.prompt)} characters, at most 300")
-
-
-def _yaml(key: str):
-    """A default of ``conf/labeler/default.yaml`` (its one source)."""
-    return load_group("labeler/default")[key]
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class NextBody(_Body):
-    annotator: str = _ANNOTATOR
-    n: int = Field(default=4, ge=1, le=64)
-
-
-class LabelBody(_Body):
-    annotator: str = _ANNOTATOR
-    id: str = _ID
-    label: str = Field(min_length=1, max_length=64)
-    request_id: str | None = _REQUEST_ID
-
-
-class UndoBody(_Body):
-    annotator: str = _ANNOTATOR
-    request_id: str | None = _REQUEST_ID
-
-
-class PageBody(_Body):
-    annotator: str = _ANNOTATOR
-    n: int | None = Field(default=None, ge=1, le=64)
-
-
-class PageLabelBody(_Body):
-    annotator: str = _ANNOTATOR
-    labels: dict[Annotated[str, _ID], Annotated[str, Field(min_length=1, max_length=64)]] = Field(
-        min_length=1, max_length=64
-    )
-    request_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-
-
-class ReleaseBody(_Body):
-    annotator: str = _ANNOTATOR
-    ids: list[Annotated[str, _ID]] | None = Field(default=None, max_length=1024)
-
-
 def _static(name: str) -> str:
     return resources.files("pipeline.labeler").joinpath("static", name).read_text(encoding="utf-8")
-
-
-def key_bindings(labels: Sequence[str]) -> dict[str, str]:
-    """Keyboard key -> label: arrows for the binary vocabulary, digits 1-9 for the others."""
-    keys: dict[str, str] = {}
-    arrows = {"positive": "ArrowRight", "negative": "ArrowLeft", "unsure": "ArrowDown"}
-    for label in labels:
-        if label in arrows:
-            keys[arrows[label]] = label
-    for digit, label in enumerate(labels[:9], start=1):
-        keys[str(digit)] = label
-    return keys
 
 
 def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> FastAPI:
@@ -174,7 +74,7 @@ def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> Fa
     app = FastAPI(title=settings.title, docs_url=None, redoc_url=None, openapi_url=None)
     token = settings.token
     pages = {name: _static(name) for name in ("index.html", "login.html")}
-    static = {name: _static(name) for name in _STATIC_TYPES}
+    static = {name: _static(name) for name in STATIC_TYPES}
 
     any_host = token is not None and not is_loopback(settings.host)
 
@@ -211,6 +111,7 @@ def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> Fa
         return None
 
     app.add_middleware(_Guard, gate=gate, max_body=settings.max_body_kb * 1024)
+    app.state.labeler = Labeler(store, settings, cache, similar, pages, static)
 
     @app.exception_handler(LabelError)
     async def label_error(_: Request, exc: LabelError) -> JSONResponse:
@@ -221,144 +122,8 @@ def create_app(store: LabelStore, settings: LabelerSettings | None = None) -> Fa
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
 
-    @app.get("/", response_class=HTMLResponse)
-    def index() -> HTMLResponse:
-        return HTMLResponse(pages["index.html"])
-
-    @app.get("/login", response_class=HTMLResponse)
-    def login_page() -> HTMLResponse:
-        return HTMLResponse(pages["login.html"])
-
-    @app.post("/login")
-    def login(token_field: Annotated[str, Form(alias="token", max_length=256)]) -> Response:
-        if token is None:
-            return RedirectResponse("/", status_code=303)
-        if not hmac.compare_digest(token_field.encode(), token.encode()):
-            return HTMLResponse(pages["login.html"], status_code=403)
-        response = RedirectResponse("/", status_code=303)
-        response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
-        return response
-
-    @app.get("/favicon.ico")
-    def favicon() -> Response:
-        return Response(status_code=204)
-
-    @app.get("/static/{name}")
-    def static_file(name: str) -> Response:
-        if name not in static:  # a fixed whitelist: no client string reaches the filesystem
-            return JSONResponse({"detail": "not found"}, status_code=404)
-        return Response(static[name], media_type=_STATIC_TYPES[name])
-
-    @app.get("/api/config")
-    def config() -> dict:
-        return {
-            "labels": list(store.labels),
-            "keys": key_bindings(store.labels),
-            "prefetch": settings.prefetch,
-            "lease_seconds": settings.lease_seconds,
-            "title": settings.title,
-            "prompt": settings.prompt,
-            "reference": settings.reference,
-            "show_ids": settings.show_ids,
-            "mode": settings.mode,
-            "grid_size": settings.grid_size,
-        }
-
-    @app.get("/api/progress")
-    def progress(batch: Annotated[str | None, Query(max_length=256)] = None) -> dict:
-        return store.progress(batch).as_dict()
-
-    def own(request: Request, annotator: str) -> None:
-        """Refuse (403) a name that another session owns (the session key is set by ``_Guard``)."""
-        store.claim(annotator, request.scope["state"][SESSION_COOKIE], settings.max_annotators)
-
-    @app.post("/api/next")
-    def next_items(body: NextBody, request: Request) -> dict:
-        own(request, body.annotator)
-        ids = store.lease(body.annotator, body.n, settings.lease_seconds, max_held=settings.max_leased)
-        return {"items": [{"id": i} for i in ids], "progress": store.progress().as_dict()}
-
-    def labeled(event: Any, duplicate: bool) -> dict:
-        """The answer to a label or an undo: the event and the store's progress."""
-        return {
-            "seq": event.seq,
-            "id": event.id,
-            "label": event.label,
-            "duplicate": duplicate,
-            "progress": store.progress().as_dict(),
-        }
-
-    @app.post("/api/label")
-    def label(body: LabelBody, request: Request) -> dict:
-        own(request, body.annotator)
-        return labeled(*store.label(body.id, body.label, body.annotator, body.request_id))
-
-    @app.post("/api/undo")
-    def undo(body: UndoBody, request: Request) -> dict:
-        own(request, body.annotator)
-        result = store.undo(body.annotator, body.request_id, settings.lease_seconds)
-        if result is None:
-            raise LabelError("nothing to undo", status=404)
-        return labeled(*result)
-
-    @app.post("/api/page")
-    def page(body: PageBody, request: Request) -> dict:
-        n = body.n or settings.grid_size
-        if n > settings.max_leased:
-            raise LabelError(f"a page holds at most {settings.max_leased} images (labeler.max_leased), asked {n}", 422)
-        own(request, body.annotator)
-        ids = store.lease(body.annotator, n, settings.lease_seconds, max_held=settings.max_leased, similar=similar)
-        guesses = store.guesses(ids)
-        return {
-            "items": [{"id": i, "guess": guesses.get(i, settings.grid_guess or store.labels[0])} for i in ids],
-            "progress": store.progress().as_dict(),
-        }
-
-    @app.post("/api/page/label")
-    def page_label(body: PageLabelBody, request: Request) -> dict:
-        own(request, body.annotator)
-        events, duplicate = store.label_page(body.labels, body.annotator, body.request_id)
-        return {
-            "page": body.request_id,
-            "n": len(events),
-            "duplicate": duplicate,
-            "progress": store.progress().as_dict(),
-        }
-
-    @app.post("/api/page/undo")
-    def page_undo(body: UndoBody, request: Request) -> dict:
-        own(request, body.annotator)
-        result = store.undo_page(body.annotator, body.request_id, settings.lease_seconds)
-        if result is None:
-            raise LabelError("nothing to undo", status=404)
-        events, duplicate = result
-        return {
-            "items": [{"id": e.id, "guess": e.label} for e in events],
-            "duplicate": duplicate,
-            "progress": store.progress().as_dict(),
-        }
-
-    @app.post("/api/release")
-    def release(body: ReleaseBody, request: Request) -> dict:
-        own(request, body.annotator)
-        return {"released": store.release(body.annotator, body.ids)}
-
-    @app.get("/api/image")
-    def image(item_id: Annotated[str, Query(alias="id", min_length=1, max_length=1024)]) -> Response:
-        try:
-            jpeg = cache.get(item_id)
-        except (OSError, ValueError) as exc:
-            return JSONResponse(
-                {"detail": f"image {item_id!r} could not be read: {type(exc).__name__}"}, status_code=502
-            )
-        if jpeg is None:
-            return JSONResponse({"detail": "unknown id"}, status_code=404)
-        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
-
-    @app.get("/api/labels")
-    def labels() -> dict:
-        return {"labels": store.current_labels()}
-
+    app.include_router(routes.pages)
+    app.include_router(routes.api)
     return app
 
 

@@ -152,7 +152,7 @@ def test_bad_input_and_path_traversal(server, store: LabelStore):
 
 
 def test_key_bindings_binary_and_multiclass(tmp_path: Path, image_files):
-    from pipeline.labeler.app import key_bindings
+    from pipeline.labeler.routes import key_bindings
 
     binary = key_bindings(("positive", "negative", "unsure"))
     assert (binary["ArrowRight"], binary["ArrowLeft"], binary["ArrowDown"]) == ("positive", "negative", "unsure")

@@ -13,7 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from pipeline.search.app import ServeSettings, WorkPool, create_app
+from pipeline.search.app import ServeSettings, create_app
+from pipeline.search.pool import WorkPool
 from pipeline.search.service import QueryLimits, _decode, image_to_bytes
 from pipeline.security import access_token
 
