@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import stat
 
@@ -89,5 +90,6 @@ def test_mp4_pipes_raw_frames_to_ffmpeg(monkeypatch, real_images, tmp_path):
     dates = ["2021-01-01", "2021-01-02", "2021-01-03"]
     path = animate_locations(_rows(real_images, dates, ("L",)), str(tmp_path / "out"), "mp4", fps=3)["L"]
     assert int(open(path).read()) == len(dates) * 96 * 128 * 3
-    args = open(f"{path}.tmp.mp4.args").read().split()
+    (args_file,) = glob.glob(f"{path}.tmp-*.mp4.args")  # the encoder wrote the temporary (atomic_path)
+    args = open(args_file).read().split()
     assert args[args.index("-s") + 1] == "128x96" and float(args[args.index("-r") + 1]) == 3 and "libx264" in args
