@@ -46,8 +46,8 @@ class PCA:
     components: np.ndarray
     explained_variance_ratio: np.ndarray
 
-    def transform(self, x: np.ndarray, l2_normalize: bool = False) -> np.ndarray:
-        """(N, D) -> (N, dim) float32."""
+    def transform(self, x: np.ndarray, l2_normalize: bool) -> np.ndarray:
+        """(N, D) -> (N, dim) float32, rows scaled to unit norm when ``l2_normalize`` (``embed.l2_normalize``)."""
         y = (np.asarray(x, np.float64) - self.mean) @ self.components.T
         if l2_normalize:
             y /= np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)

@@ -41,7 +41,7 @@ def _numpy_reference(x, dim):
 def test_pca_matches_numpy_svd_up_to_sign():
     x = _low_rank()
     pca = fit_pca(x, 3)
-    ours = pca.transform(x)
+    ours = pca.transform(x, l2_normalize=False)
     ref, ratio = _numpy_reference(x, 3)
     signs = np.sign((ours * ref).sum(axis=0))
     np.testing.assert_allclose(ours, ref * signs, atol=1e-4)
@@ -80,7 +80,7 @@ def test_run_embeddings_reduced_in_place_and_recorded(tmp_path):
     got = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(300, 4)
     np.testing.assert_allclose(np.abs(got), np.abs(ref), atol=1e-3)
     # the fitted projection is kept, so a query embedding can be projected the same way
-    np.testing.assert_allclose(read_reduction(run).transform(x[:5]), got[:5], atol=1e-5)
+    np.testing.assert_allclose(read_reduction(run).transform(x[:5], l2_normalize=False), got[:5], atol=1e-5)
     for source in (run, run.path(EMBEDDINGS)):  # the query path: full-width queries land on the stored rows
         np.testing.assert_allclose(query_transform(source)(x[:5]), got[:5], atol=1e-5)
     with pytest.raises(ValueError, match=r"query embeddings are 7-d but the run's embeddings are 4-d \(PCA from 24\)"):
