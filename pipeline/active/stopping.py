@@ -321,14 +321,15 @@ def estimate_export(
     confidence: float = 0.95,
     window: int | None = None,
     calibration_scores: np.ndarray | None = None,
-    calibration_ridge: float = 2.0,
+    calibration_ridge: float = 0.0,
 ) -> ExportEstimate | None:
     """Exported recall and model precision of the module docstring.
 
     ``labeled_scores`` (L,): the cross-fitted score of each labeled row (rows labeled before the window's
     rounds are never read); ``unlabeled_scores`` (U,): the final head's scores of the unlabeled rows
     (``M = #(score >= threshold)``); ``calibration_scores`` (L,): each labeled row's out-of-sample score that
-    fits the calibration map ``g`` (NaN: not used; None: no calibration, ``g`` = identity). Point: the
+    fits the calibration map ``g`` with ``calibration_ridge`` (``stop.calibration_ridge``; NaN: not used; None:
+    no calibration, ``g`` = identity). Point: the
     calibrated expected errors ``FN = sum_{U, c=0} g(p)``, ``FP = sum_{U, c=1} (1 - g(p))``. Interval: the
     prediction-powered one, ``FN + T^((y - g(p)) (1 - c))`` (design-unbiased whatever ``g``) +- its normal
     half-width, widened to hold the point. None before the first audited round.

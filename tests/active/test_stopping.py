@@ -301,6 +301,7 @@ def _simulated_export(
             np.array(a_round),
             window=3,
             calibration_scores=p[rr] if calibrate else None,
+            calibration_ridge=ActiveConfig.from_dict({}).stop.calibration_ridge,
         )
         called = unl & (p >= 0.5)
         tp, fp_true, fn_true = int((called & y).sum()), int((called & ~y).sum()), int((unl & ~called & y).sum())
