@@ -32,6 +32,7 @@ class StopConfig:
     precision: float | None
     rule: str
     folds: int
+    calibration_ridge: float
 
     def validate(self) -> None:
         if self.audit_size < 0:
@@ -46,6 +47,8 @@ class StopConfig:
             raise ValueError(f"stop.rule must be lower or point, got {self.rule!r}")
         if self.folds < 2:
             raise ValueError(f"stop.folds must be >= 2, got {self.folds}")
+        if not self.calibration_ridge >= 0:
+            raise ValueError(f"stop.calibration_ridge must be >= 0, got {self.calibration_ridge}")
         for name in ("recall", "precision"):
             target = getattr(self, name)
             if target is None:

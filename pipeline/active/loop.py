@@ -60,6 +60,9 @@ class LoopState:
     audit_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (A,) audit draws
     audit_q: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))  # (A,) their draw probabilities
     audit_round: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # (A,) round of each draw
+    # (L,) the head's score of each labeled row when it was picked (NaN: picked without a head, or resumed
+    # from a checkpoint written before the field): out-of-sample scores that calibrate the export estimate
+    label_score: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
 
 
 class Checkpoint(Protocol):
@@ -252,6 +255,9 @@ def run_loop(
         state.rows = np.concatenate([state.rows, pending])
         state.labels = np.concatenate([state.labels, new_labels])
         state.label_round = np.concatenate([state.label_round, np.full(len(pending), r, np.int32)])
+        state.label_score = np.concatenate(
+            [_label_scores(state, len(state.rows) - len(pending)), head.predict_proba(x[pending]).astype(np.float64)]
+        )
         state.audit_rows = np.concatenate([state.audit_rows, audit[0]])
         state.audit_q = np.concatenate([state.audit_q, audit[1]])
         state.audit_round = np.concatenate([state.audit_round, np.full(len(audit[0]), r, np.int32)])
@@ -262,6 +268,12 @@ def run_loop(
             on_round(record)
         if checkpoint is not None:
             checkpoint.save(state)
+
+
+def _label_scores(state: LoopState, n: int) -> np.ndarray:
+    """``state.label_score`` of the first ``n`` labeled rows, NaN where none was recorded."""
+    known = state.label_score[:n]
+    return np.concatenate([known, np.full(n - len(known), np.nan)])
 
 
 def stop_rule(exported: ExportEstimate, cfg: ActiveConfig) -> tuple[str | None, str | None]:
@@ -308,7 +320,10 @@ def _estimate_export(
     xt = np.concatenate([x[state.rows[train]], extra])
     yt = np.concatenate([state.labels[train], np.ones(len(extra), np.int8)])
     position = np.cumsum(train) - 1  # labeled row -> its training row
-    targets = np.flatnonzero(train & (state.label_round >= first))
+    picked_score = _label_scores(state, len(state.rows))
+    unscored = ~np.isfinite(picked_score)
+    window_rows = state.label_round >= first
+    targets = np.flatnonzero(train & (window_rows | unscored))
 
     def fit_predict(keep: np.ndarray, held: np.ndarray) -> np.ndarray:
         fold_head = build_head(cfg.head, seed=cfg.seed)
@@ -320,6 +335,9 @@ def _estimate_export(
 
     labeled_scores = probs[state.rows].astype(np.float64)
     labeled_scores[targets] = crossfit_scores(fit_predict, len(xt), position[targets], cfg.stop.folds, rng_folds)
+    # calibration: each labeled row of the window (or never scored) at its out-of-sample score
+    calibration = np.where(unscored, labeled_scores, picked_score)
+    calibration[~(train & (window_rows | unscored))] = np.nan
     unlabeled = np.ones(len(x), dtype=bool)
     unlabeled[state.rows] = False
     return estimate_export(
@@ -334,6 +352,8 @@ def _estimate_export(
         threshold=cfg.threshold,
         confidence=cfg.stop.confidence,
         window=cfg.stop.window,
+        calibration_scores=calibration,
+        calibration_ridge=cfg.stop.calibration_ridge,
     )
 
 

@@ -60,6 +60,7 @@ class RunDirCheckpoint:
         if state.subsample is not None:
             arrays["subsample"] = state.subsample
         arrays.update(audit_rows=state.audit_rows, audit_q=state.audit_q, audit_round=state.audit_round)
+        arrays["label_score"] = state.label_score
         arrays.update({f"head.{k}": np.asarray(v) for k, v in state.head.items()})
         buf = io.BytesIO()
         np.savez(buf, **arrays)
@@ -87,7 +88,7 @@ class RunDirCheckpoint:
                 predicted=predicted,
                 history=json.loads(str(z["history"])),
                 subsample=z["subsample"] if "subsample" in z else None,
-                **{k: z[k] for k in ("audit_rows", "audit_q", "audit_round") if k in z},
+                **{k: z[k] for k in ("audit_rows", "audit_q", "audit_round", "label_score") if k in z},
             )
 
     def save_pending(self, round: int, rows: np.ndarray) -> None:

@@ -23,16 +23,26 @@ gets the ``F`` human positives plus the ``M`` unlabeled rows the final head call
 
     exported_recall = (F + M - FP) / (F + M - FP + FN),     model_precision = (M - FP) / M
 
-Only the errors are estimated, so a head that is nearly right gives a nearly exact estimate. Point: the
-head's expected errors over the unlabeled rows, ``FN^ = sum_{c=0} p``, ``FP^ = sum_{c=1} (1 - p)``. A design-
-based point (below) is unbiased too, but errors are rare: most windows draw none and it reads 0 (recall 1),
-the rest read ``~n / m`` each, so a single run's error is large; the model's sum is smooth (measured in
-BENCHMARKS.md, issue 30). Interval: the audit's, with ``f = y (1 - c)`` and ``f = (1 - y) c`` (design-
-unbiased whatever the head: ``missed_audit``, ``false_calls_audit``), widened to hold the point. The audit
-rows trained the head, whose in-sample calls are optimistic (a separable fit calls every training positive
-positive, which would put the audit's ``FN`` at 0), so ``c`` of a labeled row is its **cross-fitted** call
-(:func:`crossfit_scores`): the call of a head fit with that row's fold held out, i.e. the call it would
-get unlabeled; unlabeled rows keep the final head's call.
+Only the errors are estimated, so a head that is nearly right gives a nearly exact estimate.
+
+**Point: the head's expected errors, recalibrated on the labels.** The head's scores are often not
+probabilities (an overconfident head puts missed positives at ``p ~ 1e-3``; AID-30 in BENCHMARKS.md), so the
+sums use ``g(p) = sigmoid(a logit(p) + b)`` (Platt), fitted (:func:`fit_calibration`, ridge toward the identity)
+on every labeled row of the window at an **out-of-sample** score: the score the head gave it when it was picked
+(``LoopState.label_score``; the selection depends on the row only through its features, so given that score its
+label is a fair draw of what unlabeled rows of that score hold) or, for rows picked without a head (the seed
+set), its cross-fitted score. Then ``FN^ = sum_{U, c=0} g(p)``, ``FP^ = sum_{U, c=1} (1 - g(p))``
+(``missed_est``, ``false_calls_est``; the uncalibrated sums stay in ``missed_head``, ``false_calls_head``).
+
+**Interval: prediction-powered** (Angelopoulos et al. 2023; cross-fitted as in Zrnic & Candes 2024): the
+audit estimates the residual total ``sum_U (y - g(p)) (1 - c)`` by ``T^`` above (design-unbiased whatever ``g``
+is), so ``FN^ + T^(...)`` is unbiased even when the calibration is wrong; its normal interval (widened to hold
+the point) is the reported one, likewise for ``FP`` with ``(g(p) - y) c``. The audit-only totals
+``T^(y (1 - c))``, ``T^((1 - y) c)`` stay in the record (``missed_audit``, ``false_calls_audit``). Audit rows
+trained the head, whose in-sample calls are optimistic (a separable fit calls every training positive
+positive), so ``p`` and ``c`` of a labeled row in these sums are **cross-fitted** (:func:`crossfit_scores`):
+the score of a head fit with that row's fold held out, i.e. the score it would get unlabeled; unlabeled rows
+keep the final head's.
 
 **Intervals.** Each round's sample variance gets one pseudo-draw of the rare event (``z = mean 1/q`` of
 the draws; the Agresti-Coull idea), so a window that drew no error does not claim zero spread. Normal
@@ -96,6 +106,10 @@ EXPORT_FIELDS = (  # per-round record fields of the exported set (None before th
     "false_calls_est",
     "missed_audit",
     "false_calls_audit",
+    "missed_head",
+    "false_calls_head",
+    "calibration_slope",
+    "calibration_intercept",
 )
 LEGACY_FIELDS = {  # rounds.parquet / summary.json written before issue 30 -> today's names
     "recall_est": "labeled_recall_est",
@@ -112,6 +126,7 @@ class WindowTotals:
     est: np.ndarray  # clipped at 0
     lo: np.ndarray
     hi: np.ndarray
+    half: np.ndarray  # half-width of the normal interval around ``raw``
     rounds: int  # audited rounds used (the window)
     draws: int  # draws in those rounds
 
@@ -159,6 +174,7 @@ def window_totals(
         est=np.maximum(raw, 0.0),
         lo=np.maximum(raw - half, 0.0),
         hi=np.maximum(raw + half, 0.0),
+        half=half,
         rounds=len(used),
         draws=int(draws.sum()),
     )
@@ -241,14 +257,54 @@ class ExportEstimate:
     model_precision_lo: float | None
     model_precision_hi: float | None
     n_model_positive: int  # M: unlabeled rows the head calls positive
-    missed_est: float  # FN: unlabeled positives the head calls negative (the head's expected count)
-    false_calls_est: float  # FP: model calls that are negative (the head's expected count)
+    missed_est: float  # FN: unlabeled positives the head calls negative (expected count, calibrated scores)
+    false_calls_est: float  # FP: model calls that are negative (expected count, calibrated scores)
     missed_audit: float  # FN by the audit alone (design-unbiased, unclipped)
     false_calls_audit: float  # FP by the audit alone
+    missed_head: float  # FN by the head's own (uncalibrated) scores, the estimate before issue 30's fix
+    false_calls_head: float  # FP by the head's own scores
+    calibration_slope: float  # a of the calibration map g(p) = sigmoid(a logit p + b)
+    calibration_intercept: float  # b
 
     def as_record(self) -> dict[str, float | int | None]:
         """The :data:`EXPORT_FIELDS` of a round's record."""
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items() if k in EXPORT_FIELDS}
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p) - np.log1p(-p)
+
+
+def fit_calibration(scores: np.ndarray, labels: np.ndarray, ridge: float) -> tuple[float, float]:
+    """Platt map ``g(p) = sigmoid(a logit(p) + b)`` of out-of-sample ``scores`` (K,) to binary ``labels`` (K,):
+
+        (a, b) = argmin  sum_i [log(1 + e^{s_i}) - y_i s_i] + ridge ((a - 1)^2 + b^2),   s_i = a logit(p_i) + b
+
+    The ridge pulls the map toward the identity ``(1, 0)`` (trust the head until the labels say otherwise);
+    with fewer than two labels of each class the identity is returned. Two parameters, L-BFGS on the exact
+    gradient: O(K) per iteration.
+    """
+    from scipy.optimize import minimize
+
+    y = (np.asarray(labels) == 1).astype(np.float64)
+    z = _logit(scores)
+    if min(y.sum(), (1 - y).sum()) < 2:
+        return 1.0, 0.0
+
+    def loss(ab: np.ndarray) -> tuple[float, np.ndarray]:
+        s = ab[0] * z + ab[1]
+        r = 1.0 / (1.0 + np.exp(-s)) - y
+        value = np.sum(np.logaddexp(0.0, s) - y * s) + ridge * ((ab[0] - 1.0) ** 2 + ab[1] ** 2)
+        return float(value), np.array([r @ z + 2 * ridge * (ab[0] - 1.0), r.sum() + 2 * ridge * ab[1]])
+
+    a, b = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B").x
+    return float(a), float(b)
+
+
+def calibrate(scores: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    """``g(p) = sigmoid(a logit(p) + b)`` of :func:`fit_calibration`."""
+    return 1.0 / (1.0 + np.exp(-(slope * _logit(scores) + intercept)))
 
 
 def estimate_export(
@@ -264,20 +320,31 @@ def estimate_export(
     threshold: float = 0.5,
     confidence: float = 0.95,
     window: int | None = None,
+    calibration_scores: np.ndarray | None = None,
+    calibration_ridge: float = 0.0,
 ) -> ExportEstimate | None:
     """Exported recall and model precision of the module docstring.
 
     ``labeled_scores`` (L,): the cross-fitted score of each labeled row (rows labeled before the window's
     rounds are never read); ``unlabeled_scores`` (U,): the final head's scores of the unlabeled rows
-    (``M = #(score >= threshold)``). Point: the head's expected errors ``FN = sum_{U, c=0} p``,
-    ``FP = sum_{U, c=1} (1 - p)``. Interval: the audit's design-based one (valid whatever the head), widened
-    to hold the point. None before the first audited round.
+    (``M = #(score >= threshold)``); ``calibration_scores`` (L,): each labeled row's out-of-sample score that
+    fits the calibration map ``g`` with ``calibration_ridge`` (``stop.calibration_ridge``; NaN: not used; None:
+    no calibration, ``g`` = identity). Point: the
+    calibrated expected errors ``FN = sum_{U, c=0} g(p)``, ``FP = sum_{U, c=1} (1 - g(p))``. Interval: the
+    prediction-powered one, ``FN + T^((y - g(p)) (1 - c))`` (design-unbiased whatever ``g``) +- its normal
+    half-width, widened to hold the point. None before the first audited round.
     """
     rows, labels = np.asarray(rows, np.int64), np.asarray(labels)
     y = labels == 1
     labeled_scores = np.asarray(labeled_scores, np.float64)
+    slope, intercept = 1.0, 0.0
+    if calibration_scores is not None:
+        use = np.isfinite(calibration_scores) & (labels >= 0)
+        slope, intercept = fit_calibration(np.asarray(calibration_scores)[use], labels[use], calibration_ridge)
     c = labeled_scores >= threshold
-    values = np.stack([y & ~c, ~y & c], axis=1).astype(np.float64)  # FN, FP per labeled row
+    g_labeled = calibrate(labeled_scores, slope, intercept)
+    yf = y.astype(np.float64)
+    values = np.stack([y & ~c, ~y & c, (yf - g_labeled) * ~c, (g_labeled - yf) * c], axis=1).astype(np.float64)
     tot = window_totals(
         rows, values, label_round, audit_rows, audit_q, audit_round, confidence=confidence, window=window
     )
@@ -285,10 +352,12 @@ def estimate_export(
         return None
     u = np.asarray(unlabeled_scores, np.float64)
     called = u >= threshold
+    g = calibrate(u, slope, intercept)
     f, m = float(y.sum()), int(called.sum())
-    fn, fp = float(u[~called].sum()), float((1.0 - u[called]).sum())
-    fn_lo, fn_hi = min(tot.lo[0], fn), max(tot.hi[0], fn)
-    fp_lo, fp_hi = min(tot.lo[1], fp), min(max(tot.hi[1], fp), m)
+    fn, fp = float(g[~called].sum()), min(float((1.0 - g[called]).sum()), m)
+    fn_pp, fp_pp = fn + tot.raw[2], fp + tot.raw[3]  # prediction-powered: model sum + audited residual
+    fn_lo, fn_hi = max(min(fn_pp - tot.half[2], fn), 0.0), max(fn_pp + tot.half[2], fn)
+    fp_lo, fp_hi = max(min(fp_pp - tot.half[3], fp), 0.0), min(max(fp_pp + tot.half[3], fp), m)
 
     def recall(fp_: float, fn_: float) -> float | None:
         return _ratio(f + m - fp_, f + m - fp_ + fn_)
@@ -305,6 +374,10 @@ def estimate_export(
         false_calls_est=fp,
         missed_audit=float(tot.raw[0]),
         false_calls_audit=float(tot.raw[1]),
+        missed_head=float(u[~called].sum()),
+        false_calls_head=float((1.0 - u[called]).sum()),
+        calibration_slope=slope,
+        calibration_intercept=intercept,
     )
 
 

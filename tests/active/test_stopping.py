@@ -271,15 +271,18 @@ def test_crossfit_scores_never_score_a_row_with_its_own_label() -> None:
     assert len(crossfit_scores(fit_predict, 15, np.zeros(0, np.int64), 3, np.random.default_rng(0))) == 0
 
 
-def _simulated_export(seed: int, rounds: int = 4, n: int = 3000, k: int = 24, m: int = 16):
-    """A pool with known truth ``y ~ Bernoulli(p)`` and a simulated head whose scores are ``p`` (fixed over the
-    rounds, so labeled rows get the score a cross-fitted head would give): least-confident batches of k plus m
-    audit draws a round.
-    Yields (true exported recall, true model precision, estimate) after every round."""
+def _simulated_export(
+    seed: int, rounds: int = 4, n: int = 3000, k: int = 24, m: int = 16, overconfidence: float = 1.0, calibrate=False
+):
+    """A pool with known truth ``y ~ Bernoulli(p)`` and a simulated head whose scores are
+    ``sigmoid(overconfidence * logit p)`` (1: calibrated; fixed over the rounds, so labeled rows get the score a
+    cross-fitted head, or the head that picked them, would give): least-confident batches of k plus m audit draws
+    a round; ``calibrate``: the labeled rows' scores fit the calibration map.
+    Yields (true exported recall, true model precision, true FP, true FN, estimate) after every round."""
     rng = np.random.default_rng(seed)
     logit = np.where(rng.random(n) < 0.06, rng.normal(3.0, 2.0, n), rng.normal(-6.0, 2.0, n))
-    p = 1 / (1 + np.exp(-logit))
-    y = rng.random(n) < p
+    y = rng.random(n) < 1 / (1 + np.exp(-logit))
+    p = 1 / (1 + np.exp(-overconfidence * logit))
     log = {"rows": list(rng.choice(n, 30, replace=False)), "rnd": [0] * 30, "a_rows": [], "a_q": [], "a_round": []}
     rows, rnd, a_rows, a_q, a_round = log["rows"], log["rnd"], log["a_rows"], log["a_q"], log["a_round"]
     for r in range(1, rounds + 1):
@@ -297,6 +300,8 @@ def _simulated_export(seed: int, rounds: int = 4, n: int = 3000, k: int = 24, m:
             np.array(a_q),
             np.array(a_round),
             window=3,
+            calibration_scores=p[rr] if calibrate else None,
+            calibration_ridge=ActiveConfig.from_dict({}).stop.calibration_ridge,
         )
         called = unl & (p >= 0.5)
         tp, fp_true, fn_true = int((called & y).sum()), int((called & ~y).sum()), int((unl & ~called & y).sum())
@@ -357,3 +362,44 @@ def test_exported_estimates_on_a_simulated_labeler(tmp_path) -> None:
         h["exported_recall_est"] is None or h["exported_recall_est"] < 0.9 or h["model_precision_est"] < 0.9
         for h in stopped.state.history[:-1]
     )
+
+
+def test_calibration_map_matches_a_logistic_fit() -> None:
+    """The Platt map's (a, b) without the ridge = scikit-learn's unpenalised logistic regression on logit(p);
+    the ridge pulls it toward the identity; too few labels of a class give the identity."""
+    from sklearn.linear_model import LogisticRegression
+
+    from pipeline.active.stopping import calibrate, fit_calibration
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.001, 0.999, 4000)
+    y = rng.random(4000) < calibrate(p, 0.6, -0.4)
+    a, b = fit_calibration(p, y.astype(np.int8), 0.0)
+    z = np.log(p / (1 - p))[:, None]
+    ref = LogisticRegression(penalty=None, tol=1e-10, max_iter=1000).fit(z, y)
+    assert a == pytest.approx(ref.coef_[0, 0], abs=1e-3) and b == pytest.approx(ref.intercept_[0], abs=1e-3)
+    a_ridge, _ = fit_calibration(p[:60], y[:60].astype(np.int8), 50.0)
+    assert abs(a_ridge - 1.0) < abs(fit_calibration(p[:60], y[:60].astype(np.int8), 0.0)[0] - 1.0)
+    assert fit_calibration(p[:5], np.array([1, 0, 0, 0, 0]), 0.0) == (1.0, 0.0)
+
+
+@pytest.mark.slow
+def test_calibrated_estimate_is_unbiased_where_the_head_is_overconfident() -> None:
+    """A head twice as confident as the truth (logits x 2): its own expected errors undercount the missed
+    positives, so the old estimate (the head's sums) overstates the exported recall by > 0.1; the calibrated one,
+    fit on the labeled rows' out-of-sample scores, cuts that bias at least threefold (its slope is shrunk a little toward
+    1 by the ridge and the labels near the boundary), and the prediction-powered interval covers >= 90%."""
+    old, new, covered = [], [], []
+    for seed in range(40):
+        runs = zip(
+            _simulated_export(seed, overconfidence=2.0), _simulated_export(seed, overconfidence=2.0, calibrate=True)
+        )
+        for (true_recall, true_precision, _, _, before), (_, _, _, _, after) in runs:
+            old.append(before.exported_recall_est - true_recall)
+            new.append(after.exported_recall_est - true_recall)
+            covered.append(after.exported_recall_lo <= true_recall + 1e-4 <= after.exported_recall_hi + 2e-4)
+            covered.append(after.model_precision_lo <= true_precision + 1e-4 <= after.model_precision_hi + 2e-4)
+    old, new = np.array(old), np.array(new)
+    assert old.mean() > 0.1, old.mean()  # the head's own sums: far too optimistic
+    assert abs(new.mean()) < old.mean() / 3 and np.abs(new).mean() < np.abs(old).mean() / 1.5, (new.mean(), old.mean())
+    assert np.mean(covered) >= 0.9, np.mean(covered)
