@@ -11,6 +11,7 @@ from pipeline.config import check_keys, load_group, schema
 METRICS = ("l2", "cosine")
 STRATEGIES = ("closest", "random")
 INITS = ("kmeans++", "random", "auto")
+RESAMPLE_INITS = ("warm", "fresh")
 ASSIGNS = ("exact", "hnsw", "auto")
 AUTO = "auto"
 # Level-1 points per cluster: 5 up to 10,000 points (BENCHMARKS.md, "Balance on AID": pool/5 met
@@ -97,6 +98,8 @@ class KMeansConfig:
     init: str
     n_local_trials: int | None
     init_sample_flops: float
+    resample_init: str
+    tol: float
     assign: str
     assign_auto_k: int
     hnsw_m: int
@@ -160,6 +163,10 @@ class KMeansConfig:
             raise ValueError(f"kmeans.metric must be one of {METRICS}, got {self.metric!r}")
         if self.init not in INITS:
             raise ValueError(f"kmeans.init must be one of {INITS}, got {self.init!r}")
+        if self.resample_init not in RESAMPLE_INITS:
+            raise ValueError(f"kmeans.resample_init must be one of {RESAMPLE_INITS}, got {self.resample_init!r}")
+        if not self.tol >= 0:
+            raise ValueError(f"kmeans.tol must be >= 0, got {self.tol!r}")
         if self.assign not in ASSIGNS:
             raise ValueError(f"kmeans.assign must be one of {ASSIGNS}, got {self.assign!r}")
         if min(self.assign_auto_k, self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef_search) < 1:
@@ -194,6 +201,8 @@ class KMeansConfig:
             "init": self.init,
             "n_local_trials": self.n_local_trials,
             "init_sample_flops": self.init_sample_flops,
+            "resample_init": self.resample_init,
+            "tol": self.tol,
             "centroid_index": asdict(self.centroid_index),
             "seed": self.seed,
         }

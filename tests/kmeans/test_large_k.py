@@ -94,7 +94,14 @@ def test_sampled_init_is_seeded_and_picks_data_rows(make_blobs):
 def test_progress_advances_inside_every_step(make_blobs):
     x, _ = make_blobs(900, 8, 9)
     kc = KMeansConfig.from_dict(
-        {"n_clusters": [20], "n_iters": [5], "n_resampling_steps": [1], "sample_size": [10], "init": "kmeans++"}
+        {
+            "n_clusters": [20],
+            "n_iters": [5],
+            "n_resampling_steps": [1],
+            "sample_size": [10],
+            "init": "kmeans++",
+            "tol": 0.0,
+        }
     )
     events = []
     fit_level(LocalGroup([Shard(x)]), kc.levels[0], kc, 1, progress=lambda *e, **m: events.append((*e, m)))
@@ -185,3 +192,49 @@ def test_hnsw_lloyd_is_seeded_and_shard_independent(make_blobs):
     one = run([0, 1500])
     np.testing.assert_array_equal(one, run([0, 1500]))
     np.testing.assert_allclose(run([0, 700, 1500]), one, rtol=1e-5, atol=1e-6)
+
+
+def test_lloyd_stops_early_once_inertia_changes_less_than_tol(make_blobs):
+    from pipeline.kmeans.algorithm import lloyd
+
+    x, _ = make_blobs(800, 8, 12)
+    start = x[np.random.default_rng(3).choice(len(x), 30, replace=False)]
+    full = lloyd(LocalGroup([Shard(x)]), start, 30)[1]
+    early = lloyd(LocalGroup([Shard(x)]), start, 30, tol=1e-3)[1]
+    t = len(early) - 1
+    assert 1 <= t < 29 and early == full[: t + 1]  # the same iterations, cut where the change fell below tol
+    assert early[t - 1] - early[t] <= 1e-3 * early[t]
+    assert all(a - b > 1e-3 * b for a, b in zip(early[:-2], early[1:-1]))
+
+
+def test_warm_resampling_starts_from_the_previous_steps_centroids(make_blobs, monkeypatch):
+    import pipeline.kmeans.hierarchical as H
+
+    x, _ = make_blobs(600, 8, 10)
+    seen = []
+    real = H.fit_group
+
+    def spy(group, k, n_iters, **kw):
+        seen.append(kw["init"] if isinstance(kw["init"], str) else np.array(kw["init"]))
+        return real(group, k, n_iters, **kw)
+
+    monkeypatch.setattr(H, "fit_group", spy)
+    for mode in ("fresh", "warm"):
+        seen.clear()
+        kc = KMeansConfig.from_dict(
+            {"n_clusters": [12], "n_resampling_steps": [2], "sample_size": [5], "resample_init": mode, "init": "random"}
+        )
+        steps = []
+        fit_level(
+            LocalGroup([Shard(x, metric=kc.metric)]),
+            kc.levels[0],
+            kc,
+            1,
+            on_step=lambda s, c, *_, out=steps: out.append(c),
+        )
+        assert seen[0] == "random"
+        if mode == "fresh":
+            assert seen[1:] == ["random", "random"]
+        else:
+            for before, start in zip(steps[:-1], seen[1:]):
+                np.testing.assert_array_equal(start, before)
