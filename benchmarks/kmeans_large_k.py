@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 
 import numpy as np
 
@@ -95,6 +96,7 @@ def quality(args) -> None:
         aid_entropy(args, conf)
         return
     hnsw = CentroidIndex("hnsw", 1, conf["hnsw_m"], conf["hnsw_ef_construction"], conf["hnsw_ef_search"])
+    reuse = CentroidIndex(*list(asdict(hnsw).values())[:-1], conf["hnsw_rebuild_every"])
     exact = CentroidIndex("exact")
     domains = {"mixture-20k-d128": mixture(20_000), "digits16-10k-d256": digits()}
     if (a := aid()) is not None:
@@ -102,7 +104,7 @@ def quality(args) -> None:
     print(f"# {machine()}; load {os.getloadavg()}; shared machine")
     print(
         "domain | k | exact s | hnsw s | inertia exact | inertia hnsw | rel. diff | init=auto inertia | vs k-means++"
-        f" | hnsw tol={conf['tol']}: iterations, s, vs exact"
+        f" | hnsw tol={conf['tol']}: iterations, s, vs exact | graph rebuilt every {conf['hnsw_rebuild_every']}: s, vs exact"
     )
     out = {}
     for name, x in domains.items():
@@ -113,13 +115,22 @@ def quality(args) -> None:
         ch, th, _ = fit(x, k, args.iters, start, "cosine", hnsw)
         ca, _, _ = fit(x, k, args.iters, "auto", "cosine", exact, flops=float(conf["init_sample_flops"]))
         ct, tt, it = fit(x, k, args.iters, start, "cosine", hnsw, tol=float(conf["tol"]))
-        ie, ih, ia, itol = (exact_inertia(x, c, "cosine") for c in (ce, ch, ca, ct))
+        cr, tr, _ = fit(x, k, args.iters, start, "cosine", reuse)
+        ie, ih, ia, itol, ir = (exact_inertia(x, c, "cosine") for c in (ce, ch, ca, ct, cr))
         out[name] = dict(
-            k=k, exact_s=te, hnsw_s=th, inertia_exact=ie, inertia_hnsw=ih, inertia_auto_init=ia, inertia_tol=itol
+            k=k,
+            exact_s=te,
+            hnsw_s=th,
+            inertia_exact=ie,
+            inertia_hnsw=ih,
+            inertia_auto_init=ia,
+            inertia_tol=itol,
+            reuse_s=tr,
+            inertia_reuse=ir,
         )
         print(
             f"{name} | {k} | {te:.1f} | {th:.1f} | {ie:.2f} | {ih:.2f} | {(ih - ie) / ie:+.3%} | {ia:.2f} | "
-            f"{(ia - ie) / ie:+.3%} | {it}, {tt:.1f}, {(itol - ie) / ie:+.3%}",
+            f"{(ia - ie) / ie:+.3%} | {it}, {tt:.1f}, {(itol - ie) / ie:+.3%} | {tr:.1f}, {(ir - ie) / ie:+.3%}",
             flush=True,
         )
     print(json.dumps(out))

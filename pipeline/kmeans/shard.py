@@ -344,6 +344,7 @@ class Shard:
             self.rows, self.sq = self._load_rows(x, source)
         self.use_gpu = bool(use_gpu) and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
         self._gpu_res = faiss.StandardGpuResources() if self.use_gpu else None
+        self._graph: tuple[faiss.Index | None, int] = (None, 0)  # last HNSW graph over centroids, its age
         self.set_active(None)
         self.assign = np.full(len(self.rows), -1, dtype=np.int32)
         self.dist = np.zeros(len(self.rows), dtype=np.float32)
@@ -523,16 +524,23 @@ class Shard:
         return self.xa.take(np.asarray(positions, dtype=np.int64))
 
     # ---- distances --------------------------------------------------------------------------------
-    def _index(self, centroids: np.ndarray, exact: bool = False) -> faiss.Index:
+    def _index(self, centroids: np.ndarray, exact: bool = False, moved: bool = False) -> faiss.Index:
         """Flat index over ``centroids`` or, for large k on CPU (:class:`CentroidIndex`), an HNSW graph.
 
         HNSW insertion runs on one thread: FAISS's parallel insertion makes the graph (and hence the
-        assignment) depend on thread timing; one thread keeps same seed, same result.
+        assignment) depend on thread timing; one thread keeps same seed, same result. ``moved``:
+        ``centroids`` are the last graph's, moved by one Lloyd update; the graph is then reused with
+        the new vectors (same links) unless it is ``rebuild_every`` iterations old.
         """
         k, d = centroids.shape
         faiss_metric = faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
         c = np.ascontiguousarray(centroids, dtype=np.float32)
         ci = self.centroid_index
+        graph, age = self._graph
+        if not exact and moved and graph is not None and graph.ntotal == k and age + 1 < ci.rebuild_every:
+            faiss.copy_array_to_vector(c.view(np.uint8).ravel(), faiss.downcast_index(graph.storage).codes)
+            self._graph = (graph, age + 1)
+            return graph
         if not exact and ci.uses_hnsw(k, self.use_gpu):
             index = faiss.IndexHNSWFlat(d, ci.hnsw_m, faiss_metric)
             index.hnsw.efConstruction = ci.ef_construction
@@ -542,6 +550,7 @@ class Shard:
                 index.add(c)
             finally:
                 faiss.omp_set_num_threads(self.threads)
+            self._graph = (index, 0)
             return index
         index = faiss.IndexFlatIP(d) if self.metric == "cosine" else faiss.IndexFlatL2(d)
         if self.use_gpu:
@@ -559,7 +568,7 @@ class Shard:
         neighbour never moves a point to a worse cluster than Lloyd's last one: with
         ``d(x, c) = ||x||^2 - 2 x.c + ||c||^2`` (cosine: ``1 - x.c``) for the hinted ``c``.
         """
-        index = self._index(centroids)
+        index = self._index(centroids, moved=hint is not None)
         hnsw = isinstance(index, faiss.IndexHNSW)
         width = 1 if hnsw else len(centroids)  # HNSW keeps no (rows, k) distance tile
         c = np.ascontiguousarray(centroids, dtype=np.float32)

@@ -238,3 +238,19 @@ def test_warm_resampling_starts_from_the_previous_steps_centroids(make_blobs, mo
         else:
             for before, start in zip(steps[:-1], seen[1:]):
                 np.testing.assert_array_equal(start, before)
+
+
+def test_reused_graph_equals_exact_lloyd_where_the_graph_search_is_exact(make_blobs):
+    from dataclasses import replace
+
+    x, _ = make_blobs(700, 8, 10)
+    start = x[np.random.default_rng(2).choice(len(x), 50, replace=False)]
+    reuse = replace(WIDE_HNSW, rebuild_every=4)
+    out = {}
+    for name, ci in (("exact", EXACT), ("reuse", reuse)):
+        shard = Shard(x, centroid_index=ci)
+        out[name] = fit_group(LocalGroup([shard]), 50, 8, init=start, rng=np.random.default_rng(0))
+        if name == "reuse":  # built at iterations 0 and 4, reused (moved vectors) at 1-3 and 5-7
+            assert shard._graph[1] == 3
+    np.testing.assert_allclose(out["reuse"][0], out["exact"][0], atol=1e-5)
+    np.testing.assert_allclose(out["reuse"][1], out["exact"][1], rtol=1e-5)
