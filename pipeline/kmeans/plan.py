@@ -12,7 +12,7 @@ The model follows :class:`pipeline.kmeans.shard.Shard` and :mod:`pipeline.kmeans
 - **Time of a level** on ``n`` points: step 0 seeds with k-means++ and runs ``iters`` Lloyd
   passes on all points, every resampling step the same on ``s = k sample_size`` points, and every
   step one full reassignment: ``P = n (iters + 1) + R (s iters + n)`` row assignments in
-  ``I = (R + 1)(iters + 1)`` passes. Exact assignment costs ``2 D k P`` flops at the measured Lloyd
+  ``I = (R + 1)(iters + 1)`` passes (an upper bound: Lloyd may stop early on ``kmeans.tol``). Exact assignment costs ``2 D k P`` flops at the measured Lloyd
   rate; HNSW assignment (``kmeans.assign``, large k) costs ``P h(k)`` seconds plus one graph build
   ``k b(k)`` per pass that rebuilds it (``(R + 1)(ceil(iters / hnsw_rebuild_every) + 1)``), with ``h`` and ``b`` measured per row / per centroid at ``k_0 = 4096`` and
   scaled by ``ln k / ln k_0`` (HNSW's logarithmic search). k-means++ costs ``2 D k t m`` flops on
