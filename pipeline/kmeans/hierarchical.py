@@ -229,7 +229,8 @@ def fit_level(
                     kwargs["init"] = centroids
                 centroids, inertias = fit_group(group, k, lc.n_iters, **kwargs)
             group.call("set_active", None)
-        stats = group.call("assign_all", centroids)
+        moved = not (step == 0 and lc.n_splits > 1)  # centroids = the last Lloyd fit's, updated: a hint
+        stats = group.call("assign_all", centroids, moved)
         counts = np.sum([s[0] for s in stats], axis=0)
         inertia = float(sum(s[1] for s in stats))
         log.info(

@@ -345,6 +345,8 @@ class Shard:
         self.use_gpu = bool(use_gpu) and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
         self._gpu_res = faiss.StandardGpuResources() if self.use_gpu else None
         self._graph: tuple[faiss.Index | None, int] = (None, 0)  # last HNSW graph over centroids, its age
+        self._fit_assign: np.ndarray | None = None
+        self._moved_hint: np.ndarray | None = None  # the last fit's assignment, kept across set_active
         self.set_active(None)
         self.assign = np.full(len(self.rows), -1, dtype=np.int32)
         self.dist = np.zeros(len(self.rows), dtype=np.float32)
@@ -486,6 +488,7 @@ class Shard:
         Out of core the sample is gathered in memory when it fits the budget, else spilled to
         ``<spill>/active.npy`` in one pass.
         """
+        self._moved_hint = self._fit_hint()
         if local_index is None:
             self.active, self.xa, self.sqa = None, self.rows, self.sq
         else:
@@ -514,6 +517,16 @@ class Shard:
 
     def n_active(self) -> int:
         return len(self.xa)
+
+    def _fit_hint(self) -> np.ndarray | None:
+        """The last Lloyd assignment as a per-row hint over all rows (-1: row not in the fit), or None."""
+        if self._fit_assign is None:
+            return None
+        if self.active is None:
+            return self._fit_assign
+        hint = np.full(len(self.rows), -1, dtype=self._fit_assign.dtype)
+        hint[self.active] = self._fit_assign
+        return hint
 
     def _active_global(self) -> np.ndarray:
         local = np.arange(len(self.rows)) if self.active is None else self.active
@@ -587,7 +600,7 @@ class Shard:
                     dh = np.maximum(
                         np.einsum("ij,ij->i", block, block) - 2.0 * dot + np.einsum("ij,ij->i", c[h], c[h]), 0
                     )
-                better = dh < dist
+                better = (h >= 0) & (dh < dist)
                 ai = np.where(better, h, ai)
                 dist = np.where(better, dh, dist).astype(np.float32)
             yield a, block, ai, dist
@@ -677,15 +690,19 @@ class Shard:
         return self._fit_dist[order], gidx[order], self.xa.take(order)
 
     # ---- assignment of all rows, resampling sample ------------------------------------------------
-    def assign_all(self, centroids: np.ndarray) -> tuple[np.ndarray, float]:
+    def assign_all(self, centroids: np.ndarray, moved: bool = False) -> tuple[np.ndarray, float]:
         """Assign every row (not only active ones); returns (counts (k,), inertia).
 
-        Assignments are kept as int32 when ``k < 2^31``.
+        ``moved``: ``centroids`` are the last Lloyd fit's, updated once (the end of a k-means run), so
+        the fit's assignment is a hint for the rows it covered (:meth:`_search`). Assignments are
+        kept as int32 when ``k < 2^31``.
         """
+        hint = (self._moved_hint if self._fit_assign is None else self._fit_hint()) if moved else None
+        self._moved_hint = None
         k = len(centroids)
         if self.assign.dtype != (dtype := np.int32 if k < 2**31 else np.int64):
             self.assign = self.assign.astype(dtype)
-        for a, block, ai, dist in self._search(self.rows, centroids):
+        for a, block, ai, dist in self._search(self.rows, centroids, hint):
             self.assign[a : a + len(block)] = ai
             self.dist[a : a + len(block)] = dist
         return np.bincount(self.assign, minlength=k).astype(np.int64), float(self.dist.sum(dtype=np.float64))

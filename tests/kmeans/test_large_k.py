@@ -255,3 +255,23 @@ def test_reused_graph_equals_exact_lloyd_where_the_graph_search_is_exact(make_bl
             assert shard._graph[1] == 3
     np.testing.assert_allclose(out["reuse"][0], out["exact"][0], atol=1e-5)
     np.testing.assert_allclose(out["reuse"][1], out["exact"][1], rtol=1e-5)
+
+
+def test_final_reassignment_keeps_the_fits_centroid_when_the_graph_finds_a_farther_one(make_blobs):
+    x, _ = make_blobs(900, 8, 12)
+    start = x[np.random.default_rng(4).choice(len(x), 60, replace=False)]
+    narrow = CentroidIndex("hnsw", 1, 4, 4, 1)  # a poor graph: many missed neighbours
+    shard = Shard(x, centroid_index=narrow)
+    group = LocalGroup([shard])
+    shard.set_active(np.arange(0, 900, 2))  # the fit covers every other row
+    c, _ = fit_group(group, 60, 4, init=start, rng=np.random.default_rng(0))
+    fit = shard._fit_assign.copy()
+    shard.set_active(None)
+    shard.assign_all(c, moved=True)
+    hinted = shard.assign.copy(), shard.dist.copy()
+    shard.assign_all(c)
+    plain = shard.assign.copy(), shard.dist.copy()
+    d_fit = ((x[::2] - c[fit]) ** 2).sum(1)
+    assert np.all(hinted[1][::2] <= d_fit + 1e-4) and np.all(hinted[1] <= plain[1] + 1e-6)
+    assert (hinted[1] < plain[1] - 1e-6).any()  # the graph did miss some: the hint mattered
+    np.testing.assert_array_equal(hinted[0][1::2], plain[0][1::2])  # rows outside the fit: no hint
