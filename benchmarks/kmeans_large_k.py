@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 
 import numpy as np
 
@@ -70,16 +71,18 @@ def exact_inertia(x: np.ndarray, centroids: np.ndarray, metric: str) -> float:
     return shard.assign_all(centroids)[1]
 
 
-def fit(x: np.ndarray, k: int, iters: int, init, metric: str, ci, seed: int = 0, flops: float = np.inf):
+def fit(
+    x: np.ndarray, k: int, iters: int, init, metric: str, ci, seed: int = 0, flops: float = np.inf, tol: float = 0.0
+):
     from pipeline.kmeans.algorithm import LocalGroup, fit_group
     from pipeline.kmeans.shard import Shard
 
     group = LocalGroup([Shard(x, metric=metric, centroid_index=ci)])
     t = time.perf_counter()
     c, inertias = fit_group(
-        group, k, iters, init=init, metric=metric, rng=np.random.default_rng(seed), init_sample_flops=flops
+        group, k, iters, init=init, metric=metric, rng=np.random.default_rng(seed), init_sample_flops=flops, tol=tol
     )
-    return c, time.perf_counter() - t
+    return c, time.perf_counter() - t, len(inertias)
 
 
 def quality(args) -> None:
@@ -88,34 +91,72 @@ def quality(args) -> None:
     from pipeline.kmeans.config import CentroidIndex, auto_n_clusters
 
     conf = load_group("kmeans/default")
+    spread(conf)
     if args.entropy_only:
         aid_entropy(args, conf)
         return
     hnsw = CentroidIndex("hnsw", 1, conf["hnsw_m"], conf["hnsw_ef_construction"], conf["hnsw_ef_search"])
+    reuse = CentroidIndex(*list(asdict(hnsw).values())[:-1], conf["hnsw_rebuild_every"])
     exact = CentroidIndex("exact")
     domains = {"mixture-20k-d128": mixture(20_000), "digits16-10k-d256": digits()}
     if (a := aid()) is not None:
         domains[f"aid-10k-d{a.shape[1]}"] = a
     print(f"# {machine()}; load {os.getloadavg()}; shared machine")
-    print("domain | k | exact s | hnsw s | inertia exact | inertia hnsw | rel. diff | init=auto inertia | vs k-means++")
+    print(
+        "domain | k | exact s | hnsw s | inertia exact | inertia hnsw | rel. diff | init=auto inertia | vs k-means++"
+        f" | hnsw tol={conf['tol']}: iterations, s, vs exact | graph rebuilt every {conf['hnsw_rebuild_every']}: s, vs exact"
+    )
     out = {}
     for name, x in domains.items():
         k = auto_n_clusters(len(x))[0]
         xs = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         start = kmeans_plus_plus_init(xs, k, 0, metric="cosine")
-        ce, te = fit(x, k, args.iters, start, "cosine", exact)
-        ch, th = fit(x, k, args.iters, start, "cosine", hnsw)
-        ca, _ = fit(x, k, args.iters, "auto", "cosine", exact, flops=float(conf["init_sample_flops"]))
-        ie, ih, ia = (exact_inertia(x, c, "cosine") for c in (ce, ch, ca))
-        out[name] = dict(k=k, exact_s=te, hnsw_s=th, inertia_exact=ie, inertia_hnsw=ih, inertia_auto_init=ia)
+        ce, te, _ = fit(x, k, args.iters, start, "cosine", exact)
+        ch, th, _ = fit(x, k, args.iters, start, "cosine", hnsw)
+        ca, _, _ = fit(x, k, args.iters, "auto", "cosine", exact, flops=float(conf["init_sample_flops"]))
+        ct, tt, it = fit(x, k, args.iters, start, "cosine", hnsw, tol=float(conf["tol"]))
+        cr, tr, _ = fit(x, k, args.iters, start, "cosine", reuse)
+        ie, ih, ia, itol, ir = (exact_inertia(x, c, "cosine") for c in (ce, ch, ca, ct, cr))
+        out[name] = dict(
+            k=k,
+            exact_s=te,
+            hnsw_s=th,
+            inertia_exact=ie,
+            inertia_hnsw=ih,
+            inertia_auto_init=ia,
+            inertia_tol=itol,
+            reuse_s=tr,
+            inertia_reuse=ir,
+        )
         print(
             f"{name} | {k} | {te:.1f} | {th:.1f} | {ie:.2f} | {ih:.2f} | {(ih - ie) / ie:+.3%} | {ia:.2f} | "
-            f"{(ia - ie) / ie:+.3%}",
+            f"{(ia - ie) / ie:+.3%} | {it}, {tt:.1f}, {(itol - ie) / ie:+.3%} | {tr:.1f}, {(ir - ie) / ie:+.3%}",
             flush=True,
         )
     print(json.dumps(out))
     if "aid" in " ".join(domains):
         aid_entropy(args, conf)
+
+
+def spread(conf: dict) -> None:
+    """Vo et al.'s effect of resampling: share of 40 centroids left in a dense blob holding 80% of
+    5,000 2-D points (plain k-means puts ~density^(d/(d+2)) there), after 0 / 4 / 10 resampling steps
+    of 4 closest points per cluster, by init, ``resample_init`` and ``tol``."""
+    from pipeline.kmeans import hierarchical_kmeans
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(4000, 2)) * 0.3, rng.uniform(-10, 10, size=(1000, 2))]).astype(np.float32)
+    print("dense blob | init | resample_init | tol | share of centroids in the blob after 0 / 4 / 10 steps")
+    for init in ("kmeans++", "random"):
+        for mode in ("fresh", "warm"):
+            for tol in (0.0, float(conf["tol"])):
+                share = []
+                for steps in (0, 4, 10):
+                    cfg = {"n_clusters": [40], "n_iters": 20, "n_resampling_steps": [steps], "sample_size": [4]}
+                    cfg.update(metric="l2", init=init, resample_init=mode, tol=tol)
+                    (level,) = hierarchical_kmeans(x, cfg)
+                    share.append(float((np.abs(level.centroids).max(1) < 1.2).mean()))
+                print(f"| {init} | {mode} | {tol} | " + " / ".join(f"{v:.3f}" for v in share), flush=True)
 
 
 def aid_entropy(args, conf: dict) -> None:
@@ -132,10 +173,13 @@ def aid_entropy(args, conf: dict) -> None:
 
     table, x = aid_embeddings()
     names, labels = np.unique(np.asarray(pc.cast(table.column("label"), "string").to_pylist()), return_inverse=True)
+    fresh = {"resample_init": "fresh", "tol": 0.0}
     arms = {
-        "exact, k-means++": {"assign": "exact", "init": "kmeans++"},
-        "hnsw, k-means++": {"assign": "hnsw", "init": "kmeans++"},
-        "hnsw, init=auto": {"assign": "hnsw", "init": "auto"},
+        "exact, k-means++": {"assign": "exact", "init": "kmeans++", **fresh},
+        "hnsw, k-means++": {"assign": "hnsw", "init": "kmeans++", **fresh},
+        "hnsw, init=auto": {"assign": "hnsw", "init": "auto", **fresh},
+        f"hnsw, init=auto, tol={conf['tol']}": {"assign": "hnsw", "init": "auto", "tol": conf["tol"]},
+        "hnsw, init=auto, warm": {"assign": "hnsw", "init": "auto", "resample_init": "warm", "tol": conf["tol"]},
     }
     print("AID long tail | seed | pool | k | arm | norm. entropy | seconds")
     for seed in args.seeds:
@@ -163,6 +207,8 @@ def faiss_child(path: str, k: int, iters: int, threads: int) -> dict:
 
 
 def speed(args) -> None:
+    import logging
+
     import pyarrow as pa
 
     from benchmarks.common import ensure_ray
@@ -174,6 +220,9 @@ def speed(args) -> None:
     from pipeline.rundir import RunDir
 
     print(f"# {machine()}; shared machine")
+    step_log = logging.getLogger("pipeline.kmeans.hierarchical")  # per step: inertia, Lloyd iterations run
+    step_log.setLevel(logging.INFO)
+    step_log.addHandler(logging.StreamHandler(sys.stdout))
     cal, _ = load_calibration(DEFAULT_CALIBRATION, 128)
     ensure_ray(2)
     conf = load_group("kmeans/default")
@@ -187,8 +236,10 @@ def speed(args) -> None:
         k1 = kc.levels[0].n_clusters
         load0 = os.getloadavg()[0]
         cmd = [sys.executable, "-m", "benchmarks.kmeans_large_k", "faiss-child", str(path), str(k1)]
-        got = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        t_faiss = json.loads(got.stdout.strip().splitlines()[-1])["seconds"]
+        t_faiss = float("nan")
+        if not args.no_faiss:
+            got = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            t_faiss = json.loads(got.stdout.strip().splitlines()[-1])["seconds"]
         with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
             run = RunDir(tmp)
             ids = [f"img{i}" for i in range(n)]
@@ -228,6 +279,7 @@ def main() -> None:
     q.add_argument("--entropy-only", action="store_true", help="only the AID label-entropy arms")
     s = sub.add_parser("speed")
     s.add_argument("--n", type=int, nargs="+", default=[30_000, 60_000, 100_000])
+    s.add_argument("--no-faiss", action="store_true", help="skip faiss.Kmeans (hours at 1M and k=66k)")
     c = sub.add_parser("faiss-child")
     c.add_argument("path")
     c.add_argument("k", type=int)

@@ -264,11 +264,18 @@ def sample_kmeans_plus_plus(
 
 
 def lloyd(
-    group, centroids: np.ndarray, n_iters: int, metric: str = "l2", progress: ProgressFn = _no_progress
+    group,
+    centroids: np.ndarray,
+    n_iters: int,
+    metric: str = "l2",
+    progress: ProgressFn = _no_progress,
+    tol: float = 0.0,
 ) -> tuple[np.ndarray, list[float]]:
-    """``n_iters`` Lloyd iterations from ``centroids`` on the active rows; returns (centroids, inertias).
+    """Up to ``n_iters`` Lloyd iterations from ``centroids`` on the active rows; returns (centroids, inertias).
 
-    ``inertias[t]`` is ``sum_x d(x, c_{a(x)})`` of the assignment made in iteration ``t``.
+    ``inertias[t]`` is ``sum_x d(x, c_{a(x)})`` of the assignment made in iteration ``t``. With
+    ``tol > 0`` it stops after iteration ``t >= 1`` once ``inertias[t-1] - inertias[t] <= tol
+    inertias[t]`` (the centroids are still updated from that last assignment).
     """
     centroids = np.array(centroids, dtype=np.float32, copy=True)
     inertias: list[float] = []
@@ -285,7 +292,10 @@ def lloyd(
             centroids[empty] = _farthest_points(group, len(empty))
         if metric == "cosine":
             centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-        progress("lloyd", len(inertias), n_iters, inertia=inertias[-1])
+        converged = tol > 0 and t > 0 and inertias[-2] - inertias[-1] <= tol * inertias[-1]
+        progress("lloyd", n_iters if converged else len(inertias), n_iters, inertia=inertias[-1])
+        if converged:
+            break
     return centroids, inertias
 
 
@@ -313,9 +323,10 @@ def fit_group(
     n_local_trials: int | None = None,
     init_sample_flops: float = math.inf,
     progress: ProgressFn = _no_progress,
+    tol: float = 0.0,
 ) -> tuple[np.ndarray, list[float]]:
     """Initialise (``kmeans++`` | ``random`` | ``auto`` | given (k, D) array) then run Lloyd on the
-    active rows."""
+    active rows (early stop: :func:`lloyd`'s ``tol``)."""
     if isinstance(init, np.ndarray):
         if init.shape[0] != k:
             raise ValueError(f"init centroids have {init.shape[0]} rows, expected k={k}")
@@ -330,7 +341,7 @@ def fit_group(
         start = random_init(group, k, rng)
     else:
         raise ValueError(f"init must be 'kmeans++', 'random', 'auto' or an array, got {init!r}")
-    return lloyd(group, start, n_iters, metric, progress)
+    return lloyd(group, start, n_iters, metric, progress, tol)
 
 
 def kmeans(

@@ -11,6 +11,7 @@ from pipeline.config import check_keys, load_group, schema
 METRICS = ("l2", "cosine")
 STRATEGIES = ("closest", "random")
 INITS = ("kmeans++", "random", "auto")
+RESAMPLE_INITS = ("warm", "fresh")
 ASSIGNS = ("exact", "hnsw", "auto")
 AUTO = "auto"
 # Level-1 points per cluster: 5 up to 10,000 points (BENCHMARKS.md, "Balance on AID": pool/5 met
@@ -46,8 +47,10 @@ class CentroidIndex:
     """How a shard finds each row's nearest centroid (docs: ``conf/kmeans/default.yaml``).
 
     ``exact``: FAISS flat search, ``k`` distances per row. ``hnsw``: a FAISS HNSW graph over the
-    centroids, rebuilt every Lloyd iteration (single-threaded insertion, so the graph and the result
-    are deterministic), about ``ef_search * M`` distances per row. ``auto``: HNSW when
+    centroids (single-threaded insertion, so the graph and the result are deterministic), about
+    ``ef_search * M`` distances per row; built at the first Lloyd iteration of a run, then rebuilt
+    every ``rebuild_every`` iterations; in between the graph keeps its links and takes the moved
+    centroids as its vectors (the hint keeps a point's previous centroid when the search does worse). ``auto``: HNSW when
     ``k >= auto_min_k`` on CPU; exact for small k and on GPU, where brute force is fastest.
     """
 
@@ -56,6 +59,7 @@ class CentroidIndex:
     hnsw_m: int = 16
     ef_construction: int = 40
     ef_search: int = 16
+    rebuild_every: int = 1
 
     def uses_hnsw(self, k: int, gpu: bool = False) -> bool:
         if gpu or self.method == "exact":
@@ -97,11 +101,14 @@ class KMeansConfig:
     init: str
     n_local_trials: int | None
     init_sample_flops: float
+    resample_init: str
+    tol: float
     assign: str
     assign_auto_k: int
     hnsw_m: int
     hnsw_ef_construction: int
     hnsw_ef_search: int
+    hnsw_rebuild_every: int
     n_actors: int | None
     in_process: Any  # true | false | "auto" (resolved by pipeline.kmeans.run.resolve_in_process)
     cpus_per_actor: float
@@ -160,10 +167,17 @@ class KMeansConfig:
             raise ValueError(f"kmeans.metric must be one of {METRICS}, got {self.metric!r}")
         if self.init not in INITS:
             raise ValueError(f"kmeans.init must be one of {INITS}, got {self.init!r}")
+        if self.resample_init not in RESAMPLE_INITS:
+            raise ValueError(f"kmeans.resample_init must be one of {RESAMPLE_INITS}, got {self.resample_init!r}")
+        if not self.tol >= 0:
+            raise ValueError(f"kmeans.tol must be >= 0, got {self.tol!r}")
         if self.assign not in ASSIGNS:
             raise ValueError(f"kmeans.assign must be one of {ASSIGNS}, got {self.assign!r}")
-        if min(self.assign_auto_k, self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef_search) < 1:
-            raise ValueError("kmeans.assign_auto_k, hnsw_m, hnsw_ef_construction and hnsw_ef_search must be >= 1")
+        hnsw = (self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef_search, self.hnsw_rebuild_every)
+        if min(self.assign_auto_k, *hnsw) < 1:
+            raise ValueError(
+                "kmeans.assign_auto_k, hnsw_m, hnsw_ef_construction, hnsw_ef_search and hnsw_rebuild_every must be >= 1"
+            )
         if not self.init_sample_flops > 0:
             raise ValueError(f"kmeans.init_sample_flops must be > 0, got {self.init_sample_flops!r}")
         if self.in_process not in (True, False, AUTO):
@@ -194,6 +208,8 @@ class KMeansConfig:
             "init": self.init,
             "n_local_trials": self.n_local_trials,
             "init_sample_flops": self.init_sample_flops,
+            "resample_init": self.resample_init,
+            "tol": self.tol,
             "centroid_index": asdict(self.centroid_index),
             "seed": self.seed,
         }
@@ -201,5 +217,10 @@ class KMeansConfig:
     @property
     def centroid_index(self) -> CentroidIndex:
         return CentroidIndex(
-            self.assign, self.assign_auto_k, self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef_search
+            self.assign,
+            self.assign_auto_k,
+            self.hnsw_m,
+            self.hnsw_ef_construction,
+            self.hnsw_ef_search,
+            self.hnsw_rebuild_every,
         )

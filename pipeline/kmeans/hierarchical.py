@@ -6,8 +6,10 @@ Level 1 clusters the points; level l clusters the centroids of level l-1. Within
   ``ceil(k / n_splits)`` clusters, then every coarse cluster is split by its own local k-means,
   as independent parallel tasks);
 - step s >= 1 (resampling): take ``sample_size`` points per cluster of step s-1 (``closest`` to
-  the centroid, or ``random``), run k-means++ and k-means on that sample only, reassign all
-  points. Taking the same number of points from every cluster moves centroids out of dense
+  the centroid, or ``random``), run k-means on that sample only, reassign all points. The
+  k-means on the sample starts from step s-1's centroids (``resample_init: warm``; Lloyd then
+  stops after a few iterations on ``tol``) or from a new initialisation (``fresh``, as Meta's
+  reference code). Taking the same number of points from every cluster moves centroids out of dense
   regions, so they spread evenly over the support of the data.
 
 After every step all points are reassigned and each cluster is sorted by distance to its
@@ -179,6 +181,7 @@ def _fit_kwargs(cfg: KMeansConfig, rng: np.random.Generator, progress: ProgressF
         n_local_trials=cfg.n_local_trials,
         init_sample_flops=cfg.init_sample_flops,
         progress=progress,
+        tol=cfg.tol,
     )
 
 
@@ -203,6 +206,7 @@ def fit_level(
     """
     k = lc.n_clusters
     for step in range(start_step, lc.n_resampling_steps + 1):
+        inertias: list[float] = []
         rng = np.random.default_rng([cfg.seed, level, step])
         report = _no_progress if progress is None else functools.partial(progress, step)
         if step == 0:
@@ -213,19 +217,26 @@ def fit_level(
             if lc.n_splits > 1:
                 centroids = split_kmeans(group, lc, cfg, rng, report)
             else:
-                centroids, _ = fit_group(group, k, lc.n_iters, **_fit_kwargs(cfg, rng, report))
+                centroids, inertias = fit_group(group, k, lc.n_iters, **_fit_kwargs(cfg, rng, report))
         else:
             key_seed = int(rng.integers(2**62))
             n_sample = select_resampling_sample(group, k, lc.sample_size, lc.resampling_strategy, key_seed)
             if n_sample < k:  # only when many clusters are empty; keep the previous centroids
                 log.warning("level %d step %d: sample of %d points < k=%d; step skipped", level, step, n_sample, k)
             else:
-                centroids, _ = fit_group(group, k, lc.n_iters, **_fit_kwargs(cfg, rng, report))
+                kwargs = _fit_kwargs(cfg, rng, report)
+                if cfg.resample_init == "warm":
+                    kwargs["init"] = centroids
+                centroids, inertias = fit_group(group, k, lc.n_iters, **kwargs)
             group.call("set_active", None)
-        stats = group.call("assign_all", centroids)
+        moved = not (step == 0 and lc.n_splits > 1)  # centroids = the last Lloyd fit's, updated: a hint
+        stats = group.call("assign_all", centroids, moved)
         counts = np.sum([s[0] for s in stats], axis=0)
         inertia = float(sum(s[1] for s in stats))
-        log.info("level %d step %d: k=%d non-empty=%d inertia=%.4g", level, step, k, int((counts > 0).sum()), inertia)
+        log.info(
+            "level %d step %d: k=%d non-empty=%d inertia=%.4g lloyd_iterations=%d",
+            *(level, step, k, int((counts > 0).sum()), inertia, len(inertias)),
+        )
         if on_step is not None:
             on_step(step, centroids, counts, inertia)
     return centroids

@@ -12,9 +12,9 @@ The model follows :class:`pipeline.kmeans.shard.Shard` and :mod:`pipeline.kmeans
 - **Time of a level** on ``n`` points: step 0 seeds with k-means++ and runs ``iters`` Lloyd
   passes on all points, every resampling step the same on ``s = k sample_size`` points, and every
   step one full reassignment: ``P = n (iters + 1) + R (s iters + n)`` row assignments in
-  ``I = (R + 1)(iters + 1)`` passes. Exact assignment costs ``2 D k P`` flops at the measured Lloyd
+  ``I = (R + 1)(iters + 1)`` passes (an upper bound: Lloyd may stop early on ``kmeans.tol``). Exact assignment costs ``2 D k P`` flops at the measured Lloyd
   rate; HNSW assignment (``kmeans.assign``, large k) costs ``P h(k)`` seconds plus one graph build
-  ``k b(k)`` per pass, with ``h`` and ``b`` measured per row / per centroid at ``k_0 = 4096`` and
+  ``k b(k)`` per pass that rebuilds it (``(R + 1)(ceil(iters / hnsw_rebuild_every) + 1)``), with ``h`` and ``b`` measured per row / per centroid at ``k_0 = 4096`` and
   scaled by ``ln k / ln k_0`` (HNSW's logarithmic search). k-means++ costs ``2 D k t m`` flops on
   ``m`` rows per step (``init=auto``: ``m`` capped by ``init_sample_flops``; a sample is seeded in
   the driver on one thread), plus ``3 k`` Ray round trips when it runs on the actors (split mode:
@@ -360,7 +360,8 @@ def level_seconds(
     if gpu:
         assign_s = lloyd / gpu_rate
     elif lc.n_splits == 1 and ci.uses_hnsw(k):
-        rows, passes = n * (iters + 1) + r * (s * iters + n), (r + 1) * (iters + 1)
+        # graph builds: every rebuild_every-th Lloyd iteration and the full reassignment of each step
+        rows, passes = n * (iters + 1) + r * (s * iters + n), (r + 1) * (math.ceil(iters / ci.rebuild_every) + 1)
         assign_s = cal.hnsw_seconds(k, rows, passes, threads, ci.hnsw_m, ci.ef_search)
     else:
         assign_s = lloyd / rate_lloyd

@@ -344,6 +344,9 @@ class Shard:
             self.rows, self.sq = self._load_rows(x, source)
         self.use_gpu = bool(use_gpu) and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
         self._gpu_res = faiss.StandardGpuResources() if self.use_gpu else None
+        self._graph: tuple[faiss.Index | None, int] = (None, 0)  # last HNSW graph over centroids, its age
+        self._fit_assign: np.ndarray | None = None
+        self._moved_hint: np.ndarray | None = None  # the last fit's assignment, kept across set_active
         self.set_active(None)
         self.assign = np.full(len(self.rows), -1, dtype=np.int32)
         self.dist = np.zeros(len(self.rows), dtype=np.float32)
@@ -485,6 +488,7 @@ class Shard:
         Out of core the sample is gathered in memory when it fits the budget, else spilled to
         ``<spill>/active.npy`` in one pass.
         """
+        self._moved_hint = self._fit_hint()
         if local_index is None:
             self.active, self.xa, self.sqa = None, self.rows, self.sq
         else:
@@ -514,6 +518,16 @@ class Shard:
     def n_active(self) -> int:
         return len(self.xa)
 
+    def _fit_hint(self) -> np.ndarray | None:
+        """The last Lloyd assignment as a per-row hint over all rows (-1: row not in the fit), or None."""
+        if self._fit_assign is None:
+            return None
+        if self.active is None:
+            return self._fit_assign
+        hint = np.full(len(self.rows), -1, dtype=self._fit_assign.dtype)
+        hint[self.active] = self._fit_assign
+        return hint
+
     def _active_global(self) -> np.ndarray:
         local = np.arange(len(self.rows)) if self.active is None else self.active
         return local + self.offset
@@ -523,16 +537,23 @@ class Shard:
         return self.xa.take(np.asarray(positions, dtype=np.int64))
 
     # ---- distances --------------------------------------------------------------------------------
-    def _index(self, centroids: np.ndarray, exact: bool = False) -> faiss.Index:
+    def _index(self, centroids: np.ndarray, exact: bool = False, moved: bool = False) -> faiss.Index:
         """Flat index over ``centroids`` or, for large k on CPU (:class:`CentroidIndex`), an HNSW graph.
 
         HNSW insertion runs on one thread: FAISS's parallel insertion makes the graph (and hence the
-        assignment) depend on thread timing; one thread keeps same seed, same result.
+        assignment) depend on thread timing; one thread keeps same seed, same result. ``moved``:
+        ``centroids`` are the last graph's, moved by one Lloyd update; the graph is then reused with
+        the new vectors (same links) unless it is ``rebuild_every`` iterations old.
         """
         k, d = centroids.shape
         faiss_metric = faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
         c = np.ascontiguousarray(centroids, dtype=np.float32)
         ci = self.centroid_index
+        graph, age = self._graph
+        if not exact and moved and graph is not None and graph.ntotal == k and age + 1 < ci.rebuild_every:
+            faiss.copy_array_to_vector(c.view(np.uint8).ravel(), faiss.downcast_index(graph.storage).codes)
+            self._graph = (graph, age + 1)
+            return graph
         if not exact and ci.uses_hnsw(k, self.use_gpu):
             index = faiss.IndexHNSWFlat(d, ci.hnsw_m, faiss_metric)
             index.hnsw.efConstruction = ci.ef_construction
@@ -542,6 +563,7 @@ class Shard:
                 index.add(c)
             finally:
                 faiss.omp_set_num_threads(self.threads)
+            self._graph = (index, 0)
             return index
         index = faiss.IndexFlatIP(d) if self.metric == "cosine" else faiss.IndexFlatL2(d)
         if self.use_gpu:
@@ -559,7 +581,7 @@ class Shard:
         neighbour never moves a point to a worse cluster than Lloyd's last one: with
         ``d(x, c) = ||x||^2 - 2 x.c + ||c||^2`` (cosine: ``1 - x.c``) for the hinted ``c``.
         """
-        index = self._index(centroids)
+        index = self._index(centroids, moved=hint is not None)
         hnsw = isinstance(index, faiss.IndexHNSW)
         width = 1 if hnsw else len(centroids)  # HNSW keeps no (rows, k) distance tile
         c = np.ascontiguousarray(centroids, dtype=np.float32)
@@ -578,7 +600,7 @@ class Shard:
                     dh = np.maximum(
                         np.einsum("ij,ij->i", block, block) - 2.0 * dot + np.einsum("ij,ij->i", c[h], c[h]), 0
                     )
-                better = dh < dist
+                better = (h >= 0) & (dh < dist)
                 ai = np.where(better, h, ai)
                 dist = np.where(better, dh, dist).astype(np.float32)
             yield a, block, ai, dist
@@ -668,15 +690,19 @@ class Shard:
         return self._fit_dist[order], gidx[order], self.xa.take(order)
 
     # ---- assignment of all rows, resampling sample ------------------------------------------------
-    def assign_all(self, centroids: np.ndarray) -> tuple[np.ndarray, float]:
+    def assign_all(self, centroids: np.ndarray, moved: bool = False) -> tuple[np.ndarray, float]:
         """Assign every row (not only active ones); returns (counts (k,), inertia).
 
-        Assignments are kept as int32 when ``k < 2^31``.
+        ``moved``: ``centroids`` are the last Lloyd fit's, updated once (the end of a k-means run), so
+        the fit's assignment is a hint for the rows it covered (:meth:`_search`). Assignments are
+        kept as int32 when ``k < 2^31``.
         """
+        hint = (self._moved_hint if self._fit_assign is None else self._fit_hint()) if moved else None
+        self._moved_hint = None
         k = len(centroids)
         if self.assign.dtype != (dtype := np.int32 if k < 2**31 else np.int64):
             self.assign = self.assign.astype(dtype)
-        for a, block, ai, dist in self._search(self.rows, centroids):
+        for a, block, ai, dist in self._search(self.rows, centroids, hint):
             self.assign[a : a + len(block)] = ai
             self.dist[a : a + len(block)] = dist
         return np.bincount(self.assign, minlength=k).astype(np.int64), float(self.dist.sum(dtype=np.float64))

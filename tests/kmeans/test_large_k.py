@@ -94,7 +94,14 @@ def test_sampled_init_is_seeded_and_picks_data_rows(make_blobs):
 def test_progress_advances_inside_every_step(make_blobs):
     x, _ = make_blobs(900, 8, 9)
     kc = KMeansConfig.from_dict(
-        {"n_clusters": [20], "n_iters": [5], "n_resampling_steps": [1], "sample_size": [10], "init": "kmeans++"}
+        {
+            "n_clusters": [20],
+            "n_iters": [5],
+            "n_resampling_steps": [1],
+            "sample_size": [10],
+            "init": "kmeans++",
+            "tol": 0.0,
+        }
     )
     events = []
     fit_level(LocalGroup([Shard(x)]), kc.levels[0], kc, 1, progress=lambda *e, **m: events.append((*e, m)))
@@ -160,16 +167,17 @@ def test_plan_models_hnsw_and_sampled_init():
         hnsw_search_s_per_row=2e-5,
         hnsw_build_s_per_centroid=5e-5,
     )
-    kw = {"n_clusters": [20_000], "n_resampling_steps": [0], "in_process": False}
+    kw = {"n_clusters": [20_000], "n_resampling_steps": [0], "in_process": False, "hnsw_rebuild_every": 4}
     exact = P.plan_kmeans(
         KMeansConfig.from_dict({**kw, "assign": "exact", "init": "kmeans++"}), 200_000, 128, here, cal
     )
     fast = P.plan_kmeans(KMeansConfig.from_dict({**kw, "assign": "auto", "init": "auto"}), 200_000, 128, here, cal)
     assert fast.seconds < exact.seconds / 5
-    # by hand: 21 passes of 200,000 rows at 2e-5 s a row on 2 threads, and 21 graph builds of
-    # 20,000 centroids at 5e-5 s each, both scaled by ln k / ln 4096; the init is random (budget < k rows)
+    # by hand: 21 passes of 200,000 rows at 2e-5 s a row on 2 threads, and 6 graph builds (20 Lloyd
+    # iterations with a rebuild every 4th: 5, plus the final reassignment) of 20,000 centroids at
+    # 5e-5 s each, both scaled by ln k / ln 4096; the init is random (budget < k rows)
     scale = math.log(20_000) / math.log(4096)
-    by_hand = 21 * 200_000 * 2e-5 * scale / 2 + 21 * 20_000 * 5e-5 * scale
+    by_hand = 21 * 200_000 * 2e-5 * scale / 2 + 6 * 20_000 * 5e-5 * scale
     assert fast.levels[0].seconds == pytest.approx(by_hand)
 
 
@@ -185,3 +193,85 @@ def test_hnsw_lloyd_is_seeded_and_shard_independent(make_blobs):
     one = run([0, 1500])
     np.testing.assert_array_equal(one, run([0, 1500]))
     np.testing.assert_allclose(run([0, 700, 1500]), one, rtol=1e-5, atol=1e-6)
+
+
+def test_lloyd_stops_early_once_inertia_changes_less_than_tol(make_blobs):
+    from pipeline.kmeans.algorithm import lloyd
+
+    x, _ = make_blobs(800, 8, 12)
+    start = x[np.random.default_rng(3).choice(len(x), 30, replace=False)]
+    full = lloyd(LocalGroup([Shard(x)]), start, 30)[1]
+    early = lloyd(LocalGroup([Shard(x)]), start, 30, tol=1e-3)[1]
+    t = len(early) - 1
+    assert 1 <= t < 29 and early == full[: t + 1]  # the same iterations, cut where the change fell below tol
+    assert early[t - 1] - early[t] <= 1e-3 * early[t]
+    assert all(a - b > 1e-3 * b for a, b in zip(early[:-2], early[1:-1]))
+
+
+def test_warm_resampling_starts_from_the_previous_steps_centroids(make_blobs, monkeypatch):
+    import pipeline.kmeans.hierarchical as H
+
+    x, _ = make_blobs(600, 8, 10)
+    seen = []
+    real = H.fit_group
+
+    def spy(group, k, n_iters, **kw):
+        seen.append(kw["init"] if isinstance(kw["init"], str) else np.array(kw["init"]))
+        return real(group, k, n_iters, **kw)
+
+    monkeypatch.setattr(H, "fit_group", spy)
+    for mode in ("fresh", "warm"):
+        seen.clear()
+        kc = KMeansConfig.from_dict(
+            {"n_clusters": [12], "n_resampling_steps": [2], "sample_size": [5], "resample_init": mode, "init": "random"}
+        )
+        steps = []
+        fit_level(
+            LocalGroup([Shard(x, metric=kc.metric)]),
+            kc.levels[0],
+            kc,
+            1,
+            on_step=lambda s, c, *_, out=steps: out.append(c),
+        )
+        assert seen[0] == "random"
+        if mode == "fresh":
+            assert seen[1:] == ["random", "random"]
+        else:
+            for before, start in zip(steps[:-1], seen[1:]):
+                np.testing.assert_array_equal(start, before)
+
+
+def test_reused_graph_equals_exact_lloyd_where_the_graph_search_is_exact(make_blobs):
+    from dataclasses import replace
+
+    x, _ = make_blobs(700, 8, 10)
+    start = x[np.random.default_rng(2).choice(len(x), 50, replace=False)]
+    reuse = replace(WIDE_HNSW, rebuild_every=4)
+    out = {}
+    for name, ci in (("exact", EXACT), ("reuse", reuse)):
+        shard = Shard(x, centroid_index=ci)
+        out[name] = fit_group(LocalGroup([shard]), 50, 8, init=start, rng=np.random.default_rng(0))
+        if name == "reuse":  # built at iterations 0 and 4, reused (moved vectors) at 1-3 and 5-7
+            assert shard._graph[1] == 3
+    np.testing.assert_allclose(out["reuse"][0], out["exact"][0], atol=1e-5)
+    np.testing.assert_allclose(out["reuse"][1], out["exact"][1], rtol=1e-5)
+
+
+def test_final_reassignment_keeps_the_fits_centroid_when_the_graph_finds_a_farther_one(make_blobs):
+    x, _ = make_blobs(900, 8, 12)
+    start = x[np.random.default_rng(4).choice(len(x), 60, replace=False)]
+    narrow = CentroidIndex("hnsw", 1, 4, 4, 1)  # a poor graph: many missed neighbours
+    shard = Shard(x, centroid_index=narrow)
+    group = LocalGroup([shard])
+    shard.set_active(np.arange(0, 900, 2))  # the fit covers every other row
+    c, _ = fit_group(group, 60, 4, init=start, rng=np.random.default_rng(0))
+    fit = shard._fit_assign.copy()
+    shard.set_active(None)
+    shard.assign_all(c, moved=True)
+    hinted = shard.assign.copy(), shard.dist.copy()
+    shard.assign_all(c)
+    plain = shard.assign.copy(), shard.dist.copy()
+    d_fit = ((x[::2] - c[fit]) ** 2).sum(1)
+    assert np.all(hinted[1][::2] <= d_fit + 1e-4) and np.all(hinted[1] <= plain[1] + 1e-6)
+    assert (hinted[1] < plain[1] - 1e-6).any()  # the graph did miss some: the hint mattered
+    np.testing.assert_array_equal(hinted[0][1::2], plain[0][1::2])  # rows outside the fit: no hint
