@@ -321,7 +321,7 @@ def estimate_export(
     confidence: float = 0.95,
     window: int | None = None,
     calibration_scores: np.ndarray | None = None,
-    calibration_ridge: float = 0.0,
+    calibration_ridge: float,
 ) -> ExportEstimate | None:
     """Exported recall and model precision of the module docstring.
 

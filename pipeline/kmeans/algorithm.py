@@ -269,7 +269,8 @@ def lloyd(
     n_iters: int,
     metric: str = "l2",
     progress: ProgressFn = _no_progress,
-    tol: float = 0.0,
+    *,
+    tol: float,
 ) -> tuple[np.ndarray, list[float]]:
     """Up to ``n_iters`` Lloyd iterations from ``centroids`` on the active rows; returns (centroids, inertias).
 
@@ -323,7 +324,7 @@ def fit_group(
     n_local_trials: int | None = None,
     init_sample_flops: float = math.inf,
     progress: ProgressFn = _no_progress,
-    tol: float = 0.0,
+    tol: float,
 ) -> tuple[np.ndarray, list[float]]:
     """Initialise (``kmeans++`` | ``random`` | ``auto`` | given (k, D) array) then run Lloyd on the
     active rows (early stop: :func:`lloyd`'s ``tol``)."""
@@ -341,7 +342,7 @@ def fit_group(
         start = random_init(group, k, rng)
     else:
         raise ValueError(f"init must be 'kmeans++', 'random', 'auto' or an array, got {init!r}")
-    return lloyd(group, start, n_iters, metric, progress, tol)
+    return lloyd(group, start, n_iters, metric, progress, tol=tol)
 
 
 def kmeans(
@@ -364,7 +365,9 @@ def kmeans(
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     shard = Shard(x, metric=metric, chunk_mb=chunk_mb)
     group = LocalGroup([shard])
-    centroids, _ = fit_group(group, k, n_iters, init=init, metric=metric, rng=rng, n_local_trials=n_local_trials)
+    centroids, _ = fit_group(
+        group, k, n_iters, init=init, metric=metric, rng=rng, n_local_trials=n_local_trials, tol=0.0
+    )
     shard.assign_all(centroids)
     _, assign, dist = shard.assignments()
     shard.close()

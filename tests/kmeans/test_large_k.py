@@ -39,8 +39,10 @@ def test_hnsw_assignment_equals_exact_where_the_index_is_exact(make_blobs, metri
     np.testing.assert_array_equal(approx.assign, exact.assign)
     np.testing.assert_allclose(approx.dist, exact.dist, rtol=1e-5, atol=1e-5)
     # and a whole Lloyd run from the same start (the hint path included) gives the same centroids
-    ce, ie = fit_group(LocalGroup([exact]), 40, 6, init=centroids, metric=metric, rng=np.random.default_rng(0))
-    ca, ia = fit_group(LocalGroup([approx]), 40, 6, init=centroids, metric=metric, rng=np.random.default_rng(0))
+    ce, ie = fit_group(LocalGroup([exact]), 40, 6, init=centroids, metric=metric, rng=np.random.default_rng(0), tol=0.0)
+    ca, ia = fit_group(
+        LocalGroup([approx]), 40, 6, init=centroids, metric=metric, rng=np.random.default_rng(0), tol=0.0
+    )
     np.testing.assert_allclose(ca, ce, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ia, ie, rtol=1e-5)
 
@@ -188,7 +190,9 @@ def test_hnsw_lloyd_is_seeded_and_shard_independent(make_blobs):
 
     def run(bounds: list[int]) -> np.ndarray:
         shards = [Shard(x[a:b], offset=a, centroid_index=ci, threads=2) for a, b in zip(bounds[:-1], bounds[1:])]
-        return fit_group(LocalGroup(shards), 90, 8, init="auto", rng=np.random.default_rng(5), init_sample_flops=1e6)[0]
+        return fit_group(
+            LocalGroup(shards), 90, 8, init="auto", rng=np.random.default_rng(5), init_sample_flops=1e6, tol=0.0
+        )[0]
 
     one = run([0, 1500])
     np.testing.assert_array_equal(one, run([0, 1500]))
@@ -200,7 +204,7 @@ def test_lloyd_stops_early_once_inertia_changes_less_than_tol(make_blobs):
 
     x, _ = make_blobs(800, 8, 12)
     start = x[np.random.default_rng(3).choice(len(x), 30, replace=False)]
-    full = lloyd(LocalGroup([Shard(x)]), start, 30)[1]
+    full = lloyd(LocalGroup([Shard(x)]), start, 30, tol=0.0)[1]
     early = lloyd(LocalGroup([Shard(x)]), start, 30, tol=1e-3)[1]
     t = len(early) - 1
     assert 1 <= t < 29 and early == full[: t + 1]  # the same iterations, cut where the change fell below tol
@@ -250,7 +254,7 @@ def test_reused_graph_equals_exact_lloyd_where_the_graph_search_is_exact(make_bl
     out = {}
     for name, ci in (("exact", EXACT), ("reuse", reuse)):
         shard = Shard(x, centroid_index=ci)
-        out[name] = fit_group(LocalGroup([shard]), 50, 8, init=start, rng=np.random.default_rng(0))
+        out[name] = fit_group(LocalGroup([shard]), 50, 8, init=start, rng=np.random.default_rng(0), tol=0.0)
         if name == "reuse":  # built at iterations 0 and 4, reused (moved vectors) at 1-3 and 5-7
             assert shard._graph[1] == 3
     np.testing.assert_allclose(out["reuse"][0], out["exact"][0], atol=1e-5)
@@ -264,7 +268,7 @@ def test_final_reassignment_keeps_the_fits_centroid_when_the_graph_finds_a_farth
     shard = Shard(x, centroid_index=narrow)
     group = LocalGroup([shard])
     shard.set_active(np.arange(0, 900, 2))  # the fit covers every other row
-    c, _ = fit_group(group, 60, 4, init=start, rng=np.random.default_rng(0))
+    c, _ = fit_group(group, 60, 4, init=start, rng=np.random.default_rng(0), tol=0.0)
     fit = shard._fit_assign.copy()
     shard.set_active(None)
     shard.assign_all(c, moved=True)
