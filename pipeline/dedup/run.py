@@ -110,8 +110,8 @@ def near_duplicates(
     Candidates (:func:`pipeline.dedup.copies.candidate_pairs`) are verified by their pHash copy
     distance and registered residual (:func:`pipeline.dedup.copies.copy_scores`), combined as
     :func:`pipeline.dedup.calibration.joint_rank` against a threshold calibrated on synthetic copies
-    (:mod:`pipeline.dedup.calibration`); with a fixed ``threshold``, the residual alone is compared.
-    Groups by :func:`pipeline.dedup.grouping.keeper_groups`.
+    (:mod:`pipeline.dedup.calibration`; near-flat images it cannot verify are kept, its detail gate);
+    with a fixed ``threshold``, the residual alone is compared. Groups by :func:`pipeline.dedup.grouping.keeper_groups`.
 
     Args:
         cfg: ``dedup.copies`` settings and ``seed``.
@@ -123,7 +123,7 @@ def near_duplicates(
         it, record: threshold, calibration estimates, candidate counts, timings).
     """
     from pipeline.dedup.calibration import KINDS as COPY_KINDS
-    from pipeline.dedup.calibration import choose_threshold, joint_rank, synthetic_copy
+    from pipeline.dedup.calibration import gated_threshold, grid_detail, synthetic_copy
     from pipeline.dedup.copies import candidate_pairs, copy_scores, descriptor_correlation
     from pipeline.dedup.grouping import keeper_groups
     from pipeline.dedup.perceptual import d4_phash, descriptors
@@ -138,7 +138,7 @@ def near_duplicates(
     i, j = candidate_pairs(hashes, desc, cfg, record)
     t1 = time.perf_counter()
     min_corr = cfg["register_min_correlation"]
-    if fixed is None:  # synthetic copies: their residuals set the threshold, their descriptors who gets registered
+    if fixed is None:  # synthetic copies: their scores set the threshold, their descriptors who gets registered
         if load is None:
             raise ValueError("calibrating dedup.copies.threshold needs the images; or set dedup.copies.threshold")
         rng = np.random.default_rng(int(cfg["seed"]))
@@ -148,18 +148,13 @@ def near_duplicates(
         grids = np.concatenate([sig.grids, image_signatures(blobs).grids])
         copies = n + np.arange(len(sample))
         copy_bits, copy_res = copy_scores(np.concatenate([hashes, d4_phash(grids[n:])]), grids, sample, copies)
-        pair_score = joint_rank(copy_bits, copy_res)
-        copy_score = pair_score(copy_bits, copy_res)
         if min_corr is None:
             copy_corr = descriptor_correlation(np.concatenate([desc, descriptors(grids[n:])]), sample, copies)
             min_corr = float(copy_corr.min()) - float(cfg["register_margin"]) if len(copy_corr) else -1.0
-    else:
-        pair_score = lambda bits, res: res  # noqa: E731 (a fixed threshold is a residual)
     min_corr = -1.0 if min_corr is None else float(min_corr)
     register = descriptor_correlation(desc, i, j) >= min_corr
     t2 = time.perf_counter()
     bits, residual = copy_scores(hashes, sig.grids, i, j, register=register)
-    score = pair_score(bits, residual)
     record.update(
         candidate_pairs=int(len(i)),
         registered_pairs=int(register.sum()),
@@ -169,8 +164,9 @@ def near_duplicates(
     )
     asked: dict[tuple[int, int], tuple[int, float]] = {}
 
-    def group(limit: float) -> tuple[np.ndarray, np.ndarray]:
-        """keeper_groups with pairs at score <= limit; pairs verified on demand are scored once."""
+    def group(limit: float, pair_score: Callable, verifiable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """keeper_groups with pairs of verifiable images at ``pair_score <= limit``; pairs verified on
+        demand are scored once."""
 
         def verify(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             new = [(int(x), int(y)) for x, y in zip(a, b) if (int(x), int(y)) not in asked]
@@ -178,21 +174,25 @@ def near_duplicates(
                 na, nb = np.array(new).T
                 reg = descriptor_correlation(desc, na, nb) >= min_corr
                 nbits, nres = copy_scores(hashes, sig.grids, na, nb, register=reg)
-                for x, y, bt, r in zip(na, nb, nbits, pair_score(nbits, nres)):
-                    asked[(int(x), int(y))] = (int(bt), float(r))
+                asked.update({(int(x), int(y)): (int(bt), float(r)) for x, y, bt, r in zip(na, nb, nbits, nres)})
             got = np.array([asked[(int(x), int(y))] for x, y in zip(a, b)]).reshape(-1, 2)
-            return got[:, 1] <= limit, got[:, 0]
+            return pair_score(got[:, 0], got[:, 1]) <= limit, got[:, 0]
 
-        link = score <= limit
+        link = (pair_score(bits, residual) <= limit) & verifiable[i] & verifiable[j]
         return keeper_groups(n, i[link], j[link], bits[link], priority, verify)
 
     if fixed is not None:
+        pair_score, verifiable = (lambda b, res: res), np.ones(n, bool)  # a fixed threshold is a residual
         record.update(threshold=float(fixed), calibrated=False, reliable=True)
     else:
-        est = choose_threshold(
-            copy_score,
-            lambda t: int((group(t)[0] != np.arange(n)).sum()),
-            n,
+        pool_detail = grid_detail(sig.grids)
+        est, pair_score, verifiable, copy_score = gated_threshold(
+            copy_bits,
+            copy_res,
+            np.minimum(pool_detail[sample], grid_detail(grids[n:])),
+            pool_detail,
+            lambda t, score, ok: group(t, score, ok)[0],
+            detail_levels=list(cfg["detail_levels"]),
             recall_levels=list(cfg["recall_levels"]),
             max_false_match=float(cfg["max_false_match"]),
         )
@@ -206,7 +206,9 @@ def near_duplicates(
                 100 * est["false_match_rate"],
                 100 * float(cfg["max_false_match"]),
             )
-    kept_of, dist = group(record["threshold"] if record["threshold"] is not None else -np.inf)
+        elif est["unverifiable"]:
+            log.info("dedup: %d near-flat images too plain to verify copies of: kept", est["unverifiable"])
+    kept_of, dist = group(record["threshold"] if record["threshold"] is not None else -np.inf, pair_score, verifiable)
     return kept_of, dist.astype(np.int64), record
 
 
