@@ -147,58 +147,82 @@ def near_duplicates(
         blobs = [synthetic_copy(decode_rgb(b), k, rng) for b, k in zip(load(sample), kinds)]
         grids = np.concatenate([sig.grids, image_signatures(blobs).grids])
         copies = n + np.arange(len(sample))
-        copy_bits, copy_res = copy_scores(np.concatenate([hashes, d4_phash(grids[n:])]), grids, sample, copies)
+        copy_hashes = np.concatenate([hashes, d4_phash(grids[n:])])
         if min_corr is None:
             copy_corr = descriptor_correlation(np.concatenate([desc, descriptors(grids[n:])]), sample, copies)
             min_corr = float(copy_corr.min()) - float(cfg["register_margin"]) if len(copy_corr) else -1.0
     min_corr = -1.0 if min_corr is None else float(min_corr)
     register = descriptor_correlation(desc, i, j) >= min_corr
-    t2 = time.perf_counter()
-    bits, residual = copy_scores(hashes, sig.grids, i, j, register=register)
     record.update(
         candidate_pairs=int(len(i)),
         registered_pairs=int(register.sum()),
         register_min_correlation=round(min_corr, 4),
         search_s=round(t1 - t0, 2),
-        verify_s=round(time.perf_counter() - t2, 2),
     )
-    asked: dict[tuple[int, int], tuple[int, float]] = {}
 
-    def group(limit: float, pair_score: Callable, verifiable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """keeper_groups with pairs of verifiable images at ``pair_score <= limit``; pairs verified on
-        demand are scored once."""
+    def group(
+        limit: float, pair_score: Callable, verifiable: np.ndarray, scored: dict
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """keeper_groups with pairs of verifiable images at ``pair_score <= limit``, the candidate pairs
+        scored in ``scored`` (bits, residual, crop scales); pairs verified on demand are scored once."""
+        asked = scored["asked"]
 
         def verify(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             new = [(int(x), int(y)) for x, y in zip(a, b) if (int(x), int(y)) not in asked]
             if new:
                 na, nb = np.array(new).T
                 reg = descriptor_correlation(desc, na, nb) >= min_corr
-                nbits, nres = copy_scores(hashes, sig.grids, na, nb, register=reg)
+                nbits, nres = copy_scores(hashes, sig.grids, na, nb, register=reg, scales=scored["scales"])
                 asked.update({(int(x), int(y)): (int(bt), float(r)) for x, y, bt, r in zip(na, nb, nbits, nres)})
             got = np.array([asked[(int(x), int(y))] for x, y in zip(a, b)]).reshape(-1, 2)
             return pair_score(got[:, 0], got[:, 1]) <= limit, got[:, 0]
 
+        bits, residual = scored["bits"], scored["residual"]
         link = (pair_score(bits, residual) <= limit) & verifiable[i] & verifiable[j]
         return keeper_groups(n, i[link], j[link], bits[link], priority, verify)
 
+    def scored_with(scales: tuple[float, ...]) -> dict:
+        t2 = time.perf_counter()
+        bits, residual = copy_scores(hashes, sig.grids, i, j, register=register, scales=scales)
+        return {"scales": scales, "bits": bits, "residual": residual, "asked": {}, "s": time.perf_counter() - t2}
+
+    grids_tried = [tuple(float(v) for v in g) for g in cfg["crop_scales"]]
     if fixed is not None:
         pair_score, verifiable = (lambda b, res: res), np.ones(n, bool)  # a fixed threshold is a residual
-        record.update(threshold=float(fixed), calibrated=False, reliable=True)
+        scored = scored_with(grids_tried[0])
+        record.update(threshold=float(fixed), calibrated=False, reliable=True, verify_s=round(scored["s"], 2))
     else:
         pool_detail = grid_detail(sig.grids)
-        est, pair_score, verifiable, copy_score = gated_threshold(
-            copy_bits,
-            copy_res,
-            np.minimum(pool_detail[sample], grid_detail(grids[n:])),
-            pool_detail,
-            lambda t, score, ok: group(t, score, ok)[0],
-            detail_levels=list(cfg["detail_levels"]),
-            recall_levels=list(cfg["recall_levels"]),
-            max_false_match=float(cfg["max_false_match"]),
+        copy_detail = np.minimum(pool_detail[sample], grid_detail(grids[n:]))
+        best = None
+        for scales in grids_tried:  # finer registration only while crops are recalled below retry_crop_recall
+            cur = scored_with(scales)
+            copy_bits, copy_res = copy_scores(copy_hashes, grids, sample, copies, scales=scales)
+            est, score, ok, copy_score = gated_threshold(
+                copy_bits,
+                copy_res,
+                copy_detail,
+                pool_detail,
+                lambda t, sc, v: group(t, sc, v, cur)[0],  # noqa: B023 (used in this iteration)
+                detail_levels=list(cfg["detail_levels"]),
+                recall_levels=list(cfg["recall_levels"]),
+                max_false_match=float(cfg["max_false_match"]),
+            )
+            t = est["threshold"] if est["threshold"] is not None else -np.inf
+            by_kind = {k: round(float((copy_score[kinds == k] <= t).mean()), 3) for k in COPY_KINDS}
+            if best is None or (est["reliable"] and est["recall_estimate"] > best[1]["recall_estimate"]):
+                best = (cur, est, score, ok, by_kind)
+            if best[4]["crop"] >= float(cfg["retry_crop_recall"]):
+                break
+        scored, est, pair_score, verifiable, by_kind = best
+        record.update(
+            calibrated=True,
+            sample=int(len(sample)),
+            **est,
+            recall_by_kind=by_kind,
+            crop_scales=list(scored["scales"]),
+            verify_s=round(scored["s"], 2),
         )
-        t = est["threshold"] if est["threshold"] is not None else -np.inf
-        by_kind = {k: round(float((copy_score[kinds == k] <= t).mean()), 3) for k in COPY_KINDS}
-        record.update(calibrated=True, sample=int(len(sample)), **est, recall_by_kind=by_kind)
         if not est["reliable"]:
             log.warning(
                 "dedup: copy detection unreliable on this collection (strictest setting removes %.1f%% of distinct "
@@ -208,7 +232,8 @@ def near_duplicates(
             )
         elif est["unverifiable"]:
             log.info("dedup: %d near-flat images too plain to verify copies of: kept", est["unverifiable"])
-    kept_of, dist = group(record["threshold"] if record["threshold"] is not None else -np.inf, pair_score, verifiable)
+    limit = record["threshold"] if record["threshold"] is not None else -np.inf
+    kept_of, dist = group(limit, pair_score, verifiable, scored)
     return kept_of, dist.astype(np.int64), record
 
 

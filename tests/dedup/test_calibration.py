@@ -1,5 +1,5 @@
 """Copy decisions that hold on any collection: the detail gate (near-flat images it cannot verify
-are kept) and its detail-consistency test."""
+are kept), its detail-consistency test, and the retry with a finer crop registration."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from PIL import Image
 
 from pipeline.dedup import find_duplicates, image_signatures, synthetic_copy
 from pipeline.dedup.calibration import detail_shift, gated_threshold, grid_detail, joint_rank
+from pipeline.dedup.copies import copy_scores
+from pipeline.dedup.perceptual import d4_phash, grey_grid
 
 LEVELS = [0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0]
 DETAIL_LEVELS = [0, 0.1, 0.2, 0.3, 0.4, 0.5]
@@ -140,3 +142,53 @@ def test_report_says_how_many_images_were_too_plain_to_verify():
     record = {"calibrated": True, "reliable": True, "sample": 1000, "recall_estimate": 0.8, "unverifiable": 96}
     assert "96 near-flat images were too plain to verify" in copy_detection_sentence(record)
     assert "too plain" not in copy_detection_sentence({**record, "unverifiable": 0})
+
+
+def _crop_pairs(keeps: tuple[float, ...], per_keep: int, seed: int = 1) -> np.ndarray:
+    """(2 P, GRID, GRID) grids: each picture then its crop (keeping ``keep`` of each side, random offset)."""
+    rng = np.random.default_rng(seed)
+    grids = []
+    for keep in keeps:
+        for s in range(per_keep):
+            im = texture(s, 256)
+            w = round(256 * keep)
+            ox, oy = rng.integers(0, 256 - w + 1, 2)
+            grids += [grey_grid(im), grey_grid(im.crop((ox, oy, ox + w, oy + w)))]
+    return np.array(grids)
+
+
+def test_finer_crop_scales_register_crops_between_the_coarse_ones():
+    grids = _crop_pairs((0.97, 0.95, 0.93, 0.91), 8)
+    i = np.arange(0, len(grids), 2)
+    _, coarse = copy_scores(d4_phash(grids), grids, i, i + 1, scales=(1.0, 0.95, 0.9))
+    _, fine = copy_scores(d4_phash(grids), grids, i, i + 1, scales=(1.0, 0.97, 0.94, 0.92, 0.9))
+    assert fine.mean() < 0.8 * coarse.mean()
+
+
+def test_calibration_retries_a_finer_registration_when_crops_are_missed(monkeypatch):
+    """The rule, on a pool where the real calibration is replaced by estimates with a known answer:
+    the first crop grid recalls crops below ``retry_crop_recall``, so the next one is calibrated
+    too and kept when its estimated recall is higher; an unreliable retry keeps the first."""
+    import pipeline.dedup.calibration as calibration
+
+    real = calibration.gated_threshold
+    images = [jpeg(texture(s, 96)) for s in range(30)]
+    sig = image_signatures(images)
+
+    def run(outcomes: list[tuple[bool, float, bool]]) -> dict:
+        calls = iter(outcomes)
+
+        def fake(copy_bits, *args, **kwargs):
+            est, score, ok, copy_score = real(copy_bits, *args, **kwargs)
+            reliable, recall, crops_found = next(calls)
+            crop = np.arange(len(copy_score)) % 6 == 2  # the calibration's kinds cycle, crop third
+            copy_score = np.where(crop & (not crops_found), np.inf, copy_score)
+            return {**est, "reliable": reliable, "recall_estimate": recall}, score, ok, copy_score
+
+        monkeypatch.setattr(calibration, "gated_threshold", fake)
+        cfg = {"seed": 0, "copies": {"crop_scales": [[1.0, 0.95, 0.9], [1.0, 0.97, 0.94, 0.92, 0.9]]}}
+        return find_duplicates(None, cfg, signatures=sig, load=lambda rows: [images[r] for r in rows]).calibration
+
+    assert run([(True, 0.8, False), (True, 0.95, True)])["crop_scales"] == [1.0, 0.97, 0.94, 0.92, 0.9]
+    assert run([(True, 0.8, False), (False, 0.0, True)])["crop_scales"] == [1.0, 0.95, 0.9]
+    assert run([(True, 0.95, True)])["crop_scales"] == [1.0, 0.95, 0.9]  # crops recalled: no retry
