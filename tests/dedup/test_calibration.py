@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from pipeline.dedup import find_duplicates, image_signatures, synthetic_copy
@@ -112,6 +113,7 @@ def test_joint_rank_of_a_gated_sample_uses_its_own_copies():
     assert gated(np.array([20]), np.array([0.5]))[0] == 1.0  # beyond every verifiable copy
 
 
+@pytest.mark.slow
 def test_find_duplicates_keeps_near_flat_images_and_finds_the_copies():
     """60 textures, 20 distinct near-flat images, 12 copies of textures (every kind): without the
     gate the calibration is unreliable and keeps everything; with it, the flat images are kept as
