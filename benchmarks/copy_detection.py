@@ -18,7 +18,9 @@ near_duplicate, calibrated):
 Collections (>= 2 not aerial): ``digits`` (sklearn's 1,797 8x8 grey digits upscaled to 56 px, JPEG),
 ``shapes`` (generated: 3-5 random ellipses / rectangles / triangles of 8-32 px on a plain or
 gradient background, 64 px, JPEG), ``tiles`` (sklearn's two sample photos cut into non-overlapping 40 px
-tiles), ``ucmerced`` and ``aid150`` (aerial, ../shared/datasets).
+tiles), ``ucmerced`` and ``aid150`` (aerial, ../shared/datasets), and ``glyphs`` (held out: 1-3
+letters of PIL's default font on a plain page, 48 px grey; added after the method was designed, as
+a check of transfer).
 
 scale: candidate search + verification on synthetic signatures: ``n`` grey grids made of smooth
 random fields (12 x 12 noise upsampled to 32 x 32, bicubic), 10% of them copies of others
@@ -83,6 +85,28 @@ def shapes(n: int = 2000, side: int = 64, seed: int = 0) -> list[bytes]:
     return out
 
 
+def glyphs(n: int = 2000, side: int = 48, seed: int = 7) -> list[bytes]:
+    """Held-out domain (never used while designing or tuning): 1-3 random letters / digits of PIL's
+    default font (12-30 px, random grey ink) on a plain grey page, 48 px grey JPEG: small, grey,
+    simple shapes, many pictures differing by one stroke."""
+    from PIL import ImageFont
+
+    rng = np.random.default_rng(seed)
+    chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    out = []
+    for _ in range(n):
+        paper = int(rng.integers(0, 256))
+        im = Image.new("L", (side, side), paper)
+        draw = ImageDraw.Draw(im)
+        for _ in range(int(rng.integers(1, 4))):
+            font = ImageFont.load_default(size=int(rng.integers(12, 31)))
+            ink = int((paper + rng.integers(80, 176)) % 256)
+            xy = (int(rng.integers(-4, side - 8)), int(rng.integers(-6, side - 10)))
+            draw.text(xy, str(rng.choice(list(chars))), fill=ink, font=font)
+        out.append(_jpeg(im.convert("RGB")))
+    return out
+
+
 def tiles(side: int = 40) -> list[bytes]:
     from sklearn.datasets import load_sample_images
 
@@ -99,6 +123,7 @@ COLLECTIONS = {
     "digits": digits,
     "shapes": shapes,
     "tiles": tiles,
+    "glyphs": glyphs,
     "ucmerced": lambda: dataset("ucmerced")[1],
     "aid150": lambda: dataset("aid150")[1],
 }

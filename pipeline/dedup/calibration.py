@@ -31,6 +31,18 @@ more than ``alpha`` of the distinct images, the collection is declared unreliabl
 (``reliable: false`` in run.json and the report) and its near-duplicates are kept. ``m`` is only
 as good as ``C(t_ref)`` from the sample (binomial error ~ sqrt(0.25 / sample)), hence a large
 default sample.
+
+**Detail gate.** A near-flat image (sky, blurred background, a blank page) has too little picture
+for any grid signal to tell its copies from other near-flat images: codec noise is as large as its
+structure. When no level holds on the whole pool, the calibration is repeated on the images whose
+:func:`grid_detail` is at least the ``q``-quantile of the pool's, ``q`` over ``detail_levels`` in
+order (:func:`gated_threshold`): the first reliable ``q`` wins; the images below its cut are
+*unverifiable* (counted in the record) and kept, never removed nor kept in a copy's place. The cut
+is a quantile of this collection's own detail, not an absolute level. A level whose calibration
+looks reliable can still be wrong in one way the excess ``F`` cannot see: distinct near-flat pairs
+below ``t_90`` are counted into ``m`` as copies. Real copies of random pool images are as detailed
+as the synthetic ones found at ``t_90``; so when the pairs removed at ``t_90`` are significantly
+plainer (:func:`detail_shift`), the level fails too.
 """
 
 from __future__ import annotations
@@ -44,6 +56,9 @@ from PIL import Image, ImageEnhance, ImageOps
 
 KINDS = ("jpeg", "resize", "crop", "flip", "rot90", "colour")
 REFERENCE_RECALL = 0.9  # t_ref: this quantile of the synthetic copies' scores
+DETAIL_Z = (
+    2.5  # detail gate: removals at t_ref plainer than the found synthetic copies by more than this z fail a level
+)
 
 
 def _jpeg(img: Image.Image, quality: int) -> bytes:
@@ -94,6 +109,97 @@ def joint_rank(copy_bits: np.ndarray, copy_residual: np.ndarray) -> Callable[[np
         return np.maximum(fb, fr)
 
     return score
+
+
+def grid_detail(grids: np.ndarray) -> np.ndarray:
+    """(N,) float64 standard deviation of each (N, GRID, GRID) grey grid, in grey levels: how much
+    picture a copy can be verified against (JPEG noise is a few levels)."""
+    return np.asarray(grids, np.float64).reshape(len(grids), -1).std(axis=1)
+
+
+def detail_shift(removed_detail: np.ndarray, found_detail: np.ndarray) -> float:
+    """z-score of the mean rank of ``removed_detail`` among ``found_detail`` (low: the removed pairs
+    are plainer than the synthetic copies found at the same threshold):
+
+        u_k = F_found(d_k),   z = (mean_k u_k - 1/2) / sqrt(1 / (12 K))
+
+    (u_k uniform when the removed pairs are copies like the synthetic ones; 0 when K = 0)."""
+    found = np.sort(np.asarray(found_detail, np.float64))
+    k = len(removed_detail)
+    if not k or not len(found):
+        return 0.0
+    u = (np.searchsorted(found, removed_detail, "left") + np.searchsorted(found, removed_detail, "right")) / (
+        2 * len(found)
+    )
+    return float((u.mean() - 0.5) / math.sqrt(1 / (12 * k)))
+
+
+def gated_threshold(
+    copy_bits: np.ndarray,
+    copy_residual: np.ndarray,
+    copy_detail: np.ndarray,
+    pool_detail: np.ndarray,
+    grouped: Callable[[float, Callable[[np.ndarray, np.ndarray], np.ndarray], np.ndarray], np.ndarray],
+    *,
+    detail_levels: list[float],
+    recall_levels: list[float],
+    max_false_match: float,
+) -> tuple[dict, Callable[[np.ndarray, np.ndarray], np.ndarray], np.ndarray, np.ndarray]:
+    """:func:`choose_threshold` behind the detail gate of the module doc.
+
+    A level ``q`` is accepted when its calibration is reliable and the images removed at ``t_ref``
+    are not significantly plainer than the synthetic copies found there (:func:`detail_shift` >=
+    ``-DETAIL_Z``; ``m`` counts them as copies, so near-flat distinct images below ``t_ref``
+    would pass as copies unseen otherwise).
+
+    Args:
+        copy_bits, copy_residual: (m,) scores of each synthetic copy to its source.
+        copy_detail: (m,) ``min(detail(source), detail(copy))``: a pair is verifiable when both are.
+        pool_detail: (N,) :func:`grid_detail` of the pool's images.
+        grouped: ``(t, score, verifiable) -> kept_of (N,)``: the pool's groups at threshold ``t``
+            when pairs of verifiable images are scored by ``score(bits, residual)``.
+
+    Returns:
+        (record: :func:`choose_threshold`'s, plus ``detail_level`` q, ``detail_cut``, ``detail_z``,
+        ``unverifiable`` images; ``recall_estimate`` is over all synthetic copies, the unverifiable
+        ones counted as missed), pair score, verifiable (N,) bool, copy score (m,) (inf for
+        unverifiable copies).
+    """
+    n = len(pool_detail)
+    rows = np.arange(n)
+    for q in detail_levels:
+        cut = float(np.quantile(pool_detail, q)) if q > 0 else -np.inf
+        ok, verifiable = copy_detail >= cut, pool_detail >= cut
+        if not ok.any():
+            break
+        score = joint_rank(copy_bits[ok], copy_residual[ok])
+        copy_score = score(copy_bits[ok], copy_residual[ok])
+        est = choose_threshold(
+            copy_score,
+            lambda t: int((grouped(t, score, verifiable) != rows).sum()),  # noqa: B023 (used in this iteration)
+            int(verifiable.sum()),
+            recall_levels=recall_levels,
+            max_false_match=max_false_match,
+        )
+        top = float(np.quantile(copy_score, REFERENCE_RECALL, method="inverted_cdf"))
+        kept_of = grouped(top, score, verifiable)
+        gone = np.flatnonzero(kept_of != rows)
+        z = detail_shift(np.minimum(pool_detail[gone], pool_detail[kept_of[gone]]), copy_detail[ok][copy_score <= top])
+        if est["reliable"] and z >= -DETAIL_Z:
+            break
+    copy_score = np.where(ok, score(copy_bits, copy_residual), np.inf)
+    record = {
+        **est,
+        "recall_estimate": round(est["recall_estimate"] * float(ok.mean()), 4) if len(ok) else 0.0,
+        "copy_share": round(est["copy_share"] * int(verifiable.sum()) / max(n, 1), 4),
+        "detail_level": float(q),
+        "detail_cut": round(cut, 3) if np.isfinite(cut) else None,
+        "detail_z": round(z, 2),
+        "unverifiable": int(n - verifiable.sum()),
+    }
+    if est["reliable"] and z < -DETAIL_Z:  # no level passed the detail test
+        record.update(threshold=None, reliable=False, recall_estimate=0.0)
+    return record, score, verifiable, copy_score
 
 
 def choose_threshold(

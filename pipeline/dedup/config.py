@@ -23,6 +23,12 @@ def dedup_config(cfg: dict[str, Any]) -> dict[str, Any]:
     levels = list(cp["recall_levels"] or [])
     if not levels or not all(0 < float(q) <= 1 for q in levels):
         raise ValueError(f"dedup.copies.recall_levels must be shares in (0, 1], got {cp['recall_levels']}")
+    details = list(cp["detail_levels"] or [])
+    if not details or not all(0 <= float(q) < 1 for q in details):
+        raise ValueError(f"dedup.copies.detail_levels must be quantiles in [0, 1), got {cp['detail_levels']}")
+    scales = cp["crop_scales"] or []
+    if not scales or not all(g and all(0 < float(v) <= 1 for v in g) for g in scales):
+        raise ValueError(f"dedup.copies.crop_scales must be lists of shares in (0, 1], got {cp['crop_scales']}")
     if not 0 <= int(cp["max_radius"]) <= 64:
         raise ValueError(f"dedup.copies.max_radius must be bits in [0, 64], got {cp['max_radius']}")
     if not 0 <= float(cp["max_false_match"]) <= 1:

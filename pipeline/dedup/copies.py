@@ -36,7 +36,17 @@ import math
 
 import numpy as np
 
-from pipeline.dedup.perceptual import GRID, HASH_BITS, d4, hamming, phash_bits, unit_rows, window_grid, windows
+from pipeline.dedup.perceptual import (
+    CROP_SCALES,
+    GRID,
+    HASH_BITS,
+    d4,
+    hamming,
+    phash_bits,
+    unit_rows,
+    window_grid,
+    windows,
+)
 
 RESIDUAL_BLOCK = 4  # pixels of the 32-grid per side of a residual block
 
@@ -223,6 +233,7 @@ def copy_scores(
     j: np.ndarray,
     *,
     register: np.ndarray | None = None,
+    scales: tuple[float, ...] = CROP_SCALES,
     chunk: int = 65536,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(bits (P,) int64 pHash copy distance, residual (P,) float32) of each pair.
@@ -230,7 +241,8 @@ def copy_scores(
     Direct scores (every pair, vectorised): the symmetry of ``i`` that correlates best with ``j``,
     its pHash distance and block residual. Registered scores (pairs where ``register`` is True,
     default all; grids windowed once per image, pairs grouped by image): the same after
-    registration. Each score is the smaller of the two.
+    registration over the crop ``scales`` (:func:`pipeline.dedup.perceptual.windows`). Each score is
+    the smaller of the two.
     """
     i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
     bits = np.zeros(len(i), np.int64)
@@ -248,7 +260,7 @@ def copy_scores(
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1):  # thousands of tiny products: BLAS threads cost 50x their work here
-            aligned, reg = _registered(hashes, grids, i[todo], j[todo])
+            aligned, reg = _registered(hashes, grids, i[todo], j[todo], tuple(scales))
         bits[todo], residual[todo] = np.minimum(bits[todo], aligned), np.minimum(residual[todo], reg)
     return bits, residual
 
@@ -258,7 +270,9 @@ def copy_distances(hashes: np.ndarray, grids: np.ndarray, i: np.ndarray, j: np.n
     return copy_scores(hashes, grids, i, j)[0]
 
 
-def _registered(hashes: np.ndarray, grids: np.ndarray, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _registered(
+    hashes: np.ndarray, grids: np.ndarray, i: np.ndarray, j: np.ndarray, scales: tuple[float, ...] = CROP_SCALES
+) -> tuple[np.ndarray, np.ndarray]:
     """(aligned pHash distance, block residual) of each pair after registration (:func:`copy_scores`)."""
     # best correlation, window box and symmetry of the small view, with i (column 0) or j (1) as the big view
     corr = np.full((len(i), 2), -np.inf, dtype=np.float32)
@@ -267,7 +281,7 @@ def _registered(hashes: np.ndarray, grids: np.ndarray, i: np.ndarray, j: np.ndar
     for side, (big, small) in enumerate(((i, j), (j, i))):
         order = np.argsort(big, kind="stable")
         for rows in np.split(order, np.flatnonzero(np.diff(big[order])) + 1):
-            w = windows(grids[big[rows[0]]])
+            w = windows(grids[big[rows[0]]], scales)
             q = unit_rows(d4(grids[small[rows]]).reshape(len(rows) * 8, -1))
             c = (q @ w.unit.T).reshape(len(rows), 8, len(w.unit))
             best_w = c.argmax(axis=2)  # (pairs, 8)

@@ -103,9 +103,9 @@ class Windows:
     box: np.ndarray  # (W, 4) float64
 
 
-def windows(grid: np.ndarray) -> Windows:
+def windows(grid: np.ndarray, scales: tuple[float, ...] = CROP_SCALES) -> Windows:
     units, boxes = [], []
-    sides = [int(round(GRID / s)) for s in CROP_SCALES]
+    sides = [int(round(GRID / s)) for s in scales]
     for sx in sides:
         for sy in sides:
             up = (

@@ -110,8 +110,8 @@ def near_duplicates(
     Candidates (:func:`pipeline.dedup.copies.candidate_pairs`) are verified by their pHash copy
     distance and registered residual (:func:`pipeline.dedup.copies.copy_scores`), combined as
     :func:`pipeline.dedup.calibration.joint_rank` against a threshold calibrated on synthetic copies
-    (:mod:`pipeline.dedup.calibration`); with a fixed ``threshold``, the residual alone is compared.
-    Groups by :func:`pipeline.dedup.grouping.keeper_groups`.
+    (:mod:`pipeline.dedup.calibration`; near-flat images it cannot verify are kept, its detail gate);
+    with a fixed ``threshold``, the residual alone is compared. Groups by :func:`pipeline.dedup.grouping.keeper_groups`.
 
     Args:
         cfg: ``dedup.copies`` settings and ``seed``.
@@ -123,7 +123,7 @@ def near_duplicates(
         it, record: threshold, calibration estimates, candidate counts, timings).
     """
     from pipeline.dedup.calibration import KINDS as COPY_KINDS
-    from pipeline.dedup.calibration import choose_threshold, joint_rank, synthetic_copy
+    from pipeline.dedup.calibration import gated_threshold, grid_detail, synthetic_copy
     from pipeline.dedup.copies import candidate_pairs, copy_scores, descriptor_correlation
     from pipeline.dedup.grouping import keeper_groups
     from pipeline.dedup.perceptual import d4_phash, descriptors
@@ -138,7 +138,7 @@ def near_duplicates(
     i, j = candidate_pairs(hashes, desc, cfg, record)
     t1 = time.perf_counter()
     min_corr = cfg["register_min_correlation"]
-    if fixed is None:  # synthetic copies: their residuals set the threshold, their descriptors who gets registered
+    if fixed is None:  # synthetic copies: their scores set the threshold, their descriptors who gets registered
         if load is None:
             raise ValueError("calibrating dedup.copies.threshold needs the images; or set dedup.copies.threshold")
         rng = np.random.default_rng(int(cfg["seed"]))
@@ -147,58 +147,82 @@ def near_duplicates(
         blobs = [synthetic_copy(decode_rgb(b), k, rng) for b, k in zip(load(sample), kinds)]
         grids = np.concatenate([sig.grids, image_signatures(blobs).grids])
         copies = n + np.arange(len(sample))
-        copy_bits, copy_res = copy_scores(np.concatenate([hashes, d4_phash(grids[n:])]), grids, sample, copies)
-        pair_score = joint_rank(copy_bits, copy_res)
-        copy_score = pair_score(copy_bits, copy_res)
+        copy_hashes = np.concatenate([hashes, d4_phash(grids[n:])])
         if min_corr is None:
             copy_corr = descriptor_correlation(np.concatenate([desc, descriptors(grids[n:])]), sample, copies)
             min_corr = float(copy_corr.min()) - float(cfg["register_margin"]) if len(copy_corr) else -1.0
-    else:
-        pair_score = lambda bits, res: res  # noqa: E731 (a fixed threshold is a residual)
     min_corr = -1.0 if min_corr is None else float(min_corr)
     register = descriptor_correlation(desc, i, j) >= min_corr
-    t2 = time.perf_counter()
-    bits, residual = copy_scores(hashes, sig.grids, i, j, register=register)
-    score = pair_score(bits, residual)
     record.update(
         candidate_pairs=int(len(i)),
         registered_pairs=int(register.sum()),
         register_min_correlation=round(min_corr, 4),
         search_s=round(t1 - t0, 2),
-        verify_s=round(time.perf_counter() - t2, 2),
     )
-    asked: dict[tuple[int, int], tuple[int, float]] = {}
 
-    def group(limit: float) -> tuple[np.ndarray, np.ndarray]:
-        """keeper_groups with pairs at score <= limit; pairs verified on demand are scored once."""
+    def group(
+        limit: float, pair_score: Callable, verifiable: np.ndarray, scored: dict
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """keeper_groups with pairs of verifiable images at ``pair_score <= limit``, the candidate pairs
+        scored in ``scored`` (bits, residual, crop scales); pairs verified on demand are scored once."""
+        asked = scored["asked"]
 
         def verify(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             new = [(int(x), int(y)) for x, y in zip(a, b) if (int(x), int(y)) not in asked]
             if new:
                 na, nb = np.array(new).T
                 reg = descriptor_correlation(desc, na, nb) >= min_corr
-                nbits, nres = copy_scores(hashes, sig.grids, na, nb, register=reg)
-                for x, y, bt, r in zip(na, nb, nbits, pair_score(nbits, nres)):
-                    asked[(int(x), int(y))] = (int(bt), float(r))
+                nbits, nres = copy_scores(hashes, sig.grids, na, nb, register=reg, scales=scored["scales"])
+                asked.update({(int(x), int(y)): (int(bt), float(r)) for x, y, bt, r in zip(na, nb, nbits, nres)})
             got = np.array([asked[(int(x), int(y))] for x, y in zip(a, b)]).reshape(-1, 2)
-            return got[:, 1] <= limit, got[:, 0]
+            return pair_score(got[:, 0], got[:, 1]) <= limit, got[:, 0]
 
-        link = score <= limit
+        bits, residual = scored["bits"], scored["residual"]
+        link = (pair_score(bits, residual) <= limit) & verifiable[i] & verifiable[j]
         return keeper_groups(n, i[link], j[link], bits[link], priority, verify)
 
+    def scored_with(scales: tuple[float, ...]) -> dict:
+        t2 = time.perf_counter()
+        bits, residual = copy_scores(hashes, sig.grids, i, j, register=register, scales=scales)
+        return {"scales": scales, "bits": bits, "residual": residual, "asked": {}, "s": time.perf_counter() - t2}
+
+    grids_tried = [tuple(float(v) for v in g) for g in cfg["crop_scales"]]
     if fixed is not None:
-        record.update(threshold=float(fixed), calibrated=False, reliable=True)
+        pair_score, verifiable = (lambda b, res: res), np.ones(n, bool)  # a fixed threshold is a residual
+        scored = scored_with(grids_tried[0])
+        record.update(threshold=float(fixed), calibrated=False, reliable=True, verify_s=round(scored["s"], 2))
     else:
-        est = choose_threshold(
-            copy_score,
-            lambda t: int((group(t)[0] != np.arange(n)).sum()),
-            n,
-            recall_levels=list(cfg["recall_levels"]),
-            max_false_match=float(cfg["max_false_match"]),
+        pool_detail = grid_detail(sig.grids)
+        copy_detail = np.minimum(pool_detail[sample], grid_detail(grids[n:]))
+        best = None
+        for scales in grids_tried:  # finer registration only while crops are recalled below retry_crop_recall
+            cur = scored_with(scales)
+            copy_bits, copy_res = copy_scores(copy_hashes, grids, sample, copies, scales=scales)
+            est, score, ok, copy_score = gated_threshold(
+                copy_bits,
+                copy_res,
+                copy_detail,
+                pool_detail,
+                lambda t, sc, v: group(t, sc, v, cur)[0],  # noqa: B023 (used in this iteration)
+                detail_levels=list(cfg["detail_levels"]),
+                recall_levels=list(cfg["recall_levels"]),
+                max_false_match=float(cfg["max_false_match"]),
+            )
+            t = est["threshold"] if est["threshold"] is not None else -np.inf
+            by_kind = {k: round(float((copy_score[kinds == k] <= t).mean()), 3) for k in COPY_KINDS}
+            if best is None or (est["reliable"] and est["recall_estimate"] > best[1]["recall_estimate"]):
+                best = (cur, est, score, ok, by_kind)
+            if best[4]["crop"] >= float(cfg["retry_crop_recall"]):
+                break
+        scored, est, pair_score, verifiable, by_kind = best
+        record.update(
+            calibrated=True,
+            sample=int(len(sample)),
+            **est,
+            recall_by_kind=by_kind,
+            crop_scales=list(scored["scales"]),
+            verify_s=round(scored["s"], 2),
         )
-        t = est["threshold"] if est["threshold"] is not None else -np.inf
-        by_kind = {k: round(float((copy_score[kinds == k] <= t).mean()), 3) for k in COPY_KINDS}
-        record.update(calibrated=True, sample=int(len(sample)), **est, recall_by_kind=by_kind)
         if not est["reliable"]:
             log.warning(
                 "dedup: copy detection unreliable on this collection (strictest setting removes %.1f%% of distinct "
@@ -206,7 +230,10 @@ def near_duplicates(
                 100 * est["false_match_rate"],
                 100 * float(cfg["max_false_match"]),
             )
-    kept_of, dist = group(record["threshold"] if record["threshold"] is not None else -np.inf)
+        elif est["unverifiable"]:
+            log.info("dedup: %d near-flat images too plain to verify copies of: kept", est["unverifiable"])
+    limit = record["threshold"] if record["threshold"] is not None else -np.inf
+    kept_of, dist = group(limit, pair_score, verifiable, scored)
     return kept_of, dist.astype(np.int64), record
 
 

@@ -382,6 +382,11 @@ def copy_detection_sentence(record: dict | None) -> str:
         f"Copy detection calibrated on {record.get('sample', 0)} synthetic copies: estimated recall "
         f"{100 * record.get('recall_estimate', 0):.0f}%, estimated false-match rate "
         f"{100 * record.get('false_match_rate', 0):.2f}%, estimated copy share {100 * record.get('copy_share', 0):.1f}%."
+        + (
+            f" {record['unverifiable']} near-flat images were too plain to verify copies of and were kept."
+            if record.get("unverifiable")
+            else ""
+        )
     )
 
 
