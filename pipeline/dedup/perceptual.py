@@ -95,30 +95,35 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Windows:
-    """The windows of one grid, enlarged by ``1/sx`` across and ``1/sy`` down for each pair of crop
-    scales (crops need not keep the aspect ratio): rows of ``unit`` are the centred, unit-norm
-    windows; ``box[r]`` is window r's (x0, y0, width, height) in the grid's pixels."""
+    """The windows of grids, enlarged by ``1/sx`` across and ``1/sy`` down for each pair of crop
+    scales (crops need not keep the aspect ratio): ``unit[b, r]`` is grid b's window r, centred
+    and unit-norm; ``box[r]`` is window r's (x0, y0, width, height) in the grid's pixels (the same
+    for every grid)."""
 
-    unit: np.ndarray  # (W, GRID*GRID) float32
+    unit: np.ndarray  # (B, W, GRID*GRID) float32
     box: np.ndarray  # (W, 4) float64
 
 
-def windows(grid: np.ndarray) -> Windows:
+def windows(grids: np.ndarray) -> Windows:
+    """:class:`Windows` of (B, GRID, GRID) uint8 grids (the enlargements are PIL's bilinear resize of each)."""
     units, boxes = [], []
     sides = [int(round(GRID / s)) for s in CROP_SCALES]
+    b = len(grids)
     for sx in sides:
         for sy in sides:
             up = (
-                grid
+                grids
                 if sx == sy == GRID
-                else np.asarray(Image.fromarray(grid).resize((sx, sy), Image.Resampling.BILINEAR))
+                else np.stack(
+                    [np.asarray(Image.fromarray(g).resize((sx, sy), Image.Resampling.BILINEAR)) for g in grids]
+                )
             )
-            view = np.lib.stride_tricks.sliding_window_view(up.astype(np.float32), (GRID, GRID))
-            units.append(unit_rows(view.reshape(-1, GRID * GRID)))
-            oy, ox = np.divmod(np.arange(view.shape[0] * view.shape[1]), view.shape[1])
+            view = np.lib.stride_tricks.sliding_window_view(up.astype(np.float32), (GRID, GRID), axis=(1, 2))
+            units.append(unit_rows(view.reshape(b, -1, GRID * GRID)))
+            oy, ox = np.divmod(np.arange(view.shape[1] * view.shape[2]), view.shape[2])
             fx, fy = GRID / sx, GRID / sy  # window pixels -> grid pixels
             boxes.append(np.stack([ox * fx, oy * fy, np.full(len(ox), GRID * fx), np.full(len(ox), GRID * fy)], axis=1))
-    return Windows(np.concatenate(units), np.concatenate(boxes))
+    return Windows(np.concatenate(units, axis=1), np.concatenate(boxes))
 
 
 def window_grid(grid: np.ndarray, box: np.ndarray) -> np.ndarray:

@@ -107,7 +107,7 @@ def near_duplicates(
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Copies among the rows of ``sig`` (all decodable), grouped without chaining in ``priority`` order.
 
-    Candidates (:func:`pipeline.dedup.copies.candidate_pairs`) are verified by their pHash copy
+    Candidates (:func:`pipeline.dedup.candidates.candidate_pairs`) are verified by their pHash copy
     distance and registered residual (:func:`pipeline.dedup.copies.copy_scores`), combined as
     :func:`pipeline.dedup.calibration.joint_rank` against a threshold calibrated on synthetic copies
     (:mod:`pipeline.dedup.calibration`); with a fixed ``threshold``, the residual alone is compared.
@@ -124,7 +124,8 @@ def near_duplicates(
     """
     from pipeline.dedup.calibration import KINDS as COPY_KINDS
     from pipeline.dedup.calibration import choose_threshold, joint_rank, synthetic_copy
-    from pipeline.dedup.copies import candidate_pairs, copy_scores, descriptor_correlation
+    from pipeline.dedup.candidates import candidate_pairs
+    from pipeline.dedup.copies import copy_scores, descriptor_correlation, sharded_copy_scores
     from pipeline.dedup.grouping import keeper_groups
     from pipeline.dedup.perceptual import d4_phash, descriptors
     from pipeline.io.images import decode_rgb
@@ -158,7 +159,7 @@ def near_duplicates(
     min_corr = -1.0 if min_corr is None else float(min_corr)
     register = descriptor_correlation(desc, i, j) >= min_corr
     t2 = time.perf_counter()
-    bits, residual = copy_scores(hashes, sig.grids, i, j, register=register)
+    bits, residual = sharded_copy_scores(hashes, sig.grids, i, j, register, engine=record["engine"])
     score = pair_score(bits, residual)
     record.update(
         candidate_pairs=int(len(i)),

@@ -23,7 +23,8 @@ from pipeline.dedup import (
     synthetic_copy,
 )
 from pipeline.dedup.calibration import joint_rank
-from pipeline.dedup.copies import band_radius, copy_scores, descriptor_pairs, hamming_pairs
+from pipeline.dedup.candidates import band_radius, descriptor_pairs, hamming_pairs
+from pipeline.dedup.copies import copy_scores
 from pipeline.dedup.grouping import keeper_groups
 from pipeline.dedup.perceptual import d4, descriptors, hamming, phash_bits
 
