@@ -170,10 +170,11 @@ def descriptor_pairs(
     desc: np.ndarray,
     neighbours: int,
     *,
-    flat_max: int = 50_000,
+    flat_max: int = 10_000,
     nprobe: int = 16,
     lists_factor: float = 1.0,
     train_per_list: int = 40,
+    train_iters: int = 10,
     shard: int = 65_536,
     seed: int = 0,
     engine: str = "local",
@@ -182,7 +183,8 @@ def descriptor_pairs(
     """Pairs of each image with its ``neighbours`` most correlated other images (best symmetry).
 
     Exact (``IndexFlatIP``) up to ``flat_max`` images; above, ``IndexIVFFlat`` (L2) with
-    ``nlist`` = :func:`ivf_lists` trained on ``min(N, train_per_list nlist)`` seeded rows, ``nprobe``
+    ``nlist`` = :func:`ivf_lists` trained (``train_iters`` k-means iterations) on
+    ``min(N, train_per_list nlist)`` seeded rows, ``nprobe``
     lists searched: ``O(8 N sqrt(nprobe N))`` against flat's ``O(8 N^2)``. Queries (the 8 symmetries
     of each image) in shards of ``shard`` images, one task each on ``engine`` ``ray`` (``threads``
     FAISS threads per task, 0 = FAISS's default).
@@ -205,6 +207,7 @@ def descriptor_pairs(
         # radius (inner-product k-means favours long centroids: half the planted copies were missed)
         index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, nlist, faiss.METRIC_L2)
         train = np.random.default_rng(seed).choice(n, size=min(n, train_per_list * nlist), replace=False)
+        index.cp.niter = train_iters
         index.train(base[np.sort(train)])
     index.add(base)
     index_bytes = faiss.serialize_index(index)
@@ -221,7 +224,7 @@ def candidate_pairs(
 
     Args:
         cfg: ``dedup.copies`` settings (``max_radius``, ``bucket_size``, ``max_bucket``,
-            ``neighbours``, ``flat_max``, ``nprobe``, ``lists_factor``, ``train_per_list``,
+            ``neighbours``, ``flat_max``, ``nprobe``, ``lists_factor``, ``train_per_list``, ``train_iters``,
             ``engine``, ``local_max_images``) and ``seed``.
     """
     from pipeline.engine import choose_engine
@@ -240,6 +243,7 @@ def candidate_pairs(
         nprobe=int(cfg["nprobe"]),
         lists_factor=float(cfg["lists_factor"]),
         train_per_list=int(cfg["train_per_list"]),
+        train_iters=int(cfg["train_iters"]),
         seed=int(cfg["seed"]),
         engine=engine,
         threads=1 if engine == "ray" else 0,

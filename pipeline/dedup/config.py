@@ -32,7 +32,7 @@ def dedup_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"dedup.copies.engine must be one of {ENGINES}, got {cp['engine']!r}")
     if not float(cp["lists_factor"]) > 0:
         raise ValueError(f"dedup.copies.lists_factor must be > 0, got {cp['lists_factor']}")
-    for key in ("bucket_size", "max_bucket", "nprobe", "flat_max", "train_per_list", "local_max_images"):
+    for key in ("bucket_size", "max_bucket", "nprobe", "flat_max", "train_per_list", "train_iters", "local_max_images"):
         if int(cp[key]) < 1:
             raise ValueError(f"dedup.copies.{key} must be >= 1, got {cp[key]}")
     return c

@@ -7,11 +7,12 @@ The model follows :mod:`pipeline.dedup.candidates` and :mod:`pipeline.dedup.copi
   joined pairs ``J = 8 N m min(N / 2^(64/m), max_bucket)``, ``JOIN_S`` seconds per joined pair on
   one CPU; on Ray the ``m`` bands run as parallel tasks;
 - descriptor kNN: flat ``8 N^2 D`` flops up to ``flat_max``; else IVF, ``nlist`` =
-  :func:`pipeline.dedup.candidates.ivf_lists`: training ``2 ITERS T nlist D`` (``T`` =
+  :func:`pipeline.dedup.candidates.ivf_lists`: training ``2 train_iters T nlist D`` (``T`` =
   ``train_per_list nlist`` rows) plus queries ``8 N (nlist + nprobe N / nlist) D``, at ``FLOPS``
   per CPU; in process FAISS uses the node's CPUs, on Ray the query shards spread over the cluster's;
-- verification (one process): ``P = PAIRS_PER_IMAGE N`` candidate pairs, ``DIRECT_S`` each, plus
-  ``REGISTER_S`` for the share ``registered`` of them that is registered (crops).
+- verification: ``P = PAIRS_PER_IMAGE N`` candidate pairs, ``DIRECT_S`` each, plus ``REGISTER_S``
+  for the share ``registered`` of them that is registered (crops), on one CPU (numpy) in process,
+  in shards of pairs over the cluster's CPUs on Ray.
 
 The constants were fitted to ``benchmarks/copy_detection.py scale`` at three sizes on the 2-core
 development VM (BENCHMARKS.md, "Issue 27 (scale)", with the load average of each run).
@@ -24,7 +25,6 @@ from pipeline.dedup.candidates import band_radius, ivf_lists
 SIG_S = 2.0e-4  # seconds per image: d4_phash + descriptors (the embed step pays it)
 JOIN_S = 6.0e-8  # seconds per joined pair (64-bit check, numpy, one CPU)
 FLOPS = 4.0e9  # inner-product flops per second per CPU (FAISS)
-TRAIN_ITERS = 25  # FAISS k-means iterations of the IVF training
 PAIRS_PER_IMAGE = 3.3  # unique candidate pairs per image at neighbours = 5 (measured 3.2-3.4)
 DIRECT_S = 4.0e-5  # seconds per pair: direct scores (8 symmetries, residual)
 REGISTER_S = 2.5e-3  # seconds per registered pair (windows of both grids, 81 x 8 correlations each way)
@@ -49,14 +49,14 @@ def plan_copies(n: int, cfg: dict, cpus: float, nodes: int = 1, registered: floa
         nprobe = int(cfg["nprobe"])
         nlist = ivf_lists(n, nprobe, float(cfg["lists_factor"]))
         train = min(n, int(cfg["train_per_list"]) * nlist)
-        knn_flops = 2.0 * TRAIN_ITERS * train * nlist * dim + 8.0 * n * (nlist + nprobe * n / nlist) * dim
+        knn_flops = 2.0 * int(cfg["train_iters"]) * train * nlist * dim + 8.0 * n * (nlist + nprobe * n / nlist) * dim
         index = f"ivf nlist={nlist} nprobe={nprobe}"
     pairs = PAIRS_PER_IMAGE * n
     phases = {
         "signatures_s": n * SIG_S / node_cpus,
         "hash_bands_s": joined * JOIN_S / (min(bands, cluster) if engine == "ray" else 1),
         "descriptor_knn_s": knn_flops / (FLOPS * cluster),
-        "verify_s": pairs * (DIRECT_S + registered * REGISTER_S),
+        "verify_s": pairs * (DIRECT_S + registered * REGISTER_S) / (cluster if engine == "ray" else 1),
     }
     return {
         "n": n,
@@ -81,6 +81,6 @@ def format_copies_plan(p: dict) -> str:
         f"copy detection plan: N={p['n']:,}: hash bands r={p['radius']} ({p['bands']} bands, ~{p['bucket']:.0f} per bucket, "
         f"{p['joined_pairs']:.3g} joined pairs) {p['hash_bands_s']:.0f} s; descriptor kNN {p['index']} "
         f"{p['descriptor_knn_s']:.0f} s ({where}); verification of {p['pairs']:.3g} pairs {p['verify_s']:.0f} s "
-        f"(one process); signatures {p['signatures_s']:.0f} s (embed step); "
+        f"({where}); signatures {p['signatures_s']:.0f} s (embed step); "
         f"search + verification {p['search_verify_s'] / 60:.1f} min, total {p['total_s'] / 3600:.2f} h"
     )

@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.dedup.candidates import candidate_pairs, descriptor_pairs, hamming_pairs, ivf_lists
 from pipeline.dedup.config import dedup_config
+from pipeline.dedup.copies import copy_scores, sharded_copy_scores
 from pipeline.dedup.perceptual import d4, d4_phash, descriptors
 
 
@@ -48,6 +49,13 @@ def test_candidates_on_ray_tasks_are_the_pairs_found_in_process(ray_session):
     shards = pairs(*descriptor_pairs(desc, 3, flat_max=100, nprobe=4, shard=64, engine="ray", threads=1))
     assert shards == pairs(*descriptor_pairs(desc, 3, flat_max=100, nprobe=4, shard=64))
     assert pairs(*hamming_pairs(hashes, 6, engine="ray")) == pairs(*hamming_pairs(hashes, 6))
+    # verification in shards of pairs, each task given only its pairs' signatures
+    i, j = (np.array(sorted(local))[:, c] for c in (0, 1))
+    register = np.arange(len(i)) % 3 == 0
+    on_tasks = sharded_copy_scores(hashes, grids, i, j, register, shard=50, engine="ray")
+    here = copy_scores(hashes, grids, i, j, register=register)
+    np.testing.assert_array_equal(on_tasks[0], here[0])
+    np.testing.assert_array_equal(on_tasks[1], here[1])
 
 
 def test_engine_follows_the_size_and_bad_engine_is_an_error():
