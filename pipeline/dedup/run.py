@@ -168,21 +168,26 @@ def near_duplicates(
         search_s=round(t1 - t0, 2),
         verify_s=round(time.perf_counter() - t2, 2),
     )
-    asked: dict[tuple[int, int], tuple[int, float]] = {}
+    # pairs verified on demand, scored once: sorted keys a * n + b, their pHash bits and joint score
+    asked = {"key": np.zeros(0, np.int64), "bits": np.zeros(0, np.int64), "score": np.zeros(0, np.float64)}
 
     def group(limit: float) -> tuple[np.ndarray, np.ndarray]:
         """keeper_groups with pairs at score <= limit; pairs verified on demand are scored once."""
 
         def verify(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            new = [(int(x), int(y)) for x, y in zip(a, b) if (int(x), int(y)) not in asked]
-            if new:
-                na, nb = np.array(new).T
+            key = np.asarray(a, np.int64) * n + np.asarray(b, np.int64)
+            new = np.setdiff1d(key, asked["key"])
+            if len(new):
+                na, nb = np.divmod(new, n)
                 reg = descriptor_correlation(desc, na, nb) >= min_corr
                 nbits, nres = copy_scores(hashes, sig.grids, na, nb, register=reg)
-                for x, y, bt, r in zip(na, nb, nbits, pair_score(nbits, nres)):
-                    asked[(int(x), int(y))] = (int(bt), float(r))
-            got = np.array([asked[(int(x), int(y))] for x, y in zip(a, b)]).reshape(-1, 2)
-            return got[:, 1] <= limit, got[:, 0]
+                keys = np.concatenate([asked["key"], new])
+                order = np.argsort(keys)
+                asked["key"] = keys[order]
+                asked["bits"] = np.concatenate([asked["bits"], nbits])[order]
+                asked["score"] = np.concatenate([asked["score"], pair_score(nbits, nres)])[order]
+            at = np.searchsorted(asked["key"], key)
+            return asked["score"][at] <= limit, asked["bits"][at]
 
         link = score <= limit
         return keeper_groups(n, i[link], j[link], bits[link], priority, verify)
