@@ -199,25 +199,33 @@ def bench_scale(n: int, threshold: float, min_corr: float, overrides: dict) -> d
     from pipeline.dedup.perceptual import d4_phash, descriptors
 
     load_before = os.getloadavg()
+
+    def phase(name: str, since: float) -> None:  # a run stopped by a timeout still shows how far it got
+        print(f"scale n={n}: {name} {time.perf_counter() - since:.1f} s, load {os.getloadavg()[0]:.1f}", flush=True)
+
     t0 = time.perf_counter()
     grids = synthetic_grids(n)
     t1 = time.perf_counter()
     hashes = d4_phash(grids)
     desc = descriptors(grids)
     t2 = time.perf_counter()
+    phase("grids, hashes, descriptors", t0)
     cfg = {**dedup_config({"copies": overrides})["copies"], "seed": 0}
     stats: dict = {}
     i, j = candidate_pairs(hashes, desc, cfg, stats)
     t3 = time.perf_counter()
+    phase(f"candidate search ({stats}, {len(i)} pairs)", t2)
     register = descriptor_correlation(desc, i, j) >= min_corr
     engine = stats["engine"]
     bits, residual = sharded_copy_scores(hashes, grids, i, j, np.zeros(len(i), bool), engine=engine)
     t4 = time.perf_counter()
+    phase("direct verification", t3)
     reg = np.flatnonzero(register)  # = min(direct, registered), timed apart
     bits[reg], residual[reg] = sharded_copy_scores(
         hashes, grids, i[reg], j[reg], register[reg], shard=4096, engine=engine
     )
     t5 = time.perf_counter()
+    phase(f"registration of {len(reg)} pairs", t4)
     base = n - int(n * 0.1)
     copies_found = np.zeros(n, bool)
     link = residual <= threshold
