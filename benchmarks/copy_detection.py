@@ -197,6 +197,7 @@ def bench_scale(n: int, threshold: float, min_corr: float, overrides: dict) -> d
     from pipeline.dedup.config import dedup_config
     from pipeline.dedup.copies import descriptor_correlation, sharded_copy_scores
     from pipeline.dedup.perceptual import d4_phash, descriptors
+    from pipeline.engine import choose_engine
 
     load_before = os.getloadavg()
 
@@ -211,6 +212,11 @@ def bench_scale(n: int, threshold: float, min_corr: float, overrides: dict) -> d
     t2 = time.perf_counter()
     phase("grids, hashes, descriptors", t0)
     cfg = {**dedup_config({"copies": overrides})["copies"], "seed": 0}
+    if choose_engine(str(cfg["engine"]), n, int(cfg["local_max_images"]), what="dedup.copies") == "ray":
+        import ray
+
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)  # its own
+        t2 = time.perf_counter()  # Ray's start-up is not the step's
     stats: dict = {}
     i, j = candidate_pairs(hashes, desc, cfg, stats)
     t3 = time.perf_counter()
