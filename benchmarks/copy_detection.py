@@ -192,6 +192,7 @@ def synthetic_grids(n: int, copy_share: float = 0.1, seed: int = 0) -> np.ndarra
 def bench_scale(n: int, threshold: float, min_corr: float, overrides: dict) -> dict:
     """Candidate search + verification of ``n`` synthetic signatures (module doc), each phase timed."""
     import os
+    import resource
 
     from pipeline.dedup.candidates import candidate_pairs
     from pipeline.dedup.config import dedup_config
@@ -202,7 +203,11 @@ def bench_scale(n: int, threshold: float, min_corr: float, overrides: dict) -> d
     load_before = os.getloadavg()
 
     def phase(name: str, since: float) -> None:  # a run stopped by a timeout still shows how far it got
-        print(f"scale n={n}: {name} {time.perf_counter() - since:.1f} s, load {os.getloadavg()[0]:.1f}", flush=True)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(
+            f"scale n={n}: {name} {time.perf_counter() - since:.1f} s, load {os.getloadavg()[0]:.1f}, peak {rss:.1f} GiB",
+            flush=True,
+        )
 
     t0 = time.perf_counter()
     grids = synthetic_grids(n)

@@ -59,7 +59,9 @@ def ivf_lists(n: int, nprobe: int, lists_factor: float) -> int:
 
 
 def run_tasks(fn: Callable, args: Iterable[tuple], shared: tuple, engine: str) -> list:
-    """``[fn(*shared, *a) for a in args]``, in process or as one Ray task each (``shared`` put once)."""
+    """``[fn(*shared, *a) for a in args]``, in process or as one Ray task each (``shared`` put once;
+    ``args`` consumed lazily, at most two tasks per cluster CPU in flight, so the arguments of
+    pending tasks do not fill the object store)."""
     if engine != "ray":
         return [fn(*shared, *a) for a in args]
     import ray
@@ -69,7 +71,16 @@ def run_tasks(fn: Callable, args: Iterable[tuple], shared: tuple, engine: str) -
     ensure_ray()
     refs = [ray.put(s) for s in shared]
     task = ray.remote(num_cpus=0.5)(fn)
-    return ray.get([task.remote(*refs, *a) for a in args])
+    limit = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    out: dict[int, object] = {}
+    pending: dict = {}
+    for k, a in enumerate(args):
+        if len(pending) >= limit:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            out[pending.pop(done[0])] = ray.get(done[0])
+        pending[task.remote(*refs, *a)] = k
+    out.update({k: ray.get(ref) for ref, k in pending.items()})
+    return [out[k] for k in range(len(out))]
 
 
 def _band_join(codes: np.ndarray, lo: int, hi: int, radius: int, max_bucket: int | None, chunk: int) -> tuple:
@@ -212,7 +223,7 @@ def descriptor_pairs(
     index.add(base)
     index_bytes = faiss.serialize_index(index)
     del index
-    shards = [(desc[a : a + shard], a, k, neighbours, nprobe, threads) for a in range(0, n, shard)]
+    shards = ((desc[a : a + shard], a, k, neighbours, nprobe, threads) for a in range(0, n, shard))
     parts = run_tasks(_search_shard, shards, (index_bytes,), engine)
     return unique_pairs(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 

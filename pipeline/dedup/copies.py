@@ -112,13 +112,15 @@ def sharded_copy_scores(
     task receives only the hashes and grids of its own pairs' images (~2 kB per image)."""
     if engine != "ray" or len(i) <= shard:
         return copy_scores(hashes, grids, i, j, register=register)
-    args = []
-    for a in range(0, len(i), shard):
-        s = slice(a, a + shard)
-        rows, local = np.unique(np.concatenate([i[s], j[s]]), return_inverse=True)
-        li, lj = np.split(local, 2)
-        args.append((hashes[rows], grids[rows], li, lj, register[s]))
-    parts = run_tasks(_shard_scores, args, (), engine)
+
+    def shards():
+        for a in range(0, len(i), shard):
+            s = slice(a, a + shard)
+            rows, local = np.unique(np.concatenate([i[s], j[s]]), return_inverse=True)
+            li, lj = np.split(local, 2)
+            yield hashes[rows], grids[rows], li, lj, register[s]
+
+    parts = run_tasks(_shard_scores, shards(), (), engine)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 

@@ -66,9 +66,13 @@ def phash_bits(grids: np.ndarray) -> np.ndarray:
     return np.packbits(low > np.median(low, axis=-1, keepdims=True), axis=-1)
 
 
-def d4_phash(grids: np.ndarray) -> np.ndarray:
-    """(N, 8, HASH_BYTES) uint8: pHash of each symmetry of (N, GRID, GRID) grids in :func:`d4` order."""
-    return phash_bits(d4(np.asarray(grids)))
+def d4_phash(grids: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """(N, 8, HASH_BYTES) uint8: pHash of each symmetry of (N, GRID, GRID) grids in :func:`d4` order,
+    ``chunk`` grids at a time (the DCT works in float64: ~130 kB per grid)."""
+    grids = np.asarray(grids)
+    if len(grids) <= chunk:
+        return phash_bits(d4(grids))
+    return np.concatenate([phash_bits(d4(grids[a : a + chunk])) for a in range(0, len(grids), chunk)])
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
