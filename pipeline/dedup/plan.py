@@ -9,28 +9,32 @@ The model follows :mod:`pipeline.dedup.candidates` and :mod:`pipeline.dedup.copi
 - descriptor kNN: flat ``8 N^2 D`` flops up to ``flat_max``; else IVF, ``nlist`` =
   :func:`pipeline.dedup.candidates.ivf_lists`: training ``2 train_iters T nlist D`` (``T`` =
   ``train_per_list nlist`` rows) plus queries ``8 N (nlist + nprobe N / nlist) D``, at ``FLOPS``
-  per CPU; in process FAISS uses the node's CPUs, on Ray the query shards spread over the cluster's;
+  per CPU; the training runs in the driver on one node's CPUs, the queries in process on those too,
+  on Ray in shards over the cluster's;
 - verification: ``P = PAIRS_PER_IMAGE N`` candidate pairs, ``DIRECT_S`` each, plus ``REGISTER_S``
   for the share ``registered`` of them that is registered (crops), on one CPU (numpy) in process,
   in shards of pairs over the cluster's CPUs on Ray.
 
-The constants were fitted to ``benchmarks/copy_detection.py scale`` at three sizes on the 2-core
-development VM (BENCHMARKS.md, "Issue 27 (scale)", with the load average of each run).
+The constants were fitted to ``benchmarks/copy_detection.py scale`` on the 2-core development VM
+while five other engineers' jobs loaded it (load average 17-22): a quiet machine is faster
+(BENCHMARKS.md, "Issue 27 (scale)"). ``registered`` = 2.5% was measured on the scale benchmark's
+synthetic collection (10% copies).
 """
 
 from __future__ import annotations
 
 from pipeline.dedup.candidates import band_radius, ivf_lists
 
-SIG_S = 2.0e-4  # seconds per image: d4_phash + descriptors (the embed step pays it)
-JOIN_S = 6.0e-8  # seconds per joined pair (64-bit check, numpy, one CPU)
-FLOPS = 4.0e9  # inner-product flops per second per CPU (FAISS)
-PAIRS_PER_IMAGE = 3.3  # unique candidate pairs per image at neighbours = 5 (measured 3.2-3.4)
-DIRECT_S = 4.0e-5  # seconds per pair: direct scores (8 symmetries, residual)
-REGISTER_S = 2.5e-3  # seconds per registered pair (windows of both grids, 81 x 8 correlations each way)
+# fitted at 25k and 50k images under load 17-22 on the 2-core VM (BENCHMARKS.md, issue 27 scale)
+SIG_S = 2.0e-4  # seconds per image: d4_phash + descriptors (the embed step pays it; not refitted)
+JOIN_S = 2.4e-7  # seconds per joined pair (64-bit check, numpy, one CPU): 1.7e-7 / 3.0e-7 measured
+FLOPS = 0.87e9  # IVF flops (training + coarse quantizer + list scan) per second per CPU: 0.95e9 / 0.80e9
+PAIRS_PER_IMAGE = 4.2  # unique candidate pairs per image at neighbours = 5 with the IVF: 4.11 / 4.21
+DIRECT_S = 1.26e-4  # seconds per pair: direct scores (8 symmetries, residual): 1.20e-4 / 1.32e-4
+REGISTER_S = 6.4e-3  # seconds per registered pair (windows of both grids, both ways): 5.8e-3 / 7.1e-3
 
 
-def plan_copies(n: int, cfg: dict, cpus: float, nodes: int = 1, registered: float = 0.1) -> dict:
+def plan_copies(n: int, cfg: dict, cpus: float, nodes: int = 1, registered: float = 0.025) -> dict:
     """Predicted pairs and seconds of each phase for ``n`` images, ``cfg`` = ``dedup.copies``,
     ``nodes`` nodes of ``cpus`` CPUs; ``registered``: share of pairs registered."""
     from pipeline.engine import choose_engine
@@ -44,18 +48,19 @@ def plan_copies(n: int, cfg: dict, cpus: float, nodes: int = 1, registered: floa
     joined = 8 * n * bands * bucket
     dim = 64
     if n <= int(cfg["flat_max"]):
-        knn_flops, index = 8.0 * n * n * dim, "flat"
+        train_flops, knn_flops, index = 0.0, 8.0 * n * n * dim, "flat"
     else:
         nprobe = int(cfg["nprobe"])
         nlist = ivf_lists(n, nprobe, float(cfg["lists_factor"]))
         train = min(n, int(cfg["train_per_list"]) * nlist)
-        knn_flops = 2.0 * int(cfg["train_iters"]) * train * nlist * dim + 8.0 * n * (nlist + nprobe * n / nlist) * dim
+        train_flops = 2.0 * int(cfg["train_iters"]) * train * nlist * dim  # in the driver
+        knn_flops = 8.0 * n * (nlist + nprobe * n / nlist) * dim
         index = f"ivf nlist={nlist} nprobe={nprobe}"
     pairs = PAIRS_PER_IMAGE * n
     phases = {
         "signatures_s": n * SIG_S / node_cpus,
         "hash_bands_s": joined * JOIN_S / (min(bands, cluster) if engine == "ray" else 1),
-        "descriptor_knn_s": knn_flops / (FLOPS * cluster),
+        "descriptor_knn_s": train_flops / (FLOPS * node_cpus) + knn_flops / (FLOPS * cluster),
         "verify_s": pairs * (DIRECT_S + registered * REGISTER_S) / (cluster if engine == "ray" else 1),
     }
     return {
