@@ -1,7 +1,7 @@
 """Copy detection (dedup near_duplicate, issue 27): precision / recall on several domains, and scale.
 
     .venv/bin/python -m benchmarks.copy_detection quality [--collections digits shapes ...] [--size 1000]
-    .venv/bin/python -m benchmarks.copy_detection scale --n 1000000
+    .venv/bin/python -m benchmarks.copy_detection scale --n 1000000 [--set nprobe=8 engine=ray ...]
     .venv/bin/python -m benchmarks.copy_detection step --n 20000      # one size, for tools/growth.py
 
 quality: per collection, two pools of default-settings dedup (``find_duplicates``, exact +
@@ -38,6 +38,7 @@ import json
 import time
 
 import numpy as np
+import yaml
 from PIL import Image, ImageDraw
 
 from benchmarks.common import machine
@@ -213,10 +214,25 @@ def synthetic_grids(n: int, copy_share: float = 0.1, seed: int = 0) -> np.ndarra
     return grids
 
 
-def bench_scale(n: int, threshold: float, min_corr: float, flat_max: int) -> dict:
+def bench_scale(n: int, threshold: float, min_corr: float, overrides: dict) -> dict:
+    """Candidate search + verification of ``n`` synthetic signatures (module doc), each phase timed."""
+    import os
+    import resource
+
+    from pipeline.dedup.candidates import candidate_pairs
     from pipeline.dedup.config import dedup_config
-    from pipeline.dedup.copies import candidate_pairs, copy_scores, descriptor_correlation
+    from pipeline.dedup.copies import descriptor_correlation, sharded_copy_scores
     from pipeline.dedup.perceptual import d4_phash, descriptors
+    from pipeline.engine import choose_engine
+
+    load_before = os.getloadavg()
+
+    def phase(name: str, since: float) -> None:  # a run stopped by a timeout still shows how far it got
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(
+            f"scale n={n}: {name} {time.perf_counter() - since:.1f} s, load {os.getloadavg()[0]:.1f}, peak {rss:.1f} GiB",
+            flush=True,
+        )
 
     t0 = time.perf_counter()
     grids = synthetic_grids(n)
@@ -224,13 +240,28 @@ def bench_scale(n: int, threshold: float, min_corr: float, flat_max: int) -> dic
     hashes = d4_phash(grids)
     desc = descriptors(grids)
     t2 = time.perf_counter()
-    cfg = {**dedup_config({})["copies"], "seed": 0, "flat_max": flat_max}
+    phase("grids, hashes, descriptors", t0)
+    cfg = {**dedup_config({"copies": overrides})["copies"], "seed": 0}
+    if choose_engine(str(cfg["engine"]), n, int(cfg["local_max_images"]), what="dedup.copies") == "ray":
+        import ray
+
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)  # its own
+        t2 = time.perf_counter()  # Ray's start-up is not the step's
     stats: dict = {}
     i, j = candidate_pairs(hashes, desc, cfg, stats)
     t3 = time.perf_counter()
+    phase(f"candidate search ({stats}, {len(i)} pairs)", t2)
     register = descriptor_correlation(desc, i, j) >= min_corr
-    bits, residual = copy_scores(hashes, grids, i, j, register=register)
+    engine = stats["engine"]
+    bits, residual = sharded_copy_scores(hashes, grids, i, j, np.zeros(len(i), bool), engine=engine)
     t4 = time.perf_counter()
+    phase("direct verification", t3)
+    reg = np.flatnonzero(register)  # = min(direct, registered), timed apart
+    bits[reg], residual[reg] = sharded_copy_scores(
+        hashes, grids, i[reg], j[reg], register[reg], shard=4096, engine=engine
+    )
+    t5 = time.perf_counter()
+    phase(f"registration of {len(reg)} pairs", t4)
     base = n - int(n * 0.1)
     copies_found = np.zeros(n, bool)
     link = residual <= threshold
@@ -240,15 +271,19 @@ def bench_scale(n: int, threshold: float, min_corr: float, flat_max: int) -> dic
         "make_s": round(t1 - t0, 1),
         "hash_desc_s": round(t2 - t1, 1),
         "search_s": round(t3 - t2, 1),
-        "verify_s": round(t4 - t3, 1),
-        "search_verify_s": round(t4 - t2, 1),
+        "direct_s": round(t4 - t3, 1),
+        "register_s": round(t5 - t4, 1),
+        "verify_s": round(t5 - t3, 1),
+        "search_verify_s": round(t5 - t2, 1),
         "pairs": int(len(i)),
-        "registered_pairs": int(register.sum()),
+        "registered_pairs": int(len(reg)),
         "register_min_correlation": min_corr,
         **stats,
         "threshold": threshold,
-        "flat_max": flat_max,
+        "settings": {k: cfg[k] for k in ("flat_max", "nprobe", "lists_factor", "engine", "neighbours")},
         "copies_linked_share": round(float(copies_found[base:].mean()), 4),
+        "load_before": [round(v, 1) for v in load_before],
+        "load_after": [round(v, 1) for v in os.getloadavg()],
         "machine": machine(),
     }
 
@@ -261,13 +296,14 @@ if __name__ == "__main__":
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--threshold", type=float, default=0.6)
     ap.add_argument("--min-corr", type=float, default=0.8)
-    ap.add_argument("--flat-max", type=int, default=50_000)
+    ap.add_argument("--set", nargs="*", default=[], help="dedup.copies overrides, key=value (flat_max=20000 nprobe=8)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.mode == "quality":
         res = {"machine": machine(), **bench_quality(args.collections, args.size)}
     else:
-        res = bench_scale(args.n, args.threshold, args.min_corr, args.flat_max)
+        overrides = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+        res = bench_scale(args.n, args.threshold, args.min_corr, overrides)
         print(json.dumps(res), flush=True)
     if args.out:
         with open(args.out, "w") as fh:

@@ -47,7 +47,8 @@ def main(cfg: DictConfig) -> None:
     from pipeline.dedup.config import dedup_config
     from pipeline.dedup.plan import format_copies_plan, plan_copies
 
-    print(format_copies_plan(plan_copies(n, dedup_config({})["copies"], res.cpus)))  # dedup's default copy detection
+    copies = dedup_config({})["copies"]  # dedup's default copy detection
+    print(format_copies_plan(plan_copies(n, copies, res.cpus, res.nodes)))
 
 
 def plan_size(cfg: DictConfig) -> tuple[int, int]:

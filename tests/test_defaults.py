@@ -64,7 +64,6 @@ KNOWN = {
         "window_totals.confidence",
     },
     "pipeline/active/strategies.py": {"gaussian_weights.sigma", "priority.sigma"},
-    "pipeline/dedup/copies.py": {"descriptor_pairs.flat_max", "descriptor_pairs.nprobe", "descriptor_pairs.seed"},
     "pipeline/dedup/semantic.py": {"keep_priority.seed", "leader_groups.block", "semantic_duplicates.block"},
     "pipeline/kmeans/algorithm.py": {
         "fit_group.init",
@@ -194,6 +193,9 @@ KNOWN = {
 
 # Same name, another setting (not a second source of a conf value).
 NOT_THE_SAME = {
+    # the resolved engine (local | ray), not dedup.copies.engine (auto | local | ray)
+    "pipeline/dedup/candidates.py": {"descriptor_pairs.engine", "hamming_pairs.engine"},
+    "pipeline/dedup/copies.py": {"sharded_copy_scores.engine"},
     "pipeline/io/tables.py": {"iter_embedding_batches.columns"},  # columns to read, not input.columns
     "pipeline/labeler/export.py": {"export_imagefolder.mode"},  # symlink | copy, not labeler.mode
 }

@@ -7,8 +7,9 @@ Public API:
 - :func:`pixel_hash`, :class:`SignatureStage`, :func:`image_signatures`, :func:`read_signatures`
   (hashing.py): per-image keys, stored as columns of the embeddings by the embed step;
 - :func:`d4_phash`, :func:`grey_grid` (perceptual.py): the D4-invariant perceptual hash;
-- :func:`candidate_pairs`, :func:`copy_scores`, :func:`copy_distances` (copies.py): copy candidates
-  (hash bands + descriptor kNN) and their verification (pHash bits, registered residual);
+- :func:`candidate_pairs` (candidates.py): copy candidates (hash bands + descriptor kNN, in process
+  or as Ray tasks);
+- :func:`copy_scores`, :func:`copy_distances` (copies.py): their verification (pHash bits, registered residual);
 - :func:`synthetic_copy`, :func:`joint_rank`, :func:`choose_threshold` (calibration.py): per-collection threshold;
 - :func:`keeper_groups` (grouping.py): copy groups without chaining;
 - :func:`plan_copies` (plan.py): predicted cost for ``strata plan``;
@@ -29,7 +30,7 @@ _EXPORTS = {
     "pixel_hash": "hashing",
     "d4_phash": "perceptual",
     "grey_grid": "perceptual",
-    "candidate_pairs": "copies",
+    "candidate_pairs": "candidates",
     "copy_distances": "copies",
     "copy_scores": "copies",
     "keeper_groups": "grouping",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.config import with_defaults
+from pipeline.engine import ENGINES
 
 KEEP_RULES = ("largest", "centroid", "first", "random")
 
@@ -33,7 +34,11 @@ def dedup_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"dedup.copies.max_radius must be bits in [0, 64], got {cp['max_radius']}")
     if not 0 <= float(cp["max_false_match"]) <= 1:
         raise ValueError(f"dedup.copies.max_false_match must be a share in [0, 1], got {cp['max_false_match']}")
-    for key in ("bucket_size", "max_bucket", "nprobe", "flat_max"):
+    if cp["engine"] not in ENGINES:
+        raise ValueError(f"dedup.copies.engine must be one of {ENGINES}, got {cp['engine']!r}")
+    if not float(cp["lists_factor"]) > 0:
+        raise ValueError(f"dedup.copies.lists_factor must be > 0, got {cp['lists_factor']}")
+    for key in ("bucket_size", "max_bucket", "nprobe", "flat_max", "train_per_list", "train_iters", "local_max_images"):
         if int(cp[key]) < 1:
             raise ValueError(f"dedup.copies.{key} must be >= 1, got {cp[key]}")
     return c

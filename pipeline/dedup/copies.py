@@ -3,19 +3,8 @@ the residual of the registered grey grids.
 
 A copy is the same picture re-encoded, resized, slightly cropped, flipped or rotated by 90 degrees,
 or shifted in colour or brightness. Each image carries its grey grid and the pHash of its 8
-symmetries (:mod:`pipeline.dedup.perceptual`). Candidates, in time linear in N:
-
-- Hamming (:func:`hamming_pairs`): multi-index hashing. The 64 bits are cut into ``m = r + 1``
-  bands; a pair within Hamming radius ``r`` agrees exactly on at least one band (pigeonhole). Per
-  band, the band keys of the 8 symmetry hashes of every image are joined to the sorted keys of the
-  stored (identity) hashes; the joined pairs are then checked on all 64 bits. ``r`` shrinks as N
-  grows so that a band of ``64 / m`` bits holds about ``bucket_size`` images
-  (:func:`band_radius`), and buckets above ``max_bucket`` images (flat images share one hash) are
-  skipped and counted;
-- descriptor (:func:`descriptor_pairs`): each image's ``neighbours`` nearest images by the
-  correlation of 8 x 8 block means, best over the 8 symmetries: exact ``IndexFlatIP`` up to
-  ``flat_max`` images, above it ``IndexIVFFlat`` with ``nlist ~ sqrt(N)`` lists trained on a sample,
-  searched in shards. This finds the crops, whose pHash moved.
+symmetries (:mod:`pipeline.dedup.perceptual`). Candidate pairs come from
+:mod:`pipeline.dedup.candidates` (hash bands and a descriptor kNN, linear in N).
 
 Verification (:func:`copy_scores`): the two grids are registered (the smaller field of view, any of
 the 8 orientations, against windows of the other grid enlarged by ``1/sx``, ``1/sy``; best
@@ -32,175 +21,22 @@ the pair's recorded ``distance``.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from pipeline.dedup.candidates import codes64, run_tasks
 from pipeline.dedup.perceptual import (
     CROP_SCALES,
     GRID,
-    HASH_BITS,
     d4,
     hamming,
     phash_bits,
     unit_rows,
+    window_count,
     window_grid,
     windows,
 )
 
 RESIDUAL_BLOCK = 4  # pixels of the 32-grid per side of a residual block
-
-
-def unique_pairs(i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs as (min, max), without self-pairs and repeats, sorted."""
-    a, b = np.minimum(i, j), np.maximum(i, j)
-    keep = a != b
-    pairs = np.unique(np.stack([a[keep], b[keep]], axis=1).astype(np.int64), axis=0)
-    return pairs[:, 0], pairs[:, 1]
-
-
-def codes64(hashes: np.ndarray) -> np.ndarray:
-    """(N, 8) uint64 of (N, 8, 8) packed 64-bit hashes."""
-    return np.ascontiguousarray(hashes).view(">u8")[..., 0].astype(np.uint64)
-
-
-def band_radius(n: int, max_radius: int, bucket_size: int) -> int:
-    """Largest radius ``r <= max_radius`` whose ``r + 1`` bands keep ``n / 2^(64 / (r + 1)) <= bucket_size``
-    images per bucket (expected, uniform bits): the join then costs ``O(8 N (r + 1) bucket_size)``."""
-    need = max(math.log2(max(n, 1) / max(bucket_size, 1)), 1.0)  # bits per band
-    return int(max(0, min(max_radius, math.floor(HASH_BITS / need) - 1)))
-
-
-def hamming_pairs(
-    hashes: np.ndarray,
-    radius: int,
-    *,
-    max_bucket: int | None = None,
-    chunk: int = 1 << 22,
-    stats: dict | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (i < j) with ``min_g Hamming(hashes[i, g], hashes[j, 0]) <= radius``, by multi-index hashing.
-
-    Args:
-        hashes: (N, 8, 8) uint8 packed hashes of the 8 symmetries (identity first).
-        max_bucket: band buckets holding more stored images are skipped (None: none skipped); the
-            queries that met one are counted in ``stats["skipped_queries"]``, which makes the
-            result a subset of the exact one.
-        chunk: joined pairs checked at a time (memory ~ 40 bytes each).
-    """
-    codes = codes64(hashes)
-    n, n_sym = codes.shape
-    edges = np.linspace(0, HASH_BITS, radius + 2).round().astype(np.int64)
-    rows, cols, skipped = [], [], 0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        mask = np.uint64((1 << int(hi - lo)) - 1)
-        band = (codes >> np.uint64(lo)) & mask  # (N, 8)
-        order = np.argsort(band[:, 0], kind="stable")
-        stored = band[order, 0]
-        query = band.ravel()  # row q = image q // 8, symmetry q % 8
-        first, last = np.searchsorted(stored, query, "left"), np.searchsorted(stored, query, "right")
-        size = last - first
-        if max_bucket is not None:
-            big = size > max_bucket
-            skipped += int(big.sum())
-            size = np.where(big, 0, size)
-        ends = np.cumsum(size)
-        cuts = np.searchsorted(ends, np.arange(chunk, ends[-1] if len(ends) else 0, chunk))
-        for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(query)]):
-            s = size[a:b]
-            q = np.repeat(np.arange(a, b), s)
-            offset = np.arange(len(q)) - np.repeat(np.cumsum(s) - s, s)
-            j = order[first[q] + offset]
-            i, g = np.divmod(q, n_sym)
-            near = np.bitwise_count(codes[i, g] ^ codes[j, 0]) <= radius
-            rows.append(i[near])
-            cols.append(j[near])
-    if stats is not None:
-        stats.update(radius=int(radius), bands=int(radius + 1), skipped_queries=skipped)
-    if not rows:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return unique_pairs(np.concatenate(rows), np.concatenate(cols))
-
-
-def top_distinct(rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Of (row, col, sim) triples, each row's ``k`` most similar distinct cols other than itself."""
-    keep = (rows != cols) & (cols >= 0) & np.isfinite(sims)
-    rows, cols, sims = rows[keep], cols[keep], sims[keep]
-    best = np.lexsort((-sims, cols, rows))  # per (row, col): highest sim first
-    rows, cols, sims = rows[best], cols[best], sims[best]
-    first = np.r_[True, (np.diff(rows) != 0) | (np.diff(cols) != 0)]
-    rows, cols, sims = rows[first], cols[first], sims[first]
-    order = np.lexsort((cols, -sims, rows))
-    rows, cols = rows[order], cols[order]
-    start = np.searchsorted(rows, rows, "left")
-    rank = np.arange(len(rows)) - start
-    return rows[rank < k], cols[rank < k]
-
-
-def descriptor_pairs(
-    desc: np.ndarray,
-    neighbours: int,
-    *,
-    flat_max: int = 50_000,
-    nprobe: int = 16,
-    shard: int = 65_536,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of each image with its ``neighbours`` most correlated other images (best symmetry).
-
-    Exact (``IndexFlatIP``) up to ``flat_max`` images; above, ``IndexIVFFlat`` with
-    ``nlist = round(sqrt(N))`` trained on ``min(N, 64 nlist)`` seeded rows, ``nprobe`` lists searched,
-    queries in shards of ``shard`` images: ``O(N (sqrt(N) + nprobe N / nlist))``, i.e. ``O(N^1.5)``
-    against flat's ``O(N^2)``.
-
-    Args:
-        desc: (N, 8, D) float32 unit rows of :func:`pipeline.dedup.perceptual.descriptors`.
-    """
-    import faiss
-
-    n, n_sym, dim = desc.shape
-    if n < 2 or neighbours <= 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    k = min(neighbours + 1, n)
-    base = np.ascontiguousarray(desc[:, 0])
-    if n <= flat_max:
-        index = faiss.IndexFlatIP(dim)
-    else:
-        nlist = int(round(math.sqrt(n)))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        train = np.random.default_rng(seed).choice(n, size=min(n, 64 * nlist), replace=False)
-        index.train(base[np.sort(train)])
-        index.nprobe = nprobe
-    index.add(base)
-    rows, cols = [], []
-    for a in range(0, n, shard):
-        part = desc[a : a + shard]
-        sims, found = index.search(np.ascontiguousarray(part.reshape(-1, dim)), k)
-        r, c = top_distinct(
-            np.repeat(np.arange(a, a + len(part)), n_sym * k), found.ravel().astype(np.int64), sims.ravel(), neighbours
-        )
-        rows.append(r)
-        cols.append(c)
-    return unique_pairs(np.concatenate(rows), np.concatenate(cols))
-
-
-def candidate_pairs(
-    hashes: np.ndarray, desc: np.ndarray, cfg: dict, stats: dict | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Union of :func:`hamming_pairs` and :func:`descriptor_pairs` (i < j).
-
-    Args:
-        cfg: ``dedup.copies`` settings (``max_radius``, ``bucket_size``, ``max_bucket``,
-            ``neighbours``, ``flat_max``, ``nprobe``) and ``seed``.
-    """
-    stats = {} if stats is None else stats
-    radius = band_radius(len(hashes), int(cfg["max_radius"]), int(cfg["bucket_size"]))
-    hi, hj = hamming_pairs(hashes, radius, max_bucket=int(cfg["max_bucket"]), stats=stats)
-    di, dj = descriptor_pairs(
-        desc, int(cfg["neighbours"]), flat_max=int(cfg["flat_max"]), nprobe=int(cfg["nprobe"]), seed=int(cfg["seed"])
-    )
-    stats.update(hamming_pairs=int(len(hi)), descriptor_pairs=int(len(di)))
-    return unique_pairs(np.concatenate([hi, di]), np.concatenate([hj, dj]))
 
 
 def standardised(grids: np.ndarray) -> np.ndarray:
@@ -234,35 +70,73 @@ def copy_scores(
     *,
     register: np.ndarray | None = None,
     scales: tuple[float, ...] = CROP_SCALES,
-    chunk: int = 65536,
+    chunk: int = 8192,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(bits (P,) int64 pHash copy distance, residual (P,) float32) of each pair.
 
     Direct scores (every pair, vectorised): the symmetry of ``i`` that correlates best with ``j``,
     its pHash distance and block residual. Registered scores (pairs where ``register`` is True,
-    default all; grids windowed once per image, pairs grouped by image): the same after
-    registration over the crop ``scales`` (:func:`pipeline.dedup.perceptual.windows`). Each score is
-    the smaller of the two.
+    default all; :func:`_registered`): the same after registration over the crop ``scales``
+    (:func:`pipeline.dedup.perceptual.windows`). Each score is the smaller of the two. ``chunk`` pairs
+    at a time (~40 kB each).
     """
+    from threadpoolctl import threadpool_limits
+
     i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
     bits = np.zeros(len(i), np.int64)
     residual = np.zeros(len(i), np.float32)
+    codes = codes64(hashes)
+    nb = GRID // RESIDUAL_BLOCK
     for a in range(0, len(i), chunk):
         s = slice(a, a + chunk)
-        views = d4(grids[i[s]])  # (p, 8, G, G)
-        u = standardised(views.reshape(-1, GRID, GRID)).reshape(len(views), 8, -1)
-        g = np.einsum("pgd,pd->pg", u, standardised(grids[j[s]]).reshape(len(views), -1)).argmax(axis=1)
+        # a symmetry permutes pixels: standardising the grid once serves its 8 views
+        views = d4(standardised(grids[i[s]])).reshape(-1, 8, GRID * GRID)  # (p, 8, G*G)
+        uj = standardised(grids[j[s]]).reshape(len(views), -1)
+        g = np.einsum("pgd,pd->pg", views, uj).argmax(axis=1)
         at = np.arange(len(views))
-        bits[s] = hamming(hashes[i[s]], hashes[j[s], 0][:, None, :]).min(axis=1)
-        residual[s] = block_residual(views[at, g], grids[j[s]])
+        bits[s] = np.bitwise_count(codes[i[s]] ^ codes[j[s], :1]).min(axis=1)
+        d = np.abs(views[at, g] - uj).reshape(len(views), nb, RESIDUAL_BLOCK, nb, RESIDUAL_BLOCK)
+        residual[s] = d.mean(axis=(2, 4)).max(axis=(1, 2))
     todo = np.arange(len(i)) if register is None else np.flatnonzero(register)
     if len(todo):
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1):  # thousands of tiny products: BLAS threads cost 50x their work here
+        with threadpool_limits(1):  # many small products: BLAS threads cost more than their work here
             aligned, reg = _registered(hashes, grids, i[todo], j[todo], tuple(scales))
         bits[todo], residual[todo] = np.minimum(bits[todo], aligned), np.minimum(residual[todo], reg)
     return bits, residual
+
+
+def _shard_scores(
+    hashes: np.ndarray, grids: np.ndarray, i: np.ndarray, j: np.ndarray, register: np.ndarray, scales: tuple
+) -> tuple:
+    """:func:`copy_scores` of pairs whose rows index the given (shard-local) signatures."""
+    return copy_scores(hashes, grids, i, j, register=register, scales=scales)
+
+
+def sharded_copy_scores(
+    hashes: np.ndarray,
+    grids: np.ndarray,
+    i: np.ndarray,
+    j: np.ndarray,
+    register: np.ndarray,
+    *,
+    scales: tuple[float, ...] = CROP_SCALES,
+    shard: int = 65536,
+    engine: str = "local",
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`copy_scores` in shards of ``shard`` pairs, one Ray task each on ``engine`` ``ray``: a
+    task receives only the hashes and grids of its own pairs' images (~2 kB per image)."""
+    if engine != "ray" or len(i) <= shard:
+        return copy_scores(hashes, grids, i, j, register=register, scales=scales)
+
+    def shards():
+        for a in range(0, len(i), shard):
+            s = slice(a, a + shard)
+            rows, local = np.unique(np.concatenate([i[s], j[s]]), return_inverse=True)
+            li, lj = np.split(local, 2)
+            yield hashes[rows], grids[rows], li, lj, register[s], tuple(scales)
+
+    parts = run_tasks(_shard_scores, shards(), (), engine)
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def copy_distances(hashes: np.ndarray, grids: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -271,28 +145,42 @@ def copy_distances(hashes: np.ndarray, grids: np.ndarray, i: np.ndarray, j: np.n
 
 
 def _registered(
-    hashes: np.ndarray, grids: np.ndarray, i: np.ndarray, j: np.ndarray, scales: tuple[float, ...] = CROP_SCALES
+    hashes: np.ndarray,
+    grids: np.ndarray,
+    i: np.ndarray,
+    j: np.ndarray,
+    scales: tuple[float, ...] = CROP_SCALES,
+    *,
+    chunk: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(aligned pHash distance, block residual) of each pair after registration (:func:`copy_scores`)."""
-    # best correlation, window box and symmetry of the small view, with i (column 0) or j (1) as the big view
+    """(aligned pHash distance, block residual) of each pair after registration (:func:`copy_scores`).
+
+    Each pair is registered both ways (``i`` as the big view, then ``j``): the 8 symmetries of the
+    small grid against every window of the big one at the crop ``scales``
+    (:func:`pipeline.dedup.perceptual.windows`), ``chunk`` pairs at a time (default: ~0.7 GB of
+    windows, 256 pairs at the default 81 windows); the best correlation of the two sides wins."""
+    chunk = chunk or max(1, 256 * window_count() // window_count(scales))
+    # best correlation, window and symmetry of the small view, with i (column 0) or j (1) as the big view
     corr = np.full((len(i), 2), -np.inf, dtype=np.float32)
-    box = np.zeros((len(i), 2, 4), dtype=np.float64)
+    best = np.zeros((len(i), 2), dtype=np.int64)
     sym = np.zeros((len(i), 2), dtype=np.int64)
+    box = None
     for side, (big, small) in enumerate(((i, j), (j, i))):
-        order = np.argsort(big, kind="stable")
-        for rows in np.split(order, np.flatnonzero(np.diff(big[order])) + 1):
-            w = windows(grids[big[rows[0]]], scales)
-            q = unit_rows(d4(grids[small[rows]]).reshape(len(rows) * 8, -1))
-            c = (q @ w.unit.T).reshape(len(rows), 8, len(w.unit))
-            best_w = c.argmax(axis=2)  # (pairs, 8)
+        for a in range(0, len(i), chunk):
+            s = slice(a, a + chunk)
+            w = windows(grids[big[s]], scales)
+            box = w.box
+            q = unit_rows(d4(grids[small[s]]).reshape(-1, 8, GRID * GRID))  # (p, 8, G*G)
+            c = np.matmul(q, w.unit.transpose(0, 2, 1))  # (p, 8, W)
+            best_w = c.argmax(axis=2)  # (p, 8)
             best_c = np.take_along_axis(c, best_w[:, :, None], axis=2)[:, :, 0]
             g = best_c.argmax(axis=1)
-            at = np.arange(len(rows))
-            corr[rows, side], box[rows, side], sym[rows, side] = best_c[at, g], w.box[best_w[at, g]], g
+            at = np.arange(len(g))
+            corr[s, side], best[s, side], sym[s, side] = best_c[at, g], best_w[at, g], g
     side = corr.argmax(axis=1)
     big, small = np.where(side == 0, i, j), np.where(side == 0, j, i)
     at = np.arange(len(i))
-    regions = np.stack([window_grid(grids[b], bx) for b, bx in zip(big, box[at, side])])
+    regions = np.stack([window_grid(grids[b], box[w]) for b, w in zip(big, best[at, side])])
     views = d4(grids[small])[at, sym[at, side]]
     return hamming(phash_bits(regions), hashes[small, sym[at, side]]), block_residual(regions, views)
 

@@ -66,9 +66,13 @@ def phash_bits(grids: np.ndarray) -> np.ndarray:
     return np.packbits(low > np.median(low, axis=-1, keepdims=True), axis=-1)
 
 
-def d4_phash(grids: np.ndarray) -> np.ndarray:
-    """(N, 8, HASH_BYTES) uint8: pHash of each symmetry of (N, GRID, GRID) grids in :func:`d4` order."""
-    return phash_bits(d4(np.asarray(grids)))
+def d4_phash(grids: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """(N, 8, HASH_BYTES) uint8: pHash of each symmetry of (N, GRID, GRID) grids in :func:`d4` order,
+    ``chunk`` grids at a time (the DCT works in float64: ~130 kB per grid)."""
+    grids = np.asarray(grids)
+    if len(grids) <= chunk:
+        return phash_bits(d4(grids))
+    return np.concatenate([phash_bits(d4(grids[a : a + chunk])) for a in range(0, len(grids), chunk)])
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -95,30 +99,41 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Windows:
-    """The windows of one grid, enlarged by ``1/sx`` across and ``1/sy`` down for each pair of crop
-    scales (crops need not keep the aspect ratio): rows of ``unit`` are the centred, unit-norm
-    windows; ``box[r]`` is window r's (x0, y0, width, height) in the grid's pixels."""
+    """The windows of grids, enlarged by ``1/sx`` across and ``1/sy`` down for each pair of crop
+    scales (crops need not keep the aspect ratio): ``unit[b, r]`` is grid b's window r, centred
+    and unit-norm; ``box[r]`` is window r's (x0, y0, width, height) in the grid's pixels (the same
+    for every grid)."""
 
-    unit: np.ndarray  # (W, GRID*GRID) float32
+    unit: np.ndarray  # (B, W, GRID*GRID) float32
     box: np.ndarray  # (W, 4) float64
 
 
-def windows(grid: np.ndarray, scales: tuple[float, ...] = CROP_SCALES) -> Windows:
+def window_count(scales: tuple[float, ...] = CROP_SCALES) -> int:
+    """Windows per grid for crop ``scales``: (sum over scales of (side - GRID + 1))^2."""
+    return sum(int(round(GRID / s)) - GRID + 1 for s in scales) ** 2
+
+
+def windows(grids: np.ndarray, scales: tuple[float, ...] = CROP_SCALES) -> Windows:
+    """:class:`Windows` of (B, GRID, GRID) uint8 grids at crop ``scales`` (the enlargements are PIL's
+    bilinear resize of each)."""
     units, boxes = [], []
     sides = [int(round(GRID / s)) for s in scales]
+    b = len(grids)
     for sx in sides:
         for sy in sides:
             up = (
-                grid
+                grids
                 if sx == sy == GRID
-                else np.asarray(Image.fromarray(grid).resize((sx, sy), Image.Resampling.BILINEAR))
+                else np.stack(
+                    [np.asarray(Image.fromarray(g).resize((sx, sy), Image.Resampling.BILINEAR)) for g in grids]
+                )
             )
-            view = np.lib.stride_tricks.sliding_window_view(up.astype(np.float32), (GRID, GRID))
-            units.append(unit_rows(view.reshape(-1, GRID * GRID)))
-            oy, ox = np.divmod(np.arange(view.shape[0] * view.shape[1]), view.shape[1])
+            view = np.lib.stride_tricks.sliding_window_view(up.astype(np.float32), (GRID, GRID), axis=(1, 2))
+            units.append(unit_rows(view.reshape(b, -1, GRID * GRID)))
+            oy, ox = np.divmod(np.arange(view.shape[1] * view.shape[2]), view.shape[2])
             fx, fy = GRID / sx, GRID / sy  # window pixels -> grid pixels
             boxes.append(np.stack([ox * fx, oy * fy, np.full(len(ox), GRID * fx), np.full(len(ox), GRID * fy)], axis=1))
-    return Windows(np.concatenate(units), np.concatenate(boxes))
+    return Windows(np.concatenate(units, axis=1), np.concatenate(boxes))
 
 
 def window_grid(grid: np.ndarray, box: np.ndarray) -> np.ndarray:

@@ -1,56 +1,72 @@
 """Cost plan of copy detection (``strata plan``): candidate pairs and predicted time from N alone.
 
-The model follows :mod:`pipeline.dedup.copies` term by term (N images, 8 symmetries, D = 64):
+The model follows :mod:`pipeline.dedup.candidates` and :mod:`pipeline.dedup.copies` term by term
+(N images, 8 symmetries, D = 64):
 
-- signatures: D4 pHash + block descriptors, ``SIG_S`` seconds per image;
-- hash bands: radius ``r`` = :func:`pipeline.dedup.copies.band_radius`, ``m = r + 1`` bands; joined
-  pairs ``8 N m min(N / 2^(64/m), max_bucket)``, ``JOIN_S`` seconds per joined pair;
-- descriptor kNN: flat ``8 N^2 D`` flops up to ``flat_max``, else IVF ``8 N (nlist + nprobe N / nlist) D``
-  with ``nlist = sqrt(N)`` (:func:`pipeline.dedup.copies.descriptor_pairs`), at ``FLOPS`` per CPU;
-- verification: ``N neighbours`` pairs, ``DIRECT_S`` each, plus ``REGISTER_S`` for the share
-  ``registered`` that is registered (crops).
+- hash bands: radius ``r`` = :func:`pipeline.dedup.candidates.band_radius`, ``m = r + 1`` bands;
+  joined pairs ``J = 8 N m min(N / 2^(64/m), max_bucket)``, ``JOIN_S`` seconds per joined pair on
+  one CPU; on Ray the ``m`` bands run as parallel tasks;
+- descriptor kNN: flat ``8 N^2 D`` flops up to ``flat_max``; else IVF, ``nlist`` =
+  :func:`pipeline.dedup.candidates.ivf_lists`: training ``2 train_iters T nlist D`` (``T`` =
+  ``train_per_list nlist`` rows) plus queries ``8 N (nlist + nprobe N / nlist) D``, at ``FLOPS``
+  per CPU; the training runs in the driver on one node's CPUs, the queries in process on those too,
+  on Ray in shards over the cluster's;
+- verification: ``P = PAIRS_PER_IMAGE N`` candidate pairs, ``DIRECT_S`` each, plus ``REGISTER_S``
+  for the share ``registered`` of them that is registered (crops), on one CPU (numpy) in process,
+  in shards of pairs over the cluster's CPUs on Ray.
 
-The constants are rough estimates for the 2-core development VM (BENCHMARKS.md, issue 27: not yet
-validated by a timing under the benchmark lock) and
-are per CPU; the step runs in one process (FAISS and BLAS threads), so the plan divides by one
-node's CPUs, not the cluster's.
+The constants were fitted to ``benchmarks/copy_detection.py scale`` on the 2-core development VM
+while five other engineers' jobs loaded it (load average 17-22): a quiet machine is faster
+(BENCHMARKS.md, "Issue 27 (scale)"). ``registered`` = 2.5% was measured on the scale benchmark's
+synthetic collection (10% copies).
 """
 
 from __future__ import annotations
 
-import math
+from pipeline.dedup.candidates import band_radius, ivf_lists
 
-from pipeline.dedup.copies import band_radius
+# fitted at 25k and 50k images under load 17-22 on the 2-core VM (BENCHMARKS.md, issue 27 scale)
+SIG_S = 2.0e-4  # seconds per image: d4_phash + descriptors (the embed step pays it; not refitted)
+JOIN_S = 2.4e-7  # seconds per joined pair (64-bit check, numpy, one CPU): 1.7e-7 / 3.0e-7 measured
+FLOPS = 0.87e9  # IVF flops (training + coarse quantizer + list scan) per second per CPU: 0.95e9 / 0.80e9
+PAIRS_PER_IMAGE = 4.2  # unique candidate pairs per image at neighbours = 5 with the IVF: 4.11 / 4.21
+DIRECT_S = 1.26e-4  # seconds per pair: direct scores (8 symmetries, residual): 1.20e-4 / 1.32e-4
+REGISTER_S = 6.4e-3  # seconds per registered pair (windows of both grids, both ways): 5.8e-3 / 7.1e-3
 
-SIG_S = 2.0e-4  # seconds per image: d4_phash + descriptors (rough estimates, not yet validated by a locked timing)
-JOIN_S = 6.0e-8  # seconds per joined pair (64-bit check, numpy)
-FLOPS = 4.0e9  # inner-product flops per second per CPU (FAISS)
-DIRECT_S = 1.5e-5  # seconds per pair: direct scores
-REGISTER_S = 1.5e-3  # seconds per registered pair (windows of one image, 81 x 8 correlations)
 
+def plan_copies(n: int, cfg: dict, cpus: float, nodes: int = 1, registered: float = 0.025) -> dict:
+    """Predicted pairs and seconds of each phase for ``n`` images, ``cfg`` = ``dedup.copies``,
+    ``nodes`` nodes of ``cpus`` CPUs; ``registered``: share of pairs registered."""
+    from pipeline.engine import choose_engine
 
-def plan_copies(n: int, cfg: dict, cpus: float, registered: float = 0.05) -> dict:
-    """Predicted pairs and seconds of each phase for ``n`` images, ``cfg`` = ``dedup.copies``."""
+    engine = "ray" if nodes > 1 else choose_engine(str(cfg["engine"]), n, int(cfg["local_max_images"]), what="plan")
+    node_cpus = max(float(cpus), 1.0)
+    cluster = node_cpus * max(int(nodes), 1) if engine == "ray" else node_cpus
     radius = band_radius(n, int(cfg["max_radius"]), int(cfg["bucket_size"]))
     bands = radius + 1
     bucket = min(n / 2 ** (64 / bands), int(cfg["max_bucket"]))
     joined = 8 * n * bands * bucket
     dim = 64
     if n <= int(cfg["flat_max"]):
-        knn_flops, index = 8.0 * n * n * dim, "flat"
+        train_flops, knn_flops, index = 0.0, 8.0 * n * n * dim, "flat"
     else:
-        nlist = max(1, round(math.sqrt(n)))
-        knn_flops, index = 8.0 * n * (nlist + int(cfg["nprobe"]) * n / nlist) * dim, f"ivf nlist={nlist}"
-    pairs = n * int(cfg["neighbours"])
-    cpus = max(float(cpus), 1.0)
+        nprobe = int(cfg["nprobe"])
+        nlist = ivf_lists(n, nprobe, float(cfg["lists_factor"]))
+        train = min(n, int(cfg["train_per_list"]) * nlist)
+        train_flops = 2.0 * int(cfg["train_iters"]) * train * nlist * dim  # in the driver
+        knn_flops = 8.0 * n * (nlist + nprobe * n / nlist) * dim
+        index = f"ivf nlist={nlist} nprobe={nprobe}"
+    pairs = PAIRS_PER_IMAGE * n
     phases = {
-        "signatures_s": n * SIG_S / cpus,
-        "hash_bands_s": joined * JOIN_S,
-        "descriptor_knn_s": knn_flops / (FLOPS * cpus),
-        "verify_s": pairs * (DIRECT_S + registered * REGISTER_S) / cpus,
+        "signatures_s": n * SIG_S / node_cpus,
+        "hash_bands_s": joined * JOIN_S / (min(bands, cluster) if engine == "ray" else 1),
+        "descriptor_knn_s": train_flops / (FLOPS * node_cpus) + knn_flops / (FLOPS * cluster),
+        "verify_s": pairs * (DIRECT_S + registered * REGISTER_S) / (cluster if engine == "ray" else 1),
     }
     return {
         "n": n,
+        "engine": engine,
+        "cpus": cluster,
         "radius": radius,
         "bands": bands,
         "bucket": bucket,
@@ -58,15 +74,18 @@ def plan_copies(n: int, cfg: dict, cpus: float, registered: float = 0.05) -> dic
         "index": index,
         "pairs": pairs,
         **phases,
+        "search_verify_s": phases["hash_bands_s"] + phases["descriptor_knn_s"] + phases["verify_s"],
         "total_s": sum(phases.values()),
     }
 
 
 def format_copies_plan(p: dict) -> str:
     """One paragraph: the plan of :func:`plan_copies`."""
+    where = f"Ray tasks over {p['cpus']:.0f} CPUs" if p["engine"] == "ray" else "in process"
     return (
         f"copy detection plan: N={p['n']:,}: hash bands r={p['radius']} ({p['bands']} bands, ~{p['bucket']:.0f} per bucket, "
         f"{p['joined_pairs']:.3g} joined pairs) {p['hash_bands_s']:.0f} s; descriptor kNN {p['index']} "
-        f"{p['descriptor_knn_s']:.0f} s; verification of {p['pairs']:.3g} pairs {p['verify_s']:.0f} s; "
-        f"signatures {p['signatures_s']:.0f} s; total {p['total_s'] / 3600:.2f} h (one process)"
+        f"{p['descriptor_knn_s']:.0f} s ({where}); verification of {p['pairs']:.3g} pairs {p['verify_s']:.0f} s "
+        f"({where}); signatures {p['signatures_s']:.0f} s (embed step); "
+        f"search + verification {p['search_verify_s'] / 60:.1f} min, total {p['total_s'] / 3600:.2f} h"
     )

@@ -107,7 +107,7 @@ def near_duplicates(
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Copies among the rows of ``sig`` (all decodable), grouped without chaining in ``priority`` order.
 
-    Candidates (:func:`pipeline.dedup.copies.candidate_pairs`) are verified by their pHash copy
+    Candidates (:func:`pipeline.dedup.candidates.candidate_pairs`) are verified by their pHash copy
     distance and registered residual (:func:`pipeline.dedup.copies.copy_scores`), combined as
     :func:`pipeline.dedup.calibration.joint_rank` against a threshold calibrated on synthetic copies
     (:mod:`pipeline.dedup.calibration`; near-flat images it cannot verify are kept, its detail gate);
@@ -124,7 +124,8 @@ def near_duplicates(
     """
     from pipeline.dedup.calibration import KINDS as COPY_KINDS
     from pipeline.dedup.calibration import gated_threshold, grid_detail, synthetic_copy
-    from pipeline.dedup.copies import candidate_pairs, copy_scores, descriptor_correlation
+    from pipeline.dedup.candidates import candidate_pairs
+    from pipeline.dedup.copies import copy_scores, descriptor_correlation, sharded_copy_scores
     from pipeline.dedup.grouping import keeper_groups
     from pipeline.dedup.perceptual import d4_phash, descriptors
     from pipeline.io.images import decode_rgb
@@ -164,18 +165,24 @@ def near_duplicates(
         limit: float, pair_score: Callable, verifiable: np.ndarray, scored: dict
     ) -> tuple[np.ndarray, np.ndarray]:
         """keeper_groups with pairs of verifiable images at ``pair_score <= limit``, the candidate pairs
-        scored in ``scored`` (bits, residual, crop scales); pairs verified on demand are scored once."""
+        scored in ``scored`` (bits, residual, crop scales); pairs verified on demand are scored once
+        (no per-pair Python)."""
         asked = scored["asked"]
 
         def verify(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            new = [(int(x), int(y)) for x, y in zip(a, b) if (int(x), int(y)) not in asked]
-            if new:
-                na, nb = np.array(new).T
+            key = np.asarray(a, np.int64) * n + np.asarray(b, np.int64)
+            new = np.setdiff1d(key, asked["key"])
+            if len(new):
+                na, nb = np.divmod(new, n)
                 reg = descriptor_correlation(desc, na, nb) >= min_corr
                 nbits, nres = copy_scores(hashes, sig.grids, na, nb, register=reg, scales=scored["scales"])
-                asked.update({(int(x), int(y)): (int(bt), float(r)) for x, y, bt, r in zip(na, nb, nbits, nres)})
-            got = np.array([asked[(int(x), int(y))] for x, y in zip(a, b)]).reshape(-1, 2)
-            return pair_score(got[:, 0], got[:, 1]) <= limit, got[:, 0]
+                keys = np.concatenate([asked["key"], new])
+                order = np.argsort(keys)
+                asked["key"] = keys[order]
+                asked["bits"] = np.concatenate([asked["bits"], nbits])[order]
+                asked["residual"] = np.concatenate([asked["residual"], nres])[order]
+            at = np.searchsorted(asked["key"], key)
+            return pair_score(asked["bits"][at], asked["residual"][at]) <= limit, asked["bits"][at]
 
         bits, residual = scored["bits"], scored["residual"]
         link = (pair_score(bits, residual) <= limit) & verifiable[i] & verifiable[j]
@@ -183,8 +190,10 @@ def near_duplicates(
 
     def scored_with(scales: tuple[float, ...]) -> dict:
         t2 = time.perf_counter()
-        bits, residual = copy_scores(hashes, sig.grids, i, j, register=register, scales=scales)
-        return {"scales": scales, "bits": bits, "residual": residual, "asked": {}, "s": time.perf_counter() - t2}
+        bits, residual = sharded_copy_scores(hashes, sig.grids, i, j, register, scales=scales, engine=record["engine"])
+        # pairs verified on demand, scored once: sorted keys a * n + b with their bits and residual
+        asked = {"key": np.zeros(0, np.int64), "bits": np.zeros(0, np.int64), "residual": np.zeros(0, np.float32)}
+        return {"scales": scales, "bits": bits, "residual": residual, "asked": asked, "s": time.perf_counter() - t2}
 
     grids_tried = [tuple(float(v) for v in g) for g in cfg["crop_scales"]]
     if fixed is not None:

@@ -23,11 +23,19 @@ from pipeline.dedup import (
     synthetic_copy,
 )
 from pipeline.dedup.calibration import joint_rank
-from pipeline.dedup.copies import band_radius, copy_scores, descriptor_pairs, hamming_pairs
+from pipeline.dedup.candidates import band_radius, descriptor_pairs, hamming_pairs
+from pipeline.dedup.config import dedup_config
+from pipeline.dedup.copies import copy_scores
 from pipeline.dedup.grouping import keeper_groups
 from pipeline.dedup.perceptual import d4, descriptors, hamming, phash_bits
 
 T = Image.Transpose
+
+# the descriptor index settings of conf/dedup (seeded)
+IVF = {
+    k: dedup_config({})["copies"][k] for k in ("flat_max", "nprobe", "lists_factor", "train_per_list", "train_iters")
+}
+IVF["seed"] = 0
 PIL_D4 = (
     None,
     T.FLIP_LEFT_RIGHT,
@@ -127,7 +135,7 @@ def test_descriptor_pairs_match_brute_force():
     sim = np.einsum("igd,jd->ijg", desc, desc[:, 0]).max(-1)
     np.fill_diagonal(sim, -np.inf)
     want = {tuple(sorted((a, int(b)))) for a in range(40) for b in np.argsort(-sim[a])[:2]}
-    i, j = descriptor_pairs(desc, 2)
+    i, j = descriptor_pairs(desc, 2, **IVF)
     assert set(zip(i.tolist(), j.tolist())) == want
 
 
@@ -137,8 +145,8 @@ def test_descriptor_pairs_ivf_finds_the_copies_flat_finds():
     grids = np.stack([np.asarray(Image.fromarray((g[0] * 255).astype(np.uint8)).resize((32, 32))) for g in small])
     grids[500:] = np.clip(np.rot90(grids[:100], 1, (1, 2)).astype(int) + rng.integers(-8, 9, (100, 32, 32)), 0, 255)
     desc = descriptors(grids)
-    flat = set(zip(*(a.tolist() for a in descriptor_pairs(desc, 3))))
-    ivf = set(zip(*(a.tolist() for a in descriptor_pairs(desc, 3, flat_max=100, nprobe=4, shard=128))))
+    flat = set(zip(*(a.tolist() for a in descriptor_pairs(desc, 3, **IVF))))
+    ivf = set(zip(*(a.tolist() for a in descriptor_pairs(desc, 3, **{**IVF, "flat_max": 100, "nprobe": 4}, shard=128))))
     planted = {(k, 500 + k) for k in range(100)}
     assert planted <= flat and len(planted & ivf) >= 98  # approximate, but the copies are found
 
