@@ -280,7 +280,7 @@ def bench_scale(n: int, threshold: float, min_corr: float, overrides: dict) -> d
         "register_min_correlation": min_corr,
         **stats,
         "threshold": threshold,
-        "settings": {k: cfg[k] for k in ("flat_max", "nprobe", "lists_factor", "engine", "neighbours")},
+        "settings": {k: cfg[k] for k in ("flat_max", "nprobe", "list_size", "engine", "neighbours")},
         "copies_linked_share": round(float(copies_found[base:].mean()), 4),
         "load_before": [round(v, 1) for v in load_before],
         "load_after": [round(v, 1) for v in os.getloadavg()],

@@ -52,10 +52,19 @@ def band_radius(n: int, max_radius: int, bucket_size: int) -> int:
     return int(max(0, min(max_radius, math.floor(HASH_BITS / need) - 1)))
 
 
-def ivf_lists(n: int, nprobe: int, lists_factor: float) -> int:
-    """IVF lists for ``n`` stored rows: ``lists_factor sqrt(nprobe n)`` minimises a query's cost
-    ``nlist + nprobe n / nlist`` (coarse quantizer + scanned rows) at ``lists_factor`` 1."""
-    return max(1, int(round(lists_factor * math.sqrt(nprobe * n))))
+HNSW_M = 32  # links per node of the HNSW graph over the IVF list centroids (the coarse quantizer)
+
+
+def ivf_lists(n: int, list_size: int) -> int:
+    """IVF lists for ``n`` stored rows: ``n / list_size``, so a query scans ``nprobe list_size`` rows
+    whatever N (the lists are found through an HNSW graph, ~log nlist): the kNN grows as N, where a
+    flat quantizer's optimum ``sqrt(nprobe n)`` lists grows as N^1.5."""
+    return max(1, int(round(n / list_size)))
+
+
+def quantizer_ef(nprobe: int) -> int:
+    """HNSW ``efSearch`` of the coarse quantizer: at least twice the lists probed."""
+    return max(32, 2 * nprobe)
 
 
 def run_tasks(fn: Callable, args: Iterable[tuple], shared: tuple, engine: str) -> list:
@@ -183,7 +192,7 @@ def descriptor_pairs(
     *,
     flat_max: int,
     nprobe: int,
-    lists_factor: float,
+    list_size: int,
     train_per_list: int,
     train_iters: int,
     seed: int,
@@ -194,9 +203,11 @@ def descriptor_pairs(
     """Pairs of each image with its ``neighbours`` most correlated other images (best symmetry).
 
     Exact (``IndexFlatIP``) up to ``flat_max`` images; above, ``IndexIVFScalarQuantizer`` (L2, 8 bits) with
-    ``nlist`` = :func:`ivf_lists` trained (``train_iters`` k-means iterations) on
-    ``min(N, train_per_list nlist)`` seeded rows, ``nprobe``
-    lists searched: ``O(8 N sqrt(nprobe N))`` against flat's ``O(8 N^2)``. Queries (the 8 symmetries
+    ``nlist`` = :func:`ivf_lists` (``list_size`` rows per list) whose centroids are found through an
+    HNSW graph (``IndexHNSWFlat``, the coarse quantizer, used for the training's assignments too),
+    trained (``train_iters`` k-means iterations) on ``min(N, train_per_list nlist)`` seeded rows,
+    ``nprobe`` lists searched: ``O(8 N (nprobe list_size + log nlist))``, linear in N, against
+    flat's ``O(8 N^2)``. Queries (the 8 symmetries
     of each image) in shards of ``shard`` images, one task each on ``engine`` ``ray`` (``threads``
     FAISS threads per task, 0 = FAISS's default).
 
@@ -213,12 +224,12 @@ def descriptor_pairs(
     if n <= flat_max:
         index = faiss.IndexFlatIP(dim)
     else:
-        nlist = ivf_lists(n, nprobe, lists_factor)
+        nlist = ivf_lists(n, list_size)
+        quantizer = faiss.IndexHNSWFlat(dim, HNSW_M)
+        quantizer.hnsw.efSearch = quantizer_ef(nprobe)
         # L2 on unit rows ranks as the correlation does; rows stored as 8-bit scalars: scans 1.8x
         # faster than float32 lists at the same planted-copy recall (BENCHMARKS.md, issue 27 scale)
-        index = faiss.IndexIVFScalarQuantizer(
-            faiss.IndexFlatL2(dim), dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2
-        )
+        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2)
         train = np.random.default_rng(seed).choice(n, size=min(n, train_per_list * nlist), replace=False)
         index.cp.niter = train_iters
         index.train(base[np.sort(train)])
@@ -237,7 +248,7 @@ def candidate_pairs(
 
     Args:
         cfg: ``dedup.copies`` settings (``max_radius``, ``bucket_size``, ``max_bucket``,
-            ``neighbours``, ``flat_max``, ``nprobe``, ``lists_factor``, ``train_per_list``, ``train_iters``,
+            ``neighbours``, ``flat_max``, ``nprobe``, ``list_size``, ``train_per_list``, ``train_iters``,
             ``engine``, ``local_max_images``) and ``seed``.
     """
     from pipeline.engine import choose_engine
@@ -254,7 +265,7 @@ def candidate_pairs(
         int(cfg["neighbours"]),
         flat_max=int(cfg["flat_max"]),
         nprobe=int(cfg["nprobe"]),
-        lists_factor=float(cfg["lists_factor"]),
+        list_size=int(cfg["list_size"]),
         train_per_list=int(cfg["train_per_list"]),
         train_iters=int(cfg["train_iters"]),
         seed=int(cfg["seed"]),

@@ -36,8 +36,8 @@ def dedup_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"dedup.copies.max_false_match must be a share in [0, 1], got {cp['max_false_match']}")
     if cp["engine"] not in ENGINES:
         raise ValueError(f"dedup.copies.engine must be one of {ENGINES}, got {cp['engine']!r}")
-    if not float(cp["lists_factor"]) > 0:
-        raise ValueError(f"dedup.copies.lists_factor must be > 0, got {cp['lists_factor']}")
+    if not int(cp["list_size"]) >= 1:
+        raise ValueError(f"dedup.copies.list_size must be >= 1, got {cp['list_size']}")
     for key in ("bucket_size", "max_bucket", "nprobe", "flat_max", "train_per_list", "train_iters", "local_max_images"):
         if int(cp[key]) < 1:
             raise ValueError(f"dedup.copies.{key} must be >= 1, got {cp[key]}")

@@ -7,8 +7,10 @@ The model follows :mod:`pipeline.dedup.candidates` and :mod:`pipeline.dedup.copi
   joined pairs ``J = 8 N m min(N / 2^(64/m), max_bucket)``, ``JOIN_S`` seconds per joined pair on
   one CPU; on Ray the ``m`` bands run as parallel tasks;
 - descriptor kNN: flat ``8 N^2 D`` flops up to ``flat_max``; else IVF, ``nlist`` =
-  :func:`pipeline.dedup.candidates.ivf_lists`: training ``2 train_iters T nlist D`` (``T`` =
-  ``train_per_list nlist`` rows) plus queries ``8 N (nlist + nprobe N / nlist) D``, at ``FLOPS``
+  :func:`pipeline.dedup.candidates.ivf_lists` (``N / list_size``) found through an HNSW graph
+  (``E = 2 M ef`` distance evaluations per search, ``2 M 40`` per insertion): training
+  ``2 train_iters (T E + nlist 80 M) D`` (``T`` = ``train_per_list nlist`` rows) plus queries
+  ``8 N (E + nprobe list_size) D``, at ``FLOPS``
   per CPU; the training runs in the driver on one node's CPUs, the queries in process on those too,
   on Ray in shards over the cluster's;
 - verification: ``P = PAIRS_PER_IMAGE N`` candidate pairs, ``DIRECT_S`` each, plus ``REGISTER_S``
@@ -23,7 +25,7 @@ synthetic collection (10% copies).
 
 from __future__ import annotations
 
-from pipeline.dedup.candidates import band_radius, ivf_lists
+from pipeline.dedup.candidates import HNSW_M, band_radius, ivf_lists, quantizer_ef
 
 # fitted at 25k and 50k images under load 17-22 on the 2-core VM (BENCHMARKS.md, issue 27 scale)
 SIG_S = 2.0e-4  # seconds per image: d4_phash + descriptors (the embed step pays it; not refitted)
@@ -51,10 +53,12 @@ def plan_copies(n: int, cfg: dict, cpus: float, nodes: int = 1, registered: floa
         train_flops, knn_flops, index = 0.0, 8.0 * n * n * dim, "flat"
     else:
         nprobe = int(cfg["nprobe"])
-        nlist = ivf_lists(n, nprobe, float(cfg["lists_factor"]))
+        list_size = int(cfg["list_size"])
+        nlist = ivf_lists(n, list_size)
         train = min(n, int(cfg["train_per_list"]) * nlist)
-        train_flops = 2.0 * int(cfg["train_iters"]) * train * nlist * dim  # in the driver
-        knn_flops = 8.0 * n * (nlist + nprobe * n / nlist) * dim
+        evals = 2 * HNSW_M * quantizer_ef(nprobe)  # per HNSW search of the list centroids
+        train_flops = 2.0 * int(cfg["train_iters"]) * (train * evals + nlist * 80 * HNSW_M) * dim  # in the driver
+        knn_flops = 8.0 * n * (evals + nprobe * min(list_size, n)) * dim
         index = f"ivf nlist={nlist} nprobe={nprobe}"
     pairs = PAIRS_PER_IMAGE * n
     phases = {

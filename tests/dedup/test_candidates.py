@@ -12,9 +12,7 @@ from pipeline.dedup.copies import copy_scores, sharded_copy_scores
 from pipeline.dedup.perceptual import d4, d4_phash, descriptors
 
 # the descriptor index settings of conf/dedup (seeded)
-IVF = {
-    k: dedup_config({})["copies"][k] for k in ("flat_max", "nprobe", "lists_factor", "train_per_list", "train_iters")
-}
+IVF = {k: dedup_config({})["copies"][k] for k in ("flat_max", "nprobe", "list_size", "train_per_list", "train_iters")}
 IVF.update(seed=0, flat_max=100, nprobe=4)  # IVF above 100 images
 
 
@@ -35,9 +33,9 @@ def pairs(i: np.ndarray, j: np.ndarray) -> set[tuple[int, int]]:
     return set(zip(i.tolist(), j.tolist()))
 
 
-def test_ivf_lists_balance_quantizer_and_scan():
-    assert ivf_lists(1_000_000, 16, 1.0) == 4000  # sqrt(16e6): nlist = nprobe N / nlist
-    assert ivf_lists(10, 1, 0.01) == 1
+def test_ivf_lists_keep_a_constant_list_size():
+    assert ivf_lists(1_000_000, 128) == 7812  # a constant list size: a query scans nprobe * 128 rows at any N
+    assert ivf_lists(10, 128) == 1
 
 
 @pytest.mark.slow
