@@ -371,7 +371,8 @@ def summarise(scores: dict[str, dict[int, list]]) -> dict:
 
 def combine(results: list[dict]) -> dict:
     """One pool's result from runs over disjoint seeds (``--seed-start``): the runs of every arm joined
-    (a seed-free arm, the k-center coreset, kept once)."""
+    (a seed-free arm, the k-center coreset, kept once); ``default (auto)`` is what the config resolves
+    to now, taken from the arm that runs the same settings (omitted when no arm does)."""
     out = {**results[0], "seeds": sorted(s for r in results for s in r["seeds"])}
     out["default_runs"] = {int(b): v for b, v in out["default_runs"].items()}
     if len(set(out["seeds"])) != len(out["seeds"]):
@@ -383,6 +384,15 @@ def combine(results: list[dict]) -> dict:
                 runs = scores.setdefault(arm, {}).setdefault(int(b), [])
                 if not (arm == "k-center coreset" and runs):
                     runs.extend(v["runs"])
+    scores.pop(DEFAULT, None)  # rebuilt below from what the config now resolves to
+    totals = {b: b * out["classes"] for b in out["budgets_per_class"]}
+    specs = {b: default_selection(out["pool_size"], t) for b, t in totals.items()}
+    arm = {
+        b: next((n for n, sel in SELECTIONS.items() if sel == spec and n in scores), None) for b, spec in specs.items()
+    }
+    if all(arm.values()):
+        scores[DEFAULT] = {b: scores[arm[b]][b] for b in totals}
+        out["default_runs"] = {b: selection_label(specs[b]) for b in totals}
     out["arms"] = summarise(scores)
     return out
 
