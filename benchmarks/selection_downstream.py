@@ -9,17 +9,22 @@ probe) is fitted on the picked images with their true labels and scored on the t
 
     balanced accuracy = mean_c recall_c,    tail recall = mean recall over the C/2 smallest pool classes.
 
-Arms: ``random`` (uniform), every selection objective of ``pipeline.sampling.objectives.OBJECTIVES``
-inside the balanced hierarchical sampling that ``strata curate`` runs (its default k-means,
-``pipeline.kmeans`` on the pool), ``k-center`` (``strata coreset``, exact greedy), and ``default``
-(whatever ``conf/sampling/default.yaml`` resolves to, i.e. what a user gets). Mean +- std over
-``--seeds`` seeds (the seed drives k-means, sampling and random draws).
+Arms: ``uniform random``; the balanced hierarchical sampling that ``strata curate`` runs (its
+default k-means, ``pipeline.kmeans`` on the pool) with the settings of ``SELECTIONS`` (``--arms``):
+every objective of ``pipeline.sampling.objectives.OBJECTIVES`` inside level-1 clusters, ``typical``
+at the top level, ``typical`` in budget-sized clusters (TypiClust: k-means with k = B*C, the most
+typical point of each) and ``coverage`` with the budget split ~ sqrt(cluster size); ``k-center
+coreset`` (``strata coreset``, exact greedy, seed-free); and ``default (auto)``: what
+``conf/sampling/default.yaml`` resolves to per budget (the settings in brackets), i.e. what a user
+gets. Mean +- std over ``--seeds`` seeds (the seed drives k-means, sampling and random draws).
 
 Pools: ``ucmerced`` (21 classes), ``aid`` (AID 150 px, 30 classes), ``digits`` (scikit-learn's
 8x8 grey digits upscaled to 64 px, 10 classes) and ``shapes`` (generated 64 px grey shapes with
 random pose, size, contrast and noise, 10 classes). ::
 
     .venv/bin/python -m benchmarks.selection_downstream --pools ucmerced aid digits shapes --seeds 10
+    # or split the seeds over processes, then join: --seed-start 4 --seeds 3 --no-kcenter --out b.json ...
+    .venv/bin/python -m benchmarks.selection_downstream --combine a.json b.json c.json
 
 **SSL regime on a dirty pool** (copies + distractors), for a GPU machine: ``--ssl`` prints the
 ready command (``benchmarks.curation_downstream`` with copies, on the GPU backbone); not run here.
@@ -181,6 +186,7 @@ POOLS = {
 }
 BUDGETS = (1, 3, 10, 30)
 UNIFORM = "uniform random"  # the baseline arm; "random" is the objective (random inside each level-1 cluster)
+DEFAULT = "default (auto)"  # what conf/sampling/default.yaml runs
 MAX_POOL_SHARE = 0.75  # a budget above this share of the pool leaves nothing to choose: reported n/a
 
 
@@ -230,44 +236,72 @@ def probe(pool: Pool, picked: np.ndarray) -> tuple[float, float]:
     return 100 * float(recall.mean()), 100 * float(recall[pool.tail].mean())
 
 
-def default_strategy() -> tuple[str, dict]:
-    """What ``strata curate`` runs by default: ``sample.strategy`` of conf/sampling/default.yaml and its settings."""
+# arm -> the sample settings it runs (strategy, pick_level, allocation_power); "top" = the hierarchy's top level
+SELECTIONS: dict[str, dict] = {
+    "closest": {"strategy": "closest", "pick_level": 1, "allocation_power": 0.0},
+    "random (inside clusters)": {"strategy": "random", "pick_level": 1, "allocation_power": 0.0},
+    "typical": {"strategy": "typical", "pick_level": 1, "allocation_power": 0.0},
+    "coverage": {"strategy": "coverage", "pick_level": 1, "allocation_power": 0.0},
+    "typical, top level": {"strategy": "typical", "pick_level": "top", "allocation_power": 0.0},
+    "typical, budget clusters (TypiClust)": {"strategy": "typical", "pick_level": "budget", "allocation_power": 0.0},
+    "coverage, power 0.5": {"strategy": "coverage", "pick_level": 1, "allocation_power": 0.5},
+}
+
+
+def default_selection(n_items: int, total: int) -> dict:
+    """What ``strata curate`` runs by default for ``total`` picks of ``n_items`` (conf/sampling/default.yaml)."""
     from pipeline.sampling.config import sampling_config
+    from pipeline.sampling.objectives import resolve_selection
 
-    c = sampling_config({"seed": 0})
-    return c["strategy"], c
+    return resolve_selection(sampling_config({"seed": 0}), total, n_items)
 
 
-def arm_picks(pool: Pool, budgets: list[int], seed: int) -> dict[str, dict[int, np.ndarray]]:
-    """Per arm, per total budget: the picked pool rows (one k-means per seed, shared by the objectives)."""
+def arm_picks(pool: Pool, budgets: list[int], seed: int, arms: list[str]) -> dict[str, dict[int, np.ndarray]]:
+    """Per arm (``SELECTIONS`` names, plus ``default``), per total budget: the picked pool rows (one
+    k-means per seed, shared by the arms). ``default`` is scored only where it runs no listed arm."""
     from pipeline.config import with_defaults
     from pipeline.kmeans import hierarchical_kmeans
     from pipeline.kmeans.config import KMeansConfig
     from pipeline.sampling import hierarchical_balanced_sampling
-    from pipeline.sampling.objectives import OBJECTIVES
+    from pipeline.sampling.config import sampling_config
 
-    _, scfg = default_strategy()
+    typical = sampling_config({"seed": 0})["typical"]
     kcfg = KMeansConfig.from_dict(with_defaults("kmeans/default", {}), seed=seed, n_points=len(pool.x))
     levels = hierarchical_kmeans(pool.x.copy(), kcfg)
     out: dict[str, dict[int, np.ndarray]] = {}
     for b in budgets:
-        for name in OBJECTIVES:
-            settings = scfg["typical"] if name == "typical" else {}
-            sel = hierarchical_balanced_sampling(levels, b, strategy=name, rng=seed, x=pool.x, settings=settings)
+        specs = {name: SELECTIONS[name] for name in arms}
+        default = default_selection(len(pool.x), b)
+        if default not in specs.values():
+            specs["default"] = default
+        for name, spec in specs.items():
+            level = len(levels) if spec["pick_level"] == "top" else spec["pick_level"]
+            sel = hierarchical_balanced_sampling(
+                levels,
+                b,
+                strategy=spec["strategy"],
+                rng=seed,
+                x=pool.x,
+                settings=typical if spec["strategy"] == "typical" else {},
+                pick_level=level,
+                allocation_power=spec["allocation_power"],
+            )
             out.setdefault(name, {})[b] = sel.indices
     return out
 
 
-def alias_arms(pool: Pool, budgets: list[int]) -> dict[str, dict[int, str]]:
-    """``auto`` and the default: per budget, the objective arm they run (scored once, reported under both)."""
-    from pipeline.sampling.objectives import resolve_objective
+def default_arms(pool: Pool, budgets: list[int], arms: list[str]) -> dict[int, str]:
+    """Per budget: the arm the default runs (a listed arm, or ``default`` scored on its own) and its label."""
+    out = {}
+    for b in budgets:
+        spec = default_selection(len(pool.x), b)
+        out[b] = next((name for name in arms if SELECTIONS[name] == spec), "default")
+    return out
 
-    strategy, scfg = default_strategy()
-    n = len(pool.x)
-    return {
-        "auto": {b: resolve_objective("auto", b, n, scfg["auto"]) for b in budgets},
-        f"default ({strategy})": {b: resolve_objective(strategy, b, n, scfg["auto"]) for b in budgets},
-    }
+
+def selection_label(spec: dict) -> str:
+    level = {"budget": "budget clusters"}.get(spec["pick_level"], f"level {spec['pick_level']}")
+    return f"{spec['strategy']}, {level}, power {spec['allocation_power']:g}"
 
 
 def kcenter_picks(pool: Pool, budgets: list[int]) -> dict[int, np.ndarray]:
@@ -283,36 +317,27 @@ def uniform_picks(pool: Pool, budgets: list[int], seed: int) -> dict[int, np.nda
     return {b: rng.choice(len(pool.x), b, replace=False) for b in budgets}
 
 
-def evaluate(name: str, seeds: int, uniform_only: bool = False) -> dict:
-    """Scores per arm and budget. ``uniform_only``: just the uniform baseline (no k-means)."""
+def evaluate(name: str, seeds: list[int], arms: list[str], kcenter: bool = True) -> dict:
+    """Scores per arm and budget: uniform random, the ``arms`` of ``SELECTIONS``, the default
+    (``default (auto)``: the arm it resolves to per budget) and, with ``kcenter``, the k-center coreset."""
     ids, labels, x = pool_embeddings(name)
     pool = long_tailed_pool(name, ids, labels, x)
     n_classes = len(pool.sizes)
     per_class = [b for b in BUDGETS if b * n_classes <= MAX_POOL_SHARE * len(pool.x)]
     totals = [b * n_classes for b in per_class]
     scores: dict[str, dict[int, list[tuple[float, float]]]] = {}
-    for b, idx in ({} if uniform_only else kcenter_picks(pool, totals)).items():  # seed-free: scored once
+    for b, idx in (kcenter_picks(pool, totals) if kcenter else {}).items():  # seed-free: scored once
         scores.setdefault("k-center coreset", {})[b // n_classes] = [probe(pool, idx)]
-    for seed in range(seeds):
-        arms = {} if uniform_only else arm_picks(pool, totals, seed)
-        for arm, by_budget in {UNIFORM: uniform_picks(pool, totals, seed), **arms}.items():
+    for i, seed in enumerate(seeds):
+        picked = arm_picks(pool, totals, seed, arms)
+        for arm, by_budget in {UNIFORM: uniform_picks(pool, totals, seed), **picked}.items():
             for b, idx in by_budget.items():
                 scores.setdefault(arm, {}).setdefault(b // n_classes, []).append(probe(pool, idx))
-        print(f"  {name}: seed {seed + 1}/{seeds} done", flush=True)
-    for alias, by_budget in ({} if uniform_only else alias_arms(pool, totals)).items():
-        scores[alias] = {b // n_classes: scores[arm][b // n_classes] for b, arm in by_budget.items()}
-    table = {
-        arm: {
-            b: {
-                "bacc": float(np.mean([s[0] for s in v])),
-                "bacc_std": float(np.std([s[0] for s in v])),
-                "tail": float(np.mean([s[1] for s in v])),
-                "tail_std": float(np.std([s[1] for s in v])),
-            }
-            for b, v in by_b.items()
-        }
-        for arm, by_b in scores.items()
-    }
+        print(f"  {name}: seed {seed} done ({i + 1}/{len(seeds)})", flush=True)
+    runs = default_arms(pool, totals, arms)
+    scores[DEFAULT] = {b // n_classes: scores[arm][b // n_classes] for b, arm in runs.items()}
+    scores.pop("default", None)
+    default_runs = {b // n_classes: selection_label(default_selection(len(pool.x), b)) for b in totals}
     return {
         "pool": name,
         "pool_size": int(len(pool.x)),
@@ -321,15 +346,61 @@ def evaluate(name: str, seeds: int, uniform_only: bool = False) -> dict:
         "test_size": int(len(pool.x_test)),
         "budgets_per_class": per_class,
         "skipped_per_class": [b for b in BUDGETS if b not in per_class],
-        "seeds": seeds,
-        "arms": table,
+        "seeds": list(seeds),
+        "default_runs": default_runs,
+        "arms": summarise(scores),
     }
+
+
+def summarise(scores: dict[str, dict[int, list]]) -> dict:
+    """Per arm and budget: mean and std over the runs of balanced accuracy and tail recall, and the runs."""
+    return {
+        arm: {
+            b: {
+                "bacc": float(np.mean([s[0] for s in v])),
+                "bacc_std": float(np.std([s[0] for s in v])),
+                "tail": float(np.mean([s[1] for s in v])),
+                "tail_std": float(np.std([s[1] for s in v])),
+                "runs": [list(s) for s in v],
+            }
+            for b, v in by_b.items()
+        }
+        for arm, by_b in scores.items()
+    }
+
+
+def combine(results: list[dict]) -> dict:
+    """One pool's result from runs over disjoint seeds (``--seed-start``): the runs of every arm joined
+    (a seed-free arm, the k-center coreset, kept once); ``default (auto)`` is what the config resolves
+    to now, taken from the arm that runs the same settings (omitted when no arm does)."""
+    out = {**results[0], "seeds": sorted(s for r in results for s in r["seeds"])}
+    out["default_runs"] = {int(b): v for b, v in out["default_runs"].items()}
+    if len(set(out["seeds"])) != len(out["seeds"]):
+        raise ValueError(f"{out['pool']}: the runs to combine share seeds")
+    scores: dict[str, dict[int, list]] = {}
+    for r in results:
+        for arm, by_b in r["arms"].items():
+            for b, v in by_b.items():
+                runs = scores.setdefault(arm, {}).setdefault(int(b), [])
+                if not (arm == "k-center coreset" and runs):
+                    runs.extend(v["runs"])
+    scores.pop(DEFAULT, None)  # rebuilt below from what the config now resolves to
+    totals = {b: b * out["classes"] for b in out["budgets_per_class"]}
+    specs = {b: default_selection(out["pool_size"], t) for b, t in totals.items()}
+    arm = {
+        b: next((n for n, sel in SELECTIONS.items() if sel == spec and n in scores), None) for b, spec in specs.items()
+    }
+    if all(arm.values()):
+        scores[DEFAULT] = {b: scores[arm[b]][b] for b in totals}
+        out["default_runs"] = {b: selection_label(specs[b]) for b in totals}
+    out["arms"] = summarise(scores)
+    return out
 
 
 def print_markdown(res: dict) -> None:
     print(
         f"\n#### {res['pool']}: pool {res['pool_size']} images, {res['classes']} classes "
-        f"(sizes {res['class_sizes'][0]}..{res['class_sizes'][-1]}), test {res['test_size']}, {res['seeds']} seeds"
+        f"(sizes {res['class_sizes'][0]}..{res['class_sizes'][-1]}), test {res['test_size']}, {len(res['seeds'])} seeds"
     )
     b_all = res["budgets_per_class"]
     print(
@@ -347,6 +418,8 @@ def print_markdown(res: dict) -> None:
             + ("" if arm == UNIFORM else f" ({by_b[b]['bacc'] - rnd[b]['bacc']:+.1f})")
             for b in b_all
         ]
+        if arm == DEFAULT:
+            cells = [f"{c} [{res['default_runs'][b]}]" for c, b in zip(cells, b_all)]
         tails = [f"{by_b[b]['tail']:.1f} +- {by_b[b]['tail_std']:.1f}" for b in b_all]
         print(f"| {arm} | " + " | ".join(cells) + " | " + " | ".join(tails) + " |")
     if res["skipped_per_class"]:
@@ -360,33 +433,53 @@ SSL_COMMAND = (
 )
 
 
-def time_objective(name: str, n: int, dim: int = 128, per_cluster: int = 15) -> float:
-    """Seconds of one objective's ranking over n random points in clusters of ~``per_cluster``
-    (k-means ``auto`` gives 5-15 per level-1 cluster), budget 2 per cluster: for growth.py."""
-    from pipeline.sampling.objectives import OBJECTIVES
+def time_selection(n: int, target: int, dim: int = 128, per_cluster: int = 5) -> tuple[float, dict]:
+    """Seconds of the default selection (``auto`` resolved for ``target`` of n) over n random points
+    in a random 2-level hierarchy (~``per_cluster`` points per level-1 cluster, 5 children per
+    level-2 cluster, as k-means ``auto`` gives): for growth.py."""
+    from pipeline.kmeans import LevelResult
+    from pipeline.sampling import hierarchical_balanced_sampling
+    from pipeline.sampling.config import sampling_config
 
     rng = np.random.default_rng(0)
-    k = max(1, n // per_cluster)
-    assignments = np.r_[np.arange(k), rng.integers(k, size=n - k)]
-    items = np.argsort(assignments, kind="stable")
-    offsets = np.r_[0, np.cumsum(np.bincount(assignments, minlength=k))]
+    levels, items = [], n
+    for k in (max(1, n // per_cluster), max(1, n // per_cluster // 5)):
+        assign = np.r_[np.arange(k), rng.integers(k, size=items - k)]
+        levels.append(LevelResult.from_assignments(np.zeros((k, 1), np.float32), assign, rng.random(items)))
+        items = k
     x = rng.normal(size=(n, dim)).astype(np.float32)
-    obj = OBJECTIVES[name]
+    spec = default_selection(n, target)
+    typical = sampling_config({"seed": 0})["typical"]
+    import faiss  # noqa: F401  (imports outside the timing)
+    import torch  # noqa: F401
+
     t0 = time.perf_counter()
-    obj.rank(x if obj.needs_embeddings else None, offsets, items, np.minimum(2, np.diff(offsets)), rng)
-    return time.perf_counter() - t0
+    hierarchical_balanced_sampling(
+        levels,
+        target,
+        strategy=spec["strategy"],
+        rng=0,
+        x=x,
+        settings=typical if spec["strategy"] == "typical" else {},
+        pick_level=spec["pick_level"],
+        allocation_power=spec["allocation_power"],
+    )
+    return time.perf_counter() - t0, spec
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pools", nargs="+", default=list(POOLS), choices=list(POOLS))
     ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--seed-start", type=int, default=0, help="first seed (split the seeds over processes)")
     ap.add_argument("--out", default=str(CACHE / "selection_downstream.json"))
     ap.add_argument("--ssl", action="store_true", help="print the SSL-regime command for a GPU machine and exit")
-    ap.add_argument("--time-objective", help="time one objective's ranking on --n random points and exit")
+    ap.add_argument("--time-selection", action="store_true", help="time the default selection on --n points, exit")
     ap.add_argument("--n", type=int, default=100_000)
-    ap.add_argument("--uniform-only", action="store_true", help="score only the uniform baseline")
-    ap.add_argument("--merge", nargs="*", default=[], help="earlier --out files whose arms join this run's")
+    ap.add_argument("--target", type=float, default=500, help="--time-selection: picks (a fraction of n if < 1)")
+    ap.add_argument("--arms", nargs="+", default=list(SELECTIONS), choices=list(SELECTIONS), metavar="ARM")
+    ap.add_argument("--no-kcenter", action="store_true", help="skip the (seed-free) k-center coreset arm")
+    ap.add_argument("--combine", nargs="+", help="--out files of one pool over disjoint seeds: join and print")
     args = ap.parse_args()
     import torch
     from threadpoolctl import threadpool_limits
@@ -396,22 +489,20 @@ def main() -> None:
     if args.ssl:
         print(SSL_COMMAND)
         return
-    if args.time_objective:
-        print(f"{args.time_objective} n={args.n}: {time_objective(args.time_objective, args.n):.2f} s")
+    if args.time_selection:
+        target = int(args.target * args.n) if args.target < 1 else int(args.target)
+        seconds, spec = time_selection(args.n, target)
+        print(f"default selection n={args.n} target={target} ({selection_label(spec)}): {seconds:.2f} s")
         return
     t0 = time.time()
-    results = []
-    for name in args.pools:
-        res = evaluate(name, args.seeds, args.uniform_only)
-        for path in args.merge:
-            for old in json.loads(Path(path).read_text())["results"]:
-                if old["pool"] == name:
-                    res["arms"] = {
-                        **{k: {int(b): v for b, v in a.items()} for k, a in old["arms"].items()},
-                        **res["arms"],
-                    }
-        results.append(res)
-        print_markdown(results[-1])
+    if args.combine:
+        runs = [r for path in args.combine for r in json.loads(Path(path).read_text())["results"]]
+        results = [combine([r for r in runs if r["pool"] == p]) for p in dict.fromkeys(r["pool"] for r in runs)]
+    else:
+        seeds = list(range(args.seed_start, args.seed_start + args.seeds))
+        results = [evaluate(name, seeds, args.arms, not args.no_kcenter) for name in args.pools]
+    for res in results:
+        print_markdown(res)
     meta = {"machine": machine(), "seconds": round(time.time() - t0, 1), "date": time.strftime("%Y-%m-%d")}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=1))

@@ -45,6 +45,8 @@ def test_schema_takes_defaults_from_yaml_and_refuses_a_second_copy(tmp_path):
         class Twice:
             target_size: int = 3
             strategy: str
+            pick_level: int
+            allocation_power: float
             multiplier: int
             seed: int
             typical: dict

@@ -428,7 +428,8 @@ def gather(run: RunDir, cfg: dict | None = None) -> ReportData:
     data = ReportData(root=run.root, config=config, timings=dict(run_json.get("timings") or {}))
     data.counts, data.reject_reasons = gather_counts(run, run_json)
     sample = (run_json.get("counts") or {}).get("sample") or {}
-    data.selection = {k: sample[k] for k in ("strategy", "objective", "target_size") if k in sample}
+    keys = ("strategy", "objective", "pick_level", "allocation_power", "target_size")
+    data.selection = {k: sample[k] for k in keys if k in sample}
     data.levels, levels, manifest = gather_levels(run)
     thumb_size = int(opts.get("thumb_size", 96))
     point_labels = label_of_points(run, load_point_ids(run).column("id")) if levels else None

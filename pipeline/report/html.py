@@ -311,7 +311,16 @@ def selection_sentence(data: ReportData) -> str:
 
     strategy = data.selection.get("strategy", objective)
     how = OBJECTIVES[objective].summary if objective in OBJECTIVES else objective
-    text = f"Inside every level-1 cluster the selection took <b>{escape(str(objective))}</b>: {escape(how)}"
+    level = data.selection.get("pick_level", 1)
+    where = (
+        "Inside each of target_size clusters of a k-means with k = target_size (TypiClust)"
+        if level == "budget"
+        else f"Inside every level-{escape(str(level))} cluster"
+    )
+    text = f"{where} the selection took <b>{escape(str(objective))}</b>: {escape(how)}"
+    power = float(data.selection.get("allocation_power", 0) or 0)
+    if power and level != "budget":
+        text += f"; each cluster's share of its parent's budget ~ size^{power:g} (capped at its size)"
     if strategy == "auto":
         text += " (sample.strategy=auto chose it from the budget's share of the pool; README, 'Which objective')"
     top = data.levels[-1]

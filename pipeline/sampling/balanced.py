@@ -2,9 +2,12 @@
 
 The budget is allocated top-down: water-filling over the top-level clusters by the number of
 points under each, then, inside every cluster, water-filling of its budget over its children,
-down to level 1, where each cluster's points are taken in the order of a selection objective
-(:mod:`pipeline.sampling.objectives`: ``closest`` to the centroid first, ``random``, ``typical``
-or ``coverage``).
+down to the pick level (level 1 by default), where each cluster's points are taken in the order of
+a selection objective (:mod:`pipeline.sampling.objectives`: ``closest`` to the centroid first,
+``random``, ``typical`` or ``coverage``). With ``allocation_power`` g > 0 a child's share grows as
+size^g (:mod:`pipeline.sampling.water_filling`); with ``pick_level="budget"`` the objective picks
+inside ``target_size`` clusters of a fresh k-means instead (:mod:`pipeline.sampling.budget_clusters`,
+TypiClust).
 
 With ``multiplier`` m > 1 a cluster's capacity becomes ``m * size``: small clusters may get
 more than their size, and their points are then repeated; point i of a level-1 cluster with
@@ -41,6 +44,23 @@ def points_per_cluster(levels: Sequence) -> list[np.ndarray]:
     return counts
 
 
+def items_per_cluster(levels: Sequence, level: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (offsets (k_level+1,), items (N,)) of the level-1 items under every cluster of ``level``.
+
+    Composed down the hierarchy: a cluster's items are those of its children in the children's
+    (distance-sorted) order, so position 0 is the closest item of the closest child (level 1: the CSR
+    of ``levels[0]`` itself).
+    """
+    offsets, items = levels[0].offsets, levels[0].sorted_clusters
+    for lv in levels[1:level]:
+        child = lv.sorted_clusters
+        lengths = np.diff(offsets)[child]
+        starts = np.cumsum(lengths) - lengths
+        items = items[np.repeat(offsets[child] - starts, lengths) + np.arange(int(lengths.sum()))]
+        offsets = np.concatenate([[0], np.cumsum(lengths)])[lv.offsets]
+    return offsets, items
+
+
 def hierarchical_balanced_sampling(
     levels: Sequence,
     target_size: int,
@@ -50,6 +70,8 @@ def hierarchical_balanced_sampling(
     rng: np.random.Generator | int = 0,
     x: np.ndarray | None = None,
     settings: dict | None = None,
+    pick_level: int | str = 1,
+    allocation_power: float = 0.0,
 ) -> BalancedSelection:
     """Select ``target_size`` items (with multiplicity) balanced over a cluster hierarchy.
 
@@ -63,6 +85,12 @@ def hierarchical_balanced_sampling(
         rng: seed or generator (remainder draws, random and typical objectives).
         x: (N, D) embeddings by item id, for the objectives that need them (typical, coverage).
         settings: keyword settings of the objective (``conf/sampling/default.yaml``, e.g. ``typical``).
+        pick_level: the level whose clusters the objective picks inside (1 = level-1 clusters); the
+            budget is water-filled down to it, and its clusters' items are ranked as one group each.
+            ``"budget"``: instead, ``target_size`` clusters of a fresh k-means of ``x``
+            (:mod:`pipeline.sampling.budget_clusters`, TypiClust), one pick each.
+        allocation_power: g of :mod:`pipeline.sampling.water_filling` at every level (0 = flat
+            water-filling, Vo et al.; 1 = proportional to the points under each cluster).
     """
     if strategy not in OBJECTIVES:
         raise ValueError(f"sampling strategy must be one of {tuple(OBJECTIVES)}, got {strategy!r}")
@@ -73,6 +101,11 @@ def hierarchical_balanced_sampling(
         raise ValueError(f"multiplier must be a positive integer, got {multiplier!r}")
     if not levels:
         raise ValueError("need at least one level of clusters")
+    by_budget = pick_level == "budget"
+    if not by_budget and not (isinstance(pick_level, int) and 1 <= pick_level <= len(levels)):
+        raise ValueError(f"pick_level must be 'budget' or in [1, {len(levels)}], got {pick_level!r}")
+    if by_budget and (x is None or multiplier != 1):
+        raise ValueError("pick_level='budget' needs the embeddings (x) and multiplier 1")
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     capacity = [multiplier * c for c in points_per_cluster(levels)]
     total = int(capacity[0].sum())
@@ -80,20 +113,36 @@ def hierarchical_balanced_sampling(
         raise ValueError(f"target_size={target_size} must be in [0, {total}] (points x multiplier)")
 
     budgets = [np.zeros(0, dtype=np.int64)] * len(levels)
-    budgets[-1] = water_filling(capacity[-1], target_size, rng)
-    for lv in range(len(levels) - 1, 0, -1):
+    if by_budget:
+        from pipeline.sampling.budget_clusters import budget_clusters
+
+        offsets, items = budget_clusters(x, max(target_size, 1), int(rng.integers(2**31)))
+        pick_budgets = water_filling(np.diff(offsets), target_size, rng)
+        pick_level = len(levels) + 1  # every level's budget is counted from the picks below
+    else:
+        budgets[-1] = water_filling(capacity[-1], target_size, rng, allocation_power)
+    for lv in range(len(levels) - 1, min(pick_level, len(levels)) - 1, -1):
         members = levels[lv].sorted_clusters
-        child = segmented_water_filling(capacity[lv - 1][members], levels[lv].offsets, budgets[lv], rng)
+        child = segmented_water_filling(
+            capacity[lv - 1][members], levels[lv].offsets, budgets[lv], rng, allocation_power
+        )
         budgets[lv - 1] = np.zeros(len(capacity[lv - 1]), dtype=np.int64)
         budgets[lv - 1][members] = child
 
-    offsets, items = levels[0].offsets, levels[0].sorted_clusters
+    if not by_budget:
+        offsets, items = items_per_cluster(levels, pick_level)
+        pick_budgets = budgets[pick_level - 1]
     sizes = np.diff(offsets)
     cluster = np.repeat(np.arange(len(sizes)), sizes)  # cluster of every CSR position
     rank = objective.rank(
-        x if objective.needs_embeddings else None, offsets, items, budgets[0], rng, **(settings or {})
+        x if objective.needs_embeddings else None, offsets, items, pick_budgets, rng, **(settings or {})
     )
-    b, n = budgets[0][cluster], sizes[cluster]
+    b, n = pick_budgets[cluster], sizes[cluster]
     mult = b // n + (rank < b % n)
     keep = mult > 0
-    return BalancedSelection(items[keep].astype(np.int64), mult[keep].astype(np.int32), budgets)
+    indices, mult = items[keep].astype(np.int64), mult[keep].astype(np.int32)
+    cluster = indices
+    for lv in range(pick_level - 1):  # the levels below pick_level: what the picks gave each cluster
+        cluster = levels[lv].assignments[cluster]
+        budgets[lv] = np.bincount(cluster, weights=mult, minlength=len(capacity[lv])).astype(np.int64)
+    return BalancedSelection(indices, mult, budgets)

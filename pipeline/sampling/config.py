@@ -8,14 +8,26 @@ from pipeline.config import with_defaults
 from pipeline.sampling.objectives import CHOICES, OBJECTIVES
 
 
+def check_selection(sel: dict[str, Any], prefix: str) -> None:
+    """``strategy`` (an objective), ``pick_level`` (int >= 1 or ``budget``) and ``allocation_power`` (>= 0)."""
+    if sel["strategy"] not in OBJECTIVES:
+        raise ValueError(f"{prefix}.strategy must be one of {tuple(OBJECTIVES)}, got {sel['strategy']!r}")
+    level = sel["pick_level"]
+    if level != "budget" and not (isinstance(level, int) and not isinstance(level, bool) and level >= 1):
+        raise ValueError(f"{prefix}.pick_level must be an integer >= 1 or 'budget', got {level!r}")
+    if not float(sel["allocation_power"]) >= 0:
+        raise ValueError(f"{prefix}.allocation_power must be >= 0, got {sel['allocation_power']!r}")
+
+
 def sampling_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``cfg`` over ``conf/sampling/default.yaml``; checks the strategy, size and multiplier."""
+    """``cfg`` over ``conf/sampling/default.yaml``; checks the strategy, pick level, size and multiplier."""
     c = with_defaults("sampling/default", cfg)
     if c["strategy"] not in CHOICES:
         raise ValueError(f"sample.strategy must be one of {CHOICES}, got {c['strategy']!r}")
+    if c["strategy"] != "auto":
+        check_selection(c, "sample")
     for key in ("small", "large"):
-        if c["auto"][key] not in OBJECTIVES:
-            raise ValueError(f"sample.auto.{key} must be one of {tuple(OBJECTIVES)}, got {c['auto'][key]!r}")
+        check_selection(c["auto"][key], f"sample.auto.{key}")
     if int(c["target_size"]) < 1 or int(c["multiplier"]) < 1:
         raise ValueError(
             f"sample.target_size and sample.multiplier must be >= 1, got {c['target_size']} and {c['multiplier']}"

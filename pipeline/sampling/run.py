@@ -31,7 +31,7 @@ from pipeline.io.tables import write_parquet_atomic
 from pipeline.rundir import RunDir
 from pipeline.sampling.balanced import hierarchical_balanced_sampling
 from pipeline.sampling.config import sampling_config
-from pipeline.sampling.objectives import OBJECTIVES, resolve_objective
+from pipeline.sampling.objectives import OBJECTIVES, resolve_selection
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +56,26 @@ def item_embeddings(run: RunDir, point_ids: pa.Table) -> np.ndarray:
 
 
 def build_manifest(
-    run: RunDir, target_size: int, strategy: str, multiplier: int, seed: int, settings: dict | None = None
+    run: RunDir,
+    target_size: int,
+    strategy: str,
+    multiplier: int,
+    seed: int,
+    settings: dict | None = None,
+    pick_level: int | str = 1,
+    allocation_power: float = 0.0,
 ) -> pa.Table:
     """Select items over the finished clusters of ``run`` and join their embeddings-table columns.
 
-    ``strategy``: a key of ``OBJECTIVES`` (``auto`` is resolved by the caller); ``settings``: its keywords.
+    ``strategy``: a key of ``OBJECTIVES`` (``auto`` is resolved by the caller); ``settings``: its
+    keywords; ``pick_level``, ``allocation_power``: see :func:`hierarchical_balanced_sampling`.
     """
     _, levels = load_levels(run)
     point_ids = load_point_ids(run)
-    x = item_embeddings(run, point_ids) if OBJECTIVES[strategy].needs_embeddings else None
+    needs_x = OBJECTIVES[strategy].needs_embeddings or pick_level == "budget"
+    x = item_embeddings(run, point_ids) if needs_x else None
+    if isinstance(pick_level, int) and pick_level > len(levels):
+        raise ValueError(f"sample.pick_level={pick_level} but the run has {len(levels)} levels of clusters")
     sel = hierarchical_balanced_sampling(
         levels,
         target_size,
@@ -73,6 +84,8 @@ def build_manifest(
         rng=np.random.default_rng(seed),
         x=x,
         settings=settings,
+        pick_level=pick_level,
+        allocation_power=float(allocation_power),
     )
     ids = point_ids.column("id").take(pa.array(sel.indices))
     columns: dict[str, Any] = {"id": ids}
@@ -99,8 +112,9 @@ def run_sample(run: RunDir, cfg: dict, *, force: bool = False, seed: int | None 
     """Hierarchical balanced sampling of ``run``'s clusters into the manifest.
 
     ``cfg``: ``target_size`` (int, counting repeats), ``strategy`` (a selection objective or
-    ``auto``), ``multiplier`` (int >= 1), ``seed``, the objectives' settings. Returns counts and
-    timing, with ``strategy`` (as asked) and ``objective`` (as run: ``auto`` resolved) for run.json.
+    ``auto``), ``pick_level``, ``allocation_power``, ``multiplier`` (int >= 1), ``seed``, the
+    objectives' settings. Returns counts and timing, with ``strategy`` (as asked) and ``objective``,
+    ``pick_level``, ``allocation_power`` (as run: ``auto`` resolved) for run.json.
     """
     cfg = sampling_config(cfg)
     target = int(cfg["target_size"])
@@ -108,21 +122,37 @@ def run_sample(run: RunDir, cfg: dict, *, force: bool = False, seed: int | None 
     multiplier = int(cfg["multiplier"])
     seed = int(cfg["seed"] if seed is None else seed)
     config = {"target_size": target, "strategy": strategy, "multiplier": multiplier, "seed": seed}
-    if strategy not in ("closest", "random"):  # settings that change their picks; the others' runs stay valid
+    if strategy == "auto":  # settings that change the picks; a fixed objective's earlier runs stay valid
         config.update(typical=cfg["typical"], auto=cfg["auto"])
+    else:
+        if strategy == "typical":
+            config.update(typical=cfg["typical"])
+        if cfg["pick_level"] != 1 or float(cfg["allocation_power"]) != 0:
+            config.update(pick_level=cfg["pick_level"], allocation_power=float(cfg["allocation_power"]))
     with run.step("sample", config, inputs=[CLUSTERS], force=force) as step:
         if step.skipped:
             return {**step.result, "skipped": True}
         t0 = time.perf_counter()
         n_items = load_point_ids(run).num_rows
-        objective = resolve_objective(strategy, target, n_items, cfg["auto"])
+        chosen = resolve_selection(cfg, target, n_items)
+        objective, pick_level, power = chosen["strategy"], chosen["pick_level"], float(chosen["allocation_power"])
         settings = {"typical": cfg["typical"]}.get(objective, {})
-        log.info("sample: objective %s (strategy=%s, %d of %d items)", objective, strategy, target, n_items)
-        table = build_manifest(run, target, objective, multiplier, seed, settings)
+        log.info(
+            "sample: objective %s in level-%s clusters, allocation power %g (strategy=%s, %d of %d items)",
+            objective,
+            pick_level,
+            power,
+            strategy,
+            target,
+            n_items,
+        )
+        table = build_manifest(run, target, objective, multiplier, seed, settings, pick_level, power)
         write_parquet_atomic(table, run.path(MANIFEST))
         step.result = {
             "strategy": strategy,
             "objective": objective,
+            "pick_level": pick_level,
+            "allocation_power": power,
             "target_size": target,
             "n_rows": table.num_rows,
             "n_selected": int(pc.sum(table.column("multiplicity")).as_py() or 0),

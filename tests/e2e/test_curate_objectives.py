@@ -62,9 +62,37 @@ def test_curate_runs_every_objective_and_records_it(vectors, tmp_path):
         assert counts["sample"]["n_selected"] == 15 == manifest.num_rows
         record = json.loads((run_dir / "run.json").read_text())["counts"]["sample"]
         assert record["strategy"] == strategy and record["objective"] in CHOICES[:-1]
-        chosen[strategy] = record["objective"]
         assert set(manifest.column("label").to_pylist()) == {f"c{i}" for i in range(len(SIZES))}
         report = (run_dir / "report.html").read_text()
         assert f"the selection took <b>{record['objective']}</b>" in report and "Small concepts" in report
-    assert chosen["auto"] == "closest"  # 15 of 328 items (4.6%): at most auto.max_fraction
-    assert all(chosen[s] == s for s in CHOICES[:-1])
+        chosen[strategy] = (record["objective"], record["pick_level"], record["allocation_power"])
+    # 15 of 328 items (4.6%): at most auto.max_fraction, so TypiClust (15 budget clusters, one pick each)
+    assert chosen["auto"] == ("typical", "budget", 0.0)
+    assert all(chosen[s] == (s, 1, 0.0) for s in CHOICES[:-1])
+    assert "k-means with k = target_size (TypiClust)" in report
+
+
+@pytest.mark.slow
+def test_curate_with_a_pick_level_and_an_allocation_power(vectors, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = [
+        f"input.path={vectors}",
+        "input.format=embeddings",
+        f"run_dir={run_dir}",
+        "dedup.enabled=false",
+        "kmeans.n_clusters=[40,8]",
+        "kmeans.in_process=true",
+        "sample.target_size=60",
+        "sample.strategy=coverage",
+        "sample.pick_level=2",
+        "sample.allocation_power=0.5",
+    ]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose("curate", overrides=overrides), resolve=True)
+    run_curate(RunDir(str(run_dir)), cfg)
+    record = json.loads((run_dir / "run.json").read_text())["counts"]["sample"]
+    assert (record["objective"], record["pick_level"], record["allocation_power"]) == ("coverage", 2, 0.5)
+    manifest = pq.read_table(run_dir / "manifest.parquet")
+    assert manifest.num_rows == 60 and len(set(manifest.column("id").to_pylist())) == 60
+    report = (run_dir / "report.html").read_text()
+    assert "Inside every level-2 cluster" in report and "size^0.5" in report

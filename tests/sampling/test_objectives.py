@@ -9,7 +9,7 @@ from pipeline.coreset.kcenter import k_center_greedy
 from pipeline.kmeans import LevelResult
 from pipeline.sampling import hierarchical_balanced_sampling
 from pipeline.sampling.config import sampling_config
-from pipeline.sampling.objectives import OBJECTIVES, resolve_objective
+from pipeline.sampling.objectives import OBJECTIVES, resolve_selection
 from pipeline.sampling.objectives.typical import typicality
 
 
@@ -135,13 +135,22 @@ def test_objectives_that_need_embeddings_refuse_to_run_without():
 
 
 def test_auto_follows_the_budget_rule_and_bad_names_are_refused():
-    rule = {"max_fraction": 0.05, "small": "typical", "large": "random"}
-    assert resolve_objective("auto", 50, 1000, rule) == "typical"
-    assert resolve_objective("auto", 51, 1000, rule) == "random"
-    assert resolve_objective("coverage", 10**6, 10, rule) == "coverage"
+    small = {"strategy": "typical", "pick_level": "budget", "allocation_power": 0.0}
+    large = {"strategy": "coverage", "pick_level": 1, "allocation_power": 0.5}
+    cfg = sampling_config({"auto": {"max_fraction": 0.05, "max_budget_clusters": 40, "small": small, "large": large}})
+    assert resolve_selection(cfg, 40, 1000) == small
+    assert resolve_selection(cfg, 41, 10000) == large  # over max_budget_clusters: no k-means with k = 41
+    assert resolve_selection(cfg, 30, 500) == large  # over 5% of the pool
+    assert resolve_selection({**cfg, "multiplier": 2}, 10, 1000) == large  # budget clusters pick each point once
+    fixed = {**cfg, "strategy": "closest", "pick_level": 2, "allocation_power": 1.0}
+    assert resolve_selection(fixed, 10**6, 10) == {"strategy": "closest", "pick_level": 2, "allocation_power": 1.0}
     with pytest.raises(ValueError, match="one of"):
-        resolve_objective("densest", 1, 10, rule)
+        resolve_selection({**cfg, "strategy": "densest"}, 1, 10)
     with pytest.raises(ValueError, match="sample.strategy"):
         sampling_config({"strategy": "densest"})
-    with pytest.raises(ValueError, match="sample.auto.small"):
-        sampling_config({"auto": {"small": "nearest"}})
+    with pytest.raises(ValueError, match="sample.auto.small.strategy"):
+        sampling_config({"auto": {"small": {"strategy": "nearest"}}})
+    with pytest.raises(ValueError, match="sample.pick_level"):
+        sampling_config({"strategy": "closest", "pick_level": 0})
+    with pytest.raises(ValueError, match="sample.allocation_power"):
+        sampling_config({"strategy": "closest", "allocation_power": -1})

@@ -53,3 +53,37 @@ def test_segmented_equals_one_group_at_a_time(groups, seed):
         if b > a:
             cap = brute_force_cap(groups[g], int(targets[g]))
             assert np.all(counts[a:b] == np.minimum(sizes[a:b], cap) + (counts[a:b] > np.minimum(sizes[a:b], cap)))
+
+
+def brute_force_power(sizes: np.ndarray, target: int, power: float) -> np.ndarray:
+    """Floors of the allocation at the largest share level l with sum_i min(s_i, floor(l s_i^g)) <= target."""
+    w = sizes.astype(float) ** power
+    levels = np.unique(np.concatenate([[0.0], *(np.arange(1, s + 1) / wi for s, wi in zip(sizes, w) if s)]))
+    ok = [lv for lv in levels if np.minimum(sizes, np.floor(lv * w + 1e-9)).sum() <= target]
+    return np.minimum(sizes, np.floor(max(ok) * w + 1e-9)).astype(int)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.integers(0, 40), min_size=1, max_size=20),
+    st.floats(0, 1),
+    st.sampled_from([0.5, 1.0, 2.0]),
+    st.integers(0, 2**31),
+)
+def test_power_allocation_matches_brute_force(sizes, frac, power, seed):
+    sizes_arr = np.array(sizes)
+    target = int(round(frac * sizes_arr.sum()))
+    counts = water_filling(sizes_arr, target, np.random.default_rng(seed), power)
+    assert counts.sum() == target and np.all(counts <= sizes_arr) and np.all(counts >= 0)
+    floor = brute_force_power(sizes_arr, target, power)
+    assert np.all((counts == floor) | (counts == floor + 1))
+
+
+def test_power_one_is_proportional_and_zero_is_flat():
+    sizes = np.array([100, 50, 10, 40])
+    assert water_filling(sizes, 40, np.random.default_rng(0), 1.0).tolist() == [20, 10, 2, 8]
+    assert water_filling(sizes, 40, np.random.default_rng(0), 0.0).tolist() == [10, 10, 10, 10]
+    half = water_filling(sizes, 40, np.random.default_rng(0), 0.5)  # between: big clusters more, not in proportion
+    assert half[0] > half[1] > half[2] and half[0] < 20 and half.sum() == 40
+    with pytest.raises(ValueError, match="power"):
+        water_filling(sizes, 40, np.random.default_rng(0), -1.0)

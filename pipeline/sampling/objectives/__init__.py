@@ -6,7 +6,7 @@ the multiplicity ``floor(b / n) + [rank_i < b mod n]`` (:mod:`pipeline.sampling.
 
 ``OBJECTIVES`` is the registry (one module per entry; a new objective is one module, its
 settings in ``conf/sampling/default.yaml`` and its test). ``auto`` is not an entry: it is
-resolved by :func:`resolve_objective` from the budget, by the rule measured in
+resolved by :func:`resolve_selection` from the budget (objective, pick level, allocation), by the rule measured in
 ``benchmarks/selection_downstream.py`` (BENCHMARKS.md, issue 32).
 """
 
@@ -22,20 +22,29 @@ OBJECTIVES: dict[str, Objective] = {o.name: o for o in (CLOSEST, RANDOM, TYPICAL
 CHOICES = (*OBJECTIVES, "auto")
 
 
-def resolve_objective(name: str, target_size: int, n_items: int, auto: dict) -> str:
-    """The objective to run: ``name``, or for ``auto`` the rule measured on the labelling benchmark.
+def resolve_selection(cfg: dict, target_size: int, n_items: int) -> dict:
+    """What to run: ``{"strategy", "pick_level", "allocation_power"}`` of ``cfg`` (the sample settings),
+    or for ``strategy: auto`` the rule measured on the labelling benchmark:
 
-    ``auto``: ``auto.small`` while ``target_size <= auto.max_fraction * n_items`` (small budgets,
-    where one pick per dense region matters most), else ``auto.large``.
+    ``auto.small`` while ``target_size <= auto.max_fraction * n_items`` and ``target_size <=
+    auto.max_budget_clusters`` (and ``multiplier`` is 1), else ``auto.large``.
     """
+    keys = ("strategy", "pick_level", "allocation_power")
+    name = cfg["strategy"]
     if name != "auto":
         if name not in OBJECTIVES:
             raise ValueError(f"sampling strategy must be one of {CHOICES}, got {name!r}")
-        return name
-    chosen = auto["small"] if target_size <= float(auto["max_fraction"]) * n_items else auto["large"]
-    if chosen not in OBJECTIVES:
-        raise ValueError(f"sample.auto names {chosen!r}; must be one of {tuple(OBJECTIVES)}")
-    return chosen
+        return {k: cfg[k] for k in keys}
+    auto = cfg["auto"]
+    small = (
+        target_size <= float(auto["max_fraction"]) * n_items
+        and target_size <= int(auto["max_budget_clusters"])
+        and int(cfg.get("multiplier", 1)) == 1
+    )
+    chosen = auto["small" if small else "large"]
+    if chosen["strategy"] not in OBJECTIVES:
+        raise ValueError(f"sample.auto names {chosen['strategy']!r}; must be one of {tuple(OBJECTIVES)}")
+    return {k: chosen[k] for k in keys}
 
 
-__all__ = ["CHOICES", "OBJECTIVES", "Objective", "resolve_objective"]
+__all__ = ["CHOICES", "OBJECTIVES", "Objective", "resolve_selection"]
