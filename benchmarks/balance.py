@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks.common import CACHE, DATASETS, aid_embeddings, machine
-from pipeline.kmeans import hierarchical_kmeans
-from pipeline.sampling import hierarchical_balanced_sampling
+from pipeline.kmeans.hierarchical import hierarchical_kmeans
+from pipeline.sampling.balanced import hierarchical_balanced_sampling
 
 
 @dataclass

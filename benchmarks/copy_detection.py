@@ -43,7 +43,8 @@ from PIL import Image, ImageDraw
 
 from benchmarks.common import machine
 from benchmarks.dedup import COPY_KINDS, dataset, transform
-from pipeline.dedup import KINDS, find_duplicates, image_signatures
+from pipeline.dedup.hashing import image_signatures
+from pipeline.dedup.run import KINDS, find_duplicates
 
 
 def _jpeg(im: Image.Image, quality: int = 90) -> bytes:

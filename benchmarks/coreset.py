@@ -40,7 +40,7 @@ def label_stats(labels: np.ndarray, idx: np.ndarray) -> dict:
 
 def bench_aid(seeds: int = 5) -> dict:
     from benchmarks.common import aid_embeddings
-    from pipeline.kmeans import kmeans
+    from pipeline.kmeans.algorithm import kmeans
 
     table, x = aid_embeddings()
     labels = np.asarray(table.column("label").to_pylist())

@@ -38,7 +38,8 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 from benchmarks.common import CACHE, DATASETS, aid_embeddings, machine
-from pipeline.dedup import KINDS, find_duplicates, image_signatures, pixel_hash
+from pipeline.dedup.hashing import image_signatures, pixel_hash
+from pipeline.dedup.run import KINDS, find_duplicates
 
 EMBED = {"backbone": "efficientnet_lite0", "image_size": 160, "batch_size": 64}
 COPY_KINDS = ("jpeg", "resize", "crop", "flip", "rot90", "colour")
@@ -222,8 +223,8 @@ def entropy(labels: np.ndarray) -> float:
 
 def bench_curate(seeds: int, eps: float, points_per_cluster: int = 15, n_levels: int = 2) -> dict:
     """Curate with and without semantic dedup; level-1 k = pool / ``points_per_cluster``, ``n_levels`` levels."""
-    from pipeline.kmeans import hierarchical_kmeans
-    from pipeline.sampling import hierarchical_balanced_sampling
+    from pipeline.kmeans.hierarchical import hierarchical_kmeans
+    from pipeline.sampling.balanced import hierarchical_balanced_sampling
 
     base_ids, src_ids, copy_x, copy_hashes = inflated_copies()
     table, x = aid_embeddings()

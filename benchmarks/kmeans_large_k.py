@@ -142,7 +142,7 @@ def spread(conf: dict) -> None:
     """Vo et al.'s effect of resampling: share of 40 centroids left in a dense blob holding 80% of
     5,000 2-D points (plain k-means puts ~density^(d/(d+2)) there), after 0 / 4 / 10 resampling steps
     of 4 closest points per cluster, by init, ``resample_init`` and ``tol``."""
-    from pipeline.kmeans import hierarchical_kmeans
+    from pipeline.kmeans.hierarchical import hierarchical_kmeans
 
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(size=(4000, 2)) * 0.3, rng.uniform(-10, 10, size=(1000, 2))]).astype(np.float32)
@@ -167,9 +167,9 @@ def aid_entropy(args, conf: dict) -> None:
 
     from benchmarks.balance import long_tail_pool, metrics
     from benchmarks.common import aid_embeddings
-    from pipeline.kmeans import hierarchical_kmeans
     from pipeline.kmeans.config import auto_n_clusters
-    from pipeline.sampling import hierarchical_balanced_sampling
+    from pipeline.kmeans.hierarchical import hierarchical_kmeans
+    from pipeline.sampling.balanced import hierarchical_balanced_sampling
 
     table, x = aid_embeddings()
     names, labels = np.unique(np.asarray(pc.cast(table.column("label"), "string").to_pylist()), return_inverse=True)
@@ -214,9 +214,9 @@ def speed(args) -> None:
     from benchmarks.common import ensure_ray
     from pipeline.config import load_group
     from pipeline.io.tables import embeddings_to_arrow, write_parquet_atomic
-    from pipeline.kmeans import run_cluster
     from pipeline.kmeans.config import KMeansConfig
     from pipeline.kmeans.plan import DEFAULT_CALIBRATION, Resources, load_calibration, plan_kmeans
+    from pipeline.kmeans.run import run_cluster
     from pipeline.rundir import RunDir
 
     print(f"# {machine()}; shared machine")

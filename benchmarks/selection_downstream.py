@@ -260,9 +260,9 @@ def arm_picks(pool: Pool, budgets: list[int], seed: int, arms: list[str]) -> dic
     """Per arm (``SELECTIONS`` names, plus ``default``), per total budget: the picked pool rows (one
     k-means per seed, shared by the arms). ``default`` is scored only where it runs no listed arm."""
     from pipeline.config import with_defaults
-    from pipeline.kmeans import hierarchical_kmeans
     from pipeline.kmeans.config import KMeansConfig
-    from pipeline.sampling import hierarchical_balanced_sampling
+    from pipeline.kmeans.hierarchical import hierarchical_kmeans
+    from pipeline.sampling.balanced import hierarchical_balanced_sampling
     from pipeline.sampling.config import sampling_config
 
     typical = sampling_config({"seed": 0})["typical"]
@@ -437,8 +437,8 @@ def time_selection(n: int, target: int, dim: int = 128, per_cluster: int = 5) ->
     """Seconds of the default selection (``auto`` resolved for ``target`` of n) over n random points
     in a random 2-level hierarchy (~``per_cluster`` points per level-1 cluster, 5 children per
     level-2 cluster, as k-means ``auto`` gives): for growth.py."""
-    from pipeline.kmeans import LevelResult
-    from pipeline.sampling import hierarchical_balanced_sampling
+    from pipeline.kmeans.hierarchical import LevelResult
+    from pipeline.sampling.balanced import hierarchical_balanced_sampling
     from pipeline.sampling.config import sampling_config
 
     rng = np.random.default_rng(0)

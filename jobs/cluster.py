@@ -31,7 +31,7 @@ from pipeline.artifacts import EMBEDDINGS
     ),
 )
 def main(cfg: DictConfig) -> None:
-    from pipeline.kmeans import run_cluster
+    from pipeline.kmeans.run import run_cluster
 
     init_ray(cfg, lazy=True)  # small inputs run in process: no Ray start-up
     run = open_run_dir(cfg)

@@ -30,7 +30,7 @@ from pipeline.artifacts import EMBEDDINGS
     ),
 )
 def main(cfg: DictConfig) -> None:
-    from pipeline.dedup import run_dedup
+    from pipeline.dedup.run import run_dedup
 
     init_ray(cfg, lazy=True)  # dedup runs in this process: Ray only if a step asks for it
     log.info("dedup: %s", run_dedup(open_run_dir(cfg), to_dict(cfg.dedup), force=bool(cfg.force)))

@@ -20,7 +20,7 @@ from pipeline.artifacts import CLUSTERS
     main_keys=("run_dir", "sample.target_size", "sample.strategy", "sample.multiplier", "seed", "force"),
 )
 def main(cfg: DictConfig) -> None:
-    from pipeline.sampling import run_sample
+    from pipeline.sampling.run import run_sample
 
     log.info(
         "manifest: %s", run_sample(open_run_dir(cfg), to_dict(cfg.sample), force=bool(cfg.force), seed=int(cfg.seed))

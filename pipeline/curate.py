@@ -16,13 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.artifacts import CLUSTERS, DUPLICATES, EMBEDDINGS, MANIFEST
-from pipeline.dedup import run_dedup
+from pipeline.dedup.run import run_dedup
 from pipeline.embed.stage import run_embed
 from pipeline.io.embeddings import is_embeddings_input
-from pipeline.kmeans import run_cluster
+from pipeline.kmeans.run import run_cluster
 from pipeline.report import write_report
 from pipeline.rundir import RunDir
-from pipeline.sampling import run_sample
+from pipeline.sampling.run import run_sample
 from pipeline.stage import preprocess_specs
 
 

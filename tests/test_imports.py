@@ -12,12 +12,9 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Known cycle, in an area changed in parallel this round (fix after the merge: the plan's helpers
-# that run.py needs - MIN_POINTS_PER_CLUSTER, row_counts, resolve_in_process, embedding_dim - move
-# to a module both import, e.g. pipeline/kmeans/sizes.py, and run.py stops importing plan.py).
-KNOWN_CYCLES = [["pipeline.kmeans.plan", "pipeline.kmeans.run"]]
-# Packages whose __init__ still re-exports through pipeline.lazy (changed in parallel this round).
-KNOWN_LAZY = {"pipeline/dedup/__init__.py", "pipeline/kmeans/__init__.py", "pipeline/sampling/__init__.py"}
+KNOWN_CYCLES: list[list[str]] = []
+# Packages whose __init__ re-exports lazily through a module __getattr__ (none: plain imports only).
+KNOWN_LAZY: set[str] = set()
 
 
 def module_names(root: Path, package: str) -> dict[str, Path]:

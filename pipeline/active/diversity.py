@@ -75,7 +75,7 @@ def clustering(
     x: np.ndarray, u: np.ndarray, k: int, n_clusters: int = 16, seed: int = 0, n_iters: int = 10
 ) -> np.ndarray:
     """k-means on the candidates, quota per cluster, most uncertain first (module docstring)."""
-    from pipeline.kmeans import kmeans
+    from pipeline.kmeans.algorithm import kmeans
 
     u = np.asarray(u, dtype=np.float64)
     n_clusters = int(min(max(1, n_clusters), len(u)))

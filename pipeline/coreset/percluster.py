@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from pipeline.coreset.kcenter import Metric, k_center_greedy
-from pipeline.kmeans import sort_clusters
+from pipeline.kmeans.hierarchical import sort_clusters
 from pipeline.sampling.water_filling import water_filling
 
 

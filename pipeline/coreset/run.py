@@ -51,7 +51,7 @@ def select_coreset(x: np.ndarray, k: int, cfg: dict) -> tuple[np.ndarray, float,
         idx, radius = stratified_k_center(x, k, start=c["start"], seed=c["seed"], **c["stratified"], **common)
         return idx, radius, None, method
     if method == "per_cluster":
-        from pipeline.kmeans import kmeans
+        from pipeline.kmeans.algorithm import kmeans
 
         pc_cfg = c["per_cluster"]
         n_clusters = min(len(x), pc_cfg["n_clusters"] or max(1, math.ceil(len(x) / pc_cfg["points_per_cluster"])))
@@ -77,7 +77,7 @@ def per_cluster_objective(
     returns (indices, covering radius of the picks over all points)."""
     from pipeline.coreset.kcenter import min_distance_to_set
     from pipeline.coreset.percluster import cluster_budgets
-    from pipeline.kmeans import sort_clusters
+    from pipeline.kmeans.hierarchical import sort_clusters
     from pipeline.sampling.objectives import OBJECTIVES
 
     objective = OBJECTIVES[pc_cfg["objective"]]

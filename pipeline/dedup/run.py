@@ -274,7 +274,7 @@ def find_duplicates(
         return out
     assignments = distances = None
     if c["semantic"] or c["keep"] == "centroid":
-        from pipeline.kmeans import kmeans
+        from pipeline.kmeans.algorithm import kmeans
 
         k = min(int(c["n_clusters"] or max(1, math.ceil(n / c["points_per_cluster"]))), n)
         # kmeans normalises its input in place for the cosine metric: hand it a copy.

@@ -7,19 +7,3 @@ Public API:
 - :func:`run_cluster` (run.py): the ``strata cluster`` step on a run directory; its outputs are
   read with :func:`pipeline.artifacts.load_levels` / :func:`pipeline.artifacts.load_point_ids`.
 """
-
-from pipeline.lazy import lazy_exports
-
-_EXPORTS = {
-    "kmeans": "algorithm",
-    "kmeans_plus_plus_init": "algorithm",
-    "lloyd": "algorithm",
-    "KMeansConfig": "config",
-    "LevelConfig": "config",
-    "LevelResult": "hierarchical",
-    "hierarchical_kmeans": "hierarchical",
-    "sort_clusters": "hierarchical",
-    "run_cluster": "run",
-}
-__all__ = list(_EXPORTS)
-__getattr__ = lazy_exports(__name__, _EXPORTS)

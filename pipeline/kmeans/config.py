@@ -110,7 +110,7 @@ class KMeansConfig:
     hnsw_ef_search: int
     hnsw_rebuild_every: int
     n_actors: int | None
-    in_process: Any  # true | false | "auto" (resolved by pipeline.kmeans.run.resolve_in_process)
+    in_process: Any  # true | false | "auto" (resolved by pipeline.kmeans.plan.resolve_in_process)
     cpus_per_actor: float
     threads_per_actor: int
     use_gpu: bool

@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.kmeans.config import KMeansConfig
-from pipeline.kmeans.run import MIN_POINTS_PER_CLUSTER, row_counts
 from pipeline.kmeans.shard import ROW_STATE_BYTES
+from pipeline.kmeans.sizes import MIN_POINTS_PER_CLUSTER, embedding_dim, row_counts
 
 # In memory, per row besides the row itself: squared norm, assignment (int32), distance, fit
 # distance, fit assignment (the HNSW hint), k-means++ D(x) (4 bytes each) and the sort temporaries
@@ -342,6 +342,32 @@ def level_flops(n: int, dim: int, k: int, iters: int, resampling: int, sample: i
     return float(lloyd), float(pp), centres + resampling * k
 
 
+# ``in_process: auto`` keeps level 1 in the driver when its work is below 5e11 flops and its rows fit
+# in 1 GiB; larger levels, and jobs on a cluster, use the actors. In process runs the shards one
+# after another at ~26 GFLOP/s here (5e11: ~20 s); on actors the same work splits over the CPUs
+# but first pays Ray's start (~10 s, unless an earlier step started it) and the actors' (~5 s):
+# the two meet between 2.6e11 (Ray running) and 7.8e11 flops (BENCHMARKS.md, 'Start-up').
+AUTO_IN_PROCESS_FLOP = 5e11
+AUTO_IN_PROCESS_BYTES = 1 << 30
+
+
+def resolve_in_process(kc: KMeansConfig, n_points: int, dim: int) -> KMeansConfig:
+    """``kc`` with ``in_process`` decided (``auto`` -> true/false by the size of level 1)."""
+    import dataclasses
+
+    from pipeline.engine import on_cluster
+
+    if kc.in_process in (True, False):
+        return kc
+    lc = kc.levels[0]
+    trials = pp_trials(kc, lc.n_clusters)
+    lloyd, pp, _ = level_flops(
+        n_points, dim, lc.n_clusters, lc.n_iters, lc.n_resampling_steps, lc.sample_size, lc.n_splits, trials
+    )
+    small = lloyd + pp <= AUTO_IN_PROCESS_FLOP and n_points * dim * 4 <= AUTO_IN_PROCESS_BYTES
+    return dataclasses.replace(kc, in_process=bool(small and not on_cluster()))
+
+
 def level_seconds(
     kc: KMeansConfig, lc: Any, n: int, dim: int, cal: Calibration, threads: float, on_actors: bool, gpu: bool
 ) -> tuple[float, float]:
@@ -380,8 +406,6 @@ def level_seconds(
 
 def plan_kmeans(kc: KMeansConfig, n_points: int, dim: int, res: Resources, cal: Calibration) -> Plan:
     """Predict memory per actor, actors and time of every level; warnings for runs that would not fit."""
-    from pipeline.kmeans.run import resolve_in_process
-
     kc = resolve_in_process(kc, n_points, dim)  # in_process=auto: small level 1s run in the driver
     gpu = bool(kc.use_gpu) and res.gpus > 0
     actors = n_actors(kc, res)
@@ -557,7 +581,6 @@ def plan_for_run(run: Any, kmeans_cfg: dict, seed: int, calibration: str | Path 
     """The plan of ``strata cluster`` on a run's embeddings (N from the footers, before dedup), or
     None when no calibration is stored for their width (the cluster job never calibrates)."""
     from pipeline.artifacts import embedding_files
-    from pipeline.kmeans.run import embedding_dim
 
     files = embedding_files(run)
     if not files:

@@ -31,8 +31,6 @@ from typing import Any
 
 import fsspec
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.artifacts import (
     DUPLICATES,
@@ -46,10 +44,12 @@ from pipeline.artifacts import (
     write_clusters_json,
     write_step,
 )
-from pipeline.engine import ensure_ray, on_cluster, ray_running
+from pipeline.engine import ensure_ray, ray_running
+from pipeline.kmeans import plan as kmeans_plan
 from pipeline.kmeans.algorithm import LocalGroup, RayGroup, ShardLost
 from pipeline.kmeans.config import AUTO, auto_n_clusters
 from pipeline.kmeans.hierarchical import KMeansConfig, fit_level
+from pipeline.kmeans.plan import resolve_in_process
 from pipeline.kmeans.shard import (
     ROW_STATE_BYTES,
     Shard,
@@ -58,25 +58,15 @@ from pipeline.kmeans.shard import (
     resolve_out_of_core,
     write_npy_blocks,
 )
+from pipeline.kmeans.sizes import MIN_POINTS_PER_CLUSTER, embedding_dim, row_counts
 from pipeline.progress import Progress
 from pipeline.rundir import RunDir, Step
 
 log = logging.getLogger(__name__)
 
-MIN_POINTS_PER_CLUSTER = 3
-
 
 def _step_name(level: int, step: int) -> str:
     return f"cluster/level_{level}/step_{step}"
-
-
-def row_counts(files: list[str]) -> list[int]:
-    """Rows of every Parquet file, from the footers only."""
-    counts = []
-    for f in files:
-        with fsspec.open(f, "rb") as fh:
-            counts.append(pq.ParquetFile(fh).metadata.num_rows)
-    return counts
 
 
 def plan_shards(files: list[str], n_shards: int, drop_ids_path: str | None = None) -> list[ShardSource]:
@@ -235,32 +225,6 @@ def _n_actors(cfg: KMeansConfig) -> int:
     return max(1, int(ray.cluster_resources().get("GPU" if cfg.use_gpu else "CPU", 1)))
 
 
-# ``in_process: auto`` keeps level 1 in the driver when its work is below 5e11 flops and its rows fit
-# in 1 GiB; larger levels, and jobs on a cluster, use the actors. In process runs the shards one
-# after another at ~26 GFLOP/s here (5e11: ~20 s); on actors the same work splits over the CPUs
-# but first pays Ray's start (~10 s, unless an earlier step started it) and the actors' (~5 s):
-# the two meet between 2.6e11 (Ray running) and 7.8e11 flops (BENCHMARKS.md, 'Start-up').
-AUTO_IN_PROCESS_FLOP = 5e11
-AUTO_IN_PROCESS_BYTES = 1 << 30
-
-
-def resolve_in_process(kc: KMeansConfig, n_points: int, dim: int) -> KMeansConfig:
-    """``kc`` with ``in_process`` decided (``auto`` -> true/false by the size of level 1)."""
-    import dataclasses
-
-    from pipeline.kmeans.plan import level_flops, pp_trials
-
-    if kc.in_process in (True, False):
-        return kc
-    lc = kc.levels[0]
-    trials = pp_trials(kc, lc.n_clusters)
-    lloyd, pp, _ = level_flops(
-        n_points, dim, lc.n_clusters, lc.n_iters, lc.n_resampling_steps, lc.sample_size, lc.n_splits, trials
-    )
-    small = lloyd + pp <= AUTO_IN_PROCESS_FLOP and n_points * dim * 4 <= AUTO_IN_PROCESS_BYTES
-    return dataclasses.replace(kc, in_process=bool(small and not on_cluster()))
-
-
 def run_cluster(
     run: RunDir, cfg: dict, *, force: bool = False, seed: int | None = None, drop_duplicates: bool | None = None
 ) -> dict:
@@ -297,9 +261,7 @@ def run_cluster(
 def log_plan(kc: KMeansConfig, n_points: int, dim: int) -> list[str]:
     """Log the capacity plan before level 1 (:func:`pipeline.kmeans.plan.plan_before_level_1`) and
     warn in one line when it predicts more than an hour; returns that warning, if any."""
-    from pipeline.kmeans.plan import DEFAULT_CALIBRATION, plan_before_level_1
-
-    got = plan_before_level_1(kc, n_points, dim, DEFAULT_CALIBRATION)
+    got = kmeans_plan.plan_before_level_1(kc, n_points, dim, kmeans_plan.DEFAULT_CALIBRATION)  # read when called
     if got is None:
         return []
     table, warning = got
@@ -307,17 +269,6 @@ def log_plan(kc: KMeansConfig, n_points: int, dim: int) -> list[str]:
     if warning:
         log.warning("%s", warning)
     return [warning] if warning else []
-
-
-def embedding_dim(path: str) -> int:
-    """Width of the ``embedding`` column of one embeddings file (schema, else its first row)."""
-    with fsspec.open(path, "rb") as fh:
-        pf = pq.ParquetFile(fh)
-        field = pf.schema_arrow.field("embedding")
-        if pa.types.is_fixed_size_list(field.type):
-            return int(field.type.list_size)
-        first = next(pf.iter_batches(batch_size=1, columns=["embedding"]), None)
-        return 0 if first is None or not first.num_rows else len(first.column(0)[0])
 
 
 def check_sizes(kc: KMeansConfig, n_points: int, dim: int, n_actors: int) -> list[str]:

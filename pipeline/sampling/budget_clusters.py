@@ -23,7 +23,7 @@ def budget_clusters(
     members sorted by cosine distance to their centroid (closest first; empty clusters allowed)."""
     import faiss
 
-    from pipeline.kmeans import kmeans
+    from pipeline.kmeans.algorithm import kmeans
 
     n = len(x)
     if not 1 <= k <= n:

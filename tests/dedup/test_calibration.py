@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.dedup import find_duplicates, image_signatures, synthetic_copy
-from pipeline.dedup.calibration import detail_shift, gated_threshold, grid_detail, joint_rank
+from pipeline.dedup.calibration import detail_shift, gated_threshold, grid_detail, joint_rank, synthetic_copy
 from pipeline.dedup.copies import copy_scores
+from pipeline.dedup.hashing import image_signatures
 from pipeline.dedup.perceptual import d4_phash, grey_grid
+from pipeline.dedup.run import find_duplicates
 
 LEVELS = [0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0]
 DETAIL_LEVELS = [0, 0.1, 0.2, 0.3, 0.4, 0.5]

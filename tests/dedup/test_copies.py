@@ -11,23 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.dedup import (
-    KINDS,
-    choose_threshold,
-    copy_distances,
-    d4_phash,
-    find_duplicates,
-    grey_grid,
-    image_signatures,
-    leaders_from_pairs,
-    synthetic_copy,
-)
-from pipeline.dedup.calibration import joint_rank
+from pipeline.dedup.calibration import choose_threshold, joint_rank, synthetic_copy
 from pipeline.dedup.candidates import band_radius, descriptor_pairs, hamming_pairs
 from pipeline.dedup.config import dedup_config
-from pipeline.dedup.copies import copy_scores
+from pipeline.dedup.copies import copy_distances, copy_scores
 from pipeline.dedup.grouping import keeper_groups
-from pipeline.dedup.perceptual import d4, descriptors, hamming, phash_bits
+from pipeline.dedup.hashing import image_signatures
+from pipeline.dedup.perceptual import d4, d4_phash, descriptors, grey_grid, hamming, phash_bits
+from pipeline.dedup.run import KINDS, find_duplicates
+from pipeline.dedup.semantic import leaders_from_pairs
 
 T = Image.Transpose
 

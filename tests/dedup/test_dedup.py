@@ -13,18 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipeline.dedup import (
-    SignatureStage,
-    exact_duplicates,
-    find_duplicates,
-    keep_priority,
-    leader_groups,
-    pixel_hash,
-    run_dedup,
-    semantic_duplicates,
-)
 from pipeline.dedup import run as dedup_run
-from pipeline.dedup.run import semantic_in_batches
+from pipeline.dedup.hashing import SignatureStage, pixel_hash
+from pipeline.dedup.run import find_duplicates, run_dedup, semantic_in_batches
+from pipeline.dedup.semantic import exact_duplicates, keep_priority, leader_groups, semantic_duplicates
 from pipeline.io.tables import embeddings_to_arrow, write_parquet_atomic
 from pipeline.progress import Progress, read_log
 from pipeline.rundir import RunDir

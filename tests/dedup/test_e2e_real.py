@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from pipeline.coreset.run import run_coreset
-from pipeline.dedup import run_dedup
+from pipeline.dedup.run import run_dedup
 from pipeline.io.tables import embeddings_to_arrow, read_embeddings, write_parquet_atomic
 from pipeline.progress import read_log
 from pipeline.report.data import gather_duplicate_pairs

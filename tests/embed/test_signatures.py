@@ -20,8 +20,8 @@ from PIL import Image
 
 from pipeline.artifacts import EMBEDDINGS, PIXEL_HASH, SIGNATURE_ARRAYS, SIGNATURE_COLUMNS, read_run_embeddings
 from pipeline.config import load_group
-from pipeline.dedup import run_dedup
 from pipeline.dedup.hashing import image_signatures, read_signatures
+from pipeline.dedup.run import run_dedup
 from pipeline.embed.stage import run_embed
 from pipeline.io.tables import embeddings_to_arrow
 from pipeline.progress import read_log

@@ -6,9 +6,8 @@ import faiss
 import numpy as np
 import pytest
 
-from pipeline.kmeans import hierarchical_kmeans, kmeans, kmeans_plus_plus_init, sort_clusters
-from pipeline.kmeans.algorithm import LocalGroup, fit_group
-from pipeline.kmeans.hierarchical import KMeansConfig, allocate_splits
+from pipeline.kmeans.algorithm import LocalGroup, fit_group, kmeans, kmeans_plus_plus_init
+from pipeline.kmeans.hierarchical import KMeansConfig, allocate_splits, hierarchical_kmeans, sort_clusters
 from pipeline.kmeans.shard import Shard, splitmix64_uniform
 
 
@@ -152,7 +151,7 @@ def test_allocate_splits_and_random_keys():
 
 
 def test_cosine_kmeans_leaves_callers_array_untouched():
-    from pipeline.kmeans import kmeans
+    from pipeline.kmeans.algorithm import kmeans
 
     x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32) * 5
     before = x.copy()

@@ -7,9 +7,8 @@ import logging
 import pytest
 
 from pipeline.config import load_group
-from pipeline.kmeans import run_cluster
 from pipeline.kmeans.config import KMeansConfig, auto_n_clusters
-from pipeline.kmeans.run import check_sizes
+from pipeline.kmeans.run import check_sizes, run_cluster
 
 IN_PROCESS = {"in_process": True, "n_iters": [4, 4], "n_resampling_steps": [1, 1], "n_actors": 2}
 
@@ -91,7 +90,7 @@ def test_cluster_step_resolves_auto_from_the_pool_after_dedup(blob_run):
 
 def test_in_process_auto_resolves_by_the_size_of_level_1_and_stays_on_actors_on_a_cluster(monkeypatch):
     from pipeline import engine
-    from pipeline.kmeans.run import AUTO_IN_PROCESS_FLOP, resolve_in_process
+    from pipeline.kmeans.plan import AUTO_IN_PROCESS_FLOP, resolve_in_process
 
     cfg = {**load_group("kmeans/default"), "n_clusters": [100, 10], "n_resampling_steps": [0, 0], "n_iters": [10, 5]}
     kc = KMeansConfig.from_dict(cfg)

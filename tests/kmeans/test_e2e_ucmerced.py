@@ -13,9 +13,9 @@ from hydra import compose, initialize_config_dir
 
 from jobs._config import to_dict
 from pipeline.io.tables import embeddings_to_arrow, write_parquet_atomic
-from pipeline.kmeans import run_cluster
+from pipeline.kmeans.run import run_cluster
 from pipeline.rundir import RunDir
-from pipeline.sampling import run_sample
+from pipeline.sampling.run import run_sample
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 # A long-tailed real subset: three visually compact head classes (the three with the tightest

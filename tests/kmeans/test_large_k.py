@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from pipeline.kmeans import plan as P
-from pipeline.kmeans import run_cluster
 from pipeline.kmeans.algorithm import (
     LocalGroup,
     fit_group,
@@ -20,6 +19,7 @@ from pipeline.kmeans.algorithm import (
 )
 from pipeline.kmeans.config import CentroidIndex, KMeansConfig
 from pipeline.kmeans.hierarchical import fit_level
+from pipeline.kmeans.run import run_cluster
 from pipeline.kmeans.shard import Shard
 from pipeline.progress import read_log
 

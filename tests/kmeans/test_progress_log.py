@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from pipeline.kmeans import run_cluster
+from pipeline.kmeans.run import run_cluster
 from pipeline.progress import read_log
 
 CFG = {

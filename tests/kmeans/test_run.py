@@ -9,7 +9,8 @@ import pytest
 import pipeline.kmeans.run as kmeans_run
 from pipeline.artifacts import load_levels, load_point_ids
 from pipeline.io.tables import write_parquet_atomic
-from pipeline.kmeans import hierarchical_kmeans, run_cluster
+from pipeline.kmeans.hierarchical import hierarchical_kmeans
+from pipeline.kmeans.run import run_cluster
 from pipeline.rundir import RunDir
 
 CFG = {

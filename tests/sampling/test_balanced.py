@@ -7,9 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.kmeans import LevelResult, hierarchical_kmeans, sort_clusters
-from pipeline.sampling import hierarchical_balanced_sampling, points_per_cluster
-from pipeline.sampling.balanced import items_per_cluster
+from pipeline.kmeans.hierarchical import LevelResult, hierarchical_kmeans, sort_clusters
+from pipeline.sampling.balanced import hierarchical_balanced_sampling, items_per_cluster, points_per_cluster
 
 
 def random_hierarchy(rng: np.random.Generator, n: int, ks: list[int]) -> list[LevelResult]:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.coreset.kcenter import k_center_greedy
-from pipeline.kmeans import LevelResult
-from pipeline.sampling import hierarchical_balanced_sampling
+from pipeline.kmeans.hierarchical import LevelResult
+from pipeline.sampling.balanced import hierarchical_balanced_sampling
 from pipeline.sampling.config import sampling_config
 from pipeline.sampling.objectives import OBJECTIVES, resolve_selection
 from pipeline.sampling.objectives.typical import typicality

@@ -9,9 +9,9 @@ import pytest
 
 from pipeline.artifacts import load_levels
 from pipeline.io.tables import embeddings_to_arrow, write_parquet_atomic
-from pipeline.kmeans import run_cluster
+from pipeline.kmeans.run import run_cluster
 from pipeline.rundir import RunDir
-from pipeline.sampling import run_sample
+from pipeline.sampling.run import run_sample
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.sampling import segmented_water_filling, water_filling
+from pipeline.sampling.water_filling import segmented_water_filling, water_filling
 
 
 def brute_force_cap(sizes: list[int], target: int) -> int:
