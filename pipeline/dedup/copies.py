@@ -157,8 +157,9 @@ def _registered(
 
     Each pair is registered both ways (``i`` as the big view, then ``j``): the 8 symmetries of the
     small grid against every window of the big one at the crop ``scales``
-    (:func:`pipeline.dedup.perceptual.windows`), ``chunk`` pairs at a time (default: ~0.7 GB of
-    windows, 256 pairs at the default 81 windows); the best correlation of the two sides wins."""
+    (:func:`pipeline.dedup.perceptual.windows`, computed once per image, ``chunk`` images and pairs at
+    a time: default ~0.7 GB of windows, 256 at the default 81 windows); the best correlation of the
+    two sides wins."""
     chunk = chunk or max(1, 256 * window_count() // window_count(scales))
     # best correlation, window and symmetry of the small view, with i (column 0) or j (1) as the big view
     corr = np.full((len(i), 2), -np.inf, dtype=np.float32)
@@ -166,17 +167,24 @@ def _registered(
     sym = np.zeros((len(i), 2), dtype=np.int64)
     box = None
     for side, (big, small) in enumerate(((i, j), (j, i))):
-        for a in range(0, len(i), chunk):
-            s = slice(a, a + chunk)
-            w = windows(grids[big[s]], scales)
+        # windows once per image (an image is the big view of several pairs), ``chunk`` images at a time
+        images, inv = np.unique(big, return_inverse=True)
+        order = np.argsort(inv, kind="stable")
+        starts = np.searchsorted(inv[order], np.arange(0, len(images) + chunk, chunk))
+        for u, (lo, hi) in enumerate(zip(starts[:-1], starts[1:])):
+            if lo == hi:
+                continue
+            w = windows(grids[images[u * chunk : (u + 1) * chunk]], scales)
             box = w.box
-            q = unit_rows(d4(grids[small[s]]).reshape(-1, 8, GRID * GRID))  # (p, 8, G*G)
-            c = np.matmul(q, w.unit.transpose(0, 2, 1))  # (p, 8, W)
-            best_w = c.argmax(axis=2)  # (p, 8)
-            best_c = np.take_along_axis(c, best_w[:, :, None], axis=2)[:, :, 0]
-            g = best_c.argmax(axis=1)
-            at = np.arange(len(g))
-            corr[s, side], best[s, side], sym[s, side] = best_c[at, g], best_w[at, g], g
+            for a in range(lo, hi, chunk):
+                s = order[a : min(a + chunk, hi)]
+                q = unit_rows(d4(grids[small[s]]).reshape(-1, 8, GRID * GRID))  # (p, 8, G*G)
+                c = np.matmul(q, w.unit[inv[s] - u * chunk].transpose(0, 2, 1))  # (p, 8, W)
+                best_w = c.argmax(axis=2)  # (p, 8)
+                best_c = np.take_along_axis(c, best_w[:, :, None], axis=2)[:, :, 0]
+                g = best_c.argmax(axis=1)
+                at = np.arange(len(g))
+                corr[s, side], best[s, side], sym[s, side] = best_c[at, g], best_w[at, g], g
     side = corr.argmax(axis=1)
     big, small = np.where(side == 0, i, j), np.where(side == 0, j, i)
     at = np.arange(len(i))

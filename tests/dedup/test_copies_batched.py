@@ -79,3 +79,10 @@ def test_batched_scores_are_the_per_pair_scores():
     ref_bits, ref_res = reference_scores(hashes, grids, i, j, register)
     np.testing.assert_array_equal(bits, ref_bits)
     np.testing.assert_allclose(res, ref_res, rtol=0, atol=1e-5)  # float32 sums in another order
+    # windows are computed once per image, `chunk` images (and pairs) at a time: any chunking scores alike
+    from pipeline.dedup.copies import _registered
+
+    few = _registered(hashes, grids, i, j, chunk=5)  # 25 image chunks, pairs of one image split too
+    whole = _registered(hashes, grids, i, j)
+    np.testing.assert_array_equal(few[0], whole[0])
+    np.testing.assert_allclose(few[1], whole[1], rtol=0, atol=1e-6)
