@@ -12,16 +12,14 @@ efficientnet) stay inside the factories, so discovery costs one ``import torch``
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from typing import Any
 
 from pipeline.backbones.base import FEATURES, Backbone, Features
+from pipeline.discovery import import_entries
 
 BackboneFactory = Callable[..., Backbone]
 BACKBONES: dict[str, BackboneFactory] = {}
-_discovered = False
 
 
 def register(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
@@ -38,11 +36,7 @@ def register(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
 
 def registry() -> dict[str, BackboneFactory]:
     """Every registered backbone (imports each module of this package on first call)."""
-    global _discovered
-    if not _discovered:
-        for module in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{module.name}")
-        _discovered = True
+    import_entries(__name__, __path__)
     return BACKBONES
 
 

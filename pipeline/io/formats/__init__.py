@@ -10,13 +10,13 @@ A new format is one module here that calls :func:`register`, plus its test.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+
+from pipeline.discovery import import_entries
 
 UNIT_SCHEMA = pa.schema(
     [
@@ -43,7 +43,6 @@ class InputFormat:
 
 
 FORMATS: dict[str, InputFormat] = {}
-_discovered = False
 
 
 def register(fmt: InputFormat) -> InputFormat:
@@ -56,11 +55,7 @@ def register(fmt: InputFormat) -> InputFormat:
 
 def registry() -> dict[str, InputFormat]:
     """Every registered input format (imports each module of this package on first call)."""
-    global _discovered
-    if not _discovered:
-        for module in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{module.name}")
-        _discovered = True
+    import_entries(__name__, __path__)
     return FORMATS
 
 
