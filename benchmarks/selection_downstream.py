@@ -308,7 +308,7 @@ def kcenter_picks(pool: Pool, budgets: list[int]) -> dict[int, np.ndarray]:
     """``strata coreset`` (exact k-center greedy from the point farthest from the mean: seed-free)."""
     from pipeline.coreset.kcenter import k_center_greedy
 
-    return {b: k_center_greedy(pool.x, b, start="farthest_from_mean")[0] for b in budgets}
+    return {b: k_center_greedy(pool.x, b, start="farthest_from_mean", metric="l2", device="cpu")[0] for b in budgets}
 
 
 def uniform_picks(pool: Pool, budgets: list[int], seed: int) -> dict[int, np.ndarray]:

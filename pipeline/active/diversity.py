@@ -98,9 +98,9 @@ def coreset(x: np.ndarray, u: np.ndarray, k: int, labeled_x: np.ndarray | None =
     m = len(u)
     if labeled_x is not None and len(labeled_x):
         allx = np.concatenate([np.asarray(x, np.float32), np.asarray(labeled_x, np.float32)])
-        picks, _ = k_center_greedy(allx, k, already_selected=np.arange(m, len(allx)), metric="cosine")
+        picks, _ = k_center_greedy(allx, k, already_selected=np.arange(m, len(allx)), metric="cosine", device="cpu")
     else:
-        picks, _ = k_center_greedy(np.asarray(x, np.float32), k, start=int(np.argmax(u)), metric="cosine")
+        picks, _ = k_center_greedy(np.asarray(x, np.float32), k, start=int(np.argmax(u)), metric="cosine", device="cpu")
     return picks
 
 

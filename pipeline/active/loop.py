@@ -436,12 +436,17 @@ def _audit(
 
 def _scored_coreset(x: np.ndarray, cfg: ActiveConfig) -> np.ndarray:
     """Rows of a k-center coreset with ``scale.fraction`` of the pool (sorted)."""
+    from pipeline.config import load_group
     from pipeline.coreset.kcenter import stratified_k_center
 
     m = max(1, int(round(cfg.scale.fraction * len(x))))
     if m >= len(x):
         return np.arange(len(x), dtype=np.int64)
-    picks, _ = stratified_k_center(
-        x, m, sample_size=cfg.scale.sample_size, metric="cosine", seed=cfg.seed, radius_sample=1024
-    )
+    # the coreset step's stratified settings, with this loop's own candidate sample and radius estimate
+    stratified = {
+        **load_group("coreset/default")["stratified"],
+        "sample_size": cfg.scale.sample_size,
+        "radius_sample": 1024,
+    }
+    picks, _ = stratified_k_center(x, m, **stratified, metric="cosine", device="cpu", seed=cfg.seed)
     return np.sort(picks)

@@ -87,8 +87,8 @@ def min_distance_to_set(
     x: np.ndarray | torch.Tensor,
     centers_idx: Sequence[int] | np.ndarray,
     *,
-    metric: Metric = "l2",
-    device: str = "cpu",
+    metric: Metric,
+    device: str,
     query_idx: np.ndarray | None = None,
 ) -> np.ndarray:
     """Distance of each row of ``x`` (or of ``x[query_idx]``) to its nearest row in ``x[centers_idx]``."""
@@ -103,16 +103,19 @@ def covering_radius(
     x: np.ndarray | torch.Tensor,
     selected: Sequence[int] | np.ndarray,
     *,
-    metric: Metric = "l2",
-    device: str = "cpu",
+    metric: Metric,
+    device: str,
     sample: int | None = None,
-    seed: int = 0,
+    seed: int | None = None,
 ) -> float:
-    """r(S) = max_i min_{s in S} d(x_i, x_s); over a random ``sample`` of rows if given (a lower bound)."""
+    """r(S) = max_i min_{s in S} d(x_i, x_s); over a random ``sample`` of rows if given (a lower bound,
+    drawn with ``seed``)."""
     if len(selected) == 0:
         raise ValueError("covering radius of an empty selection is undefined")
     query = None
     if sample is not None and sample < len(x):
+        if seed is None:
+            raise ValueError("covering_radius over a sample needs a seed (same input + seed = same radius)")
         query = np.random.default_rng(seed).choice(len(x), size=sample, replace=False)
     return float(min_distance_to_set(x, selected, metric=metric, device=device, query_idx=query).max())
 
@@ -143,8 +146,8 @@ def k_center_greedy(
     *,
     start: Start = None,
     already_selected: Sequence[int] | np.ndarray | None = None,
-    metric: Metric = "l2",
-    device: str = "cpu",
+    metric: Metric,
+    device: str,
     seed: int | None = None,
 ) -> tuple[np.ndarray, float]:
     """Exact greedy k-center over all N points: O(k N D), one matrix-vector product per pick.
@@ -195,16 +198,16 @@ def stratified_k_center(
     x: np.ndarray | torch.Tensor,
     k: int,
     *,
-    sample_size: int = 1024,
-    resample_every: int = 256,
-    random_fraction: float = 0.5,
-    bound_centers: int = 4096,
+    sample_size: int,
+    resample_every: int,
+    random_fraction: float,
+    bound_centers: int,
     start: Start = None,
     already_selected: Sequence[int] | np.ndarray | None = None,
-    metric: Metric = "l2",
-    device: str = "cpu",
-    seed: int = 0,
-    radius_sample: int | None = 16384,
+    metric: Metric,
+    device: str,
+    seed: int,
+    radius_sample: int | None,
 ) -> tuple[np.ndarray, float]:
     """Greedy k-center over a candidate sample refreshed every ``resample_every`` picks.
 

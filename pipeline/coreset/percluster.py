@@ -18,7 +18,7 @@ from pipeline.kmeans.hierarchical import sort_clusters
 from pipeline.sampling.water_filling import water_filling
 
 
-def cluster_budgets(sizes: np.ndarray, k: int, *, allocation: str = "balanced", seed: int = 0) -> np.ndarray:
+def cluster_budgets(sizes: np.ndarray, k: int, *, allocation: str, seed: int) -> np.ndarray:
     """(C,) int64 budgets summing to ``k``: "balanced" (water-filling) or "proportional" (to sizes)."""
     sizes = np.asarray(sizes, dtype=np.int64)
     if not 0 <= k <= sizes.sum():
@@ -54,10 +54,10 @@ def per_cluster_k_center(
     k: int,
     *,
     budgets: Sequence[int] | np.ndarray | None = None,
-    allocation: str = "balanced",
-    metric: Metric = "l2",
-    device: str = "cpu",
-    seed: int = 0,
+    allocation: str,
+    metric: Metric,
+    device: str,
+    seed: int,
     use_ray: bool | None = None,
     cpus_per_task: float = 0.5,
     threads: int = 1,
@@ -67,7 +67,7 @@ def per_cluster_k_center(
     Args:
         x: (N, D) points; assignments: (N,) int cluster ids in [0, C).
         k: total budget (ignored when ``budgets`` is given).
-        budgets: (C,) per-cluster budgets; default ``cluster_budgets(sizes, k, allocation)``.
+        budgets: (C,) per-cluster budgets; default ``cluster_budgets(sizes, k, allocation=, seed=)``.
         use_ray: run clusters as Ray tasks; default: when Ray is initialised.
 
     Returns:

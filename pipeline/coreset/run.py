@@ -60,7 +60,7 @@ def select_coreset(x: np.ndarray, k: int, cfg: dict) -> tuple[np.ndarray, float,
             np.array(x, dtype=np.float32), n_clusters, pc_cfg["n_iters"], metric=c["metric"], seed=c["seed"]
         )
         if pc_cfg["objective"] != "coverage":
-            idx, radius = per_cluster_objective(x, assignments, distances, k, pc_cfg, c["seed"], c["metric"])
+            idx, radius = per_cluster_objective(x, assignments, distances, k, pc_cfg, c["seed"], **common)
             return idx, radius, assignments, method
         idx, radius, _ = per_cluster_k_center(
             x, assignments, k, allocation=pc_cfg["allocation"], seed=c["seed"], **common
@@ -70,7 +70,15 @@ def select_coreset(x: np.ndarray, k: int, cfg: dict) -> tuple[np.ndarray, float,
 
 
 def per_cluster_objective(
-    x: np.ndarray, assignments: np.ndarray, distances: np.ndarray, k: int, pc_cfg: dict, seed: int, metric: str
+    x: np.ndarray,
+    assignments: np.ndarray,
+    distances: np.ndarray,
+    k: int,
+    pc_cfg: dict,
+    seed: int,
+    *,
+    metric: str,
+    device: str,
 ) -> tuple[np.ndarray, float]:
     """``k`` points picked inside the clusters by a selection objective of ``pipeline.sampling.objectives``
     (``per_cluster.objective``), with the same per-cluster budgets as the per-cluster k-center;
@@ -88,7 +96,7 @@ def per_cluster_objective(
     rank = objective.rank(x if objective.needs_embeddings else None, offsets, items, budgets, rng)
     cluster = np.repeat(np.arange(n_clusters), np.diff(offsets))
     idx = items[rank < budgets[cluster]]
-    return idx.astype(np.int64), float(min_distance_to_set(x, idx, metric=metric).max())
+    return idx.astype(np.int64), float(min_distance_to_set(x, idx, metric=metric, device=device).max())
 
 
 def _levels_for(run: RunDir, ids: pa.Array, x: np.ndarray, assignments: np.ndarray | None) -> dict[str, pa.Array]:

@@ -97,7 +97,11 @@ def test_coverage_matches_k_center_greedy_in_every_cluster():
     got = picks("coverage", x, offsets, items, budgets)
     for c, b in enumerate(budgets):
         members = items[offsets[c] : offsets[c + 1]]
-        want = set(members[k_center_greedy(x[members], int(b), start=0)[0]].tolist()) if b else set()
+        want = (
+            set(members[k_center_greedy(x[members], int(b), start=0, metric="l2", device="cpu")[0]].tolist())
+            if b
+            else set()
+        )
         assert got[c] == want
 
 
