@@ -75,9 +75,7 @@ def write_mp4(frames: Sequence[np.ndarray], path: str, fps: float, ffmpeg: str |
         raise RuntimeError(f"ffmpeg failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-300:]}")
 
 
-def animate_locations(
-    table: pa.Table, output: str, fmt: str = "gif", *, fps: float = 2.0, label: bool = True
-) -> dict[str, str]:
+def animate_locations(table: pa.Table, output: str, fmt: str, *, fps: float, label: bool) -> dict[str, str]:
     """One animation per ``location`` of the downloader's rows (``location``, ``date``, ``image``),
     frames in date order; returns ``{location: path}``. Files are ``<output>/<location with / -> _>.<fmt>``."""
     check_encoder(fmt)

@@ -153,7 +153,7 @@ def _text(node, path: str) -> str | None:
     return found.text.strip() if found is not None and found.text else None
 
 
-def parse_capabilities(xml: bytes | str, projection: str = "epsg4326") -> Capabilities:
+def parse_capabilities(xml: bytes | str, projection: str) -> Capabilities:
     """Parse a WMTS 1.0.0 GetCapabilities document."""
     try:
         root = parse_xml(xml)
@@ -201,7 +201,7 @@ def capabilities_url(base_url: str, projection: str) -> str:
 
 
 def load_capabilities(
-    url: str, cache_dir: str, *, max_age_hours: float = 24.0, timeout_s: float = 30.0, projection: str = "epsg4326"
+    url: str, cache_dir: str, *, max_age_hours: float, timeout_s: float, projection: str
 ) -> Capabilities:
     """The capabilities at ``url``, from ``cache_dir`` when fetched less than ``max_age_hours`` ago.
 

@@ -100,8 +100,8 @@ def get_layer(
     return Layer(**{**extra, "name": name})
 
 
-def date_range(start: str, end: str | None = None, step_days: int = 1) -> list[str]:
-    """ISO dates from ``start`` to ``end`` inclusive every ``step_days`` days."""
+def date_range(start: str, end: str | None, step_days: int) -> list[str]:
+    """ISO dates from ``start`` to ``end`` (``None``: ``start``) inclusive every ``step_days`` days."""
     first = dt.date.fromisoformat(str(start))
     last = dt.date.fromisoformat(str(end)) if end else first
     if last < first:

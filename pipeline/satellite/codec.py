@@ -25,8 +25,8 @@ def decode_rgb_array(data: bytes) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
-def encode_array(rgb: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:
-    """Encode an ``(H, W, 3)`` uint8 array as PNG or JPEG bytes."""
+def encode_array(rgb: np.ndarray, fmt: str, quality: int) -> bytes:
+    """Encode an ``(H, W, 3)`` uint8 array as PNG or JPEG bytes (``quality``: JPEG only)."""
     fmt = {"jpg": "jpeg"}.get(fmt.lower(), fmt.lower())
     if fmt not in ("png", "jpeg"):
         raise ValueError(f"image format must be png or jpeg, got {fmt!r}")

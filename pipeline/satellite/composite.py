@@ -33,7 +33,7 @@ from pipeline.satellite.gapfill import nodata_mask
 COMPOSITE_METHODS = ("median", "darkest")
 
 
-def cloud_mask(rgb: np.ndarray, brightness: float = 0.75, whiteness: float = 0.15, dilate: int = 2) -> np.ndarray:
+def cloud_mask(rgb: np.ndarray, *, brightness: float, whiteness: float, dilate: int) -> np.ndarray:
     """``(..., H, W)`` bool cloud mask of ``(..., H, W, 3)`` uint8 images."""
     if rgb.shape[-1] != 3:
         raise ValueError(f"expected RGB images (..., H, W, 3), got shape {rgb.shape}")
@@ -49,11 +49,11 @@ def cloud_mask(rgb: np.ndarray, brightness: float = 0.75, whiteness: float = 0.1
 
 
 def composite(
-    stack: np.ndarray, cloud: np.ndarray, nodata: np.ndarray | None = None, method: str = "median"
+    stack: np.ndarray, cloud: np.ndarray, nodata: np.ndarray | None, method: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cloud-free composite of ``stack`` ``(T, H, W, 3)`` uint8.
 
-    ``cloud`` and ``nodata`` are ``(T, H, W)`` bool. Returns ``(image (H, W, 3) uint8,
+    ``cloud`` and ``nodata`` (``None``: every pixel valid) are ``(T, H, W)`` bool. Returns ``(image (H, W, 3) uint8,
     clear_count (H, W) int32)`` where ``clear_count`` is the number of clear observations per pixel.
     """
     if method not in COMPOSITE_METHODS:
@@ -86,11 +86,11 @@ def composite(
 def composite_table(
     table: pa.Table,
     *,
-    method: str = "median",
-    cloud: dict | None = None,
-    nodata: dict | None = None,
-    image_format: str = "png",
-    quality: int = 95,
+    method: str,
+    cloud: dict,
+    nodata: dict | None,
+    image_format: str,
+    quality: int,
 ) -> pa.Table:
     """One composite row per ``location`` of a downloader table (rows of several dates).
 
@@ -112,7 +112,7 @@ def composite_table(
     rows, firsts = [], []
     for s, e in zip(starts, ends):
         stack = np.stack([decode_rgb_array(images[i]) for i in range(s, e)])
-        clouds = cloud_mask(stack, **(cloud or {}))
+        clouds = cloud_mask(stack, **cloud)
         gaps = None if nodata is None else np.stack([nodata_mask(im, **nodata) for im in stack])
         image, clear_count = composite(stack, clouds, gaps, method)
         clear = float((clear_count > 0).mean())

@@ -128,7 +128,7 @@ def scene_to_table(
         gap_kw = {k: v for k, v in pre.gap_fill.items() if k != "method"}
         gap = nodata_mask(rgb, **gap_kw) & valid
         if gap.any() and not gap[valid].all():
-            rgb = fill_gaps(rgb, gap | ~valid, method=pre.gap_fill.get("method", "linear"))
+            rgb = fill_gaps(rgb, gap | ~valid, pre.gap_fill["method"])
     clouds = cloud_mask(rgb, **pre.cloud) & valid
 
     h, w = valid.shape
@@ -213,7 +213,7 @@ def download_scenes(
     tiles: TileSpec | None = None,
     pre: Preprocess | None = None,
     run: RunDir | None = None,
-    shard_rows: int = 1024,
+    shard_rows: int,
     force: bool = False,
 ) -> dict[str, Any]:
     """Download ``layer`` over ``bbox`` for each date and write training-tile shards to ``output``.
@@ -296,11 +296,12 @@ def composite_shards(
     input_path: str,
     output: str,
     *,
-    method: str = "median",
-    cloud: dict | None = None,
-    nodata: dict | None = None,
-    image_format: str = "png",
-    shard_rows: int = 1024,
+    method: str,
+    cloud: dict,
+    nodata: dict | None,
+    image_format: str,
+    quality: int,
+    shard_rows: int,
     run: RunDir | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
@@ -311,11 +312,23 @@ def composite_shards(
     """
     from pipeline.satellite.composite import composite_table
 
-    settings = {"input": input_path, "method": method, "cloud": cloud, "nodata": nodata, "format": image_format}
+    settings = {
+        "input": input_path,
+        "method": method,
+        "cloud": cloud,
+        "nodata": nodata,
+        "format": image_format,
+        "quality": quality,
+    }
 
     def build() -> dict[str, Any]:
         table = composite_table(
-            read_shards(input_path), method=method, cloud=cloud, nodata=nodata, image_format=image_format
+            read_shards(input_path),
+            method=method,
+            cloud=cloud,
+            nodata=nodata,
+            image_format=image_format,
+            quality=quality,
         )
         for old in glob.glob(os.path.join(output, "part-composite-*.parquet")):
             os.remove(old)
@@ -439,6 +452,7 @@ def run_download(cfg: dict[str, Any], run: RunDir, force: bool = False) -> dict[
             cloud=pre.cloud,
             nodata=nodata,
             image_format=satellite["tiles"]["format"],
+            quality=int(satellite["tiles"]["quality"]),
             shard_rows=int(cfg["shard_rows"]),
             run=run,
             force=force,

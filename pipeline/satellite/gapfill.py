@@ -11,7 +11,7 @@ Fill methods (both use only valid pixels):
 
 - ``nearest``: each gap pixel takes the value of its nearest valid pixel (Euclidean distance
   transform).
-- ``linear`` (default, content-aware): each gap pixel is the inverse-distance blend of the nearest
+- ``linear`` (``conf/satellite`` default, content-aware): each gap pixel is the inverse-distance blend of the nearest
   valid pixel in the four axis directions, ``I(p) = sum_k v_k / d_k / sum_k 1 / d_k``; across a
   stripe this is exact linear interpolation between its two edges, and pixels with no valid
   neighbour along any axis fall back to ``nearest``.
@@ -25,9 +25,7 @@ from scipy import ndimage
 FILL_METHODS = ("linear", "nearest")
 
 
-def nodata_mask(
-    rgb: np.ndarray, fill_value: int = 0, tolerance: int = 8, min_area: int = 64, dilate: int = 1
-) -> np.ndarray:
+def nodata_mask(rgb: np.ndarray, *, fill_value: int, tolerance: int, min_area: int, dilate: int) -> np.ndarray:
     """``(H, W)`` bool mask of no-data gaps in an ``(H, W, C)`` uint8 image."""
     if rgb.ndim != 3:
         raise ValueError(f"expected an (H, W, C) image, got shape {rgb.shape}")
@@ -90,7 +88,7 @@ def _linear_fill(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def fill_gaps(rgb: np.ndarray, mask: np.ndarray, method: str = "linear") -> np.ndarray:
+def fill_gaps(rgb: np.ndarray, mask: np.ndarray, method: str) -> np.ndarray:
     """``rgb`` with the pixels under ``mask`` filled from valid pixels (see module docstring)."""
     if method not in FILL_METHODS:
         raise ValueError(f"fill method must be one of {FILL_METHODS}, got {method!r}")
@@ -102,18 +100,13 @@ def fill_gaps(rgb: np.ndarray, mask: np.ndarray, method: str = "linear") -> np.n
 
 
 def gap_fill(
-    rgb: np.ndarray,
-    fill_value: int = 0,
-    tolerance: int = 8,
-    min_area: int = 64,
-    dilate: int = 1,
-    method: str = "linear",
+    rgb: np.ndarray, *, fill_value: int, tolerance: int, min_area: int, dilate: int, method: str
 ) -> tuple[np.ndarray, float]:
     """Detect and fill gaps; returns ``(filled image, filled-pixel fraction)``.
 
     An image that is all gap is returned unchanged with fraction 0 (nothing to fill from).
     """
-    mask = nodata_mask(rgb, fill_value, tolerance, min_area, dilate)
+    mask = nodata_mask(rgb, fill_value=fill_value, tolerance=tolerance, min_area=min_area, dilate=dilate)
     if mask.all():
         return rgb.copy(), 0.0
     return fill_gaps(rgb, mask, method), float(mask.mean())

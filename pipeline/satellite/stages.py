@@ -5,11 +5,12 @@ image replaced where it changed, and records what it did in carried columns. Row
 cannot be decoded pass through unchanged with null statistics (the embed stage rejects them).
 Use in Ray Data::
 
-    ds.map_batches(GapFillStage, fn_constructor_kwargs={"method": "linear"}, batch_format="pyarrow",
-                   compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2), num_cpus=0.5)
+    ds.map_batches(CloudMaskStage, fn_constructor_kwargs=load_group("satellite/default")["cloud"],
+                   batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2), num_cpus=0.5)
 
 or through the ``preprocess`` config group of ``strata curate``/``strata embed``
 (``conf/preprocess/satellite.yaml``: entries ``{cls, kwargs, enabled}``; disabled ones are skipped).
+Constructors take every setting (no defaults: their values live in ``conf/satellite/default.yaml``).
 """
 
 from __future__ import annotations
@@ -57,14 +58,7 @@ class GapFillStage(Stage):
     resources = Resources(cpus=0.5)
 
     def __init__(
-        self,
-        fill_value: int = 0,
-        tolerance: int = 8,
-        min_area: int = 64,
-        dilate: int = 1,
-        method: str = "linear",
-        format: str = "same",
-        quality: int = 95,
+        self, *, fill_value: int, tolerance: int, min_area: int, dilate: int, method: str, format: str, quality: int
     ):
         if method not in FILL_METHODS:
             raise ValueError(f"method must be one of {FILL_METHODS}, got {method!r}")
@@ -104,7 +98,7 @@ class CloudMaskStage(Stage):
     outputs = ("cloud_fraction",)
     resources = Resources(cpus=0.5)
 
-    def __init__(self, brightness: float = 0.75, whiteness: float = 0.15, dilate: int = 2):
+    def __init__(self, *, brightness: float, whiteness: float, dilate: int):
         self.kwargs = {"brightness": brightness, "whiteness": whiteness, "dilate": dilate}
 
     def process(self, batch: pa.Table) -> pa.Table:
@@ -131,14 +125,7 @@ class TilingStage(Stage):
     resources = Resources(cpus=0.5)
 
     def __init__(
-        self,
-        width: int = 256,
-        height: int = 256,
-        overlap: int = 0,
-        boundary: str = "shift",
-        pad_value: int = 0,
-        format: str = "png",
-        quality: int = 95,
+        self, *, width: int, height: int, overlap: int, boundary: str, pad_value: int, format: str, quality: int
     ):
         tile_windows(height, width, height, width, overlap, boundary)  # validate now, not on a worker
         self.width, self.height, self.overlap, self.boundary = width, height, overlap, boundary

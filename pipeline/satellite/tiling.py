@@ -17,7 +17,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 BOUNDARY_POLICIES = ("drop", "pad", "shift")
 
 
-def axis_starts(n: int, size: int, overlap: int = 0, boundary: str = "drop") -> np.ndarray:
+def axis_starts(n: int, size: int, overlap: int, boundary: str) -> np.ndarray:
     """Window start offsets along an axis of length ``n`` (int64, ascending)."""
     if size <= 0 or n <= 0:
         raise ValueError(f"size and length must be positive, got size={size}, n={n}")
@@ -36,9 +36,7 @@ def axis_starts(n: int, size: int, overlap: int = 0, boundary: str = "drop") -> 
     return starts[(starts == 0) | (starts + overlap < n)]
 
 
-def tile_windows(
-    height: int, width: int, tile_h: int, tile_w: int, overlap: int = 0, boundary: str = "drop"
-) -> np.ndarray:
+def tile_windows(height: int, width: int, tile_h: int, tile_w: int, overlap: int, boundary: str) -> np.ndarray:
     """``(K, 4)`` int64 windows ``[y0, x0, y1, x1]`` in row-major order; ``y1``/``x1`` may pass the edge (pad)."""
     ys = axis_starts(height, tile_h, overlap, boundary)
     xs = axis_starts(width, tile_w, overlap, boundary)
@@ -47,7 +45,7 @@ def tile_windows(
     return np.stack([y0, x0, y0 + tile_h, x0 + tile_w], axis=1)
 
 
-def cut_tiles(image: np.ndarray, windows: np.ndarray, pad_value: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def cut_tiles(image: np.ndarray, windows: np.ndarray, pad_value: int) -> tuple[np.ndarray, np.ndarray]:
     """Patches of ``image`` (``(H, W[, C])``) under ``windows`` from :func:`tile_windows`.
 
     Returns ``(tiles (K, th, tw[, C]), pad_fraction (K,) float32)`` where ``pad_fraction`` is the

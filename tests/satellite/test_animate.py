@@ -22,7 +22,7 @@ def _rows(real_images, dates, locations=("A/z8/y0_x0", "B/z8/y0_x64")):
         for k, date in enumerate(reversed(dates)):  # stored out of order on purpose
             rows["location"].append(loc)
             rows["date"].append(date)
-            rows["image"].append(encode_array(real_images[(j * 5 + k) % len(real_images)][:96, :128], "png"))
+            rows["image"].append(encode_array(real_images[(j * 5 + k) % len(real_images)][:96, :128], "png", 95))
     return pa.table(rows)
 
 
@@ -39,7 +39,7 @@ def test_label_frame_writes_the_date_in_the_corner(real_images):
 def test_gif_one_per_location_frames_in_date_order(real_images, tmp_path):
     dates = ["2021-05-01", "2021-05-02", "2021-05-03", "2021-05-04"]
     table = _rows(real_images, dates)
-    paths = animate_locations(table, str(tmp_path), "gif", fps=4)
+    paths = animate_locations(table, str(tmp_path), "gif", fps=4, label=True)
     assert sorted(paths) == ["A/z8/y0_x0", "B/z8/y0_x64"]
     assert os.path.basename(paths["A/z8/y0_x0"]) == "A_z8_y0_x0.gif"
     with Image.open(paths["A/z8/y0_x0"]) as gif:
@@ -63,7 +63,7 @@ def test_gif_one_per_location_frames_in_date_order(real_images, tmp_path):
 
 def test_unlabeled_frames_and_bad_settings(real_images, tmp_path):
     table = _rows(real_images, ["2021-01-01", "2021-01-02"], locations=("L",))
-    path = animate_locations(table, str(tmp_path), "gif", label=False)["L"]
+    path = animate_locations(table, str(tmp_path), "gif", fps=2, label=False)["L"]
     with Image.open(path) as gif:
         frame = np.asarray(gif.convert("RGB"), dtype=np.int16)
     truth = np.asarray(Image.open(__import__("io").BytesIO(table.column("image")[1].as_py())).convert("RGB"))
@@ -71,13 +71,13 @@ def test_unlabeled_frames_and_bad_settings(real_images, tmp_path):
     with pytest.raises(ValueError, match="choose gif or mp4"):
         check_encoder("avi")
     with pytest.raises(ValueError, match="fps"):
-        animate_locations(table, str(tmp_path), "gif", fps=0)
+        animate_locations(table, str(tmp_path), "gif", fps=0, label=True)
 
 
 def test_mp4_without_an_encoder_fails_before_work(monkeypatch, real_images, tmp_path):
     monkeypatch.setattr(animate, "ffmpeg_executable", lambda: None)
     with pytest.raises(ValueError, match="animate=mp4 needs an ffmpeg encoder") as err:
-        animate_locations(_rows(real_images, ["2021-01-01"]), str(tmp_path / "out"), "mp4")
+        animate_locations(_rows(real_images, ["2021-01-01"]), str(tmp_path / "out"), "mp4", fps=2, label=True)
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
 
 
@@ -88,7 +88,7 @@ def test_mp4_pipes_raw_frames_to_ffmpeg(monkeypatch, real_images, tmp_path):
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setattr(animate, "ffmpeg_executable", lambda: str(fake))
     dates = ["2021-01-01", "2021-01-02", "2021-01-03"]
-    path = animate_locations(_rows(real_images, dates, ("L",)), str(tmp_path / "out"), "mp4", fps=3)["L"]
+    path = animate_locations(_rows(real_images, dates, ("L",)), str(tmp_path / "out"), "mp4", fps=3, label=True)["L"]
     assert int(open(path).read()) == len(dates) * 96 * 128 * 3
     (args_file,) = glob.glob(f"{path}.tmp-*.mp4.args")  # the encoder wrote the temporary (atomic_path)
     args = open(args_file).read().split()

@@ -24,7 +24,7 @@ FIXTURE = Path(__file__).parent / "data" / "gibs_capabilities_epsg4326.xml"
 
 @pytest.fixture(scope="module")
 def caps():
-    return parse_capabilities(FIXTURE.read_bytes())
+    return parse_capabilities(FIXTURE.read_bytes(), "epsg4326")
 
 
 def test_parse_layers_times_sets_and_resolutions(caps):
@@ -69,19 +69,24 @@ def test_dates_outside_coverage(caps):
     assert covered_dates(Layer("X"), ["1990-01-01"]) == ["1990-01-01"]  # no known coverage: kept
 
 
+def _load(url, cache_dir, **kw):
+    """``load_capabilities`` with the ``conf/download/gibs.yaml`` values (``kw`` overrides them)."""
+    return load_capabilities(url, cache_dir, **{"max_age_hours": 24, "timeout_s": 30, "projection": "epsg4326", **kw})
+
+
 def test_capabilities_cache_max_age_and_stale_fallback(wmts_server, tmp_path):
     wmts_server.capabilities = FIXTURE.read_bytes()
     url = capabilities_url(wmts_server.base_url, "epsg4326")
     cache = str(tmp_path / "caps")
-    assert len(load_capabilities(url, cache).layers) == 17
-    assert len(load_capabilities(url, cache).layers) == 17
+    assert len(_load(url, cache).layers) == 17
+    assert len(_load(url, cache).layers) == 17
     assert wmts_server.requests["capabilities"] == 1  # the second read came from the cache
-    load_capabilities(url, cache, max_age_hours=0)
+    _load(url, cache, max_age_hours=0)
     assert wmts_server.requests["capabilities"] == 2  # too old: fetched again
     wmts_server.stop()
-    assert len(load_capabilities(url, cache, max_age_hours=0, timeout_s=2).layers) == 17  # stale copy
+    assert len(_load(url, cache, max_age_hours=0, timeout_s=2).layers) == 17  # stale copy
     with pytest.raises(RuntimeError, match="cannot read GIBS capabilities"):
-        load_capabilities(url, str(tmp_path / "empty"), timeout_s=2)
+        _load(url, str(tmp_path / "empty"), timeout_s=2)
 
 
 def _overrides(server, tmp_path, *extra):

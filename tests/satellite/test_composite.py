@@ -3,6 +3,7 @@
 import numpy as np
 import pyarrow as pa
 import pytest
+from satconf import CLOUD
 from synth import paint_clouds
 
 from pipeline.satellite.codec import decode_rgb_array, encode_array
@@ -22,7 +23,7 @@ def test_cloud_mask_thresholds_by_hand():
         ],  # m = .84, W = (.059+0+.059)/.843 = .14 < .15 -> cloud
         dtype=np.uint8,
     )
-    assert cloud_mask(px, dilate=0).tolist() == [[True, False, False, True]]
+    assert cloud_mask(px, **{**CLOUD, "dilate": 0}).tolist() == [[True, False, False, True]]
 
 
 def test_composite_matches_reference():
@@ -53,7 +54,7 @@ def test_composite_removes_synthetic_clouds(real_images, method):
     for k, clean in enumerate(real_images[:8]):
         rng = np.random.default_rng(k)
         stack = np.stack([paint_clouds(clean, rng)[0] for _ in range(5)])
-        out, _ = composite(stack, cloud_mask(stack), method=method)
+        out, _ = composite(stack, cloud_mask(stack, **CLOUD), None, method)
         err = np.abs(out.astype(float) - clean).mean()
         input_err = np.abs(stack.astype(float) - clean).mean()
         assert err < 3.0 and err < 0.1 * input_err, (k, err, input_err)
@@ -70,11 +71,13 @@ def test_composite_table_groups_by_location(real_images):
                     "location": loc,
                     "date": f"2020-01-0{d + 1}",
                     "product": "P",
-                    "image": encode_array(paint_clouds(clean, rng)[0], "png"),
+                    "image": encode_array(paint_clouds(clean, rng)[0], "png", 95),
                     "lat_min": 1.0,
                 }
             )
-    out = composite_table(pa.Table.from_pylist(rows[::-1]))
+    out = composite_table(
+        pa.Table.from_pylist(rows[::-1]), method="median", cloud=CLOUD, nodata=None, image_format="png", quality=95
+    )
     assert out.column("id").to_pylist() == ["L0/composite", "L1/composite"]
     assert out.column("date").to_pylist() == ["2020-01-01/2020-01-04"] * 2
     assert out.column("n_dates").to_pylist() == [4, 4] and "product" in out.column_names
@@ -85,9 +88,9 @@ def test_composite_table_groups_by_location(real_images):
 def test_cloud_mask_stage(real_images):
     rng = np.random.default_rng(5)
     cloudy = paint_clouds(real_images[4], rng, coverage=0.7)[0]
-    images = [encode_array(real_images[5], "png"), encode_array(cloudy, "png"), None]
+    images = [encode_array(real_images[5], "png", 95), encode_array(cloudy, "png", 95), None]
     batch = pa.table({"id": ["clear", "cloudy", "unreadable"], "image": pa.array(images, pa.binary())})
-    out = CloudMaskStage()(batch)
+    out = CloudMaskStage(**CLOUD)(batch)
     f = out.column("cloud_fraction").to_pylist()
     assert f[1] > 0.6 and f[0] < f[1] and f[2] is None
     assert out.column("image").equals(batch.column("image"))

@@ -5,6 +5,7 @@ import zlib
 
 import numpy as np
 import pytest
+from satconf import CLOUD
 from synth import paint_clouds, paint_stripes
 
 from pipeline.progress import read_log
@@ -25,6 +26,8 @@ from pipeline.satellite.grid import BBox, make_grid, pixel_window
 LAYER = Layer("TEST_TrueColor", "250m", format="jpg")
 BBOX = BBox(lat_min=8.8, lat_max=9.2, lon_min=-0.2, lon_max=0.2)  # straddles tiles rows 71-72, cols 159-160
 TILES = TileSpec(width=64, height=64, overlap=0, boundary="shift")
+# as run_download passes them (composite.enabled, gap fill on)
+COMPOSITE = dict(method="median", cloud=CLOUD, nodata=None, image_format="png", quality=95, shard_rows=1024)
 
 
 def _client(server, **kw):
@@ -57,7 +60,7 @@ def _path(date, row, col):
 
 
 def test_download_with_faults_and_resume(wmts_server, tmp_path):
-    d1, d2 = date_range("2021-03-01", "2021-03-02")
+    d1, d2 = date_range("2021-03-01", "2021-03-02", 1)
     wmts_server.faults = {
         _path(d1, 71, 159): ["500", "500"],
         _path(d1, 71, 160): ["slow"],
@@ -67,7 +70,9 @@ def test_download_with_faults_and_resume(wmts_server, tmp_path):
     }
     run = RunDir(str(tmp_path / "run"))
     out, cache = str(tmp_path / "images"), str(tmp_path / "cache")
-    kw = dict(output=out, cache_dir=cache, level=8, tiles=TILES, pre=Preprocess(gap_fill=None), run=run)
+    kw = dict(
+        output=out, cache_dir=cache, level=8, tiles=TILES, pre=Preprocess(gap_fill=None), run=run, shard_rows=1024
+    )
     summary = download_scenes(_client(wmts_server), LAYER, [d1, d2], BBOX, **kw)
 
     assert summary["source_tiles"]["fetched"] == 7 and summary["source_tiles"]["failed"] == 1
@@ -142,7 +147,7 @@ def test_gap_fill_and_composite_over_downloads(real_images, tmp_path):
     server = WMTSServer(real_images, defect=_defects).start()
     clean_server = WMTSServer(real_images)
     try:
-        dates = date_range("2021-06-01", "2021-06-05")
+        dates = date_range("2021-06-01", "2021-06-05", 1)
         run = RunDir(str(tmp_path / "run"))
         out = str(tmp_path / "images")
         download_scenes(
@@ -155,6 +160,7 @@ def test_gap_fill_and_composite_over_downloads(real_images, tmp_path):
             level=8,
             tiles=TILES,
             run=run,
+            shard_rows=1024,
         )
         table = read_shards(out)
         assert table.num_rows == 45
@@ -163,7 +169,7 @@ def test_gap_fill_and_composite_over_downloads(real_images, tmp_path):
         assert gap[~on_d2].max() < 0.01 and gap[on_d2].max() > 0.05
         assert np.mean(table.column("cloud_fraction").to_pylist()) > 0.1
 
-        info = composite_shards(out, str(tmp_path / "composite"), run=run)
+        info = composite_shards(out, str(tmp_path / "composite"), run=run, **COMPOSITE)
         assert info["locations"] == 9
         comp = read_shards(str(tmp_path / "composite"))
         clean, win = _expected_scene(clean_server, "any")
@@ -180,7 +186,9 @@ def test_gap_fill_and_composite_over_downloads(real_images, tmp_path):
         # JPEG (q95) round trips on the server side are part of the error budget
         assert np.mean(errors) < 4.0 and np.mean(errors) < 0.15 * np.mean(input_errors), (errors, np.mean(input_errors))
         before = run.marker("composite")["finished_at"]
-        assert composite_shards(out, str(tmp_path / "composite"), run=run) == info  # resumed, not recomputed
+        assert (
+            composite_shards(out, str(tmp_path / "composite"), run=run, **COMPOSITE) == info
+        )  # resumed, not recomputed
         assert run.marker("composite")["finished_at"] == before
     finally:
         server.stop()

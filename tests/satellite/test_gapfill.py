@@ -3,6 +3,7 @@
 import numpy as np
 import pyarrow as pa
 import pytest
+from satconf import GAP, GAP_STAGE, MASK
 from synth import paint_stripes
 
 from pipeline.satellite.codec import decode_rgb_array, encode_array
@@ -37,7 +38,7 @@ def test_detection_keeps_small_dark_objects():
     img = np.full((50, 50, 3), 120, np.uint8)
     img[5:9, 5:9] = 0  # 16 px dark object: below min_area, not a gap
     img[30:34, :] = 2  # stripe within tolerance of the fill value
-    mask = nodata_mask(img, min_area=64, dilate=0)
+    mask = nodata_mask(img, **{**MASK, "min_area": 64, "dilate": 0})
     assert not mask[5:9, 5:9].any() and mask[30:34].all() and mask.sum() == 4 * 50
 
 
@@ -50,12 +51,12 @@ def test_stripes_on_real_images(real_images, lossy):
         rng = np.random.default_rng(100 + k)
         striped, truth = paint_stripes(clean, rng)
         src = decode_rgb_array(encode_array(striped, "jpeg", 90)) if lossy else striped
-        mask = nodata_mask(src, dilate=1 if lossy else 0)
+        mask = nodata_mask(src, **{**MASK, "dilate": 1 if lossy else 0})
         assert mask[truth].mean() >= 0.999  # every gap pixel found
         assert (mask & ~truth).sum() <= 0.5 * truth.sum()  # at most a 1-px rim (dilation) besides
         if not lossy:
             assert (mask == truth).mean() > 0.995  # dark real pixels touching a stripe may join it
-        filled, fraction = gap_fill(src, dilate=1 if lossy else 0)
+        filled, fraction = gap_fill(src, **{**GAP, "dilate": 1 if lossy else 0})
         assert fraction == pytest.approx(mask.mean())
         np.testing.assert_array_equal(filled[~mask], src[~mask])
         err = np.abs(filled.astype(float) - clean)[truth].mean()
@@ -67,16 +68,16 @@ def test_stripes_on_real_images(real_images, lossy):
 
 
 def test_clean_images_are_left_alone(real_images):
-    fractions = [gap_fill(im)[1] for im in real_images]
+    fractions = [gap_fill(im, **GAP)[1] for im in real_images]
     assert np.mean(fractions) < 0.002
 
 
 def test_gap_fill_stage(real_images):
     rng = np.random.default_rng(7)
     striped, truth = paint_stripes(real_images[0], rng)
-    clean_png = encode_array(real_images[1], "png")
-    batch = pa.table({"id": ["a", "b", "c"], "image": [encode_array(striped, "png"), clean_png, b"not an image"]})
-    out = GapFillStage(dilate=0)(batch)
+    clean_png = encode_array(real_images[1], "png", 95)
+    batch = pa.table({"id": ["a", "b", "c"], "image": [encode_array(striped, "png", 95), clean_png, b"not an image"]})
+    out = GapFillStage(**{**GAP_STAGE, "dilate": 0})(batch)
     frac = out.column("gap_filled_fraction").to_pylist()
     assert frac[0] == pytest.approx(truth.mean()) and frac[1] == 0.0 and frac[2] is None
     images = out.column("image").to_pylist()

@@ -3,6 +3,7 @@
 import numpy as np
 import pyarrow as pa
 import pytest
+from satconf import CLOUD, GAP_STAGE, TILES
 from synth import paint_stripes
 
 from pipeline.satellite.codec import decode_rgb_array, encode_array
@@ -15,7 +16,7 @@ def test_tiling_stage_rows_and_bounds(real_images):
     batch = pa.table(
         {
             "id": ["scene", "bad"],
-            "image": [encode_array(image, "png"), b"xx"],
+            "image": [encode_array(image, "png", 95), b"xx"],
             "lat_min": [10.0, 0.0],
             "lat_max": [12.0, 1.0],
             "lon_min": [20.0, 0.0],
@@ -23,9 +24,9 @@ def test_tiling_stage_rows_and_bounds(real_images):
             "date": ["2020-01-01", "2020-01-02"],
         }
     )
-    out = TilingStage(width=64, height=64, overlap=16, boundary="pad")(batch)
+    out = TilingStage(**{**TILES, "width": 64, "height": 64, "overlap": 16, "boundary": "pad"})(batch)
     windows = tile_windows(200, 150, 64, 64, 16, "pad")
-    tiles, pad = cut_tiles(image, windows)
+    tiles, pad = cut_tiles(image, windows, 0)
     assert out.num_rows == len(windows) + 1  # the undecodable row passes through for the embed stage to reject
     rows = out.to_pylist()
     for row, (y0, x0, y1, x1), tile, p in zip(rows, windows, tiles, pad):
@@ -49,14 +50,14 @@ def test_stages_on_ray_actor_pool(ray_session, real_images):
     rows = []
     for k, clean in enumerate(real_images[:6]):
         img = paint_stripes(clean, rng)[0] if k % 2 == 0 else clean
-        rows.append({"id": f"img{k}", "image": encode_array(img, "png")})
+        rows.append({"id": f"img{k}", "image": encode_array(img, "png", 95)})
     table = pa.Table.from_pylist(rows)
     # two blocks built on the driver: a repartition task would need a whole CPU the pools hold
     ds = ray.data.from_arrow([table.slice(0, 3), table.slice(3)])
     for cls, kwargs in (
-        (GapFillStage, {"method": "linear"}),
-        (CloudMaskStage, {}),
-        (TilingStage, {"width": 128, "height": 128, "boundary": "drop"}),
+        (GapFillStage, {**GAP_STAGE, "method": "linear"}),
+        (CloudMaskStage, CLOUD),
+        (TilingStage, {**TILES, "width": 128, "height": 128, "boundary": "drop"}),
     ):
         ds = ds.map_batches(
             cls,
