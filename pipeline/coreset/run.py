@@ -37,36 +37,52 @@ from pipeline.rundir import RunDir
 log = logging.getLogger(__name__)
 
 
+Selection = tuple[np.ndarray, float, np.ndarray | None]
+
+
+def _exact(x: np.ndarray, k: int, c: dict) -> Selection:
+    idx, radius = k_center_greedy(x, k, start=c["start"], seed=c["seed"], metric=c["metric"], device=c["device"])
+    return idx, radius, None
+
+
+def _stratified(x: np.ndarray, k: int, c: dict) -> Selection:
+    idx, radius = stratified_k_center(
+        x, k, start=c["start"], seed=c["seed"], metric=c["metric"], device=c["device"], **c["stratified"]
+    )
+    return idx, radius, None
+
+
+def _per_cluster(x: np.ndarray, k: int, c: dict) -> Selection:
+    from pipeline.kmeans.algorithm import kmeans
+
+    pc_cfg = c["per_cluster"]
+    n_clusters = min(len(x), pc_cfg["n_clusters"] or max(1, math.ceil(len(x) / pc_cfg["points_per_cluster"])))
+    # kmeans normalises its input in place for the cosine metric: hand it a copy.
+    _, assignments, distances = kmeans(
+        np.array(x, dtype=np.float32), n_clusters, pc_cfg["n_iters"], metric=c["metric"], seed=c["seed"]
+    )
+    common = dict(metric=c["metric"], device=c["device"])
+    if pc_cfg["objective"] != "coverage":
+        idx, radius = per_cluster_objective(x, assignments, distances, k, pc_cfg, c["seed"], **common)
+        return idx, radius, assignments
+    idx, radius, _ = per_cluster_k_center(x, assignments, k, allocation=pc_cfg["allocation"], seed=c["seed"], **common)
+    return idx, radius, assignments
+
+
+# coreset.method -> how the k points are picked (``auto`` resolves to exact or stratified by size)
+METHODS = {"exact": _exact, "stratified": _stratified, "per_cluster": _per_cluster}
+
+
 def select_coreset(x: np.ndarray, k: int, cfg: dict) -> tuple[np.ndarray, float, np.ndarray | None, str]:
     """(indices, covering radius, level-1 assignments of the partition used or None, method run)."""
     c = coreset_config(cfg)
     method = c["method"]
     if method == "auto":
         method = "exact" if len(x) * k <= 2e9 else "stratified"
-    common = dict(metric=c["metric"], device=c["device"])
-    if method == "exact":
-        idx, radius = k_center_greedy(x, k, start=c["start"], seed=c["seed"], **common)
-        return idx, radius, None, method
-    if method == "stratified":
-        idx, radius = stratified_k_center(x, k, start=c["start"], seed=c["seed"], **c["stratified"], **common)
-        return idx, radius, None, method
-    if method == "per_cluster":
-        from pipeline.kmeans.algorithm import kmeans
-
-        pc_cfg = c["per_cluster"]
-        n_clusters = min(len(x), pc_cfg["n_clusters"] or max(1, math.ceil(len(x) / pc_cfg["points_per_cluster"])))
-        # kmeans normalises its input in place for the cosine metric: hand it a copy.
-        _, assignments, distances = kmeans(
-            np.array(x, dtype=np.float32), n_clusters, pc_cfg["n_iters"], metric=c["metric"], seed=c["seed"]
-        )
-        if pc_cfg["objective"] != "coverage":
-            idx, radius = per_cluster_objective(x, assignments, distances, k, pc_cfg, c["seed"], **common)
-            return idx, radius, assignments, method
-        idx, radius, _ = per_cluster_k_center(
-            x, assignments, k, allocation=pc_cfg["allocation"], seed=c["seed"], **common
-        )
-        return idx, radius, assignments, method
-    raise ValueError(f"coreset method must be exact, stratified, per_cluster or auto; got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"coreset method must be {', '.join(METHODS)} or auto; got {method!r}")
+    idx, radius, assignments = METHODS[method](x, k, c)
+    return idx, radius, assignments, method
 
 
 def per_cluster_objective(
