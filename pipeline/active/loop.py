@@ -489,7 +489,7 @@ def select_batch(
     rows = np.arange(len(x)) if scored is None else scored
     labeled = np.zeros(len(x), dtype=bool)
     labeled[state.rows] = True
-    u = priority(cfg.strategy, probs, rng, sigma=cfg.sigma)
+    u = priority(cfg.strategy, probs, rng, cfg)
     u = np.where(labeled[rows], -np.inf, u)
     m = k if cfg.diversity == "none" else cfg.candidate_factor * k
     cand = rows[top_k(u, m)]
@@ -497,7 +497,7 @@ def select_batch(
         nbrs, _ = index.search_rows(x[cand], cfg.scale.neighbors)
         pool = np.unique(np.concatenate([cand, nbrs.reshape(-1)]))
         pool = pool[(pool >= 0) & ~labeled[pool]]
-        u_pool = priority(cfg.strategy, head.predict_proba(x[pool]), rng, sigma=cfg.sigma)
+        u_pool = priority(cfg.strategy, head.predict_proba(x[pool]), rng, cfg)
         cand = pool[top_k(u_pool, m)]
     cand = cand[~labeled[cand]]
     if cfg.diversity == "none":
@@ -505,15 +505,7 @@ def select_batch(
     # Diversity sees the candidates' priority ranks (best first), which every strategy shares.
     u_cand = np.arange(len(cand), 0, -1, dtype=np.float64)
     picks = diverse_select(
-        cfg.diversity,
-        x[cand],
-        u_cand,
-        k,
-        labeled_x=x[state.rows],
-        seed=int(rng.integers(2**31)),
-        block_size=cfg.block_size,
-        penalty=cfg.penalty,
-        n_clusters=cfg.n_clusters,
+        cfg.diversity, x[cand], u_cand, k, cfg, labeled_x=x[state.rows], seed=int(rng.integers(2**31))
     )
     return cand[picks].astype(np.int64)
 
