@@ -55,7 +55,6 @@ KNOWN = {
         "estimate_recall.confidence",
         "window_totals.confidence",
     },
-    "pipeline/dedup/semantic.py": {"keep_priority.seed", "leader_groups.block", "semantic_duplicates.block"},
     "pipeline/kmeans/algorithm.py": {
         "fit_group.init",
         "fit_group.init_sample_flops",
