@@ -39,32 +39,6 @@ GROUPS = {
 # Not fixed yet: file -> {"function.parameter"}. Areas other engineers are changing this round (fix
 # after their merge; kmeans: the metric l2 vs cosine and n_iters/chunk_mb disagree with conf/kmeans):
 KNOWN = {
-    "pipeline/active/diversity.py": {
-        "clustering.n_clusters",
-        "diverse_select.block_size",
-        "diverse_select.n_clusters",
-        "diverse_select.penalty",
-        "iterative_proximity.block_size",
-        "iterative_proximity.penalty",
-    },
-    "pipeline/active/evaluate.py": {"protocol_runs.n_starters"},
-    "pipeline/active/heads.py": {
-        "__init__.c",
-        "__init__.class_weight",
-        "__init__.epochs",
-        "__init__.hidden",
-        "__init__.lr",
-        "__init__.max_iter",
-        "__init__.weight_decay",
-    },
-    "pipeline/active/stopping.py": {
-        "estimate_export.confidence",
-        "estimate_export.threshold",
-        "estimate_recall.confidence",
-        "window_totals.confidence",
-    },
-    "pipeline/active/strategies.py": {"gaussian_weights.sigma", "priority.sigma"},
-    "pipeline/dedup/semantic.py": {"keep_priority.seed", "leader_groups.block", "semantic_duplicates.block"},
     "pipeline/kmeans/algorithm.py": {
         "fit_group.init",
         "fit_group.init_sample_flops",

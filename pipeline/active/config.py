@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, field, fields
 from typing import Any
 
-from pipeline.active.diversity import DIVERSITY
-from pipeline.active.strategies import STRATEGIES
+from pipeline.active.diversity import check_diversity
+from pipeline.active.strategies import check_strategy
 from pipeline.config import schema
 
 
@@ -104,10 +104,8 @@ class ActiveConfig:
         return out
 
     def validate(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.diversity not in DIVERSITY:
-            raise ValueError(f"diversity must be one of {DIVERSITY}, got {self.diversity!r}")
+        check_strategy(self.strategy)
+        check_diversity(self.diversity)
         if not 0 < self.budget <= 1:
             raise ValueError(f"budget must be in (0, 1], got {self.budget}")
         if self.batch_size < 1 or self.candidate_factor < 1:

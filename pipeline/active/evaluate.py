@@ -32,7 +32,7 @@ def protocol_runs(
     labels: Sequence[str],
     variants: Mapping[str, ActiveConfig],
     *,
-    n_starters: int = 10,
+    n_starters: int,
     seed: int = 0,
     classes: Sequence[str] | None = None,
     ids: Sequence[str] | None = None,

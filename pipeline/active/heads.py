@@ -12,6 +12,7 @@ Class weights (``class_weight="balanced"``, as in scikit-learn): ``s_c = n / (2 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -60,7 +61,7 @@ class Head:
     kind = "head"
     convex = False  # True: the fit's optimum does not depend on the starting weights
 
-    def __init__(self, seed: int = 0, class_weight: ClassWeight | float = "balanced"):
+    def __init__(self, seed: int, class_weight: ClassWeight | float):
         self.seed = int(seed)
         self.class_weight = class_weight
         self.mean: np.ndarray | None = None
@@ -131,14 +132,7 @@ class LogisticHead(Head):
     kind = "logistic"
     convex = True
 
-    def __init__(
-        self,
-        c: float = 1.0,
-        max_iter: int = 200,
-        tol: float = 1e-6,
-        seed: int = 0,
-        class_weight: ClassWeight | float = "balanced",
-    ):
+    def __init__(self, *, c: float, max_iter: int, class_weight: ClassWeight | float, tol: float = 1e-6, seed: int = 0):
         super().__init__(seed, class_weight)
         if c <= 0:
             raise ValueError(f"C must be > 0, got {c}")
@@ -201,12 +195,13 @@ class MLPHead(Head):
 
     def __init__(
         self,
-        hidden: int = 256,
-        epochs: int = 100,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
+        *,
+        hidden: int,
+        epochs: int,
+        lr: float,
+        weight_decay: float,
+        class_weight: ClassWeight | float,
         seed: int = 0,
-        class_weight: ClassWeight | float = "balanced",
     ):
         super().__init__(seed, class_weight)
         if hidden < 1 or epochs < 1 or lr <= 0:
@@ -268,16 +263,26 @@ class MLPHead(Head):
         self.fitted = True
 
 
-def build_head(cfg: dict | None, seed: int = 0) -> Head:
-    """``conf`` ``head`` node -> head: ``{kind: logistic|mlp, class_weight, c, max_iter, hidden, ...}``."""
-    cfg = dict(cfg or {})
-    kind = cfg.pop("kind", "logistic")
-    cfg.pop("standardize", None)
-    cw = cfg.pop("class_weight", "balanced")
-    if kind == "logistic":
-        return LogisticHead(seed=seed, class_weight=cw, **{k: cfg[k] for k in ("c", "max_iter", "tol") if k in cfg})
-    if kind == "mlp":
-        return MLPHead(
-            seed=seed, class_weight=cw, **{k: cfg[k] for k in ("hidden", "epochs", "lr", "weight_decay") if k in cfg}
-        )
-    raise ValueError(f"head.kind must be 'logistic' or 'mlp', got {kind!r}")
+def _logistic(cfg: dict, seed: int) -> Head:
+    tol = {"tol": cfg["tol"]} if "tol" in cfg else {}
+    return LogisticHead(c=cfg["c"], max_iter=cfg["max_iter"], class_weight=cfg["class_weight"], seed=seed, **tol)
+
+
+def _mlp(cfg: dict, seed: int) -> Head:
+    settings = {k: cfg[k] for k in ("hidden", "epochs", "lr", "weight_decay", "class_weight")}
+    return MLPHead(seed=seed, **settings)
+
+
+HEADS: dict[str, Callable[[dict, int], Head]] = {"logistic": _logistic, "mlp": _mlp}
+
+
+def build_head(cfg: dict, seed: int = 0) -> Head:
+    """``active.head`` node (every key of ``conf/active/default.yaml``'s ``head``; :class:`ActiveConfig` fills
+    them) -> head: ``{kind: logistic|mlp, class_weight, c, max_iter, hidden, epochs, lr, weight_decay}``."""
+    kind = cfg.get("kind")
+    if kind not in HEADS:
+        raise ValueError(f"head.kind must be one of {', '.join(HEADS)}, got {kind!r}")
+    missing = sorted({"class_weight", "c", "max_iter", "hidden", "epochs", "lr", "weight_decay"} - set(cfg))
+    if missing:
+        raise ValueError(f"head settings {missing} missing: pass the whole active.head node (ActiveConfig.head)")
+    return HEADS[kind](cfg, seed)

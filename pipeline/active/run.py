@@ -16,6 +16,7 @@ Outputs under ``<run_dir>/active/``:
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -43,6 +44,7 @@ from pipeline.artifacts import (
     EMBEDDINGS,
     read_run_embeddings,
 )
+from pipeline.atomic import atomic_path
 from pipeline.embed.reduce import query_transform
 from pipeline.io.tables import write_parquet_atomic
 from pipeline.progress import Progress
@@ -241,11 +243,9 @@ def write_outputs(
     )
     write_parquet_atomic(table, run.path(ACTIVE_LABELS))
     write_parquet_atomic(pa.Table.from_pylist(state.history), run.path(ACTIVE_ROUNDS))
-    import io
-
     buf = io.BytesIO()
     np.savez(buf, kind=np.array(result.head.kind), **{k: np.asarray(v) for k, v in result.head.state().items()})
-    with run.fs.open(run.local(ACTIVE_HEAD), "wb") as fh:
+    with atomic_path(run.local(ACTIVE_HEAD), run.fs) as tmp, run.fs.open(tmp, "wb") as fh:
         fh.write(buf.getvalue())
     summary: dict[str, Any] = {
         "n_pool": int(len(ids)),
@@ -293,31 +293,34 @@ def export_imagefolder(run: RunDir, table: pa.Table, mode: str = "copy") -> dict
     if mode not in ("copy", "symlink"):
         raise ValueError(f"export.imagefolder must be copy, symlink or none, got {mode!r}")
     final = run.local(ACTIVE_IMAGEFOLDER)
-    tmp = f"{final}.tmp-{os.getpid()}"
+    items = [
+        (item_id, uri, label)
+        for item_id, uri, label in zip(*(table.column(c).to_pylist() for c in ("id", "uri", "label")))
+        if label != "unsure"
+    ]
+    if not items:  # nothing to export: no folder
+        if run.fs.exists(final):
+            run.fs.rm(final, recursive=True)
+        return {}
     counts: dict[str, int] = defaultdict(int)
     by_shard: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
-    for item_id, uri, label in zip(*(table.column(c).to_pylist() for c in ("id", "uri", "label"))):
-        if label == "unsure":
-            continue
-        run.fs.makedirs(f"{tmp}/{label}", exist_ok=True)
-        target = f"{tmp}/{label}/{file_name(item_id, uri)}"
-        counts[label] += 1
-        base, _, frag = uri.partition("#")
-        if frag and base.endswith(".parquet"):
-            by_shard[base].append((int(frag), target, label))
-        elif mode == "symlink" and "://" not in uri and os.path.isfile(uri):
-            os.symlink(os.path.abspath(uri), target)
-        else:
-            _write_image(run, target, load_image_bytes(uri))
-    for base, items in by_shard.items():
-        with fsspec.open(base, "rb") as fh:
-            col = pq.read_table(fh, columns=["image"]).column("image")
-        for row, target, _ in items:
-            _write_image(run, target, col[row].as_py())
-    if run.fs.exists(final):
-        run.fs.rm(final, recursive=True)
-    if run.fs.exists(tmp):
-        run.fs.mv(tmp, final, recursive=True)
+    with atomic_path(final, run.fs) as tmp:
+        for item_id, uri, label in items:
+            run.fs.makedirs(f"{tmp}/{label}", exist_ok=True)
+            target = f"{tmp}/{label}/{file_name(item_id, uri)}"
+            counts[label] += 1
+            base, _, frag = uri.partition("#")
+            if frag and base.endswith(".parquet"):
+                by_shard[base].append((int(frag), target, label))
+            elif mode == "symlink" and "://" not in uri and os.path.isfile(uri):
+                os.symlink(os.path.abspath(uri), target)
+            else:
+                _write_image(run, target, load_image_bytes(uri))
+        for base, shard_items in by_shard.items():
+            with fsspec.open(base, "rb") as fh:
+                col = pq.read_table(fh, columns=["image"]).column("image")
+            for row, target, _ in shard_items:
+                _write_image(run, target, col[row].as_py())
     return dict(counts)
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
 
 import numpy as np
 
 from pipeline.active.loop import LoopState
 from pipeline.artifacts import ACTIVE_STATE
+from pipeline.atomic import atomic_path
 from pipeline.rundir import RunDir
 
 
@@ -27,12 +27,8 @@ class RunDirCheckpoint:
         self.fingerprint = step_fingerprint
 
     def _write(self, name: str, data: bytes) -> None:
-        target = self.run.local(self.folder, name)
-        self.run.fs.makedirs(self.run.local(self.folder), exist_ok=True)
-        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
-        with self.run.fs.open(tmp, "wb") as fh:
+        with atomic_path(self.run.local(self.folder, name), self.run.fs) as tmp, self.run.fs.open(tmp, "wb") as fh:
             fh.write(data)
-        self.run.fs.mv(tmp, target)
 
     def _read(self, name: str) -> bytes | None:
         path = self.run.local(self.folder, name)

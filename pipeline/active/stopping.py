@@ -139,7 +139,7 @@ def window_totals(
     audit_q: np.ndarray,
     audit_round: np.ndarray,
     *,
-    confidence: float = 0.95,
+    confidence: float,
     window: int | None = None,
 ) -> WindowTotals | None:
     """``sum_{U_t} f`` for each column of ``values`` (L, k), ``f`` of the labeled ``rows`` (L,) (unique; every
@@ -215,7 +215,7 @@ def estimate_recall(
     audit_q: np.ndarray,
     audit_round: np.ndarray,
     *,
-    confidence: float = 0.95,
+    confidence: float,
     window: int | None = None,
 ) -> RecallEstimate | None:
     """The human-labeled share above from the labeled set (``rows, labels, label_round``, each (L,)) and every
@@ -317,8 +317,8 @@ def estimate_export(
     audit_q: np.ndarray,
     audit_round: np.ndarray,
     *,
-    threshold: float = 0.5,
-    confidence: float = 0.95,
+    threshold: float,
+    confidence: float,
     window: int | None = None,
     calibration_scores: np.ndarray | None = None,
     calibration_ridge: float,

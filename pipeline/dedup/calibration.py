@@ -54,7 +54,6 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-KINDS = ("jpeg", "resize", "crop", "flip", "rot90", "colour")
 REFERENCE_RECALL = 0.9  # t_ref: this quantile of the synthetic copies' scores
 DETAIL_Z = (
     2.5  # detail gate: removals at t_ref plainer than the found synthetic copies by more than this z fail a level
@@ -67,32 +66,58 @@ def _jpeg(img: Image.Image, quality: int) -> bytes:
     return out.getvalue()
 
 
+def _jpeg_copy(img: Image.Image, rng: np.random.Generator) -> bytes:
+    return _jpeg(img, int(rng.integers(20, 76)))
+
+
+def _resize_copy(img: Image.Image, rng: np.random.Generator) -> bytes:
+    w, h = img.size
+    f = rng.uniform(0.3, 0.9)
+    return _jpeg(img.resize((max(8, round(w * f)), max(8, round(h * f))), Image.Resampling.BICUBIC), 90)
+
+
+def _crop_copy(img: Image.Image, rng: np.random.Generator) -> bytes:
+    w, h = img.size
+    cw, ch = round(w * rng.uniform(0.9, 0.99)), round(h * rng.uniform(0.9, 0.99))
+    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    return _jpeg(img.crop((x, y, x + cw, y + ch)), 90)
+
+
+def _flip_copy(img: Image.Image, rng: np.random.Generator) -> bytes:
+    return _jpeg(ImageOps.mirror(img) if rng.random() < 0.5 else ImageOps.flip(img), 90)
+
+
+def _rot90_copy(img: Image.Image, rng: np.random.Generator) -> bytes:
+    return _jpeg(img.rotate(90 * int(rng.integers(1, 4)), expand=True), 90)
+
+
+def _colour_copy(img: Image.Image, rng: np.random.Generator) -> bytes:
+    img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.6, 1.4))
+    img = ImageEnhance.Contrast(img).enhance(rng.uniform(0.8, 1.25))
+    img = ImageEnhance.Color(img).enhance(rng.uniform(0.5, 1.5))
+    return _jpeg(img, 90)
+
+
+# copy kind -> (RGB image, rng) -> the copy as a JPEG file (re-encoded at quality 90 unless the kind is jpeg)
+COPY_KINDS: dict[str, Callable[[Image.Image, np.random.Generator], bytes]] = {
+    "jpeg": _jpeg_copy,
+    "resize": _resize_copy,
+    "crop": _crop_copy,
+    "flip": _flip_copy,
+    "rot90": _rot90_copy,
+    "colour": _colour_copy,
+}
+KINDS = tuple(COPY_KINDS)
+
+
 def synthetic_copy(img: Image.Image, kind: str, rng: np.random.Generator) -> bytes:
     """A copy of RGB ``img`` as a JPEG file, over the ranges the step promises to find (README):
     ``jpeg`` (quality 20-75), ``resize`` (30-90% of the side), ``crop`` (90-99% of each side at a
     random offset), ``flip`` (left-right or up-down), ``rot90`` (90, 180 or 270 degrees), ``colour``
     (brightness 0.6-1.4, contrast 0.8-1.25, saturation 0.5-1.5)."""
-    w, h = img.size
-    if kind == "jpeg":
-        return _jpeg(img, int(rng.integers(20, 76)))
-    if kind == "resize":
-        f = rng.uniform(0.3, 0.9)
-        img = img.resize((max(8, round(w * f)), max(8, round(h * f))), Image.Resampling.BICUBIC)
-    elif kind == "crop":
-        cw, ch = round(w * rng.uniform(0.9, 0.99)), round(h * rng.uniform(0.9, 0.99))
-        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        img = img.crop((x, y, x + cw, y + ch))
-    elif kind == "flip":
-        img = ImageOps.mirror(img) if rng.random() < 0.5 else ImageOps.flip(img)
-    elif kind == "rot90":
-        img = img.rotate(90 * int(rng.integers(1, 4)), expand=True)
-    elif kind == "colour":
-        img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.6, 1.4))
-        img = ImageEnhance.Contrast(img).enhance(rng.uniform(0.8, 1.25))
-        img = ImageEnhance.Color(img).enhance(rng.uniform(0.5, 1.5))
-    else:
+    if kind not in COPY_KINDS:
         raise ValueError(f"unknown copy kind {kind!r}; known: {KINDS}")
-    return _jpeg(img, 90)
+    return COPY_KINDS[kind](img, rng)
 
 
 def joint_rank(copy_bits: np.ndarray, copy_residual: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:

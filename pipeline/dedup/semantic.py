@@ -13,10 +13,10 @@ to the cluster centroid first, the most typical copy), ``first`` (input order) o
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
-
-from pipeline.dedup.config import KEEP_RULES
 
 
 def exact_duplicates(hashes: list[str | None], priority: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -39,32 +39,54 @@ def exact_duplicates(hashes: list[str | None], priority: np.ndarray) -> tuple[np
     return np.asarray(dup, dtype=np.int64), np.asarray(kept, dtype=np.int64)
 
 
+def _largest_first(n: int, centroid_distance: np.ndarray | None, pixels: np.ndarray | None, seed: int) -> np.ndarray:
+    """Most ``pixels`` first, then input order (input order alone without pixel counts)."""
+    if pixels is None:
+        return np.arange(n, dtype=np.float64)
+    order = np.lexsort((np.arange(n), -np.asarray(pixels, dtype=np.int64)))
+    ranks = np.empty(n, dtype=np.float64)
+    ranks[order] = np.arange(n)
+    return ranks
+
+
+def _closest_to_centroid(
+    n: int, centroid_distance: np.ndarray | None, pixels: np.ndarray | None, seed: int
+) -> np.ndarray:
+    if centroid_distance is None:
+        raise ValueError("keep='centroid' needs the distance of each point to its centroid")
+    return np.asarray(centroid_distance, dtype=np.float64)
+
+
+def _input_order(n: int, centroid_distance: np.ndarray | None, pixels: np.ndarray | None, seed: int) -> np.ndarray:
+    return np.arange(n, dtype=np.float64)
+
+
+def _seeded_random(n: int, centroid_distance: np.ndarray | None, pixels: np.ndarray | None, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).permutation(n).astype(np.float64)
+
+
+# dedup.keep -> (n, centroid_distance, pixels, seed) -> (N,) ranks (names checked by pipeline/dedup/config.py)
+KEEP_PRIORITY: dict[str, Callable[[int, np.ndarray | None, np.ndarray | None, int], np.ndarray]] = {
+    "largest": _largest_first,
+    "centroid": _closest_to_centroid,
+    "first": _input_order,
+    "random": _seeded_random,
+}
+
+
 def keep_priority(
     n: int,
     rule: str,
     *,
     centroid_distance: np.ndarray | None = None,
     pixels: np.ndarray | None = None,
-    seed: int = 0,
+    seed: int,
 ) -> np.ndarray:
-    """(N,) float ranks: lower is kept first. ``largest``: most ``pixels`` first, then input order
-    (input order alone without pixel counts)."""
-    if rule == "largest":
-        if pixels is None:
-            return np.arange(n, dtype=np.float64)
-        order = np.lexsort((np.arange(n), -np.asarray(pixels, dtype=np.int64)))
-        ranks = np.empty(n, dtype=np.float64)
-        ranks[order] = np.arange(n)
-        return ranks
-    if rule == "centroid":
-        if centroid_distance is None:
-            raise ValueError("keep='centroid' needs the distance of each point to its centroid")
-        return np.asarray(centroid_distance, dtype=np.float64)
-    if rule == "first":
-        return np.arange(n, dtype=np.float64)
-    if rule == "random":
-        return np.random.default_rng(seed).permutation(n).astype(np.float64)
-    raise ValueError(f"keep must be one of {KEEP_RULES}, got {rule!r}")
+    """(N,) float ranks under ``rule`` (a name in :data:`KEEP_PRIORITY`): lower is kept first. ``largest``:
+    most ``pixels`` first, then input order (input order alone without pixel counts); ``random``: seeded."""
+    if rule not in KEEP_PRIORITY:
+        raise ValueError(f"keep must be one of {tuple(KEEP_PRIORITY)}, got {rule!r}")
+    return KEEP_PRIORITY[rule](n, centroid_distance, pixels, seed)
 
 
 def _similar_pairs(xn: torch.Tensor, threshold: float, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -115,7 +137,7 @@ def leaders_from_pairs(n: int, i: np.ndarray, j: np.ndarray, s: np.ndarray) -> t
     return kept_of, similarity
 
 
-def leader_groups(xn: np.ndarray, threshold: float, *, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def leader_groups(xn: np.ndarray, threshold: float, *, block: int) -> tuple[np.ndarray, np.ndarray]:
     """Greedy leader clustering of rows already sorted by keep priority (see module doc).
 
     Args:
@@ -139,7 +161,7 @@ def semantic_duplicates(
     eps: float,
     priority: np.ndarray,
     *,
-    block: int = 4096,
+    block: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-cluster leader grouping of (N, D) ``x`` at cosine >= 1 - eps.
 

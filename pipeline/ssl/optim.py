@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -31,6 +31,21 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, peak_lr: float
     return final_lr + (peak_lr - final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _lars(params: list[torch.nn.Parameter], lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    from lightly.utils.lars import LARS
+
+    return LARS(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+# ssl.optimizer.name -> (params, lr, momentum, weight_decay) -> optimizer (Adam/AdamW ignore the momentum)
+OPTIMIZERS: dict[str, Callable[[list[torch.nn.Parameter], float, float, float], torch.optim.Optimizer]] = {
+    "sgd": lambda params, lr, momentum, wd: torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd),
+    "lars": _lars,
+    "adam": lambda params, lr, momentum, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
+    "adamw": lambda params, lr, momentum, wd: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
+}
+
+
 def build_optimizer(
     params: Iterable[torch.nn.Parameter],
     name: str,
@@ -40,15 +55,6 @@ def build_optimizer(
     **_: Any,
 ) -> torch.optim.Optimizer:
     """``sgd`` | ``lars`` | ``adam`` | ``adamw`` at learning rate ``lr`` (the schedule overwrites it per step)."""
-    params = list(params)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "lars":
-        from lightly.utils.lars import LARS
-
-        return LARS(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}: use sgd, lars, adam or adamw")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}: use {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](list(params), lr, momentum, weight_decay)

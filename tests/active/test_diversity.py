@@ -9,7 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.active.diversity import coreset, diverse_select, iterative_proximity, largest_remainder_quotas
+from pipeline.active.config import ActiveConfig
+from pipeline.active.diversity import diverse_select
+from pipeline.active.diversity.clustering import largest_remainder_quotas
+from pipeline.active.diversity.coreset import coreset
+from pipeline.active.diversity.iterative_proximity import iterative_proximity
 
 
 def test_iterative_proximity_by_hand() -> None:
@@ -45,7 +49,7 @@ def test_clustering_takes_quota_from_each_cluster() -> None:
     sizes = [40, 20, 20]
     x = np.concatenate([c + 0.1 * rng.normal(size=(m, 2)) for c, m in zip(centers, sizes)])
     u = rng.random(len(x))
-    picks = diverse_select("clustering", x, u, 8, n_clusters=3, seed=0)
+    picks = diverse_select("clustering", x, u, 8, ActiveConfig.from_dict({"n_clusters": 3}), seed=0)
     owner = np.repeat([0, 1, 2], sizes)
     assert np.bincount(owner[picks], minlength=3).tolist() == [4, 2, 2]
     for c in range(3):  # inside each cluster, the most uncertain members
@@ -83,7 +87,7 @@ def test_every_method_returns_k_distinct() -> None:
     x = rng.normal(size=(100, 8)).astype(np.float32)
     u = rng.random(100)
     for method in ("none", "iterative_proximity", "clustering", "coreset"):
-        picks = diverse_select(method, x, u, 17, labeled_x=x[:5], seed=0)
+        picks = diverse_select(method, x, u, 17, ActiveConfig.from_dict({}), labeled_x=x[:5], seed=0)
         assert len(picks) == 17 and len(np.unique(picks)) == 17 and picks.max() < 100
     with pytest.raises(ValueError, match="unknown diversity"):
-        diverse_select("dpp", x, u, 3)
+        diverse_select("dpp", x, u, 3, ActiveConfig.from_dict({}), seed=0)

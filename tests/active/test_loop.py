@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -179,3 +181,37 @@ def test_human_labeler_guess_premarks_the_store(tmp_path) -> None:
     human = HumanLabeler(store, ["a", "b", "c"], ["/a.jpg", "/b.jpg", "/c.jpg"])
     assert human.guess(["a", "c"], np.array([True, False])) == 2
     assert store.guesses(["a", "b", "c"]) == {"a": "positive", "c": "negative"}
+
+
+def test_imagefolder_export_replaces_the_folder_whole_or_not_at_all(tmp_path) -> None:
+    """``active/imagefolder`` goes through the atomic helper: a rerun replaces it whole (no stale file), a
+    failing image leaves the previous export and no temporary; only ``unsure`` rows: no folder."""
+    import pyarrow as pa
+    from PIL import Image
+
+    from pipeline.active.run import export_imagefolder
+
+    files = []
+    for i in range(3):
+        Image.new("RGB", (4, 4), (60 * i, 0, 0)).save(tmp_path / f"img{i}.png")
+        files.append(str(tmp_path / f"img{i}.png"))
+    run = RunDir(str(tmp_path / "run"))
+    folder = tmp_path / "run" / "active" / "imagefolder"
+
+    def table(uris: list[str], labels: list[str]) -> pa.Table:
+        return pa.table({"id": [f"i{k}" for k in range(len(uris))], "uri": uris, "label": labels})
+
+    assert export_imagefolder(run, table(files, ["positive", "negative", "unsure"]), "copy") == {
+        "positive": 1,
+        "negative": 1,
+    }
+    (folder / "positive" / "stale.png").write_bytes(b"x")
+    assert export_imagefolder(run, table(files[:1], ["negative"]), "copy") == {"negative": 1}
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
+        "negative/" + os.listdir(folder / "negative")[0]
+    ]
+    with pytest.raises(FileNotFoundError):
+        export_imagefolder(run, table([files[1], str(tmp_path / "missing.png")], ["positive"] * 2), "copy")
+    assert sorted(os.listdir(folder)) == ["negative"]  # the previous export, untouched
+    assert sorted(os.listdir(folder.parent)) == ["imagefolder"]  # no temporary left
+    assert export_imagefolder(run, table(files[:1], ["unsure"]), "copy") == {} and not folder.exists()

@@ -15,6 +15,8 @@ from pipeline.active.state import RunDirCheckpoint
 from pipeline.active.stopping import audit_probabilities, draw_audit, estimate_export, estimate_recall
 from pipeline.rundir import RunDir
 
+STOP = ActiveConfig.from_dict({}).stop  # conf/active/default.yaml's stop node (confidence 0.95)
+
 
 def _label_round(
     log: dict[str, list], n: int, r: int, priority, audit_score: np.ndarray, k: int, m: int, uniform_share: float, rng
@@ -49,7 +51,14 @@ def _simulated_run(seed: int, rounds: int = 5, n: int = 1000, n_pos: int = 40, k
         _label_round(log, n, r, lambda u: score[u] + rng.normal(0, 0.1, len(u)), score, k, m, 0.5, rng)
         rr = np.array(rows)
         est = estimate_recall(
-            rr, y[rr].astype(np.int8), np.array(rnd), np.array(a_rows), np.array(a_q), np.array(a_round), window=3
+            rr,
+            y[rr].astype(np.int8),
+            np.array(rnd),
+            np.array(a_rows),
+            np.array(a_q),
+            np.array(a_round),
+            confidence=STOP.confidence,
+            window=3,
         )
         yield int(y.sum() - y[rr].sum()), int(y[rr].sum()) / n_pos, est
 
@@ -83,7 +92,7 @@ def test_estimator_is_unbiased_and_its_interval_covers_the_truth() -> None:
 
 def test_no_estimate_before_the_first_audit_and_counts() -> None:
     empty = np.zeros(0)
-    assert estimate_recall([1, 2], [1, 0], [0, 0], empty, empty, empty) is None
+    assert estimate_recall([1, 2], [1, 0], [0, 0], empty, empty, empty, confidence=STOP.confidence) is None
     # round 1 audited rows 5 (positive, drawn twice) and 6; row 7 (positive) labeled in round 2
     est = estimate_recall(
         rows=[1, 2, 5, 6, 7],
@@ -92,6 +101,7 @@ def test_no_estimate_before_the_first_audit_and_counts() -> None:
         audit_rows=np.array([5, 5, 6]),
         audit_q=np.array([0.1, 0.1, 0.01]),
         audit_round=np.array([1, 1, 1]),
+        confidence=STOP.confidence,
     )
     # P^ = (10 + 10 + 0) / 3; minus the audit's own positive and the later one
     assert est.remaining_raw == pytest.approx(20 / 3 - 2)
@@ -299,9 +309,11 @@ def _simulated_export(
             np.array(a_rows),
             np.array(a_q),
             np.array(a_round),
+            threshold=0.5,
+            confidence=STOP.confidence,
             window=3,
             calibration_scores=p[rr] if calibrate else None,
-            calibration_ridge=ActiveConfig.from_dict({}).stop.calibration_ridge,
+            calibration_ridge=STOP.calibration_ridge,
         )
         called = unl & (p >= 0.5)
         tp, fp_true, fn_true = int((called & y).sum()), int((called & ~y).sum()), int((unl & ~called & y).sum())

@@ -5,9 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.active.strategies import entropy, gaussian_weights, least_confidence, margin, priority, top_k
+from pipeline.active.config import ActiveConfig
+from pipeline.active.strategies import priority, top_k
+from pipeline.active.strategies.entropy import entropy
+from pipeline.active.strategies.gaussian import gaussian_weights
+from pipeline.active.strategies.least_confidence import least_confidence
+from pipeline.active.strategies.margin import margin
 
 P = np.array([0.9, 0.5, 0.2, 0.6, 0.0])
+CFG = ActiveConfig.from_dict({"sigma": 0.1})
 
 
 def test_binary_scores_by_hand() -> None:
@@ -36,7 +42,7 @@ def test_multiclass_scores_differ() -> None:
     ],
 )
 def test_priority_order(strategy: str, expected: list[int]) -> None:
-    u = priority(strategy, P, np.random.default_rng(0))
+    u = priority(strategy, P, np.random.default_rng(0), CFG)
     assert top_k(u, 5).tolist() == expected
 
 
@@ -51,18 +57,18 @@ def test_gaussian_weights_and_sampling() -> None:
         gaussian_weights(np.array([0.5, 0.6, 0.3]), sigma=0.1), [1.0, np.exp(-0.5), np.exp(-2.0)], rtol=1e-5
     )
     p = np.array([0.5] * 50 + [0.99] * 950)
-    picks = np.concatenate([top_k(priority("gaussian", p, np.random.default_rng(s)), 20) for s in range(20)])
+    picks = np.concatenate([top_k(priority("gaussian", p, np.random.default_rng(s), CFG), 20) for s in range(20)])
     # 50 images with weight 1 vs 950 with weight exp(-0.49^2/0.02) ~ 6e-6: the sample is all from the first 50
     assert (picks < 50).all()
-    a = priority("gaussian", p, np.random.default_rng(3))
-    b = priority("gaussian", p, np.random.default_rng(3))
+    a = priority("gaussian", p, np.random.default_rng(3), CFG)
+    b = priority("gaussian", p, np.random.default_rng(3), CFG)
     np.testing.assert_array_equal(a, b)
 
 
 def test_random_is_uniform_without_replacement() -> None:
     counts = np.zeros(10)
     for s in range(2000):
-        pick = top_k(priority("random", np.full(10, 0.5), np.random.default_rng(s)), 3)
+        pick = top_k(priority("random", np.full(10, 0.5), np.random.default_rng(s), CFG), 3)
         assert len(set(pick.tolist())) == 3
         counts[pick] += 1
     np.testing.assert_allclose(counts / 2000, 0.3, atol=0.05)
@@ -70,7 +76,7 @@ def test_random_is_uniform_without_replacement() -> None:
 
 def test_bad_input() -> None:
     with pytest.raises(ValueError, match="unknown strategy"):
-        priority("bald", P, np.random.default_rng(0))
+        priority("bald", P, np.random.default_rng(0), CFG)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         least_confidence(np.array([1.5]))
     with pytest.raises(ValueError, match="sigma"):

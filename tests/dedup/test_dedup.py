@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from pipeline.dedup import run as dedup_run
+from pipeline.dedup.config import KEEP_RULES
 from pipeline.dedup.hashing import SignatureStage, pixel_hash
 from pipeline.dedup.run import find_duplicates, run_dedup, semantic_in_batches
-from pipeline.dedup.semantic import exact_duplicates, keep_priority, leader_groups, semantic_duplicates
+from pipeline.dedup.semantic import KEEP_PRIORITY, exact_duplicates, keep_priority, leader_groups, semantic_duplicates
 from pipeline.io.tables import embeddings_to_arrow, write_parquet_atomic
 from pipeline.progress import Progress, read_log
 from pipeline.rundir import RunDir
@@ -94,7 +95,7 @@ def test_semantic_finds_injected_copies(keep):
     assignments[400:] = assignments[src]  # copies in their original's cluster
     dist = 1 - (unit(x) @ unit(x).mean(0))
     priority = keep_priority(len(x), keep, centroid_distance=dist, seed=1)
-    kept_of, sim = semantic_duplicates(x, assignments, 0.03, priority)
+    kept_of, sim = semantic_duplicates(x, assignments, 0.03, priority, block=4096)
     pairs = {frozenset((400 + c, s)) for c, s in enumerate(src)}
     found = {frozenset((i, int(kept_of[i]))) for i in np.flatnonzero(kept_of != np.arange(len(x)))}
     assert found == pairs
@@ -104,10 +105,10 @@ def test_semantic_finds_injected_copies(keep):
 
 def test_semantic_respects_clusters_and_bad_eps():
     x = np.repeat(unit(np.random.default_rng(0).normal(size=(5, 8))), 2, axis=0).astype(np.float32)
-    kept_of, _ = semantic_duplicates(x, np.arange(10) % 2, 0.01, np.arange(10.0))
+    kept_of, _ = semantic_duplicates(x, np.arange(10) % 2, 0.01, np.arange(10.0), block=4096)
     assert (kept_of == np.arange(10)).all()  # every copy sits in the other cluster
     with pytest.raises(ValueError):
-        semantic_duplicates(x, np.zeros(10, int), 1.5, np.arange(10.0))
+        semantic_duplicates(x, np.zeros(10, int), 1.5, np.arange(10.0), block=4096)
 
 
 @settings(max_examples=10, deadline=None)
@@ -131,7 +132,7 @@ def test_semantic_in_batches_of_whole_clusters_matches_one_pass(monkeypatch):
     base = np.random.default_rng(1).integers(0, 9, 300)
     assignments = np.concatenate([base, base[src]])  # a copy in its original's cluster
     priority = np.random.default_rng(2).permutation(len(x)).astype(np.float64)
-    whole = semantic_duplicates(x, assignments, 0.05, priority)
+    whole = semantic_duplicates(x, assignments, 0.05, priority, block=4096)
     monkeypatch.setattr(dedup_run, "SEMANTIC_BATCH_ROWS", 70)
     bar = Progress("dedup/semantic", len(x), stream=None)
     batched = semantic_in_batches(x, assignments, 0.05, priority, block=4096, bar=bar)
@@ -189,3 +190,14 @@ def test_run_dedup_writes_outputs_and_resumes(tmp_path, monkeypatch):
     assert run_dedup(run, cfg) == counts  # resumed from marker
     with pytest.raises(ValueError, match=r"dedup\.epsilon: did you mean dedup\.eps"):
         run_dedup(run, {"epsilon": 0.1})
+
+
+def test_keep_rules_by_hand_and_every_configurable_rule_has_an_entry():
+    assert tuple(KEEP_PRIORITY) == KEEP_RULES  # dedup.keep validation and the registry name the same rules
+    pixels = np.array([10, 40, 40, 5])
+    assert keep_priority(4, "largest", pixels=pixels, seed=0).tolist() == [2, 0, 1, 3]
+    assert keep_priority(4, "largest", seed=0).tolist() == [0, 1, 2, 3]
+    assert keep_priority(3, "centroid", centroid_distance=np.array([0.3, 0.1, 0.2]), seed=0).tolist() == [0.3, 0.1, 0.2]
+    assert sorted(keep_priority(5, "random", seed=3).tolist()) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="keep must be one of"):
+        keep_priority(3, "smallest", seed=0)

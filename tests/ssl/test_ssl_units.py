@@ -14,7 +14,7 @@ from PIL import Image
 from pipeline.backbones import build_ssl_backbone
 from pipeline.backbones.small_cnn import SmallCNN
 from pipeline.ssl.checkpoint import load_backbone, read_checkpoint, save_checkpoint
-from pipeline.ssl.optim import build_optimizer, scaled_lr, warmup_cosine
+from pipeline.ssl.optim import OPTIMIZERS, build_optimizer, scaled_lr, warmup_cosine
 from pipeline.ssl.train import build_model, checkpoint_meta, train_step
 from pipeline.ssl.transforms import TwoViewCollate, batch_seed
 
@@ -244,3 +244,15 @@ def test_satellite_augmentation_draws_all_8_symmetries_uniformly():
     assert (counts > 0).all() and chisquare(counts).pvalue > 1e-3, counts
     simclr = yaml.safe_load((REPO / "conf" / "ssl" / "augment" / "simclr.yaml").read_text())
     assert (_symmetry_counts(simclr) > 0).sum() < 8  # the plain preset does not rotate: not all 8
+
+
+def test_every_optimizer_name_builds_its_optimizer_with_the_settings():
+    from lightly.utils.lars import LARS
+
+    expected = {"sgd": torch.optim.SGD, "lars": LARS, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    assert set(OPTIMIZERS) == set(expected)
+    for name, cls in expected.items():
+        optimizer = build_optimizer(SmallCNN(4, 1).parameters(), name, lr=0.05, momentum=0.8, weight_decay=1e-4)
+        group = optimizer.param_groups[0]
+        assert type(optimizer) is cls and group["lr"] == 0.05 and group["weight_decay"] == 1e-4
+        assert group.get("momentum", 0.8) == 0.8  # Adam/AdamW have no momentum setting
