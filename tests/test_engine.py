@@ -76,19 +76,8 @@ def test_local_engine_runs_tasks_and_actors_here_in_order():
 
 @pytest.mark.slow
 def test_ray_engine_gives_the_local_results_in_input_order(ray_session):
+    """Ray actors through the engine: tests/test_engine_steps.py (k-means level 1)."""
     args = [(x,) for x in range(9)]  # more tasks than the in-flight limit (2 per CPU): the window slides
     assert engine.RAY.run_tasks(_square_plus, iter(args), (1,), num_cpus=0.5) == engine.LOCAL.run_tasks(
         _square_plus, args, (1,), num_cpus=0.5
     )
-    (actor,) = engine.RAY.start_actors(_Counter, [{"start": 3}], num_cpus=0.25)
-    assert ray_session.get(actor.add.remote(2)) == 5
-    ray_session.kill(actor)
-
-
-class _Counter:
-    def __init__(self, start: int):
-        self.value = start
-
-    def add(self, n: int) -> int:
-        self.value += n
-        return self.value

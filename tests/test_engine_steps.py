@@ -139,12 +139,13 @@ def test_dedup_copies_auto_above_the_threshold_run_on_ray(ray_session, ray_calls
 def test_kmeans_auto_above_the_threshold_runs_on_ray_actors(ray_session, ray_calls, tmp_path, monkeypatch):
     from pipeline.artifacts import load_levels
 
+    cfg = {**KMEANS, "in_process": "auto", "n_actors": 1}  # one actor: the cheapest Ray start
     small = _blob_run(tmp_path / "small")
-    run_cluster(small, {**KMEANS, "in_process": "auto"})
+    run_cluster(small, cfg)
     assert ray_calls == []
     monkeypatch.setattr(kmeans_plan, "AUTO_IN_PROCESS_FLOP", 0)  # every level 1 is "large" now
     large = _blob_run(tmp_path / "large")
-    run_cluster(large, {**KMEANS, "in_process": "auto"})
+    run_cluster(large, cfg)
     assert ray_calls == ["start_actors"]
     for a, b in zip(load_levels(small)[1], load_levels(large)[1]):
         np.testing.assert_array_equal(a.assignments, b.assignments)
