@@ -362,8 +362,12 @@ def _level_group(
     if level > 1:
         return LocalGroup([Shard(previous, **shard_kwargs(kc, *previous.shape))])
     group, _ = start_shards(plan_shards(files, _n_actors(kc), dup), kc, engine)
-    clear_cluster_points(run)
-    group.call_each("write_ids", {i: (cluster_points_part(run, i),) for i in range(len(group))})
+    try:
+        clear_cluster_points(run)
+        group.call_each("write_ids", {i: (cluster_points_part(run, i),) for i in range(len(group))})
+    except BaseException:
+        group.close()
+        raise
     return group
 
 
