@@ -3,9 +3,10 @@
 Every step gets its engine from one function, :func:`select_engine` (or :func:`engine_for`, its
 form for a size and a threshold), from its own setting (``embed.engine``, ``dedup.copies.engine``,
 ``kmeans.in_process``) and whether its input is small; then it runs its work through the engine's
-operations (:meth:`Engine.run_tasks`, :meth:`Engine.start_actors`, :meth:`Engine.start`) and never
-asks Ray itself. ``auto`` chooses Ray for a job that joined a cluster (:func:`set_cluster`), for an
-input of unknown size, and above the step's threshold; else this process.
+operations (:meth:`Engine.run_tasks`, :meth:`Engine.start_actors`), or, for a body written for one
+engine (embed's Ray Data pipeline), runs that engine's body after :meth:`Engine.start`. ``auto``
+chooses Ray for a job that joined a cluster (:func:`set_cluster`), for an input of unknown size,
+and above the step's threshold; else this process.
 
 A job that would start its own local Ray (no ``ray.address``) hands the start to
 :func:`set_ray_starter` instead of starting it: the first :class:`RayEngine` operation calls
