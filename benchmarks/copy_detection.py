@@ -224,7 +224,7 @@ def bench_scale(n: int, threshold: float, min_corr: float, overrides: dict) -> d
     from pipeline.dedup.config import dedup_config
     from pipeline.dedup.copies import descriptor_correlation, sharded_copy_scores
     from pipeline.dedup.perceptual import d4_phash, descriptors
-    from pipeline.engine import choose_engine
+    from pipeline.engine import BY_NAME, choose_engine
 
     load_before = os.getloadavg()
 
@@ -253,7 +253,7 @@ def bench_scale(n: int, threshold: float, min_corr: float, overrides: dict) -> d
     t3 = time.perf_counter()
     phase(f"candidate search ({stats}, {len(i)} pairs)", t2)
     register = descriptor_correlation(desc, i, j) >= min_corr
-    engine = stats["engine"]
+    engine = BY_NAME[stats["engine"]]
     bits, residual = sharded_copy_scores(hashes, grids, i, j, np.zeros(len(i), bool), engine=engine)
     t4 = time.perf_counter()
     phase("direct verification", t3)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from pipeline.coreset.kcenter import Metric, k_center_greedy
+from pipeline.engine import ray_running, select_engine
 from pipeline.kmeans.hierarchical import sort_clusters
 from pipeline.sampling.water_filling import water_filling
 
@@ -85,17 +86,10 @@ def per_cluster_k_center(
         raise ValueError("budgets must be (C,) with 0 <= b_j <= cluster size")
     groups = [members[offsets[j] : offsets[j + 1]] for j in range(n_clusters)]
     if use_ray is None:
-        import ray
-
-        use_ray = ray.is_initialized()
-    if use_ray:
-        import ray
-
-        task = ray.remote(num_cpus=cpus_per_task)(_cluster_task)
-        x_ref = ray.put(x)
-        results = ray.get([task.remote(x_ref, g, int(b), metric, device, threads) for g, b in zip(groups, budgets)])
-    else:
-        results = [_cluster_task(x, g, int(b), metric, device, threads) for g, b in zip(groups, budgets)]
+        use_ray = ray_running()
+    engine = select_engine("ray" if use_ray else "local", small=None, what="coreset")
+    tasks = ((g, int(b), metric, device, threads) for g, b in zip(groups, budgets))
+    results = engine.run_tasks(_cluster_task, tasks, (x,), num_cpus=cpus_per_task)
     picks = np.concatenate([r[0] for r in results]) if results else np.empty(0, dtype=np.int64)
     radii = np.array([r[1] for r in results], dtype=np.float64)
     # A cluster with budget 0 is uncovered by its own centers: report +inf rather than hide it.

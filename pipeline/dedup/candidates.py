@@ -16,7 +16,7 @@ Each image carries the pHash of its 8 symmetries and its 8 x 8 block descriptors
   ``flat_max`` images, above it an IVF index (L2 on the unit rows, 8-bit scalar-quantised rows)
   trained on a sample and searched in shards of queries (one task each). This finds the crops, whose pHash moved.
 
-Where the tasks run is :func:`pipeline.engine.choose_engine`'s call (``dedup.copies.engine``):
+Where the tasks run is :func:`pipeline.engine.engine_for`'s call (``dedup.copies.engine``):
 in this process, or as Ray tasks that receive only the hash codes (one band each) or the
 serialised index and one shard of query descriptors. Both give the same pairs.
 """
@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
 
 import numpy as np
 
 from pipeline.dedup.perceptual import HASH_BITS
+from pipeline.engine import LOCAL, Engine, engine_for
 
 
 def unique_pairs(i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -67,29 +67,7 @@ def quantizer_ef(nprobe: int) -> int:
     return max(32, 2 * nprobe)
 
 
-def run_tasks(fn: Callable, args: Iterable[tuple], shared: tuple, engine: str) -> list:
-    """``[fn(*shared, *a) for a in args]``, in process or as one Ray task each (``shared`` put once;
-    ``args`` consumed lazily, at most two tasks per cluster CPU in flight, so the arguments of
-    pending tasks do not fill the object store)."""
-    if engine != "ray":
-        return [fn(*shared, *a) for a in args]
-    import ray
-
-    from pipeline.engine import ensure_ray
-
-    ensure_ray()
-    refs = [ray.put(s) for s in shared]
-    task = ray.remote(num_cpus=0.5)(fn)
-    limit = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-    out: dict[int, object] = {}
-    pending: dict = {}
-    for k, a in enumerate(args):
-        if len(pending) >= limit:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            out[pending.pop(done[0])] = ray.get(done[0])
-        pending[task.remote(*refs, *a)] = k
-    out.update({k: ray.get(ref) for ref, k in pending.items()})
-    return [out[k] for k in range(len(out))]
+TASK_CPUS = 0.5  # CPUs of one Ray task (a hash band, a shard of kNN queries, a shard of pairs to score)
 
 
 def _band_join(codes: np.ndarray, lo: int, hi: int, radius: int, max_bucket: int | None, chunk: int) -> tuple:
@@ -130,7 +108,7 @@ def hamming_pairs(
     max_bucket: int | None = None,
     chunk: int = 1 << 22,
     stats: dict | None = None,
-    engine: str = "local",
+    engine: Engine = LOCAL,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i < j) with ``min_g Hamming(hashes[i, g], hashes[j, 0]) <= radius``, by multi-index hashing.
 
@@ -140,12 +118,13 @@ def hamming_pairs(
             queries that met one are counted in ``stats["skipped_queries"]``, which makes the
             result a subset of the exact one.
         chunk: joined pairs checked at a time (memory ~ 40 bytes each).
-        engine: ``local`` (bands one after the other here) or ``ray`` (one task per band).
+        engine: :class:`~pipeline.engine.LocalEngine` (bands one after the other here) or
+            :class:`~pipeline.engine.RayEngine` (one task per band).
     """
     codes = codes64(hashes)
     edges = np.linspace(0, HASH_BITS, radius + 2).round().astype(np.int64)
     bands = [(int(lo), int(hi), radius, max_bucket, chunk) for lo, hi in zip(edges[:-1], edges[1:])]
-    parts = run_tasks(_band_join, bands, (codes,), engine)
+    parts = engine.run_tasks(_band_join, bands, (codes,), num_cpus=TASK_CPUS)
     if stats is not None:
         stats.update(radius=int(radius), bands=int(radius + 1), skipped_queries=sum(p[2] for p in parts))
     return unique_pairs(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
@@ -197,7 +176,7 @@ def descriptor_pairs(
     train_iters: int,
     seed: int,
     shard: int = 65_536,
-    engine: str = "local",
+    engine: Engine = LOCAL,
     threads: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of each image with its ``neighbours`` most correlated other images (best symmetry).
@@ -208,7 +187,7 @@ def descriptor_pairs(
     trained (``train_iters`` k-means iterations) on ``min(N, train_per_list nlist)`` seeded rows,
     ``nprobe`` lists searched: ``O(8 N (nprobe list_size + log nlist))``, linear in N, against
     flat's ``O(8 N^2)``. Queries (the 8 symmetries
-    of each image) in shards of ``shard`` images, one task each on ``engine`` ``ray`` (``threads``
+    of each image) in shards of ``shard`` images, one task each on a :class:`~pipeline.engine.RayEngine` (``threads``
     FAISS threads per task, 0 = FAISS's default).
 
     Args:
@@ -237,7 +216,7 @@ def descriptor_pairs(
     index_bytes = faiss.serialize_index(index)
     del index
     shards = ((desc[a : a + shard], a, k, neighbours, nprobe, threads) for a in range(0, n, shard))
-    parts = run_tasks(_search_shard, shards, (index_bytes,), engine)
+    parts = engine.run_tasks(_search_shard, shards, (index_bytes,), num_cpus=TASK_CPUS)
     return unique_pairs(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
@@ -251,11 +230,9 @@ def candidate_pairs(
             ``neighbours``, ``flat_max``, ``nprobe``, ``list_size``, ``train_per_list``, ``train_iters``,
             ``engine``, ``local_max_images``) and ``seed``.
     """
-    from pipeline.engine import choose_engine
-
     stats = {} if stats is None else stats
     n = len(hashes)
-    engine = choose_engine(str(cfg["engine"]), n, int(cfg["local_max_images"]), what="dedup.copies")
+    engine = engine_for(str(cfg["engine"]), n, int(cfg["local_max_images"]), what="dedup.copies")
     radius = band_radius(n, int(cfg["max_radius"]), int(cfg["bucket_size"]))
     t0 = time.perf_counter()
     hi, hj = hamming_pairs(hashes, radius, max_bucket=int(cfg["max_bucket"]), stats=stats, engine=engine)
@@ -270,10 +247,10 @@ def candidate_pairs(
         train_iters=int(cfg["train_iters"]),
         seed=int(cfg["seed"]),
         engine=engine,
-        threads=1 if engine == "ray" else 0,
+        threads=0 if engine is LOCAL else 1,
     )
     stats.update(
-        engine=engine,
+        engine=engine.name,
         hamming_pairs=int(len(hi)),
         descriptor_pairs=int(len(di)),
         hash_bands_s=round(t1 - t0, 2),

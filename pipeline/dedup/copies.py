@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.dedup.candidates import codes64, run_tasks
+from pipeline.dedup.candidates import TASK_CPUS, codes64
 from pipeline.dedup.perceptual import (
     CROP_SCALES,
     GRID,
@@ -35,6 +35,7 @@ from pipeline.dedup.perceptual import (
     window_grid,
     windows,
 )
+from pipeline.engine import LOCAL, Engine
 
 RESIDUAL_BLOCK = 4  # pixels of the 32-grid per side of a residual block
 
@@ -121,11 +122,11 @@ def sharded_copy_scores(
     *,
     scales: tuple[float, ...] = CROP_SCALES,
     shard: int = 65536,
-    engine: str = "local",
+    engine: Engine = LOCAL,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`copy_scores` in shards of ``shard`` pairs, one Ray task each on ``engine`` ``ray``: a
+    """:func:`copy_scores` in shards of ``shard`` pairs, one Ray task each on a :class:`~pipeline.engine.RayEngine`: a
     task receives only the hashes and grids of its own pairs' images (~2 kB per image)."""
-    if engine != "ray" or len(i) <= shard:
+    if engine is LOCAL or len(i) <= shard:
         return copy_scores(hashes, grids, i, j, register=register, scales=scales)
 
     def shards():
@@ -135,7 +136,7 @@ def sharded_copy_scores(
             li, lj = np.split(local, 2)
             yield hashes[rows], grids[rows], li, lj, register[s], tuple(scales)
 
-    parts = run_tasks(_shard_scores, shards(), (), engine)
+    parts = engine.run_tasks(_shard_scores, shards(), (), num_cpus=TASK_CPUS)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 

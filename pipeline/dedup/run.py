@@ -41,6 +41,7 @@ from pipeline.dedup.hashing import (
     uri_signatures,
 )
 from pipeline.dedup.semantic import exact_duplicates, keep_priority, semantic_duplicates
+from pipeline.engine import BY_NAME
 from pipeline.progress import Progress
 from pipeline.rundir import RunDir
 
@@ -122,13 +123,10 @@ def near_duplicates(
         (kept_of (n,) int64 local row of the representative, distance (n,) int64 pHash copy bits to
         it, record: threshold, calibration estimates, candidate counts, timings).
     """
-    from pipeline.dedup.calibration import KINDS as COPY_KINDS
-    from pipeline.dedup.calibration import gated_threshold, grid_detail, synthetic_copy
     from pipeline.dedup.candidates import candidate_pairs
     from pipeline.dedup.copies import copy_scores, descriptor_correlation, sharded_copy_scores
     from pipeline.dedup.grouping import keeper_groups
     from pipeline.dedup.perceptual import d4_phash, descriptors
-    from pipeline.io.images import decode_rgb
 
     n = len(sig.grids)
     fixed = cfg["threshold"]
@@ -142,16 +140,8 @@ def near_duplicates(
     if fixed is None:  # synthetic copies: their scores set the threshold, their descriptors who gets registered
         if load is None:
             raise ValueError("calibrating dedup.copies.threshold needs the images; or set dedup.copies.threshold")
-        rng = np.random.default_rng(int(cfg["seed"]))
-        sample = np.sort(rng.choice(n, size=min(int(cfg["calibration_sample"]), n), replace=False))
-        kinds = np.array([COPY_KINDS[k % len(COPY_KINDS)] for k in range(len(sample))])
-        blobs = [synthetic_copy(decode_rgb(b), k, rng) for b, k in zip(load(sample), kinds)]
-        grids = np.concatenate([sig.grids, image_signatures(blobs).grids])
-        copies = n + np.arange(len(sample))
-        copy_hashes = np.concatenate([hashes, d4_phash(grids[n:])])
-        if min_corr is None:
-            copy_corr = descriptor_correlation(np.concatenate([desc, descriptors(grids[n:])]), sample, copies)
-            min_corr = float(copy_corr.min()) - float(cfg["register_margin"]) if len(copy_corr) else -1.0
+        synth = _synthetic_copies(sig, hashes, desc, cfg, load)
+        min_corr = synth["min_corr"] if min_corr is None else min_corr
     min_corr = -1.0 if min_corr is None else float(min_corr)
     register = descriptor_correlation(desc, i, j) >= min_corr
     record.update(
@@ -190,7 +180,9 @@ def near_duplicates(
 
     def scored_with(scales: tuple[float, ...]) -> dict:
         t2 = time.perf_counter()
-        bits, residual = sharded_copy_scores(hashes, sig.grids, i, j, register, scales=scales, engine=record["engine"])
+        bits, residual = sharded_copy_scores(
+            hashes, sig.grids, i, j, register, scales=scales, engine=BY_NAME[record["engine"]]
+        )
         # pairs verified on demand, scored once: sorted keys a * n + b with their bits and residual
         asked = {"key": np.zeros(0, np.int64), "bits": np.zeros(0, np.int64), "residual": np.zeros(0, np.float32)}
         return {"scales": scales, "bits": bits, "residual": residual, "asked": asked, "s": time.perf_counter() - t2}
@@ -201,49 +193,96 @@ def near_duplicates(
         scored = scored_with(grids_tried[0])
         record.update(threshold=float(fixed), calibrated=False, reliable=True, verify_s=round(scored["s"], 2))
     else:
-        pool_detail = grid_detail(sig.grids)
-        copy_detail = np.minimum(pool_detail[sample], grid_detail(grids[n:]))
-        best = None
-        for scales in grids_tried:  # finer registration only while crops are recalled below retry_crop_recall
-            cur = scored_with(scales)
-            copy_bits, copy_res = copy_scores(copy_hashes, grids, sample, copies, scales=scales)
-            est, score, ok, copy_score = gated_threshold(
-                copy_bits,
-                copy_res,
-                copy_detail,
-                pool_detail,
-                lambda t, sc, v: group(t, sc, v, cur)[0],  # noqa: B023 (used in this iteration)
-                detail_levels=list(cfg["detail_levels"]),
-                recall_levels=list(cfg["recall_levels"]),
-                max_false_match=float(cfg["max_false_match"]),
-            )
-            t = est["threshold"] if est["threshold"] is not None else -np.inf
-            by_kind = {k: round(float((copy_score[kinds == k] <= t).mean()), 3) for k in COPY_KINDS}
-            if best is None or (est["reliable"] and est["recall_estimate"] > best[1]["recall_estimate"]):
-                best = (cur, est, score, ok, by_kind)
-            if best[4]["crop"] >= float(cfg["retry_crop_recall"]):
-                break
-        scored, est, pair_score, verifiable, by_kind = best
-        record.update(
-            calibrated=True,
-            sample=int(len(sample)),
-            **est,
-            recall_by_kind=by_kind,
-            crop_scales=list(scored["scales"]),
-            verify_s=round(scored["s"], 2),
-        )
-        if not est["reliable"]:
-            log.warning(
-                "dedup: copy detection unreliable on this collection (strictest setting removes %.1f%% of distinct "
-                "images > max_false_match %.1f%%): near-duplicates kept",
-                100 * est["false_match_rate"],
-                100 * float(cfg["max_false_match"]),
-            )
-        elif est["unverifiable"]:
-            log.info("dedup: %d near-flat images too plain to verify copies of: kept", est["unverifiable"])
+        scored, pair_score, verifiable = _calibrate(sig.grids, synth, grids_tried, cfg, group, scored_with, record)
     limit = record["threshold"] if record["threshold"] is not None else -np.inf
     kept_of, dist = group(limit, pair_score, verifiable, scored)
     return kept_of, dist.astype(np.int64), record
+
+
+def _synthetic_copies(
+    sig: Signatures, hashes: np.ndarray, desc: np.ndarray, cfg: dict, load: Callable[[np.ndarray], Sequence]
+) -> dict:
+    """A seeded sample of ``calibration_sample`` rows and one synthetic copy of each (kinds in turn):
+    ``sample`` (m,), ``kinds`` (m,), ``grids`` (n + m, ...) pool then copies, ``copies`` (m,) their
+    rows, ``copy_hashes``, and ``min_corr``: the lowest copy-to-original descriptor correlation
+    minus ``register_margin`` (who gets registered)."""
+    from pipeline.dedup.calibration import KINDS as COPY_KINDS
+    from pipeline.dedup.calibration import synthetic_copy
+    from pipeline.dedup.copies import descriptor_correlation
+    from pipeline.dedup.perceptual import d4_phash, descriptors
+    from pipeline.io.images import decode_rgb
+
+    n = len(sig.grids)
+    rng = np.random.default_rng(int(cfg["seed"]))
+    sample = np.sort(rng.choice(n, size=min(int(cfg["calibration_sample"]), n), replace=False))
+    kinds = np.array([COPY_KINDS[k % len(COPY_KINDS)] for k in range(len(sample))])
+    blobs = [synthetic_copy(decode_rgb(b), k, rng) for b, k in zip(load(sample), kinds)]
+    grids = np.concatenate([sig.grids, image_signatures(blobs).grids])
+    copies = n + np.arange(len(sample))
+    copy_hashes = np.concatenate([hashes, d4_phash(grids[n:])])
+    copy_corr = descriptor_correlation(np.concatenate([desc, descriptors(grids[n:])]), sample, copies)
+    min_corr = float(copy_corr.min()) - float(cfg["register_margin"]) if len(copy_corr) else -1.0
+    return dict(sample=sample, kinds=kinds, grids=grids, copies=copies, copy_hashes=copy_hashes, min_corr=min_corr)
+
+
+def _calibrate(
+    pool_grids: np.ndarray,
+    synth: dict,
+    grids_tried: list[tuple[float, ...]],
+    cfg: dict,
+    group: Callable,
+    scored_with: Callable[[tuple[float, ...]], dict],
+    record: dict,
+) -> tuple[dict, Callable, np.ndarray]:
+    """The copy threshold from the synthetic copies (:func:`pipeline.dedup.calibration.gated_threshold`),
+    trying finer crop grids only while crops are recalled below ``retry_crop_recall``; records the
+    estimates in ``record``. Returns (the chosen pair scores, the pair score function, verifiable rows)."""
+    from pipeline.dedup.calibration import KINDS as COPY_KINDS
+    from pipeline.dedup.calibration import gated_threshold, grid_detail
+    from pipeline.dedup.copies import copy_scores
+
+    n, sample, kinds, grids = len(pool_grids), synth["sample"], synth["kinds"], synth["grids"]
+    pool_detail = grid_detail(pool_grids)
+    copy_detail = np.minimum(pool_detail[sample], grid_detail(grids[n:]))
+    best = None
+    for scales in grids_tried:
+        cur = scored_with(scales)
+        copy_bits, copy_res = copy_scores(synth["copy_hashes"], grids, sample, synth["copies"], scales=scales)
+        est, score, ok, copy_score = gated_threshold(
+            copy_bits,
+            copy_res,
+            copy_detail,
+            pool_detail,
+            lambda t, sc, v: group(t, sc, v, cur)[0],  # noqa: B023 (used in this iteration)
+            detail_levels=list(cfg["detail_levels"]),
+            recall_levels=list(cfg["recall_levels"]),
+            max_false_match=float(cfg["max_false_match"]),
+        )
+        t = est["threshold"] if est["threshold"] is not None else -np.inf
+        by_kind = {k: round(float((copy_score[kinds == k] <= t).mean()), 3) for k in COPY_KINDS}
+        if best is None or (est["reliable"] and est["recall_estimate"] > best[1]["recall_estimate"]):
+            best = (cur, est, score, ok, by_kind)
+        if best[4]["crop"] >= float(cfg["retry_crop_recall"]):
+            break
+    scored, est, pair_score, verifiable, by_kind = best
+    record.update(
+        calibrated=True,
+        sample=int(len(sample)),
+        **est,
+        recall_by_kind=by_kind,
+        crop_scales=list(scored["scales"]),
+        verify_s=round(scored["s"], 2),
+    )
+    if not est["reliable"]:
+        log.warning(
+            "dedup: copy detection unreliable on this collection (strictest setting removes %.1f%% of distinct "
+            "images > max_false_match %.1f%%): near-duplicates kept",
+            100 * est["false_match_rate"],
+            100 * float(cfg["max_false_match"]),
+        )
+    elif est["unverifiable"]:
+        log.info("dedup: %d near-flat images too plain to verify copies of: kept", est["unverifiable"])
+    return scored, pair_score, verifiable
 
 
 def find_duplicates(

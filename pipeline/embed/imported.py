@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from pipeline.artifacts import EMBEDDINGS, PIXEL_HASH, REJECTS, input_fingerprint
 from pipeline.dedup.hashing import SignatureStage
 from pipeline.embed.config import EmbedConfig
-from pipeline.engine import choose_engine, ensure_ray
+from pipeline.engine import engine_for
 from pipeline.io.embeddings import EmbeddingsInput, check_embeddings_input, iter_embeddings
 from pipeline.io.sources import InputConfig
 from pipeline.io.tables import write_parquet_atomic
@@ -108,30 +108,23 @@ def import_embeddings(
 class _SignatureTaker:
     """Adds the copy signatures of the images at ``uri`` to the import's batches: one
     :class:`SignatureStage` per ``SIGNATURE_BLOCK`` uris, in this process or as Ray Data tasks
-    (:func:`pipeline.engine.choose_engine` over the input's row count, read from the Parquet
+    (:func:`pipeline.engine.engine_for` over the input's row count, read from the Parquet
     footers; each task asks for ``embed.cpus_per_actor``), with the ``embed/signatures`` progress
     in ``run``'s log."""
 
     def __init__(self, run: RunDir, spec: EmbeddingsInput, cfg: InputConfig, ecfg: EmbedConfig):
         total = _parquet_rows(spec.files)
         total = total if cfg.limit is None else min(total, int(cfg.limit))
-        self.engine = choose_engine(ecfg.engine, total, ecfg.local_max_images, what="embed")
+        self.engine = engine_for(ecfg.engine, total, ecfg.local_max_images, what="embed")
         self.cpus = float(ecfg.cpus_per_actor)
         self.bar = Progress("embed/signatures", total, run=run, unit="img", min_interval=0.5, log_interval=10.0)
         self.decoded = self.missing = 0
-        log.info("embed (imported): copy signatures of %d uris on %s", total, self.engine)
+        log.info("embed (imported): copy signatures of %d uris on %s", total, self.engine.name)
 
     def __call__(self, good: pa.Table) -> pa.Table:
         uris = good.select(["uri"]).append_column("_row", pa.array(np.arange(good.num_rows, dtype=np.int64)))
         blocks = [uris.slice(a, SIGNATURE_BLOCK) for a in range(0, good.num_rows, SIGNATURE_BLOCK)]
-        if self.engine == "local":
-            stage = SignatureStage()
-            parts = []
-            for block in blocks:
-                parts.append(stage(block))
-                self.bar.update(block.num_rows)
-        else:
-            parts = self._on_ray(blocks)
+        parts = {"local": self._here, "ray": self._on_ray}[self.engine.name](blocks)
         sig = pa.concat_tables(parts).sort_by("_row").drop_columns(["uri", "_row"])
         missing = sig.column(PIXEL_HASH).null_count
         self.decoded, self.missing = self.decoded + good.num_rows - missing, self.missing + missing
@@ -140,8 +133,15 @@ class _SignatureTaker:
             out = out.append_column(name, sig.column(name))
         return out
 
+    def _here(self, blocks: list[pa.Table]) -> list[pa.Table]:
+        stage, parts = SignatureStage(), []
+        for block in blocks:
+            parts.append(stage(block))
+            self.bar.update(block.num_rows)
+        return parts
+
     def _on_ray(self, blocks: list[pa.Table]) -> list[pa.Table]:
-        ensure_ray()
+        self.engine.start()
         import ray
 
         ds = ray.data.from_arrow(blocks).map_batches(
@@ -155,7 +155,7 @@ class _SignatureTaker:
 
     def close(self) -> dict[str, int | str]:
         self.bar.close()
-        return {"decoded": self.decoded, "undecodable": self.missing, "engine": self.engine}
+        return {"decoded": self.decoded, "undecodable": self.missing, "engine": self.engine.name}
 
 
 def _signature_block(block: pa.Table) -> pa.Table:

@@ -17,7 +17,7 @@ from pipeline.artifacts import EMBEDDINGS, PRETRAIN, PRETRAIN_CHECKPOINT, REJECT
 from pipeline.dedup.hashing import collect_signatures, with_signatures
 from pipeline.embed.embedder import EmbedConfig, Embedder
 from pipeline.embed.reduce import reduce_run_embeddings
-from pipeline.engine import choose_engine, ensure_ray
+from pipeline.engine import engine_for
 from pipeline.io.images import RejectedImage
 from pipeline.io.sources import InputConfig, iter_images, list_units, read_images
 from pipeline.io.tables import EMBEDDING, embeddings_to_arrow, list_parquet_files
@@ -156,27 +156,18 @@ def run_embed(
         cfg = EmbedConfig.from_dict(embed_cfg)
         t0 = time.time()
         n_images = count_images(input_config)
-        engine = choose_engine(cfg.engine, n_images, cfg.local_max_images, what="embed")
-        log.info("embed: %s images on %s", "?" if n_images is None else n_images, _ENGINE_NAMES[engine])
+        engine = engine_for(cfg.engine, n_images, cfg.local_max_images, what="embed")
+        log.info("embed: %s images on %s", "?" if n_images is None else n_images, _ENGINE_NAMES[engine.name])
         staged = run.path(TMP, f"embed-{uuid.uuid4().hex[:8]}")
         bar = Progress("embed", n_images, run=run, unit="img", **_PACE)
         try:
-            if engine == "local":
-                embed_local(input_config, cfg, staged, bar, preprocess)
-            else:
-                ensure_ray()
-                import ray
-
-                ctx = ray.data.DataContext.get_current()
-                ctx.execution_options.preserve_order = True  # same input -> same row order -> same manifest
-                ds = embed_dataset(read_images(input_config), cfg, preprocess)
-                with _WrittenRows(staged, bar):
-                    ds.write_parquet(staged, ray_remote_args={"num_cpus": 0.25})
+            engine.start()
+            EMBED_ON[engine.name](input_config, cfg, staged, bar, preprocess)
             counts = _split_kept_and_rejected(run, staged)
             counts.update(reduce_run_embeddings(run, cfg))  # embed.dim
         finally:
             run.fs.rm(run.local(TMP), recursive=True)
-        counts["engine"] = engine
+        counts["engine"] = engine.name
         counts["seconds"] = round(time.time() - t0, 2)
         counts["images_per_second"] = round(counts["read"] / max(counts["seconds"], 1e-9), 2)
         step.result = counts
@@ -226,6 +217,28 @@ def embed_local(
         torch.set_num_threads(previous)
         bar.close()
     return rows
+
+
+def embed_on_ray(
+    input_config: InputConfig,
+    cfg: EmbedConfig,
+    out_dir: str,
+    bar: Progress,
+    preprocess: list[tuple[type, dict]] | None = None,
+) -> None:
+    """The embed stage on a Ray Data actor pool (:func:`embed_dataset`), rows in input order, written
+    as Parquet under ``out_dir``; the progress follows the written files."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # same input -> same row order -> same manifest
+    ds = embed_dataset(read_images(input_config), cfg, preprocess)
+    with _WrittenRows(out_dir, bar):
+        ds.write_parquet(out_dir, ray_remote_args={"num_cpus": 0.25})
+
+
+# The embed step's body on each engine (pipeline.engine.engine_for chooses): same rows, order, vectors.
+EMBED_ON = {"local": embed_local, "ray": embed_on_ray}
 
 
 def count_images(cfg: InputConfig) -> int | None:

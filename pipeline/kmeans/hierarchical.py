@@ -152,13 +152,12 @@ def split_kmeans(
     seeds = rng.integers(2**31, size=coarse_k)
     batches = np.array_split(np.arange(coarse_k), max(1, min(cfg.split_tasks, coarse_k)))
     args = lambda b: (b, splits[b], seeds[b], lc.n_iters, cfg.init, cfg.metric)  # noqa: E731
-    if hasattr(group, "actors"):
-        import ray
+    if hasattr(group, "actors"):  # shards on Ray actors (their engine): the local k-means as Ray tasks
+        from pipeline.engine import RAY
 
-        task = ray.remote(num_cpus=cfg.cpus_per_actor)(_split_task)
-        refs = [task.remote([a.members.remote(b) for a in group.actors], *args(b)) for b in batches]
+        tasks = (([a.members.remote(b) for a in group.actors], *args(b)) for b in batches)
         try:
-            parts = ray.get(refs)
+            parts = RAY.run_tasks(_split_task, tasks, num_cpus=cfg.cpus_per_actor)
         except Exception as exc:
             from pipeline.kmeans.algorithm import ShardLost, is_actor_loss
 

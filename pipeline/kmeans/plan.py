@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.engine import Engine, select_engine
 from pipeline.kmeans.config import KMeansConfig
 from pipeline.kmeans.shard import ROW_STATE_BYTES
 from pipeline.kmeans.sizes import MIN_POINTS_PER_CLUSTER, embedding_dim, row_counts
@@ -351,21 +352,22 @@ AUTO_IN_PROCESS_FLOP = 5e11
 AUTO_IN_PROCESS_BYTES = 1 << 30
 
 
-def resolve_in_process(kc: KMeansConfig, n_points: int, dim: int) -> KMeansConfig:
-    """``kc`` with ``in_process`` decided (``auto`` -> true/false by the size of level 1)."""
-    import dataclasses
-
-    from pipeline.engine import on_cluster
-
-    if kc.in_process in (True, False):
-        return kc
+def level1_engine(kc: KMeansConfig, n_points: int, dim: int) -> Engine:
+    """Where level 1 runs: :func:`pipeline.engine.select_engine` of ``kmeans.in_process`` (auto: the bounds above)."""
     lc = kc.levels[0]
     trials = pp_trials(kc, lc.n_clusters)
     lloyd, pp, _ = level_flops(
         n_points, dim, lc.n_clusters, lc.n_iters, lc.n_resampling_steps, lc.sample_size, lc.n_splits, trials
     )
     small = lloyd + pp <= AUTO_IN_PROCESS_FLOP and n_points * dim * 4 <= AUTO_IN_PROCESS_BYTES
-    return dataclasses.replace(kc, in_process=bool(small and not on_cluster()))
+    return select_engine(kc.in_process, small=small, what="kmeans.in_process")
+
+
+def resolve_in_process(kc: KMeansConfig, n_points: int, dim: int) -> KMeansConfig:
+    """``kc`` with ``in_process`` decided (``auto`` -> true/false by :func:`level1_engine`)."""
+    import dataclasses
+
+    return dataclasses.replace(kc, in_process=level1_engine(kc, n_points, dim).name == "local")
 
 
 def level_seconds(

@@ -25,6 +25,7 @@ code, same result) and continues with the next step.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -44,12 +45,12 @@ from pipeline.artifacts import (
     write_clusters_json,
     write_step,
 )
-from pipeline.engine import ensure_ray, ray_running
+from pipeline.engine import Engine, ray_running
 from pipeline.kmeans import plan as kmeans_plan
 from pipeline.kmeans.algorithm import LocalGroup, RayGroup, ShardLost
 from pipeline.kmeans.config import AUTO, auto_n_clusters
 from pipeline.kmeans.hierarchical import KMeansConfig, fit_level
-from pipeline.kmeans.plan import resolve_in_process
+from pipeline.kmeans.plan import level1_engine
 from pipeline.kmeans.shard import (
     ROW_STATE_BYTES,
     Shard,
@@ -108,24 +109,26 @@ def _source_dim(sources: list[ShardSource]) -> int:
     return embedding_dim(piece[0])
 
 
-def start_shards(sources: list[ShardSource], cfg: KMeansConfig):
-    """One Ray actor per source (or in-process shards when ``cfg.in_process``), offsets set."""
-    dim = _source_dim(sources)
-    kwargs = [shard_kwargs(cfg, sum(b - a for _, a, b in s.pieces), dim) for s in sources]
-    if cfg.in_process:
-        group: Any = LocalGroup([Shard(source=s, **kw) for s, kw in zip(sources, kwargs)])
-    else:
-        import ray
+GROUPS = {"local": LocalGroup, "ray": RayGroup}  # engine -> how its shards are called
 
-        # A restarted actor re-runs the constructor, which reads its rows again from ``source``;
-        # calls in flight when it died fail (max_task_retries=0) and the step is recomputed.
-        remote = ray.remote(
-            num_cpus=cfg.cpus_per_actor,
-            num_gpus=1 if cfg.use_gpu else 0,
-            max_restarts=cfg.max_actor_restarts,
-            max_task_retries=0,
-        )(Shard)
-        group = RayGroup([remote.remote(source=s, **kw) for s, kw in zip(sources, kwargs)])
+
+def start_shards(sources: list[ShardSource], cfg: KMeansConfig, engine: Engine | None = None):
+    """One shard per source on ``engine`` (default: ``cfg.in_process``'s, :func:`level1_engine`):
+    Ray actors or objects in this process; offsets set."""
+    engine = engine or level1_engine(cfg, 0, 0)
+    dim = _source_dim(sources)
+    kwargs = [{"source": s, **shard_kwargs(cfg, sum(b - a for _, a, b in s.pieces), dim)} for s in sources]
+    # A restarted actor re-runs the constructor, which reads its rows again from ``source``;
+    # calls in flight when it died fail (max_task_retries=0) and the step is recomputed.
+    shards = engine.start_actors(
+        Shard,
+        kwargs,
+        num_cpus=cfg.cpus_per_actor,
+        num_gpus=1 if cfg.use_gpu else 0,
+        max_restarts=cfg.max_actor_restarts,
+        max_task_retries=0,
+    )
+    group = GROUPS[engine.name](shards)
     return group, set_offsets(group)
 
 
@@ -243,9 +246,9 @@ def run_cluster(
     if cfg.get("n_clusters") == AUTO:
         log.info("kmeans.n_clusters=auto: %s clusters per level for %d points", list(kc.n_clusters), n_points)
     dim = embedding_dim(files[0]) if files else 0
-    kc = resolve_in_process(kc, n_points, dim)
-    if not kc.in_process:
-        ensure_ray()
+    engine = level1_engine(kc, n_points, dim)
+    kc = dataclasses.replace(kc, in_process=engine.name == "local")
+    engine.start()
     log.info("kmeans level 1: %s", "in this process" if kc.in_process else "on Ray actors")
     warnings = check_sizes(kc, n_points, dim, _n_actors(kc)) if files and n_points else []
     warnings += log_plan(kc, n_points, dim)
@@ -254,7 +257,11 @@ def run_cluster(
         if step.skipped:
             return {**step.result, "skipped": True}
         auto = cfg.get("n_clusters") == AUTO
-        step.result = {**_fit_levels(run, kc, step, drop_duplicates), "n_clusters_auto": auto, "warnings": warnings}
+        step.result = {
+            **_fit_levels(run, kc, step, drop_duplicates, engine),
+            "n_clusters_auto": auto,
+            "warnings": warnings,
+        }
     return step.result
 
 
@@ -339,7 +346,83 @@ class StepProgress:
         self.bar, self.key = None, None
 
 
-def _fit_levels(run: RunDir, kc: KMeansConfig, step: Step, drop_duplicates: bool) -> dict[str, Any]:
+def _steps_done(run: RunDir, level: int, n_steps: int, fp: dict) -> int:
+    """Leading resampling steps of ``level`` whose sub-step markers match ``fp``."""
+    done = 0
+    while done < n_steps and run.is_done(_step_name(level, done), {**fp, "step": done}):
+        done += 1
+    return done
+
+
+def _level_group(
+    run: RunDir, kc: KMeansConfig, level: int, files: list[str], dup: str | None, previous: Any, engine: Engine
+):
+    """The shards of ``level``: level 1 from the embeddings on ``engine`` (each writes its part of
+    ``clusters/points``), upper levels the previous level's centroids in this process."""
+    if level > 1:
+        return LocalGroup([Shard(previous, **shard_kwargs(kc, *previous.shape))])
+    group, _ = start_shards(plan_shards(files, _n_actors(kc), dup), kc, engine)
+    try:
+        clear_cluster_points(run)
+        group.call_each("write_ids", {i: (cluster_points_part(run, i),) for i in range(len(group))})
+    except BaseException:
+        group.close()
+        raise
+    return group
+
+
+def _fit_level_steps(
+    run: RunDir, kc: KMeansConfig, lc: Any, level: int, group: Any, fp: dict, done: int, n_steps: int
+) -> int:
+    """Resampling steps ``done .. n_steps - 1`` of ``level`` on ``group``, each saved and marked as it
+    finishes; a lost shard recomputes from the last finished step (``max_step_retries`` times).
+    Returns the number of recovered shard failures."""
+    bar = Progress(f"kmeans/level_{level}", total=n_steps, run=run, unit="step")
+    inner = StepProgress(run, level)
+    if done:
+        bar.update(done, resumed_steps=done)
+
+    def on_step(step: int, centroids: np.ndarray, counts: np.ndarray, inertia: float) -> None:
+        inner.close()
+        save_step_from_shards(run, group, level, step, centroids, kc.chunk_mb)
+        run.mark_done(_step_name(level, step), {**fp, "step": step}, inertia=inertia, non_empty=int((counts > 0).sum()))
+        bar.update(inertia=round(float(inertia), 4), non_empty=int((counts > 0).sum()))
+
+    recovered = 0
+    with bar:
+        for attempt in range(kc.max_step_retries + 1):
+            start_centroids = None
+            if done > 0:  # resume: every point assigned to the last finished step's centroids
+                start_centroids = load_step_centroids(run, level, done - 1)[0]
+            try:
+                if attempt:  # restarted shards reloaded their rows; restore the rest of their state
+                    group.wait_alive()
+                    set_offsets(group)
+                if start_centroids is not None:
+                    group.call("assign_all", start_centroids)
+                fit_level(
+                    group, lc, kc, level, start_step=done, centroids=start_centroids, on_step=on_step, progress=inner
+                )
+                break
+            except ShardLost as exc:
+                if attempt == kc.max_step_retries:
+                    raise
+                done = _steps_done(run, level, n_steps, fp)
+                log.warning(
+                    "level %d: %s; recomputing from step %d (retry %d of %d)",
+                    level,
+                    exc,
+                    done,
+                    attempt + 1,
+                    kc.max_step_retries,
+                )
+                recovered += 1
+            finally:
+                inner.close()
+    return recovered
+
+
+def _fit_levels(run: RunDir, kc: KMeansConfig, step: Step, drop_duplicates: bool, engine: Engine) -> dict[str, Any]:
     """Every level, resuming from the last finished resampling step of each (sub-step markers)."""
     t_start = time.perf_counter()
     files = embedding_files(run)
@@ -350,110 +433,35 @@ def _fit_levels(run: RunDir, kc: KMeansConfig, step: Step, drop_duplicates: bool
             *(_step_name(lv, s) for lv, lc in enumerate(kc.levels, start=1) for s in range(lc.n_resampling_steps + 1))
         )
     summary: dict[str, Any] = {"levels": [], "recovered_shard_failures": 0}
-    group = None
     previous: np.ndarray | None = None
-    try:
-        for level, lc in enumerate(kc.levels, start=1):
-            t_level = time.perf_counter()
-            fp = fps[level - 1]
-            n_steps = lc.n_resampling_steps + 1
-            done = 0
-            while done < n_steps and run.is_done(_step_name(level, done), {**fp, "step": done}):
-                done += 1
-            ran, spilled = n_steps - done, 0
-            if done < n_steps:
-                if level == 1:
-                    sources = plan_shards(files, _n_actors(kc), dup)
-                    group, _ = start_shards(sources, kc)
-                    clear_cluster_points(run)
-                    group.call_each("write_ids", {i: (cluster_points_part(run, i),) for i in range(len(group))})
-                else:
-                    group = LocalGroup([Shard(previous, **shard_kwargs(kc, *previous.shape))])
+    for level, lc in enumerate(kc.levels, start=1):
+        t_level = time.perf_counter()
+        fp = fps[level - 1]
+        n_steps = lc.n_resampling_steps + 1
+        done = _steps_done(run, level, n_steps, fp)
+        ran, spilled = n_steps - done, 0
+        if done < n_steps:
+            group = _level_group(run, kc, level, files, dup, previous, engine)
+            try:
                 spilled = int(sum(group.call("spilled")))
-                bar = Progress(f"kmeans/level_{level}", total=n_steps, run=run, unit="step")
-                inner = StepProgress(run, level)
-                if done:
-                    bar.update(done, resumed_steps=done)
-
-                def on_step(
-                    step: int,
-                    centroids: np.ndarray,
-                    counts: np.ndarray,
-                    inertia: float,
-                    level: int = level,
-                    group: Any = group,
-                    fp: dict = fp,
-                    bar: Progress = bar,
-                    inner: StepProgress = inner,
-                ) -> None:
-                    inner.close()
-                    save_step_from_shards(run, group, level, step, centroids, kc.chunk_mb)
-                    run.mark_done(
-                        _step_name(level, step),
-                        {**fp, "step": step},
-                        inertia=inertia,
-                        non_empty=int((counts > 0).sum()),
-                    )
-                    bar.update(inertia=round(float(inertia), 4), non_empty=int((counts > 0).sum()))
-
-                with bar:
-                    for attempt in range(kc.max_step_retries + 1):
-                        start_centroids = None
-                        if done > 0:  # resume: every point assigned to the last finished step's centroids
-                            start_centroids = load_step_centroids(run, level, done - 1)[0]
-                        try:
-                            if attempt:  # restarted shards reloaded their rows; restore the rest of their state
-                                group.wait_alive()
-                                set_offsets(group)
-                            if start_centroids is not None:
-                                group.call("assign_all", start_centroids)
-                            fit_level(
-                                group,
-                                lc,
-                                kc,
-                                level,
-                                start_step=done,
-                                centroids=start_centroids,
-                                on_step=on_step,
-                                progress=inner,
-                            )
-                            break
-                        except ShardLost as exc:
-                            if attempt == kc.max_step_retries:
-                                raise
-                            while done < n_steps and run.is_done(_step_name(level, done), {**fp, "step": done}):
-                                done += 1
-                            log.warning(
-                                "level %d: %s; recomputing from step %d (retry %d of %d)",
-                                level,
-                                exc,
-                                done,
-                                attempt + 1,
-                                kc.max_step_retries,
-                            )
-                            summary["recovered_shard_failures"] += 1
-                        finally:
-                            inner.close()
+                summary["recovered_shard_failures"] += _fit_level_steps(run, kc, lc, level, group, fp, done, n_steps)
+            finally:
                 group.close()
-                group = None
-            previous, n_items = load_step_centroids(run, level, n_steps - 1)
-            info = run.marker(_step_name(level, n_steps - 1))
-            summary["levels"].append(
-                {
-                    "level": level,
-                    "n_clusters": lc.n_clusters,
-                    "n_items": n_items,
-                    "out_of_core_shards": spilled,
-                    "non_empty": int(info.get("non_empty", 0)),
-                    "inertia": info.get("inertia"),
-                    "final_step": n_steps - 1,
-                    "steps_run": ran,
-                    "seconds": round(time.perf_counter() - t_level, 3),
-                }
-            )
-    finally:
-        if group is not None:
-            group.close()
+        previous, n_items = load_step_centroids(run, level, n_steps - 1)
+        info = run.marker(_step_name(level, n_steps - 1))
+        summary["levels"].append(
+            {
+                "level": level,
+                "n_clusters": lc.n_clusters,
+                "n_items": n_items,
+                "out_of_core_shards": spilled,
+                "non_empty": int(info.get("non_empty", 0)),
+                "inertia": info.get("inertia"),
+                "final_step": n_steps - 1,
+                "steps_run": ran,
+                "seconds": round(time.perf_counter() - t_level, 3),
+            }
+        )
 
     n_points = summary["levels"][0]["n_items"]
     n_rows = sum(row_counts(files))

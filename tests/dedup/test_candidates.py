@@ -10,6 +10,7 @@ from pipeline.dedup.candidates import candidate_pairs, descriptor_pairs, hamming
 from pipeline.dedup.config import dedup_config
 from pipeline.dedup.copies import copy_scores, sharded_copy_scores
 from pipeline.dedup.perceptual import d4, d4_phash, descriptors
+from pipeline.engine import RAY
 
 # the descriptor index settings of conf/dedup (seeded)
 IVF = {k: dedup_config({})["copies"][k] for k in ("flat_max", "nprobe", "list_size", "train_per_list", "train_iters")}
@@ -50,13 +51,13 @@ def test_candidates_on_ray_tasks_are_the_pairs_found_in_process(ray_session):
     assert local_stats["engine"] == "local" and ray_stats["engine"] == "ray"
     assert on_ray == local and {(k, 320 + k) for k in range(80)} <= local
     # several bands and several query shards, each one task
-    shards = pairs(*descriptor_pairs(desc, 3, **IVF, shard=64, engine="ray", threads=1))
+    shards = pairs(*descriptor_pairs(desc, 3, **IVF, shard=64, engine=RAY, threads=1))
     assert shards == pairs(*descriptor_pairs(desc, 3, **IVF, shard=64))
-    assert pairs(*hamming_pairs(hashes, 6, engine="ray")) == pairs(*hamming_pairs(hashes, 6))
+    assert pairs(*hamming_pairs(hashes, 6, engine=RAY)) == pairs(*hamming_pairs(hashes, 6))
     # verification in shards of pairs, each task given only its pairs' signatures
     i, j = (np.array(sorted(local))[:, c] for c in (0, 1))
     register = np.arange(len(i)) % 3 == 0
-    on_tasks = sharded_copy_scores(hashes, grids, i, j, register, shard=50, engine="ray")
+    on_tasks = sharded_copy_scores(hashes, grids, i, j, register, shard=50, engine=RAY)
     here = copy_scores(hashes, grids, i, j, register=register)
     np.testing.assert_array_equal(on_tasks[0], here[0])
     np.testing.assert_array_equal(on_tasks[1], here[1])
