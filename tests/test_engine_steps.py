@@ -92,7 +92,9 @@ def test_kmeans_level_1_in_process_never_touches_ray(ray_forbidden, tmp_path, in
 
 def test_coreset_per_cluster_in_process_never_touches_ray(ray_forbidden):
     x, labels = blobs(120, 4, 3)
-    picks, _, _ = per_cluster_k_center(x, labels, 9, use_ray=False)
+    picks, _, _ = per_cluster_k_center(
+        x, labels, 9, allocation="balanced", metric="l2", device="cpu", seed=0, use_ray=False
+    )
     assert len(picks) == 9
 
 
