@@ -59,9 +59,9 @@ def vm_hwm() -> int:
 
 def side(args: argparse.Namespace, out_of_core: bool) -> dict:
     """Child process: one side of the comparison; returns its timings and peak RSS."""
-    from pipeline.artifacts import load_step_centroids
     from pipeline.kmeans.algorithm import LocalGroup, lloyd, random_init
     from pipeline.kmeans.hierarchical import KMeansConfig, fit_level
+    from pipeline.kmeans.levels import load_step_centroids
     from pipeline.kmeans.run import save_step_from_shards, shard_kwargs, start_shards
     from pipeline.kmeans.shard import Shard, ShardSource
     from pipeline.rundir import RunDir

@@ -24,14 +24,13 @@ from pipeline.artifacts import (
     DUPLICATES,
     EMBEDDINGS,
     duplicate_ids,
-    load_levels,
-    load_point_ids,
     read_run_embeddings,
 )
 from pipeline.coreset.config import coreset_config
 from pipeline.coreset.kcenter import k_center_greedy, stratified_k_center
 from pipeline.coreset.percluster import per_cluster_k_center
 from pipeline.io.tables import write_parquet_atomic
+from pipeline.kmeans.levels import load_levels, load_point_ids
 from pipeline.rundir import RunDir
 
 log = logging.getLogger(__name__)

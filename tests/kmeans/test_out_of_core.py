@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from pipeline.artifacts import load_levels, load_point_ids
 from pipeline.kmeans.algorithm import LocalGroup
 from pipeline.kmeans.hierarchical import KMeansConfig, fit_level, gather_level, sort_clusters
+from pipeline.kmeans.levels import load_levels, load_point_ids
 from pipeline.kmeans.run import run_cluster
 from pipeline.kmeans.shard import ROW_STATE_BYTES, Shard, SpilledRows, resolve_out_of_core
 from pipeline.rundir import RunDir

@@ -12,10 +12,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from pipeline.artifacts import cluster_points_part, save_step, write_clusters_json
+from pipeline.artifacts import cluster_points_part
 from pipeline.config import load_group
 from pipeline.io.tables import embeddings_to_arrow, write_parquet_atomic
 from pipeline.kmeans.hierarchical import LevelResult
+from pipeline.kmeans.levels import save_step, write_clusters_json
 from pipeline.labeler import LabelClient, LabelError, LabelerSettings, LabelStore, serve
 from pipeline.labeler.grid import Clusters, Neighbours, ranker_for_run
 from pipeline.labeler.job import start_server, starter_reference
