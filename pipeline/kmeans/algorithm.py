@@ -313,6 +313,15 @@ def _farthest_points(group, m: int) -> np.ndarray:
     return out
 
 
+# kmeans.init: name -> init(group, k, rng, n_local_trials, init_sample_flops, progress) -> (k, D) centroids
+InitFn = Callable[[Any, int, np.random.Generator, int | None, float, ProgressFn], np.ndarray]
+INITIALISERS: dict[str, InitFn] = {
+    "kmeans++": lambda group, k, rng, trials, _flops, progress: kmeans_plus_plus(group, k, rng, trials, progress),
+    "auto": sample_kmeans_plus_plus,
+    "random": lambda group, k, rng, *_: random_init(group, k, rng),
+}
+
+
 def fit_group(
     group,
     k: int,
@@ -326,7 +335,7 @@ def fit_group(
     progress: ProgressFn = _no_progress,
     tol: float,
 ) -> tuple[np.ndarray, list[float]]:
-    """Initialise (``kmeans++`` | ``random`` | ``auto`` | given (k, D) array) then run Lloyd on the
+    """Initialise (a name of :data:`INITIALISERS` or given (k, D) centroids) then run Lloyd on the
     active rows (early stop: :func:`lloyd`'s ``tol``)."""
     if isinstance(init, np.ndarray):
         if init.shape[0] != k:
@@ -334,14 +343,10 @@ def fit_group(
         start = init.astype(np.float32)
         if metric == "cosine":
             start = start / np.maximum(np.linalg.norm(start, axis=1, keepdims=True), 1e-12)
-    elif init == "kmeans++":
-        start = kmeans_plus_plus(group, k, rng, n_local_trials, progress)
-    elif init == "auto":
-        start = sample_kmeans_plus_plus(group, k, rng, n_local_trials, init_sample_flops, progress)
-    elif init == "random":
-        start = random_init(group, k, rng)
+    elif init in INITIALISERS:
+        start = INITIALISERS[init](group, k, rng, n_local_trials, init_sample_flops, progress)
     else:
-        raise ValueError(f"init must be 'kmeans++', 'random', 'auto' or an array, got {init!r}")
+        raise ValueError(f"init must be one of {sorted(INITIALISERS)} or an array, got {init!r}")
     return lloyd(group, start, n_iters, metric, progress, tol=tol)
 
 

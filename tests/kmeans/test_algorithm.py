@@ -6,7 +6,8 @@ import faiss
 import numpy as np
 import pytest
 
-from pipeline.kmeans.algorithm import LocalGroup, fit_group, kmeans, kmeans_plus_plus_init
+from pipeline.kmeans.algorithm import INITIALISERS, LocalGroup, fit_group, kmeans, kmeans_plus_plus_init
+from pipeline.kmeans.config import INITS
 from pipeline.kmeans.hierarchical import KMeansConfig, allocate_splits, hierarchical_kmeans, sort_clusters
 from pipeline.kmeans.shard import Shard, splitmix64_uniform
 
@@ -93,6 +94,18 @@ def test_bad_input_is_rejected():
         kmeans(np.full((4, 2), np.nan, dtype=np.float32), 2)
     with pytest.raises(ValueError, match="one per level"):
         KMeansConfig.from_dict({"n_clusters": [8, 4], "n_iters": [1, 2, 3]})
+
+
+def test_every_configurable_init_is_a_registry_entry(make_blobs):
+    """``kmeans.init`` names (validated by the config) and :data:`INITIALISERS` agree; each entry
+    gives k distinct rows of the data (0 Lloyd steps), an unknown name is a one-line error."""
+    assert set(INITIALISERS) == set(INITS)
+    x, _ = make_blobs(200, 4, 5, spread=0.5)
+    for name in INITIALISERS:
+        c, _ = fit_group(LocalGroup([Shard(x)]), 5, 0, init=name, rng=np.random.default_rng(0), tol=0.0)
+        assert len(np.unique(c, axis=0)) == 5 and all((x == row).all(axis=1).any() for row in c), name
+    with pytest.raises(ValueError, match="init must be one of"):
+        fit_group(LocalGroup([Shard(x)]), 5, 0, init="kmeans||", rng=np.random.default_rng(0), tol=0.0)
     with pytest.raises(ValueError, match="smaller"):
         KMeansConfig.from_dict({"n_clusters": [4, 8]})
 
