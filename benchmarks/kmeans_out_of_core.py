@@ -100,9 +100,9 @@ def side(args: argparse.Namespace, out_of_core: bool) -> dict:
     try:
         out["spilled_shards"] = int(sum(group.call("spilled")))
         start = random_init(group, ks[0], np.random.default_rng(0))
-        lloyd(group, start, 1, tol=0.0)  # warm-up
+        lloyd(group, start, 1, "l2", tol=0.0)  # warm-up
         t = time.perf_counter()
-        _, inertias = lloyd(group, start, args.rate_iters, tol=0.0)
+        _, inertias = lloyd(group, start, args.rate_iters, "l2", tol=0.0)
         out["lloyd_s_per_iter"] = round((time.perf_counter() - t) / args.rate_iters, 3)
         out["lloyd_inertia"] = inertias[-1]
         out["levels"], previous = [], None

@@ -37,7 +37,7 @@ GROUPS = {
 }
 
 # Not fixed yet: file -> {"function.parameter"}. Areas other engineers are changing this round (fix
-# after their merge; kmeans: the metric l2 vs cosine and n_iters/chunk_mb disagree with conf/kmeans):
+# after their merge):
 KNOWN = {
     "pipeline/active/diversity.py": {
         "clustering.n_clusters",
@@ -65,24 +65,6 @@ KNOWN = {
     },
     "pipeline/active/strategies.py": {"gaussian_weights.sigma", "priority.sigma"},
     "pipeline/dedup/semantic.py": {"keep_priority.seed", "leader_groups.block", "semantic_duplicates.block"},
-    "pipeline/kmeans/algorithm.py": {
-        "fit_group.init",
-        "fit_group.init_sample_flops",
-        "fit_group.metric",
-        "kmeans.chunk_mb",
-        "kmeans.init",
-        "kmeans.metric",
-        "kmeans.n_iters",
-        "kmeans_plus_plus_init.metric",
-        "lloyd.metric",
-    },
-    "pipeline/kmeans/plan.py": {
-        "chunk_temporaries.out_of_core",
-        "load_calibration.recalibrate",
-        "plan_before_level_1.calibration",
-        "plan_for_run.calibration",
-    },
-    "pipeline/kmeans/shard.py": {"__init__.chunk_mb", "__init__.metric", "__init__.out_of_core", "__init__.use_gpu"},
     "pipeline/sampling/balanced.py": {
         "hierarchical_balanced_sampling.allocation_power",
         "hierarchical_balanced_sampling.multiplier",

@@ -56,7 +56,12 @@ def select_coreset(x: np.ndarray, k: int, cfg: dict) -> tuple[np.ndarray, float,
         n_clusters = min(len(x), pc_cfg["n_clusters"] or max(1, math.ceil(len(x) / pc_cfg["points_per_cluster"])))
         # kmeans normalises its input in place for the cosine metric: hand it a copy.
         _, assignments, distances = kmeans(
-            np.array(x, dtype=np.float32), n_clusters, pc_cfg["n_iters"], metric=c["metric"], seed=c["seed"]
+            np.array(x, dtype=np.float32),
+            n_clusters,
+            pc_cfg["n_iters"],
+            init="kmeans++",
+            metric=c["metric"],
+            seed=c["seed"],
         )
         if pc_cfg["objective"] != "coverage":
             idx, radius = per_cluster_objective(x, assignments, distances, k, pc_cfg, c["seed"], c["metric"])

@@ -256,7 +256,7 @@ def sample_kmeans_plus_plus(
     if m <= k:
         return random_init(group, k, rng)
     sample = _rows_at(group, np.sort(rng.choice(n, size=m, replace=False)), counts)
-    local = LocalGroup([Shard(sample, metric="l2")])  # rows already normalised by their shards
+    local = LocalGroup([Shard(sample, metric="l2", out_of_core=False)])  # rows already normalised by their shards
     try:
         return kmeans_plus_plus(local, k, rng, n_local_trials, progress)
     finally:
@@ -267,7 +267,7 @@ def lloyd(
     group,
     centroids: np.ndarray,
     n_iters: int,
-    metric: str = "l2",
+    metric: str,
     progress: ProgressFn = _no_progress,
     *,
     tol: float,
@@ -327,11 +327,11 @@ def fit_group(
     k: int,
     n_iters: int,
     *,
-    init: str | np.ndarray = "kmeans++",
-    metric: str = "l2",
+    init: str | np.ndarray,
+    metric: str,
     rng: np.random.Generator,
     n_local_trials: int | None = None,
-    init_sample_flops: float = math.inf,
+    init_sample_flops: float,
     progress: ProgressFn = _no_progress,
     tol: float,
 ) -> tuple[np.ndarray, list[float]]:
@@ -353,26 +353,26 @@ def fit_group(
 def kmeans(
     x: np.ndarray,
     k: int,
-    n_iters: int = 20,
+    n_iters: int,
     *,
-    init: str | np.ndarray = "kmeans++",
-    metric: str = "l2",
+    init: str | np.ndarray,
+    metric: str,
     seed: int | np.random.Generator = 0,
     n_local_trials: int | None = None,
-    chunk_mb: float = 64.0,
+    chunk_mb: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Single-process k-means on (N, D) ``x``.
+    """Single-process k-means on (N, D) ``x`` (``init="auto"`` never samples here: it is k-means++;
+    ``chunk_mb`` None: ``kmeans.chunk_mb`` of ``conf/kmeans``).
 
     Returns ``(centroids (k, D) float32, assignments (N,) int64, distances (N,) float32)`` where
     distances are squared L2 (``metric="l2"``) or ``1 - cos`` (``metric="cosine"``) to the
     assigned final centroid.
     """
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    shard = Shard(x, metric=metric, chunk_mb=chunk_mb)
+    shard = Shard(x, metric=metric, chunk_mb=chunk_mb, out_of_core=False)
     group = LocalGroup([shard])
-    centroids, _ = fit_group(
-        group, k, n_iters, init=init, metric=metric, rng=rng, n_local_trials=n_local_trials, tol=0.0
-    )
+    fit = dict(init=init, metric=metric, rng=rng, n_local_trials=n_local_trials, init_sample_flops=math.inf)
+    centroids, _ = fit_group(group, k, n_iters, **fit, tol=0.0)
     shard.assign_all(centroids)
     _, assign, dist = shard.assignments()
     shard.close()
@@ -380,8 +380,8 @@ def kmeans(
 
 
 def kmeans_plus_plus_init(
-    x: np.ndarray, k: int, rng: np.random.Generator | int = 0, *, metric: str = "l2", n_local_trials: int | None = None
+    x: np.ndarray, k: int, rng: np.random.Generator | int = 0, *, metric: str, n_local_trials: int | None = None
 ) -> np.ndarray:
     """Greedy k-means++ seeding of (N, D) ``x``; returns (k, D) float32 centres (rows of ``x``)."""
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    return kmeans_plus_plus(LocalGroup([Shard(x, metric=metric)]), k, rng, n_local_trials)
+    return kmeans_plus_plus(LocalGroup([Shard(x, metric=metric, out_of_core=False)]), k, rng, n_local_trials)

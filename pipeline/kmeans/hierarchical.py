@@ -263,7 +263,15 @@ def hierarchical_kmeans(x: np.ndarray, cfg: KMeansConfig | dict, *, n_shards: in
         bounds = np.linspace(0, len(data), n_shards + 1 if level == 1 else 2).astype(int)
         group = LocalGroup(
             [
-                Shard(data[a:b], metric=cfg.metric, offset=a, chunk_mb=cfg.chunk_mb, centroid_index=cfg.centroid_index)
+                Shard(
+                    data[a:b],
+                    metric=cfg.metric,
+                    offset=a,
+                    chunk_mb=cfg.chunk_mb,
+                    use_gpu=False,  # the in-process API: CPU, in memory
+                    out_of_core=False,
+                    centroid_index=cfg.centroid_index,
+                )
                 for a, b in zip(bounds[:-1], bounds[1:])
             ]
         )

@@ -30,7 +30,7 @@ import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
 
 from pipeline.atomic import atomic_path
-from pipeline.kmeans.config import METRICS, CentroidIndex
+from pipeline.kmeans.config import METRICS, CentroidIndex, conf_default
 from pipeline.kmeans.rows import (  # noqa: F401 - ShardSource, MemoryRows, npy_header, write_npy_blocks re-exported
     MemoryRows,
     ShardSource,
@@ -87,10 +87,10 @@ class Shard:
         source: where to read rows when ``x`` is None (done inside the worker).
         metric: ``"l2"`` or ``"cosine"``.
         offset: global index of row 0 (set later with :meth:`set_offset` when loading).
-        chunk_mb: memory budget of the temporaries of one chunk of rows.
+        chunk_mb: memory budget of the temporaries of one chunk of rows (None: ``kmeans.chunk_mb`` of conf).
         threads: FAISS / BLAS threads in this worker.
-        use_gpu: put the FAISS centroid index on the GPU when one is present.
-        out_of_core: spill the (normalised) rows once to a local ``.npy`` and stream them in chunks.
+        use_gpu: put the FAISS centroid index on the GPU when one is present (None: ``kmeans.use_gpu`` of conf).
+        out_of_core: (resolved: :func:`resolve_out_of_core`) spill the (normalised) rows once to a local ``.npy`` and stream them in chunks.
         memory_budget_mb: out-of-core: bytes for chunks + per-row state (``ROW_STATE_BYTES`` a row);
             the chunk size is ``min(chunk_mb, (budget - n * ROW_STATE_BYTES) / 3)``.
         spill_dir: local folder for the spilled rows (default: the system's temporary folder).
@@ -106,12 +106,12 @@ class Shard:
         x: np.ndarray | None = None,
         *,
         source: ShardSource | None = None,
-        metric: str = "l2",
+        metric: str,
         offset: int = 0,
-        chunk_mb: float = 64.0,
+        chunk_mb: float | None = None,
         threads: int = 1,
-        use_gpu: bool = False,
-        out_of_core: bool = False,
+        use_gpu: bool | None = None,
+        out_of_core: bool,
         memory_budget_mb: float | None = None,
         spill_dir: str | None = None,
         centroid_index: CentroidIndex | None = None,
@@ -127,7 +127,7 @@ class Shard:
         self.metric = metric
         self.centroid_index = centroid_index or CentroidIndex()
         self.offset = int(offset)
-        self.chunk_bytes = int(chunk_mb * 2**20)
+        self.chunk_bytes = int((conf_default("chunk_mb") if chunk_mb is None else chunk_mb) * 2**20)
         self.budget = None if memory_budget_mb is None else int(memory_budget_mb * 2**20)
         self.ids: pa.ChunkedArray | None = None
         self._ids_path: str | None = None
@@ -139,6 +139,7 @@ class Shard:
             self.rows, self.sq = self._spill_rows(x, source, spill_dir)
         else:
             self.rows, self.sq = self._load_rows(x, source)
+        use_gpu = conf_default("use_gpu") if use_gpu is None else use_gpu
         self.use_gpu = bool(use_gpu) and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
         self._gpu_res = faiss.StandardGpuResources() if self.use_gpu else None
         self._graph: tuple[faiss.Index | None, int] = (None, 0)  # last HNSW graph over centroids, its age
