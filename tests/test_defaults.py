@@ -99,13 +99,6 @@ KNOWN = {
         "per_cluster_k_center.metric",
         "per_cluster_k_center.seed",
     },
-    "pipeline/labeler/server.py": {"serve.port", "serve.share", "serve.synchronous"},
-    "pipeline/labeler/store.py": {
-        "__init__.synchronous",
-        "lease.lease_seconds",
-        "undo.lease_seconds",
-        "undo_page.lease_seconds",
-    },
     "pipeline/satellite/animate.py": {"animate_locations.fps", "animate_locations.label"},
     "pipeline/satellite/capabilities.py": {
         "load_capabilities.max_age_hours",

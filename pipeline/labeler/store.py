@@ -51,6 +51,7 @@ from pipeline.labeler.events import (  # noqa: F401 - LabelError, LabelEvent re-
     event_by_request,
     to_event,
 )
+from pipeline.labeler.settings import conf_default
 
 BINARY_LABELS: tuple[str, ...] = ("positive", "negative", "unsure")
 
@@ -80,15 +81,17 @@ class LabelStore:
 
     ``labels`` fixes the label vocabulary the first time a store is created (default
     ``positive, negative, unsure``); reopening with another vocabulary raises ``ValueError``.
+    ``synchronous`` and a method's ``lease_seconds``: None takes ``labeler.*`` of ``conf/labeler``.
     """
 
     def __init__(
         self,
         path: str | os.PathLike,
         labels: Sequence[str] | None = None,
-        synchronous: str = "FULL",
+        synchronous: str | None = None,
         busy_timeout_s: float = 30.0,
     ):
+        synchronous = conf_default("synchronous") if synchronous is None else synchronous
         if "://" in str(path):
             raise ValueError(f"the label store needs a local file path, got {path!r}")
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
@@ -228,7 +231,7 @@ class LabelStore:
         self,
         annotator: str,
         n: int = 1,
-        lease_seconds: float = 300.0,
+        lease_seconds: float | None = None,
         now: float | None = None,
         max_held: int | None = None,
         similar: Callable[[str, list[str]], list[str]] | None = None,
@@ -246,7 +249,7 @@ class LabelStore:
         if n < 1:
             raise LabelError(f"n must be >= 1, got {n}")
         now = time.time() if now is None else now
-        expires = now + lease_seconds
+        expires = now + (conf_default("lease_seconds") if lease_seconds is None else lease_seconds)
         with self._write() as db:
             db.execute("DELETE FROM leases WHERE expires <= ?", (now,))
             holding = [
@@ -352,7 +355,7 @@ class LabelStore:
         self,
         annotator: str,
         request_id: str | None = None,
-        lease_seconds: float = 300.0,
+        lease_seconds: float | None = None,
         now: float | None = None,
     ) -> tuple[LabelEvent, bool] | None:
         """Cancel ``annotator``'s most recent live label; the id goes back to them under a lease.
@@ -377,14 +380,15 @@ class LabelStore:
             if row is None:
                 return None
             target, item_id, label = row
-            seq = append_undo(db, target, item_id, label, annotator, now, request_id, None, lease_seconds)
+            held = conf_default("lease_seconds") if lease_seconds is None else lease_seconds
+            seq = append_undo(db, target, item_id, label, annotator, now, request_id, None, held)
         return LabelEvent(seq, item_id, label, annotator, now, True, target, request_id), False
 
     def undo_page(
         self,
         annotator: str,
         request_id: str | None = None,
-        lease_seconds: float = 300.0,
+        lease_seconds: float | None = None,
         now: float | None = None,
     ) -> tuple[list[LabelEvent], bool] | None:
         """Cancel ``annotator``'s most recent live page (or single label) as a whole.
@@ -416,10 +420,10 @@ class LabelStore:
                 return None
             page = last[3]
             rows = [last] if page is None else db.execute(f"{live} AND e.page = ? ORDER BY e.seq", (annotator, page))
-            events = []
+            events, held = [], conf_default("lease_seconds") if lease_seconds is None else lease_seconds
             for k, (target, item_id, label, _) in enumerate(list(rows)):
                 rid = request_id if k == 0 else None
-                seq = append_undo(db, target, item_id, label, annotator, now, rid, page, lease_seconds)
+                seq = append_undo(db, target, item_id, label, annotator, now, rid, page, held)
                 events.append(LabelEvent(seq, item_id, label, annotator, now, True, target, rid, page))
         return events, False
 
