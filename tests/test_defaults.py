@@ -163,9 +163,6 @@ KNOWN = {
         "tile_windows.boundary",
         "tile_windows.overlap",
     },
-    "pipeline/search/build.py": {"build_run_index.batch_rows"},
-    "pipeline/search/index.py": {"from_embeddings.batch_rows"},
-    "pipeline/search/service.py": {"__init__.max_k", "__init__.thumbnail_side", "check_query.k", "search.k"},
 }
 
 

@@ -276,3 +276,11 @@ def test_web_scale_preset_resolves_and_runs_at_small_size(make_blobs):
     for lv in levels:
         np.testing.assert_allclose(np.linalg.norm(lv.centroids, axis=1), 1.0, rtol=1e-5)  # spherical
         np.testing.assert_array_equal(np.diff(lv.offsets), np.bincount(lv.assignments, minlength=len(lv.centroids)))
+
+
+def test_a_shard_built_without_a_config_takes_conf_kmeans_chunk_mb_and_use_gpu():
+    from pipeline.config import load_group
+
+    conf = load_group("kmeans/default")
+    shard = Shard(np.zeros((4, 2), np.float32), metric="l2", out_of_core=False)
+    assert shard.chunk_bytes == int(conf["chunk_mb"] * 2**20) and shard.use_gpu is False is conf["use_gpu"]
