@@ -1,10 +1,11 @@
 """Reading and writing the k-means results of a run directory (``clusters/``).
 
 The layout (where a step's folder is, where the shards put their parts) is
-:mod:`pipeline.artifacts`'; this module knows what lies there: one ``<name>.npy`` per array of
-:class:`~pipeline.kmeans.hierarchical.LevelResult` in ``clusters/level_<l>/step_<s>/``,
-``clusters/clusters.json`` (levels, final step of each, counts) and ``clusters/points/``
-(``index``, ``id`` of every level-1 item).
+:mod:`pipeline.artifacts`'; this module knows what lies there: one ``<name>.npy`` per array of a
+:class:`LevelResult` (one level's clustering in CSR form, :func:`sort_clusters`) in
+``clusters/level_<l>/step_<s>/``, ``clusters/clusters.json`` (levels, final step of each, counts)
+and ``clusters/points/`` (``index``, ``id`` of every level-1 item). Light: numpy and pyarrow only,
+so a reader of the clusters (sampling, the report) does not import FAISS.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import fsspec
@@ -21,11 +23,44 @@ import pyarrow.parquet as pq
 
 from pipeline.artifacts import CLUSTER_POINTS, CLUSTERS_JSON, cluster_step_dir
 from pipeline.io.tables import list_parquet_files
-from pipeline.kmeans.hierarchical import LevelResult
 from pipeline.rundir import RunDir
 
 # One .npy file per field of LevelResult, in field order.
 CLUSTER_ARRAYS = ("centroids", "assignments", "distances", "offsets", "sorted_clusters", "sorted_distances")
+
+
+@dataclass
+class LevelResult:
+    """One level's clustering of its items (points at level 1, centroids of level l-1 above).
+
+    ``offsets`` (k+1,), ``sorted_clusters`` (n,) item indices sorted by (cluster, distance),
+    ``sorted_distances`` (n,), ``assignments`` (n,) and ``distances`` (n,) in item order.
+    """
+
+    centroids: np.ndarray
+    assignments: np.ndarray
+    distances: np.ndarray
+    offsets: np.ndarray
+    sorted_clusters: np.ndarray
+    sorted_distances: np.ndarray
+
+    @classmethod
+    def from_assignments(cls, centroids: np.ndarray, assignments: np.ndarray, distances: np.ndarray) -> LevelResult:
+        offsets, members, member_dist = sort_clusters(assignments, distances, len(centroids))
+        return cls(centroids, assignments, distances, offsets, members, member_dist)
+
+
+def sort_clusters(assignments: np.ndarray, distances: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR of clusters sorted by distance: ``members[offsets[c]:offsets[c+1]]`` is cluster c.
+
+    Returns (offsets (k+1,) int64, members (n,) int64 item indices, member distances (n,)).
+    Ties in distance are broken by the smaller item index.
+    """
+    assignments = np.asarray(assignments, dtype=np.int64)
+    order = np.lexsort((np.arange(len(assignments)), distances, assignments))
+    offsets = np.zeros(k + 1, dtype=np.int64)
+    np.cumsum(np.bincount(assignments, minlength=k), out=offsets[1:])
+    return offsets, order.astype(np.int64), np.asarray(distances)[order]
 
 
 def save_step(run: RunDir, level: int, step: int, result: LevelResult) -> None:
