@@ -61,7 +61,7 @@ def bench_aid(seeds: int = 5) -> dict:
         **label_stats(labels, idx),
     }
     t = time.perf_counter()
-    _, assignments, _ = kmeans(np.array(x), 30, 20, metric="l2", seed=0)
+    _, assignments, _ = kmeans(np.array(x), 30, 20, init="kmeans++", metric="l2", seed=0)
     idx, bound, _ = per_cluster_k_center(x, assignments, k, allocation="balanced", seed=0, use_ray=False, **L2)
     out["per_cluster_30"] = {
         "radius": round(covering_radius(x, idx, **L2), 4),

@@ -117,7 +117,7 @@ def strata_side(
         start = random_init(group, k, np.random.default_rng(seed))
         group.call("lloyd_stats", start)  # warm-up: FAISS index code paths, first-touch of buffers
         t = time.perf_counter()
-        _, inertias = lloyd(group, start, iters, tol=0.0)
+        _, inertias = lloyd(group, start, iters, cfg.metric, tol=0.0)
         total = time.perf_counter() - t
         rss = group.call("peak_rss")
     finally:

@@ -67,7 +67,7 @@ def aid() -> np.ndarray | None:
 def exact_inertia(x: np.ndarray, centroids: np.ndarray, metric: str) -> float:
     from pipeline.kmeans.shard import Shard
 
-    shard = Shard(x, metric=metric)
+    shard = Shard(x, metric=metric, out_of_core=False)
     return shard.assign_all(centroids)[1]
 
 
@@ -77,7 +77,7 @@ def fit(
     from pipeline.kmeans.algorithm import LocalGroup, fit_group
     from pipeline.kmeans.shard import Shard
 
-    group = LocalGroup([Shard(x, metric=metric, centroid_index=ci)])
+    group = LocalGroup([Shard(x, metric=metric, centroid_index=ci, out_of_core=False)])
     t = time.perf_counter()
     c, inertias = fit_group(
         group, k, iters, init=init, metric=metric, rng=np.random.default_rng(seed), init_sample_flops=flops, tol=tol
@@ -223,7 +223,7 @@ def speed(args) -> None:
     step_log = logging.getLogger("pipeline.kmeans.hierarchical")  # per step: inertia, Lloyd iterations run
     step_log.setLevel(logging.INFO)
     step_log.addHandler(logging.StreamHandler(sys.stdout))
-    cal, _ = load_calibration(DEFAULT_CALIBRATION, 128)
+    cal, _ = load_calibration(DEFAULT_CALIBRATION, 128, False)
     ensure_ray(2)
     conf = load_group("kmeans/default")
     rows = []

@@ -59,9 +59,9 @@ def vm_hwm() -> int:
 
 def side(args: argparse.Namespace, out_of_core: bool) -> dict:
     """Child process: one side of the comparison; returns its timings and peak RSS."""
-    from pipeline.artifacts import load_step_centroids
     from pipeline.kmeans.algorithm import LocalGroup, lloyd, random_init
     from pipeline.kmeans.hierarchical import KMeansConfig, fit_level
+    from pipeline.kmeans.levels import load_step_centroids
     from pipeline.kmeans.run import save_step_from_shards, shard_kwargs, start_shards
     from pipeline.kmeans.shard import Shard, ShardSource
     from pipeline.rundir import RunDir
@@ -100,9 +100,9 @@ def side(args: argparse.Namespace, out_of_core: bool) -> dict:
     try:
         out["spilled_shards"] = int(sum(group.call("spilled")))
         start = random_init(group, ks[0], np.random.default_rng(0))
-        lloyd(group, start, 1, tol=0.0)  # warm-up
+        lloyd(group, start, 1, "l2", tol=0.0)  # warm-up
         t = time.perf_counter()
-        _, inertias = lloyd(group, start, args.rate_iters, tol=0.0)
+        _, inertias = lloyd(group, start, args.rate_iters, "l2", tol=0.0)
         out["lloyd_s_per_iter"] = round((time.perf_counter() - t) / args.rate_iters, 3)
         out["lloyd_inertia"] = inertias[-1]
         out["levels"], previous = [], None

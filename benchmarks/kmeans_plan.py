@@ -62,7 +62,7 @@ def child(n: int, dim: int, k: list[int]) -> dict:
     seconds, items = [], x
     for level, lc in enumerate(kc.levels, start=1):
         t0 = time.perf_counter()
-        group = LocalGroup([Shard(items, metric=kc.metric, threads=1, chunk_mb=kc.chunk_mb)])
+        group = LocalGroup([Shard(items, metric=kc.metric, threads=1, chunk_mb=kc.chunk_mb, out_of_core=False)])
         items = fit_level(group, lc, kc, level)
         seconds.append(time.perf_counter() - t0)
         if level == 1:
@@ -84,7 +84,7 @@ def main() -> None:
     from pipeline.kmeans.config import KMeansConfig
     from pipeline.kmeans.plan import DEFAULT_CALIBRATION, Resources, load_calibration, plan_kmeans
 
-    cal, fresh = load_calibration(args.calibration or DEFAULT_CALIBRATION, args.dim)
+    cal, fresh = load_calibration(args.calibration or DEFAULT_CALIBRATION, args.dim, False)
     print(f"# {machine()}; shared with other work (loaded)")
     print(
         f"# calibration D={cal.dim} ({'measured now' if fresh else 'stored'}): Lloyd "

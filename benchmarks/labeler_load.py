@@ -171,7 +171,7 @@ def run_once(
         write_embeddings(tmp / "run", ids, paths)
         settings = LabelerSettings(mode="grid", grid_size=grid_size, neighbours_from=str(tmp / "run"))
     worker = grid_labeler if mode == "grid" else labeler
-    with serve(db, subprocess=True, synchronous=synchronous, settings=settings) as server:
+    with serve(db, subprocess=True, synchronous=synchronous, settings=settings, port=0) as server:
 
         async def main() -> None:
             await asyncio.gather(

@@ -1,18 +1,15 @@
 """Every artifact of a run directory, named once, with its reader and writer.
 
-A step asks this module for paths (``run.path(MANIFEST)``, ``run.path(ACTIVE_LABELS)``) and for
-readers (:func:`load_levels`, :func:`duplicate_ids`); no other module spells a path inside
-``run_dir``. Each artifact names the step that writes it, so a step that reads it can declare it
-as an input (``run.step(..., inputs=[EMBEDDINGS])``) and inherit its fingerprint.
+A step asks this module for paths (``run.path(MANIFEST)``, ``run.path(ACTIVE_LABELS)``,
+:func:`cluster_step_dir`) and for readers of plain tables (:func:`duplicate_ids`); no other module
+spells a path inside ``run_dir``. It knows no algorithm type: what an algorithm's outputs hold is
+read and written by that algorithm's package (k-means: :mod:`pipeline.kmeans.levels`). Each
+artifact names the step that writes it, so a step that reads it can declare it as an input (``run.step(..., inputs=[EMBEDDINGS])``) and inherit its fingerprint.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, BinaryIO
 
 import fsspec
 import numpy as np
@@ -20,10 +17,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.rundir import EXTERNAL_SOURCES, Artifact, RunDir, input_fingerprint  # noqa: F401 - re-exported
-
-if TYPE_CHECKING:
-    from pipeline.kmeans.hierarchical import LevelResult
-
 
 RUN_JSON = Artifact("run.json", "", "", "resolved config, seed, versions, counts, timings per step")
 PROGRESS_LOG = Artifact("progress.log", "", "", "progress lines of every long step")
@@ -150,10 +143,8 @@ def write_dedup(run: RunDir, duplicates: pa.Table, kept: pa.Table) -> None:
 
 
 # ---- clusters ----------------------------------------------------------------------------------
-CLUSTER_ARRAYS = ("centroids", "assignments", "distances", "offsets", "sorted_clusters", "sorted_distances")
-
-
 def cluster_step_dir(level: int, step: int) -> str:
+    """The folder of one k-means step's arrays (``clusters/level_<l>/step_<s>``)."""
     return CLUSTERS / f"level_{level}/step_{step}"
 
 
@@ -167,70 +158,6 @@ def clear_cluster_points(run: RunDir) -> None:
         run.fs.rm(run.local(CLUSTER_POINTS), recursive=True)
 
 
-def save_step(run: RunDir, level: int, step: int, result: LevelResult) -> None:
-    """Write one k-means step's arrays atomically (staging folder renamed on success)."""
-
-    def write(files: dict[str, BinaryIO]) -> None:
-        for name, fh in files.items():
-            np.save(fh, getattr(result, name))
-
-    write_step(run, level, step, write)
-
-
-def write_step(run: RunDir, level: int, step: int, write: Callable[[dict[str, BinaryIO]], None]) -> None:
-    """Write one step's ``<name>.npy`` files: ``write`` gets an open file per name of
-    ``CLUSTER_ARRAYS`` (it may stream into them); a staging folder is renamed into place on success."""
-    with run.staging(cluster_step_dir(level, step)) as tmp:
-        fs, root = fsspec.core.url_to_fs(tmp)
-        fs.makedirs(root, exist_ok=True)
-        with contextlib.ExitStack() as stack:
-            write({name: stack.enter_context(fs.open(f"{root}/{name}.npy", "wb")) for name in CLUSTER_ARRAYS})
-
-
 def cluster_step_parts(run: RunDir, level: int, step: int) -> str:
     """Scratch folder (URI) where the k-means shards write their parts of a step before the merge."""
     return run.path(TMP, f"cluster_parts/level_{level}/step_{step}")
-
-
-def load_step(run: RunDir, level: int, step: int) -> LevelResult:
-    from pipeline.kmeans.hierarchical import LevelResult
-
-    arrays = {}
-    for name in CLUSTER_ARRAYS:
-        with run.fs.open(run.local(cluster_step_dir(level, step), f"{name}.npy"), "rb") as fh:
-            arrays[name] = np.load(fh)
-    return LevelResult(**arrays)
-
-
-def load_step_centroids(run: RunDir, level: int, step: int) -> tuple[np.ndarray, int]:
-    """(centroids (k, D), number of items clustered) of one step, without reading the N-length arrays."""
-    folder = cluster_step_dir(level, step)
-    with run.fs.open(run.local(folder, "centroids.npy"), "rb") as fh:
-        centroids = np.load(fh)
-    with run.fs.open(run.local(folder, "assignments.npy"), "rb") as fh:
-        major, _ = np.lib.format.read_magic(fh)
-        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, _, _ = read_header(fh)  # the header only
-    return centroids, int(shape[0])
-
-
-def write_clusters_json(run: RunDir, summary: dict[str, Any]) -> None:
-    run.write_json(CLUSTERS_JSON, summary)
-
-
-def load_levels(run: RunDir) -> tuple[dict, list[LevelResult]]:
-    """(``clusters.json`` content, final :class:`LevelResult` of every level) of a finished run."""
-    with run.fs.open(run.local(CLUSTERS_JSON), "r") as fh:
-        meta = json.load(fh)
-    return meta, [load_step(run, lv["level"], lv["final_step"]) for lv in meta["levels"]]
-
-
-def load_point_ids(run: RunDir) -> pa.Table:
-    """``index``, ``id`` of every level-1 item, sorted by index."""
-    from pipeline.io.tables import list_parquet_files
-
-    tables = []
-    for f in list_parquet_files(run.path(CLUSTER_POINTS)):
-        with fsspec.open(f, "rb") as fh:
-            tables.append(pq.read_table(fh))
-    return pa.concat_tables(tables).sort_by("index")

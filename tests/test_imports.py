@@ -96,3 +96,19 @@ def test_packages_export_by_plain_imports():
 def test_embed_job_does_not_import_the_orchestrator():
     modules = module_names(ROOT, "pipeline")
     assert "pipeline.curate" not in imports_of(ROOT / "jobs" / "embed.py", modules)
+
+
+# What the layout module (pipeline/artifacts.py) may import: the run directory, the one atomic
+# write and table I/O. Never an algorithm package: their readers live with them (pipeline/kmeans/levels.py).
+LAYOUT_MAY_IMPORT = {"pipeline.rundir", "pipeline.atomic", "pipeline.io.tables"}
+
+
+def test_the_layout_module_knows_no_algorithm_types(tmp_path):
+    modules = module_names(ROOT, "pipeline")
+    assert imports_of(ROOT / "pipeline" / "artifacts.py", modules) <= LAYOUT_MAY_IMPORT
+    # the form it had before (a type-only import of LevelResult) is caught
+    old = tmp_path / "artifacts.py"
+    old.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pipeline.kmeans.hierarchical import LevelResult\n"
+    )
+    assert imports_of(old, modules) == {"pipeline.kmeans.hierarchical"}

@@ -24,14 +24,13 @@ from pipeline.artifacts import (
     DUPLICATES,
     EMBEDDINGS,
     duplicate_ids,
-    load_levels,
-    load_point_ids,
     read_run_embeddings,
 )
 from pipeline.coreset.config import coreset_config
 from pipeline.coreset.kcenter import k_center_greedy, stratified_k_center
 from pipeline.coreset.percluster import per_cluster_k_center
 from pipeline.io.tables import write_parquet_atomic
+from pipeline.kmeans.levels import load_levels, load_point_ids
 from pipeline.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,12 @@ def _per_cluster(x: np.ndarray, k: int, c: dict) -> Selection:
     n_clusters = min(len(x), pc_cfg["n_clusters"] or max(1, math.ceil(len(x) / pc_cfg["points_per_cluster"])))
     # kmeans normalises its input in place for the cosine metric: hand it a copy.
     _, assignments, distances = kmeans(
-        np.array(x, dtype=np.float32), n_clusters, pc_cfg["n_iters"], metric=c["metric"], seed=c["seed"]
+        np.array(x, dtype=np.float32),
+        n_clusters,
+        pc_cfg["n_iters"],
+        init="kmeans++",
+        metric=c["metric"],
+        seed=c["seed"],
     )
     common = dict(metric=c["metric"], device=c["device"])
     if pc_cfg["objective"] != "coverage":

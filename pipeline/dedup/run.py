@@ -317,7 +317,9 @@ def find_duplicates(
 
         k = min(int(c["n_clusters"] or max(1, math.ceil(n / c["points_per_cluster"]))), n)
         # kmeans normalises its input in place for the cosine metric: hand it a copy.
-        _, assignments, distances = kmeans(np.array(x, np.float32), k, c["n_iters"], metric="cosine", seed=c["seed"])
+        _, assignments, distances = kmeans(
+            np.array(x, np.float32), k, c["n_iters"], init="kmeans++", metric="cosine", seed=c["seed"]
+        )
     pixels = signatures.pixels if signatures is not None else None
     priority = keep_priority(n, c["keep"], centroid_distance=distances, pixels=pixels, seed=c["seed"])
     hashes = pixel_hashes if pixel_hashes is not None else signatures.digests if signatures is not None else None

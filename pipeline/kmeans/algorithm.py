@@ -256,7 +256,7 @@ def sample_kmeans_plus_plus(
     if m <= k:
         return random_init(group, k, rng)
     sample = _rows_at(group, np.sort(rng.choice(n, size=m, replace=False)), counts)
-    local = LocalGroup([Shard(sample, metric="l2")])  # rows already normalised by their shards
+    local = LocalGroup([Shard(sample, metric="l2", out_of_core=False)])  # rows already normalised by their shards
     try:
         return kmeans_plus_plus(local, k, rng, n_local_trials, progress)
     finally:
@@ -267,7 +267,7 @@ def lloyd(
     group,
     centroids: np.ndarray,
     n_iters: int,
-    metric: str = "l2",
+    metric: str,
     progress: ProgressFn = _no_progress,
     *,
     tol: float,
@@ -313,20 +313,29 @@ def _farthest_points(group, m: int) -> np.ndarray:
     return out
 
 
+# kmeans.init: name -> init(group, k, rng, n_local_trials, init_sample_flops, progress) -> (k, D) centroids
+InitFn = Callable[[Any, int, np.random.Generator, int | None, float, ProgressFn], np.ndarray]
+INITIALISERS: dict[str, InitFn] = {
+    "kmeans++": lambda group, k, rng, trials, _flops, progress: kmeans_plus_plus(group, k, rng, trials, progress),
+    "auto": sample_kmeans_plus_plus,
+    "random": lambda group, k, rng, *_: random_init(group, k, rng),
+}
+
+
 def fit_group(
     group,
     k: int,
     n_iters: int,
     *,
-    init: str | np.ndarray = "kmeans++",
-    metric: str = "l2",
+    init: str | np.ndarray,
+    metric: str,
     rng: np.random.Generator,
     n_local_trials: int | None = None,
-    init_sample_flops: float = math.inf,
+    init_sample_flops: float,
     progress: ProgressFn = _no_progress,
     tol: float,
 ) -> tuple[np.ndarray, list[float]]:
-    """Initialise (``kmeans++`` | ``random`` | ``auto`` | given (k, D) array) then run Lloyd on the
+    """Initialise (a name of :data:`INITIALISERS` or given (k, D) centroids) then run Lloyd on the
     active rows (early stop: :func:`lloyd`'s ``tol``)."""
     if isinstance(init, np.ndarray):
         if init.shape[0] != k:
@@ -334,40 +343,36 @@ def fit_group(
         start = init.astype(np.float32)
         if metric == "cosine":
             start = start / np.maximum(np.linalg.norm(start, axis=1, keepdims=True), 1e-12)
-    elif init == "kmeans++":
-        start = kmeans_plus_plus(group, k, rng, n_local_trials, progress)
-    elif init == "auto":
-        start = sample_kmeans_plus_plus(group, k, rng, n_local_trials, init_sample_flops, progress)
-    elif init == "random":
-        start = random_init(group, k, rng)
+    elif init in INITIALISERS:
+        start = INITIALISERS[init](group, k, rng, n_local_trials, init_sample_flops, progress)
     else:
-        raise ValueError(f"init must be 'kmeans++', 'random', 'auto' or an array, got {init!r}")
+        raise ValueError(f"init must be one of {sorted(INITIALISERS)} or an array, got {init!r}")
     return lloyd(group, start, n_iters, metric, progress, tol=tol)
 
 
 def kmeans(
     x: np.ndarray,
     k: int,
-    n_iters: int = 20,
+    n_iters: int,
     *,
-    init: str | np.ndarray = "kmeans++",
-    metric: str = "l2",
+    init: str | np.ndarray,
+    metric: str,
     seed: int | np.random.Generator = 0,
     n_local_trials: int | None = None,
-    chunk_mb: float = 64.0,
+    chunk_mb: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Single-process k-means on (N, D) ``x``.
+    """Single-process k-means on (N, D) ``x`` (``init="auto"`` never samples here: it is k-means++;
+    ``chunk_mb`` None: ``kmeans.chunk_mb`` of ``conf/kmeans``).
 
     Returns ``(centroids (k, D) float32, assignments (N,) int64, distances (N,) float32)`` where
     distances are squared L2 (``metric="l2"``) or ``1 - cos`` (``metric="cosine"``) to the
     assigned final centroid.
     """
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    shard = Shard(x, metric=metric, chunk_mb=chunk_mb)
+    shard = Shard(x, metric=metric, chunk_mb=chunk_mb, out_of_core=False)
     group = LocalGroup([shard])
-    centroids, _ = fit_group(
-        group, k, n_iters, init=init, metric=metric, rng=rng, n_local_trials=n_local_trials, tol=0.0
-    )
+    fit = dict(init=init, metric=metric, rng=rng, n_local_trials=n_local_trials, init_sample_flops=math.inf)
+    centroids, _ = fit_group(group, k, n_iters, **fit, tol=0.0)
     shard.assign_all(centroids)
     _, assign, dist = shard.assignments()
     shard.close()
@@ -375,8 +380,8 @@ def kmeans(
 
 
 def kmeans_plus_plus_init(
-    x: np.ndarray, k: int, rng: np.random.Generator | int = 0, *, metric: str = "l2", n_local_trials: int | None = None
+    x: np.ndarray, k: int, rng: np.random.Generator | int = 0, *, metric: str, n_local_trials: int | None = None
 ) -> np.ndarray:
     """Greedy k-means++ seeding of (N, D) ``x``; returns (k, D) float32 centres (rows of ``x``)."""
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    return kmeans_plus_plus(LocalGroup([Shard(x, metric=metric)]), k, rng, n_local_trials)
+    return kmeans_plus_plus(LocalGroup([Shard(x, metric=metric, out_of_core=False)]), k, rng, n_local_trials)

@@ -14,6 +14,14 @@ INITS = ("kmeans++", "random", "auto")
 RESAMPLE_INITS = ("warm", "fresh")
 ASSIGNS = ("exact", "hnsw", "auto")
 AUTO = "auto"
+
+
+def conf_default(key: str) -> Any:
+    """A setting of ``conf/kmeans/default.yaml`` (its one source), for building blocks called without
+    a :class:`KMeansConfig` (e.g. ``chunk_mb`` of a single-process :func:`~pipeline.kmeans.algorithm.kmeans`)."""
+    return load_group("kmeans/default")[key]
+
+
 # Level-1 points per cluster: 5 up to 10,000 points (BENCHMARKS.md, "Balance on AID": pool/5 met
 # the long-tail and redundancy targets where pool/15 missed), then growing as n^0.24 so that
 # Vo et al.'s 743M-image run gets their ~74 points per cluster (10M level-1 clusters).

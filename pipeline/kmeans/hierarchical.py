@@ -23,50 +23,16 @@ import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from pipeline.kmeans.algorithm import LocalGroup, ProgressFn, _no_progress, fit_group, kmeans
 from pipeline.kmeans.config import INITS, PER_LEVEL, STRATEGIES, KMeansConfig, LevelConfig  # noqa: F401 - re-exported
+from pipeline.kmeans.levels import LevelResult, sort_clusters  # noqa: F401 - re-exported
 from pipeline.kmeans.shard import Shard
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LevelResult:
-    """One level's clustering of its items (points at level 1, centroids of level l-1 above).
-
-    ``offsets`` (k+1,), ``sorted_clusters`` (n,) item indices sorted by (cluster, distance),
-    ``sorted_distances`` (n,), ``assignments`` (n,) and ``distances`` (n,) in item order.
-    """
-
-    centroids: np.ndarray
-    assignments: np.ndarray
-    distances: np.ndarray
-    offsets: np.ndarray
-    sorted_clusters: np.ndarray
-    sorted_distances: np.ndarray
-
-    @classmethod
-    def from_assignments(cls, centroids: np.ndarray, assignments: np.ndarray, distances: np.ndarray) -> LevelResult:
-        offsets, members, member_dist = sort_clusters(assignments, distances, len(centroids))
-        return cls(centroids, assignments, distances, offsets, members, member_dist)
-
-
-def sort_clusters(assignments: np.ndarray, distances: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CSR of clusters sorted by distance: ``members[offsets[c]:offsets[c+1]]`` is cluster c.
-
-    Returns (offsets (k+1,) int64, members (n,) int64 item indices, member distances (n,)).
-    Ties in distance are broken by the smaller item index.
-    """
-    assignments = np.asarray(assignments, dtype=np.int64)
-    order = np.lexsort((np.arange(len(assignments)), distances, assignments))
-    offsets = np.zeros(k + 1, dtype=np.int64)
-    np.cumsum(np.bincount(assignments, minlength=k), out=offsets[1:])
-    return offsets, order.astype(np.int64), np.asarray(distances)[order]
 
 
 def select_resampling_sample(group, k: int, per_cluster: int, strategy: str, seed: int) -> int:
@@ -262,7 +228,15 @@ def hierarchical_kmeans(x: np.ndarray, cfg: KMeansConfig | dict, *, n_shards: in
         bounds = np.linspace(0, len(data), n_shards + 1 if level == 1 else 2).astype(int)
         group = LocalGroup(
             [
-                Shard(data[a:b], metric=cfg.metric, offset=a, chunk_mb=cfg.chunk_mb, centroid_index=cfg.centroid_index)
+                Shard(
+                    data[a:b],
+                    metric=cfg.metric,
+                    offset=a,
+                    chunk_mb=cfg.chunk_mb,
+                    use_gpu=False,  # the in-process API: CPU, in memory
+                    out_of_core=False,
+                    centroid_index=cfg.centroid_index,
+                )
                 for a, b in zip(bounds[:-1], bounds[1:])
             ]
         )

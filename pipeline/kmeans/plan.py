@@ -174,7 +174,7 @@ def calibrate(dim: int, k: int = 256, flops: float = 50_000 * 64 * 256 * 2, seed
     n = max(2_000, int(flops / (2 * dim * k)))
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, dim), dtype=np.float32)
-    shard = Shard(x, metric="l2", threads=1)
+    shard = Shard(x, metric="l2", threads=1, out_of_core=False)
     centroids = x[rng.choice(n, k, replace=False)]
     shard.lloyd_stats(centroids)  # warm-up: first touch, FAISS buffers
     best = math.inf
@@ -229,7 +229,7 @@ def _time_hnsw(n: int, dim: int, rng: np.random.Generator) -> tuple[float, float
     return build, search
 
 
-def load_calibration(path: str | Path, dim: int, recalibrate: bool = False) -> tuple[Calibration, bool]:
+def load_calibration(path: str | Path, dim: int, recalibrate: bool) -> tuple[Calibration, bool]:
     """The stored calibration for width ``dim`` from the JSON at ``path`` (keyed by width), else a
     fresh one, stored there. Returns (calibration, whether it was measured now)."""
     path = Path(path).expanduser()
@@ -289,7 +289,7 @@ def n_actors(kc: KMeansConfig, res: Resources) -> int:
     return max(1, int(res.nodes * (res.gpus if kc.use_gpu else res.cpus)))
 
 
-def chunk_temporaries(chunk_bytes: float, rows: int, dim: int, k: int, trials: int, out_of_core: bool = False) -> float:
+def chunk_temporaries(chunk_bytes: float, rows: int, dim: int, k: int, trials: int, out_of_core: bool) -> float:
     """Peak temporaries of one chunk: ``b_w = clip(chunk_bytes / (8 (D + w + 4)), 256, rows)`` rows for
     width ``w`` (:meth:`Shard._rows`); Lloyd converts its block to float64 (``8 D b_k``) while FAISS
     tiles distances 4096 x min(k, 1024) float32; k-means++ keeps 3 (trials, b) float32 arrays.
@@ -308,7 +308,7 @@ def actor_memory(kc: KMeansConfig, rows: int, dim: int, k: int, sample_rows: int
     from pipeline.kmeans.shard import resolve_out_of_core
 
     trials = pp_trials(kc, k)
-    chunk = chunk_temporaries(kc.chunk_mb * 2**20, rows, dim, k, trials)
+    chunk = chunk_temporaries(kc.chunk_mb * 2**20, rows, dim, k, trials, False)
     centroid_bytes = 16 * k * dim  # centroids + FAISS index (float32) + float64 sums
     ooc = resolve_out_of_core(kc.out_of_core, rows, dim, kc.memory_budget_mb)
     if ooc:
@@ -555,7 +555,7 @@ def long_run_warning(
 
 
 def plan_before_level_1(
-    kc: KMeansConfig, n: int, dim: int, calibration: str | Path = DEFAULT_CALIBRATION, min_flops: float = 5e11
+    kc: KMeansConfig, n: int, dim: int, calibration: str | Path, min_flops: float = 5e11
 ) -> tuple[str, str | None] | None:
     """(plan table, long-run warning or None) that ``run_cluster`` logs before level 1.
 
@@ -572,14 +572,14 @@ def plan_before_level_1(
         flops = level_flops(n, dim, lc.n_clusters, lc.n_iters, lc.n_resampling_steps, lc.sample_size, lc.n_splits, 1)
         if sum(flops[:2]) < min_flops:
             return None
-        cal, _ = load_calibration(path, dim)
+        cal, _ = load_calibration(path, dim, False)
     from pipeline.engine import ray_running
 
     res = Resources.from_ray() if ray_running() else Resources.this_machine()
     return format_plan(plan_kmeans(kc, n, dim, res, cal), cal), long_run_warning(kc, n, dim, res, cal)
 
 
-def plan_for_run(run: Any, kmeans_cfg: dict, seed: int, calibration: str | Path = DEFAULT_CALIBRATION) -> str | None:
+def plan_for_run(run: Any, kmeans_cfg: dict, seed: int, calibration: str | Path) -> str | None:
     """The plan of ``strata cluster`` on a run's embeddings (N from the footers, before dedup), or
     None when no calibration is stored for their width (the cluster job never calibrates)."""
     from pipeline.artifacts import embedding_files

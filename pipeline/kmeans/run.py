@@ -41,15 +41,13 @@ from pipeline.artifacts import (
     cluster_step_parts,
     duplicate_ids,
     embedding_files,
-    load_step_centroids,
-    write_clusters_json,
-    write_step,
 )
 from pipeline.engine import Engine, ray_running
 from pipeline.kmeans import plan as kmeans_plan
 from pipeline.kmeans.algorithm import LocalGroup, RayGroup, ShardLost
 from pipeline.kmeans.config import AUTO, auto_n_clusters
 from pipeline.kmeans.hierarchical import KMeansConfig, fit_level
+from pipeline.kmeans.levels import load_step_centroids, write_clusters_json, write_step
 from pipeline.kmeans.plan import level1_engine
 from pipeline.kmeans.shard import (
     ROW_STATE_BYTES,

@@ -2,8 +2,8 @@
 
 A :class:`Shard` holds rows (n, D) float32 with global row indices ``offset .. offset+n-1``, in
 memory (:class:`MemoryRows`) or, out of core, spilled once to a local ``.npy`` and streamed in
-chunks through one reusable buffer (:class:`SpilledRows`). Every operation walks the rows chunk
-by chunk, so both give the same result. The driver-side algorithms in
+chunks through one reusable buffer (:class:`SpilledRows`; both in :mod:`pipeline.kmeans.rows`).
+Every operation walks the rows chunk by chunk, so both give the same result. The driver-side algorithms in
 :mod:`pipeline.kmeans.algorithm` only ever exchange centroid-sized arrays (k x D sums, k counts,
 a few candidate vectors, k thresholds) with shards, so the same class runs in-process (tests,
 small levels) or as a Ray actor (one per CPU slot/GPU). A finished step is written by every
@@ -17,38 +17,37 @@ sphere equals ``2 (1 - cos)``, so both metrics share one code path.
 
 from __future__ import annotations
 
-import io
 import os
 import resource
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
 
-from pipeline.kmeans.config import METRICS, CentroidIndex
+from pipeline.atomic import atomic_path
+from pipeline.kmeans.config import METRICS, CentroidIndex, conf_default
+from pipeline.kmeans.rows import (  # noqa: F401 - ShardSource, MemoryRows, npy_header, write_npy_blocks re-exported
+    MemoryRows,
+    ShardSource,
+    SpilledRows,
+    SpillWriter,
+    blocks_of,
+    iter_source,
+    npy_header,
+    prepare_rows,
+    source_rows,
+    write_npy_blocks,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 _THREADPOOLS = ThreadpoolController()
-
-
-@dataclass(frozen=True)
-class ShardSource:
-    """Where a shard's rows come from: Parquet slices ``(file, start, stop)`` or a ``.npy`` slice.
-
-    ``drop_ids_path``: optional Parquet file with an ``id`` column; those rows are skipped.
-    """
-
-    kind: str  # "parquet" | "npy"
-    pieces: Sequence[tuple[str, int, int]] = field(default_factory=tuple)
-    drop_ids_path: str | None = None
 
 
 def splitmix64_uniform(index: np.ndarray, seed: int) -> np.ndarray:
@@ -63,208 +62,6 @@ def splitmix64_uniform(index: np.ndarray, seed: int) -> np.ndarray:
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     z = z ^ (z >> np.uint64(31))
     return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-
-
-def _read_npy_rows(path: str, start: int, stop: int, out: np.ndarray) -> None:
-    """Read rows ``start:stop`` of a 2-D C-order float32 ``.npy`` straight into ``out`` (no mmap copy)."""
-    with open(path, "rb") as fh:
-        major, _ = np.lib.format.read_magic(fh)
-        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(fh)
-        if len(shape) != 2 or fortran or dtype != np.float32:
-            raise ValueError(f"{path}: need a 2-D C-order float32 array, got {shape} {dtype} fortran={fortran}")
-        fh.seek(fh.tell() + start * shape[1] * 4)
-        fh.readinto(memoryview(out).cast("B"))
-
-
-def _npy_shape(path: str) -> tuple[int, int]:
-    return tuple(np.load(path, mmap_mode="r").shape)  # type: ignore[return-value]
-
-
-def _source_rows(source: ShardSource) -> int:
-    return sum(b - a for _, a, b in source.pieces)
-
-
-def _iter_source(source: ShardSource, npy_rows: int = 65536) -> Iterator[tuple[np.ndarray, pa.Array | None]]:
-    """Blocks ``(rows (b, D) float32, ids or None)`` of ``source`` in order: one Parquet row group
-    (less the dropped ids) or ``npy_rows`` rows of a ``.npy`` at a time."""
-    if source.kind == "npy":
-        for f, a, b in source.pieces:
-            d = _npy_shape(f)[1]
-            for lo in range(a, b, npy_rows):
-                out = np.empty((min(b, lo + npy_rows) - lo, d), dtype=np.float32)
-                _read_npy_rows(f, lo, lo + len(out), out)
-                yield out, None
-        return
-    if source.kind != "parquet":
-        raise ValueError(f"unknown shard source kind {source.kind!r}")
-    import fsspec
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from pipeline.io.tables import EMBEDDING, arrow_to_embeddings
-
-    drop = None
-    if source.drop_ids_path:
-        with fsspec.open(source.drop_ids_path, "rb") as fh:
-            drop = pq.read_table(fh, columns=["id"]).column("id").combine_chunks()
-    for f, start, stop in source.pieces:
-        with fsspec.open(f, "rb") as fh:
-            pf = pq.ParquetFile(fh)
-            first = 0
-            for rg in range(pf.metadata.num_row_groups):
-                n_rg = pf.metadata.row_group(rg).num_rows
-                lo, hi = max(start, first), min(stop, first + n_rg)
-                if lo < hi:
-                    t = pf.read_row_group(rg, columns=["id", EMBEDDING]).slice(lo - first, hi - lo)
-                    if drop is not None and len(drop):
-                        t = t.filter(pc.invert(pc.is_in(t.column("id"), value_set=drop)))
-                    yield arrow_to_embeddings(t.column(EMBEDDING)), t.column("id").combine_chunks()
-                first += n_rg
-
-
-def _prepare(rows: np.ndarray, metric: str, in_place: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Checked (and, for cosine, L2-normalised) rows and their squared norms ``||x||^2``."""
-    if rows.ndim != 2:
-        raise ValueError(f"shard rows must be 2-D (n, D), got shape {rows.shape}")
-    if not np.isfinite(rows).all():
-        raise ValueError("embeddings contain NaN or inf")
-    if metric == "cosine":
-        norms = np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
-        rows = np.divide(rows, norms, out=rows) if in_place and rows.flags.writeable else rows / norms
-    return rows, np.einsum("ij,ij->i", rows, rows)
-
-
-def npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(
-        buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
-    )
-    return buf.getvalue()
-
-
-def write_npy_blocks(fh: BinaryIO, dtype: Any, n: int, blocks: Iterable[np.ndarray]) -> None:
-    """Write a 1-D ``.npy`` of ``n`` items of ``dtype`` from ``blocks`` (never the whole array at once)."""
-    fh.write(npy_header((n,), dtype))
-    written = 0
-    for block in blocks:
-        fh.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
-        written += len(block)
-    if written != n:
-        raise RuntimeError(f"wrote {written} items to a .npy declared with {n}")
-
-
-def _read_exact(fh: BinaryIO, out: np.ndarray) -> None:
-    view, got = memoryview(out).cast("B"), 0
-    while got < len(view):
-        n = fh.readinto(view[got:])
-        if not n:
-            raise EOFError("spilled rows file is shorter than expected")
-        got += n
-
-
-def _blocks_of(n: int, step: int) -> Iterator[tuple[int, int]]:
-    for a in range(0, n, step):
-        yield a, min(n, a + step)
-
-
-class MemoryRows:
-    """Rows held in memory; :meth:`blocks` yields views."""
-
-    def __init__(self, x: np.ndarray):
-        self.x = x
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    @property
-    def dim(self) -> int:
-        return int(self.x.shape[1])
-
-    def blocks(self, step: int) -> Iterator[tuple[int, np.ndarray]]:
-        for a, b in _blocks_of(len(self.x), step):
-            yield a, self.x[a:b]
-
-    def take(self, positions: np.ndarray) -> np.ndarray:
-        return self.x[np.asarray(positions, dtype=np.int64)]
-
-
-class SpilledRows:
-    """Rows in a local float32 ``.npy``, read in blocks with explicit reads into one reusable buffer.
-
-    Not a memory map: file-backed pages of a map count in the process's RSS. A block yielded by
-    :meth:`blocks` is overwritten by the next one.
-    """
-
-    def __init__(self, path: str, n: int, dim: int, buffer: np.ndarray):
-        self.path, self.n, self._dim, self.buffer = path, int(n), int(dim), buffer
-        with open(path, "rb") as fh:
-            np.lib.format.read_magic(fh)
-            np.lib.format.read_array_header_1_0(fh)
-            self.data_offset = fh.tell()
-
-    def __len__(self) -> int:
-        return self.n
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    def blocks(self, step: int) -> Iterator[tuple[int, np.ndarray]]:
-        step = max(1, min(step, len(self.buffer)))
-        with open(self.path, "rb", buffering=0) as fh:
-            fh.seek(self.data_offset)
-            for a, b in _blocks_of(self.n, step):
-                view = self.buffer[: b - a]
-                _read_exact(fh, view)
-                yield a, view
-
-    def take(self, positions: np.ndarray) -> np.ndarray:
-        """Rows at ``positions``: one seek per row for a few, else one pass over the file."""
-        positions = np.asarray(positions, dtype=np.int64)
-        out = np.empty((len(positions), self._dim), dtype=np.float32)
-        if len(positions) <= 256:
-            with open(self.path, "rb", buffering=0) as fh:
-                for i, p in enumerate(positions):
-                    fh.seek(self.data_offset + int(p) * self._dim * 4)
-                    _read_exact(fh, out[i])
-            return out
-        order = np.argsort(positions, kind="stable")
-        wanted = positions[order]
-        for a, block in self.blocks(len(self.buffer)):
-            lo, hi = np.searchsorted(wanted, [a, a + len(block)])
-            out[order[lo:hi]] = block[wanted[lo:hi] - a]
-        return out
-
-
-class _SpillWriter:
-    """Appends float32 row blocks to ``<folder>/<name>.npy``; the header is fixed up on close."""
-
-    def __init__(self, path: str, capacity: int):
-        self.path, self.capacity, self.n, self.dim = path, int(capacity), 0, None
-        self.fh = open(path, "wb")  # noqa: SIM115 - closed by finish()
-
-    def append(self, rows: np.ndarray) -> None:
-        if self.dim is None:
-            self.dim = int(rows.shape[1])
-            self.header = npy_header((self.capacity, self.dim), np.float32)
-            self.fh.write(self.header)
-        self.fh.write(np.ascontiguousarray(rows, dtype=np.float32).tobytes())
-        self.n += len(rows)
-
-    def finish(self) -> tuple[int, int]:
-        """(rows written, width); rewrites the header with the final row count."""
-        if self.dim is None:
-            self.dim = 0
-            self.header = npy_header((self.capacity, 0), np.float32)
-            self.fh.write(self.header)
-        header = npy_header((self.n, self.dim), np.float32)
-        if len(header) != len(self.header):  # numpy pads the header so that its first axis can change
-            raise RuntimeError("spill header changed size")
-        self.fh.seek(0)
-        self.fh.write(header)
-        self.fh.close()
-        return self.n, self.dim
 
 
 # Bytes per row of the state an out-of-core shard keeps in memory besides its row blocks: squared
@@ -290,10 +87,10 @@ class Shard:
         source: where to read rows when ``x`` is None (done inside the worker).
         metric: ``"l2"`` or ``"cosine"``.
         offset: global index of row 0 (set later with :meth:`set_offset` when loading).
-        chunk_mb: memory budget of the temporaries of one chunk of rows.
+        chunk_mb: memory budget of the temporaries of one chunk of rows (None: ``kmeans.chunk_mb`` of conf).
         threads: FAISS / BLAS threads in this worker.
-        use_gpu: put the FAISS centroid index on the GPU when one is present.
-        out_of_core: spill the (normalised) rows once to a local ``.npy`` and stream them in chunks.
+        use_gpu: put the FAISS centroid index on the GPU when one is present (None: ``kmeans.use_gpu`` of conf).
+        out_of_core: (resolved: :func:`resolve_out_of_core`) spill the (normalised) rows once to a local ``.npy`` and stream them in chunks.
         memory_budget_mb: out-of-core: bytes for chunks + per-row state (``ROW_STATE_BYTES`` a row);
             the chunk size is ``min(chunk_mb, (budget - n * ROW_STATE_BYTES) / 3)``.
         spill_dir: local folder for the spilled rows (default: the system's temporary folder).
@@ -309,12 +106,12 @@ class Shard:
         x: np.ndarray | None = None,
         *,
         source: ShardSource | None = None,
-        metric: str = "l2",
+        metric: str,
         offset: int = 0,
-        chunk_mb: float = 64.0,
+        chunk_mb: float | None = None,
         threads: int = 1,
-        use_gpu: bool = False,
-        out_of_core: bool = False,
+        use_gpu: bool | None = None,
+        out_of_core: bool,
         memory_budget_mb: float | None = None,
         spill_dir: str | None = None,
         centroid_index: CentroidIndex | None = None,
@@ -330,7 +127,7 @@ class Shard:
         self.metric = metric
         self.centroid_index = centroid_index or CentroidIndex()
         self.offset = int(offset)
-        self.chunk_bytes = int(chunk_mb * 2**20)
+        self.chunk_bytes = int((conf_default("chunk_mb") if chunk_mb is None else chunk_mb) * 2**20)
         self.budget = None if memory_budget_mb is None else int(memory_budget_mb * 2**20)
         self.ids: pa.ChunkedArray | None = None
         self._ids_path: str | None = None
@@ -342,6 +139,7 @@ class Shard:
             self.rows, self.sq = self._spill_rows(x, source, spill_dir)
         else:
             self.rows, self.sq = self._load_rows(x, source)
+        use_gpu = conf_default("use_gpu") if use_gpu is None else use_gpu
         self.use_gpu = bool(use_gpu) and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
         self._gpu_res = faiss.StandardGpuResources() if self.use_gpu else None
         self._graph: tuple[faiss.Index | None, int] = (None, 0)  # last HNSW graph over centroids, its age
@@ -354,11 +152,11 @@ class Shard:
     def _load_rows(self, x: np.ndarray | None, source: ShardSource | None) -> tuple[MemoryRows, np.ndarray]:
         """In memory: a caller's array is never modified; rows read here are normalised in place."""
         if x is not None:
-            x, sq = _prepare(x, self.metric, in_place=False)
+            x, sq = prepare_rows(x, self.metric, in_place=False)
             return MemoryRows(x), sq
-        capacity, row, ids = _source_rows(source), 0, []
+        capacity, row, ids = source_rows(source), 0, []
         x = None
-        for block, block_ids in _iter_source(source):
+        for block, block_ids in iter_source(source):
             if x is None:
                 x = np.empty((capacity, block.shape[1]), dtype=np.float32)
             x[row : row + len(block)] = block
@@ -373,7 +171,7 @@ class Shard:
             import pyarrow as pa
 
             self.ids = pa.chunked_array(ids, type=pa.string())
-        x, sq = _prepare(x, self.metric, in_place=True)
+        x, sq = prepare_rows(x, self.metric, in_place=True)
         return MemoryRows(x), sq
 
     def _spill_rows(
@@ -381,7 +179,7 @@ class Shard:
     ) -> tuple[SpilledRows, np.ndarray]:
         """Out of core: normalise and write the rows block by block to ``<spill>/rows.npy`` once."""
         self._spill = tempfile.mkdtemp(prefix="strata-kmeans-", dir=spill_dir)
-        capacity = len(x) if x is not None else _source_rows(source)
+        capacity = len(x) if x is not None else source_rows(source)
         if self.budget is not None:
             free = self.budget - capacity * ROW_STATE_BYTES
             if free <= 0:
@@ -390,15 +188,15 @@ class Shard:
                     f"(~{capacity * ROW_STATE_BYTES / 2**20:.1f} MB): raise it or use more actors"
                 )
             self.chunk_bytes = min(self.chunk_bytes, free // 3)
-        writer = _SpillWriter(os.path.join(self._spill, "rows.npy"), capacity)
+        writer = SpillWriter(os.path.join(self._spill, "rows.npy"), capacity)
         sq = np.empty(capacity, dtype=np.float32)
         ids_writer = None
         if x is not None:
-            blocks: Iterable = ((x[a:b].copy(), None) for a, b in _blocks_of(len(x), 65536))
+            blocks: Iterable = ((x[a:b].copy(), None) for a, b in blocks_of(len(x), 65536))
         else:
-            blocks = _iter_source(source)
+            blocks = iter_source(source)
         for block, block_ids in blocks:
-            block, block_sq = _prepare(block, self.metric, in_place=True)
+            block, block_sq = prepare_rows(block, self.metric, in_place=True)
             sq[writer.n : writer.n + len(block)] = block_sq
             writer.append(block)
             if block_ids is not None:
@@ -461,15 +259,12 @@ class Shard:
         if self._ids_path is None:
             raise ValueError("this shard has no ids (rows were not read from Parquet)")
         fs, p = fsspec.core.url_to_fs(path)
-        fs.makedirs(os.path.dirname(p), exist_ok=True)
-        tmp, row = f"{p}.tmp-{os.getpid()}", self.offset
-        schema = pa.schema([("index", pa.int64()), ("id", pa.string())])
-        with fs.open(tmp, "wb") as fh, pq.ParquetWriter(fh, schema) as writer:
+        row, schema = self.offset, pa.schema([("index", pa.int64()), ("id", pa.string())])
+        with atomic_path(p, fs) as tmp, fs.open(tmp, "wb") as fh, pq.ParquetWriter(fh, schema) as writer:
             for batch in pq.ParquetFile(self._ids_path).iter_batches(batch_size=65536):
                 index = pa.array(np.arange(row, row + batch.num_rows), pa.int64())
                 writer.write_table(pa.table({"index": index, "id": batch.column(0)}, schema=schema))
                 row += batch.num_rows
-        fs.mv(tmp, p)
         return len(self.rows)
 
     def peak_rss(self) -> tuple[int, int]:
@@ -508,7 +303,7 @@ class Shard:
     def _spill_active(self) -> SpilledRows:
         if np.any(np.diff(self.active) <= 0):
             raise ValueError("an active subset spilled to disk must be strictly increasing row indices")
-        writer = _SpillWriter(os.path.join(self._spill, "active.npy"), len(self.active))
+        writer = SpillWriter(os.path.join(self._spill, "active.npy"), len(self.active))
         for a, block in self.rows.blocks(self._rows(1)):
             lo, hi = np.searchsorted(self.active, [a, a + len(block)])
             writer.append(block[self.active[lo:hi] - a])
@@ -730,7 +525,7 @@ class Shard:
         }
         for name, (dtype, get) in parts.items():
             with fsspec.open(f"{prefix}-{name}.npy", "wb") as fh:
-                write_npy_blocks(fh, dtype, n, (get(a, b) for a, b in _blocks_of(n, step)))
+                write_npy_blocks(fh, dtype, n, (get(a, b) for a, b in blocks_of(n, step)))
         return np.bincount(self.assign, minlength=k).astype(np.int64)
 
     def _sample_keys(self, strategy: str, seed: int) -> np.ndarray:

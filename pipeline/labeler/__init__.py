@@ -3,7 +3,7 @@
 from pipeline.labeler import LabelStore, serve
 store = LabelStore("runs/x/labels/labels.sqlite")          # positive / negative / unsure
 store.register(ids, uris); store.enqueue(batch_ids, batch="round-1")
-with serve(store.path) as server:                           # server.url, server.stop()
+with serve(store.path, port=0) as server:                   # server.url, server.stop()
     labels = store.wait_for_labels(batch_ids, timeout=600)  # {id: label}
 
 Grid mode (``LabelerSettings(mode="grid", neighbours_from=run_dir)``): pages of similar images,

@@ -25,7 +25,8 @@ Ranker = Callable[[str, list[str]], list[str]]
 
 def ranker_for_run(run_dir: str) -> Ranker | None:
     """``Neighbours`` from the run's embeddings, else ``Clusters`` from its level-1 k-means, else None."""
-    from pipeline.artifacts import CLUSTERS_JSON, EMBEDDINGS, load_levels, load_point_ids
+    from pipeline.artifacts import CLUSTERS_JSON, EMBEDDINGS
+    from pipeline.kmeans.levels import load_levels, load_point_ids
     from pipeline.rundir import RunDir
 
     run = RunDir(run_dir)

@@ -1,10 +1,10 @@
 """Start and stop the labeler: in this process (a uvicorn thread) or as a child process.
 
-    handle = serve("runs/x/labels/labels.sqlite")          # 127.0.0.1, free port, no token
+    handle = serve("runs/x/labels/labels.sqlite", port=0)  # 127.0.0.1, free port, no token
     handle.url, handle.stop()
-    handle = serve(db, share=True)                         # all interfaces + random token
+    handle = serve(db, port=0, share=True)                 # all interfaces + random token
     handle.share_url                                       # http://<lan-ip>:<port>/?token=...
-    handle = serve(db, subprocess=True)                    # separate interpreter; .kill() = SIGKILL
+    handle = serve(db, port=0, subprocess=True)            # separate interpreter; .kill() = SIGKILL
 
 ``python -m pipeline.labeler --db PATH [--host H --port P --settings JSON]`` is the child's
 entry point; the token travels in ``STRATA_LABELER_TOKEN``, never on the command line.
@@ -30,6 +30,7 @@ from pathlib import Path
 import uvicorn
 
 from pipeline.labeler.app import LabelerSettings, create_app
+from pipeline.labeler.settings import conf_default
 from pipeline.labeler.store import LabelStore
 from pipeline.security import access_token
 
@@ -112,11 +113,11 @@ def serve(
     *,
     labels: Sequence[str] | None = None,
     host: str | None = None,
-    port: int = 0,
-    share: bool = False,
+    port: int,
+    share: bool | None = None,
     token: str | None = None,
     settings: LabelerSettings | None = None,
-    synchronous: str = "FULL",
+    synchronous: str | None = None,
     subprocess: bool = False,
     log_level: str = "warning",
     start_timeout: float = 60.0,
@@ -125,8 +126,11 @@ def serve(
 
     ``host`` defaults to ``127.0.0.1``, or to ``0.0.0.0`` (all interfaces) with ``share=True``;
     sharing, or any address beyond loopback, also requires a token (random unless given). Clients must present the token whenever
-    one is set. ``port=0`` picks a free port.
+    one is set. ``port=0`` picks a free port. ``share`` / ``synchronous``: None takes
+    ``labeler.share`` / ``labeler.synchronous`` of ``conf/labeler``.
     """
+    share = conf_default("share") if share is None else share
+    synchronous = conf_default("synchronous") if synchronous is None else synchronous
     host = host or ("0.0.0.0" if share else "127.0.0.1")
     token = access_token(host, token)[0]  # any address beyond loopback requires one
     if share and token is None:
@@ -206,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--settings", default="{}")
-    parser.add_argument("--synchronous", default="FULL")
+    parser.add_argument("--synchronous", default=None, help="SQLite synchronous (default: labeler.synchronous)")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     settings = LabelerSettings(**json.loads(args.settings), token=os.environ.get(TOKEN_ENV) or None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipeline.config import load_group
 
@@ -12,23 +13,23 @@ from pipeline.config import load_group
 class LabelerSettings:
     """What the app serves: how long leases last, how large images are, who may enter."""
 
-    lease_seconds: float = field(default_factory=lambda: _yaml("lease_seconds"))
-    prefetch: int = field(default_factory=lambda: _yaml("prefetch"))
-    thumbnail_max_side: int = field(default_factory=lambda: _yaml("thumbnail_max_side"))
-    cache_items: int = field(default_factory=lambda: _yaml("cache_items"))
+    lease_seconds: float = field(default_factory=lambda: conf_default("lease_seconds"))
+    prefetch: int = field(default_factory=lambda: conf_default("prefetch"))
+    thumbnail_max_side: int = field(default_factory=lambda: conf_default("thumbnail_max_side"))
+    cache_items: int = field(default_factory=lambda: conf_default("cache_items"))
     token: str | None = None
     title: str = "Strata swipe labeler"
     host: str = "127.0.0.1"  # the bind address (set by server.serve): decides the Host check
-    allowed_hosts: list[str] = field(default_factory=lambda: _yaml("allowed_hosts"))
-    max_leased: int = field(default_factory=lambda: _yaml("max_leased"))
-    max_annotators: int = field(default_factory=lambda: _yaml("max_annotators"))
-    max_body_kb: int = field(default_factory=lambda: _yaml("max_body_kb"))
-    prompt: str | None = field(default_factory=lambda: _yaml("prompt"))
-    reference: str | None = field(default_factory=lambda: _yaml("reference"))
-    show_ids: bool = field(default_factory=lambda: _yaml("show_ids"))
-    mode: str = field(default_factory=lambda: _yaml("mode"))
-    grid_size: int = field(default_factory=lambda: _yaml("grid_size"))
-    grid_guess: str | None = field(default_factory=lambda: _yaml("grid_guess"))
+    allowed_hosts: list[str] = field(default_factory=lambda: conf_default("allowed_hosts"))
+    max_leased: int = field(default_factory=lambda: conf_default("max_leased"))
+    max_annotators: int = field(default_factory=lambda: conf_default("max_annotators"))
+    max_body_kb: int = field(default_factory=lambda: conf_default("max_body_kb"))
+    prompt: str | None = field(default_factory=lambda: conf_default("prompt"))
+    reference: str | None = field(default_factory=lambda: conf_default("reference"))
+    show_ids: bool = field(default_factory=lambda: conf_default("show_ids"))
+    mode: str = field(default_factory=lambda: conf_default("mode"))
+    grid_size: int = field(default_factory=lambda: conf_default("grid_size"))
+    grid_guess: str | None = field(default_factory=lambda: conf_default("grid_guess"))
     neighbours_from: str | None = None  # a run directory: its embeddings (or clusters) group grid pages
 
     def check(self, labels: Sequence[str]) -> None:
@@ -45,6 +46,6 @@ class LabelerSettings:
             raise ValueError(f"labeler.prompt is {len(self.prompt)} characters, at most 300")
 
 
-def _yaml(key: str):
+def conf_default(key: str) -> Any:
     """A default of ``conf/labeler/default.yaml`` (its one source)."""
     return load_group("labeler/default")[key]

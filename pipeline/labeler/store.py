@@ -38,91 +38,22 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from pipeline.labeler.events import (  # noqa: F401 - LabelError, LabelEvent re-exported
+    EVENT_COLS,
+    PAGE_INDEX,
+    SCHEMA,
+    SCHEMA_VERSION,
+    LabelError,
+    LabelEvent,
+    append_label,
+    append_undo,
+    check_annotator,
+    event_by_request,
+    to_event,
+)
+from pipeline.labeler.settings import conf_default
+
 BINARY_LABELS: tuple[str, ...] = ("positive", "negative", "unsure")
-SCHEMA_VERSION = "1"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS catalog (id TEXT PRIMARY KEY, uri TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS queue (
-    id TEXT PRIMARY KEY REFERENCES catalog(id),
-    batch TEXT,
-    seq INTEGER NOT NULL,
-    done INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS queue_open ON queue(seq) WHERE done = 0;
-CREATE INDEX IF NOT EXISTS queue_batch ON queue(batch);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL,
-    label TEXT NOT NULL,
-    annotator TEXT NOT NULL,
-    timestamp REAL NOT NULL,
-    undone INTEGER NOT NULL DEFAULT 0,
-    undoes INTEGER REFERENCES events(seq),
-    request_id TEXT UNIQUE,
-    page TEXT
-);
-CREATE INDEX IF NOT EXISTS events_id ON events(id, seq);
-CREATE INDEX IF NOT EXISTS events_annotator ON events(annotator, seq);
-CREATE UNIQUE INDEX IF NOT EXISTS events_undoes ON events(undoes) WHERE undoes IS NOT NULL;
-CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
-    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
-    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
-CREATE TABLE IF NOT EXISTS current (
-    id TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL,
-    label TEXT NOT NULL,
-    annotator TEXT NOT NULL,
-    timestamp REAL NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS leases (
-    id TEXT PRIMARY KEY,
-    annotator TEXT NOT NULL,
-    expires REAL NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS leases_annotator ON leases(annotator);
-CREATE TABLE IF NOT EXISTS annotators (
-    name TEXT PRIMARY KEY,
-    key_hash TEXT NOT NULL,
-    created REAL NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS guesses (id TEXT PRIMARY KEY, label TEXT NOT NULL) WITHOUT ROWID;
-"""
-# Stores created before grid pages have no ``events.page`` column: added on open (a NULL page).
-_PAGE_INDEX = "CREATE INDEX IF NOT EXISTS events_page ON events(page) WHERE page IS NOT NULL"
-
-# Latest label event of one id that no undo event cancels: the definition of "current label".
-_LATEST_LIVE = """
-SELECT e.seq, e.label, e.annotator, e.timestamp FROM events e
-WHERE e.id = ? AND e.undone = 0
-  AND NOT EXISTS (SELECT 1 FROM events u WHERE u.undoes = e.seq)
-ORDER BY e.seq DESC LIMIT 1
-"""
-
-
-class LabelError(ValueError):
-    """A request the store refuses; ``status`` is the HTTP status the app answers with."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass(frozen=True)
-class LabelEvent:
-    """One row of the event log."""
-
-    seq: int
-    id: str
-    label: str
-    annotator: str
-    timestamp: float
-    undone: bool
-    undoes: int | None
-    request_id: str | None
-    page: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,15 +81,17 @@ class LabelStore:
 
     ``labels`` fixes the label vocabulary the first time a store is created (default
     ``positive, negative, unsure``); reopening with another vocabulary raises ``ValueError``.
+    ``synchronous`` and a method's ``lease_seconds``: None takes ``labeler.*`` of ``conf/labeler``.
     """
 
     def __init__(
         self,
         path: str | os.PathLike,
         labels: Sequence[str] | None = None,
-        synchronous: str = "FULL",
+        synchronous: str | None = None,
         busy_timeout_s: float = 30.0,
     ):
+        synchronous = conf_default("synchronous") if synchronous is None else synchronous
         if "://" in str(path):
             raise ValueError(f"the label store needs a local file path, got {path!r}")
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
@@ -170,11 +103,11 @@ class LabelStore:
         self._local = threading.local()
         self._write_lock = threading.Lock()
         with self._write_lock:
-            self._conn().executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+            self._conn().executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
         with self._write() as db:
             if "page" not in {r[1] for r in db.execute("PRAGMA table_info(events)")}:
                 db.execute("ALTER TABLE events ADD COLUMN page TEXT")
-            db.execute(_PAGE_INDEX)
+            db.execute(PAGE_INDEX)
         self.labels = self._init_labels(labels)
 
     # ---- connections ------------------------------------------------------------------------
@@ -269,7 +202,7 @@ class LabelStore:
         are claimed. A key may own several names; a name has one owner for the store's lifetime
         (:meth:`unclaim` frees it).
         """
-        _check_annotator(annotator)
+        check_annotator(annotator)
         key_hash = hashlib.sha256(key.encode()).hexdigest()
         with self._write() as db:
             row = db.execute("SELECT key_hash FROM annotators WHERE name = ?", (annotator,)).fetchone()
@@ -298,7 +231,7 @@ class LabelStore:
         self,
         annotator: str,
         n: int = 1,
-        lease_seconds: float = 300.0,
+        lease_seconds: float | None = None,
         now: float | None = None,
         max_held: int | None = None,
         similar: Callable[[str, list[str]], list[str]] | None = None,
@@ -312,11 +245,11 @@ class LabelStore:
         ``similar(anchor, candidates)``: ranks the next ``window`` open ids by likeness to the
         page's first id (a grid page of similar images; see ``pipeline.labeler.grid``).
         """
-        _check_annotator(annotator)
+        check_annotator(annotator)
         if n < 1:
             raise LabelError(f"n must be >= 1, got {n}")
         now = time.time() if now is None else now
-        expires = now + lease_seconds
+        expires = now + (conf_default("lease_seconds") if lease_seconds is None else lease_seconds)
         with self._write() as db:
             db.execute("DELETE FROM leases WHERE expires <= ?", (now,))
             holding = [
@@ -370,18 +303,18 @@ class LabelStore:
         first event is returned. Refuses (``LabelError``) unknown labels (422), ids not in the
         queue (404), ids another annotator holds (409) and ids that already have a label (409).
         """
-        _check_annotator(annotator)
+        check_annotator(annotator)
         if label not in self.labels:
             raise LabelError(f"unknown label {label!r}; allowed: {list(self.labels)}", status=422)
         now = time.time() if now is None else now
         with self._write() as db:
             if request_id is not None:
-                prior = _event_by_request(db, request_id)
+                prior = event_by_request(db, request_id)
                 if prior is not None:
                     if prior.id != item_id or prior.undone:
                         raise LabelError(f"request_id {request_id!r} was used for another request", status=409)
                     return prior, True
-            seq = _append_label(db, item_id, label, annotator, now, request_id, None)
+            seq = append_label(db, item_id, label, annotator, now, request_id, None)
         return LabelEvent(seq, item_id, label, annotator, now, False, None, request_id), False
 
     def label_page(
@@ -393,7 +326,7 @@ class LabelStore:
         returns the first events (``duplicate``); a key whose page was undone is refused (409).
         Each id is checked as in :meth:`label`.
         """
-        _check_annotator(annotator)
+        check_annotator(annotator)
         if not page or len(page) > 64:
             raise LabelError(f"page must be a 1-64 character key, got {page!r}", status=422)
         if not labels:
@@ -403,7 +336,7 @@ class LabelStore:
             raise LabelError(f"unknown label {bad[0]!r}; allowed: {list(self.labels)}", status=422)
         now = time.time() if now is None else now
         with self._write() as db:
-            prior = [_to_event(r) for r in db.execute(f"SELECT {_EVENT_COLS} FROM events WHERE page = ?", (page,))]
+            prior = [to_event(r) for r in db.execute(f"SELECT {EVENT_COLS} FROM events WHERE page = ?", (page,))]
             if prior:
                 if (
                     any(e.undone for e in prior)
@@ -414,7 +347,7 @@ class LabelStore:
                 return prior, True
             events = []
             for item_id, label in labels.items():
-                seq = _append_label(db, item_id, label, annotator, now, None, page)
+                seq = append_label(db, item_id, label, annotator, now, None, page)
                 events.append(LabelEvent(seq, item_id, label, annotator, now, False, None, None, page))
         return events, False
 
@@ -422,7 +355,7 @@ class LabelStore:
         self,
         annotator: str,
         request_id: str | None = None,
-        lease_seconds: float = 300.0,
+        lease_seconds: float | None = None,
         now: float | None = None,
     ) -> tuple[LabelEvent, bool] | None:
         """Cancel ``annotator``'s most recent live label; the id goes back to them under a lease.
@@ -430,11 +363,11 @@ class LabelStore:
         Appends an event with ``undone=1, undoes=<cancelled seq>`` and returns (that event,
         duplicate); None when the annotator has nothing left to undo.
         """
-        _check_annotator(annotator)
+        check_annotator(annotator)
         now = time.time() if now is None else now
         with self._write() as db:
             if request_id is not None:
-                prior = _event_by_request(db, request_id)
+                prior = event_by_request(db, request_id)
                 if prior is not None:
                     if not prior.undone:
                         raise LabelError(f"request_id {request_id!r} was used for another request", status=409)
@@ -447,14 +380,15 @@ class LabelStore:
             if row is None:
                 return None
             target, item_id, label = row
-            seq = _append_undo(db, target, item_id, label, annotator, now, request_id, None, lease_seconds)
+            held = conf_default("lease_seconds") if lease_seconds is None else lease_seconds
+            seq = append_undo(db, target, item_id, label, annotator, now, request_id, None, held)
         return LabelEvent(seq, item_id, label, annotator, now, True, target, request_id), False
 
     def undo_page(
         self,
         annotator: str,
         request_id: str | None = None,
-        lease_seconds: float = 300.0,
+        lease_seconds: float | None = None,
         now: float | None = None,
     ) -> tuple[list[LabelEvent], bool] | None:
         """Cancel ``annotator``'s most recent live page (or single label) as a whole.
@@ -463,20 +397,20 @@ class LabelStore:
         carries ``request_id``), gives the ids back to the annotator under a lease and returns
         (the undo events, duplicate); None when there is nothing left to undo.
         """
-        _check_annotator(annotator)
+        check_annotator(annotator)
         now = time.time() if now is None else now
         with self._write() as db:
             if request_id is not None:
-                prior = _event_by_request(db, request_id)
+                prior = event_by_request(db, request_id)
                 if prior is not None:
                     if not prior.undone:
                         raise LabelError(f"request_id {request_id!r} was used for another request", status=409)
                     if prior.page is None:
                         return [prior], True
                     rows = db.execute(
-                        f"SELECT {_EVENT_COLS} FROM events WHERE page = ? AND undone = 1 ORDER BY seq", (prior.page,)
+                        f"SELECT {EVENT_COLS} FROM events WHERE page = ? AND undone = 1 ORDER BY seq", (prior.page,)
                     )
-                    return [_to_event(r) for r in rows], True
+                    return [to_event(r) for r in rows], True
             live = (
                 "SELECT e.seq, e.id, e.label, e.page FROM events e WHERE e.annotator = ? AND e.undone = 0 "
                 "AND NOT EXISTS (SELECT 1 FROM events u WHERE u.undoes = e.seq)"
@@ -486,10 +420,10 @@ class LabelStore:
                 return None
             page = last[3]
             rows = [last] if page is None else db.execute(f"{live} AND e.page = ? ORDER BY e.seq", (annotator, page))
-            events = []
+            events, held = [], conf_default("lease_seconds") if lease_seconds is None else lease_seconds
             for k, (target, item_id, label, _) in enumerate(list(rows)):
                 rid = request_id if k == 0 else None
-                seq = _append_undo(db, target, item_id, label, annotator, now, rid, page, lease_seconds)
+                seq = append_undo(db, target, item_id, label, annotator, now, rid, page, held)
                 events.append(LabelEvent(seq, item_id, label, annotator, now, True, target, rid, page))
         return events, False
 
@@ -538,8 +472,8 @@ class LabelStore:
 
     def events(self) -> list[LabelEvent]:
         """The whole event log, in order."""
-        rows = self._conn().execute(f"SELECT {_EVENT_COLS} FROM events ORDER BY seq").fetchall()
-        return [_to_event(r) for r in rows]
+        rows = self._conn().execute(f"SELECT {EVENT_COLS} FROM events ORDER BY seq").fetchall()
+        return [to_event(r) for r in rows]
 
     def progress(self, batch: str | None = None, now: float | None = None) -> Progress:
         """Counts over the whole queue, or over one ``batch``."""
@@ -597,81 +531,3 @@ class LabelStore:
             )
             db.execute("UPDATE queue SET done = EXISTS (SELECT 1 FROM current c WHERE c.id = queue.id)")
             return db.execute("SELECT COUNT(*) FROM current").fetchone()[0]
-
-
-_EVENT_COLS = "seq, id, label, annotator, timestamp, undone, undoes, request_id, page"
-
-
-def _to_event(row: tuple) -> LabelEvent:
-    seq, item_id, label, annotator, ts, undone, undoes, request_id, page = row
-    return LabelEvent(seq, item_id, label, annotator, ts, bool(undone), undoes, request_id, page)
-
-
-def _event_by_request(db: sqlite3.Connection, request_id: str) -> LabelEvent | None:
-    row = db.execute(f"SELECT {_EVENT_COLS} FROM events WHERE request_id = ?", (request_id,)).fetchone()
-    return None if row is None else _to_event(row)
-
-
-def _append_label(
-    db: sqlite3.Connection,
-    item_id: str,
-    label: str,
-    annotator: str,
-    now: float,
-    request_id: str | None,
-    page: str | None,
-) -> int:
-    """Check that ``annotator`` may label queued ``item_id`` now, append the event, update derived rows."""
-    if db.execute("SELECT 1 FROM queue WHERE id = ?", (item_id,)).fetchone() is None:
-        raise LabelError(f"id {item_id!r} is not in the labeling queue", status=404)
-    holder = db.execute("SELECT annotator FROM leases WHERE id = ? AND expires > ?", (item_id, now)).fetchone()
-    if holder is not None and holder[0] != annotator:
-        raise LabelError(f"id {item_id!r} is held by another labeler", status=409)
-    if db.execute("SELECT 1 FROM current WHERE id = ?", (item_id,)).fetchone() is not None:
-        raise LabelError(f"id {item_id!r} already has a label (undo it first)", status=409)
-    seq = db.execute(
-        "INSERT INTO events (id, label, annotator, timestamp, undone, undoes, request_id, page) "
-        "VALUES (?, ?, ?, ?, 0, NULL, ?, ?)",
-        (item_id, label, annotator, now, request_id, page),
-    ).lastrowid
-    db.execute("INSERT OR REPLACE INTO current VALUES (?, ?, ?, ?, ?)", (item_id, seq, label, annotator, now))
-    db.execute("UPDATE queue SET done = 1 WHERE id = ?", (item_id,))
-    db.execute("DELETE FROM leases WHERE id = ?", (item_id,))
-    return seq
-
-
-def _append_undo(
-    db: sqlite3.Connection,
-    target: int,
-    item_id: str,
-    label: str,
-    annotator: str,
-    now: float,
-    request_id: str | None,
-    page: str | None,
-    lease_seconds: float,
-) -> int:
-    """Append the event cancelling ``target``, re-derive the id, lease it back to ``annotator``."""
-    seq = db.execute(
-        "INSERT INTO events (id, label, annotator, timestamp, undone, undoes, request_id, page) "
-        "VALUES (?, ?, ?, ?, 1, ?, ?, ?)",
-        (item_id, label, annotator, now, target, request_id, page),
-    ).lastrowid
-    _refresh_current(db, item_id)
-    db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (item_id, annotator, now + lease_seconds))
-    return seq
-
-
-def _refresh_current(db: sqlite3.Connection, item_id: str) -> None:
-    """Re-derive ``current`` and the queue flag of one id from the log."""
-    row = db.execute(_LATEST_LIVE, (item_id,)).fetchone()
-    if row is None:
-        db.execute("DELETE FROM current WHERE id = ?", (item_id,))
-    else:
-        db.execute("INSERT OR REPLACE INTO current VALUES (?, ?, ?, ?, ?)", (item_id, *row))
-    db.execute("UPDATE queue SET done = ? WHERE id = ?", (int(row is not None), item_id))
-
-
-def _check_annotator(name: str) -> None:
-    if not isinstance(name, str) or not (1 <= len(name) <= 64) or not all(c.isalnum() or c in "._-@ " for c in name):
-        raise LabelError(f"annotator must be 1-64 letters, digits or ._-@ and spaces, got {name!r}", status=422)

@@ -29,10 +29,9 @@ from pipeline.artifacts import (
     REJECTS,
     RUN_JSON,
     embedding_files,
-    load_levels,
-    load_point_ids,
 )
 from pipeline.io.tables import list_parquet_files
+from pipeline.kmeans.levels import load_levels, load_point_ids
 from pipeline.rundir import RunDir
 from pipeline.sampling.water_filling import water_filling
 

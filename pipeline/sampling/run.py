@@ -23,11 +23,10 @@ from pipeline.artifacts import (
     MANIFEST,
     carried_columns,
     embedding_files,
-    load_levels,
-    load_point_ids,
     read_run_embeddings,
 )
 from pipeline.io.tables import write_parquet_atomic
+from pipeline.kmeans.levels import load_levels, load_point_ids
 from pipeline.rundir import RunDir
 from pipeline.sampling.balanced import hierarchical_balanced_sampling
 from pipeline.sampling.config import sampling_config

@@ -27,10 +27,11 @@ def build_run_index(
     run: RunDir,
     cfg: IndexConfig | Mapping[str, Any] | None = None,
     force: bool = False,
-    batch_rows: int = 65536,
+    batch_rows: int | None = None,
     source: str | None = None,
 ) -> dict:
-    """Build (or reuse) the index of ``run``'s embeddings (or of the embeddings at ``source``).
+    """Build (or reuse) the index of ``run``'s embeddings (or of the embeddings at ``source``),
+    ``batch_rows`` rows at a time (None: ``batch_rows`` of ``conf/index.yaml``).
 
     The index, its id/metadata table and config are written under the run's ``index/`` through a
     staging directory; a rerun with the same config and the same embeddings skips.

@@ -10,11 +10,20 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import schema
+from pipeline.config import load_group, schema
 
 log = logging.getLogger(__name__)
 
 KINDS = ("auto", "flat", "ivf_flat", "ivf_pq", "hnsw")
+
+
+def conf_default(config: str, *keys: str) -> Any:
+    """A setting of ``conf/<config>.yaml`` (its one source), e.g. ``("search", "query", "k")``, for
+    a library call that leaves it out (None)."""
+    value = load_group(config)
+    for key in keys:
+        value = value[key]
+    return value
 
 
 @schema("search/default")

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from pipeline.artifacts import PIXEL_HASH, carried_columns
 from pipeline.io.tables import EMBEDDING, iter_embedding_batches, list_parquet_files
-from pipeline.search.config import KINDS, IndexConfig  # noqa: F401 - re-exported
+from pipeline.search.config import KINDS, IndexConfig, conf_default  # noqa: F401 - KINDS re-exported
 from pipeline.search.filters import Filters, filter_mask
 
 if TYPE_CHECKING:
@@ -186,14 +186,14 @@ class SearchIndex:
         cls,
         path: str | Sequence[str],
         cfg: IndexConfig | Mapping[str, Any] | None = None,
-        batch_rows: int = 65536,
+        batch_rows: int | None = None,
         progress: Progress | None = None,
     ) -> SearchIndex:
         """Stream an embeddings table (``id``, ``embedding``, carried columns) into an index.
 
         Two streamed passes over the vectors (training sample, then adds; one when every partition
-        is exact); only metadata columns are held in memory. ``progress`` counts the rows added, one
-        update per batch.
+        is exact); only metadata columns are held in memory, ``batch_rows`` vectors at a time (None:
+        ``batch_rows`` of ``conf/index.yaml``). ``progress`` counts the rows added, one update per batch.
         """
         cfg = cfg if isinstance(cfg, IndexConfig) else IndexConfig.from_dict(cfg)
         files = list_parquet_files(path)
@@ -216,9 +216,10 @@ class SearchIndex:
             dim = etype.list_size
         else:
             dim = next(iter_embedding_batches(files, batch_rows=1, columns=()))[1].shape[1]
+        rows = conf_default("index", "batch_rows") if batch_rows is None else batch_rows
 
         def batches() -> Iterator[np.ndarray]:
-            for _, x in iter_embedding_batches(files, batch_rows=batch_rows, columns=()):
+            for _, x in iter_embedding_batches(files, batch_rows=rows, columns=()):
                 yield x
 
         return cls._build(meta, batches, dim, cfg, progress)

@@ -24,6 +24,7 @@ from PIL import Image
 
 from pipeline.artifacts import EMBEDDINGS, INDEX, RUN_JSON
 from pipeline.rundir import RunDir
+from pipeline.search.config import conf_default
 from pipeline.search.filters import Filters, filter_mask, filter_values
 from pipeline.search.index import SearchIndex
 from pipeline.search.tiles import bucket_vote, cut_tiles, parse_tiles, vote_weights
@@ -111,8 +112,8 @@ class SearchService:
         index: SearchIndex,
         embedder_factory: Callable[[], Any] | None = None,
         image_loader: Callable[[str], bytes] | None = None,
-        thumbnail_side: int = 256,
-        max_k: int = 1000,
+        thumbnail_side: int | None = None,
+        max_k: int | None = None,
         thumbnail_cache: int = 2048,
         limits: QueryLimits | None = None,
         query_transform: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -126,8 +127,8 @@ class SearchService:
         self._embedder = None
         self._embed_lock = threading.Lock()
         self._image_loader = image_loader
-        self.thumbnail_side = int(thumbnail_side)
-        self.max_k = int(max_k)
+        self.thumbnail_side = int(conf_default("serve", "thumbnail_side") if thumbnail_side is None else thumbnail_side)
+        self.max_k = int(conf_default("serve", "max_k") if max_k is None else max_k)
         self.limits = limits
         self._thumbnail = functools.lru_cache(maxsize=thumbnail_cache)(self._make_thumbnail)
         self._filter_values: tuple[int, dict] | None = None
@@ -212,7 +213,7 @@ class SearchService:
         image: bytes | Image.Image | None = None,
         id: str | None = None,
         vector: Sequence[float] | np.ndarray | None = None,
-        k: int = 10,
+        k: int | None = None,
         filters: Filters | None = None,
         tiles: str | int | None = None,
         per_tile_k: int | None = None,
@@ -225,6 +226,7 @@ class SearchService:
         Returns ``{"results": [{rank, id, score, <carried columns>}], "k", "took_ms", "query"}``.
         ``cancelled``: polled between the expensive steps; once true the query raises :class:`Cancelled`.
         """
+        k = conf_default("search", "query", "k") if k is None else k
         t0 = time.perf_counter()
         self.check_query(image=image, id=id, vector=vector, k=k, tiles=tiles)
         given = [name for name, v in (("image", image), ("id", id), ("vector", vector)) if v is not None]
@@ -276,7 +278,7 @@ class SearchService:
         image: bytes | Image.Image | None = None,
         id: str | None = None,
         vector: Any = None,
-        k: Any = 10,
+        k: Any = None,
         tiles: str | int | None = None,
         **_: Any,
     ) -> int:
@@ -286,6 +288,7 @@ class SearchService:
         given = [name for name, v in (("image", image), ("id", id), ("vector", vector)) if v is not None]
         if len(given) != 1:
             raise QueryError(f"give exactly one of image, id or vector (got {given or 'none'})")
+        k = conf_default("search", "query", "k") if k is None else k
         try:
             k = int(k)
         except (TypeError, ValueError, OverflowError):

@@ -16,8 +16,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from pipeline.artifacts import PRETRAIN_CHECKPOINT, load_levels
+from pipeline.artifacts import PRETRAIN_CHECKPOINT
 from pipeline.curate import run_curate
+from pipeline.kmeans.levels import load_levels
 from pipeline.rundir import RunDir
 from tests.io.bad_inputs import bad_inputs
 

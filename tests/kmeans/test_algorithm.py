@@ -6,9 +6,13 @@ import faiss
 import numpy as np
 import pytest
 
-from pipeline.kmeans.algorithm import LocalGroup, fit_group, kmeans, kmeans_plus_plus_init
+from pipeline.kmeans.algorithm import INITIALISERS, LocalGroup, fit_group, kmeans, kmeans_plus_plus_init
+from pipeline.kmeans.config import INITS
 from pipeline.kmeans.hierarchical import KMeansConfig, allocate_splits, hierarchical_kmeans, sort_clusters
 from pipeline.kmeans.shard import Shard, splitmix64_uniform
+
+# What fit_group's callers used to get by default: k-means++ on every row, Euclidean.
+FIT = {"init": "kmeans++", "metric": "l2", "init_sample_flops": np.inf}
 
 
 def numpy_lloyd(x: np.ndarray, c: np.ndarray, n_iters: int) -> np.ndarray:
@@ -29,7 +33,7 @@ def test_lloyd_matches_numpy_and_faiss_from_same_init(make_blobs):
     x, _ = make_blobs(3000, 16, 25, spread=1.0)
     rng = np.random.default_rng(0)
     init = x[rng.choice(len(x), 25, replace=False)]
-    ours, assign, dist = kmeans(x, 25, 15, init=init)
+    ours, assign, dist = kmeans(x, 25, 15, init=init, metric="l2")
     ref = numpy_lloyd(x, init, 15)
     km = faiss.Kmeans(16, 25, niter=15, max_points_per_centroid=10**7, min_points_per_centroid=1, seed=0)
     km.train(x, init_centroids=init)
@@ -57,7 +61,7 @@ def test_cosine_kmeans_matches_spherical_reference(make_blobs):
 
 def test_kmeans_plus_plus_seeds_every_separated_blob(make_blobs):
     x, labels = make_blobs(2000, 8, 10, seed=3, spread=0.05)
-    centres = kmeans_plus_plus_init(x, 10, np.random.default_rng(1))
+    centres = kmeans_plus_plus_init(x, 10, np.random.default_rng(1), metric="l2")
     rows = {tuple(r) for r in x}
     assert all(tuple(c) in rows for c in centres)
     nearest = ((centres[:, None, :] - x[None]) ** 2).sum(-1).argmin(1)
@@ -66,11 +70,13 @@ def test_kmeans_plus_plus_seeds_every_separated_blob(make_blobs):
 
 def test_sharded_equals_single_shard(make_blobs):
     x, _ = make_blobs(1500, 12, 9, spread=1.0)
-    single = LocalGroup([Shard(x)])
+    single = LocalGroup([Shard(x, metric="l2", out_of_core=False)])
     bounds = [0, 300, 301, 1100, 1500]
-    sharded = LocalGroup([Shard(x[a:b], offset=a) for a, b in zip(bounds[:-1], bounds[1:])])
-    c1, i1 = fit_group(single, 20, 8, rng=np.random.default_rng(5), tol=0.0)
-    c2, i2 = fit_group(sharded, 20, 8, rng=np.random.default_rng(5), tol=0.0)
+    sharded = LocalGroup(
+        [Shard(x[a:b], offset=a, metric="l2", out_of_core=False) for a, b in zip(bounds[:-1], bounds[1:])]
+    )
+    c1, i1 = fit_group(single, 20, 8, **FIT, rng=np.random.default_rng(5), tol=0.0)
+    c2, i2 = fit_group(sharded, 20, 8, **FIT, rng=np.random.default_rng(5), tol=0.0)
     np.testing.assert_allclose(c1, c2, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(i1, i2, rtol=1e-9)
 
@@ -78,7 +84,7 @@ def test_sharded_equals_single_shard(make_blobs):
 def test_empty_clusters_are_reseeded_with_far_points(make_blobs):
     x, _ = make_blobs(500, 4, 5, spread=0.5)
     init = np.repeat(x[:1], 5, axis=0)  # identical centroids: four clusters start empty
-    c, assign, _ = kmeans(x, 5, 10, init=init)
+    c, assign, _ = kmeans(x, 5, 10, init=init, metric="l2")
     assert len(np.unique(c, axis=0)) == 5
     assert np.bincount(assign, minlength=5).min() > 0
 
@@ -86,13 +92,39 @@ def test_empty_clusters_are_reseeded_with_far_points(make_blobs):
 def test_bad_input_is_rejected():
     x = np.zeros((10, 3), dtype=np.float32)
     with pytest.raises(ValueError, match="cannot pick"):
-        kmeans(x, 11)
+        kmeans(x, 11, 20, init="kmeans++", metric="l2")
     with pytest.raises(ValueError, match="metric"):
-        kmeans(x, 2, metric="manhattan")
+        kmeans(x, 2, 20, init="kmeans++", metric="manhattan")
     with pytest.raises(ValueError, match="NaN"):
-        kmeans(np.full((4, 2), np.nan, dtype=np.float32), 2)
+        kmeans(np.full((4, 2), np.nan, dtype=np.float32), 2, 20, init="kmeans++", metric="l2")
     with pytest.raises(ValueError, match="one per level"):
         KMeansConfig.from_dict({"n_clusters": [8, 4], "n_iters": [1, 2, 3]})
+
+
+def test_every_configurable_init_is_a_registry_entry(make_blobs):
+    """``kmeans.init`` names (validated by the config) and :data:`INITIALISERS` agree; each entry
+    gives k distinct rows of the data (0 Lloyd steps), an unknown name is a one-line error."""
+    assert set(INITIALISERS) == set(INITS)
+    x, _ = make_blobs(200, 4, 5, spread=0.5)
+    for name in INITIALISERS:
+        c, _ = fit_group(
+            LocalGroup([Shard(x, metric="l2", out_of_core=False)]),
+            5,
+            0,
+            **{**FIT, "init": name},
+            rng=np.random.default_rng(0),
+            tol=0.0,
+        )
+        assert len(np.unique(c, axis=0)) == 5 and all((x == row).all(axis=1).any() for row in c), name
+    with pytest.raises(ValueError, match="init must be one of"):
+        fit_group(
+            LocalGroup([Shard(x, metric="l2", out_of_core=False)]),
+            5,
+            0,
+            **{**FIT, "init": "kmeans||"},
+            rng=np.random.default_rng(0),
+            tol=0.0,
+        )
     with pytest.raises(ValueError, match="smaller"):
         KMeansConfig.from_dict({"n_clusters": [4, 8]})
 
@@ -155,10 +187,10 @@ def test_cosine_kmeans_leaves_callers_array_untouched():
 
     x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32) * 5
     before = x.copy()
-    kmeans(x, 4, 3, metric="cosine", seed=0)
+    kmeans(x, 4, 3, init="kmeans++", metric="cosine", seed=0)
     np.testing.assert_array_equal(x, before)
     x.setflags(write=False)
-    kmeans(x, 4, 3, metric="cosine", seed=0)  # read-only input (e.g. an Arrow buffer) is fine
+    kmeans(x, 4, 3, init="kmeans++", metric="cosine", seed=0)  # read-only input (e.g. an Arrow buffer) is fine
 
 
 def test_is_actor_loss_follows_causes():
@@ -188,7 +220,7 @@ def test_init_random_draws_rows_uniformly_and_reaches_the_hierarchy(monkeypatch,
     outlier = {"random": 0, "kmeans++": 0}
     for seed in range(600):
         for init in outlier:
-            centroids, _, _ = kmeans(x, 2, 0, init=init, seed=seed)  # 0 Lloyd steps: the initial centres
+            centroids, _, _ = kmeans(x, 2, 0, init=init, metric="l2", seed=seed)  # 0 Lloyd steps: the initial centres
             rows = [int(np.flatnonzero((x == c).all(axis=1))[0]) for c in centroids]
             assert len(set(rows)) == 2
             outlier[init] += 11 in rows
@@ -244,3 +276,11 @@ def test_web_scale_preset_resolves_and_runs_at_small_size(make_blobs):
     for lv in levels:
         np.testing.assert_allclose(np.linalg.norm(lv.centroids, axis=1), 1.0, rtol=1e-5)  # spherical
         np.testing.assert_array_equal(np.diff(lv.offsets), np.bincount(lv.assignments, minlength=len(lv.centroids)))
+
+
+def test_a_shard_built_without_a_config_takes_conf_kmeans_chunk_mb_and_use_gpu():
+    from pipeline.config import load_group
+
+    conf = load_group("kmeans/default")
+    shard = Shard(np.zeros((4, 2), np.float32), metric="l2", out_of_core=False)
+    assert shard.chunk_bytes == int(conf["chunk_mb"] * 2**20) and shard.use_gpu is False is conf["use_gpu"]

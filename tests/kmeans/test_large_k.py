@@ -32,16 +32,35 @@ WIDE_HNSW = CentroidIndex("hnsw", 1, 16, 256, 256)
 def test_hnsw_assignment_equals_exact_where_the_index_is_exact(make_blobs, metric):
     x, _ = make_blobs(600, 8, 10)
     centroids = x[np.random.default_rng(1).choice(len(x), 40, replace=False)]
-    exact, approx = Shard(x, metric=metric, centroid_index=EXACT), Shard(x, metric=metric, centroid_index=WIDE_HNSW)
+    exact, approx = (
+        Shard(x, metric=metric, out_of_core=False, centroid_index=EXACT),
+        Shard(x, metric=metric, out_of_core=False, centroid_index=WIDE_HNSW),
+    )
     assert approx.centroid_index.uses_hnsw(40)
     exact.assign_all(centroids)
     approx.assign_all(centroids)
     np.testing.assert_array_equal(approx.assign, exact.assign)
     np.testing.assert_allclose(approx.dist, exact.dist, rtol=1e-5, atol=1e-5)
     # and a whole Lloyd run from the same start (the hint path included) gives the same centroids
-    ce, ie = fit_group(LocalGroup([exact]), 40, 6, init=centroids, metric=metric, rng=np.random.default_rng(0), tol=0.0)
+    ce, ie = fit_group(
+        LocalGroup([exact]),
+        40,
+        6,
+        init=centroids,
+        metric=metric,
+        init_sample_flops=np.inf,
+        rng=np.random.default_rng(0),
+        tol=0.0,
+    )
     ca, ia = fit_group(
-        LocalGroup([approx]), 40, 6, init=centroids, metric=metric, rng=np.random.default_rng(0), tol=0.0
+        LocalGroup([approx]),
+        40,
+        6,
+        init=centroids,
+        metric=metric,
+        init_sample_flops=np.inf,
+        rng=np.random.default_rng(0),
+        tol=0.0,
     )
     np.testing.assert_allclose(ca, ce, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ia, ie, rtol=1e-5)
@@ -58,7 +77,7 @@ def test_hinted_hnsw_never_moves_a_point_to_a_farther_centroid(make_blobs):
     """A poor graph search (efSearch 1) keeps the hinted centroid when that one is nearer."""
     x, _ = make_blobs(800, 16, 20)
     centroids = x[np.random.default_rng(2).choice(len(x), 64, replace=False)]
-    shard = Shard(x, metric="l2", centroid_index=CentroidIndex("hnsw", 1, 4, 8, 1))
+    shard = Shard(x, metric="l2", out_of_core=False, centroid_index=CentroidIndex("hnsw", 1, 4, 8, 1))
     shard.lloyd_stats(centroids)
     hint = shard._fit_assign.copy()
     d_hint = ((x - centroids[hint]) ** 2).sum(1)
@@ -75,7 +94,9 @@ def test_init_sample_size_by_hand():
 
 def test_sampled_init_is_seeded_and_picks_data_rows(make_blobs):
     x, _ = make_blobs(3000, 16, 30)
-    group = LocalGroup([Shard(x[:1700], metric="l2"), Shard(x[1700:], metric="l2", offset=1700)])
+    group = LocalGroup(
+        [Shard(x[:1700], metric="l2", out_of_core=False), Shard(x[1700:], metric="l2", out_of_core=False, offset=1700)]
+    )
     flops = 2 * 60 * 5 * 16 * 400.0  # a 400-row sample
     assert init_sample_size(3000, 60, 16, 5, flops) == 400
     a = sample_kmeans_plus_plus(group, 60, np.random.default_rng(7), 5, flops)
@@ -106,7 +127,13 @@ def test_progress_advances_inside_every_step(make_blobs):
         }
     )
     events = []
-    fit_level(LocalGroup([Shard(x)]), kc.levels[0], kc, 1, progress=lambda *e, **m: events.append((*e, m)))
+    fit_level(
+        LocalGroup([Shard(x, metric="l2", out_of_core=False)]),
+        kc.levels[0],
+        kc,
+        1,
+        progress=lambda *e, **m: events.append((*e, m)),
+    )
     for step in (0, 1):
         init = [e for e in events if e[:2] == (step, "init")]
         lloyd = [e for e in events if e[:2] == (step, "lloyd")]
@@ -189,9 +216,19 @@ def test_hnsw_lloyd_is_seeded_and_shard_independent(make_blobs):
     ci = CentroidIndex("hnsw", 1, 16, 40, 16)
 
     def run(bounds: list[int]) -> np.ndarray:
-        shards = [Shard(x[a:b], offset=a, centroid_index=ci, threads=2) for a, b in zip(bounds[:-1], bounds[1:])]
+        shards = [
+            Shard(x[a:b], offset=a, centroid_index=ci, threads=2, metric="l2", out_of_core=False)
+            for a, b in zip(bounds[:-1], bounds[1:])
+        ]
         return fit_group(
-            LocalGroup(shards), 90, 8, init="auto", rng=np.random.default_rng(5), init_sample_flops=1e6, tol=0.0
+            LocalGroup(shards),
+            90,
+            8,
+            init="auto",
+            metric="l2",
+            rng=np.random.default_rng(5),
+            init_sample_flops=1e6,
+            tol=0.0,
         )[0]
 
     one = run([0, 1500])
@@ -204,8 +241,8 @@ def test_lloyd_stops_early_once_inertia_changes_less_than_tol(make_blobs):
 
     x, _ = make_blobs(800, 8, 12)
     start = x[np.random.default_rng(3).choice(len(x), 30, replace=False)]
-    full = lloyd(LocalGroup([Shard(x)]), start, 30, tol=0.0)[1]
-    early = lloyd(LocalGroup([Shard(x)]), start, 30, tol=1e-3)[1]
+    full = lloyd(LocalGroup([Shard(x, metric="l2", out_of_core=False)]), start, 30, "l2", tol=0.0)[1]
+    early = lloyd(LocalGroup([Shard(x, metric="l2", out_of_core=False)]), start, 30, "l2", tol=1e-3)[1]
     t = len(early) - 1
     assert 1 <= t < 29 and early == full[: t + 1]  # the same iterations, cut where the change fell below tol
     assert early[t - 1] - early[t] <= 1e-3 * early[t]
@@ -231,7 +268,7 @@ def test_warm_resampling_starts_from_the_previous_steps_centroids(make_blobs, mo
         )
         steps = []
         fit_level(
-            LocalGroup([Shard(x, metric=kc.metric)]),
+            LocalGroup([Shard(x, metric=kc.metric, out_of_core=False)]),
             kc.levels[0],
             kc,
             1,
@@ -253,8 +290,17 @@ def test_reused_graph_equals_exact_lloyd_where_the_graph_search_is_exact(make_bl
     reuse = replace(WIDE_HNSW, rebuild_every=4)
     out = {}
     for name, ci in (("exact", EXACT), ("reuse", reuse)):
-        shard = Shard(x, centroid_index=ci)
-        out[name] = fit_group(LocalGroup([shard]), 50, 8, init=start, rng=np.random.default_rng(0), tol=0.0)
+        shard = Shard(x, centroid_index=ci, metric="l2", out_of_core=False)
+        out[name] = fit_group(
+            LocalGroup([shard]),
+            50,
+            8,
+            init=start,
+            metric="l2",
+            init_sample_flops=np.inf,
+            rng=np.random.default_rng(0),
+            tol=0.0,
+        )
         if name == "reuse":  # built at iterations 0 and 4, reused (moved vectors) at 1-3 and 5-7
             assert shard._graph[1] == 3
     np.testing.assert_allclose(out["reuse"][0], out["exact"][0], atol=1e-5)
@@ -265,10 +311,12 @@ def test_final_reassignment_keeps_the_fits_centroid_when_the_graph_finds_a_farth
     x, _ = make_blobs(900, 8, 12)
     start = x[np.random.default_rng(4).choice(len(x), 60, replace=False)]
     narrow = CentroidIndex("hnsw", 1, 4, 4, 1)  # a poor graph: many missed neighbours
-    shard = Shard(x, centroid_index=narrow)
+    shard = Shard(x, centroid_index=narrow, metric="l2", out_of_core=False)
     group = LocalGroup([shard])
     shard.set_active(np.arange(0, 900, 2))  # the fit covers every other row
-    c, _ = fit_group(group, 60, 4, init=start, rng=np.random.default_rng(0), tol=0.0)
+    c, _ = fit_group(
+        group, 60, 4, init=start, metric="l2", init_sample_flops=np.inf, rng=np.random.default_rng(0), tol=0.0
+    )
     fit = shard._fit_assign.copy()
     shard.set_active(None)
     shard.assign_all(c, moved=True)

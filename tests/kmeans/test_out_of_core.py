@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from pipeline.artifacts import load_levels, load_point_ids
 from pipeline.kmeans.algorithm import LocalGroup
 from pipeline.kmeans.hierarchical import KMeansConfig, fit_level, gather_level, sort_clusters
+from pipeline.kmeans.levels import load_levels, load_point_ids
 from pipeline.kmeans.run import run_cluster
 from pipeline.kmeans.shard import ROW_STATE_BYTES, Shard, SpilledRows, resolve_out_of_core
 from pipeline.rundir import RunDir
@@ -53,7 +53,7 @@ def test_tiny_budget_gives_the_in_memory_result(make_blobs, metric, strategy, n_
             "chunk_mb": 0.01,  # 256-row chunks in both modes
         }
     )
-    ref_c, ref, _ = _fit(x, cfg, 3)
+    ref_c, ref, _ = _fit(x, cfg, 3, out_of_core=False)
     c, got, shards = _fit(x, cfg, 3, out_of_core=True, memory_budget_mb=budget_mb)
     np.testing.assert_allclose(c, ref_c, atol=1e-6)
     for name in ("assignments", "offsets", "sorted_clusters"):
@@ -75,11 +75,11 @@ def test_tiny_budget_gives_the_in_memory_result(make_blobs, metric, strategy, n_
 
 def test_kmeans_plus_plus_keeps_no_trial_matrix_out_of_core(make_blobs):
     x, _ = make_blobs(3000, 8, 5)
-    shard = Shard(x, out_of_core=True, memory_budget_mb=0.5, chunk_mb=0.01)
+    shard = Shard(x, metric="l2", out_of_core=True, memory_budget_mb=0.5, chunk_mb=0.01)
     shard.pp_reset(x[0])
     phi = shard.pp_trial(x[:4])
     assert shard._trial_d2 is None  # only the 4 candidates are kept
-    mem = Shard(x, chunk_mb=0.01)
+    mem = Shard(x, metric="l2", out_of_core=False, chunk_mb=0.01)
     mem.pp_reset(x[0])
     np.testing.assert_array_equal(phi, mem.pp_trial(x[:4]))
     assert shard.pp_commit(2) == mem.pp_commit(2)
@@ -96,7 +96,7 @@ def test_budget_resolution_and_errors(make_blobs):
         resolve_out_of_core("yes", 1, 1, None)
     x, _ = make_blobs(50_000, 4, 3)
     with pytest.raises(ValueError, match="cannot hold the per-row state of 50000 rows"):
-        Shard(x, out_of_core=True, memory_budget_mb=1)
+        Shard(x, metric="l2", out_of_core=True, memory_budget_mb=1)
     with pytest.raises(ValueError, match="memory_budget_mb must be > 0"):
         KMeansConfig.from_dict({"n_clusters": [4], "memory_budget_mb": 0})
     with pytest.raises(ValueError, match="out_of_core must be"):

@@ -89,11 +89,11 @@ def test_warnings_for_small_clusters_and_node_memory():
 
 def test_calibration_stored_and_reused(tmp_path, monkeypatch):
     path = tmp_path / "cal.json"
-    cal, fresh = P.load_calibration(path, 32)
+    cal, fresh = P.load_calibration(path, 32, False)
     assert fresh and cal.lloyd_gflops_per_thread > 0 and cal.kmeanspp_gflops_per_thread > 0
     assert json.loads(path.read_text())["32"]["lloyd_gflops_per_thread"] == cal.lloyd_gflops_per_thread
     monkeypatch.setattr(P, "calibrate", lambda dim: pytest.fail("calibrated again"))
-    again, fresh = P.load_calibration(path, 32)
+    again, fresh = P.load_calibration(path, 32, False)
     assert not fresh and again == cal
 
 

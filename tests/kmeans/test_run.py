@@ -7,9 +7,9 @@ import pyarrow as pa
 import pytest
 
 import pipeline.kmeans.run as kmeans_run
-from pipeline.artifacts import load_levels, load_point_ids
 from pipeline.io.tables import write_parquet_atomic
 from pipeline.kmeans.hierarchical import hierarchical_kmeans
+from pipeline.kmeans.levels import load_levels, load_point_ids
 from pipeline.kmeans.run import run_cluster
 from pipeline.rundir import RunDir
 

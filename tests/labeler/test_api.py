@@ -16,7 +16,7 @@ from pipeline.labeler import LabelClient, LabelStore, export_imagefolder, export
 
 @pytest.fixture
 def server(store: LabelStore):
-    with serve(store.path, settings=None) as handle:
+    with serve(store.path, settings=None, port=0) as handle:
         yield handle
 
 
@@ -84,7 +84,7 @@ def test_export_parquet_and_imagefolder(server, store: LabelStore, tmp_path: Pat
 
 
 def test_token_required_when_shared(store: LabelStore):
-    with serve(store.path, share=True, host="127.0.0.1") as shared:
+    with serve(store.path, share=True, host="127.0.0.1", port=0) as shared:
         assert shared.token and shared.share_url.endswith(f"/?token={shared.token}")
         anon = httpx.Client(base_url=shared.url)
         for method, path in [
@@ -158,7 +158,7 @@ def test_key_bindings_binary_and_multiclass(tmp_path: Path, image_files):
     assert (binary["ArrowRight"], binary["ArrowLeft"], binary["ArrowDown"]) == ("positive", "negative", "unsure")
     multi = LabelStore(tmp_path / "multi.sqlite", labels=["forest", "river", "beach", "unsure"])
     multi.register(*image_files)
-    with serve(multi.path) as server:
+    with serve(multi.path, port=0) as server:
         config = httpx.get(f"{server.url}/api/config").json()
     assert config["labels"] == ["forest", "river", "beach", "unsure"]
     assert config["keys"] == {"ArrowDown": "unsure", "1": "forest", "2": "river", "3": "beach", "4": "unsure"}

@@ -54,7 +54,7 @@ def next_shown(page, previous: str) -> str:
 
 
 def test_keys_label_and_undo_restores(browser, store: LabelStore):
-    with serve(store.path) as server:
+    with serve(store.path, port=0) as server:
         _, page = open_labeler(browser, server.url, "alice")
         first = shown(page)
         page.keyboard.press("ArrowRight")
@@ -82,7 +82,7 @@ def test_keys_label_and_undo_restores(browser, store: LabelStore):
 
 
 def test_touch_swipe_labels(browser, store: LabelStore):
-    with serve(store.path) as server:
+    with serve(store.path, port=0) as server:
         context, page = open_labeler(browser, server.url, "bob", has_touch=True, is_mobile=True)
         cdp = context.new_cdp_session(page)
         box = page.locator("#card").bounding_box()
@@ -118,7 +118,7 @@ def test_touch_swipe_labels(browser, store: LabelStore):
 
 
 def test_two_labelers_never_get_the_same_image(browser, store: LabelStore):
-    with serve(store.path) as server:
+    with serve(store.path, port=0) as server:
         _, alice = open_labeler(browser, server.url, "alice")
         _, bob = open_labeler(browser, server.url, "bob")
         seen = {"alice": [shown(alice)], "bob": [shown(bob)]}
@@ -140,7 +140,7 @@ def test_number_keys_label_a_multiclass_store(browser, tmp_path, image_files):
     multi = LabelStore(tmp_path / "multi.sqlite", labels=["forest", "river", "beach", "unsure"])
     multi.register(ids, uris)
     multi.enqueue(ids, batch="b0")
-    with serve(multi.path) as server:
+    with serve(multi.path, port=0) as server:
         _, page = open_labeler(browser, server.url, "carol")
         expected = {}
         for key, label in (("3", "beach"), ("1", "forest"), ("4", "unsure"), ("2", "river")):
@@ -163,7 +163,7 @@ def test_prompt_reference_shown_ids_hidden_and_no_empty_message_under_the_name_f
     empty = LabelStore(tmp_path / "empty.sqlite")
     empty.register(ids, uris)  # nothing queued yet
     settings = LabelerSettings(prompt="Is this like the reference?", reference=ids[0])
-    with serve(empty.path, settings=settings) as server:
+    with serve(empty.path, settings=settings, port=0) as server:
         context = browser.new_context(viewport={"width": 900, "height": 800}, bypass_csp=True)
         page = context.new_page()
         page.goto(server.url)
@@ -180,7 +180,7 @@ def test_prompt_reference_shown_ids_hidden_and_no_empty_message_under_the_name_f
         assert shown(page) == ids[1]
         assert not page.is_visible("#item-id") and ids[1] not in page.inner_text("body")  # ids hidden by default
     empty.enqueue(ids[4:8])  # dana still holds ids 1-3
-    with serve(empty.path, settings=LabelerSettings(show_ids=True)) as server:
+    with serve(empty.path, settings=LabelerSettings(show_ids=True), port=0) as server:
         _, page = open_labeler(browser, server.url, "erin")
         assert page.is_visible("#item-id") and page.text_content("#item-id") == shown(page)
         assert not page.is_visible("#prompt") and not page.is_visible("#reference")
@@ -189,7 +189,7 @@ def test_prompt_reference_shown_ids_hidden_and_no_empty_message_under_the_name_f
 def test_grid_page_flip_confirm_and_undo(browser, store: LabelStore, image_files):
     ids, _ = image_files
     store.set_guesses({ids[2]: "negative"})
-    with serve(store.path, settings=LabelerSettings(mode="grid", grid_size=6)) as server:
+    with serve(store.path, settings=LabelerSettings(mode="grid", grid_size=6), port=0) as server:
         _, page = open_labeler(browser, server.url, "frank", wait_for="document.body.dataset.page")
         first = page.evaluate("document.body.dataset.page").split("\n")
         assert first == ids[:6] and page.locator(".tile").count() == 6

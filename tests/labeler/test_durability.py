@@ -53,7 +53,7 @@ def test_sigkill_mid_session_keeps_every_acknowledged_label(tmp_path: Path, imag
     store.register(ids, [uris[i % len(uris)] for i in range(N_IMAGES)])
     store.enqueue(ids)
 
-    server = serve(store.path, subprocess=True)
+    server = serve(store.path, subprocess=True, port=0)
     url_of = [server.url]
     acked: dict[str, tuple[str, str]] = {}
     pending: dict[str, dict[str, tuple[str, str]]] = {}
@@ -71,7 +71,7 @@ def test_sigkill_mid_session_keeps_every_acknowledged_label(tmp_path: Path, imag
     acked_before_kill = dict(acked)
     assert server.alive is False
 
-    restarted = serve(store.path, subprocess=True)
+    restarted = serve(store.path, subprocess=True, port=0)
     url_of[0] = restarted.url
     try:
         for t in threads:

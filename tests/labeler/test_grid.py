@@ -12,10 +12,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from pipeline.artifacts import cluster_points_part, save_step, write_clusters_json
+from pipeline.artifacts import cluster_points_part
 from pipeline.config import load_group
 from pipeline.io.tables import embeddings_to_arrow, write_parquet_atomic
 from pipeline.kmeans.hierarchical import LevelResult
+from pipeline.kmeans.levels import save_step, write_clusters_json
 from pipeline.labeler import LabelClient, LabelError, LabelerSettings, LabelStore, serve
 from pipeline.labeler.grid import Clusters, Neighbours, ranker_for_run
 from pipeline.labeler.job import start_server, starter_reference
@@ -108,7 +109,7 @@ def test_page_api_guesses_bounds_and_identity(store: LabelStore, image_files):
     ids, _ = image_files
     store.set_guesses({ids[0]: "negative"})
     settings = LabelerSettings(mode="grid", grid_size=5)
-    with serve(store.path, settings=settings) as server, LabelClient(server.url, "alice") as alice:
+    with serve(store.path, settings=settings, port=0) as server, LabelClient(server.url, "alice") as alice:
         page = alice.page()
         assert [p["id"] for p in page] == ids[:5]
         assert [p["guess"] for p in page] == ["negative"] + ["positive"] * 4
@@ -138,11 +139,11 @@ def test_page_api_guesses_bounds_and_identity(store: LabelStore, image_files):
 
 def test_bad_grid_settings_are_one_line_errors(store: LabelStore):
     with pytest.raises(ValueError, match="labeler.grid_size must be 1..16"):
-        serve(store.path, settings=LabelerSettings(mode="grid", grid_size=40))
+        serve(store.path, settings=LabelerSettings(mode="grid", grid_size=40), port=0)
     with pytest.raises(ValueError, match="labeler.mode must be single or grid"):
-        serve(store.path, settings=LabelerSettings(mode="cards"))
+        serve(store.path, settings=LabelerSettings(mode="cards"), port=0)
     with pytest.raises(ValueError, match="labeler.grid_guess 'yes'"):
-        serve(store.path, settings=LabelerSettings(grid_guess="yes"))
+        serve(store.path, settings=LabelerSettings(grid_guess="yes"), port=0)
 
 
 def test_label_server_groups_grid_pages_by_the_runs_embeddings(tmp_path, image_files):

@@ -14,7 +14,7 @@ from pipeline.labeler.app import LabelerSettings, create_app
 
 @pytest.fixture
 def server(store: LabelStore):
-    with serve(store.path) as handle:
+    with serve(store.path, port=0) as handle:
         yield handle
 
 
@@ -42,7 +42,7 @@ def test_nobody_else_can_undo_label_or_release_as_alice(server, store: LabelStor
 
 def test_lease_quota_and_name_limit(store: LabelStore):
     settings = dataclasses.replace(LabelerSettings(), max_leased=5, max_annotators=3)
-    with serve(store.path, settings=settings) as server, httpx.Client(base_url=server.url) as greedy:
+    with serve(store.path, settings=settings, port=0) as server, httpx.Client(base_url=server.url) as greedy:
         first = greedy.post("/api/next", json={"annotator": "g0", "n": 64}).json()["items"]
         assert len(first) == 5
         assert [i["id"] for i in greedy.post("/api/next", json={"annotator": "g0", "n": 64}).json()["items"]] == [

@@ -25,5 +25,5 @@ def test_progress_api_carries_the_exported_set_estimates(store: LabelStore) -> N
     none_called = {**record, "model_precision_est": None}
     assert "model precision - ·" in recall_line(none_called, 0.95)
     store.set_status(line)
-    with serve(store.path, settings=None) as server, LabelClient(server.url, "alice") as alice:
+    with serve(store.path, settings=None, port=0) as server, LabelClient(server.url, "alice") as alice:
         assert alice.progress()["status"] == line  # what app.js appends to "N / M labeled"

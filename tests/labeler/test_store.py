@@ -159,3 +159,17 @@ def test_current_matches_log_replay(tmp_path_factory, image_files, ops):
     assert current == _reference_current(s.events())
     assert s.progress().labeled == len(current)
     assert s.rebuild_current() == len(current) and s.current_labels() == current
+
+
+def test_settings_left_out_are_the_conf_values(store):
+    """``synchronous`` and ``lease_seconds`` left out take ``conf/labeler/default.yaml``'s values."""
+    from pipeline.config import load_group
+
+    conf = load_group("labeler/default")
+    assert (
+        store._conn().execute("PRAGMA synchronous").fetchone()[0]
+        == {"NORMAL": 1, "FULL": 2, "EXTRA": 3}[conf["synchronous"]]
+    )
+    store.lease("alice", n=1, now=1000.0)
+    (expires,) = store._conn().execute("SELECT expires FROM leases").fetchone()
+    assert expires == 1000.0 + conf["lease_seconds"]

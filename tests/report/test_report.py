@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from scipy.stats import entropy
 
-from pipeline.artifacts import load_levels, load_point_ids
+from pipeline.kmeans.levels import load_levels, load_point_ids
 from pipeline.report import write_report
 from pipeline.report.data import LabelBalance, LevelSizes, Thumb, gather, load_many_bytes
 from pipeline.report.html import cluster_balance_sentence, label_balance_sentence, normalized_entropy, render

@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.artifacts import load_levels
 from pipeline.io.tables import embeddings_to_arrow, write_parquet_atomic
+from pipeline.kmeans.levels import load_levels
 from pipeline.kmeans.run import run_cluster
 from pipeline.rundir import RunDir
 from pipeline.sampling.run import run_sample

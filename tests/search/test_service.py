@@ -160,3 +160,14 @@ def test_thumbnail_by_id(image_service):
     assert thumb.format == "JPEG" and max(thumb.size) == 32
     with pytest.raises(UnknownIdError):
         image_service.thumbnail("/etc/passwd")
+
+
+def test_settings_left_out_are_the_conf_values(image_service):
+    """No second source: a service built without ``max_k`` / ``thumbnail_side`` and a query without
+    ``k`` take ``conf/serve.yaml`` and ``conf/search.yaml``'s values."""
+    from pipeline.config import load_group
+
+    serve = load_group("serve")
+    assert (image_service.max_k, image_service.thumbnail_side) == (serve["max_k"], serve["thumbnail_side"])
+    out = image_service.search(id=image_service.index.ids[0])
+    assert out["k"] == len(out["results"]) == load_group("search")["query"]["k"]

@@ -36,7 +36,7 @@ def clustering(x: np.ndarray, u: np.ndarray, k: int, n_clusters: int, seed: int,
 
     u = np.asarray(u, dtype=np.float64)
     n_clusters = int(min(max(1, n_clusters), len(u)))
-    _, assign, _ = kmeans(unit_rows(x), n_clusters, n_iters=n_iters, seed=seed)
+    _, assign, _ = kmeans(unit_rows(x), n_clusters, n_iters, init="kmeans++", metric="l2", seed=seed)
     sizes = np.bincount(assign, minlength=n_clusters)
     quotas = largest_remainder_quotas(sizes, k)
     # Rank inside each cluster by priority: sort by (cluster, -u, position).
