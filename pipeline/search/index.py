@@ -49,30 +49,19 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
-def new_faiss_index(kind: str, dim: int, n: int, cfg: IndexConfig) -> faiss.Index:
-    """An empty (untrained) FAISS index of ``kind`` for ``n`` vectors of dimension ``dim``."""
-    metric = cfg.faiss_metric
-    if kind == "flat":
-        return faiss.IndexFlatIP(dim) if cfg.metric == "ip" else faiss.IndexFlatL2(dim)
-    if kind == "hnsw":
-        index = faiss.index_factory(dim, f"HNSW{cfg.hnsw_m},Flat", metric)
-        index.hnsw.efConstruction = int(cfg.ef_construction)
-        index.hnsw.efSearch = int(cfg.ef_search)
-        return index
-    nlist = cfg.nlist_for(n)
-    if kind == "ivf_flat":
-        index = faiss.index_factory(dim, f"IVF{nlist},Flat", metric)
-    elif kind == "ivf_pq":
-        if dim % cfg.pq_m:
-            raise ValueError(f"pq_m={cfg.pq_m} must divide the embedding dimension {dim}")
-        if cfg.pq_fastscan and cfg.pq_nbits != 4:
-            raise ValueError(f"pq_fastscan needs pq_nbits=4, got {cfg.pq_nbits}")
-        code = f"PQ{cfg.pq_m}x{cfg.pq_nbits}" + ("fs" if cfg.pq_fastscan else "")
-        index = faiss.index_factory(dim, f"IVF{nlist},{code}" + (",RFlat" if cfg.refine_factor else ""), metric)
-        if cfg.refine_factor:
-            index.k_factor = float(cfg.refine_factor)
-    else:
-        raise ValueError(f"unknown index kind {kind!r}")
+def _flat(dim: int, n: int, cfg: IndexConfig) -> faiss.Index:
+    return faiss.IndexFlatIP(dim) if cfg.metric == "ip" else faiss.IndexFlatL2(dim)
+
+
+def _hnsw(dim: int, n: int, cfg: IndexConfig) -> faiss.Index:
+    index = faiss.index_factory(dim, f"HNSW{cfg.hnsw_m},Flat", cfg.faiss_metric)
+    index.hnsw.efConstruction = int(cfg.ef_construction)
+    index.hnsw.efSearch = int(cfg.ef_search)
+    return index
+
+
+def _seeded_ivf(index: faiss.Index, cfg: IndexConfig) -> faiss.Index:
+    """Seed an IVF index's k-means (and PQ's) and set its ``nprobe``."""
     ivf = faiss.extract_index_ivf(index)
     ivf.cp.seed = int(cfg.seed)
     ivf.nprobe = int(cfg.nprobe)
@@ -81,6 +70,34 @@ def new_faiss_index(kind: str, dim: int, n: int, cfg: IndexConfig) -> faiss.Inde
     if hasattr(ivf, "do_polysemous_training"):
         ivf.do_polysemous_training = False  # only helps Hamming pre-filtering, which we never use; slow
     return index
+
+
+def _ivf_flat(dim: int, n: int, cfg: IndexConfig) -> faiss.Index:
+    return _seeded_ivf(faiss.index_factory(dim, f"IVF{cfg.nlist_for(n)},Flat", cfg.faiss_metric), cfg)
+
+
+def _ivf_pq(dim: int, n: int, cfg: IndexConfig) -> faiss.Index:
+    if dim % cfg.pq_m:
+        raise ValueError(f"pq_m={cfg.pq_m} must divide the embedding dimension {dim}")
+    if cfg.pq_fastscan and cfg.pq_nbits != 4:
+        raise ValueError(f"pq_fastscan needs pq_nbits=4, got {cfg.pq_nbits}")
+    code = f"PQ{cfg.pq_m}x{cfg.pq_nbits}" + ("fs" if cfg.pq_fastscan else "")
+    refine = ",RFlat" if cfg.refine_factor else ""
+    index = faiss.index_factory(dim, f"IVF{cfg.nlist_for(n)},{code}{refine}", cfg.faiss_metric)
+    if cfg.refine_factor:
+        index.k_factor = float(cfg.refine_factor)
+    return _seeded_ivf(index, cfg)
+
+
+# index kind -> builder of an empty (untrained) FAISS index (dim, n, cfg)
+INDEX_BUILDERS = {"flat": _flat, "hnsw": _hnsw, "ivf_flat": _ivf_flat, "ivf_pq": _ivf_pq}
+
+
+def new_faiss_index(kind: str, dim: int, n: int, cfg: IndexConfig) -> faiss.Index:
+    """An empty (untrained) FAISS index of ``kind`` for ``n`` vectors of dimension ``dim``."""
+    if kind not in INDEX_BUILDERS:
+        raise ValueError(f"unknown index kind {kind!r}; choose one of {', '.join(INDEX_BUILDERS)}")
+    return INDEX_BUILDERS[kind](dim, n, cfg)
 
 
 def _gpu_available() -> bool:
