@@ -139,7 +139,7 @@ def test_dedup_copies_auto_above_the_threshold_run_on_ray(ray_session, ray_calls
 
 @pytest.mark.slow
 def test_kmeans_auto_above_the_threshold_runs_on_ray_actors(ray_session, ray_calls, tmp_path, monkeypatch):
-    from pipeline.artifacts import load_levels
+    from pipeline.kmeans.levels import load_levels
 
     cfg = {**KMEANS, "in_process": "auto", "n_actors": 1}  # one actor: the cheapest Ray start
     small = _blob_run(tmp_path / "small")
