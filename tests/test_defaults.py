@@ -83,14 +83,6 @@ KNOWN = {
         "plan_for_run.calibration",
     },
     "pipeline/kmeans/shard.py": {"__init__.chunk_mb", "__init__.metric", "__init__.out_of_core", "__init__.use_gpu"},
-    "pipeline/sampling/balanced.py": {
-        "hierarchical_balanced_sampling.allocation_power",
-        "hierarchical_balanced_sampling.multiplier",
-        "hierarchical_balanced_sampling.pick_level",
-        "hierarchical_balanced_sampling.strategy",
-    },
-    "pipeline/sampling/run.py": {"build_manifest.allocation_power", "build_manifest.pick_level"},
-    "pipeline/sampling/objectives/typical.py": {"typical_rank.k", "typical_rank.max_reference"},
     # Not fixed yet in the other areas:
     "pipeline/coreset/kcenter.py": {
         "covering_radius.device",

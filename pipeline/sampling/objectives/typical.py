@@ -62,8 +62,8 @@ def typical_rank(
     budgets: np.ndarray,
     rng: np.random.Generator,
     *,
-    k: int = 20,
-    max_reference: int = 256,
+    k: int,
+    max_reference: int,
     **_,
 ) -> np.ndarray:
     """rank by descending typicality (module doc)."""
