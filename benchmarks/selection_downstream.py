@@ -13,10 +13,12 @@ Arms: ``uniform random``; the balanced hierarchical sampling that ``strata curat
 default k-means, ``pipeline.kmeans`` on the pool) with the settings of ``SELECTIONS`` (``--arms``):
 every objective of ``pipeline.sampling.objectives.OBJECTIVES`` inside level-1 clusters, ``typical``
 at the top level, ``typical`` in budget-sized clusters (TypiClust: k-means with k = B*C, the most
-typical point of each) and ``coverage`` with the budget split ~ sqrt(cluster size); ``k-center
-coreset`` (``strata coreset``, exact greedy, seed-free); and ``default (auto)``: what
-``conf/sampling/default.yaml`` resolves to per budget (the settings in brackets), i.e. what a user
-gets. Mean +- std over ``--seeds`` seeds (the seed drives k-means, sampling and random draws).
+typical point of each), ``TypiClust split m`` (the budget water-filled down to the finest level with
+at most B*C/m clusters, then TypiClust inside each: ``sample.budget_split``) and ``coverage`` with the
+budget split ~ sqrt(cluster size); ``k-center coreset`` (``strata coreset``, exact greedy, seed-free);
+``default (auto)``: what ``conf/sampling/default.yaml`` resolves to per budget (the settings in
+brackets), i.e. what a user gets; ``previous default (session 10)``: session 10's ``auto``. Mean +- std
+over ``--seeds`` seeds (the seed drives k-means, sampling and random draws).
 
 Pools: ``ucmerced`` (21 classes), ``aid`` (AID 150 px, 30 classes), ``digits`` (scikit-learn's
 8x8 grey digits upscaled to 64 px, 10 classes) and ``shapes`` (generated 64 px grey shapes with
@@ -353,9 +355,12 @@ def evaluate(name: str, seeds: list[int], arms: list[str], kcenter: bool = True)
         scores.setdefault("k-center coreset", {})[b // n_classes] = [probe(pool, idx)]
     for i, seed in enumerate(seeds):
         picked = arm_picks(pool, totals, seed, arms)
+        probed: dict[bytes, tuple[float, float]] = {}  # arms that picked the same rows share one probe fit
         for arm, by_budget in {UNIFORM: uniform_picks(pool, totals, seed), **picked}.items():
             for b, idx in by_budget.items():
-                scores.setdefault(arm, {}).setdefault(b // n_classes, []).append(probe(pool, idx))
+                key = np.sort(idx).tobytes()
+                probed[key] = probed[key] if key in probed else probe(pool, idx)
+                scores.setdefault(arm, {}).setdefault(b // n_classes, []).append(probed[key])
         print(f"  {name}: seed {seed} done ({i + 1}/{len(seeds)})", flush=True)
     default_runs = {b // n_classes: selection_label(default_selection(len(pool.x), b)) for b in totals}
     return {
@@ -389,11 +394,29 @@ def summarise(scores: dict[str, dict[int, list]]) -> dict:
     }
 
 
+def merge_arms(results: list[dict]) -> list[dict]:
+    """Runs over the same seeds with different ``--arms`` joined into one (an arm both ran, e.g. uniform
+    random, must have the same scores: same seed, same picks)."""
+    by_seeds: dict[tuple, dict] = {}
+    for r in results:
+        key = tuple(r["seeds"])
+        if key not in by_seeds:
+            by_seeds[key] = {**r, "arms": dict(r["arms"])}
+            continue
+        arms = by_seeds[key]["arms"]
+        for arm, v in r["arms"].items():
+            if arm in arms and arm != DEFAULT and arms[arm] != v:
+                raise ValueError(f"{r['pool']}: arm {arm!r} scored differently in two runs of the same seeds")
+            arms.setdefault(arm, v)
+    return list(by_seeds.values())
+
+
 def combine(results: list[dict]) -> dict:
     """One pool's result from runs over disjoint seeds (``--seed-start``): the runs of every arm joined
     (a seed-free arm, the k-center coreset, kept once). ``default (auto)`` is what the config resolves to
     *now*: per budget the runs of the measured arm with the same settings (same seed, same picks), else
     the runs' own default arm if it ran the same settings; otherwise an error (stale default)."""
+    results = merge_arms(results)
     out = {**results[0], "seeds": sorted(s for r in results for s in r["seeds"])}
     if len(set(out["seeds"])) != len(out["seeds"]):
         raise ValueError(f"{out['pool']}: the runs to combine share seeds")

@@ -8,7 +8,11 @@ rows, then one nearest-centroid pass over all N rows (FAISS inner product)::
 
     cost = O(min(N, 256 B) * B * D * (n_iters + 2 + ln B) + N * B * D)
 
-linear in N for a bounded B (``sample.auto.max_budget_clusters`` bounds it on the default path).
+linear in N for a bounded B (``sample.budget_kmeans.max_whole_pool`` bounds it on the default path).
+
+:func:`group_budget_clusters` is the balance-keeping variant (``sample.budget_split``): a k-means with
+k = b_c inside every cluster c of one hierarchy level at once (b_c: its water-filled budget), cost
+O(sum_c n_c b_c D) per iteration, i.e. N (B / k_level) D: linear in N at a fixed budget per cluster.
 """
 
 from __future__ import annotations
