@@ -167,3 +167,13 @@ def test_auto_follows_the_budget_rule_and_bad_names_are_refused():
         sampling_config({"strategy": "typical", "pick_level": "budget", "budget_split": 0})
     with pytest.raises(ValueError, match="sample.auto.small.budget_split"):
         sampling_config({"auto": {"small": {"budget_split": "level"}}})
+
+
+def test_typical_without_settings_takes_them_from_conf(blob_and_line):
+    """``strata coreset`` calls the objectives without the sample settings: typical reads sample.typical."""
+    x, offsets, items = blob_and_line
+    conf = sampling_config({})["typical"]
+    budgets = np.array([3, 4])
+    assert picks("typical", x, offsets, items, budgets, seed=1) == picks(
+        "typical", x, offsets, items, budgets, 1, **conf
+    )

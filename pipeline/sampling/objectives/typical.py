@@ -62,11 +62,18 @@ def typical_rank(
     budgets: np.ndarray,
     rng: np.random.Generator,
     *,
-    k: int,
-    max_reference: int,
+    k: int | None = None,
+    max_reference: int | None = None,
     **_,
 ) -> np.ndarray:
-    """rank by descending typicality (module doc)."""
+    """rank by descending typicality (module doc); ``k`` / ``max_reference`` not given (callers without the
+    sample settings, e.g. ``strata coreset``): ``sample.typical`` of ``conf/sampling/default.yaml``."""
+    if k is None or max_reference is None:
+        from pipeline.config import load_group
+
+        conf = load_group("sampling/default")["typical"]
+        k = conf["k"] if k is None else k
+        max_reference = conf["max_reference"] if max_reference is None else max_reference
     return rank_by_score(typicality(x, offsets, items, k=k, max_reference=max_reference, rng=rng), offsets)
 
 
