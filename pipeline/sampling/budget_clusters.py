@@ -78,12 +78,14 @@ def group_budget_clusters(
     group = np.repeat(np.arange(len(sizes)), sizes)[keep]  # group of every kept row; rows stay grouped
     rows = items[keep]
     n, n_groups = len(rows), len(sizes)
-    xs = torch.as_tensor(np.ascontiguousarray(x[rows], dtype=np.float32))
+    # float64 and similarities rounded to 1e-9: the same picks whatever the thread count (a GEMM's rounding
+    # depends on its blocking, and near-duplicate rows would otherwise swap places)
+    xs = torch.as_tensor(np.ascontiguousarray(x[rows], dtype=np.float64))
     xs = xs / xs.norm(dim=1, keepdim=True).clamp(min=1e-12)
     g_t = torch.as_tensor(group)
     row_off = np.concatenate([[0], np.cumsum(np.where(k > 0, sizes, 0))])
     c_off = np.concatenate([[0], np.cumsum(k)])  # centres of group g: c_off[g]:c_off[g+1]
-    centres = torch.zeros((int(c_off[-1]), xs.shape[1]))
+    centres = torch.zeros((int(c_off[-1]), xs.shape[1]), dtype=torch.float64)
     mind = torch.full((n,), float("inf"), dtype=torch.float64)
     for t in range(int(k.max(initial=0))):  # k-means++: the t-th centre of every group with k > t
         live = k > t
@@ -97,7 +99,7 @@ def group_budget_clusters(
         pick = np.clip(pick, lo, hi - 1)
         centres[torch.as_tensor(c_off[:-1][live] + t)] = xs[torch.as_tensor(pick)]
         newest = torch.as_tensor(c_off[group] + np.minimum(t, k[group] - 1))  # a finished group: masked below
-        d = 1.0 - (xs * centres[newest]).sum(1).double()
+        d = torch.round(1.0 - (xs * centres[newest]).sum(1), decimals=9)
         mind = torch.where(torch.as_tensor(live)[g_t], torch.minimum(mind, 2.0 * d.clamp(min=0.0)), mind)
         mind[torch.as_tensor(pick)] = 0.0
     assign = torch.full((n,), -1, dtype=torch.int64)
@@ -121,13 +123,15 @@ def _nearest_centre_in_group(xs, centres, group: np.ndarray, c_off: np.ndarray, 
     import torch
 
     n = len(xs)
-    best, best_sim = torch.empty(n, dtype=torch.int64), torch.empty(n)
+    best, best_sim = torch.empty(n, dtype=torch.int64), torch.empty(n, dtype=xs.dtype)
     centre_group = torch.as_tensor(np.repeat(np.arange(len(c_off) - 1), np.diff(c_off)))
     g_t = torch.as_tensor(group)
     for a in range(0, n, block_rows):
         b = min(n, a + block_rows)
         s, e = int(c_off[group[a]]), int(c_off[group[b - 1] + 1])
-        sim = (xs[a:b] @ centres[s:e].T).masked_fill(g_t[a:b, None] != centre_group[None, s:e], -torch.inf)
-        val, idx = sim.max(1)
+        sim = torch.round(xs[a:b] @ centres[s:e].T, decimals=9)
+        sim = sim.masked_fill(g_t[a:b, None] != centre_group[None, s:e], -torch.inf)
+        idx = sim.argmax(1)  # ties: the first centre
+        val = sim.gather(1, idx[:, None])[:, 0]
         best[a:b], best_sim[a:b] = idx + s, val
     return best, best_sim
