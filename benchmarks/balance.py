@@ -157,7 +157,9 @@ def redundancy_pool(
 # ---- runs ------------------------------------------------------------------------------------------
 def curate(pool: Pool, target: int, kcfg: dict, strategy: str, seed: int) -> np.ndarray:
     levels = hierarchical_kmeans(pool.x, {**kcfg, "seed": seed, "metric": "cosine"})
-    sel = hierarchical_balanced_sampling(levels, target, strategy=strategy, rng=seed)
+    sel = hierarchical_balanced_sampling(
+        levels, target, strategy=strategy, multiplier=1, pick_level=1, allocation_power=0.0, rng=seed
+    )
     return sel.indices
 
 

@@ -253,7 +253,11 @@ def bench_curate(seeds: int, eps: float, points_per_cluster: int = 15, n_levels:
             "seed": seed,
         }
         levels = hierarchical_kmeans(pool_x[idx], kcfg)
-        return idx[hierarchical_balanced_sampling(levels, target, strategy="random", rng=seed).indices]
+        return idx[
+            hierarchical_balanced_sampling(
+                levels, target, strategy="random", multiplier=1, pick_level=1, allocation_power=0.0, rng=seed
+            ).indices
+        ]
 
     t = time.perf_counter()
     cfg = {"near_duplicate": False, "semantic": True, "eps": eps, "keep": "centroid", "seed": 0}

@@ -189,7 +189,15 @@ def aid_entropy(args, conf: dict) -> None:
         for arm, over in arms.items():
             cfg = {**conf, **over, "n_clusters": ks, "seed": seed, "metric": "cosine"}
             t = time.perf_counter()
-            sel = hierarchical_balanced_sampling(hierarchical_kmeans(pool.x, cfg), target, strategy="random", rng=seed)
+            sel = hierarchical_balanced_sampling(
+                hierarchical_kmeans(pool.x, cfg),
+                target,
+                strategy="random",
+                multiplier=1,
+                pick_level=1,
+                allocation_power=0.0,
+                rng=seed,
+            )
             m = metrics(pool.labels[sel.indices], pool.n_classes, pool.is_copy[sel.indices])
             print(f"| {seed} | {len(pool.labels)} | {ks} | {arm} | {m['entropy']:.4f} | {time.perf_counter() - t:.0f}")
 

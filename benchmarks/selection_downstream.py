@@ -13,10 +13,12 @@ Arms: ``uniform random``; the balanced hierarchical sampling that ``strata curat
 default k-means, ``pipeline.kmeans`` on the pool) with the settings of ``SELECTIONS`` (``--arms``):
 every objective of ``pipeline.sampling.objectives.OBJECTIVES`` inside level-1 clusters, ``typical``
 at the top level, ``typical`` in budget-sized clusters (TypiClust: k-means with k = B*C, the most
-typical point of each) and ``coverage`` with the budget split ~ sqrt(cluster size); ``k-center
-coreset`` (``strata coreset``, exact greedy, seed-free); and ``default (auto)``: what
-``conf/sampling/default.yaml`` resolves to per budget (the settings in brackets), i.e. what a user
-gets. Mean +- std over ``--seeds`` seeds (the seed drives k-means, sampling and random draws).
+typical point of each), ``TypiClust split m`` (the budget water-filled down to the finest level with
+at most B*C/m clusters, then TypiClust inside each: ``sample.budget_split``) and ``coverage`` with the
+budget split ~ sqrt(cluster size); ``k-center coreset`` (``strata coreset``, exact greedy, seed-free);
+``default (auto)``: what ``conf/sampling/default.yaml`` resolves to per budget (the settings in
+brackets), i.e. what a user gets; ``previous default (session 10)``: session 10's ``auto``. Mean +- std
+over ``--seeds`` seeds (the seed drives k-means, sampling and random draws).
 
 Pools: ``ucmerced`` (21 classes), ``aid`` (AID 150 px, 30 classes), ``digits`` (scikit-learn's
 8x8 grey digits upscaled to 64 px, 10 classes) and ``shapes`` (generated 64 px grey shapes with
@@ -236,16 +238,31 @@ def probe(pool: Pool, picked: np.ndarray) -> tuple[float, float]:
     return 100 * float(recall.mean()), 100 * float(recall[pool.tail].mean())
 
 
-# arm -> the sample settings it runs (strategy, pick_level, allocation_power); "top" = the hierarchy's top level
+# arm -> the sample settings it runs (strategy, pick_level, allocation_power, budget_split); "top" = the top level
 SELECTIONS: dict[str, dict] = {
-    "closest": {"strategy": "closest", "pick_level": 1, "allocation_power": 0.0},
-    "random (inside clusters)": {"strategy": "random", "pick_level": 1, "allocation_power": 0.0},
-    "typical": {"strategy": "typical", "pick_level": 1, "allocation_power": 0.0},
-    "coverage": {"strategy": "coverage", "pick_level": 1, "allocation_power": 0.0},
-    "typical, top level": {"strategy": "typical", "pick_level": "top", "allocation_power": 0.0},
-    "typical, budget clusters (TypiClust)": {"strategy": "typical", "pick_level": "budget", "allocation_power": 0.0},
-    "coverage, power 0.5": {"strategy": "coverage", "pick_level": 1, "allocation_power": 0.5},
+    "closest": {"strategy": "closest", "pick_level": 1, "allocation_power": 0.0, "budget_split": None},
+    "random (inside clusters)": {"strategy": "random", "pick_level": 1, "allocation_power": 0.0, "budget_split": None},
+    "typical": {"strategy": "typical", "pick_level": 1, "allocation_power": 0.0, "budget_split": None},
+    "coverage": {"strategy": "coverage", "pick_level": 1, "allocation_power": 0.0, "budget_split": None},
+    "typical, top level": {"strategy": "typical", "pick_level": "top", "allocation_power": 0.0, "budget_split": None},
+    "typical, budget clusters (TypiClust)": {
+        "strategy": "typical",
+        "pick_level": "budget",
+        "allocation_power": 0.0,
+        "budget_split": None,
+    },
+    "coverage, power 0.5": {"strategy": "coverage", "pick_level": 1, "allocation_power": 0.5, "budget_split": None},
+    **{
+        f"TypiClust split {m:g}": {
+            "strategy": "typical",
+            "pick_level": "budget",
+            "allocation_power": 0.0,
+            "budget_split": m,
+        }
+        for m in (1, 2, 4, 8)
+    },
 }
+PREVIOUS = "previous default (session 10)"  # auto before session 11: TypiClust <= 5% of the pool, else coverage
 
 
 def default_selection(n_items: int, total: int) -> dict:
@@ -256,52 +273,60 @@ def default_selection(n_items: int, total: int) -> dict:
     return resolve_selection(sampling_config({"seed": 0}), total, n_items)
 
 
+def previous_selection(n_items: int, total: int) -> dict:
+    """Session 10's ``auto``: TypiClust over the whole pool while ``total`` <= 5% of it and <= 1024, else
+    ``coverage`` in level-1 clusters, flat."""
+    name = "typical, budget clusters (TypiClust)" if total <= min(0.05 * n_items, 1024) else "coverage"
+    return SELECTIONS[name]
+
+
+RESOLVED = {DEFAULT: default_selection, PREVIOUS: previous_selection}  # arms whose settings depend on the budget
+
+
 def arm_picks(pool: Pool, budgets: list[int], seed: int, arms: list[str]) -> dict[str, dict[int, np.ndarray]]:
-    """Per arm (``SELECTIONS`` names, plus ``default``), per total budget: the picked pool rows (one
-    k-means per seed, shared by the arms). ``default`` is scored only where it runs no listed arm."""
+    """Per arm (``SELECTIONS`` names, plus ``RESOLVED``), per total budget: the picked pool rows (one
+    k-means per seed, shared by the arms; a resolved arm reuses a listed arm's picks when it runs it)."""
     from pipeline.config import with_defaults
     from pipeline.kmeans.config import KMeansConfig
     from pipeline.kmeans.hierarchical import hierarchical_kmeans
     from pipeline.sampling.balanced import hierarchical_balanced_sampling
     from pipeline.sampling.config import sampling_config
 
-    typical = sampling_config({"seed": 0})["typical"]
+    conf = sampling_config({"seed": 0})
     kcfg = KMeansConfig.from_dict(with_defaults("kmeans/default", {}), seed=seed, n_points=len(pool.x))
     levels = hierarchical_kmeans(pool.x.copy(), kcfg)
     out: dict[str, dict[int, np.ndarray]] = {}
     for b in budgets:
         specs = {name: SELECTIONS[name] for name in arms}
-        default = default_selection(len(pool.x), b)
-        if default not in specs.values():
-            specs["default"] = default
+        specs.update({name: resolve(len(pool.x), b) for name, resolve in RESOLVED.items()})
+        done: list[tuple[dict, np.ndarray]] = []
         for name, spec in specs.items():
+            same = [idx for sp, idx in done if sp == spec]
+            if same:
+                out.setdefault(name, {})[b] = same[0]
+                continue
             level = len(levels) if spec["pick_level"] == "top" else spec["pick_level"]
             sel = hierarchical_balanced_sampling(
                 levels,
                 b,
                 strategy=spec["strategy"],
+                multiplier=1,
                 rng=seed,
                 x=pool.x,
-                settings=typical if spec["strategy"] == "typical" else {},
+                settings=conf["typical"] if spec["strategy"] == "typical" else {},
                 pick_level=level,
                 allocation_power=spec["allocation_power"],
+                budget_clusters={"split": spec["budget_split"], **conf["budget_kmeans"]},
             )
+            done.append((spec, sel.indices))
             out.setdefault(name, {})[b] = sel.indices
-    return out
-
-
-def default_arms(pool: Pool, budgets: list[int], arms: list[str]) -> dict[int, str]:
-    """Per budget: the arm the default runs (a listed arm, or ``default`` scored on its own) and its label."""
-    out = {}
-    for b in budgets:
-        spec = default_selection(len(pool.x), b)
-        out[b] = next((name for name in arms if SELECTIONS[name] == spec), "default")
     return out
 
 
 def selection_label(spec: dict) -> str:
     level = {"budget": "budget clusters"}.get(spec["pick_level"], f"level {spec['pick_level']}")
-    return f"{spec['strategy']}, {level}, power {spec['allocation_power']:g}"
+    split = f", split {spec['budget_split']:g}" if spec["pick_level"] == "budget" and spec["budget_split"] else ""
+    return f"{spec['strategy']}, {level}{split}, power {spec['allocation_power']:g}"
 
 
 def kcenter_picks(pool: Pool, budgets: list[int]) -> dict[int, np.ndarray]:
@@ -330,13 +355,13 @@ def evaluate(name: str, seeds: list[int], arms: list[str], kcenter: bool = True)
         scores.setdefault("k-center coreset", {})[b // n_classes] = [probe(pool, idx)]
     for i, seed in enumerate(seeds):
         picked = arm_picks(pool, totals, seed, arms)
+        probed: dict[bytes, tuple[float, float]] = {}  # arms that picked the same rows share one probe fit
         for arm, by_budget in {UNIFORM: uniform_picks(pool, totals, seed), **picked}.items():
             for b, idx in by_budget.items():
-                scores.setdefault(arm, {}).setdefault(b // n_classes, []).append(probe(pool, idx))
+                key = np.sort(idx).tobytes()
+                probed[key] = probed[key] if key in probed else probe(pool, idx)
+                scores.setdefault(arm, {}).setdefault(b // n_classes, []).append(probed[key])
         print(f"  {name}: seed {seed} done ({i + 1}/{len(seeds)})", flush=True)
-    runs = default_arms(pool, totals, arms)
-    scores[DEFAULT] = {b // n_classes: scores[arm][b // n_classes] for b, arm in runs.items()}
-    scores.pop("default", None)
     default_runs = {b // n_classes: selection_label(default_selection(len(pool.x), b)) for b in totals}
     return {
         "pool": name,
@@ -369,12 +394,30 @@ def summarise(scores: dict[str, dict[int, list]]) -> dict:
     }
 
 
+def merge_arms(results: list[dict]) -> list[dict]:
+    """Runs over the same seeds with different ``--arms`` joined into one (an arm both ran, e.g. uniform
+    random, must have the same scores: same seed, same picks)."""
+    by_seeds: dict[tuple, dict] = {}
+    for r in results:
+        key = tuple(r["seeds"])
+        if key not in by_seeds:
+            by_seeds[key] = {**r, "arms": dict(r["arms"])}
+            continue
+        arms = by_seeds[key]["arms"]
+        for arm, v in r["arms"].items():
+            if arm in arms and arm != DEFAULT and arms[arm] != v:
+                raise ValueError(f"{r['pool']}: arm {arm!r} scored differently in two runs of the same seeds")
+            arms.setdefault(arm, v)
+    return list(by_seeds.values())
+
+
 def combine(results: list[dict]) -> dict:
     """One pool's result from runs over disjoint seeds (``--seed-start``): the runs of every arm joined
-    (a seed-free arm, the k-center coreset, kept once); ``default (auto)`` is what the config resolves
-    to now, taken from the arm that runs the same settings (omitted when no arm does)."""
+    (a seed-free arm, the k-center coreset, kept once). ``default (auto)`` is what the config resolves to
+    *now*: per budget the runs of the measured arm with the same settings (same seed, same picks), else
+    the runs' own default arm if it ran the same settings; otherwise an error (stale default)."""
+    results = merge_arms(results)
     out = {**results[0], "seeds": sorted(s for r in results for s in r["seeds"])}
-    out["default_runs"] = {int(b): v for b, v in out["default_runs"].items()}
     if len(set(out["seeds"])) != len(out["seeds"]):
         raise ValueError(f"{out['pool']}: the runs to combine share seeds")
     scores: dict[str, dict[int, list]] = {}
@@ -384,15 +427,23 @@ def combine(results: list[dict]) -> dict:
                 runs = scores.setdefault(arm, {}).setdefault(int(b), [])
                 if not (arm == "k-center coreset" and runs):
                     runs.extend(v["runs"])
-    scores.pop(DEFAULT, None)  # rebuilt below from what the config now resolves to
-    totals = {b: b * out["classes"] for b in out["budgets_per_class"]}
-    specs = {b: default_selection(out["pool_size"], t) for b, t in totals.items()}
-    arm = {
-        b: next((n for n, sel in SELECTIONS.items() if sel == spec and n in scores), None) for b, spec in specs.items()
+    ran = {int(b): v for r in results for b, v in r["default_runs"].items()}
+    default: dict[int, list] = {}
+    for b in out["budgets_per_class"]:
+        spec = default_selection(out["pool_size"], b * out["classes"])
+        same = [n for n, sel in SELECTIONS.items() if sel == spec and b in scores.get(n, {})]
+        if same:
+            default[b] = scores[same[0]][b]
+        elif all(
+            r["default_runs"][str(b) if str(b) in r["default_runs"] else b] == selection_label(spec) for r in results
+        ):
+            default[b] = scores[DEFAULT][b]
+        else:
+            raise ValueError(f"{out['pool']}: no measured arm runs today's default at {b}/class ({ran[b]} was run)")
+    scores[DEFAULT] = default
+    out["default_runs"] = {
+        b: selection_label(default_selection(out["pool_size"], b * out["classes"])) for b in out["budgets_per_class"]
     }
-    if all(arm.values()):
-        scores[DEFAULT] = {b: scores[arm[b]][b] for b in totals}
-        out["default_runs"] = {b: selection_label(specs[b]) for b in totals}
     out["arms"] = summarise(scores)
     return out
 
@@ -433,23 +484,24 @@ SSL_COMMAND = (
 )
 
 
-def time_selection(n: int, target: int, dim: int = 128, per_cluster: int = 5) -> tuple[float, dict]:
+def time_selection(n: int, target: int, top: int = 0, dim: int = 128, per_cluster: int = 5) -> tuple[float, dict]:
     """Seconds of the default selection (``auto`` resolved for ``target`` of n) over n random points
     in a random 2-level hierarchy (~``per_cluster`` points per level-1 cluster, 5 children per
-    level-2 cluster, as k-means ``auto`` gives): for growth.py."""
+    level-2 cluster, as k-means ``auto`` gives; with ``top`` > 0 a third level of ``top`` clusters,
+    so that a budget split keeps its level at every n): for growth.py."""
     from pipeline.kmeans.hierarchical import LevelResult
     from pipeline.sampling.balanced import hierarchical_balanced_sampling
     from pipeline.sampling.config import sampling_config
 
     rng = np.random.default_rng(0)
     levels, items = [], n
-    for k in (max(1, n // per_cluster), max(1, n // per_cluster // 5)):
+    for k in (max(1, n // per_cluster), max(1, n // per_cluster // 5), *([top] if top else [])):
         assign = np.r_[np.arange(k), rng.integers(k, size=items - k)]
         levels.append(LevelResult.from_assignments(np.zeros((k, 1), np.float32), assign, rng.random(items)))
         items = k
     x = rng.normal(size=(n, dim)).astype(np.float32)
     spec = default_selection(n, target)
-    typical = sampling_config({"seed": 0})["typical"]
+    conf = sampling_config({"seed": 0})
     import faiss  # noqa: F401  (imports outside the timing)
     import torch  # noqa: F401
 
@@ -458,11 +510,13 @@ def time_selection(n: int, target: int, dim: int = 128, per_cluster: int = 5) ->
         levels,
         target,
         strategy=spec["strategy"],
+        multiplier=1,
         rng=0,
         x=x,
-        settings=typical if spec["strategy"] == "typical" else {},
+        settings=conf["typical"] if spec["strategy"] == "typical" else {},
         pick_level=spec["pick_level"],
         allocation_power=spec["allocation_power"],
+        budget_clusters={"split": spec["budget_split"], **conf["budget_kmeans"]},
     )
     return time.perf_counter() - t0, spec
 
@@ -477,6 +531,7 @@ def main() -> None:
     ap.add_argument("--time-selection", action="store_true", help="time the default selection on --n points, exit")
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--target", type=float, default=500, help="--time-selection: picks (a fraction of n if < 1)")
+    ap.add_argument("--top", type=int, default=0, help="--time-selection: a third level of this many clusters")
     ap.add_argument("--arms", nargs="+", default=list(SELECTIONS), choices=list(SELECTIONS), metavar="ARM")
     ap.add_argument("--no-kcenter", action="store_true", help="skip the (seed-free) k-center coreset arm")
     ap.add_argument("--combine", nargs="+", help="--out files of one pool over disjoint seeds: join and print")
@@ -491,7 +546,7 @@ def main() -> None:
         return
     if args.time_selection:
         target = int(args.target * args.n) if args.target < 1 else int(args.target)
-        seconds, spec = time_selection(args.n, target)
+        seconds, spec = time_selection(args.n, target, args.top)
         print(f"default selection n={args.n} target={target} ({selection_label(spec)}): {seconds:.2f} s")
         return
     t0 = time.time()

@@ -47,6 +47,8 @@ def test_schema_takes_defaults_from_yaml_and_refuses_a_second_copy(tmp_path):
             strategy: str
             pick_level: int
             allocation_power: float
+            budget_split: float
+            budget_kmeans: dict
             multiplier: int
             seed: int
             typical: dict

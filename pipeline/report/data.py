@@ -427,7 +427,7 @@ def gather(run: RunDir, cfg: dict | None = None) -> ReportData:
     data = ReportData(root=run.root, config=config, timings=dict(run_json.get("timings") or {}))
     data.counts, data.reject_reasons = gather_counts(run, run_json)
     sample = (run_json.get("counts") or {}).get("sample") or {}
-    keys = ("strategy", "objective", "pick_level", "allocation_power", "target_size")
+    keys = ("strategy", "objective", "pick_level", "allocation_power", "split_level", "target_size")
     data.selection = {k: sample[k] for k in keys if k in sample}
     data.levels, levels, manifest = gather_levels(run)
     thumb_size = int(opts.get("thumb_size", 96))

@@ -312,8 +312,12 @@ def selection_sentence(data: ReportData) -> str:
     strategy = data.selection.get("strategy", objective)
     how = OBJECTIVES[objective].summary if objective in OBJECTIVES else objective
     level = data.selection.get("pick_level", 1)
+    split = int(data.selection.get("split_level") or 0)
     where = (
-        "Inside each of target_size clusters of a k-means with k = target_size (TypiClust)"
+        f"The budget was water-filled down to the level-{split} clusters, then inside each of them a k-means with "
+        "k = its budget ran (TypiClust inside each cluster, keeping the balance); inside each of those sub-clusters"
+        if level == "budget" and split
+        else "Inside each of target_size clusters of a k-means with k = target_size (TypiClust)"
         if level == "budget"
         else f"Inside every level-{escape(str(level))} cluster"
     )

@@ -9,7 +9,8 @@ from pipeline.sampling.objectives import CHOICES, OBJECTIVES
 
 
 def check_selection(sel: dict[str, Any], prefix: str) -> None:
-    """``strategy`` (an objective), ``pick_level`` (int >= 1 or ``budget``) and ``allocation_power`` (>= 0)."""
+    """``strategy`` (an objective), ``pick_level`` (int >= 1 or ``budget``), ``allocation_power`` (>= 0) and
+    ``budget_split`` (> 0 or None)."""
     if sel["strategy"] not in OBJECTIVES:
         raise ValueError(f"{prefix}.strategy must be one of {tuple(OBJECTIVES)}, got {sel['strategy']!r}")
     level = sel["pick_level"]
@@ -17,6 +18,9 @@ def check_selection(sel: dict[str, Any], prefix: str) -> None:
         raise ValueError(f"{prefix}.pick_level must be an integer >= 1 or 'budget', got {level!r}")
     if not float(sel["allocation_power"]) >= 0:
         raise ValueError(f"{prefix}.allocation_power must be >= 0, got {sel['allocation_power']!r}")
+    split = sel["budget_split"]
+    if split is not None and (isinstance(split, bool) or not isinstance(split, int | float) or not split > 0):
+        raise ValueError(f"{prefix}.budget_split must be a number > 0 or null, got {split!r}")
 
 
 def sampling_config(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -57,18 +57,21 @@ def item_embeddings(run: RunDir, point_ids: pa.Table) -> np.ndarray:
 def build_manifest(
     run: RunDir,
     target_size: int,
-    strategy: str,
+    selection: dict,
     multiplier: int,
     seed: int,
-    settings: dict | None = None,
-    pick_level: int | str = 1,
-    allocation_power: float = 0.0,
-) -> pa.Table:
-    """Select items over the finished clusters of ``run`` and join their embeddings-table columns.
+    settings: dict,
+    budget_kmeans: dict,
+) -> tuple[pa.Table, int | None]:
+    """Select items over the finished clusters of ``run`` and join their embeddings-table columns; also
+    the level whose clusters held the budget-sized k-means (``BalancedSelection.split_level``).
 
-    ``strategy``: a key of ``OBJECTIVES`` (``auto`` is resolved by the caller); ``settings``: its
-    keywords; ``pick_level``, ``allocation_power``: see :func:`hierarchical_balanced_sampling`.
+    ``selection``: ``strategy`` (a key of ``OBJECTIVES``; ``auto`` is resolved by the caller),
+    ``pick_level``, ``allocation_power``, ``budget_split`` (:func:`resolve_selection`); ``settings``: the
+    objective's keywords; ``budget_kmeans``: ``sample.budget_kmeans`` (see
+    :func:`hierarchical_balanced_sampling`).
     """
+    strategy, pick_level = selection["strategy"], selection["pick_level"]
     _, levels = load_levels(run)
     point_ids = load_point_ids(run)
     needs_x = OBJECTIVES[strategy].needs_embeddings or pick_level == "budget"
@@ -84,7 +87,8 @@ def build_manifest(
         x=x,
         settings=settings,
         pick_level=pick_level,
-        allocation_power=float(allocation_power),
+        allocation_power=float(selection["allocation_power"]),
+        budget_clusters={"split": selection["budget_split"], **budget_kmeans},
     )
     ids = point_ids.column("id").take(pa.array(sel.indices))
     columns: dict[str, Any] = {"id": ids}
@@ -104,7 +108,7 @@ def build_manifest(
     first = ["id", *(["uri"] if "uri" in table.column_names else [])]
     fixed = [*(f"level_{lv}" for lv in range(1, len(levels) + 1)), "distance", "multiplicity"]
     rest = [c for c in table.column_names if c not in (*first, *fixed, "_order")]
-    return table.select([*first, *fixed, *rest])
+    return table.select([*first, *fixed, *rest]), sel.split_level
 
 
 def run_sample(run: RunDir, cfg: dict, *, force: bool = False, seed: int | None = None) -> dict:
@@ -122,12 +126,14 @@ def run_sample(run: RunDir, cfg: dict, *, force: bool = False, seed: int | None 
     seed = int(cfg["seed"] if seed is None else seed)
     config = {"target_size": target, "strategy": strategy, "multiplier": multiplier, "seed": seed}
     if strategy == "auto":  # settings that change the picks; a fixed objective's earlier runs stay valid
-        config.update(typical=cfg["typical"], auto=cfg["auto"])
+        config.update(typical=cfg["typical"], auto=cfg["auto"], budget_kmeans=cfg["budget_kmeans"])
     else:
         if strategy == "typical":
             config.update(typical=cfg["typical"])
         if cfg["pick_level"] != 1 or float(cfg["allocation_power"]) != 0:
             config.update(pick_level=cfg["pick_level"], allocation_power=float(cfg["allocation_power"]))
+        if cfg["pick_level"] == "budget":
+            config.update(budget_split=cfg["budget_split"], budget_kmeans=cfg["budget_kmeans"])
     with run.step("sample", config, inputs=[CLUSTERS], force=force) as step:
         if step.skipped:
             return {**step.result, "skipped": True}
@@ -137,21 +143,24 @@ def run_sample(run: RunDir, cfg: dict, *, force: bool = False, seed: int | None 
         objective, pick_level, power = chosen["strategy"], chosen["pick_level"], float(chosen["allocation_power"])
         settings = {"typical": cfg["typical"]}.get(objective, {})
         log.info(
-            "sample: objective %s in level-%s clusters, allocation power %g (strategy=%s, %d of %d items)",
+            "sample: objective %s in level-%s clusters (split %s), allocation power %g (strategy=%s, %d of %d items)",
             objective,
             pick_level,
+            chosen["budget_split"],
             power,
             strategy,
             target,
             n_items,
         )
-        table = build_manifest(run, target, objective, multiplier, seed, settings, pick_level, power)
+        table, split_level = build_manifest(run, target, chosen, multiplier, seed, settings, cfg["budget_kmeans"])
         write_parquet_atomic(table, run.path(MANIFEST))
         step.result = {
             "strategy": strategy,
             "objective": objective,
             "pick_level": pick_level,
             "allocation_power": power,
+            "budget_split": chosen["budget_split"] if pick_level == "budget" else None,
+            "split_level": split_level,
             "target_size": target,
             "n_rows": table.num_rows,
             "n_selected": int(pc.sum(table.column("multiplicity")).as_py() or 0),

@@ -96,3 +96,44 @@ def test_curate_with_a_pick_level_and_an_allocation_power(vectors, tmp_path):
     assert manifest.num_rows == 60 and len(set(manifest.column("id").to_pylist())) == 60
     report = (run_dir / "report.html").read_text()
     assert "Inside every level-2 cluster" in report and "size^0.5" in report
+
+
+@pytest.mark.slow
+def test_curate_with_typiclust_inside_the_clusters_of_a_level(vectors, tmp_path):
+    """pick_level=budget with budget_split 2: 60 picks water-filled over the 8 level-2 clusters (8 x 2 <= 60 <
+    40 x 2), then a k-means with k = each one's budget inside it; recorded in run.json and the report."""
+    run_dir = tmp_path / "run"
+    overrides = [
+        f"input.path={vectors}",
+        "input.format=embeddings",
+        f"run_dir={run_dir}",
+        "dedup.enabled=false",
+        "kmeans.n_clusters=[40,8]",
+        "kmeans.in_process=true",
+        "sample.target_size=60",
+        "sample.strategy=typical",
+        "sample.pick_level=budget",
+        "sample.budget_split=2",
+    ]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose("curate", overrides=overrides), resolve=True)
+    run_curate(RunDir(str(run_dir)), cfg)
+    record = json.loads((run_dir / "run.json").read_text())["counts"]["sample"]
+    assert (record["objective"], record["pick_level"], record["budget_split"], record["split_level"]) == (
+        "typical",
+        "budget",
+        2,
+        2,
+    )
+    manifest = pq.read_table(run_dir / "manifest.parquet")
+    assert manifest.num_rows == 60 and len(set(manifest.column("id").to_pylist())) == 60
+    assert set(manifest.column("label").to_pylist()) == {f"c{i}" for i in range(len(SIZES))}
+    from pipeline.artifacts import load_levels
+    from pipeline.sampling.balanced import points_per_cluster
+
+    sizes = points_per_cluster(load_levels(RunDir(str(run_dir)))[1])[1]
+    counts = np.bincount(manifest.column("level_2").to_numpy(), minlength=len(sizes))
+    open_ = counts < sizes  # flat water-filling: the clusters not taken whole get x or x + 1 picks
+    assert counts[open_].max() - counts[open_].min() <= 1 and np.all(sizes[~open_] <= counts[open_].min() + 1)
+    report = (run_dir / "report.html").read_text()
+    assert "water-filled down to the level-2 clusters" in report and "Small concepts" in report

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +158,35 @@ def test_text_corpus_curates_to_a_subset_balanced_across_hidden_topics(text_tabl
     random_h = [_entropy([pool[i] for i in rng.choice(len(pool), TARGET, replace=False)]) for _ in range(500)]
     assert h_sel > h_pool + 0.1, (h_pool, h_sel)
     assert h_sel > np.quantile(random_h, 0.999), (h_sel, max(random_h))
+
+
+def _topic_shares(run_dir: Path) -> dict[str, float]:
+    manifest = pq.read_table(run_dir / "manifest.parquet")
+    topics = np.repeat(manifest.column("topic").to_pylist(), manifest.column("multiplicity").to_numpy())
+    return {t: float(np.mean(topics == t)) for t in TOPICS}
+
+
+@pytest.mark.slow
+def test_typiclust_inside_clusters_keeps_the_topic_balance_that_whole_pool_typiclust_breaks(
+    text_table, curated, tmp_path
+):
+    """On a copy of the curated run: TypiClust inside the clusters of a level
+    (budget_split 2: level 1, 24 clusters for 48 picks) keeps every topic under 30%; one k-means of the
+    whole pool (budget_split null, TypiClust as published) hands the largest topic more (measured 56%)."""
+    path, _ = text_table
+    run_dir, _ = curated
+    shares = {}
+    for split in ("2", "null"):
+        copy = tmp_path / f"run-{split}"
+        shutil.copytree(run_dir, copy)
+        extra = ("sample.strategy=typical", "sample.pick_level=budget", f"sample.budget_split={split}")
+        counts = run_curate(RunDir(str(copy)), _config(path, copy, *extra))
+        assert counts["sample"]["n_selected"] == TARGET and counts["sample"]["split_level"] == (
+            1 if split == "2" else 0
+        )
+        shares[split] = _topic_shares(copy)
+    assert max(shares["2"].values()) < 0.3 and min(shares["2"].values()) > 0, shares["2"]
+    assert max(shares["null"].values()) > 0.4, shares["null"]
 
 
 @pytest.mark.slow

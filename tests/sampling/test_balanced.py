@@ -10,6 +10,16 @@ from hypothesis import strategies as st
 from pipeline.kmeans.hierarchical import LevelResult, hierarchical_kmeans, sort_clusters
 from pipeline.sampling.balanced import hierarchical_balanced_sampling, items_per_cluster, points_per_cluster
 
+FLAT = {"strategy": "closest", "multiplier": 1, "pick_level": 1, "allocation_power": 0.0}
+BUDGET_KMEANS = {"n_iters": 20, "max_points_per_centroid": 256, "max_whole_pool": 1024}
+
+
+def sample(levels, target, **settings):
+    """The sampling with flat closest-first settings unless given (TypiClust over the whole pool for pick_level=budget)."""
+    return hierarchical_balanced_sampling(
+        levels, target, **{**FLAT, "budget_clusters": {"split": None, **BUDGET_KMEANS}, **settings}
+    )
+
 
 def random_hierarchy(rng: np.random.Generator, n: int, ks: list[int]) -> list[LevelResult]:
     """Random nested clusterings (every cluster non-empty) with random distances."""
@@ -46,7 +56,7 @@ def test_hierarchical_sampling_properties(seed, n, ks, frac, strategy, multiplie
     ks = sorted({min(k * 4**i, n // 2) for i, k in enumerate(ks)}, reverse=True)
     levels = random_hierarchy(rng, n, ks)
     target = int(frac * n * multiplier)
-    sel = hierarchical_balanced_sampling(levels, target, strategy=strategy, multiplier=multiplier, rng=seed)
+    sel = sample(levels, target, strategy=strategy, multiplier=multiplier, rng=seed)
     assert sel.multiplicity.sum() == target
     assert len(np.unique(sel.indices)) == len(sel.indices)
     assert np.all(sel.multiplicity >= 1) and np.all(sel.multiplicity <= multiplier)
@@ -71,14 +81,14 @@ def test_closest_takes_the_points_nearest_to_the_centroid():
     assign = np.array([0, 0, 0, 1, 1, 1, 1])
     dist = np.array([0.3, 0.1, 0.2, 0.9, 0.4, 0.8, 0.5], dtype=np.float32)
     level = LevelResult.from_assignments(np.zeros((2, 1), np.float32), assign, dist)
-    sel = hierarchical_balanced_sampling([level], 4, strategy="closest", rng=0)
+    sel = sample([level], 4, strategy="closest", rng=0)
     assert sorted(sel.indices.tolist()) == [1, 2, 4, 6]
 
 
 def test_multiplier_repeats_small_clusters():
     assign = np.array([0] + [1] * 20)
     level = LevelResult.from_assignments(np.zeros((2, 1), np.float32), assign, np.zeros(21, np.float32))
-    sel = hierarchical_balanced_sampling([level], 6, multiplier=3, rng=0)
+    sel = sample([level], 6, multiplier=3, rng=0)
     assert dict(zip(sel.indices.tolist(), sel.multiplicity.tolist()))[0] == 3
     assert sel.multiplicity.sum() == 6
 
@@ -86,11 +96,11 @@ def test_multiplier_repeats_small_clusters():
 def test_invalid_requests():
     level = LevelResult.from_assignments(np.zeros((1, 1), np.float32), np.zeros(5, np.int64), np.zeros(5, np.float32))
     with pytest.raises(ValueError, match="target_size"):
-        hierarchical_balanced_sampling([level], 6)
+        sample([level], 6)
     with pytest.raises(ValueError, match="strategy"):
-        hierarchical_balanced_sampling([level], 2, strategy="farthest")
+        sample([level], 2, strategy="farthest")
     with pytest.raises(ValueError, match="multiplier"):
-        hierarchical_balanced_sampling([level], 2, multiplier=0)
+        sample([level], 2, multiplier=0)
 
 
 def test_balanced_beats_random_on_imbalanced_blobs():
@@ -103,7 +113,7 @@ def test_balanced_beats_random_on_imbalanced_blobs():
     levels = hierarchical_kmeans(
         x, {"n_clusters": [40, 8], "n_iters": 10, "n_resampling_steps": [3, 2], "sample_size": [5, 3]}
     )
-    sel = hierarchical_balanced_sampling(levels, 300, rng=0)
+    sel = sample(levels, 300, rng=0)
     curated = np.bincount(labels[sel.indices], minlength=len(sizes))
     random = np.bincount(labels[rng.choice(len(labels), 300, replace=False)], minlength=len(sizes))
     assert curated[-3:].sum() > 2 * random[-3:].sum()
@@ -145,19 +155,19 @@ def two_blobs_two_scatters() -> tuple[np.ndarray, list[LevelResult]]:
 def test_pick_level_two_takes_the_typical_point_of_each_group():
     x, levels = two_blobs_two_scatters()
     for seed in range(8):
-        sel = hierarchical_balanced_sampling(
-            levels, 2, strategy="typical", x=x, rng=seed, settings={"k": 4}, pick_level=2
+        sel = sample(
+            levels, 2, strategy="typical", x=x, rng=seed, settings={"k": 4, "max_reference": 256}, pick_level=2
         )
         assert sorted(sel.indices.tolist()) == [0, 8]  # the blob centres
         assert sel.budgets[0].tolist() == [1, 0, 1, 0] and sel.budgets[1].tolist() == [1, 1]
     # at level 1 the water-filling sends a group's single pick to the scatter half of the time
     at_level_1 = [
-        set(hierarchical_balanced_sampling(levels, 2, strategy="typical", x=x, rng=s, settings={"k": 4}).indices)
+        set(sample(levels, 2, strategy="typical", x=x, rng=s, settings={"k": 4, "max_reference": 256}).indices)
         for s in range(8)
     ]
     assert any(not pick <= {0, 1, 2, 3, 4, 8, 9, 10, 11, 12} for pick in at_level_1)
     with pytest.raises(ValueError, match="pick_level"):
-        hierarchical_balanced_sampling(levels, 2, pick_level=3)
+        sample(levels, 2, pick_level=3)
 
 
 def test_budget_clusters_take_the_typical_point_of_each_of_b_clusters():
@@ -175,10 +185,81 @@ def test_budget_clusters_take_the_typical_point_of_each_of_b_clusters():
         np.zeros((1, 3), np.float32), np.zeros(len(x), np.int64), rng.random(len(x)).astype(np.float32)
     )
     for seed in range(3):
-        sel = hierarchical_balanced_sampling(
-            [level], 3, strategy="typical", x=x, rng=seed, settings={"k": 4}, pick_level="budget"
+        sel = sample(
+            [level], 3, strategy="typical", x=x, rng=seed, settings={"k": 4, "max_reference": 256}, pick_level="budget"
         )
         assert sorted(sel.indices.tolist()) == [0, 11, 22]
         assert sel.budgets[0].tolist() == [3]
     with pytest.raises(ValueError, match="budget"):
-        hierarchical_balanced_sampling([level], 3, strategy="typical", x=x, pick_level="budget", multiplier=2)
+        sample([level], 3, strategy="typical", x=x, pick_level="budget", multiplier=2)
+
+
+def two_concepts_of_blobs(rng: np.random.Generator) -> tuple[np.ndarray, list[LevelResult], np.ndarray]:
+    """A big concept (4 blobs of 20: a 5-point core and a 15-point halo) and a small one (2 blobs of 5),
+    blob j along direction e_j (cosine k-means); level 1 = the 6 blobs, level 2 = the 2 concepts.
+    Returns x, the levels and the core centre of every blob (its most typical point)."""
+    core = np.array([[0, 0], [0.1, 0], [-0.1, 0], [0, 0.1], [0, -0.1]])
+    rows, assign, centres = [], [], []
+    for j, halo in enumerate([15, 15, 15, 15, 0, 0]):
+        off = np.vstack([core, rng.uniform(-2, 2, (halo, 2))])
+        blob = np.zeros((len(off), 8))
+        blob[:, j], blob[:, 6:] = 10.0, off
+        centres.append(sum(len(r) for r in rows))
+        rows.append(blob)
+        assign += [j] * len(off)
+    x, a1 = np.vstack(rows).astype(np.float32), np.array(assign)
+    c1 = np.stack([x[a1 == c].mean(0) for c in range(6)])
+    lv1 = LevelResult.from_assignments(c1, a1, np.linalg.norm(x - c1[a1], axis=1).astype(np.float32))
+    a2 = np.array([0, 0, 0, 0, 1, 1])
+    c2 = np.stack([c1[a2 == c].mean(0) for c in range(2)])
+    lv2 = LevelResult.from_assignments(c2, a2, np.linalg.norm(c1 - c2[a2], axis=1).astype(np.float32))
+    return x, [lv1, lv2], np.array(centres)
+
+
+def test_split_typiclust_keeps_the_concept_balance_and_takes_typical_points():
+    """split 2, 4 picks: level 2 (2 clusters <= 4 / 2) gets 2 + 2 (flat water-filling), then a k-means with
+    k = 2 inside each concept: the small concept's two blob centres, and two blob centres of the big one."""
+    x, levels, centres = two_concepts_of_blobs(np.random.default_rng(0))
+    for seed in range(4):
+        sel = hierarchical_balanced_sampling(
+            levels,
+            4,
+            strategy="typical",
+            multiplier=1,
+            pick_level="budget",
+            allocation_power=0.0,
+            x=x,
+            rng=seed,
+            settings={"k": 4, "max_reference": 256},
+            budget_clusters={"split": 2, **BUDGET_KMEANS},
+        )
+        assert sel.split_level == 2 and sel.budgets[1].tolist() == [2, 2]
+        assert set(sel.indices.tolist()) <= set(centres.tolist()), sel.indices
+        assert {int(centres[4]), int(centres[5])} <= set(sel.indices.tolist())
+        assert sel.multiplicity.sum() == 4
+    # no level with <= 4 / 8 clusters: one k-means of the whole pool (TypiClust as published)
+    sel = hierarchical_balanced_sampling(
+        levels,
+        4,
+        strategy="typical",
+        multiplier=1,
+        pick_level="budget",
+        allocation_power=0.0,
+        x=x,
+        rng=0,
+        settings={"k": 4, "max_reference": 256},
+        budget_clusters={"split": 8, **BUDGET_KMEANS},
+    )
+    assert sel.split_level == 0 and sel.multiplicity.sum() == 4
+
+
+def test_split_level_is_the_finest_level_that_fits_the_budget():
+    from pipeline.sampling.balanced import split_level
+
+    assert split_level([123, 24], 63, 2, 1024) == 2  # 24 * 2 <= 63 < 123 * 2
+    assert split_level([123, 24], 300, 2, 1024) == 1
+    assert split_level([123, 24], 21, 1, 1024) == 0  # fewer picks than top-level clusters: the whole pool
+    assert split_level([123, 24], 21, 1, 20) == 2  # ... unless that k-means would be too large: the top level
+    assert split_level([123, 24], 300, None, 10) == 0
+    with pytest.raises(ValueError, match="split"):
+        split_level([4], 8, 0, 1024)

@@ -7,10 +7,10 @@ import pytest
 
 from pipeline.coreset.kcenter import k_center_greedy
 from pipeline.kmeans.hierarchical import LevelResult
-from pipeline.sampling.balanced import hierarchical_balanced_sampling
 from pipeline.sampling.config import sampling_config
 from pipeline.sampling.objectives import OBJECTIVES, resolve_selection
 from pipeline.sampling.objectives.typical import typicality
+from tests.sampling.test_balanced import sample
 
 
 def csr(assignments: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -49,8 +49,14 @@ def test_closest_takes_the_csr_order(blob_and_line):
 
 def test_typical_takes_the_densest_point(blob_and_line):
     x, offsets, items = blob_and_line
-    assert picks("typical", x, offsets, items, np.array([1, 0]), k=4)[0] == {2}  # the blob's centre
-    assert picks("typical", x, offsets, items, np.array([5, 0]), k=4)[0] == {2, 3, 4, 5, 6}  # never an outlier
+    assert picks("typical", x, offsets, items, np.array([1, 0]), k=4, max_reference=256)[0] == {2}  # the blob's centre
+    assert picks("typical", x, offsets, items, np.array([5, 0]), k=4, max_reference=256)[0] == {
+        2,
+        3,
+        4,
+        5,
+        6,
+    }  # never an outlier
 
 
 def test_coverage_spreads_out_from_the_closest_point(blob_and_line):
@@ -120,9 +126,7 @@ def test_every_objective_keeps_the_sampling_contract(name):
     settings = sampling_config({"strategy": name})["typical"] if name == "typical" else {}
     for target, mult in ((37, 1), (300, 1), (450, 2)):
         runs = [
-            hierarchical_balanced_sampling(
-                [level1, level2], target, strategy=name, multiplier=mult, rng=7, x=x, settings=settings
-            )
+            sample([level1, level2], target, strategy=name, multiplier=mult, rng=7, x=x, settings=settings)
             for _ in range(2)
         ]
         sel = runs[0]
@@ -135,19 +139,24 @@ def test_every_objective_keeps_the_sampling_contract(name):
 def test_objectives_that_need_embeddings_refuse_to_run_without():
     level = LevelResult.from_assignments(np.zeros((1, 2), np.float32), np.zeros(4, np.int64), np.zeros(4, np.float32))
     with pytest.raises(ValueError, match="needs the embeddings"):
-        hierarchical_balanced_sampling([level], 2, strategy="typical")
+        sample([level], 2, strategy="typical")
 
 
 def test_auto_follows_the_budget_rule_and_bad_names_are_refused():
-    small = {"strategy": "typical", "pick_level": "budget", "allocation_power": 0.0}
-    large = {"strategy": "coverage", "pick_level": 1, "allocation_power": 0.5}
+    small = {"strategy": "typical", "pick_level": "budget", "allocation_power": 0.0, "budget_split": 4}
+    large = {"strategy": "coverage", "pick_level": 1, "allocation_power": 0.5, "budget_split": None}
     cfg = sampling_config({"auto": {"max_fraction": 0.05, "max_budget_clusters": 40, "small": small, "large": large}})
     assert resolve_selection(cfg, 40, 1000) == small
     assert resolve_selection(cfg, 41, 10000) == large  # over max_budget_clusters: no k-means with k = 41
     assert resolve_selection(cfg, 30, 500) == large  # over 5% of the pool
     assert resolve_selection({**cfg, "multiplier": 2}, 10, 1000) == large  # budget clusters pick each point once
     fixed = {**cfg, "strategy": "closest", "pick_level": 2, "allocation_power": 1.0}
-    assert resolve_selection(fixed, 10**6, 10) == {"strategy": "closest", "pick_level": 2, "allocation_power": 1.0}
+    assert resolve_selection(fixed, 10**6, 10) == {
+        "strategy": "closest",
+        "pick_level": 2,
+        "allocation_power": 1.0,
+        "budget_split": cfg["budget_split"],
+    }
     with pytest.raises(ValueError, match="one of"):
         resolve_selection({**cfg, "strategy": "densest"}, 1, 10)
     with pytest.raises(ValueError, match="sample.strategy"):
@@ -158,3 +167,17 @@ def test_auto_follows_the_budget_rule_and_bad_names_are_refused():
         sampling_config({"strategy": "closest", "pick_level": 0})
     with pytest.raises(ValueError, match="sample.allocation_power"):
         sampling_config({"strategy": "closest", "allocation_power": -1})
+    with pytest.raises(ValueError, match="sample.budget_split"):
+        sampling_config({"strategy": "typical", "pick_level": "budget", "budget_split": 0})
+    with pytest.raises(ValueError, match="sample.auto.small.budget_split"):
+        sampling_config({"auto": {"small": {"budget_split": "level"}}})
+
+
+def test_typical_without_settings_takes_them_from_conf(blob_and_line):
+    """``strata coreset`` calls the objectives without the sample settings: typical reads sample.typical."""
+    x, offsets, items = blob_and_line
+    conf = sampling_config({})["typical"]
+    budgets = np.array([3, 4])
+    assert picks("typical", x, offsets, items, budgets, seed=1) == picks(
+        "typical", x, offsets, items, budgets, 1, **conf
+    )

@@ -23,13 +23,13 @@ CHOICES = (*OBJECTIVES, "auto")
 
 
 def resolve_selection(cfg: dict, target_size: int, n_items: int) -> dict:
-    """What to run: ``{"strategy", "pick_level", "allocation_power"}`` of ``cfg`` (the sample settings),
+    """What to run: ``{"strategy", "pick_level", "allocation_power", "budget_split"}`` of ``cfg`` (the sample settings),
     or for ``strategy: auto`` the rule measured on the labelling benchmark:
 
     ``auto.small`` while ``target_size <= auto.max_fraction * n_items`` and ``target_size <=
     auto.max_budget_clusters`` (and ``multiplier`` is 1), else ``auto.large``.
     """
-    keys = ("strategy", "pick_level", "allocation_power")
+    keys = ("strategy", "pick_level", "allocation_power", "budget_split")
     name = cfg["strategy"]
     if name != "auto":
         if name not in OBJECTIVES:

@@ -38,7 +38,7 @@ def typicality(
     is_ref = rank_by_score(rng.random(n), offsets) < max_reference
     ref_pos = np.flatnonzero(is_ref)
     ref_off = np.concatenate([[0], np.cumsum(np.minimum(np.diff(offsets), max_reference))])
-    xs = torch.as_tensor(np.ascontiguousarray(x[items], dtype=np.float32))
+    xs = torch.as_tensor(np.ascontiguousarray(x[items], dtype=np.float64))  # with the rounding below: thread-proof
     refs, ref_cluster, ref_pos_t = xs[ref_pos], torch.as_tensor(cluster[ref_pos]), torch.as_tensor(ref_pos)
     cluster_t = torch.as_tensor(cluster)
     out = np.empty(n, dtype=np.float64)
@@ -51,7 +51,8 @@ def typicality(
         near = d.topk(min(k, e - s), dim=1, largest=False).values
         found = torch.isfinite(near)
         mean = torch.where(found, near, torch.zeros_like(near)).sum(1) / found.sum(1).clamp(min=1)
-        out[a:b] = torch.where(found.any(1), 1.0 / (mean.double() + 1e-12), torch.inf).numpy()
+        mean = torch.round(mean, decimals=9)  # near-duplicates tie exactly (then CSR order), whatever the threads
+        out[a:b] = torch.where(found.any(1), 1.0 / (mean + 1e-12), torch.inf).numpy()
     return out
 
 
@@ -62,11 +63,18 @@ def typical_rank(
     budgets: np.ndarray,
     rng: np.random.Generator,
     *,
-    k: int = 20,
-    max_reference: int = 256,
+    k: int | None = None,
+    max_reference: int | None = None,
     **_,
 ) -> np.ndarray:
-    """rank by descending typicality (module doc)."""
+    """rank by descending typicality (module doc); ``k`` / ``max_reference`` not given (callers without the
+    sample settings, e.g. ``strata coreset``): ``sample.typical`` of ``conf/sampling/default.yaml``."""
+    if k is None or max_reference is None:
+        from pipeline.config import load_group
+
+        conf = load_group("sampling/default")["typical"]
+        k = conf["k"] if k is None else k
+        max_reference = conf["max_reference"] if max_reference is None else max_reference
     return rank_by_score(typicality(x, offsets, items, k=k, max_reference=max_reference, rng=rng), offsets)
 
 
