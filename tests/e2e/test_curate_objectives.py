@@ -128,7 +128,7 @@ def test_curate_with_typiclust_inside_the_clusters_of_a_level(vectors, tmp_path)
     manifest = pq.read_table(run_dir / "manifest.parquet")
     assert manifest.num_rows == 60 and len(set(manifest.column("id").to_pylist())) == 60
     assert set(manifest.column("label").to_pylist()) == {f"c{i}" for i in range(len(SIZES))}
-    from pipeline.artifacts import load_levels
+    from pipeline.kmeans.levels import load_levels
     from pipeline.sampling.balanced import points_per_cluster
 
     sizes = points_per_cluster(load_levels(RunDir(str(run_dir)))[1])[1]
