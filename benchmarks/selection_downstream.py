@@ -261,6 +261,12 @@ SELECTIONS: dict[str, dict] = {
         }
         for m in (1, 2, 4, 8)
     },
+    "TypiClust split 1, power 0.5": {
+        "strategy": "typical",
+        "pick_level": "budget",
+        "allocation_power": 0.5,
+        "budget_split": 1,
+    },
 }
 PREVIOUS = "previous default (session 10)"  # auto before session 11: TypiClust <= 5% of the pool, else coverage
 
