@@ -16,35 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline.backbones.base import FEATURES, Backbone, Features
-from pipeline.discovery import import_entries
+from pipeline.discovery import Registry
 
 BackboneFactory = Callable[..., Backbone]
-BACKBONES: dict[str, BackboneFactory] = {}
-
-
-def register(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
-    """Decorator: add ``factory`` to :data:`BACKBONES` under ``name`` (a name is registered once)."""
-
-    def add(factory: BackboneFactory) -> BackboneFactory:
-        if name in BACKBONES and BACKBONES[name] is not factory:
-            raise ValueError(f"backbone {name!r} is registered twice")
-        BACKBONES[name] = factory
-        return factory
-
-    return add
-
-
-def registry() -> dict[str, BackboneFactory]:
-    """Every registered backbone (imports each module of this package on first call)."""
-    import_entries(__name__, __path__)
-    return BACKBONES
-
-
-def _factory(name: str, setting: str) -> BackboneFactory:
-    entries = registry()
-    if name not in entries:
-        raise ValueError(f"unknown {setting} {name!r}: use one of {', '.join(sorted(entries))}")
-    return entries[name]
+REGISTRY: Registry[BackboneFactory] = Registry("backbone", __name__, __path__)
+BACKBONES = REGISTRY.entries
+register = REGISTRY.register
+registry = REGISTRY.all
 
 
 def build_backbone(name: str, checkpoint: str | None, features: Features, **options: Any) -> Backbone:
@@ -54,14 +32,14 @@ def build_backbone(name: str, checkpoint: str | None, features: Features, **opti
         raise ValueError(f"embed.features must be one of {FEATURES}, got {features!r}")
     if features == "projection" and name != "ssl":
         raise ValueError("embed.features=projection (embed.reduce=head) needs embed=ssl")
-    backbone = _factory(name, "embed.backbone")(checkpoint, features, **options)
+    backbone = REGISTRY.get(name, "embed.backbone")(checkpoint, features, **options)
     backbone.module.eval()
     return backbone
 
 
 def build_ssl_backbone(name: str, **options: Any) -> tuple[Any, int]:
     """``(module, feature_dim)`` of backbone ``name`` with random weights, for pretraining (train mode)."""
-    backbone = _factory(name, "ssl backbone")(None, "head", **options)
+    backbone = REGISTRY.get(name, "ssl backbone")(None, "head", **options)
     return backbone.module, backbone.dim
 
 

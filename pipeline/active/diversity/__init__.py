@@ -29,7 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline.discovery import import_entries
+from pipeline.discovery import Registry
 
 
 class DiversitySettings(Protocol):
@@ -41,31 +41,15 @@ class DiversitySettings(Protocol):
 
 
 Diversity = Callable[[np.ndarray, np.ndarray, int, np.ndarray | None, int, DiversitySettings], np.ndarray]
-DIVERSITY: dict[str, Diversity] = {}
-
-
-def register(name: str) -> Callable[[Diversity], Diversity]:
-    """Decorator: add ``method`` to :data:`DIVERSITY` under ``name`` (a name is registered once)."""
-
-    def add(method: Diversity) -> Diversity:
-        if name in DIVERSITY and DIVERSITY[name] is not method:
-            raise ValueError(f"diversity {name!r} is registered twice")
-        DIVERSITY[name] = method
-        return method
-
-    return add
-
-
-def registry() -> dict[str, Diversity]:
-    """Every registered diversity method (imports each module of this package on first call)."""
-    import_entries(__name__, __path__)
-    return DIVERSITY
+REGISTRY: Registry[Diversity] = Registry("diversity", __name__, __path__)
+DIVERSITY = REGISTRY.entries
+register = REGISTRY.register
+registry = REGISTRY.all
 
 
 def check_diversity(name: str) -> None:
     """One-line error naming the choices when ``name`` is not a registered diversity method."""
-    if name not in registry():
-        raise ValueError(f"unknown diversity {name!r}; choose one of {', '.join(sorted(DIVERSITY))}")
+    REGISTRY.get(name)
 
 
 def diverse_select(

@@ -27,7 +27,7 @@ from typing import Protocol
 import numpy as np
 
 from pipeline.active.strategies.base import top_k
-from pipeline.discovery import import_entries
+from pipeline.discovery import Registry
 
 
 class StrategySettings(Protocol):
@@ -37,31 +37,15 @@ class StrategySettings(Protocol):
 
 
 Strategy = Callable[[np.ndarray, np.random.Generator, StrategySettings], np.ndarray]
-STRATEGIES: dict[str, Strategy] = {}
-
-
-def register(name: str) -> Callable[[Strategy], Strategy]:
-    """Decorator: add ``strategy`` to :data:`STRATEGIES` under ``name`` (a name is registered once)."""
-
-    def add(strategy: Strategy) -> Strategy:
-        if name in STRATEGIES and STRATEGIES[name] is not strategy:
-            raise ValueError(f"strategy {name!r} is registered twice")
-        STRATEGIES[name] = strategy
-        return strategy
-
-    return add
-
-
-def registry() -> dict[str, Strategy]:
-    """Every registered strategy (imports each module of this package on first call)."""
-    import_entries(__name__, __path__)
-    return STRATEGIES
+REGISTRY: Registry[Strategy] = Registry("strategy", __name__, __path__)
+STRATEGIES = REGISTRY.entries
+register = REGISTRY.register
+registry = REGISTRY.all
 
 
 def check_strategy(name: str) -> None:
     """One-line error naming the choices when ``name`` is not a registered strategy."""
-    if name not in registry():
-        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))}")
+    REGISTRY.get(name)
 
 
 def priority(name: str, p: np.ndarray, rng: np.random.Generator, cfg: StrategySettings) -> np.ndarray:

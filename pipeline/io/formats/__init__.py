@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.discovery import import_entries
+from pipeline.discovery import Registry
 
 UNIT_SCHEMA = pa.schema(
     [
@@ -42,21 +42,14 @@ class InputFormat:
     whole_folder: bool = True  # a folder holding only files of this format is read as this format
 
 
-FORMATS: dict[str, InputFormat] = {}
+REGISTRY: Registry[InputFormat] = Registry("input format", __name__, __path__)
+FORMATS = REGISTRY.entries
+registry = REGISTRY.all
 
 
 def register(fmt: InputFormat) -> InputFormat:
-    """Add ``fmt`` to :data:`FORMATS` (a name is registered once)."""
-    if fmt.name in FORMATS and FORMATS[fmt.name] != fmt:
-        raise ValueError(f"input format {fmt.name!r} is registered twice")
-    FORMATS[fmt.name] = fmt
-    return fmt
-
-
-def registry() -> dict[str, InputFormat]:
-    """Every registered input format (imports each module of this package on first call)."""
-    import_entries(__name__, __path__)
-    return FORMATS
+    """Add ``fmt`` to :data:`FORMATS` under its name (a name is registered once)."""
+    return REGISTRY.register(fmt.name)(fmt)
 
 
 def input_format(name: str) -> InputFormat:
