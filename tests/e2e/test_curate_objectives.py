@@ -40,24 +40,29 @@ def vectors(tmp_path_factory) -> Path:
     return path
 
 
+def _curate(vectors: Path, run_dir: Path, *sample: str) -> dict:
+    """``strata curate`` on the blobs (no dedup, k-means [40, 8] in process) with ``sample.*`` overrides;
+    returns the run's counts."""
+    overrides = [
+        f"input.path={vectors}",
+        "input.format=embeddings",
+        f"run_dir={run_dir}",
+        "dedup.enabled=false",
+        "kmeans.n_clusters=[40,8]",
+        "kmeans.in_process=true",
+        *sample,
+    ]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose("curate", overrides=overrides), resolve=True)
+    return run_curate(RunDir(str(run_dir)), cfg)
+
+
 @pytest.mark.slow
 def test_curate_runs_every_objective_and_records_it(vectors, tmp_path):
     run_dir = tmp_path / "run"
     chosen = {}
     for strategy in CHOICES:
-        overrides = [
-            f"input.path={vectors}",
-            "input.format=embeddings",
-            f"run_dir={run_dir}",
-            "dedup.enabled=false",
-            "kmeans.n_clusters=[40,8]",
-            "kmeans.in_process=true",
-            "sample.target_size=15",
-            f"sample.strategy={strategy}",
-        ]
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            cfg = OmegaConf.to_container(compose("curate", overrides=overrides), resolve=True)
-        counts = run_curate(RunDir(str(run_dir)), cfg)
+        counts = _curate(vectors, run_dir, "sample.target_size=15", f"sample.strategy={strategy}")
         manifest = pq.read_table(run_dir / "manifest.parquet")
         assert counts["sample"]["n_selected"] == 15 == manifest.num_rows
         record = json.loads((run_dir / "run.json").read_text())["counts"]["sample"]
@@ -75,21 +80,14 @@ def test_curate_runs_every_objective_and_records_it(vectors, tmp_path):
 @pytest.mark.slow
 def test_curate_with_a_pick_level_and_an_allocation_power(vectors, tmp_path):
     run_dir = tmp_path / "run"
-    overrides = [
-        f"input.path={vectors}",
-        "input.format=embeddings",
-        f"run_dir={run_dir}",
-        "dedup.enabled=false",
-        "kmeans.n_clusters=[40,8]",
-        "kmeans.in_process=true",
+    _curate(
+        vectors,
+        run_dir,
         "sample.target_size=60",
         "sample.strategy=coverage",
         "sample.pick_level=2",
         "sample.allocation_power=0.5",
-    ]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose("curate", overrides=overrides), resolve=True)
-    run_curate(RunDir(str(run_dir)), cfg)
+    )
     record = json.loads((run_dir / "run.json").read_text())["counts"]["sample"]
     assert (record["objective"], record["pick_level"], record["allocation_power"]) == ("coverage", 2, 0.5)
     manifest = pq.read_table(run_dir / "manifest.parquet")
@@ -103,21 +101,14 @@ def test_curate_with_typiclust_inside_the_clusters_of_a_level(vectors, tmp_path)
     """pick_level=budget with budget_split 2: 60 picks water-filled over the 8 level-2 clusters (8 x 2 <= 60 <
     40 x 2), then a k-means with k = each one's budget inside it; recorded in run.json and the report."""
     run_dir = tmp_path / "run"
-    overrides = [
-        f"input.path={vectors}",
-        "input.format=embeddings",
-        f"run_dir={run_dir}",
-        "dedup.enabled=false",
-        "kmeans.n_clusters=[40,8]",
-        "kmeans.in_process=true",
+    _curate(
+        vectors,
+        run_dir,
         "sample.target_size=60",
         "sample.strategy=typical",
         "sample.pick_level=budget",
         "sample.budget_split=2",
-    ]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose("curate", overrides=overrides), resolve=True)
-    run_curate(RunDir(str(run_dir)), cfg)
+    )
     record = json.loads((run_dir / "run.json").read_text())["counts"]["sample"]
     assert (record["objective"], record["pick_level"], record["budget_split"], record["split_level"]) == (
         "typical",
