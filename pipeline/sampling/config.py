@@ -30,8 +30,12 @@ def sampling_config(cfg: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"sample.strategy must be one of {CHOICES}, got {c['strategy']!r}")
     if c["strategy"] != "auto":
         check_selection(c, "sample")
-    for key in ("small", "large"):
+        if c["pick_level"] == "budget" and int(c["multiplier"]) > 1:
+            raise ValueError("sample.pick_level=budget picks each point once: it needs sample.multiplier=1")
+    for key in ("small", "large", "repeats"):
         check_selection(c["auto"][key], f"sample.auto.{key}")
+        if key == "repeats" and c["auto"][key]["pick_level"] == "budget":
+            raise ValueError("sample.auto.repeats.pick_level cannot be budget (budget clusters pick each point once)")
     if int(c["target_size"]) < 1 or int(c["multiplier"]) < 1:
         raise ValueError(
             f"sample.target_size and sample.multiplier must be >= 1, got {c['target_size']} and {c['multiplier']}"

@@ -145,11 +145,18 @@ def test_objectives_that_need_embeddings_refuse_to_run_without():
 def test_auto_follows_the_budget_rule_and_bad_names_are_refused():
     small = {"strategy": "typical", "pick_level": "budget", "allocation_power": 0.0, "budget_split": 4}
     large = {"strategy": "coverage", "pick_level": 1, "allocation_power": 0.5, "budget_split": None}
-    cfg = sampling_config({"auto": {"max_fraction": 0.05, "max_budget_clusters": 40, "small": small, "large": large}})
+    repeats = {"strategy": "closest", "pick_level": 1, "allocation_power": 0.0, "budget_split": None}
+    auto = {"max_fraction": 0.05, "max_budget_clusters": 40, "small": small, "large": large, "repeats": repeats}
+    cfg = sampling_config({"auto": auto})
     assert resolve_selection(cfg, 40, 1000) == small
     assert resolve_selection(cfg, 41, 10000) == large  # over max_budget_clusters: no k-means with k = 41
     assert resolve_selection(cfg, 30, 500) == large  # over 5% of the pool
-    assert resolve_selection({**cfg, "multiplier": 2}, 10, 1000) == large  # budget clusters pick each point once
+    assert resolve_selection({**cfg, "multiplier": 2}, 10, 1000) == repeats  # budget clusters pick each point once
+    assert resolve_selection({**cfg, "multiplier": 2}, 30, 500) == repeats
+    with pytest.raises(ValueError, match="needs sample.multiplier=1"):
+        sampling_config({"strategy": "typical", "pick_level": "budget", "multiplier": 2})
+    with pytest.raises(ValueError, match="sample.auto.repeats.pick_level cannot be budget"):
+        sampling_config({"auto": {"repeats": small}})
     fixed = {**cfg, "strategy": "closest", "pick_level": 2, "allocation_power": 1.0}
     assert resolve_selection(fixed, 10**6, 10) == {
         "strategy": "closest",

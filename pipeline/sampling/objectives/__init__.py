@@ -27,7 +27,8 @@ def resolve_selection(cfg: dict, target_size: int, n_items: int) -> dict:
     or for ``strategy: auto`` the rule measured on the labelling benchmark:
 
     ``auto.small`` while ``target_size <= auto.max_fraction * n_items`` and ``target_size <=
-    auto.max_budget_clusters`` (and ``multiplier`` is 1), else ``auto.large``.
+    auto.max_budget_clusters``, else ``auto.large``; with ``multiplier`` > 1 (repeats allowed)
+    ``auto.repeats``, since budget clusters pick each point once.
     """
     keys = ("strategy", "pick_level", "allocation_power", "budget_split")
     name = cfg["strategy"]
@@ -36,12 +37,8 @@ def resolve_selection(cfg: dict, target_size: int, n_items: int) -> dict:
             raise ValueError(f"sampling strategy must be one of {CHOICES}, got {name!r}")
         return {k: cfg[k] for k in keys}
     auto = cfg["auto"]
-    small = (
-        target_size <= float(auto["max_fraction"]) * n_items
-        and target_size <= int(auto["max_budget_clusters"])
-        and int(cfg.get("multiplier", 1)) == 1
-    )
-    chosen = auto["small" if small else "large"]
+    small = target_size <= float(auto["max_fraction"]) * n_items and target_size <= int(auto["max_budget_clusters"])
+    chosen = auto["repeats" if int(cfg.get("multiplier", 1)) > 1 else "small" if small else "large"]
     if chosen["strategy"] not in OBJECTIVES:
         raise ValueError(f"sample.auto names {chosen['strategy']!r}; must be one of {tuple(OBJECTIVES)}")
     return {k: chosen[k] for k in keys}
